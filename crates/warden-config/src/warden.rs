@@ -1,0 +1,323 @@
+//! The config of gateways, processors and the dashboard (`warden.toml`).
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::Path;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::layer::merge;
+use crate::schema::{check_and_parse, parse_toml};
+use crate::{ConfigError, ConfigErrors};
+
+const DEFAULTS: &str = include_str!("default.toml");
+
+/// Top-level config of a Warden process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WardenConfig {
+    pub gateway: GatewayConfig,
+    pub bus: BusConfig,
+    pub dashboard: DashboardConfig,
+    /// Upstream routes, matched by longest path prefix.
+    pub routes: Vec<RouteConfig>,
+    /// API keys accepted by the gateway (stored as SHA-256 hashes, never in clear).
+    pub api_keys: Vec<ApiKeyConfig>,
+}
+
+/// The gateway's listener and request handling.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Instance id written in every event (`gateway`); unique per gateway process.
+    pub id: String,
+    /// Address of the HTTP listener.
+    pub listen: SocketAddr,
+    /// Largest request body accepted, in bytes (larger → 413).
+    pub max_body_bytes: u64,
+    /// Events buffered in memory between the request path and the bus.
+    pub event_queue: usize,
+    /// How long a starting gateway may take to read every live decision before it refuses to
+    /// start, in milliseconds.
+    pub decisions_bootstrap_timeout_ms: u64,
+    /// Take the client IP from `X-Forwarded-For` (only behind a trusted load balancer).
+    pub trust_forwarded_for: bool,
+}
+
+/// Which bus to use and how to reach it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BusConfig {
+    /// `embedded` (in-process, one machine) or `kafka`.
+    pub kind: BusKind,
+    /// Kafka bootstrap servers, comma-separated (`kind = "kafka"` only).
+    pub brokers: String,
+    /// Create missing topics at start; when false, a missing topic is an error.
+    pub create_topics: bool,
+    /// Partitions of topics Warden creates.
+    pub partitions: i32,
+    /// Replication factor of topics Warden creates.
+    pub replication_factor: i32,
+    pub topics: TopicsConfig,
+    /// Extra librdkafka settings, passed as they are (e.g. `"security.protocol" = "ssl"`).
+    pub kafka: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BusKind {
+    Embedded,
+    Kafka,
+}
+
+/// Topic names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TopicsConfig {
+    /// One event per request, keyed by identity.
+    pub events: String,
+    /// Quarantine/throttle/release decisions, keyed by subject, compacted.
+    pub decisions: String,
+    /// Alerts from the processor.
+    pub alerts: String,
+}
+
+/// The dashboard endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardConfig {
+    /// Address of the dashboard listener.
+    pub listen: SocketAddr,
+    /// Recent alerts kept for display.
+    pub max_alerts: usize,
+}
+
+/// One upstream route.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Route name, written in events as `route`.
+    pub name: String,
+    /// Path prefix this route serves, starting with `/` (matched on whole segments).
+    pub prefix: String,
+    /// Upstream base URL, `http://host:port[/base]`.
+    pub upstream: String,
+    /// Time allowed for the upstream's response headers, milliseconds (exceeded → 504).
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Remove the prefix before forwarding.
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// Authentication required on this route.
+    #[serde(default)]
+    pub auth: RouteAuth,
+    /// Methods allowed (empty: any).
+    #[serde(default)]
+    pub methods: Vec<String>,
+}
+
+fn default_timeout_ms() -> u64 {
+    10_000
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteAuth {
+    /// A valid API key is required.
+    #[default]
+    ApiKey,
+    /// Anyone may call (requests are still evented, as `anonymous`).
+    None,
+}
+
+/// An API key and the identity it authenticates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// Key id (for audit and rotation; not secret).
+    pub id: String,
+    /// SHA-256 of the key, lowercase hex (`warden hash-key` prints it).
+    pub sha256: String,
+    /// Identity the key authenticates (device id).
+    pub identity: String,
+    #[serde(default)]
+    pub tenant: String,
+    #[serde(default)]
+    pub device_type: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// SHA-256 of an API key, lowercase hex, as stored in `api_keys[].sha256`.
+///
+/// A fast hash is adequate here because Warden's keys are long random strings: there is no
+/// dictionary to guess from, so a slow password hash would only cost latency.
+pub fn hash_api_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+impl Default for WardenConfig {
+    fn default() -> Self {
+        match Self::from_layers(None, toml::Table::new(), toml::Table::new()) {
+            Ok(c) => c,
+            // The built-in defaults are tested to load.
+            Err(e) => panic!("built-in defaults are invalid: {e}"),
+        }
+    }
+}
+
+impl WardenConfig {
+    /// Load defaults ← `file` ← `WARDEN__…` environment variables, and validate.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigErrors> {
+        let table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigErrors::from(ConfigError::new("", format!("cannot read: {e}")))
+                        .with_file(Some(path))
+                })?;
+                parse_toml(&text).map_err(|e| e.with_file(Some(path)))?
+            }
+            None => toml::Table::new(),
+        };
+        let env = crate::env_overrides("WARDEN__", std::env::vars());
+        Self::from_layers(file, table, env)
+    }
+
+    /// Parse TOML text layered over the defaults (no environment), and validate.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigErrors> {
+        Self::from_layers(None, parse_toml(text)?, toml::Table::new())
+    }
+
+    fn from_layers(
+        file: Option<&Path>,
+        table: toml::Table,
+        env: toml::Table,
+    ) -> Result<Self, ConfigErrors> {
+        let mut merged = parse_toml(DEFAULTS)?;
+        merge(&mut merged, table);
+        merge(&mut merged, env);
+        let config: Self = check_and_parse(merged).map_err(|e| e.with_file(file))?;
+        config.validate().map_err(|e| e.with_file(file))?;
+        Ok(config)
+    }
+
+    /// Semantic checks; every problem is reported.
+    pub fn validate(&self) -> Result<(), ConfigErrors> {
+        let mut errs = Vec::new();
+        let g = &self.gateway;
+        if g.id.trim().is_empty() {
+            errs.push(ConfigError::new("gateway.id", "must not be empty"));
+        }
+        if g.event_queue == 0 {
+            errs.push(ConfigError::new("gateway.event_queue", "must be at least 1"));
+        }
+        if g.listen == self.dashboard.listen && g.listen.port() != 0 {
+            errs.push(ConfigError::new(
+                "dashboard.listen",
+                "must differ from gateway.listen",
+            ));
+        }
+        if self.bus.kind == BusKind::Kafka && self.bus.brokers.trim().is_empty() {
+            errs.push(ConfigError::new("bus.brokers", "required when bus.kind = \"kafka\""));
+        }
+        if self.bus.partitions < 1 {
+            errs.push(ConfigError::new("bus.partitions", "must be at least 1"));
+        }
+        if self.bus.replication_factor < 1 {
+            errs.push(ConfigError::new("bus.replication_factor", "must be at least 1"));
+        }
+        let t = &self.bus.topics;
+        for (key, name) in [
+            ("bus.topics.events", &t.events),
+            ("bus.topics.decisions", &t.decisions),
+            ("bus.topics.alerts", &t.alerts),
+        ] {
+            if !valid_topic(name) {
+                errs.push(ConfigError::new(
+                    key,
+                    format!("`{name}` is not a valid topic name (1-249 of [a-zA-Z0-9._-])"),
+                ));
+            }
+        }
+        let mut names = HashSet::new();
+        let mut prefixes = HashSet::new();
+        for (i, r) in self.routes.iter().enumerate() {
+            let at = |k: &str| format!("routes[{i}].{k}");
+            if r.name.trim().is_empty() {
+                errs.push(ConfigError::new(at("name"), "must not be empty"));
+            } else if !names.insert(r.name.as_str()) {
+                errs.push(ConfigError::new(at("name"), format!("duplicate route name `{}`", r.name)));
+            }
+            if !r.prefix.starts_with('/') {
+                errs.push(ConfigError::new(at("prefix"), "must start with `/`"));
+            } else if r.prefix.contains("//") || r.prefix.split('/').any(|s| s == ".." || s == ".")
+            {
+                errs.push(ConfigError::new(at("prefix"), "must be a normalised path"));
+            } else if !prefixes.insert(r.prefix.trim_end_matches('/')) {
+                errs.push(ConfigError::new(at("prefix"), format!("prefix `{}` is served by an earlier route", r.prefix)));
+            }
+            if let Err(reason) = check_upstream(&r.upstream) {
+                errs.push(ConfigError::new(at("upstream"), reason));
+            }
+            if r.timeout_ms == 0 {
+                errs.push(ConfigError::new(at("timeout_ms"), "must be at least 1"));
+            }
+            for (j, m) in r.methods.iter().enumerate() {
+                if http::Method::from_bytes(m.as_bytes()).is_err() || m.to_ascii_uppercase() != *m {
+                    errs.push(ConfigError::new(
+                        format!("routes[{i}].methods[{j}]"),
+                        format!("`{m}` is not an HTTP method in upper case"),
+                    ));
+                }
+            }
+        }
+        let mut ids = HashSet::new();
+        let mut hashes = HashSet::new();
+        for (i, k) in self.api_keys.iter().enumerate() {
+            let at = |f: &str| format!("api_keys[{i}].{f}");
+            if k.id.trim().is_empty() {
+                errs.push(ConfigError::new(at("id"), "must not be empty"));
+            } else if !ids.insert(k.id.as_str()) {
+                errs.push(ConfigError::new(at("id"), format!("duplicate key id `{}`", k.id)));
+            }
+            if k.sha256.len() != 64 || !k.sha256.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()) {
+                errs.push(ConfigError::new(at("sha256"), "must be 64 lowercase hex characters (the SHA-256 of the key)"));
+            } else if !hashes.insert(k.sha256.as_str()) {
+                errs.push(ConfigError::new(at("sha256"), "the same key is configured twice"));
+            }
+            if k.identity.trim().is_empty() || k.identity == "anonymous" {
+                errs.push(ConfigError::new(at("identity"), "must be a non-empty identity other than `anonymous`"));
+            }
+        }
+        if errs.is_empty() { Ok(()) } else { Err(ConfigErrors(errs)) }
+    }
+}
+
+fn valid_topic(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() < 250
+        && name != "."
+        && name != ".."
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+fn check_upstream(url: &str) -> Result<(), String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|_| format!("`{url}` is not a URL"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!("`{url}`: only http:// upstreams are supported"));
+    }
+    if uri.authority().is_none_or(|a| a.host().is_empty()) {
+        return Err(format!("`{url}` has no host"));
+    }
+    if uri.query().is_some() {
+        return Err(format!("`{url}` must not have a query"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,160 @@
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::Versioned;
+
+/// One request seen by a gateway, accepted or rejected (topic `warden.events`, key = identity,
+/// or the client IP for anonymous requests).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequestEvent {
+    /// Schema version of this object.
+    #[serde(default = "crate::default_version")]
+    pub v: u32,
+    /// Unique id of the event (also the request id returned to the client).
+    pub id: String,
+    /// Id of the gateway instance that saw the request.
+    pub gateway: String,
+    /// Per-gateway sequence number, consecutive from 0 at gateway start: a gap means loss.
+    pub seq: u64,
+    /// Start of the request, nanoseconds since the Unix epoch.
+    pub ts: i64,
+    /// Authenticated identity (device id, key id or token subject), or `anonymous`.
+    pub identity: String,
+    /// Tenant of the identity (empty when unknown).
+    pub tenant: String,
+    /// Device type of the identity (empty when unknown).
+    pub device_type: String,
+    /// How the client tried to authenticate and with what result.
+    pub auth: AuthInfo,
+    /// Client IP address as seen by the gateway.
+    pub client_ip: String,
+    /// Protocol the device used.
+    pub protocol: Protocol,
+    /// Request method (HTTP method, or the MQTT/CoAP verb mapped to one).
+    pub method: String,
+    /// Matched route name (never the raw path), or `unmatched`.
+    pub route: String,
+    /// Request path (without the query string).
+    pub path: String,
+    /// Status returned to the client.
+    pub status: u16,
+    /// What the gateway decided.
+    pub decision: Outcome,
+    /// Time from request start to the end of the response, microseconds.
+    pub latency_us: u64,
+    /// Request body bytes received.
+    pub bytes_in: u64,
+    /// Response body bytes sent.
+    pub bytes_out: u64,
+    /// `User-Agent` header, if any.
+    pub user_agent: Option<String>,
+    /// TLS details when the request came over TLS.
+    pub tls: Option<TlsInfo>,
+}
+
+impl Versioned for RequestEvent {
+    fn version(&self) -> u32 {
+        self.v
+    }
+}
+
+impl RequestEvent {
+    /// The bus key of this event: the identity, or the client IP for anonymous requests, so one
+    /// device's events stay ordered on one partition.
+    pub fn key(&self) -> &str {
+        if self.identity == ANONYMOUS {
+            &self.client_ip
+        } else {
+            &self.identity
+        }
+    }
+}
+
+/// Identity recorded for requests without valid credentials.
+pub const ANONYMOUS: &str = "anonymous";
+
+/// Authentication method and result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthInfo {
+    pub method: AuthMethod,
+    pub result: AuthResult,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    None,
+    ApiKey,
+    Jwt,
+    ClientCert,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthResult {
+    /// No credentials were required or offered.
+    NotRequired,
+    /// No credentials were offered where they were required.
+    Missing,
+    Ok,
+    /// Credentials were offered and refused (unknown, expired, revoked, forged).
+    Failed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    Http,
+    Mqtt,
+    Coap,
+}
+
+/// The gateway's decision on a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Allowed,
+    DeniedAuth,
+    DeniedRbac,
+    Throttled,
+    Quarantined,
+    Invalid,
+    /// Accepted but the upstream failed (502/504).
+    UpstreamError,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 7] = [
+        Outcome::Allowed,
+        Outcome::DeniedAuth,
+        Outcome::DeniedRbac,
+        Outcome::Throttled,
+        Outcome::Quarantined,
+        Outcome::Invalid,
+        Outcome::UpstreamError,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allowed => "allowed",
+            Outcome::DeniedAuth => "denied_auth",
+            Outcome::DeniedRbac => "denied_rbac",
+            Outcome::Throttled => "throttled",
+            Outcome::Quarantined => "quarantined",
+            Outcome::Invalid => "invalid",
+            Outcome::UpstreamError => "upstream_error",
+        }
+    }
+}
+
+/// TLS session details.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TlsInfo {
+    /// `TLSv1.2` or `TLSv1.3`.
+    pub version: String,
+    /// SHA-256 fingerprint (hex) of the client certificate, when one was presented.
+    pub client_cert_fingerprint: Option<String>,
+}
