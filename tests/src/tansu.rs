@@ -133,7 +133,10 @@ impl Tansu {
     /// Start the stopped broker again, on the same port with the same storage (the data of
     /// memory storage is lost, of course). Panics if it is running.
     pub fn start_again(&mut self) {
-        assert!(self.child.is_none(), "tansu is still running: stop() it first");
+        assert!(
+            self.child.is_none(),
+            "tansu is still running: stop() it first"
+        );
         // The port was free a moment ago; give the kernel a few tries to release it.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -176,7 +179,8 @@ impl Tansu {
 
     /// The broker's stdout and stderr so far.
     pub fn logs(&self) -> String {
-        let read = |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+        let read =
+            |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
         format!(
             "--- tansu stdout ---\n{}\n--- tansu stderr ---\n{}",
             tail(&read(STDOUT_LOG), 60),

@@ -22,9 +22,12 @@ use futures::FutureExt as _;
 use rdkafka::ClientConfig;
 use rdkafka::Message as _;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::metadata::Metadata;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
@@ -85,6 +88,8 @@ impl KafkaConfig {
 }
 
 /// The bus on a Kafka-protocol cluster. Cloning shares the producer and the admin client.
+///
+/// Dropping the last clone discards records not acknowledged yet: [`Producer::flush`] first.
 #[derive(Clone)]
 pub struct KafkaBus {
     inner: Arc<Inner>,
@@ -93,7 +98,7 @@ pub struct KafkaBus {
 struct Inner {
     config: KafkaConfig,
     producer: Arc<KafkaProducer>,
-    admin: Arc<AdminClient<DefaultClientContext>>,
+    admin: Arc<AdminClient<LogContext>>,
 }
 
 impl std::fmt::Debug for KafkaBus {
@@ -108,7 +113,7 @@ impl KafkaBus {
     /// Create the shared producer and the admin client. Does not wait for the cluster: an
     /// unreachable cluster shows up as errors of the first operations.
     pub fn connect(config: KafkaConfig) -> Result<Self, BusError> {
-        let producer: FutureProducer = config
+        let producer: FutureProducer<LogContext> = config
             .client_config(&[
                 ("enable.idempotence", "true"),
                 ("acks", "all"),
@@ -118,11 +123,11 @@ impl KafkaBus {
                 ("message.timeout.ms", "300000"),
                 ("allow.auto.create.topics", "false"),
             ])
-            .create()
+            .create_with_context(LogContext)
             .map_err(kafka_error)?;
-        let admin: AdminClient<DefaultClientContext> = config
+        let admin: AdminClient<LogContext> = config
             .client_config(&[("allow.auto.create.topics", "false")])
-            .create()
+            .create_with_context(LogContext)
             .map_err(kafka_error)?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -307,11 +312,15 @@ impl Bus for KafkaBus {
         if let Some(missing) = topics.iter().find(|t| !existing.contains_key(**t)) {
             return Err(BusError::UnknownTopic(missing.to_string()));
         }
-        let consumer: StreamConsumer = self.consumer_config(group).create().map_err(kafka_error)?;
+        let consumer: StreamConsumer<LogContext> = self
+            .consumer_config(group)
+            .create_with_context(LogContext)
+            .map_err(kafka_error)?;
         consumer.subscribe(topics).map_err(kafka_error)?;
         Ok(Box::new(KafkaConsumer {
             consumer: Some(Arc::new(consumer)),
             group: true,
+            pending_error: None,
         }))
     }
 
@@ -319,9 +328,9 @@ impl Bus for KafkaBus {
         let partitions = self.partitions_of(topic).await?;
         // librdkafka wants a group id even for `assign`; this one is never joined nor
         // committed to.
-        let consumer: StreamConsumer = self
+        let consumer: StreamConsumer<LogContext> = self
             .consumer_config(&unique_group_id())
-            .create()
+            .create_with_context(LogContext)
             .map_err(kafka_error)?;
         let mut assignment = TopicPartitionList::new();
         for partition in partitions {
@@ -333,6 +342,7 @@ impl Bus for KafkaBus {
         Ok(Box::new(KafkaConsumer {
             consumer: Some(Arc::new(consumer)),
             group: false,
+            pending_error: None,
         }))
     }
 
@@ -358,7 +368,7 @@ impl Bus for KafkaBus {
 
 /// The shared producer.
 struct KafkaProducer {
-    producer: Arc<FutureProducer>,
+    producer: Arc<FutureProducer<LogContext>>,
 }
 
 #[async_trait]
@@ -390,14 +400,16 @@ impl Producer for KafkaProducer {
 /// A group member (subscribed) or a reader (assigned every partition).
 struct KafkaConsumer {
     /// `None` only while being dropped.
-    consumer: Option<Arc<StreamConsumer>>,
+    consumer: Option<Arc<StreamConsumer<LogContext>>>,
     /// Whether commits go to the group (readers ignore them).
     group: bool,
+    /// An error met after a batch was already collected, reported by the next poll.
+    pending_error: Option<BusError>,
 }
 
 impl KafkaConsumer {
-    fn consumer(&self) -> Result<&Arc<StreamConsumer>, BusError> {
-        self.consumer.as_ref().ok_or(BusError::Closed)
+    fn consumer(&self) -> Result<Arc<StreamConsumer<LogContext>>, BusError> {
+        self.consumer.clone().ok_or(BusError::Closed)
     }
 }
 
@@ -414,24 +426,38 @@ fn to_message(m: &BorrowedMessage<'_>) -> Message {
 #[async_trait]
 impl Consumer for KafkaConsumer {
     async fn poll(&mut self, max: usize, timeout: Duration) -> Result<Vec<Message>, BusError> {
+        if let Some(e) = self.pending_error.take() {
+            return Err(e);
+        }
         let consumer = self.consumer()?;
         let max = max.max(1);
+        let deadline = tokio::time::Instant::now() + timeout;
         let mut out = Vec::new();
-        let first = match tokio::time::timeout(timeout, consumer.recv()).await {
-            Err(_elapsed) => return Ok(out),
-            Ok(result) => result.map_err(kafka_error)?,
-        };
-        out.push(to_message(&first));
-        drop(first);
+        // Wait for the first record, passing over errors librdkafka recovers from by itself.
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, consumer.recv()).await {
+                Err(_elapsed) => return Ok(out),
+                Ok(Ok(m)) => {
+                    out.push(to_message(&m));
+                    break;
+                }
+                Ok(Err(e)) if is_transient(&e) => {
+                    tracing::warn!(error = %e, "kafka consumer: transient error");
+                }
+                Ok(Err(e)) => return Err(kafka_error(e)),
+            }
+        }
         // Then whatever librdkafka already has, without waiting.
         while out.len() < max {
             match consumer.recv().now_or_never() {
                 None => break,
                 Some(Ok(m)) => out.push(to_message(&m)),
+                Some(Err(e)) if is_transient(&e) => {
+                    tracing::warn!(error = %e, "kafka consumer: transient error");
+                }
                 Some(Err(e)) => {
-                    // Reported by the next poll if it persists; librdkafka recovers by itself
-                    // from transient errors.
-                    tracing::debug!(error = %e, "kafka consumer error after a batch");
+                    self.pending_error = Some(kafka_error(e));
                     break;
                 }
             }
@@ -443,7 +469,7 @@ impl Consumer for KafkaConsumer {
         if !self.group || positions.is_empty() {
             return Ok(());
         }
-        let consumer = self.consumer()?.clone();
+        let consumer = self.consumer()?;
         let positions = positions.to_vec();
         blocking(move || {
             let mut offsets = TopicPartitionList::new();
@@ -476,6 +502,85 @@ impl Drop for KafkaConsumer {
                 handle.spawn_blocking(move || drop(consumer));
             }
             Err(_) => drop(consumer),
+        }
+    }
+}
+
+/// Consumer errors librdkafka recovers from by itself (lost connections, timeouts, moving
+/// leaders or coordinators): logged, not returned from [`Consumer::poll`].
+fn is_transient(e: &KafkaError) -> bool {
+    matches!(
+        e,
+        KafkaError::MessageConsumption(
+            RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::Resolve
+                | RDKafkaErrorCode::OperationTimedOut
+                | RDKafkaErrorCode::RequestTimedOut
+                | RDKafkaErrorCode::WaitingForCoordinator
+                | RDKafkaErrorCode::NodeUpdate
+                | RDKafkaErrorCode::NetworkException
+                | RDKafkaErrorCode::NotCoordinator
+                | RDKafkaErrorCode::CoordinatorNotAvailable
+                | RDKafkaErrorCode::CoordinatorLoadInProgress
+                | RDKafkaErrorCode::LeaderNotAvailable
+                | RDKafkaErrorCode::NotLeaderForPartition
+        )
+    )
+}
+
+/// Sends librdkafka's logs, global errors and consumer rebalances to `tracing`.
+struct LogContext;
+
+impl ClientContext for LogContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "librdkafka", facility = fac, "{log_message}");
+            }
+            RDKafkaLogLevel::Warning => {
+                tracing::warn!(target: "librdkafka", facility = fac, "{log_message}");
+            }
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", facility = fac, "{log_message}");
+            }
+            RDKafkaLogLevel::Debug => {
+                tracing::debug!(target: "librdkafka", facility = fac, "{log_message}");
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        // Mostly lost connections, which librdkafka retries by itself.
+        tracing::warn!(target: "librdkafka", %error, "{reason}");
+    }
+}
+
+impl ConsumerContext for LogContext {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let partitions = |tpl: &TopicPartitionList| -> Vec<String> {
+            tpl.elements()
+                .iter()
+                .map(|e| format!("{}/{}", e.topic(), e.partition()))
+                .collect()
+        };
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                tracing::info!(partitions = ?partitions(tpl), "kafka consumer: partitions assigned");
+            }
+            Rebalance::Revoke(tpl) => {
+                tracing::info!(partitions = ?partitions(tpl), "kafka consumer: partitions revoked");
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "kafka consumer: rebalance failed"),
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "kafka consumer: commit failed");
         }
     }
 }

@@ -1,0 +1,100 @@
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use warden_event::Outcome;
+
+/// Errors starting a gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("bus: {0}")]
+    Bus(#[from] warden_bus::BusError),
+    #[error("reading live decisions before serving: {0}")]
+    Bootstrap(warden_bus::BusError),
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Why a request was refused or failed. Each maps to one status, a short public code, and the
+/// outcome recorded in the event; details stay in the logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reject {
+    /// The raw path is not in normal form (dot segments, `//`, encoded separators…).
+    BadPath,
+    /// A header the gateway reads is not valid.
+    BadHeader,
+    /// No route serves the path.
+    NoRoute,
+    /// The route does not allow the method.
+    MethodNotAllowed,
+    /// Credentials required but absent.
+    MissingCredentials,
+    /// Credentials offered but refused.
+    BadCredentials,
+    /// The subject is quarantined.
+    Quarantined,
+    /// The body is larger than allowed.
+    BodyTooLarge,
+    /// The upstream did not answer in time.
+    UpstreamTimeout,
+    /// The upstream could not be reached or failed mid-response.
+    UpstreamUnavailable,
+}
+
+impl Reject {
+    pub fn status(self) -> StatusCode {
+        match self {
+            Reject::BadPath | Reject::BadHeader => StatusCode::BAD_REQUEST,
+            Reject::NoRoute => StatusCode::NOT_FOUND,
+            Reject::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Reject::MissingCredentials | Reject::BadCredentials => StatusCode::UNAUTHORIZED,
+            Reject::Quarantined => StatusCode::FORBIDDEN,
+            Reject::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Reject::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Reject::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// Short public code in the error body.
+    pub fn code(self) -> &'static str {
+        match self {
+            Reject::BadPath => "bad_path",
+            Reject::BadHeader => "bad_header",
+            Reject::NoRoute => "not_found",
+            Reject::MethodNotAllowed => "method_not_allowed",
+            Reject::MissingCredentials => "unauthenticated",
+            Reject::BadCredentials => "unauthenticated",
+            Reject::Quarantined => "forbidden",
+            Reject::BodyTooLarge => "payload_too_large",
+            Reject::UpstreamTimeout => "upstream_timeout",
+            Reject::UpstreamUnavailable => "bad_gateway",
+        }
+    }
+
+    pub fn outcome(self) -> Outcome {
+        match self {
+            Reject::BadPath
+            | Reject::BadHeader
+            | Reject::NoRoute
+            | Reject::MethodNotAllowed
+            | Reject::BodyTooLarge => Outcome::Invalid,
+            Reject::MissingCredentials | Reject::BadCredentials => Outcome::DeniedAuth,
+            Reject::Quarantined => Outcome::Quarantined,
+            Reject::UpstreamTimeout | Reject::UpstreamUnavailable => Outcome::UpstreamError,
+        }
+    }
+
+    /// The generic client response: `{"error": {"status", "code", "request_id"}}`.
+    pub fn into_response(self, request_id: &str) -> Response {
+        let status = self.status();
+        let body = serde_json::json!({
+            "error": { "status": status.as_u16(), "code": self.code(), "request_id": request_id }
+        });
+        let mut resp = (status, axum::Json(body)).into_response();
+        if matches!(self, Reject::MissingCredentials | Reject::BadCredentials) {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("ApiKey realm=\"warden\""),
+            );
+        }
+        resp
+    }
+}

@@ -1,0 +1,125 @@
+//! Forwarding to upstreams over a pooled HTTP client.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response, header};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tracing::debug;
+
+use crate::Reject;
+use crate::body::{Counters, LimitedBody};
+use crate::routes::Route;
+
+pub type HttpClient = Client<HttpConnector, Body>;
+
+pub fn client() -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(std::time::Duration::from_secs(3)));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(std::time::Duration::from_secs(30))
+        .build(connector)
+}
+
+/// Headers that apply to one connection only (RFC 9110 §7.6.1) and never cross a proxy.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Remove hop-by-hop headers, including those named in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for h in HOP_BY_HOP.iter().chain(named.iter()) {
+        headers.remove(h);
+    }
+    headers.remove("proxy-connection");
+}
+
+/// What the upstream learns about the caller.
+pub struct Forwarded<'a> {
+    pub request_id: &'a str,
+    pub client_ip: IpAddr,
+    pub identity: Option<&'a str>,
+    pub tenant: Option<&'a str>,
+}
+
+/// Forward `req` to `route`, streaming both bodies.
+pub async fn forward(
+    client: &HttpClient,
+    route: &Route,
+    req: Request<Body>,
+    fwd: Forwarded<'_>,
+    max_body: u64,
+    counters: Arc<Counters>,
+) -> Result<Response<Body>, Reject> {
+    let (mut parts, body) = req.into_parts();
+    let uri = route
+        .upstream_uri(parts.uri.path(), parts.uri.query())
+        .ok_or(Reject::BadPath)?;
+    strip_hop_by_hop(&mut parts.headers);
+    // Identity headers are the gateway's to set: never pass a client's own.
+    let spoofable: Vec<HeaderName> = parts
+        .headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-warden-"))
+        .cloned()
+        .collect();
+    for k in spoofable {
+        parts.headers.remove(k);
+    }
+    parts.headers.remove(header::HOST);
+    parts.headers.remove("x-api-key");
+    let h = &mut parts.headers;
+    if let Ok(v) = HeaderValue::from_str(fwd.request_id) {
+        h.insert("x-request-id", v);
+    }
+    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {}", fwd.client_ip),
+        None => fwd.client_ip.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        h.insert("x-forwarded-for", v);
+    }
+    for (name, value) in [("x-warden-identity", fwd.identity), ("x-warden-tenant", fwd.tenant)] {
+        if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
+            h.insert(name, v);
+        }
+    }
+    parts.uri = uri;
+    parts.version = axum::http::Version::HTTP_11;
+    let body = Body::new(LimitedBody::new(body, max_body, counters.clone()));
+    let upstream = Request::from_parts(parts, body);
+
+    let resp = match tokio::time::timeout(route.timeout, client.request(upstream)).await {
+        Err(_) => return Err(Reject::UpstreamTimeout),
+        Ok(Err(e)) => {
+            if counters.too_large.load(Ordering::Relaxed) {
+                return Err(Reject::BodyTooLarge);
+            }
+            debug!(route = %route.name, error = %e, "Upstream request failed.");
+            return Err(Reject::UpstreamUnavailable);
+        }
+        Ok(Ok(resp)) => resp,
+    };
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Ok(Response::from_parts(parts, Body::new(body)))
+}

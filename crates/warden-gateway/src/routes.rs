@@ -1,0 +1,131 @@
+//! Route table: longest whole-segment prefix wins.
+
+use std::time::Duration;
+
+use axum::http::{Method, Uri};
+use warden_config::{RouteAuth, RouteConfig};
+
+/// A compiled route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    prefix: String,
+    upstream: Uri,
+    pub timeout: Duration,
+    strip_prefix: bool,
+    pub auth: RouteAuth,
+    methods: Vec<Method>,
+}
+
+impl Route {
+    pub fn allows(&self, method: &Method) -> bool {
+        self.methods.is_empty() || self.methods.contains(method)
+    }
+
+    /// The upstream URI for `path_and_query` (which starts with this route's prefix).
+    pub fn upstream_uri(&self, path: &str, query: Option<&str>) -> Option<Uri> {
+        let rest = if self.strip_prefix {
+            let r = &path[self.prefix.len().min(path.len())..];
+            if r.starts_with('/') { r.to_string() } else { format!("/{r}") }
+        } else {
+            path.to_string()
+        };
+        let base = self.upstream.path().trim_end_matches('/');
+        let mut pq = format!("{base}{rest}");
+        if let Some(q) = query {
+            pq.push('?');
+            pq.push_str(q);
+        }
+        let authority = self.upstream.authority()?.clone();
+        Uri::builder()
+            .scheme("http")
+            .authority(authority)
+            .path_and_query(pq)
+            .build()
+            .ok()
+    }
+}
+
+/// Routes sorted by descending prefix length.
+#[derive(Debug, Clone, Default)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+}
+
+impl RouteTable {
+    /// Compile validated route configs (invalid ones were refused by config validation).
+    pub fn new(configs: &[RouteConfig]) -> Self {
+        let mut routes: Vec<Route> = configs
+            .iter()
+            .filter_map(|c| {
+                Some(Route {
+                    name: c.name.clone(),
+                    prefix: c.prefix.trim_end_matches('/').to_string(),
+                    upstream: c.upstream.parse().ok()?,
+                    timeout: Duration::from_millis(c.timeout_ms),
+                    strip_prefix: c.strip_prefix,
+                    auth: c.auth,
+                    methods: c
+                        .methods
+                        .iter()
+                        .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
+                        .collect(),
+                })
+            })
+            .collect();
+        routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        Self { routes }
+    }
+
+    /// The route serving `path`: its prefix equals the path or is followed by `/` in it.
+    pub fn find(&self, path: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| {
+            r.prefix.is_empty()
+                || path == r.prefix
+                || (path.starts_with(&r.prefix) && path.as_bytes().get(r.prefix.len()) == Some(&b'/'))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(name: &str, prefix: &str, upstream: &str, strip: bool) -> RouteConfig {
+        RouteConfig {
+            name: name.into(),
+            prefix: prefix.into(),
+            upstream: upstream.into(),
+            timeout_ms: 1000,
+            strip_prefix: strip,
+            auth: RouteAuth::ApiKey,
+            methods: vec![],
+        }
+    }
+
+    #[test]
+    fn longest_whole_segment_prefix_wins() {
+        let t = RouteTable::new(&[
+            route("api", "/api", "http://a:1", false),
+            route("admin", "/api/admin", "http://b:2", false),
+        ]);
+        assert_eq!(t.find("/api/x").map(|r| r.name.as_str()), Some("api"));
+        assert_eq!(t.find("/api/admin/x").map(|r| r.name.as_str()), Some("admin"));
+        assert_eq!(t.find("/api").map(|r| r.name.as_str()), Some("api"));
+        assert!(t.find("/apix").is_none(), "prefix must end on a segment");
+        assert!(t.find("/other").is_none());
+    }
+
+    #[test]
+    fn upstream_uri_joins_base_and_strips() {
+        let t = RouteTable::new(&[route("api", "/api/", "http://up:9/base/", true)]);
+        let r = t.find("/api/v1/x").expect("route");
+        assert_eq!(
+            r.upstream_uri("/api/v1/x", Some("a=1")).expect("uri").to_string(),
+            "http://up:9/base/v1/x?a=1"
+        );
+        let keep = RouteTable::new(&[route("api", "/api", "http://up:9", false)]);
+        let r = keep.find("/api/v1").expect("route");
+        assert_eq!(r.upstream_uri("/api/v1", None).expect("uri").to_string(), "http://up:9/api/v1");
+    }
+}
