@@ -82,6 +82,8 @@ pub enum SubjectKind {
     Ip,
     ApiKey,
     Tenant,
+    /// A route (alerts only: routes are never quarantined).
+    Route,
 }
 
 impl SubjectKind {
@@ -91,6 +93,7 @@ impl SubjectKind {
             SubjectKind::Ip => "ip",
             SubjectKind::ApiKey => "api_key",
             SubjectKind::Tenant => "tenant",
+            SubjectKind::Route => "route",
         }
     }
 }

@@ -1,0 +1,143 @@
+use warden_event::{AuthInfo, AuthMethod, AuthResult, Outcome, Protocol, RequestEvent};
+
+use super::*;
+
+const S: i64 = 1_000_000_000;
+const MS: i64 = 1_000_000;
+
+fn pipeline(threshold: f64, mode: &str) -> PipelineConfig {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../pipelines/default.toml"))
+        .expect("default pipeline");
+    let text = text
+        .replace("threshold = 8.0", &format!("threshold = {threshold:.1}"))
+        .replace("mode = \"enforce\"", &format!("mode = \"{mode}\""));
+    PipelineConfig::from_toml(&text).expect("valid pipeline")
+}
+
+fn event(identity: &str, ts: i64, status: u16) -> RequestEvent {
+    RequestEvent {
+        v: 1,
+        id: format!("{identity}-{ts}"),
+        gateway: "gw".into(),
+        seq: 0,
+        ts,
+        identity: identity.into(),
+        tenant: "t".into(),
+        device_type: "sensor".into(),
+        auth: AuthInfo {
+            method: AuthMethod::ApiKey,
+            result: AuthResult::Ok,
+        },
+        client_ip: "10.0.0.1".into(),
+        protocol: Protocol::Http,
+        method: "POST".into(),
+        route: "telemetry".into(),
+        path: format!("/api/devices/{identity}/telemetry"),
+        status,
+        decision: Outcome::Allowed,
+        latency_us: 100,
+        bytes_in: 10,
+        bytes_out: 10,
+        user_agent: None,
+        tls: None,
+    }
+}
+
+/// 40 devices, one request every 2 s each (staggered), for `secs`; device 7 floods at
+/// 100 req/s from `flood_at`. Events are fed in 100 ms batches; returns the outputs with the
+/// event time of the batch that produced them.
+fn run(engine: &mut Engine, secs: i64, flood_at: Option<i64>) -> Vec<(i64, Output)> {
+    let mut out = Vec::new();
+    let base = 1_700_000_000 * S;
+    for step in 0..secs * 10 {
+        let from = base + step * 100 * MS;
+        let mut events = Vec::new();
+        for d in 0..40 {
+            let offset = (d as i64 * 53 * MS) % (2 * S);
+            let t = (step * 100 * MS - offset).rem_euclid(2 * S);
+            if t < 100 * MS {
+                events.push(event(&format!("dev-{d}"), from + t, if d == 3 { 500 } else { 201 }));
+            }
+        }
+        if let Some(at) = flood_at
+            && step * 100 * MS >= at
+        {
+            for k in 0..10 {
+                events.push(event("dev-7", from + k * 10 * MS, 201));
+            }
+        }
+        let batch = warden_event::to_record_batch(&events).expect("batch");
+        let now = from + 100 * MS;
+        for o in engine.process(&batch, now).expect("process") {
+            out.push((now - base, o));
+        }
+    }
+    out
+}
+
+#[test]
+fn flood_is_quarantined_within_a_second_and_nobody_else() {
+    let mut engine = Engine::new(&pipeline(8.0, "enforce"));
+    let outputs = run(&mut engine, 60, Some(40 * S));
+    let decisions: Vec<&(i64, Output)> = outputs.iter().filter(|(_, o)| o.decision.is_some()).collect();
+    assert_eq!(decisions.len(), 1, "{outputs:#?}");
+    let (at, o) = decisions[0];
+    let d = o.decision.as_ref().expect("decision");
+    assert_eq!(d.subject, Subject::identity("dev-7"));
+    assert_eq!(d.action, Action::Quarantine);
+    assert!(*at - 40 * S <= S, "decided {} ms after the flood started", (*at - 40 * S) / MS);
+    assert_eq!(d.until, Some(d.decided_at + 300 * S));
+    // The alert explains itself.
+    assert_eq!(o.alert.decision_id.as_deref(), Some(d.id.as_str()));
+    assert!(o.alert.evidence.features["request_rate"] >= 5.0);
+    assert!(o.alert.evidence.features.contains_key("error_ratio"));
+    assert!(o.alert.evidence.baseline["mean"] < 1.0);
+    assert!(o.alert.score > 8.0);
+    assert!(outputs.iter().all(|(_, o)| o.alert.subject == Subject::identity("dev-7")));
+    assert_eq!(engine.stats().late_events, 0);
+}
+
+#[test]
+fn raising_the_threshold_in_the_pipeline_stops_the_quarantine() {
+    let mut engine = Engine::new(&pipeline(1000.0, "enforce"));
+    let outputs = run(&mut engine, 60, Some(40 * S));
+    assert!(outputs.is_empty(), "{outputs:#?}");
+}
+
+#[test]
+fn shadow_mode_alerts_without_deciding() {
+    let mut engine = Engine::new(&pipeline(8.0, "shadow"));
+    let outputs = run(&mut engine, 60, Some(40 * S));
+    assert!(!outputs.is_empty());
+    assert!(outputs.iter().all(|(_, o)| o.decision.is_none() && o.alert.action.is_none()));
+}
+
+#[test]
+fn benign_fleet_never_fires_and_late_events_are_counted() {
+    let mut engine = Engine::new(&pipeline(8.0, "enforce"));
+    assert!(run(&mut engine, 90, None).is_empty());
+    let late = event("dev-1", 1_700_000_000 * S, 200);
+    let batch = warden_event::to_record_batch(&[late]).expect("batch");
+    engine.process(&batch, 0).expect("process");
+    assert_eq!(engine.stats().late_events, 1);
+}
+
+#[test]
+fn a_release_starts_a_cooldown() {
+    let mut engine = Engine::new(&pipeline(8.0, "enforce"));
+    engine.apply_decision(&Decision {
+        v: 1,
+        id: "r".into(),
+        subject: Subject::identity("dev-7"),
+        action: Action::Release,
+        until: None,
+        reason: String::new(),
+        detector: "dashboard".into(),
+        score: 0.0,
+        evidence: serde_json::Value::Null,
+        decided_at: 1_700_000_000 * S,
+    });
+    let outputs = run(&mut engine, 60, Some(40 * S));
+    assert!(!outputs.is_empty());
+    assert!(outputs.iter().all(|(_, o)| o.decision.is_none()));
+}
