@@ -2,3 +2,6 @@
 
 /// A real Kafka-protocol broker (Tansu) on loopback.
 pub mod tansu;
+
+/// The end-to-end loop shared by the embedded and Kafka tests.
+pub mod e2e;

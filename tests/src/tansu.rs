@@ -5,13 +5,26 @@
 //! [`CI_TANSU_BIN`]. When none exists the tests fail (they do not skip): install it with
 //! `cargo install tansu --locked --features dynostore,libsql`.
 //!
-//! Tansu quirks relied on here:
+//! How it is run (Tansu 0.6):
 //! - `tansu broker --listener-url tcp://127.0.0.1:PORT --advertised-listener-url
-//!   tcp://127.0.0.1:PORT --storage-engine memory://tansu/` (or `sqlite://FILE`, relative to
-//!   the working directory, which is the broker's temporary directory);
+//!   tcp://127.0.0.1:PORT --storage-engine memory://tansu/` (or `sqlite://tansu.db`, relative
+//!   to the working directory, which is the broker's temporary directory);
 //! - topics are not created automatically: create them with the admin API
-//!   (`Bus::ensure_topics`) or [`Tansu::create_topic`];
-//! - `SIGINT` stops it at once (`SIGTERM` waits up to 5 s for open connections).
+//!   (`Bus::ensure_topics`) or [`Tansu::create_topic`]; topic configs such as
+//!   `cleanup.policy=compact` are stored and returned by DescribeConfigs;
+//! - `SIGINT` stops it at once (`SIGTERM` waits up to 5 s for open connections);
+//! - a broker starts in well under a second; two members of a new consumer group take about
+//!   5-7 s to settle on a split, a lone member gets its partitions within about a second.
+//!
+//! **Prefer [`Tansu::start_sqlite`].** The in-memory engine of [`Tansu::start`] has two bugs
+//! (Tansu 0.6 "dynostore"):
+//! - the high watermark (ListOffsets latest) is the first offset of the last record batch plus
+//!   one, not its last offset plus one: end offsets are short as soon as the producer batches
+//!   several records (so `read_to_end` stops early);
+//! - a fetch from an offset inside a record batch skips the rest of that batch: a group
+//!   resuming from a committed position in the middle of a batch loses those records.
+//!
+//! The sqlite engine has neither.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -47,7 +60,8 @@ pub struct Tansu {
 }
 
 impl Tansu {
-    /// A broker keeping everything in memory.
+    /// A broker keeping everything in memory. Beware its end offsets and mid-batch fetches
+    /// (see the module documentation); [`Tansu::start_sqlite`] has neither problem.
     pub fn start() -> Tansu {
         Self::launch(temp_dir(), "memory://tansu/")
     }

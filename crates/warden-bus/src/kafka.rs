@@ -554,8 +554,13 @@ impl ClientContext for LogContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        // Mostly lost connections, which librdkafka retries by itself.
-        tracing::warn!(target: "librdkafka", %error, "{reason}");
+        match error.rdkafka_error_code() {
+            // Already in the log lines, and retried by librdkafka.
+            Some(RDKafkaErrorCode::BrokerTransportFailure) => {
+                tracing::debug!(target: "librdkafka", %error, "{reason}");
+            }
+            _ => tracing::warn!(target: "librdkafka", %error, "{reason}"),
+        }
     }
 }
 

@@ -80,7 +80,9 @@ pub struct Position {
 /// Bus errors.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
-    #[error("topic `{0}` does not exist (create it, or let Warden create it with `create_topics = true`)")]
+    #[error(
+        "topic `{0}` does not exist (create it, or let Warden create it with `create_topics = true`)"
+    )]
     UnknownTopic(String),
     #[error("the bus is closed")]
     Closed,
@@ -132,8 +134,11 @@ pub trait Bus: Send + Sync + 'static {
     /// A member of consumer group `group` on `topics`: the group's members share the
     /// partitions, and a partition is read from the group's committed position (the beginning
     /// when nothing is committed).
-    async fn group_consumer(&self, group: &str, topics: &[&str])
-    -> Result<Box<dyn Consumer>, BusError>;
+    async fn group_consumer(
+        &self,
+        group: &str,
+        topics: &[&str],
+    ) -> Result<Box<dyn Consumer>, BusError>;
 
     /// A reader of every partition of `topic` from the beginning, outside any group (how each
     /// gateway reads every decision).

@@ -27,7 +27,10 @@ pub async fn read_to_end(
                 pending.keys().collect::<Vec<_>>()
             )));
         }
-        for msg in reader.poll(1024, left.min(Duration::from_millis(200))).await? {
+        for msg in reader
+            .poll(1024, left.min(Duration::from_millis(200)))
+            .await?
+        {
             apply(&msg);
             if let Some(end) = pending.get(&msg.partition)
                 && msg.offset + 1 >= *end

@@ -225,7 +225,8 @@ impl PipelineConfig {
     /// Load and validate a pipeline file.
     pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors::from(ConfigError::new("", format!("cannot read: {e}"))).with_file(Some(path))
+            ConfigErrors::from(ConfigError::new("", format!("cannot read: {e}")))
+                .with_file(Some(path))
         })?;
         Self::from_toml(&text).map_err(|e| e.with_file(Some(path)))
     }
@@ -252,7 +253,10 @@ impl PipelineConfig {
             errs.push(ConfigError::new("name", "must not be empty"));
         }
         if self.source.batch_max_events == 0 {
-            errs.push(ConfigError::new("source.batch_max_events", "must be at least 1"));
+            errs.push(ConfigError::new(
+                "source.batch_max_events",
+                "must be at least 1",
+            ));
         }
         if self.source.group.trim().is_empty() {
             errs.push(ConfigError::new("source.group", "must not be empty"));
@@ -264,7 +268,10 @@ impl PipelineConfig {
         for (i, w) in self.window.iter().enumerate() {
             let at = |k: &str| format!("window[{i}].{k}");
             if !windows.insert(w.name.as_str()) {
-                errs.push(ConfigError::new(at("name"), format!("duplicate window `{}`", w.name)));
+                errs.push(ConfigError::new(
+                    at("name"),
+                    format!("duplicate window `{}`", w.name),
+                ));
             }
             if w.slide_ms == 0 {
                 errs.push(ConfigError::new(at("slide_ms"), "must be at least 1"));
@@ -274,57 +281,100 @@ impl PipelineConfig {
                     format!("must be a multiple of slide_ms ({})", w.slide_ms),
                 ));
             } else if w.size_ms / w.slide_ms > 3600 {
-                errs.push(ConfigError::new(at("size_ms"), "at most 3600 slides per window"));
+                errs.push(ConfigError::new(
+                    at("size_ms"),
+                    "at most 3600 slides per window",
+                ));
             }
             if w.idle_expiry_ms < w.size_ms {
-                errs.push(ConfigError::new(at("idle_expiry_ms"), "must be at least size_ms"));
+                errs.push(ConfigError::new(
+                    at("idle_expiry_ms"),
+                    "must be at least size_ms",
+                ));
             }
         }
         let mut features: HashMap<&str, ()> = HashMap::new();
         for (i, f) in self.feature.iter().enumerate() {
             if features.insert(f.name.as_str(), ()).is_some() {
-                errs.push(ConfigError::new(format!("feature[{i}].name"), format!("duplicate feature `{}`", f.name)));
+                errs.push(ConfigError::new(
+                    format!("feature[{i}].name"),
+                    format!("duplicate feature `{}`", f.name),
+                ));
             }
             if f.min_status.is_some() && f.kind != FeatureKind::ErrorRatio {
-                errs.push(ConfigError::new(format!("feature[{i}].min_status"), "only applies to `type = \"error_ratio\"`"));
+                errs.push(ConfigError::new(
+                    format!("feature[{i}].min_status"),
+                    "only applies to `type = \"error_ratio\"`",
+                ));
             }
             if !windows.contains(f.window.as_str()) {
-                errs.push(ConfigError::new(format!("feature[{i}].window"), format!("unknown window `{}`", f.window)));
+                errs.push(ConfigError::new(
+                    format!("feature[{i}].window"),
+                    format!("unknown window `{}`", f.window),
+                ));
             }
         }
         let mut detectors = HashSet::new();
         for (i, d) in self.detector.iter().enumerate() {
             if !detectors.insert(d.name()) {
-                errs.push(ConfigError::new(format!("detector[{i}].name"), format!("duplicate detector `{}`", d.name())));
+                errs.push(ConfigError::new(
+                    format!("detector[{i}].name"),
+                    format!("duplicate detector `{}`", d.name()),
+                ));
             }
             for f in d.features() {
                 if !features.contains_key(f) {
-                    errs.push(ConfigError::new(format!("detector[{i}].feature"), format!("unknown feature `{f}`")));
+                    errs.push(ConfigError::new(
+                        format!("detector[{i}].feature"),
+                        format!("unknown feature `{f}`"),
+                    ));
                 }
             }
             match d {
                 DetectorConfig::EwmaZscore(c) => {
-                    if !(c.alpha > 0.0 && c.alpha <= 1.0) {
-                        errs.push(ConfigError::new(format!("detector[{i}].alpha"), "must be in (0, 1]"));
+                    if c.alpha.is_nan() || c.alpha <= 0.0 || c.alpha > 1.0 {
+                        errs.push(ConfigError::new(
+                            format!("detector[{i}].alpha"),
+                            "must be in (0, 1]",
+                        ));
                     }
-                    if !(c.threshold > 0.0) || !c.threshold.is_finite() {
-                        errs.push(ConfigError::new(format!("detector[{i}].threshold"), "must be a positive number"));
+                    if !c.threshold.is_finite() || c.threshold <= 0.0 {
+                        errs.push(ConfigError::new(
+                            format!("detector[{i}].threshold"),
+                            "must be a positive number",
+                        ));
                     }
-                    if !(c.min_std > 0.0) || !c.min_std.is_finite() {
-                        errs.push(ConfigError::new(format!("detector[{i}].min_std"), "must be a positive number"));
+                    if !c.min_std.is_finite() || c.min_std <= 0.0 {
+                        errs.push(ConfigError::new(
+                            format!("detector[{i}].min_std"),
+                            "must be a positive number",
+                        ));
                     }
-                    if !(c.min_value >= 0.0) || !c.min_value.is_finite() {
-                        errs.push(ConfigError::new(format!("detector[{i}].min_value"), "must be zero or positive"));
+                    if !c.min_value.is_finite() || c.min_value < 0.0 {
+                        errs.push(ConfigError::new(
+                            format!("detector[{i}].min_value"),
+                            "must be zero or positive",
+                        ));
                     }
                 }
             }
         }
         if self.detector.is_empty() {
-            errs.push(ConfigError::new("detector", "declare at least one detector"));
+            errs.push(ConfigError::new(
+                "detector",
+                "declare at least one detector",
+            ));
         }
         if self.decision.quarantine_ttl_s == 0 {
-            errs.push(ConfigError::new("decision.quarantine_ttl_s", "must be at least 1"));
+            errs.push(ConfigError::new(
+                "decision.quarantine_ttl_s",
+                "must be at least 1",
+            ));
         }
-        if errs.is_empty() { Ok(()) } else { Err(ConfigErrors(errs)) }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(errs))
+        }
     }
 }

@@ -22,7 +22,9 @@ pub(crate) fn check_and_parse<T: JsonSchema + DeserializeOwned>(
         let at = e.instance_path().to_string();
         // A tagged enum (`type = "..."`) that matches no variant: report the problems against
         // the variant its `type` names, which is what the user meant.
-        if let Some(inner) = tagged_variant_errors(&schema, &e.schema_path().to_string(), &instance, &at) {
+        if let Some(inner) =
+            tagged_variant_errors(&schema, &e.schema_path().to_string(), &instance, &at)
+        {
             errors.extend(inner);
             continue;
         }
@@ -55,7 +57,9 @@ fn tagged_variant_errors(
     };
     let branch = branches.iter().filter_map(resolve).find(|b| {
         b.pointer("/properties/type/const").and_then(|c| c.as_str()) == Some(tag)
-            || b.pointer("/properties/type/enum/0").and_then(|c| c.as_str()) == Some(tag)
+            || b.pointer("/properties/type/enum/0")
+                .and_then(|c| c.as_str())
+                == Some(tag)
     });
     let Some(mut branch) = branch else {
         let known: Vec<String> = branches

@@ -211,7 +211,10 @@ impl WardenConfig {
             errs.push(ConfigError::new("gateway.id", "must not be empty"));
         }
         if g.event_queue == 0 {
-            errs.push(ConfigError::new("gateway.event_queue", "must be at least 1"));
+            errs.push(ConfigError::new(
+                "gateway.event_queue",
+                "must be at least 1",
+            ));
         }
         if g.listen == self.dashboard.listen && g.listen.port() != 0 {
             errs.push(ConfigError::new(
@@ -220,13 +223,19 @@ impl WardenConfig {
             ));
         }
         if self.bus.kind == BusKind::Kafka && self.bus.brokers.trim().is_empty() {
-            errs.push(ConfigError::new("bus.brokers", "required when bus.kind = \"kafka\""));
+            errs.push(ConfigError::new(
+                "bus.brokers",
+                "required when bus.kind = \"kafka\"",
+            ));
         }
         if self.bus.partitions < 1 {
             errs.push(ConfigError::new("bus.partitions", "must be at least 1"));
         }
         if self.bus.replication_factor < 1 {
-            errs.push(ConfigError::new("bus.replication_factor", "must be at least 1"));
+            errs.push(ConfigError::new(
+                "bus.replication_factor",
+                "must be at least 1",
+            ));
         }
         let t = &self.bus.topics;
         for (key, name) in [
@@ -248,7 +257,10 @@ impl WardenConfig {
             if r.name.trim().is_empty() {
                 errs.push(ConfigError::new(at("name"), "must not be empty"));
             } else if !names.insert(r.name.as_str()) {
-                errs.push(ConfigError::new(at("name"), format!("duplicate route name `{}`", r.name)));
+                errs.push(ConfigError::new(
+                    at("name"),
+                    format!("duplicate route name `{}`", r.name),
+                ));
             }
             if !r.prefix.starts_with('/') {
                 errs.push(ConfigError::new(at("prefix"), "must start with `/`"));
@@ -256,7 +268,10 @@ impl WardenConfig {
             {
                 errs.push(ConfigError::new(at("prefix"), "must be a normalised path"));
             } else if !prefixes.insert(r.prefix.trim_end_matches('/')) {
-                errs.push(ConfigError::new(at("prefix"), format!("prefix `{}` is served by an earlier route", r.prefix)));
+                errs.push(ConfigError::new(
+                    at("prefix"),
+                    format!("prefix `{}` is served by an earlier route", r.prefix),
+                ));
             }
             if let Err(reason) = check_upstream(&r.upstream) {
                 errs.push(ConfigError::new(at("upstream"), reason));
@@ -280,18 +295,39 @@ impl WardenConfig {
             if k.id.trim().is_empty() {
                 errs.push(ConfigError::new(at("id"), "must not be empty"));
             } else if !ids.insert(k.id.as_str()) {
-                errs.push(ConfigError::new(at("id"), format!("duplicate key id `{}`", k.id)));
+                errs.push(ConfigError::new(
+                    at("id"),
+                    format!("duplicate key id `{}`", k.id),
+                ));
             }
-            if k.sha256.len() != 64 || !k.sha256.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()) {
-                errs.push(ConfigError::new(at("sha256"), "must be 64 lowercase hex characters (the SHA-256 of the key)"));
+            if k.sha256.len() != 64
+                || !k
+                    .sha256
+                    .chars()
+                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+            {
+                errs.push(ConfigError::new(
+                    at("sha256"),
+                    "must be 64 lowercase hex characters (the SHA-256 of the key)",
+                ));
             } else if !hashes.insert(k.sha256.as_str()) {
-                errs.push(ConfigError::new(at("sha256"), "the same key is configured twice"));
+                errs.push(ConfigError::new(
+                    at("sha256"),
+                    "the same key is configured twice",
+                ));
             }
             if k.identity.trim().is_empty() || k.identity == "anonymous" {
-                errs.push(ConfigError::new(at("identity"), "must be a non-empty identity other than `anonymous`"));
+                errs.push(ConfigError::new(
+                    at("identity"),
+                    "must be a non-empty identity other than `anonymous`",
+                ));
             }
         }
-        if errs.is_empty() { Ok(()) } else { Err(ConfigErrors(errs)) }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(errs))
+        }
     }
 }
 
@@ -300,13 +336,13 @@ fn valid_topic(name: &str) -> bool {
         && name.len() < 250
         && name != "."
         && name != ".."
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 fn check_upstream(url: &str) -> Result<(), String> {
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|_| format!("`{url}` is not a URL"))?;
+    let uri: http::Uri = url.parse().map_err(|_| format!("`{url}` is not a URL"))?;
     if uri.scheme_str() != Some("http") {
         return Err(format!("`{url}`: only http:// upstreams are supported"));
     }

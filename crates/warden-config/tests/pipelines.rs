@@ -33,7 +33,12 @@ fn invalid_pipelines_report_every_expected_problem() {
             .lines()
             .next()
             .and_then(|l| l.strip_prefix("# expect:"))
-            .unwrap_or_else(|| panic!("{}: first line must be `# expect: KEY | ...`", path.display()));
+            .unwrap_or_else(|| {
+                panic!(
+                    "{}: first line must be `# expect: KEY | ...`",
+                    path.display()
+                )
+            });
         let errs = PipelineConfig::load(&path).expect_err("must be rejected");
         for key in expect.split('|').map(str::trim) {
             assert!(
@@ -42,7 +47,11 @@ fn invalid_pipelines_report_every_expected_problem() {
                 path.display()
             );
         }
-        assert!(errs.0.iter().all(|e| e.file.as_deref() == Some(path.as_path())));
+        assert!(
+            errs.0
+                .iter()
+                .all(|e| e.file.as_deref() == Some(path.as_path()))
+        );
         n += 1;
     }
     assert!(n >= 3);

@@ -25,7 +25,7 @@ pub struct Firing {
 }
 
 /// A streaming detector over one feature, with state per key.
-pub trait Detector: Send {
+pub trait Detector: Send + Sync {
     /// Detector name (from the pipeline).
     fn name(&self) -> &str;
 

@@ -111,7 +111,10 @@ pub fn to_record_batch(events: &[RequestEvent]) -> Result<RecordBatch, ArrowErro
         );
     }
 
-    let ts: ArrayRef = Arc::new(ts.finish().reinterpret_cast::<arrow::datatypes::TimestampNanosecondType>());
+    let ts: ArrayRef = Arc::new(
+        ts.finish()
+            .reinterpret_cast::<arrow::datatypes::TimestampNanosecondType>(),
+    );
     let columns: Vec<ArrayRef> = vec![
         Arc::new(id.finish()),
         Arc::new(gateway.finish()),

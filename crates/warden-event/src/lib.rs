@@ -14,7 +14,9 @@ mod request;
 pub use alert::{Alert, Evidence, Severity};
 pub use arrow_schema::{request_event_schema, to_record_batch};
 pub use decision::{Action, Decision, Subject, SubjectKind};
-pub use request::{ANONYMOUS, AuthInfo, AuthMethod, AuthResult, Outcome, Protocol, RequestEvent, TlsInfo};
+pub use request::{
+    ANONYMOUS, AuthInfo, AuthMethod, AuthResult, Outcome, Protocol, RequestEvent, TlsInfo,
+};
 
 /// Version of the JSON wire format written in the `v` field of every object.
 pub const SCHEMA_VERSION: u32 = 1;

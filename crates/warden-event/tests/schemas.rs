@@ -9,7 +9,9 @@ use serde_json::{Value, json};
 use warden_event::*;
 
 fn schema_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("schemas").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("schemas")
+        .join(name)
 }
 
 fn check_file<T: schemars::JsonSchema>(name: &str) -> Value {

@@ -38,7 +38,9 @@ pub fn credential(headers: &HeaderMap) -> Credential {
             return Credential::Malformed;
         };
         return match v.split_once(' ') {
-            Some((scheme, key)) if scheme.eq_ignore_ascii_case("apikey") && !key.trim().is_empty() => {
+            Some((scheme, key))
+                if scheme.eq_ignore_ascii_case("apikey") && !key.trim().is_empty() =>
+            {
                 Credential::ApiKey(key.trim().to_string())
             }
             _ => Credential::Malformed,
@@ -95,7 +97,10 @@ mod tests {
         h.insert("authorization", HeaderValue::from_static("Basic xyz"));
         assert_eq!(credential(&h), Credential::Malformed);
         let mut h = HeaderMap::new();
-        h.insert("x-api-key", HeaderValue::from_bytes(b"\xff").expect("opaque bytes"));
+        h.insert(
+            "x-api-key",
+            HeaderValue::from_bytes(b"\xff").expect("opaque bytes"),
+        );
         assert_eq!(credential(&h), Credential::Malformed);
         assert_eq!(credential(&HeaderMap::new()), Credential::None);
     }
@@ -110,7 +115,10 @@ mod tests {
             device_type: "sensor".into(),
             roles: vec![],
         }]);
-        assert_eq!(store.authenticate("secret-1").map(|p| p.identity.as_str()), Some("dev-1"));
+        assert_eq!(
+            store.authenticate("secret-1").map(|p| p.identity.as_str()),
+            Some("dev-1")
+        );
         assert!(store.authenticate("secret-2").is_none());
     }
 }

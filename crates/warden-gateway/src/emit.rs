@@ -92,7 +92,12 @@ async fn publish(
 }
 
 /// Publish one event, retrying with back-off until the bus acknowledges it.
-async fn send_until_acked(producer: &dyn Producer, topic: &str, event: RequestEvent, stats: &EmitStats) {
+async fn send_until_acked(
+    producer: &dyn Producer,
+    topic: &str,
+    event: RequestEvent,
+    stats: &EmitStats,
+) {
     let payload = warden_event::encode(&event);
     let key = event.key().as_bytes().to_vec();
     let mut backoff = Duration::from_millis(50);

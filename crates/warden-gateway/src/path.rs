@@ -39,7 +39,14 @@ mod tests {
 
     #[test]
     fn normal_paths_pass() {
-        for p in ["/", "/api/telemetry", "/devices/d-1/state", "/a%20b", "/file.json", "/v1/x..y"] {
+        for p in [
+            "/",
+            "/api/telemetry",
+            "/devices/d-1/state",
+            "/a%20b",
+            "/file.json",
+            "/v1/x..y",
+        ] {
             assert!(is_normal(p), "{p}");
         }
     }

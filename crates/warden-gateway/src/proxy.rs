@@ -98,7 +98,10 @@ pub async fn forward(
     if let Ok(v) = HeaderValue::from_str(&xff) {
         h.insert("x-forwarded-for", v);
     }
-    for (name, value) in [("x-warden-identity", fwd.identity), ("x-warden-tenant", fwd.tenant)] {
+    for (name, value) in [
+        ("x-warden-identity", fwd.identity),
+        ("x-warden-tenant", fwd.tenant),
+    ] {
         if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
             h.insert(name, v);
         }

@@ -24,7 +24,10 @@ pub struct QuarantineSet {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Pass,
-    Quarantined { subject: Subject, decision_id: String },
+    Quarantined {
+        subject: Subject,
+        decision_id: String,
+    },
 }
 
 impl QuarantineSet {
@@ -126,18 +129,27 @@ mod tests {
         assert!(check(&set, 50));
         assert!(!check(&set, 100), "expired at until");
         set.apply(&decision(Action::Release, None, 5));
-        assert!(check(&set, 50), "an older release does not undo a newer quarantine");
+        assert!(
+            check(&set, 50),
+            "an older release does not undo a newer quarantine"
+        );
         set.apply(&decision(Action::Release, None, 20));
         assert!(!check(&set, 50));
         set.apply(&decision(Action::Quarantine, Some(100), 10));
-        assert!(!check(&set, 50), "replaying the old quarantine changes nothing");
+        assert!(
+            !check(&set, 50),
+            "replaying the old quarantine changes nothing"
+        );
     }
 
     #[test]
     fn other_subjects_pass_and_prune_forgets() {
         let set = QuarantineSet::new();
         set.apply(&decision(Action::Quarantine, Some(100), 10));
-        assert_eq!(set.check(50, &[(SubjectKind::Identity, "dev-2")]), Verdict::Pass);
+        assert_eq!(
+            set.check(50, &[(SubjectKind::Identity, "dev-2")]),
+            Verdict::Pass
+        );
         assert_eq!(set.active(50).len(), 1);
         set.prune(200);
         assert!(set.active(50).is_empty());

@@ -26,7 +26,11 @@ impl Route {
     pub fn upstream_uri(&self, path: &str, query: Option<&str>) -> Option<Uri> {
         let rest = if self.strip_prefix {
             let r = &path[self.prefix.len().min(path.len())..];
-            if r.starts_with('/') { r.to_string() } else { format!("/{r}") }
+            if r.starts_with('/') {
+                r.to_string()
+            } else {
+                format!("/{r}")
+            }
         } else {
             path.to_string()
         };
@@ -82,7 +86,8 @@ impl RouteTable {
         self.routes.iter().find(|r| {
             r.prefix.is_empty()
                 || path == r.prefix
-                || (path.starts_with(&r.prefix) && path.as_bytes().get(r.prefix.len()) == Some(&b'/'))
+                || (path.starts_with(&r.prefix)
+                    && path.as_bytes().get(r.prefix.len()) == Some(&b'/'))
         })
     }
 }
@@ -110,7 +115,10 @@ mod tests {
             route("admin", "/api/admin", "http://b:2", false),
         ]);
         assert_eq!(t.find("/api/x").map(|r| r.name.as_str()), Some("api"));
-        assert_eq!(t.find("/api/admin/x").map(|r| r.name.as_str()), Some("admin"));
+        assert_eq!(
+            t.find("/api/admin/x").map(|r| r.name.as_str()),
+            Some("admin")
+        );
         assert_eq!(t.find("/api").map(|r| r.name.as_str()), Some("api"));
         assert!(t.find("/apix").is_none(), "prefix must end on a segment");
         assert!(t.find("/other").is_none());
@@ -121,11 +129,16 @@ mod tests {
         let t = RouteTable::new(&[route("api", "/api/", "http://up:9/base/", true)]);
         let r = t.find("/api/v1/x").expect("route");
         assert_eq!(
-            r.upstream_uri("/api/v1/x", Some("a=1")).expect("uri").to_string(),
+            r.upstream_uri("/api/v1/x", Some("a=1"))
+                .expect("uri")
+                .to_string(),
             "http://up:9/base/v1/x?a=1"
         );
         let keep = RouteTable::new(&[route("api", "/api", "http://up:9", false)]);
         let r = keep.find("/api/v1").expect("route");
-        assert_eq!(r.upstream_uri("/api/v1", None).expect("uri").to_string(), "http://up:9/api/v1");
+        assert_eq!(
+            r.upstream_uri("/api/v1", None).expect("uri").to_string(),
+            "http://up:9/api/v1"
+        );
     }
 }

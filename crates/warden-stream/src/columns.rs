@@ -46,8 +46,7 @@ impl Columns {
         let decision = strings(batch, "decision")?;
         let denied = (0..decision.len())
             .map(|i| {
-                !decision.is_null(i)
-                    && !matches!(decision.value(i), "allowed" | "upstream_error")
+                !decision.is_null(i) && !matches!(decision.value(i), "allowed" | "upstream_error")
             })
             .collect();
         Ok(Self {

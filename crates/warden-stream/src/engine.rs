@@ -116,7 +116,9 @@ impl Engine {
             .detector
             .iter()
             .filter_map(|d| {
-                let feature = features.iter().position(|f| d.features().contains(&f.name.as_str()))?;
+                let feature = features
+                    .iter()
+                    .position(|f| d.features().contains(&f.name.as_str()))?;
                 Some(DetectorSlot {
                     detector: warden_detect::build(d),
                     feature,
@@ -187,11 +189,23 @@ impl Engine {
             let w = &self.windows[wi];
             let slot = w.slot(wm);
             for key in &touched[wi] {
-                evaluate(w, wi, key, slot, &self.features, &mut self.detectors, false, &mut fired);
+                evaluate(
+                    w,
+                    wi,
+                    key,
+                    slot,
+                    &self.features,
+                    &mut self.detectors,
+                    false,
+                    &mut fired,
+                );
             }
         }
         self.policy.prune(now_ns);
-        Ok(fired.into_iter().filter_map(|f| self.decide(f, now_ns)).collect())
+        Ok(fired
+            .into_iter()
+            .filter_map(|f| self.decide(f, now_ns))
+            .collect())
     }
 
     /// Score and learn every complete slide not sampled yet.
@@ -207,7 +221,16 @@ impl Engine {
             let keys: Vec<String> = w.keys().cloned().collect();
             for key in &keys {
                 self.stats.samples += 1;
-                evaluate(w, wi, key, slot, &self.features, &mut self.detectors, true, fired);
+                evaluate(
+                    w,
+                    wi,
+                    key,
+                    slot,
+                    &self.features,
+                    &mut self.detectors,
+                    true,
+                    fired,
+                );
             }
             let end = w.slot_end(slot);
             for key in self.windows[wi].trim(slot, end) {
@@ -236,7 +259,9 @@ impl Engine {
             value: f.key.clone(),
         };
         let name = d.detector.name().to_string();
-        let verdict = self.policy.decide(&subject, &name, d.mode, enforceable, now);
+        let verdict = self
+            .policy
+            .decide(&subject, &name, d.mode, enforceable, now);
         if verdict == Verdict::Suppress {
             return None;
         }
@@ -318,10 +343,22 @@ fn evaluate(
     let values: BTreeMap<String, f64> = features
         .iter()
         .filter(|f| f.window == wi)
-        .map(|f| (f.name.clone(), feature_value(f.kind, &agg, f.error_idx, size)))
+        .map(|f| {
+            (
+                f.name.clone(),
+                feature_value(f.kind, &agg, f.error_idx, size),
+            )
+        })
         .collect();
-    for (di, d) in detectors.iter_mut().enumerate().filter(|(_, d)| d.window == wi) {
-        let value = values.get(&features[d.feature].name).copied().unwrap_or(0.0);
+    for (di, d) in detectors
+        .iter_mut()
+        .enumerate()
+        .filter(|(_, d)| d.window == wi)
+    {
+        let value = values
+            .get(&features[d.feature].name)
+            .copied()
+            .unwrap_or(0.0);
         let firing = if learn {
             d.detector.observe(key, value)
         } else {

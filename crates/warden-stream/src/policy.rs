@@ -57,8 +57,10 @@ impl Policy {
                     .get(&d.subject)
                     .is_none_or(|r| *r < d.decided_at);
                 if newer {
-                    self.active
-                        .insert(d.subject.clone(), (d.until.unwrap_or(i64::MAX), d.decided_at));
+                    self.active.insert(
+                        d.subject.clone(),
+                        (d.until.unwrap_or(i64::MAX), d.decided_at),
+                    );
                 }
             }
             Action::Release => {
@@ -76,8 +78,19 @@ impl Policy {
     }
 
     /// Decide on a firing of `detector` for `subject` at `now`, in `mode`.
-    pub fn decide(&mut self, subject: &Subject, detector: &str, mode: Mode, enforceable: bool, now: i64) -> Verdict {
-        if self.active.get(subject).is_some_and(|(until, _)| *until > now) {
+    pub fn decide(
+        &mut self,
+        subject: &Subject,
+        detector: &str,
+        mode: Mode,
+        enforceable: bool,
+        now: i64,
+    ) -> Verdict {
+        if self
+            .active
+            .get(subject)
+            .is_some_and(|(until, _)| *until > now)
+        {
             return Verdict::Suppress;
         }
         let verdict = if mode == Mode::Shadow {
@@ -93,7 +106,11 @@ impl Policy {
         {
             Verdict::AlertOnly("released recently (cooldown)")
         } else {
-            while self.recent_quarantines.front().is_some_and(|t| now - t >= MINUTE_NS) {
+            while self
+                .recent_quarantines
+                .front()
+                .is_some_and(|t| now - t >= MINUTE_NS)
+            {
                 self.recent_quarantines.pop_front();
             }
             if self.recent_quarantines.len() >= self.config.max_quarantines_per_minute as usize {
@@ -147,9 +164,18 @@ mod tests {
     fn quarantines_once_until_expiry() {
         let mut p = policy(10);
         let s = Subject::identity("d1");
-        assert_eq!(p.decide(&s, "det", Mode::Enforce, true, 0), Verdict::Quarantine);
-        assert_eq!(p.decide(&s, "det", Mode::Enforce, true, S), Verdict::Suppress);
-        assert_eq!(p.decide(&s, "det", Mode::Enforce, true, 61 * S), Verdict::Quarantine);
+        assert_eq!(
+            p.decide(&s, "det", Mode::Enforce, true, 0),
+            Verdict::Quarantine
+        );
+        assert_eq!(
+            p.decide(&s, "det", Mode::Enforce, true, S),
+            Verdict::Suppress
+        );
+        assert_eq!(
+            p.decide(&s, "det", Mode::Enforce, true, 61 * S),
+            Verdict::Quarantine
+        );
     }
 
     #[test]
@@ -185,7 +211,10 @@ mod tests {
             p.decide(&Subject::identity("b"), "det", Mode::Enforce, true, 10 * S),
             Verdict::AlertOnly("released recently (cooldown)")
         );
-        assert_eq!(p.decide(&Subject::identity("c"), "det", Mode::Enforce, true, 0), Verdict::Quarantine);
+        assert_eq!(
+            p.decide(&Subject::identity("c"), "det", Mode::Enforce, true, 0),
+            Verdict::Quarantine
+        );
         assert_eq!(
             p.decide(&Subject::identity("d"), "det", Mode::Enforce, true, S),
             Verdict::AlertOnly("quarantine rate cap reached")

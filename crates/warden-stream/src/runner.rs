@@ -94,7 +94,11 @@ impl Processor {
                 Err(e) => return Err(e.into()),
             };
             // Decisions from other processors, gateways' admins and the dashboard.
-            for m in decisions.poll(1024, Duration::ZERO).await.unwrap_or_default() {
+            for m in decisions
+                .poll(1024, Duration::ZERO)
+                .await
+                .unwrap_or_default()
+            {
                 apply(&mut self.engine, &m.payload);
             }
             if msgs.is_empty() {
@@ -129,7 +133,9 @@ impl Processor {
         }
         let record_batch = warden_event::to_record_batch(&batch)?;
         let outputs = self.engine.process(&record_batch, warden_event::now_ns())?;
-        self.stats.events.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        self.stats
+            .events
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         for out in &outputs {
             self.publish(producer, out).await;
@@ -161,7 +167,13 @@ impl Processor {
     /// the bus acknowledges both.
     async fn publish(&self, producer: &dyn Producer, out: &Output) {
         if let Some(d) = &out.decision {
-            send_until_acked(producer, &self.topics.decisions, &d.subject.key(), &warden_event::encode(d)).await;
+            send_until_acked(
+                producer,
+                &self.topics.decisions,
+                &d.subject.key(),
+                &warden_event::encode(d),
+            )
+            .await;
             self.stats.decisions.fetch_add(1, Ordering::Relaxed);
             info!(subject = %d.subject, detector = %d.detector, score = d.score, "Quarantine decided.");
         }

@@ -114,7 +114,11 @@ impl WindowState {
             ..Aggregate::default()
         };
         if let Some(w) = self.keys.get(key) {
-            for b in w.buckets.iter().filter(|b| b.slot > slot - self.slides && b.slot <= slot) {
+            for b in w
+                .buckets
+                .iter()
+                .filter(|b| b.slot > slot - self.slides && b.slot <= slot)
+            {
                 agg.count += b.count;
                 agg.denied += b.denied;
                 for (a, e) in agg.errors.iter_mut().zip(&b.errors) {
@@ -201,9 +205,21 @@ mod tests {
         assert_eq!((a.count, a.errors[0]), (4, 2));
         let a = w.aggregate("k", 3);
         assert_eq!((a.count, a.errors[0]), (4, 2), "slot 0 left the window");
-        assert_eq!(feature_value(FeatureKind::Rate, &a, 0, w.size_secs()), 4.0 / 3.0);
-        assert_eq!(feature_value(FeatureKind::ErrorRatio, &a, 0, w.size_secs()), 0.5);
-        assert_eq!(w.aggregate("other", 3), Aggregate { errors: vec![0], ..Default::default() });
+        assert_eq!(
+            feature_value(FeatureKind::Rate, &a, 0, w.size_secs()),
+            4.0 / 3.0
+        );
+        assert_eq!(
+            feature_value(FeatureKind::ErrorRatio, &a, 0, w.size_secs()),
+            0.5
+        );
+        assert_eq!(
+            w.aggregate("other", 3),
+            Aggregate {
+                errors: vec![0],
+                ..Default::default()
+            }
+        );
     }
 
     #[test]

@@ -43,7 +43,9 @@ async fn per_key_order_is_kept() {
     let p = bus.producer();
     for i in 0..100u32 {
         let key = format!("k{}", i % 7);
-        p.send("t", key.as_bytes(), &i.to_be_bytes()).await.expect("send");
+        p.send("t", key.as_bytes(), &i.to_be_bytes())
+            .await
+            .expect("send");
     }
     let mut r = bus.reader("t").await.expect("reader");
     let msgs = drain(&mut r).await;
@@ -63,7 +65,9 @@ async fn group_members_share_partitions_and_resume_from_commits() {
     let bus = bus_with(&[spec("t", 4, false)], 1000).await;
     let p = bus.producer();
     for i in 0..40u32 {
-        p.send("t", format!("k{i}").as_bytes(), b"x").await.expect("send");
+        p.send("t", format!("k{i}").as_bytes(), b"x")
+            .await
+            .expect("send");
     }
     let mut a = bus.group_consumer("g", &["t"]).await.expect("a");
     let mut b = bus.group_consumer("g", &["t"]).await.expect("b");
@@ -80,7 +84,11 @@ async fn group_members_share_partitions_and_resume_from_commits() {
     a.commit(&commits).await.expect("commit");
     drop(b);
     let again = drain(&mut a).await;
-    assert_eq!(again.len(), mb.len(), "uncommitted records are delivered again");
+    assert_eq!(
+        again.len(),
+        mb.len(),
+        "uncommitted records are delivered again"
+    );
 }
 
 #[tokio::test]
@@ -112,7 +120,10 @@ async fn full_partition_waits_for_slowest_group() {
         p.send("t", b"k", &[i]).await.expect("send");
     }
     let blocked = tokio::time::timeout(Duration::from_millis(200), p.send("t", b"k", &[3])).await;
-    assert!(blocked.is_err(), "a full partition must not drop unread records");
+    assert!(
+        blocked.is_err(),
+        "a full partition must not drop unread records"
+    );
     let msgs = drain(&mut c).await;
     assert_eq!(msgs.len(), 3);
     c.commit(&[msgs[2].next_position()]).await.expect("commit");

@@ -23,7 +23,10 @@ fn file_overrides_defaults() {
     )
     .expect("valid");
     assert_eq!(c.gateway.id, "edge-7");
-    assert_eq!(c.gateway.max_body_bytes, 1_048_576, "untouched default kept");
+    assert_eq!(
+        c.gateway.max_body_bytes, 1_048_576,
+        "untouched default kept"
+    );
     assert_eq!(c.routes[0].timeout_ms, 10_000);
 }
 
@@ -48,7 +51,9 @@ fn every_problem_is_reported_with_its_key() {
     assert!(keys.contains(&"gateway.listen"), "wrong type: {errs}");
     assert!(keys.contains(&"gateway"), "unknown key: {errs}");
     assert!(
-        errs.0.iter().any(|e| e.key == "routes[0]" && e.reason.contains("upstream")),
+        errs.0
+            .iter()
+            .any(|e| e.key == "routes[0]" && e.reason.contains("upstream")),
         "missing upstream: {errs}"
     );
     assert!(errs.0.len() >= 3, "{errs}");

@@ -19,7 +19,10 @@ fn silent_during_warmup() {
     for _ in 0..9 {
         assert!(d.observe("k", 1.0).is_none());
     }
-    assert!(d.observe("k", 100.0).is_none(), "9 samples: still warming up");
+    assert!(
+        d.observe("k", 100.0).is_none(),
+        "9 samples: still warming up"
+    );
 }
 
 #[test]
@@ -47,7 +50,10 @@ fn min_value_suppresses_small_keys() {
     for _ in 0..20 {
         d.observe("k", 0.01);
     }
-    assert!(d.peek("k", 4.0).is_none(), "huge z-score but below min_value");
+    assert!(
+        d.peek("k", 4.0).is_none(),
+        "huge z-score but below min_value"
+    );
     assert!(d.observe("k", 6.0).is_some());
 }
 
@@ -56,10 +62,16 @@ fn gradual_growth_is_learned_and_keys_are_independent() {
     let mut d = EwmaZscore::new(config());
     let mut v = 5.0;
     for _ in 0..200 {
-        assert!(d.observe("k", v).is_none(), "slow drift at {v} must not fire");
+        assert!(
+            d.observe("k", v).is_none(),
+            "slow drift at {v} must not fire"
+        );
         v *= 1.01;
     }
-    assert!(d.peek("other", 1000.0).is_none(), "unknown key has no baseline");
+    assert!(
+        d.peek("other", 1000.0).is_none(),
+        "unknown key has no baseline"
+    );
     d.forget("k");
     assert!(d.is_empty());
 }

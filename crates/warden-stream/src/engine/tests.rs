@@ -6,8 +6,11 @@ const S: i64 = 1_000_000_000;
 const MS: i64 = 1_000_000;
 
 fn pipeline(threshold: f64, mode: &str) -> PipelineConfig {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../pipelines/default.toml"))
-        .expect("default pipeline");
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../pipelines/default.toml"
+    ))
+    .expect("default pipeline");
     let text = text
         .replace("threshold = 8.0", &format!("threshold = {threshold:.1}"))
         .replace("mode = \"enforce\"", &format!("mode = \"{mode}\""));
@@ -56,7 +59,11 @@ fn run(engine: &mut Engine, secs: i64, flood_at: Option<i64>) -> Vec<(i64, Outpu
             let offset = (d as i64 * 53 * MS) % (2 * S);
             let t = (step * 100 * MS - offset).rem_euclid(2 * S);
             if t < 100 * MS {
-                events.push(event(&format!("dev-{d}"), from + t, if d == 3 { 500 } else { 201 }));
+                events.push(event(
+                    &format!("dev-{d}"),
+                    from + t,
+                    if d == 3 { 500 } else { 201 },
+                ));
             }
         }
         if let Some(at) = flood_at
@@ -79,13 +86,20 @@ fn run(engine: &mut Engine, secs: i64, flood_at: Option<i64>) -> Vec<(i64, Outpu
 fn flood_is_quarantined_within_a_second_and_nobody_else() {
     let mut engine = Engine::new(&pipeline(8.0, "enforce"));
     let outputs = run(&mut engine, 60, Some(40 * S));
-    let decisions: Vec<&(i64, Output)> = outputs.iter().filter(|(_, o)| o.decision.is_some()).collect();
+    let decisions: Vec<&(i64, Output)> = outputs
+        .iter()
+        .filter(|(_, o)| o.decision.is_some())
+        .collect();
     assert_eq!(decisions.len(), 1, "{outputs:#?}");
     let (at, o) = decisions[0];
     let d = o.decision.as_ref().expect("decision");
     assert_eq!(d.subject, Subject::identity("dev-7"));
     assert_eq!(d.action, Action::Quarantine);
-    assert!(*at - 40 * S <= S, "decided {} ms after the flood started", (*at - 40 * S) / MS);
+    assert!(
+        *at - 40 * S <= S,
+        "decided {} ms after the flood started",
+        (*at - 40 * S) / MS
+    );
     assert_eq!(d.until, Some(d.decided_at + 300 * S));
     // The alert explains itself.
     assert_eq!(o.alert.decision_id.as_deref(), Some(d.id.as_str()));
@@ -93,7 +107,11 @@ fn flood_is_quarantined_within_a_second_and_nobody_else() {
     assert!(o.alert.evidence.features.contains_key("error_ratio"));
     assert!(o.alert.evidence.baseline["mean"] < 1.0);
     assert!(o.alert.score > 8.0);
-    assert!(outputs.iter().all(|(_, o)| o.alert.subject == Subject::identity("dev-7")));
+    assert!(
+        outputs
+            .iter()
+            .all(|(_, o)| o.alert.subject == Subject::identity("dev-7"))
+    );
     assert_eq!(engine.stats().late_events, 0);
 }
 
@@ -109,7 +127,11 @@ fn shadow_mode_alerts_without_deciding() {
     let mut engine = Engine::new(&pipeline(8.0, "shadow"));
     let outputs = run(&mut engine, 60, Some(40 * S));
     assert!(!outputs.is_empty());
-    assert!(outputs.iter().all(|(_, o)| o.decision.is_none() && o.alert.action.is_none()));
+    assert!(
+        outputs
+            .iter()
+            .all(|(_, o)| o.decision.is_none() && o.alert.action.is_none())
+    );
 }
 
 #[test]

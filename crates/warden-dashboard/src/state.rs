@@ -1,0 +1,165 @@
+//! What the dashboard knows: the most recent alerts and the latest decision per subject.
+
+use std::collections::{HashMap, VecDeque};
+
+use parking_lot::RwLock;
+use serde::Serialize;
+use warden_event::{Action, Alert, Decision, Subject};
+
+/// The dashboard's view of the alerts and decisions topics, fed by the followers and read by
+/// the API handlers. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct DashboardState {
+    max_alerts: usize,
+    /// Newest first (by `ts`; arrival order among equal timestamps).
+    alerts: RwLock<VecDeque<Alert>>,
+    /// Latest decision per subject, releases and expired ones included, so that an older
+    /// decision replayed later never overrides a newer one.
+    decisions: RwLock<HashMap<Subject, Decision>>,
+}
+
+/// An active quarantine (or throttle), as listed by `GET /api/quarantine`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ActiveDecision {
+    pub subject: Subject,
+    pub action: Action,
+    /// End of enforcement, nanoseconds since the Unix epoch (`null`: until released).
+    pub until: Option<i64>,
+    pub reason: String,
+    pub detector: String,
+    pub score: f64,
+    pub decided_at: i64,
+    pub decision_id: String,
+}
+
+impl From<&Decision> for ActiveDecision {
+    fn from(d: &Decision) -> Self {
+        Self {
+            subject: d.subject.clone(),
+            action: d.action,
+            until: d.until,
+            reason: d.reason.clone(),
+            detector: d.detector.clone(),
+            score: d.score,
+            decided_at: d.decided_at,
+            decision_id: d.id.clone(),
+        }
+    }
+}
+
+impl DashboardState {
+    /// An empty state keeping at most `max_alerts` alerts.
+    pub fn new(max_alerts: usize) -> Self {
+        Self {
+            max_alerts,
+            alerts: RwLock::new(VecDeque::new()),
+            decisions: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Record an alert, dropping the oldest beyond `max_alerts`.
+    pub fn apply_alert(&self, alert: Alert) {
+        if self.max_alerts == 0 {
+            return;
+        }
+        let mut alerts = self.alerts.write();
+        let at = alerts.partition_point(|a| a.ts > alert.ts);
+        if at >= self.max_alerts {
+            return;
+        }
+        alerts.insert(at, alert);
+        alerts.truncate(self.max_alerts);
+    }
+
+    /// Apply a decision: the latest `decided_at` per subject wins (ties: the later one
+    /// applied), so replays and duplicates change nothing.
+    pub fn apply_decision(&self, decision: Decision) {
+        let mut decisions = self.decisions.write();
+        if let Some(existing) = decisions.get(&decision.subject)
+            && existing.decided_at > decision.decided_at
+        {
+            return;
+        }
+        decisions.insert(decision.subject.clone(), decision);
+    }
+
+    /// Up to `limit` alerts, newest first, optionally only those about `subject`.
+    pub fn alerts(&self, limit: usize, subject: Option<&Subject>) -> Vec<Alert> {
+        self.alerts
+            .read()
+            .iter()
+            .filter(|a| subject.is_none_or(|s| a.subject == *s))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// Decisions restricting their subject at `now_ns`, most recent first.
+    pub fn active(&self, now_ns: i64) -> Vec<ActiveDecision> {
+        let mut active: Vec<ActiveDecision> = self
+            .decisions
+            .read()
+            .values()
+            .filter(|d| d.is_active(now_ns))
+            .map(ActiveDecision::from)
+            .collect();
+        active.sort_by(|a, b| {
+            b.decided_at
+                .cmp(&a.decided_at)
+                .then_with(|| a.subject.cmp(&b.subject))
+        });
+        active
+    }
+
+    /// The latest decision known for `subject` (active or not).
+    pub fn decision(&self, subject: &Subject) -> Option<Decision> {
+        self.decisions.read().get(subject).cloned()
+    }
+
+    /// Forget decisions that no longer restrict anything and were decided more than
+    /// `keep_ns` before `now_ns` (kept that long to shadow late replays of older ones).
+    pub fn prune(&self, now_ns: i64, keep_ns: i64) {
+        self.decisions
+            .write()
+            .retain(|_, d| d.is_active(now_ns) || d.decided_at > now_ns.saturating_sub(keep_ns));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decision(action: Action, until: Option<i64>, at: i64) -> Decision {
+        Decision {
+            v: 1,
+            id: format!("d{at}"),
+            subject: Subject::identity("dev-1"),
+            action,
+            until,
+            reason: String::new(),
+            detector: "test".into(),
+            score: 0.0,
+            evidence: serde_json::Value::Null,
+            decided_at: at,
+        }
+    }
+
+    #[test]
+    fn latest_decision_wins_and_expiry_ends_it() {
+        let s = DashboardState::new(10);
+        s.apply_decision(decision(Action::Quarantine, Some(100), 10));
+        assert_eq!(s.active(50).len(), 1);
+        assert!(s.active(100).is_empty(), "expired at until");
+        s.apply_decision(decision(Action::Release, None, 5));
+        assert_eq!(s.active(50).len(), 1, "an older release changes nothing");
+        s.apply_decision(decision(Action::Release, None, 20));
+        assert!(s.active(50).is_empty());
+        s.apply_decision(decision(Action::Quarantine, Some(100), 10));
+        assert!(
+            s.active(50).is_empty(),
+            "a replayed older quarantine changes nothing"
+        );
+        s.prune(1_000, 100);
+        assert!(s.decision(&Subject::identity("dev-1")).is_none());
+    }
+}

@@ -1,0 +1,218 @@
+//! Start and stop a set of components sharing one bus.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::info;
+use warden_bus::{Bus, EmbeddedBus, EmbeddedConfig, KafkaBus, KafkaConfig, TopicSpec};
+use warden_config::{BusKind, PipelineConfig, WardenConfig};
+use warden_gateway::{EmitStats, Gateway, QuarantineSet};
+use warden_stream::{Processor, ProcessorStats};
+
+/// The bus a config asks for.
+pub fn make_bus(config: &WardenConfig) -> anyhow::Result<Arc<dyn Bus>> {
+    Ok(match config.bus.kind {
+        BusKind::Embedded => Arc::new(EmbeddedBus::new(EmbeddedConfig {
+            default_partitions: config.bus.partitions,
+            ..EmbeddedConfig::default()
+        })),
+        BusKind::Kafka => {
+            let mut k = KafkaConfig::new(config.bus.brokers.clone());
+            k.client_id = format!("warden-{}", config.gateway.id);
+            k.create_topics = config.bus.create_topics;
+            k.replication_factor = config.bus.replication_factor;
+            k.extra = config.bus.kafka.clone();
+            Arc::new(KafkaBus::connect(k).context("connecting to Kafka")?)
+        }
+    })
+}
+
+/// Create (or check) Warden's three topics.
+pub async fn ensure_topics(bus: &dyn Bus, config: &WardenConfig) -> anyhow::Result<()> {
+    let t = &config.bus.topics;
+    let n = config.bus.partitions;
+    bus.ensure_topics(&[
+        TopicSpec {
+            name: t.events.clone(),
+            partitions: n,
+            compacted: false,
+        },
+        TopicSpec {
+            name: t.decisions.clone(),
+            partitions: n,
+            compacted: true,
+        },
+        TopicSpec {
+            name: t.alerts.clone(),
+            partitions: n,
+            compacted: false,
+        },
+    ])
+    .await
+    .context("creating or checking topics")
+}
+
+/// Which components to run.
+#[derive(Debug, Clone, Default)]
+pub struct StackParts {
+    pub gateway: bool,
+    /// The pipeline the processor runs (`None`: no processor).
+    pub processor: Option<PipelineConfig>,
+    pub dashboard: bool,
+}
+
+/// Running components. Dropping it without [`Stack::stop`] aborts them.
+pub struct Stack {
+    pub gateway_addr: Option<SocketAddr>,
+    pub dashboard_addr: Option<SocketAddr>,
+    pub quarantine: Option<Arc<QuarantineSet>>,
+    pub emit_stats: Option<Arc<EmitStats>>,
+    pub processor_stats: Option<Arc<ProcessorStats>>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
+}
+
+fn stopped(mut rx: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        let _ = rx.wait_for(|s| *s).await;
+    }
+}
+
+impl Stack {
+    /// Start the parts on `bus` (topics must exist). Listeners bind the config's addresses
+    /// (port 0 picks a free port; the bound addresses are in the returned stack). The gateway
+    /// opens its listener only after it has loaded every live decision.
+    pub async fn start(
+        bus: Arc<dyn Bus>,
+        config: &WardenConfig,
+        parts: StackParts,
+    ) -> anyhow::Result<Self> {
+        let (stop, rx) = watch::channel(false);
+        let mut stack = Stack {
+            gateway_addr: None,
+            dashboard_addr: None,
+            quarantine: None,
+            emit_stats: None,
+            processor_stats: None,
+            stop,
+            tasks: Vec::new(),
+        };
+        if let Some(pipeline) = parts.processor {
+            let processor = Processor::new(pipeline, config.bus.topics.clone());
+            stack.processor_stats = Some(processor.stats());
+            let bus = bus.clone();
+            let shutdown = stopped(rx.clone());
+            stack.tasks.push((
+                "processor",
+                tokio::spawn(
+                    async move { processor.run(bus, shutdown).await.context("processor") },
+                ),
+            ));
+        }
+        if parts.dashboard {
+            let dashboard = warden_dashboard::Dashboard::start(config, bus.clone())
+                .await
+                .context("starting the dashboard")?;
+            let listener = TcpListener::bind(config.dashboard.listen)
+                .await
+                .with_context(|| format!("binding the dashboard to {}", config.dashboard.listen))?;
+            stack.dashboard_addr = Some(listener.local_addr()?);
+            let shutdown = stopped(rx.clone());
+            stack.tasks.push((
+                "dashboard",
+                tokio::spawn(async move {
+                    dashboard
+                        .serve(listener, shutdown)
+                        .await
+                        .context("dashboard")
+                }),
+            ));
+        }
+        if parts.gateway {
+            let gateway = Gateway::start(config, bus.clone())
+                .await
+                .context("starting the gateway")?;
+            stack.quarantine = Some(gateway.quarantine().clone());
+            stack.emit_stats = Some(gateway.emitter().stats().clone());
+            let listener = TcpListener::bind(config.gateway.listen)
+                .await
+                .with_context(|| format!("binding the gateway to {}", config.gateway.listen))?;
+            stack.gateway_addr = Some(listener.local_addr()?);
+            let shutdown = stopped(rx.clone());
+            stack.tasks.push((
+                "gateway",
+                tokio::spawn(
+                    async move { gateway.serve(listener, shutdown).await.context("gateway") },
+                ),
+            ));
+        }
+        Ok(stack)
+    }
+
+    /// Print where everything listens.
+    pub fn announce(&self) {
+        if let Some(a) = self.gateway_addr {
+            info!(%a, "Gateway listening.");
+            println!("gateway    http://{a}/");
+        }
+        if let Some(a) = self.dashboard_addr {
+            info!(%a, "Dashboard listening.");
+            println!("dashboard  http://{a}/");
+        }
+        if self.processor_stats.is_some() {
+            println!("processor  running");
+        }
+    }
+
+    /// Wait until a component fails; returns its error.
+    pub async fn wait_failure(&mut self) -> anyhow::Error {
+        if self.tasks.is_empty() {
+            std::future::pending::<()>().await;
+        }
+        let (res, idx) = first_finished(&mut self.tasks).await;
+        let (name, _) = self.tasks.remove(idx);
+        match res {
+            Ok(Ok(())) => anyhow::anyhow!("{name} stopped"),
+            Ok(Err(e)) => e,
+            Err(e) => anyhow::anyhow!("{name} panicked: {e}"),
+        }
+    }
+
+    /// Stop every component gracefully (the gateway drains its events to the bus).
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        for (name, task) in std::mem::take(&mut self.tasks) {
+            task.await.with_context(|| format!("{name} task"))??;
+        }
+        Ok(())
+    }
+}
+
+type TaskResult = Result<anyhow::Result<()>, tokio::task::JoinError>;
+
+async fn first_finished(
+    tasks: &mut [(&'static str, JoinHandle<anyhow::Result<()>>)],
+) -> (TaskResult, usize) {
+    std::future::poll_fn(|cx| {
+        for (i, (_, t)) in tasks.iter_mut().enumerate() {
+            if let std::task::Poll::Ready(r) = std::pin::Pin::new(t).poll(cx) {
+                return std::task::Poll::Ready((r, i));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for (_, t) in &self.tasks {
+            t.abort();
+        }
+    }
+}

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs Warden's whole test suite. Installs what the tests need that a fresh machine lacks
+# (the Tansu Kafka-protocol broker, built from crates.io) into a cache folder, so reruns are fast.
+#
+#   WARDEN_CACHE   where tools are kept (default: ~/.cache/warden)
+#   TANSU_BIN      use this Tansu binary instead of installing one
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+WARDEN_CACHE="${WARDEN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/warden}"
+TANSU_VERSION="0.6.0"
+mkdir -p "$WARDEN_CACHE/tools"
+
+if [ -z "${TANSU_BIN:-}" ]; then
+  TANSU_BIN="$WARDEN_CACHE/tools/bin/tansu"
+  if ! "$TANSU_BIN" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+    echo "== installing tansu $TANSU_VERSION into $WARDEN_CACHE/tools (about 10 minutes, once)"
+    CARGO_TARGET_DIR="$WARDEN_CACHE/tansu-target" \
+      cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql \
+      --root "$WARDEN_CACHE/tools"
+  fi
+fi
+export TANSU_BIN
+echo "== tansu: $("$TANSU_BIN" --version 2>&1 | head -1)"
+
+echo "== cargo test"
+cargo test --workspace --locked -- --test-threads=2
