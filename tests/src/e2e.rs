@@ -104,13 +104,17 @@ fn assert_generic_error(status: u16, rid: Option<&str>, body: &str) -> anyhow::R
 async fn probes(gw: SocketAddr, device: &DemoDevice) -> anyhow::Result<u64> {
     let cases = [
         (
-            format!("GET /api/devices/x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"),
+            "GET /api/devices/x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".to_string(),
             401,
         ),
         (
-            format!(
-                "GET /api/x HTTP/1.1\r\nHost: t\r\nX-Api-Key: wrong-key\r\nConnection: close\r\n\r\n"
-            ),
+            "GET /api/x HTTP/1.1
+Host: t
+X-Api-Key: wrong-key
+Connection: close
+
+"
+            .to_string(),
             401,
         ),
         (
@@ -128,7 +132,7 @@ async fn probes(gw: SocketAddr, device: &DemoDevice) -> anyhow::Result<u64> {
             400,
         ),
         (
-            format!("GET /nothing-here HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"),
+            "GET /nothing-here HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".to_string(),
             404,
         ),
     ];

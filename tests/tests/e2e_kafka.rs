@@ -9,7 +9,8 @@ async fn flood_is_quarantined_end_to_end_on_kafka() {
         .with_test_writer()
         .with_env_filter("warn,warden=info")
         .try_init();
-    let broker = Tansu::start();
+    // SQLite storage: Tansu's memory engine under-reports end offsets (see tests/src/tansu.rs).
+    let broker = Tansu::start_sqlite();
     let mut config = WardenConfig::default();
     config.bus.kind = BusKind::Kafka;
     config.bus.brokers = broker.brokers();

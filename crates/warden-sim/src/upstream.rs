@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tracing::info;
 
 /// The demo backend's routes:
-/// - `POST /api/devices/{id}/telemetry` → `201 {"ok":true}`;
+/// - `POST /api/devices/{id}/telemetry` → `200 {"ok":true}`;
 /// - `GET /api/devices/{id}/config` → `200` with a small config object;
 /// - anything else under `/api` → `200 {"ok":true}`; anything else → `404`.
 ///
@@ -34,7 +34,7 @@ pub async fn demo_upstream(listener: TcpListener) -> std::io::Result<()> {
 
 async fn telemetry(body: Body) -> impl IntoResponse {
     drain(body).await;
-    (StatusCode::CREATED, Json(json!({ "ok": true })))
+    (StatusCode::OK, Json(json!({ "ok": true })))
 }
 
 async fn config(Path(id): Path<String>, body: Body) -> impl IntoResponse {

@@ -49,7 +49,7 @@ async fn fleet_and_flood_against_the_upstream() {
     // 4 normal devices × ~15 requests each (no faster than the shortest jittered interval).
     let secs = report.elapsed.as_secs_f64();
     assert_eq!(report.normal_errors, 0, "{report}");
-    assert!(report.normal.keys().all(|s| *s == 201), "{report}");
+    assert!(report.normal.keys().all(|s| *s == 200), "{report}");
     let most = 4 * (secs / 0.07).ceil() as u64 + 4;
     assert!(
         report.normal_total() > 30 && report.normal_total() <= most,
@@ -62,7 +62,7 @@ async fn fleet_and_flood_against_the_upstream() {
         "{report}"
     );
     assert_eq!(report.flooder_errors, 0, "{report}");
-    assert!(report.flooder.keys().all(|s| *s == 201), "{report}");
+    assert!(report.flooder.keys().all(|s| *s == 200), "{report}");
     assert!(
         report.flood_ok + 5 >= report.flood_sent,
         "drained at stop: {report}"
@@ -88,7 +88,7 @@ async fn upstream_routes() {
         .send()
         .await
         .expect("telemetry");
-    assert_eq!(telemetry.status(), 201);
+    assert_eq!(telemetry.status(), 200);
     assert_eq!(telemetry.text().await.expect("body"), r#"{"ok":true}"#);
     let config = client
         .get(format!("{url}/api/devices/sensor-0001/config"))

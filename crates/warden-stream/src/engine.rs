@@ -184,11 +184,11 @@ impl Engine {
         };
 
         let mut fired = Vec::new();
-        for wi in 0..self.windows.len() {
+        for (wi, keys) in touched.iter().enumerate() {
             self.sample_complete(wi, wm, &mut fired);
             let w = &self.windows[wi];
             let slot = w.slot(wm);
-            for key in &touched[wi] {
+            for key in keys {
                 evaluate(
                     w,
                     wi,

@@ -207,10 +207,12 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         .context("binding the demo upstream")?;
     let upstream_addr = upstream.local_addr()?;
     tokio::spawn(warden_sim::demo_upstream(upstream));
-    let config = if args.config.is_some() {
-        base
-    } else {
+    // The demo's route and device keys are added to the built-in config, and to a given
+    // config when `--demo` asks for the fleet.
+    let config = if args.config.is_none() || args.demo {
         demo_config(base, upstream_addr, &devices)?
+    } else {
+        base
     };
     let bus = make_bus(&config)?;
     ensure_topics(&*bus, &config).await?;

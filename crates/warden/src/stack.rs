@@ -77,10 +77,8 @@ pub struct Stack {
     tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
 }
 
-fn stopped(mut rx: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
-    async move {
-        let _ = rx.wait_for(|s| *s).await;
-    }
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
 }
 
 impl Stack {

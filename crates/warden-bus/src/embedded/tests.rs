@@ -33,7 +33,11 @@ async fn drain(c: &mut Box<dyn Consumer>) -> Vec<Message> {
 #[tokio::test]
 async fn unknown_topic_is_reported() {
     let bus = bus_with(&[], 10).await;
-    let err = bus.producer().send("nope", b"k", b"v").await.unwrap_err();
+    let err = bus
+        .producer()
+        .send("nope", b"k", b"v")
+        .await
+        .expect_err("unknown topic");
     assert!(matches!(err, BusError::UnknownTopic(t) if t == "nope"));
 }
 

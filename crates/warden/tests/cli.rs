@@ -1,0 +1,212 @@
+//! The `warden` binary as users run it.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn warden() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_warden"))
+}
+
+fn repo(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
+}
+
+#[test]
+fn check_accepts_the_shipped_files() {
+    let mut cmd = warden();
+    cmd.arg("check")
+        .arg("--config")
+        .arg(repo("docs/examples/warden.kafka.toml"));
+    for entry in std::fs::read_dir(repo("pipelines")).expect("pipelines") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            cmd.arg("--pipeline").arg(path);
+        }
+    }
+    let out = cmd.output().expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn check_lists_every_problem_and_exits_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        r#"
+[gateway]
+listen = 8080
+colour = "blue"
+
+[[routes]]
+name = "api"
+prefix = "/api"
+"#,
+    )
+    .expect("write");
+    let out = warden()
+        .args(["check", "--config"])
+        .arg(&bad)
+        .arg("--pipeline")
+        .arg(repo(
+            "crates/warden-config/tests/invalid/dangling_references.toml",
+        ))
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "bad.toml: gateway.listen:",
+        "bad.toml: gateway: Additional properties are not allowed ('colour' was unexpected)",
+        "bad.toml: routes[0]: \"upstream\" is a required property",
+        "dangling_references.toml: feature[0].window: unknown window `nope`",
+        "dangling_references.toml: detector[0].feature: unknown feature `missing`",
+    ] {
+        assert!(stdout.contains(needle), "missing `{needle}` in:\n{stdout}");
+    }
+    assert!(!stdout.contains("panicked"));
+}
+
+#[test]
+fn check_reports_unreadable_files() {
+    let out = warden()
+        .args(["check", "--config", "/nonexistent/warden.toml"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("/nonexistent/warden.toml: (document): cannot read")
+    );
+}
+
+/// `warden up --demo` with the shipped default pipeline: the flooding device is quarantined and
+/// shown on the dashboard, a normal device keeps being served.
+#[test]
+fn up_demo_quarantines_the_flooder() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("warden.toml");
+    std::fs::write(
+        &config,
+        "[gateway]\nlisten = \"127.0.0.1:0\"\n[dashboard]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .expect("write");
+    let mut child = warden()
+        .args([
+            "up",
+            "--demo",
+            "--devices",
+            "60",
+            "--flood-after",
+            "22",
+            "--config",
+        ])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut dashboard = None;
+    let mut curl = None;
+    let mut flooder = None;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let result = (|| {
+        while dashboard.is_none() || curl.is_none() || flooder.is_none() {
+            let line = rx
+                .recv_timeout(Duration::from_secs(60))
+                .map_err(|e| format!("no startup output: {e}"))?;
+            if let Some(rest) = line.strip_prefix("dashboard  ") {
+                dashboard = Some(rest.trim().trim_end_matches('/').to_string());
+            } else if line.starts_with("try: curl") {
+                curl = Some(line);
+            } else if let Some(rest) = line.strip_prefix("demo: ") {
+                flooder = rest
+                    .split(';')
+                    .nth(1)
+                    .and_then(|s| s.split_whitespace().next())
+                    .map(str::to_owned);
+            }
+        }
+        let dashboard = dashboard.clone().ok_or("no dashboard")?;
+        let flooder = flooder.clone().ok_or("no flooder")?;
+        loop {
+            if Instant::now() > deadline {
+                return Err("flooder not quarantined within 90 s".to_string());
+            }
+            let body = http_get(&format!("{dashboard}/api/quarantine"))?;
+            if body.contains(&format!("\"value\":\"{flooder}\"")) {
+                let alerts = http_get(&format!("{dashboard}/api/alerts"))?;
+                if !alerts.contains(&flooder) {
+                    return Err(format!("quarantine without alert: {alerts}"));
+                }
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        // The printed curl line works for a normal device.
+        let curl = curl.clone().ok_or("no curl line")?;
+        let args: Vec<String> = shell_words(&curl["try: ".len()..]);
+        let out = Command::new(&args[0])
+            .args(&args[1..])
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .output()
+            .map_err(|e| e.to_string())?;
+        let code = String::from_utf8_lossy(&out.stdout).to_string();
+        if code != "200" {
+            return Err(format!("normal device got {code}"));
+        }
+        Ok(())
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
+
+fn http_get(url: &str) -> Result<String, String> {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "5", url])
+        .output()
+        .map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+/// Split the printed curl line (single-quoted arguments) into words.
+fn shell_words(s: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in s.chars() {
+        match c {
+            '\'' => quoted = !quoted,
+            ' ' if !quoted => {
+                if !cur.is_empty() {
+                    words.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        words.push(cur);
+    }
+    words
+}
