@@ -1,0 +1,438 @@
+//! The gateway over real sockets: proxying, upstream failures, body limits, header handling,
+//! quarantine, and one event per request.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::HeaderMap;
+use axum::routing::{any, get};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use warden_bus::{Bus, EmbeddedBus, EmbeddedConfig, TopicSpec};
+use warden_config::{ApiKeyConfig, RouteAuth, RouteConfig, WardenConfig, hash_api_key};
+use warden_event::{Action, Decision, Outcome, RequestEvent, Subject};
+use warden_gateway::Gateway;
+
+const KEY: &str = "test-key-0123456789abcdef";
+const OTHER_KEY: &str = "test-key-fedcba9876543210";
+
+/// Echoes the headers it received; `/api/slow` answers after 2 s; `/api/big` sends 100 KiB.
+async fn upstream() -> SocketAddr {
+    let app = Router::new()
+        .route(
+            "/api/echo",
+            any(|headers: HeaderMap, body: axum::body::Bytes| async move {
+                let h: serde_json::Map<String, Value> = headers
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.to_string(),
+                            Value::String(v.to_str().unwrap_or("").to_string()),
+                        )
+                    })
+                    .collect();
+                axum::Json(serde_json::json!({"headers": h, "body_len": body.len()}))
+            }),
+        )
+        .route(
+            "/api/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                "late"
+            }),
+        )
+        .route("/api/big", get(|| async { vec![b'x'; 100 * 1024] }))
+        .route(
+            "/api/hop",
+            get(|| async {
+                (
+                    [
+                        ("connection", "x-secret"),
+                        ("x-secret", "1"),
+                        ("keep-alive", "timeout=5"),
+                        ("x-kept", "yes"),
+                    ],
+                    "ok",
+                )
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+fn key(id: &str, key: &str, identity: &str) -> ApiKeyConfig {
+    ApiKeyConfig {
+        id: id.into(),
+        sha256: hash_api_key(key),
+        identity: identity.into(),
+        tenant: "acme".into(),
+        device_type: "sensor".into(),
+        roles: vec![],
+    }
+}
+
+struct Harness {
+    addr: SocketAddr,
+    bus: EmbeddedBus,
+    config: WardenConfig,
+    client: reqwest::Client,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn start(dead_upstream: SocketAddr) -> Harness {
+    let up = upstream().await;
+    let mut config = WardenConfig::default();
+    config.gateway.max_body_bytes = 1024;
+    config.routes = vec![
+        RouteConfig {
+            name: "api".into(),
+            prefix: "/api".into(),
+            upstream: format!("http://{up}"),
+            timeout_ms: 500,
+            strip_prefix: false,
+            auth: RouteAuth::ApiKey,
+            methods: vec![],
+        },
+        RouteConfig {
+            name: "dead".into(),
+            prefix: "/dead".into(),
+            upstream: format!("http://{dead_upstream}"),
+            timeout_ms: 500,
+            strip_prefix: false,
+            auth: RouteAuth::None,
+            methods: vec!["GET".into()],
+        },
+    ];
+    config.api_keys = vec![key("k1", KEY, "dev-1"), key("k2", OTHER_KEY, "dev-2")];
+    config.validate().expect("valid");
+    let bus = EmbeddedBus::new(EmbeddedConfig::default());
+    let t = &config.bus.topics;
+    bus.ensure_topics(&[
+        TopicSpec {
+            name: t.events.clone(),
+            partitions: 2,
+            compacted: false,
+        },
+        TopicSpec {
+            name: t.decisions.clone(),
+            partitions: 2,
+            compacted: true,
+        },
+    ])
+    .await
+    .expect("topics");
+    let gateway = Gateway::start(&config, Arc::new(bus.clone()))
+        .await
+        .expect("gateway");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move {
+        gateway
+            .serve(listener, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("serve");
+    });
+    Harness {
+        addr,
+        bus,
+        config,
+        client: reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client"),
+        stop,
+        task,
+    }
+}
+
+impl Harness {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    async fn stop_and_events(self) -> Vec<RequestEvent> {
+        let _ = self.stop.send(());
+        self.task.await.expect("gateway task");
+        let mut events = Vec::new();
+        warden_bus::read_to_end(
+            &self.bus,
+            &self.config.bus.topics.events,
+            Duration::from_secs(5),
+            |m| events.push(warden_event::decode::<RequestEvent>(&m.payload).expect("event")),
+        )
+        .await
+        .expect("read events");
+        events.sort_by_key(|e| e.seq);
+        events
+    }
+}
+
+async fn error_code(resp: reqwest::Response) -> (u16, String) {
+    let status = resp.status().as_u16();
+    let rid = resp
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body: Value = resp.json().await.expect("json error body");
+    assert_eq!(
+        body["error"]["request_id"].as_str(),
+        rid.as_deref(),
+        "{body}"
+    );
+    assert_eq!(body["error"]["status"], status, "{body}");
+    (
+        status,
+        body["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+fn closed_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxies_and_reports_upstream_failures() {
+    let h = start(closed_port()).await;
+    // Proxied, with identity headers set by the gateway and spoofed ones dropped.
+    let resp = h
+        .client
+        .post(h.url("/api/echo"))
+        .header("x-api-key", KEY)
+        .header("x-warden-identity", "admin")
+        .header("connection", "x-drop-me")
+        .header("x-drop-me", "1")
+        .body("hello")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    let echoed: Value = resp.json().await.expect("json");
+    let headers = &echoed["headers"];
+    assert_eq!(headers["x-warden-identity"], "dev-1");
+    assert_eq!(headers["x-warden-tenant"], "acme");
+    assert!(
+        headers.get("x-api-key").is_none(),
+        "the key is not forwarded"
+    );
+    assert!(
+        headers.get("x-drop-me").is_none(),
+        "headers named in Connection are hop-by-hop"
+    );
+    assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+    assert!(
+        headers["x-request-id"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty())
+    );
+    assert_eq!(echoed["body_len"], 5);
+
+    // Hop-by-hop response headers are stripped, others kept.
+    let resp = h
+        .client
+        .get(h.url("/api/hop"))
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .expect("send");
+    assert!(resp.headers().get("x-secret").is_none());
+    assert!(resp.headers().get("keep-alive").is_none());
+    assert_eq!(resp.headers()["x-kept"], "yes");
+
+    // Streaming a large response counts its bytes.
+    let resp = h
+        .client
+        .get(h.url("/api/big"))
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.bytes().await.expect("body").len(), 100 * 1024);
+
+    let slow = h
+        .client
+        .get(h.url("/api/slow"))
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(error_code(slow).await, (504, "upstream_timeout".into()));
+    let dead = h.client.get(h.url("/dead/x")).send().await.expect("send");
+    assert_eq!(error_code(dead).await, (502, "bad_gateway".into()));
+    let wrong_method = h.client.post(h.url("/dead/x")).send().await.expect("send");
+    assert_eq!(
+        error_code(wrong_method).await,
+        (405, "method_not_allowed".into())
+    );
+
+    let events = h.stop_and_events().await;
+    assert_eq!(events.len(), 6);
+    assert_eq!(
+        events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (0..6).collect::<Vec<_>>()
+    );
+    let big = events.iter().find(|e| e.path == "/api/big").expect("big");
+    assert_eq!(big.bytes_out, 100 * 1024);
+    let echo = events.iter().find(|e| e.path == "/api/echo").expect("echo");
+    assert_eq!(
+        (echo.bytes_in, echo.identity.as_str(), echo.route.as_str()),
+        (5, "dev-1", "api")
+    );
+    let outcomes: Vec<Outcome> = events.iter().map(|e| e.decision).collect();
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| **o == Outcome::UpstreamError)
+            .count(),
+        2
+    );
+    let dead = events
+        .iter()
+        .find(|e| e.path == "/dead/x" && e.status == 502)
+        .expect("dead");
+    assert_eq!(dead.identity, "anonymous");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_oversize_bodies_bad_credentials_and_quarantined_subjects() {
+    let h = start(closed_port()).await;
+    let big = vec![b'a'; 4096];
+    let declared = h
+        .client
+        .post(h.url("/api/echo"))
+        .header("x-api-key", KEY)
+        .body(big.clone())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(
+        error_code(declared).await,
+        (413, "payload_too_large".into())
+    );
+    // Chunked (no Content-Length): refused while streaming.
+    let mut req = format!(
+        "POST /api/echo HTTP/1.1\r\nHost: t\r\nX-Api-Key: {KEY}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    for _ in 0..8 {
+        req.push_str(&format!("200\r\n{}\r\n", "a".repeat(512)));
+    }
+    req.push_str("0\r\n\r\n");
+    let mut s = tokio::net::TcpStream::connect(h.addr)
+        .await
+        .expect("connect");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(text.contains("\"code\":\"payload_too_large\""), "{text}");
+
+    for (hdr, value) in [
+        ("x-api-key", "nope"),
+        ("authorization", "Bearer abc"),
+        ("authorization", "ApiKey nope"),
+    ] {
+        let r = h
+            .client
+            .get(h.url("/api/echo"))
+            .header(hdr, value)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(
+            error_code(r).await,
+            (401, "unauthenticated".into()),
+            "{hdr}: {value}"
+        );
+    }
+    let ok = h
+        .client
+        .get(h.url("/api/echo"))
+        .header("authorization", format!("ApiKey {OTHER_KEY}"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(ok.status(), 200);
+
+    // A quarantine published on the bus is enforced within a moment, for that identity only.
+    let decision = Decision {
+        v: 1,
+        id: "d1".into(),
+        subject: Subject::identity("dev-1"),
+        action: Action::Quarantine,
+        until: Some(warden_event::now_ns() + 60_000_000_000),
+        reason: "test".into(),
+        detector: "test".into(),
+        score: 1.0,
+        evidence: Value::Null,
+        decided_at: warden_event::now_ns(),
+    };
+    h.bus
+        .producer()
+        .send(
+            &h.config.bus.topics.decisions,
+            decision.subject.key().as_bytes(),
+            &warden_event::encode(&decision),
+        )
+        .await
+        .expect("publish");
+    let mut status = 0;
+    for _ in 0..50 {
+        let r = h
+            .client
+            .get(h.url("/api/echo"))
+            .header("x-api-key", KEY)
+            .send()
+            .await
+            .expect("send");
+        status = r.status().as_u16();
+        if status == 403 {
+            assert_eq!(error_code(r).await, (403, "forbidden".into()));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, 403, "quarantine not enforced");
+    let other = h
+        .client
+        .get(h.url("/api/echo"))
+        .header("x-api-key", OTHER_KEY)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(other.status(), 200);
+
+    let events = h.stop_and_events().await;
+    let quarantined: Vec<&RequestEvent> = events
+        .iter()
+        .filter(|e| e.decision == Outcome::Quarantined)
+        .collect();
+    assert_eq!(quarantined.len(), 1);
+    assert_eq!(quarantined[0].status, 403);
+    assert_eq!(events.iter().filter(|e| e.status == 413).count(), 2);
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.decision == Outcome::DeniedAuth)
+            .count(),
+        3
+    );
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (0..events.len() as u64).collect::<Vec<_>>());
+}
