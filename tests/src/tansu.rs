@@ -12,6 +12,9 @@
 //! - topics are not created automatically: create them with the admin API
 //!   (`Bus::ensure_topics`) or [`Tansu::create_topic`]; topic configs such as
 //!   `cleanup.policy=compact` are stored and returned by DescribeConfigs;
+//! - `TANSU_LOG` sets the broker's `RUST_LOG` (e.g. `TANSU_LOG=tansu_broker=debug`); its
+//!   output goes to `tansu.stdout.log`/`tansu.stderr.log` in its directory, which is removed
+//!   on drop unless `TANSU_KEEP_DIR` is set;
 //! - `SIGINT` stops it at once (`SIGTERM` waits up to 5 s for open connections);
 //! - a broker starts in well under a second; two members of a new consumer group take about
 //!   5-7 s to settle on a split, a lone member gets its partitions within about a second.
@@ -287,6 +290,14 @@ impl Drop for Tansu {
         self.kill();
         if std::thread::panicking() && !self.logs_shown {
             eprintln!("tansu broker on port {}:\n{}", self.port, self.logs());
+        }
+        if std::env::var_os("TANSU_KEEP_DIR").is_some() {
+            self.dir.disable_cleanup(true);
+            eprintln!(
+                "tansu broker on port {}: directory kept: {}",
+                self.port,
+                self.dir.path().display()
+            );
         }
     }
 }

@@ -1,0 +1,97 @@
+//! `warden up`: everything in one process, optionally with the demo fleet.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use warden::demo::demo_config;
+use warden::{Stack, StackParts, ensure_topics, make_bus};
+
+use super::common::{load_config, load_pipeline, run_until_signal};
+use crate::UpArgs;
+
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    let pipeline = load_pipeline(args.pipeline.as_deref())?;
+    let base = load_config(args.config.as_deref(), None)?;
+    let devices = warden_sim::demo_keys(args.devices.max(2), args.seed);
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("binding the demo upstream")?;
+    let upstream_addr = upstream.local_addr()?;
+    tokio::spawn(warden_sim::demo_upstream(upstream));
+    // The demo's route and device keys are added to the built-in config, and to a given
+    // config when `--demo` asks for the fleet.
+    let config = if args.config.is_none() || args.demo {
+        demo_config(base, upstream_addr, &devices)?
+    } else {
+        base
+    };
+    let bus = make_bus(&config)?;
+    ensure_topics(&*bus, &config).await?;
+    let stack = Stack::start(
+        bus,
+        &config,
+        StackParts {
+            gateway: true,
+            processor: Some(pipeline),
+            dashboard: true,
+        },
+    )
+    .await?;
+    println!("Warden is up ({:?} bus).", config.bus.kind);
+    stack.announce();
+    println!("demo upstream http://{upstream_addr}/");
+    if let Some(d) = devices.first() {
+        println!(
+            "try: curl -i -X POST -H 'X-Api-Key: {}' http://{}/api/devices/{}/telemetry -d '{{\"t\":21.5}}'",
+            d.key,
+            stack
+                .gateway_addr
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            d.identity
+        );
+    }
+    if args.demo {
+        let gateway = format!("http://{}", stack.gateway_addr.context("gateway address")?);
+        start_demo_fleet(gateway, devices, &args);
+    }
+    run_until_signal(stack).await
+}
+
+fn start_demo_fleet(gateway: String, devices: Vec<warden_sim::DemoDevice>, args: &UpArgs) {
+    let flooder = devices.len() / 2;
+    println!(
+        "demo: {} devices reporting every ~5 s; {} starts flooding at {} req/s after {} s",
+        devices.len(),
+        devices[flooder].identity,
+        args.flood_rate,
+        args.flood_after
+    );
+    let config = warden_sim::FleetConfig {
+        gateway,
+        devices,
+        period: Duration::from_secs(5),
+        seed: args.seed,
+        flood: Some(warden_sim::FloodConfig {
+            device: flooder,
+            start_after: Duration::from_secs(args.flood_after),
+            rate_per_s: args.flood_rate,
+        }),
+    };
+    let stats = Arc::new(warden_sim::FleetStats::default());
+    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let s = stats.clone();
+    tokio::spawn(async move {
+        let _keep = _stop_tx;
+        warden_sim::run_fleet(config, s, stop_rx).await
+    });
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            println!("demo: {}", stats.summary());
+        }
+    });
+}
