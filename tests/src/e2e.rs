@@ -51,6 +51,7 @@ pub fn config(
         strip_prefix: false,
         auth: RouteAuth::ApiKey,
         methods: vec![],
+        require_mtls: false,
     }];
     c.api_keys = devices.iter().map(|d| d.config.clone()).collect();
     c

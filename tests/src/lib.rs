@@ -5,3 +5,6 @@ pub mod tansu;
 
 /// The end-to-end loop shared by the embedded and Kafka tests.
 pub mod e2e;
+
+/// Throw-away CAs, certificates and CRLs for the TLS/mTLS tests.
+pub mod pki;

@@ -28,6 +28,24 @@
 //!   resuming from a committed position in the middle of a batch loses those records.
 //!
 //! The sqlite engine has neither.
+//!
+//! **Consumer groups: never let a leader leave a rebalancing group.** Tansu 0.6's group
+//! coordinator (`tansu-broker` 0.6.0, `coordinator/group/administrator.rs`) handles a
+//! LeaveGroup in a group that is rebalancing ("forming": a member joined or left, and the
+//! leader has not sent the new assignment yet) by removing the member but keeping it as the
+//! group's leader. Every later JoinGroup then names that departed member as leader, so the
+//! members that are left (or join later) are all followers, their SyncGroup fails with
+//! `REBALANCE_IN_PROGRESS`, and they rejoin every 3 s without ever getting partitions. Nothing
+//! repairs it: the session timeout only drops *members* that stopped heartbeating (and only
+//! then clears their leadership), and the group's state is kept in the storage, so a restart
+//! keeps it. A leader leaving a stable group is fine (the group forgets it as leader), and so
+//! is a leader that vanishes without leaving (dropped with its leadership once it missed
+//! heartbeats for the session timeout). Real Kafka elects a new leader in every case.
+//!
+//! Typical trigger: two members of a group dropped back to back, the first one not being the
+//! leader (the leader is the member that joined first, so it is a coin toss). Let a group
+//! settle between departures instead (e.g. until the remaining member reads records of the
+//! partitions of the one that left).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};

@@ -3,7 +3,9 @@
 //! - one shared idempotent producer (`acks=all`, lz4, a long delivery timeout so records
 //!   survive a broker restart): [`Producer::send`] resolves on the delivery report;
 //! - group consumers subscribe and commit exactly the positions they are given, synchronously
-//!   (no automatic commits or offset stores);
+//!   (no automatic commits or offset stores); dropping one leaves its group at once, so its
+//!   partitions move to the other members (or the next one to join) right away, and a member
+//!   that vanished without leaving loses them after [`KafkaConfig::GROUP_SESSION_TIMEOUT`];
 //! - readers `assign` every partition of a topic from the beginning and never commit;
 //! - topics are created with the admin API when missing (`cleanup.policy=compact` for
 //!   compacted topics), unless [`KafkaConfig::create_topics`] is off.
@@ -41,6 +43,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long [`Bus::ensure_topics`] waits for created topics to show up in metadata.
 const CREATE_WAIT: Duration = Duration::from_secs(10);
 
+/// How long the producer keeps trying to deliver a record (`message.timeout.ms`): long enough
+/// to survive a broker restart instead of failing the send.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// Settings of the Kafka bus.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KafkaConfig {
@@ -59,6 +65,19 @@ pub struct KafkaConfig {
 }
 
 impl KafkaConfig {
+    /// `session.timeout.ms` of group consumers: how long a group waits for a member that
+    /// stopped without leaving it (a crash, a lost connection) before handing its partitions to
+    /// the other members. A member that is dropped leaves at once; librdkafka's default (45 s)
+    /// would keep the partitions of a crashed processor unread that long.
+    pub const GROUP_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+    /// `heartbeat.interval.ms` of group consumers: how soon members notice a rebalance (a
+    /// member joined or left) and rejoin. librdkafka's default is 3 s.
+    pub const GROUP_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+    /// `max.poll.interval.ms` of group consumers: a member that does not poll for that long
+    /// leaves its group. As long as the producer's delivery timeout, so a member waiting for its
+    /// sends through a broker outage keeps its partitions (librdkafka's default, made explicit).
+    pub const GROUP_MAX_POLL_INTERVAL: Duration = DELIVERY_TIMEOUT;
+
     /// Settings for the cluster at `brokers`: client id `warden`, missing topics created with
     /// the broker's default replication factor, no overrides.
     pub fn new(brokers: impl Into<String>) -> Self {
@@ -120,7 +139,7 @@ impl KafkaBus {
                 ("compression.type", "lz4"),
                 ("linger.ms", "5"),
                 // Keep retrying through a broker restart instead of failing the send.
-                ("message.timeout.ms", "300000"),
+                ("message.timeout.ms", &millis(DELIVERY_TIMEOUT)),
                 ("allow.auto.create.topics", "false"),
             ])
             .create_with_context(LogContext)
@@ -176,14 +195,22 @@ impl KafkaBus {
     }
 
     /// Configuration of a consumer: never commits or stores offsets by itself, starts at the
-    /// beginning when the group has nothing committed.
+    /// beginning when the group has nothing committed; group members use
+    /// [`KafkaConfig::GROUP_SESSION_TIMEOUT`] and its siblings. [`KafkaConfig::extra`]
+    /// overrides any of it.
     fn consumer_config(&self, group: &str) -> ClientConfig {
+        let session_timeout = millis(KafkaConfig::GROUP_SESSION_TIMEOUT);
+        let heartbeat_interval = millis(KafkaConfig::GROUP_HEARTBEAT_INTERVAL);
+        let max_poll_interval = millis(KafkaConfig::GROUP_MAX_POLL_INTERVAL);
         self.inner.config.client_config(&[
             ("group.id", group),
             ("enable.auto.commit", "false"),
             ("enable.auto.offset.store", "false"),
             ("auto.offset.reset", "earliest"),
             ("allow.auto.create.topics", "false"),
+            ("session.timeout.ms", &session_timeout),
+            ("heartbeat.interval.ms", &heartbeat_interval),
+            ("max.poll.interval.ms", &max_poll_interval),
         ])
     }
 }
@@ -487,7 +514,8 @@ impl Consumer for KafkaConsumer {
 }
 
 impl Drop for KafkaConsumer {
-    /// Closing a consumer blocks until it has left its group: do it off the async workers.
+    /// Closing a consumer blocks until it has left its group (librdkafka's consumer close:
+    /// partitions revoked, then a LeaveGroup request): do it off the async workers.
     fn drop(&mut self) {
         let Some(consumer) = self.consumer.take() else {
             return;
@@ -597,6 +625,11 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| BusError::Kafka(format!("blocking kafka call failed: {e}")))?
+}
+
+/// A duration as a librdkafka `*.ms` property value.
+fn millis(d: Duration) -> String {
+    d.as_millis().to_string()
 }
 
 fn kafka_error(e: KafkaError) -> BusError {

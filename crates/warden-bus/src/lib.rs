@@ -9,6 +9,7 @@
 mod embedded;
 mod kafka;
 mod read;
+pub mod spool;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -7,18 +7,43 @@
 //! (duplicate names, dangling references, bad URLs, impossible windows).
 
 mod error;
+mod identity;
 mod layer;
 mod pipeline;
+mod policy;
 mod schema;
 mod warden;
 
 pub use error::{ConfigError, ConfigErrors};
+pub use identity::{
+    CertField, ClaimsConfig, ClientAuthConfig, CredentialKind, IdentityConfig, IdentityStatus,
+    JwtAlgorithm, JwtConfig, RegistryConfig, RegistryEntry, RegistryFile, TlsConfig, TlsVersion,
+    UnknownIdentity, check_jwks, parse_certs, parse_crls, parse_fingerprint,
+    parse_fingerprint_list, parse_rfc3339, trim_secret,
+};
 pub use layer::env_overrides;
 pub use pipeline::{
-    DecisionConfig, DetectorConfig, EwmaZscoreConfig, FeatureConfig, FeatureKind, Mode,
-    PipelineConfig, SourceConfig, WindowConfig, WindowKey,
+    AuthFailuresConfig, CardinalityConfig, Combine, CountFeature, CusumConfig, DecisionConfig,
+    DetectorAction, DetectorConfig, Direction, ErrorRatioFeature, EwmaZscoreConfig,
+    FeatureConfig, Field, FieldFeature, FilterConfig, MadConfig, Mode, NoveltyConfig,
+    NoveltyField, PeerGroup, PeerPercentileConfig, PercentileFeature, PipelineConfig,
+    RatioFeature, SourceConfig, SqlFeature, ThresholdConfig, WindowConfig, WindowKey,
 };
+pub use policy::{
+    AdminConfig, DenyRule, DeviceTypeBinding, Grant, KeyedRate, LimitsConfig, PathCase,
+    PathsConfig, ROLE_ANONYMOUS, ROLE_AUTHENTICATED, Rate, RbacConfig, RbacPolicy, RoleConfig,
+    RouteLimits, RouteValidation, ValidationConfig,
+};
+/// Parse TOML text into `T` strictly, reporting **every** unknown key, wrong type and missing
+/// key with its path — the structural checks config and pipeline files get (used for other
+/// strictly validated files, e.g. the simulator's scenarios). Semantic checks are the caller's.
+pub fn parse_strict<T: schemars::JsonSchema + serde::de::DeserializeOwned>(
+    text: &str,
+) -> Result<T, ConfigErrors> {
+    schema::check_and_parse(schema::parse_toml(text)?)
+}
+
 pub use warden::{
-    ApiKeyConfig, BusConfig, BusKind, DashboardConfig, GatewayConfig, RouteAuth, RouteConfig,
+    ApiKeyConfig, BusConfig, BusKind, FsyncMode, SpoolEnabled, SpoolOverflow, SpoolSettings, DashboardConfig, GatewayConfig, RouteAuth, RouteConfig,
     TopicsConfig, WardenConfig, hash_api_key,
 };

@@ -25,6 +25,18 @@ pub struct WardenConfig {
     pub routes: Vec<RouteConfig>,
     /// API keys accepted by the gateway (stored as SHA-256 hashes, never in clear).
     pub api_keys: Vec<ApiKeyConfig>,
+    /// Path normalisation rules.
+    pub paths: crate::PathsConfig,
+    /// Role-based access control policy files.
+    pub rbac: crate::RbacConfig,
+    /// Rate limits and load shedding.
+    pub limits: crate::LimitsConfig,
+    /// Request validation (headers, bodies, content types, JSON Schemas).
+    pub validation: crate::ValidationConfig,
+    /// The admin API.
+    pub admin: crate::AdminConfig,
+    /// Identity sources besides API keys (JWT, device registry) and file reloading.
+    pub identity: crate::IdentityConfig,
 }
 
 /// The gateway's listener and request handling.
@@ -44,6 +56,54 @@ pub struct GatewayConfig {
     pub decisions_bootstrap_timeout_ms: u64,
     /// Take the client IP from `X-Forwarded-For` (only behind a trusted load balancer).
     pub trust_forwarded_for: bool,
+    /// The durable local spool for events the bus has not acknowledged yet.
+    pub spool: SpoolSettings,
+    /// The TLS listener (absent: plain HTTP only).
+    #[serde(default)]
+    pub tls: Option<crate::TlsConfig>,
+}
+
+/// Where events wait when the bus is slow or down (see `warden_bus::spool`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolSettings {
+    /// `auto` (on with Kafka, off with the embedded bus, where a spool adds nothing), `on`, `off`.
+    pub enabled: SpoolEnabled,
+    /// Directory of the spool; the gateway id is appended (each gateway needs its own).
+    pub dir: String,
+    /// Size of each segment file, bytes.
+    pub segment_bytes: u64,
+    /// Largest spool, bytes; beyond it the overflow policy applies (counted and logged).
+    pub max_bytes: u64,
+    /// `always` (fsync every batch), `interval` (every `fsync_interval_ms`) or `never`.
+    pub fsync: FsyncMode,
+    /// Longest time between fsyncs with `fsync = "interval"`, milliseconds.
+    pub fsync_interval_ms: u64,
+    /// When full: `drop_newest` refuses new events, `drop_oldest` deletes the oldest segment.
+    pub overflow: SpoolOverflow,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SpoolEnabled {
+    Auto,
+    On,
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FsyncMode {
+    Always,
+    Interval,
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SpoolOverflow {
+    DropNewest,
+    DropOldest,
 }
 
 /// Which bus to use and how to reach it.
@@ -116,6 +176,10 @@ pub struct RouteConfig {
     /// Methods allowed (empty: any).
     #[serde(default)]
     pub methods: Vec<String>,
+    /// Require a verified client certificate (mTLS) on this route: a request without one (or
+    /// over plain HTTP) is refused with 401.
+    #[serde(default)]
+    pub require_mtls: bool,
 }
 
 fn default_timeout_ms() -> u64 {
@@ -125,10 +189,16 @@ fn default_timeout_ms() -> u64 {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RouteAuth {
-    /// A valid API key is required.
+    /// A valid credential of any configured kind is required: client certificate, bearer JWT
+    /// or API key.
     #[default]
+    Required,
+    /// A valid API key is required (other credentials alone are refused).
     ApiKey,
-    /// Anyone may call (requests are still evented, as `anonymous`).
+    /// A valid bearer JWT is required (other credentials alone are refused).
+    Jwt,
+    /// Anyone may call (requests are still evented, as `anonymous`); credentials that are
+    /// offered are still checked.
     None,
 }
 
@@ -148,6 +218,13 @@ pub struct ApiKeyConfig {
     pub device_type: String,
     #[serde(default)]
     pub roles: Vec<String>,
+    /// The key is refused before this time (RFC 3339, e.g. `2026-03-01T00:00:00Z`).
+    #[serde(default)]
+    pub not_before: Option<String>,
+    /// The key is refused from this time on (RFC 3339). Rotation: configure the new key, let
+    /// devices move over while both are valid, then let the old one expire.
+    #[serde(default)]
+    pub expires_at: Option<String>,
 }
 
 /// SHA-256 of an API key, lowercase hex, as stored in `api_keys[].sha256`.
@@ -209,6 +286,21 @@ impl WardenConfig {
         let g = &self.gateway;
         if g.id.trim().is_empty() {
             errs.push(ConfigError::new("gateway.id", "must not be empty"));
+        }
+        if g.spool.dir.trim().is_empty() {
+            errs.push(ConfigError::new("gateway.spool.dir", "must not be empty"));
+        }
+        if g.spool.segment_bytes < 4096 {
+            errs.push(ConfigError::new("gateway.spool.segment_bytes", "must be at least 4096"));
+        }
+        if g.spool.max_bytes < g.spool.segment_bytes.saturating_mul(2) {
+            errs.push(ConfigError::new(
+                "gateway.spool.max_bytes",
+                "must be at least two segments (2 × segment_bytes)",
+            ));
+        }
+        if g.spool.fsync == FsyncMode::Interval && g.spool.fsync_interval_ms == 0 {
+            errs.push(ConfigError::new("gateway.spool.fsync_interval_ms", "must be at least 1"));
         }
         if g.event_queue == 0 {
             errs.push(ConfigError::new(
@@ -323,6 +415,8 @@ impl WardenConfig {
                 ));
             }
         }
+        crate::policy::validate(self, &mut errs);
+        self.validate_identity(&mut errs);
         if errs.is_empty() {
             Ok(())
         } else {

@@ -1,13 +1,26 @@
-//! Event emission off the request path: a bounded queue drained by a publisher task.
+//! Event emission off the request path: a bounded in-memory queue drained by a publisher task,
+//! optionally through a durable spool.
+//!
+//! Without a spool (embedded bus), the publisher sends queued events straight to the bus.
+//! With a spool (Kafka), every event is first appended to the spool (write-ahead), then sent
+//! from the spool in order with many sends in flight; the spool's cursor advances as the bus
+//! acknowledges. A Kafka outage therefore only makes the spool grow — the request path never
+//! waits — and the backlog is sent in order when the broker is back, or after a restart.
+//! Crash bound: a `kill -9` loses the events still in the in-memory queue (at most
+//! `gateway.event_queue`, normally a few milliseconds' worth); a machine crash also loses what
+//! was appended since the last fsync (`gateway.spool.fsync_interval_ms`).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 use warden_bus::Producer;
+use warden_bus::spool::Spool;
 use warden_event::RequestEvent;
 
 /// Counters of the event path.
@@ -15,12 +28,23 @@ use warden_event::RequestEvent;
 pub struct EmitStats {
     /// Events handed to the queue.
     pub emitted: AtomicU64,
+    /// Events written to the spool.
+    pub spooled: AtomicU64,
     /// Events acknowledged by the bus.
     pub published: AtomicU64,
-    /// Events lost because the queue was full or closed (must stay 0).
+    /// Events lost because the queue was full or closed, or refused by a full spool (must
+    /// stay 0).
     pub dropped: AtomicU64,
     /// Failed publish attempts (each is retried).
     pub failed_attempts: AtomicU64,
+    /// Bytes in the spool.
+    pub spool_bytes: AtomicU64,
+    /// Events in the spool not yet acknowledged.
+    pub spool_pending: AtomicU64,
+    /// Age of the oldest unacknowledged spooled event, milliseconds.
+    pub oldest_unsent_ms: AtomicU64,
+    /// Spool I/O errors (events then go straight to the bus).
+    pub spool_errors: AtomicU64,
 }
 
 /// Hands events to the publisher; cheap to clone.
@@ -32,20 +56,30 @@ pub struct Emitter {
 }
 
 impl Emitter {
-    /// Start the publisher task writing to `topic`; it ends once every `Emitter` is dropped
-    /// and the queue is drained.
+    /// Start the publisher task writing to `topic`, through `spool` when given; it ends once
+    /// every `Emitter` is dropped and the queue (and spool) is drained. Sequence numbers
+    /// continue after the largest one the spool has seen, so `(gateway, seq)` stays unique
+    /// across restarts.
     pub fn start(
         producer: Arc<dyn Producer>,
         topic: String,
         capacity: usize,
+        spool: Option<Spool>,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let stats = Arc::new(EmitStats::default());
-        let task = tokio::spawn(publish(rx, producer, topic, stats.clone()));
+        let first_seq = spool
+            .as_ref()
+            .and_then(|s| s.max_tag())
+            .map_or(0, |t| t + 1);
+        let task = match spool {
+            Some(spool) => tokio::spawn(publish_spooled(rx, producer, topic, stats.clone(), spool)),
+            None => tokio::spawn(publish(rx, producer, topic, stats.clone())),
+        };
         (
             Self {
                 tx,
-                seq: Arc::new(AtomicU64::new(0)),
+                seq: Arc::new(AtomicU64::new(first_seq)),
                 stats,
             },
             task,
@@ -71,6 +105,8 @@ impl Emitter {
 
 /// Events in flight to the bus at once.
 const IN_FLIGHT: usize = 512;
+/// Spooled events in flight at once (librdkafka queues them while the broker is away).
+const SPOOL_IN_FLIGHT: usize = 4096;
 
 async fn publish(
     mut rx: mpsc::Receiver<RequestEvent>,
@@ -81,7 +117,14 @@ async fn publish(
     let mut batch = Vec::with_capacity(IN_FLIGHT);
     while rx.recv_many(&mut batch, IN_FLIGHT).await > 0 {
         let sends = futures::stream::iter(batch.drain(..))
-            .map(|event| send_until_acked(&*producer, &topic, event, &stats))
+            .map(|event| {
+                let payload = warden_event::encode(&event);
+                let key = event.key().as_bytes().to_vec();
+                let stats = &stats;
+                let producer = &*producer;
+                let topic = &topic;
+                async move { send_until_acked(producer, topic, &key, &payload, stats).await }
+            })
             .buffered(IN_FLIGHT);
         sends.collect::<()>().await;
     }
@@ -91,18 +134,150 @@ async fn publish(
     debug!("Event publisher stopped.");
 }
 
+/// Run blocking spool I/O without stalling other tasks on a multi-threaded runtime.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+async fn publish_spooled(
+    mut rx: mpsc::Receiver<RequestEvent>,
+    producer: Arc<dyn Producer>,
+    topic: String,
+    stats: Arc<EmitStats>,
+    mut spool: Spool,
+) {
+    let mut in_flight = FuturesUnordered::new();
+    let mut done: BTreeSet<u64> = BTreeSet::new();
+    let mut next_ack = spool.acked();
+    let mut closed = false;
+    let mut batch: Vec<RequestEvent> = Vec::with_capacity(1024);
+    let mut sync = tokio::time::interval(Duration::from_millis(100));
+    sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        if in_flight.len() < SPOOL_IN_FLIGHT {
+            match blocking(|| spool.read(SPOOL_IN_FLIGHT - in_flight.len())) {
+                Ok(records) => {
+                    for r in records {
+                        let producer = producer.clone();
+                        let topic = topic.clone();
+                        let stats = stats.clone();
+                        in_flight.push(async move {
+                            send_until_acked(&*producer, &topic, &r.key, &r.payload, &stats).await;
+                            r.number
+                        });
+                    }
+                }
+                Err(e) => {
+                    stats.spool_errors.fetch_add(1, Ordering::Relaxed);
+                    warn!(error = %e, "Reading the spool failed.");
+                    let _ = blocking(|| spool.rewind());
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        stats.spool_bytes.store(spool.bytes(), Ordering::Relaxed);
+        stats.spool_pending.store(spool.pending(), Ordering::Relaxed);
+        stats.oldest_unsent_ms.store(
+            spool.oldest_pending_age().map_or(0, |d| d.as_millis() as u64),
+            Ordering::Relaxed,
+        );
+        if closed && in_flight.is_empty() && spool.unread() == 0 {
+            break;
+        }
+        tokio::select! {
+            n = rx.recv_many(&mut batch, 1024), if !closed => {
+                if n == 0 {
+                    closed = true;
+                    continue;
+                }
+                append(&mut spool, &mut batch, &producer, &topic, &stats).await;
+            }
+            Some(number) = in_flight.next(), if !in_flight.is_empty() => {
+                done.insert(number);
+                // Take every other completion that is ready, then persist the cursor once.
+                while let Some(Some(n)) = futures::FutureExt::now_or_never(in_flight.next()) {
+                    done.insert(n);
+                }
+                let before = next_ack;
+                while done.remove(&next_ack) {
+                    next_ack += 1;
+                }
+                if next_ack > before && let Err(e) = blocking(|| spool.ack(next_ack)) {
+                    stats.spool_errors.fetch_add(1, Ordering::Relaxed);
+                    warn!(error = %e, "Persisting the spool cursor failed.");
+                }
+            }
+            _ = sync.tick() => {
+                if let Err(e) = blocking(|| spool.sync()) {
+                    stats.spool_errors.fetch_add(1, Ordering::Relaxed);
+                    warn!(error = %e, "Syncing the spool failed.");
+                }
+            }
+        }
+    }
+    if let Err(e) = producer.flush(Duration::from_secs(10)).await {
+        warn!(error = %e, "Flushing events at shutdown failed.");
+    }
+    debug!("Event publisher stopped.");
+}
+
+/// Append queued events to the spool; if the spool cannot be written, send them directly so
+/// nothing is lost to a disk problem while the bus works.
+async fn append(
+    spool: &mut Spool,
+    batch: &mut Vec<RequestEvent>,
+    producer: &Arc<dyn Producer>,
+    topic: &str,
+    stats: &EmitStats,
+) {
+    let encoded: Vec<(Vec<u8>, Vec<u8>, u64)> = batch
+        .drain(..)
+        .map(|e| (e.key().as_bytes().to_vec(), warden_event::encode(&e), e.seq))
+        .collect();
+    let n = encoded.len() as u64;
+    let dropped_before = spool.stats().dropped;
+    let appended = blocking(|| {
+        spool.append(
+            encoded
+                .iter()
+                .map(|(k, p, s)| (k.as_slice(), p.as_slice(), *s)),
+        )
+    });
+    match appended {
+        Ok(accepted) => {
+            stats.spooled.fetch_add(accepted as u64, Ordering::Relaxed);
+            let lost = spool.stats().dropped - dropped_before;
+            if lost > 0 {
+                let total = stats.dropped.fetch_add(lost, Ordering::Relaxed) + lost;
+                warn!(lost, total, "Spool full: events dropped by the overflow policy.");
+            }
+        }
+        Err(e) => {
+            stats.spool_errors.fetch_add(1, Ordering::Relaxed);
+            warn!(error = %e, events = n, "Writing the spool failed; sending directly.");
+            for (key, payload, _) in encoded {
+                send_until_acked(&**producer, topic, &key, &payload, stats).await;
+            }
+        }
+    }
+}
+
 /// Publish one event, retrying with back-off until the bus acknowledges it.
 async fn send_until_acked(
     producer: &dyn Producer,
     topic: &str,
-    event: RequestEvent,
+    key: &[u8],
+    payload: &[u8],
     stats: &EmitStats,
 ) {
-    let payload = warden_event::encode(&event);
-    let key = event.key().as_bytes().to_vec();
     let mut backoff = Duration::from_millis(50);
     loop {
-        match producer.send(topic, &key, &payload).await {
+        match producer.send(topic, key, payload).await {
             Ok(()) => {
                 stats.published.fetch_add(1, Ordering::Relaxed);
                 return;

@@ -11,6 +11,12 @@ pub enum GatewayError {
     Bootstrap(warden_bus::BusError),
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
+    #[error("policy files: {0}")]
+    Policy(warden_config::ConfigErrors),
+    #[error("identity setup: {}", .0.join("; "))]
+    Identity(Vec<String>),
+    #[error("event spool: {0}")]
+    Spool(#[from] warden_bus::spool::SpoolError),
 }
 
 /// Why a request was refused or failed. Each maps to one status, a short public code, and the
@@ -37,6 +43,25 @@ pub enum Reject {
     UpstreamTimeout,
     /// The upstream could not be reached or failed mid-response.
     UpstreamUnavailable,
+    /// The RBAC policy does not allow the request (same public code as a quarantine, so a
+    /// client cannot tell which).
+    Forbidden,
+    /// A rate limit refused the request: 429 with `Retry-After` and `RateLimit-*`.
+    Throttled {
+        retry_after_s: u64,
+        /// The limit's burst (`RateLimit-Limit`).
+        limit: u32,
+        /// Seconds until the quota is whole again (`RateLimit-Reset`).
+        reset_s: u64,
+    },
+    /// Too many requests in flight (load shedding): 503 with `Retry-After: 1`.
+    Overloaded,
+    /// The body is not valid for the route (not JSON, or against its JSON Schema).
+    BadBody,
+    /// The body's media type is not allowed on the route.
+    UnsupportedMediaType,
+    /// Too many request header fields, or too large together.
+    HeadersTooLarge,
 }
 
 impl Reject {
@@ -50,6 +75,12 @@ impl Reject {
             Reject::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Reject::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Reject::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            Reject::Forbidden => StatusCode::FORBIDDEN,
+            Reject::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Reject::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Reject::BadBody => StatusCode::BAD_REQUEST,
+            Reject::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Reject::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         }
     }
 
@@ -66,6 +97,12 @@ impl Reject {
             Reject::BodyTooLarge => "payload_too_large",
             Reject::UpstreamTimeout => "upstream_timeout",
             Reject::UpstreamUnavailable => "bad_gateway",
+            Reject::Forbidden => "forbidden",
+            Reject::Throttled { .. } => "rate_limited",
+            Reject::Overloaded => "overloaded",
+            Reject::BadBody => "invalid_body",
+            Reject::UnsupportedMediaType => "unsupported_media_type",
+            Reject::HeadersTooLarge => "headers_too_large",
         }
     }
 
@@ -75,7 +112,12 @@ impl Reject {
             | Reject::BadHeader
             | Reject::NoRoute
             | Reject::MethodNotAllowed
-            | Reject::BodyTooLarge => Outcome::Invalid,
+            | Reject::BodyTooLarge
+            | Reject::BadBody
+            | Reject::UnsupportedMediaType
+            | Reject::HeadersTooLarge => Outcome::Invalid,
+            Reject::Forbidden => Outcome::DeniedRbac,
+            Reject::Throttled { .. } | Reject::Overloaded => Outcome::Throttled,
             Reject::MissingCredentials | Reject::BadCredentials => Outcome::DeniedAuth,
             Reject::Quarantined => Outcome::Quarantined,
             Reject::UpstreamTimeout | Reject::UpstreamUnavailable => Outcome::UpstreamError,
@@ -94,6 +136,24 @@ impl Reject {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("ApiKey realm=\"warden\""),
             );
+        }
+        match self {
+            Reject::Throttled {
+                retry_after_s,
+                limit,
+                reset_s,
+            } => {
+                let h = resp.headers_mut();
+                h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
+                h.insert("ratelimit-limit", HeaderValue::from(limit));
+                h.insert("ratelimit-remaining", HeaderValue::from(0u32));
+                h.insert("ratelimit-reset", HeaderValue::from(reset_s));
+            }
+            Reject::Overloaded => {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(1u32));
+            }
+            _ => {}
         }
         resp
     }

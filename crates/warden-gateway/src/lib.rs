@@ -6,17 +6,28 @@
 //! request with a [`Reject`]; one rescue point turns that into a generic JSON error with the
 //! request id, and the event is emitted when the response body is finished (or dropped).
 
-mod auth;
 mod body;
 mod emit;
 mod error;
-mod path;
+mod identity;
+pub mod path;
 mod proxy;
 mod quarantine;
+pub mod ratelimit;
+pub mod rbac;
+mod shed;
+pub mod validate;
+mod admin;
+mod registry;
 mod routes;
 mod server;
+mod spool;
+mod tls;
 
 pub use emit::{EmitStats, Emitter};
 pub use error::{GatewayError, Reject};
-pub use quarantine::{QuarantineSet, Verdict};
+pub use identity::{IdentityHandle, Principal, ReloadReport};
+pub use admin::Admin;
+pub use quarantine::{LiveDecision, QuarantineSet, Verdict};
 pub use server::Gateway;
+pub use tls::{Rejection as TlsRejection, TlsStats};

@@ -1,77 +1,206 @@
-//! Raw path checks. The gateway routes on the path exactly as sent; anything that a backend
-//! could decode or normalise into a different path is refused rather than rewritten, so a
-//! route prefix can never be bypassed (`/a/../admin`, `%2e%2e`, `//admin`, `%2F`, `\`).
+//! Path normalisation before routing and authorization.
+//!
+//! The gateway matches routes and RBAC rules on the **normal form** of the path: percent-escapes
+//! decoded once, no dot segments, no duplicate slashes, no trailing slash, and (when configured)
+//! no upper case. A request whose raw path differs from that normal form in a way a backend could
+//! resolve differently is **refused** (400), never rewritten into another route: dot segments
+//! (`/a/../admin`), encoded dots or separators (`%2e%2e`, `%2F`, `%5C`), double encoding (`%25`),
+//! encoded unreserved characters (`%61dmin`), `//`, `\`, control bytes, `;` path parameters
+//! (`/api/..;/admin`) unless allowed, and upper case where paths are case-insensitive.
+//! Escapes that must stay escaped (a space, UTF-8, `?`, `#`…) are accepted and decoded for matching.
 
-/// Whether the raw path (without query) is in the normal form the gateway accepts.
-pub fn is_normal(path: &str) -> bool {
-    if !path.starts_with('/') || path.contains("//") || path.contains('\\') {
-        return false;
+use warden_config::{PathCase, PathsConfig};
+
+/// Why a raw path was refused (logged; the client only sees `bad_path`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("path does not start with `/`")]
+    NotAbsolute,
+    #[error("control byte or backslash in path")]
+    ForbiddenByte,
+    #[error("malformed percent-escape")]
+    BadEscape,
+    #[error("percent-escape of a character that must not be escaped (`/`, `.`, `%`, letters…)")]
+    NeedlessEscape,
+    #[error("escaped bytes are not UTF-8")]
+    NotUtf8,
+    #[error("empty segment (`//`)")]
+    EmptySegment,
+    #[error("dot segment")]
+    DotSegment,
+    #[error("`;` in path")]
+    Semicolon,
+    #[error("upper case in a case-insensitive path")]
+    UpperCase,
+}
+
+/// The normal form of an accepted path: decoded, no trailing slash (except `/` itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NormalPath(String);
+
+impl NormalPath {
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
-    if path.split('/').any(|seg| seg == "." || seg == "..") {
-        return false;
+
+    /// Segments after the leading `/` (none for `/`).
+    pub fn segments(&self) -> impl Iterator<Item = &str> {
+        self.0.split('/').skip(1).filter(|s| !s.is_empty())
     }
-    // Percent-escapes of separators, dots, backslash, NUL and `%` itself decode into
-    // something else downstream; other escapes (spaces, unicode) are fine.
-    let bytes = path.as_bytes();
+}
+
+/// Normalise `raw` (the path as sent, without query) or say why it is refused.
+pub fn normalise(raw: &str, rules: &PathsConfig) -> Result<NormalPath, PathError> {
+    if !raw.starts_with('/') {
+        return Err(PathError::NotAbsolute);
+    }
+    let bytes = raw.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        match bytes[i] {
+        let b = bytes[i];
+        match b {
             b'%' => {
-                let hex = path.get(i + 1..i + 3).unwrap_or("");
-                let Ok(v) = u8::from_str_radix(hex, 16) else {
-                    return false;
-                };
-                if matches!(v, b'/' | b'.' | b'\\' | 0 | b'%') || v < 0x20 {
-                    return false;
+                let v = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or(PathError::BadEscape)?;
+                if is_unreserved(v) || matches!(v, b'/' | b'\\' | b'%' | b';') || is_control(v) {
+                    return Err(PathError::NeedlessEscape);
                 }
+                decoded.push(v);
                 i += 3;
+                continue;
             }
-            b if b < 0x20 || b == 0x7f => return false,
-            _ => i += 1,
+            b'\\' => return Err(PathError::ForbiddenByte),
+            b';' if !rules.allow_semicolons => return Err(PathError::Semicolon),
+            b'A'..=b'Z' if rules.case == PathCase::Insensitive => {
+                return Err(PathError::UpperCase);
+            }
+            _ if is_control(b) => return Err(PathError::ForbiddenByte),
+            _ => decoded.push(b),
+        }
+        i += 1;
+    }
+    let mut path = String::from_utf8(decoded).map_err(|_| PathError::NotUtf8)?;
+    if path.len() > 1 && path.ends_with('/') {
+        path.pop();
+    }
+    if path != "/" {
+        for seg in path[1..].split('/') {
+            if seg.is_empty() {
+                return Err(PathError::EmptySegment);
+            }
+            // Servlet containers drop `;params` from a segment: `..;x` is `..` to them.
+            let bare = seg.split(';').next().unwrap_or(seg);
+            if bare == "." || bare == ".." {
+                return Err(PathError::DotSegment);
+            }
         }
     }
-    true
+    Ok(NormalPath(path))
+}
+
+/// RFC 3986 unreserved: escaping them is never needed, and normalisers decode them.
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn is_control(b: u8) -> bool {
+    b < 0x20 || b == 0x7f
 }
 
 #[cfg(test)]
 mod tests {
-    use super::is_normal;
+    use super::*;
+
+    fn rules(case: PathCase, allow_semicolons: bool) -> PathsConfig {
+        PathsConfig {
+            case,
+            allow_semicolons,
+        }
+    }
+
+    fn norm(p: &str) -> Result<String, PathError> {
+        normalise(p, &rules(PathCase::Sensitive, false)).map(|n| n.0)
+    }
 
     #[test]
-    fn normal_paths_pass() {
-        for p in [
-            "/",
-            "/api/telemetry",
-            "/devices/d-1/state",
-            "/a%20b",
-            "/file.json",
-            "/v1/x..y",
+    fn normal_paths_pass_and_decode_once() {
+        for (raw, want) in [
+            ("/", "/"),
+            ("/api/telemetry", "/api/telemetry"),
+            ("/devices/d-1/state/", "/devices/d-1/state"),
+            ("/a%20b", "/a b"),
+            ("/caf%C3%A9", "/café"),
+            ("/q%3Fx", "/q?x"),
+            ("/file.json", "/file.json"),
+            ("/v1/x..y", "/v1/x..y"),
+            ("/API/Mixed", "/API/Mixed"),
         ] {
-            assert!(is_normal(p), "{p}");
+            assert_eq!(norm(raw).as_deref(), Ok(want), "{raw}");
         }
     }
 
     #[test]
-    fn tricks_are_refused() {
-        for p in [
-            "/a/../admin",
-            "/a/./b",
-            "/..",
-            "//admin",
-            "/api//x",
-            "/%2e%2e/admin",
-            "/%2E%2E/admin",
-            "/api%2Fadmin",
-            "/api%2fadmin",
-            "/a%5cb",
-            "/a\\b",
-            "/a%00",
-            "/a%zz",
-            "/a%",
-            "/a%252e",
-            "api",
+    fn tricks_are_refused_with_their_reason() {
+        use PathError::*;
+        for (raw, why) in [
+            ("/a/../admin", DotSegment),
+            ("/a/./b", DotSegment),
+            ("/..", DotSegment),
+            ("/api/..;/admin", Semicolon),
+            ("//admin", EmptySegment),
+            ("/api//x", EmptySegment),
+            ("/%2e%2e/admin", NeedlessEscape),
+            ("/%2E%2E/admin", NeedlessEscape),
+            ("/api%2Fadmin", NeedlessEscape),
+            ("/api%2fadmin", NeedlessEscape),
+            ("/%61dmin", NeedlessEscape),
+            ("/a%5cb", NeedlessEscape),
+            ("/a%252e", NeedlessEscape),
+            ("/a%00", NeedlessEscape),
+            ("/a%0a", NeedlessEscape),
+            ("/a\\b", ForbiddenByte),
+            ("/a%zz", BadEscape),
+            ("/a%", BadEscape),
+            ("/a%c3", NotUtf8),
+            ("api", NotAbsolute),
         ] {
-            assert!(!is_normal(p), "{p}");
+            assert_eq!(norm(raw), Err(why), "{raw}");
         }
+    }
+
+    #[test]
+    fn case_and_semicolon_rules_follow_the_config() {
+        let ci = rules(PathCase::Insensitive, false);
+        assert_eq!(
+            normalise("/API/admin", &ci),
+            Err(PathError::UpperCase),
+            "mixed case refused where matching is case-insensitive"
+        );
+        assert_eq!(
+            normalise("/api/%C3%A9", &ci).map(|n| n.0),
+            Ok("/api/é".into()),
+            "hex digits of escapes are not path letters"
+        );
+        let semi = rules(PathCase::Sensitive, true);
+        assert_eq!(
+            normalise("/a;v=1/b", &semi).map(|n| n.0),
+            Ok("/a;v=1/b".into())
+        );
+        assert_eq!(
+            normalise("/api/..;x/admin", &semi),
+            Err(PathError::DotSegment)
+        );
+    }
+
+    #[test]
+    fn segments_skip_the_root() {
+        let n = normalise("/a/b%20c", &rules(PathCase::Sensitive, false)).expect("normal");
+        assert_eq!(n.segments().collect::<Vec<_>>(), ["a", "b c"]);
+        let root = normalise("/", &rules(PathCase::Sensitive, false)).expect("normal");
+        assert_eq!(root.segments().count(), 0);
     }
 }

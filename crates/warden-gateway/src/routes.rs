@@ -105,6 +105,7 @@ mod tests {
             strip_prefix: strip,
             auth: RouteAuth::ApiKey,
             methods: vec![],
+            require_mtls: false,
         }
     }
 

@@ -2,12 +2,21 @@
 //!
 //! Phases of a request, in order (each may end it with a [`Reject`]):
 //! 1. request id, client IP, and the event draft (so even a refused request is evented);
-//! 2. raw path check — refuse rather than rewrite anything that could bypass a route;
-//! 3. route match and method allow list;
-//! 4. identity (API key) — before quarantine, so a quarantined device is recognised;
-//! 5. quarantine check on identity, key, tenant and client IP;
-//! 6. body size limit (declared length now, streamed length while proxying);
-//! 7. proxy to the upstream.
+//! 2. global load shedding (503) and header limits (431): the cheapest refusals first;
+//! 3. path normalisation ([`path`]) — refuse rather than rewrite anything that could bypass a
+//!    route or a rule; the policy snapshot is taken here, so a reload never changes the rules
+//!    under a request in flight;
+//! 4. route match, method allow list, per-route load shedding;
+//! 5. identity (API key, JWT, client certificate) — before quarantine, so a quarantined device
+//!    is recognised;
+//! 6. quarantine check on identity, key, tenant and client IP (403), which also finds live
+//!    `throttle` decisions;
+//! 7. rate limits (429) — after identity so limits are per device, before RBAC so a flood of
+//!    forbidden requests is throttled too;
+//! 8. RBAC on the normalised path (403), shadow policy counted;
+//! 9. validation: body size (declared length now, streamed length while proxying), content
+//!    type, JSON Schema;
+//! 10. proxy to the upstream.
 //!
 //! The single rescue point is [`Reject::into_response`]: generic JSON body with the request id.
 //! The event is finished when the response body ends, with the bytes really sent.
@@ -26,36 +35,52 @@ use axum::response::Response;
 use tokio::net::TcpListener;
 use tracing::{Instrument, debug, info, info_span, warn};
 use warden_bus::Bus;
-use warden_config::{RouteAuth, WardenConfig};
+use warden_config::WardenConfig;
 use warden_event::{
     ANONYMOUS, AuthInfo, AuthMethod, AuthResult, Decision, Outcome, Protocol, RequestEvent,
     SubjectKind,
 };
 
-use crate::auth::{Credential, KeyStore, Principal};
+use crate::identity::{Authenticator, IdentityHandle, Principal};
+use crate::tls::{HandshakeFailure, TlsConn};
 use crate::body::{Counters, FinishBody};
 use crate::emit::Emitter;
 use crate::proxy::{self, Forwarded, HttpClient};
 use crate::routes::RouteTable;
+use crate::ratelimit::{LimitKey, MonotonicClock, Quota, RateLimits};
+use crate::rbac::PolicyStore;
+use crate::shed::{Shedder, Slot};
+use crate::validate::HeaderLimits;
 use crate::{GatewayError, QuarantineSet, Reject, Verdict, path};
 
 /// Everything a request needs, shared by all requests.
 struct Shared {
     id: String,
     routes: RouteTable,
-    keys: KeyStore,
+    identity: Authenticator,
     quarantine: Arc<QuarantineSet>,
     emitter: Emitter,
     client: HttpClient,
     max_body: u64,
     trust_forwarded_for: bool,
+    paths: warden_config::PathsConfig,
+    headers: HeaderLimits,
+    shedder: Shedder,
+    limits: RateLimits,
+    policies: Arc<PolicyStore>,
 }
 
 /// A running gateway (decisions bootstrapped, publisher and decision follower started).
 pub struct Gateway {
     shared: Arc<Shared>,
+    identity: IdentityHandle,
+    /// Identity reloaders and the JWKS refresher.
+    identity_tasks: Vec<tokio::task::JoinHandle<()>>,
     publisher: tokio::task::JoinHandle<()>,
     follower: tokio::task::JoinHandle<()>,
+    admin: crate::admin::Admin,
+    /// Watches the policy files.
+    policy_watch: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Gateway {
@@ -63,6 +88,12 @@ impl Gateway {
     /// events. Fails when the decisions cannot be read within the configured timeout: a
     /// gateway must not serve without knowing who is quarantined.
     pub async fn start(config: &WardenConfig, bus: Arc<dyn Bus>) -> Result<Self, GatewayError> {
+        // Identity first: a gateway with a broken certificate, registry or JWKS must not start.
+        let started = Authenticator::start(config)
+            .await
+            .map_err(GatewayError::Identity)?;
+        // Policy files next, for the same reason.
+        let policies = Arc::new(PolicyStore::load(config).map_err(GatewayError::Policy)?);
         let quarantine = Arc::new(QuarantineSet::new());
         let topic = config.bus.topics.decisions.clone();
         let timeout = Duration::from_millis(config.gateway.decisions_bootstrap_timeout_ms);
@@ -111,26 +142,60 @@ impl Gateway {
             .instrument(info_span!("decisions")),
         );
 
+        let spool = crate::spool::open(config)?;
         let (emitter, publisher) = Emitter::start(
             bus.producer(),
             config.bus.topics.events.clone(),
             config.gateway.event_queue,
+            spool,
         );
         let shared = Arc::new(Shared {
             id: config.gateway.id.clone(),
             routes: RouteTable::new(&config.routes),
-            keys: KeyStore::new(&config.api_keys),
+            identity: started.authenticator,
             quarantine,
             emitter,
             client: proxy::client(),
             max_body: config.gateway.max_body_bytes,
             trust_forwarded_for: config.gateway.trust_forwarded_for,
+            paths: config.paths.clone(),
+            headers: HeaderLimits::new(config),
+            shedder: Shedder::new(&config.limits),
+            limits: RateLimits::new(&config.limits, Arc::new(MonotonicClock::default())),
+            policies: policies.clone(),
         });
+        let policy_watch = (config.rbac.reload_interval_ms > 0).then(|| {
+            policies
+                .clone()
+                .watch(Duration::from_millis(config.rbac.reload_interval_ms))
+        });
+        let admin = crate::admin::Admin::new(
+            config,
+            bus.producer(),
+            shared.quarantine.clone(),
+            policies,
+            started.handle.clone(),
+            shared.emitter.clone(),
+        );
         Ok(Self {
             shared,
+            identity: started.handle,
+            identity_tasks: started.tasks,
             publisher,
             follower,
+            admin,
+            policy_watch,
         })
+    }
+
+    /// Reload and inspect the identity sources (TLS, registry, JWKS, deny list).
+    pub fn identity(&self) -> &IdentityHandle {
+        &self.identity
+    }
+
+    /// The admin API of this gateway (serve it with [`crate::Admin::serve`]).
+    pub fn admin(&self) -> &crate::admin::Admin {
+        &self.admin
     }
 
     /// The quarantine set this gateway enforces.
@@ -156,13 +221,50 @@ impl Gateway {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), GatewayError> {
-        let app = self
-            .router()
-            .into_make_service_with_connect_info::<SocketAddr>();
+        self.serve_with_tls(listener, None, shutdown).await
+    }
+
+    /// Serve plain HTTP on `listener` and, given `tls_listener`, HTTPS on it (needs
+    /// `gateway.tls`) with the same router, until `shutdown` resolves; then let open
+    /// connections finish and drain queued events to the bus.
+    pub async fn serve_with_tls(
+        self,
+        listener: TcpListener,
+        tls_listener: Option<TcpListener>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), GatewayError> {
+        use futures::FutureExt;
+        let shutdown = shutdown.shared();
+        let router = self.router();
+        let tls_task = match (tls_listener, self.shared.identity.tls()) {
+            (Some(l), Some(rt)) => Some(tokio::spawn(crate::tls::serve(
+                l,
+                rt.clone(),
+                router.clone(),
+                handshake_sink(self.shared.clone()),
+                shutdown.clone(),
+            ))),
+            (Some(_), None) => {
+                return Err(GatewayError::Identity(vec![
+                    "a TLS listener was given but `gateway.tls` is not configured".into(),
+                ]));
+            }
+            (None, _) => None,
+        };
+        let app = router.into_make_service_with_connect_info::<SocketAddr>();
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await?;
+        if let Some(t) = tls_task {
+            let _ = t.await;
+        }
+        for t in &self.identity_tasks {
+            t.abort();
+        }
         self.follower.abort();
+        if let Some(t) = &self.policy_watch {
+            t.abort();
+        }
         let Gateway {
             shared, publisher, ..
         } = self;
@@ -177,6 +279,50 @@ impl Gateway {
         }
         Ok(())
     }
+}
+
+/// Refused TLS handshakes about client certificates become events: no identity (a refused
+/// certificate proves nothing, so it must not count against the device it names), keyed by
+/// client IP, `route = "tls_handshake"`, `status = 0`, `decision = denied_auth`,
+/// `auth = client_cert/failed` (`missing` when a required certificate was absent), and the
+/// refused certificate's fingerprint in `tls`.
+fn handshake_sink(shared: Arc<Shared>) -> crate::tls::FailureSink {
+    Arc::new(move |f: HandshakeFailure| {
+        let result = if f.reason == crate::tls::Rejection::MissingCertificate {
+            AuthResult::Missing
+        } else {
+            AuthResult::Failed
+        };
+        shared.emitter.emit(RequestEvent {
+            v: warden_event::SCHEMA_VERSION,
+            id: uuid::Uuid::now_v7().to_string(),
+            gateway: shared.id.clone(),
+            seq: 0,
+            ts: warden_event::now_ns(),
+            identity: ANONYMOUS.to_string(),
+            tenant: String::new(),
+            device_type: String::new(),
+            auth: AuthInfo {
+                method: AuthMethod::ClientCert,
+                result,
+            },
+            client_ip: f.peer.ip().to_string(),
+            protocol: Protocol::Http,
+            method: String::new(),
+            route: "tls_handshake".to_string(),
+            path: String::new(),
+            status: 0,
+            decision: Outcome::DeniedAuth,
+            latency_us: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            user_agent: None,
+            tls: Some(warden_event::TlsInfo {
+                version: "unknown".to_string(),
+                client_cert_fingerprint: f.fingerprint,
+            }),
+        });
+    })
 }
 
 fn decode_decision(payload: &[u8]) -> Option<Decision> {
@@ -202,6 +348,10 @@ struct Draft {
     route: String,
     path: String,
     user_agent: Option<String>,
+    /// Load-shedding slots, held until the event is finished.
+    slots: Vec<Slot>,
+    /// The tightest rate limit, for `RateLimit-*` headers on accepted requests.
+    quota: Option<Quota>,
 }
 
 async fn handle(
@@ -212,6 +362,7 @@ async fn handle(
     let started = Instant::now();
     let request_id = uuid::Uuid::now_v7().to_string();
     let client_ip = client_ip(&req, peer, gw.trust_forwarded_for);
+    let tls_info = req.extensions().get::<TlsConn>().map(TlsConn::info);
     let mut draft = Draft {
         id: request_id.clone(),
         ts: warden_event::now_ns(),
@@ -231,6 +382,8 @@ async fn handle(
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(|s| s.chars().take(256).collect()),
+        slots: Vec::new(),
+        quota: None,
     };
     let counters = Arc::new(Counters::default());
     let span = info_span!("request", %request_id, identity = tracing::field::Empty, route = tracing::field::Empty);
@@ -246,6 +399,14 @@ async fn handle(
     };
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", v);
+    }
+    if outcome == Outcome::Allowed
+        && let Some(q) = draft.quota
+    {
+        let h = response.headers_mut();
+        h.insert("ratelimit-limit", HeaderValue::from(q.limit));
+        h.insert("ratelimit-remaining", HeaderValue::from(q.remaining));
+        h.insert("ratelimit-reset", HeaderValue::from(q.reset_s));
     }
     let status = response.status().as_u16();
     let emitter = gw.emitter.clone();
@@ -273,7 +434,7 @@ async fn handle(
             bytes_in: c.bytes_in.load(Ordering::Relaxed),
             bytes_out: c.bytes_out.load(Ordering::Relaxed),
             user_agent: draft.user_agent,
-            tls: None,
+            tls: tls_info,
         });
     };
     response.map(|body| Body::new(FinishBody::new(body, counters, finish)))
@@ -299,54 +460,44 @@ async fn phases(
     draft: &mut Draft,
     counters: Arc<Counters>,
 ) -> Result<Response, Reject> {
-    if !path::is_normal(req.uri().path()) {
-        return Err(Reject::BadPath);
+    if let Some(slot) = gw.shedder.enter_global().map_err(|_| Reject::Overloaded)? {
+        draft.slots.push(slot);
     }
+    gw.headers.check(req.headers())?;
+    let normal = path::normalise(req.uri().path(), &gw.paths).map_err(|e| {
+        debug!(error = %e, "Path refused.");
+        Reject::BadPath
+    })?;
+    let policies = gw.policies.snapshot();
     let route = gw.routes.find(req.uri().path()).ok_or(Reject::NoRoute)?;
     draft.route = route.name.clone();
     tracing::Span::current().record("route", route.name.as_str());
     if !route.allows(req.method()) {
         return Err(Reject::MethodNotAllowed);
     }
+    if let Some(slot) = gw
+        .shedder
+        .enter_route(&route.name)
+        .map_err(|_| Reject::Overloaded)?
+    {
+        draft.slots.push(slot);
+    }
 
-    let credential = crate::auth::credential(req.headers());
-    let principal: Option<&Principal> = match (route.auth, credential) {
-        (_, Credential::Malformed) => {
-            draft.auth = AuthInfo {
-                method: AuthMethod::ApiKey,
-                result: AuthResult::Failed,
-            };
-            return Err(if route.auth == RouteAuth::None {
-                Reject::BadHeader
-            } else {
-                Reject::BadCredentials
-            });
+    // Identity: exactly one, or refused (see `identity.rs`).
+    let (principal, auth) = match gw
+        .identity
+        .authenticate(req.headers(), req.extensions().get::<TlsConn>(), route, draft.ts)
+        .await
+    {
+        Ok(ok) => ok,
+        Err(denied) => {
+            debug!(reason = %denied.reason, "Identity refused.");
+            draft.auth = denied.auth;
+            return Err(denied.reject);
         }
-        (RouteAuth::ApiKey, Credential::None) => {
-            draft.auth = AuthInfo {
-                method: AuthMethod::ApiKey,
-                result: AuthResult::Missing,
-            };
-            return Err(Reject::MissingCredentials);
-        }
-        (RouteAuth::None, Credential::None) => None,
-        (_, Credential::ApiKey(key)) => match gw.keys.authenticate(&key) {
-            Some(p) => {
-                draft.auth = AuthInfo {
-                    method: AuthMethod::ApiKey,
-                    result: AuthResult::Ok,
-                };
-                Some(p)
-            }
-            None => {
-                draft.auth = AuthInfo {
-                    method: AuthMethod::ApiKey,
-                    result: AuthResult::Failed,
-                };
-                return Err(Reject::BadCredentials);
-            }
-        },
     };
+    draft.auth = auth;
+    let principal: Option<&Principal> = principal.as_ref();
     if let Some(p) = principal {
         draft.identity = p.identity.clone();
         draft.tenant = p.tenant.clone();
@@ -358,27 +509,65 @@ async fn phases(
     let mut subjects: Vec<(SubjectKind, &str)> = vec![(SubjectKind::Ip, ip.as_str())];
     if let Some(p) = principal {
         subjects.push((SubjectKind::Identity, &p.identity));
-        subjects.push((SubjectKind::ApiKey, &p.key_id));
+        if let Some(k) = &p.key_id {
+            subjects.push((SubjectKind::ApiKey, k));
+        }
         if !p.tenant.is_empty() {
             subjects.push((SubjectKind::Tenant, &p.tenant));
         }
     }
-    if let Verdict::Quarantined { subject, .. } =
-        gw.quarantine.check(warden_event::now_ns(), &subjects)
-    {
-        debug!(%subject, "Quarantined subject refused.");
-        return Err(Reject::Quarantined);
-    }
+    let throttled = match gw.quarantine.check(warden_event::now_ns(), &subjects) {
+        Verdict::Quarantined { subject, .. } => {
+            debug!(%subject, "Quarantined subject refused.");
+            return Err(Reject::Quarantined);
+        }
+        Verdict::Throttled { subject } => Some(subject),
+        Verdict::Pass => None,
+    };
 
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .map(|v| v.to_str().ok().and_then(|s| s.parse::<u64>().ok()));
-    match declared {
-        Some(None) => return Err(Reject::BadHeader),
-        Some(Some(n)) if n > gw.max_body => return Err(Reject::BodyTooLarge),
-        _ => {}
-    }
+    let limit_key = LimitKey {
+        identity: principal.map(|p| p.identity.as_str()),
+        tenant: principal.map_or("", |p| p.tenant.as_str()),
+        device_type: principal.map_or("", |p| p.device_type.as_str()),
+        route: &route.name,
+        ip: draft.client_ip,
+        throttled: throttled.as_ref(),
+    };
+    draft.quota = gw.limits.check(&limit_key).map_err(|l| {
+        debug!(scope = ?l.scope, retry_after_s = l.retry_after_s, "Rate limited.");
+        Reject::Throttled {
+            retry_after_s: l.retry_after_s,
+            limit: l.quota.limit,
+            reset_s: l.quota.reset_s,
+        }
+    })?;
+
+    crate::rbac::authorize(
+        &policies,
+        &gw.policies.shadow_stats,
+        principal,
+        req.method(),
+        &normal,
+        &draft.id,
+    )?;
+
+    let fallback;
+    let rules = match policies.routes.get(&route.name) {
+        Some(r) => r,
+        None => {
+            fallback = crate::validate::RouteRules::with_limit(gw.max_body);
+            &fallback
+        }
+    };
+    rules.check_declared_length(req.headers())?;
+    rules.check_content_type(req.headers(), !http_body::Body::is_end_stream(req.body()))?;
+    let req = if rules.has_schema() {
+        let (parts, body) = req.into_parts();
+        let bytes = rules.read_and_validate(body).await?;
+        Request::from_parts(parts, Body::from(bytes))
+    } else {
+        req
+    };
 
     let fwd = Forwarded {
         request_id: &draft.id,
@@ -386,5 +575,5 @@ async fn phases(
         identity: principal.map(|p| p.identity.as_str()),
         tenant: principal.map(|p| p.tenant.as_str()),
     };
-    proxy::forward(&gw.client, route, req, fwd, gw.max_body, counters).await
+    proxy::forward(&gw.client, route, req, fwd, rules.max_body, counters).await
 }

@@ -74,6 +74,8 @@ fn key(id: &str, key: &str, identity: &str) -> ApiKeyConfig {
         tenant: "acme".into(),
         device_type: "sensor".into(),
         roles: vec![],
+        not_before: None,
+        expires_at: None,
     }
 }
 
@@ -99,6 +101,7 @@ async fn start(dead_upstream: SocketAddr) -> Harness {
             strip_prefix: false,
             auth: RouteAuth::ApiKey,
             methods: vec![],
+            require_mtls: false,
         },
         RouteConfig {
             name: "dead".into(),
@@ -108,6 +111,7 @@ async fn start(dead_upstream: SocketAddr) -> Harness {
             strip_prefix: false,
             auth: RouteAuth::None,
             methods: vec!["GET".into()],
+            require_mtls: false,
         },
     ];
     config.api_keys = vec![key("k1", KEY, "dev-1"), key("k2", OTHER_KEY, "dev-2")];

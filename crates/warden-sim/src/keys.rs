@@ -38,6 +38,8 @@ pub fn demo_keys(n: usize, seed: u64) -> Vec<DemoDevice> {
                 tenant: DEMO_TENANTS[i % DEMO_TENANTS.len()].to_string(),
                 device_type: DEMO_DEVICE_TYPE.to_string(),
                 roles: vec!["device".to_string()],
+                not_before: None,
+                expires_at: None,
             };
             DemoDevice {
                 identity,

@@ -1,25 +1,38 @@
 //! The detection engine: pure computation from event batches to decisions and alerts, with
 //! time passed in (no I/O), so it is tested deterministically and reused by backtests.
 //!
-//! Windows run on event time. Each batch updates the per-slide buckets of every window; every
-//! slide that is complete (the watermark — newest event time seen — is past its end plus the
-//! allowed lateness) gives each key one sample that detectors score and learn from; and every
-//! key touched by the batch is also scored, without learning, on its window as it stands, so a
-//! flood fires within a batch or two instead of after the next complete slide.
+//! Windows run on event time. Each batch updates the buckets of every window key it touches;
+//! every slide that is complete (the watermark — newest event time seen — is past its end plus
+//! the allowed lateness) gives each key one sample that detectors score and learn from; and
+//! every key touched by the batch is also scored, without learning, on its window as it
+//! stands, so a flood fires within a batch or two instead of after the next complete slide.
+//! Event-level detectors (`novelty`) see each event as it is added.
 
-use std::collections::{BTreeMap, HashSet};
+mod reload;
+mod snapshot;
+
+use std::collections::BTreeMap;
 
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
-use warden_config::{FeatureKind, Mode, PipelineConfig, WindowKey};
-use warden_detect::{Detector, Firing};
+use datafusion::error::DataFusionError;
+use warden_config::{
+    ConfigError, ConfigErrors, DetectorConfig, FeatureConfig, Mode, NoveltyField,
+    PeerGroup, PipelineConfig, WindowConfig, WindowKey,
+};
+use warden_detect::{Detector, EventView, Firing, KeyId, Sample};
 use warden_event::{
     ANONYMOUS, Action, Alert, Decision, Evidence, SCHEMA_VERSION, Severity, Subject, SubjectKind,
 };
 
-use crate::columns::Columns;
-use crate::policy::{Policy, Verdict};
-use crate::window::{Aggregate, WindowState, feature_value};
+pub use reload::ReloadReport;
+pub use snapshot::{EngineSnapshot, KeySnapshot};
+
+use crate::columns::{Columns, StrCol};
+use crate::feature::{Compiler, WindowPlan, hasher};
+use crate::policy::{Policy, Source, Verdict};
+use crate::sketch::Sketch;
+use crate::window::WindowState;
 
 /// What a batch produced: an alert, and the decision published with it (if any).
 #[derive(Debug, Clone, PartialEq)]
@@ -28,44 +41,75 @@ pub struct Output {
     pub decision: Option<Decision>,
 }
 
+/// Errors processing a batch.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The batch does not have the event schema.
+    #[error("unreadable batch: {0}")]
+    Batch(#[from] ArrowError),
+    /// A feature expression failed on the batch.
+    #[error("evaluating features: {0}")]
+    Eval(#[from] DataFusionError),
+}
+
 /// Counters of the engine.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EngineStats {
     pub events: u64,
     /// Events older than the watermark minus the allowed lateness (not counted in windows).
     pub late_events: u64,
-    /// Complete samples scored.
+    /// Complete samples scored (keys × slides).
     pub samples: u64,
+    /// Provisional samples scored (touched keys × batches).
+    pub provisional: u64,
     pub firings: u64,
     pub alerts: u64,
     pub decisions: u64,
 }
 
-struct FeatureSlot {
-    name: String,
-    window: usize,
-    kind: FeatureKind,
-    /// Index of this feature's error threshold in its window's thresholds.
-    error_idx: usize,
+/// A detector of a window, with what the engine needs to feed it.
+struct DetectorRt {
+    config: DetectorConfig,
+    detector: Box<dyn Detector>,
+    /// Feature indices (in the window's plan) of its inputs.
+    inputs: Vec<usize>,
+    mode: Mode,
+    peer: Option<PeerGroup>,
+    novelty: Option<NoveltyField>,
 }
 
-struct DetectorSlot {
-    detector: Box<dyn Detector>,
-    feature: usize,
-    window: usize,
-    mode: Mode,
+/// A window with its features, state and detectors.
+struct WindowRt {
+    features: Vec<FeatureConfig>,
+    plan: WindowPlan,
+    state: WindowState,
+    detectors: Vec<DetectorRt>,
+    track_peers: bool,
+    /// Keys touched by the current batch, and a mark per id.
+    touched: Vec<KeyId>,
+    marked: Vec<bool>,
+}
+
+#[derive(Default)]
+struct Scratch {
+    ids: Vec<KeyId>,
+    values: Vec<f64>,
+    features: Vec<f64>,
+    scalars: Vec<f64>,
+    sketches: Vec<Sketch>,
+    key: String,
 }
 
 pub struct Engine {
-    name: String,
-    windows: Vec<WindowState>,
-    features: Vec<FeatureSlot>,
-    detectors: Vec<DetectorSlot>,
+    config: PipelineConfig,
+    windows: Vec<WindowRt>,
     policy: Policy,
     watermark: Option<i64>,
     stats: EngineStats,
+    scratch: Scratch,
 }
 
+/// A detector fired for a key.
 struct Fired {
     window: usize,
     detector: usize,
@@ -75,68 +119,113 @@ struct Fired {
     window_end: i64,
 }
 
-impl Engine {
-    /// Build the engine a (validated) pipeline declares.
-    pub fn new(pipeline: &PipelineConfig) -> Self {
-        let mut windows: Vec<WindowState> = pipeline
-            .window
-            .iter()
-            .map(|w| {
-                let mut thresholds: Vec<u16> = pipeline
-                    .feature
-                    .iter()
-                    .filter(|f| f.window == w.name && f.kind == FeatureKind::ErrorRatio)
-                    .map(|f| f.error_status())
-                    .collect();
-                thresholds.sort_unstable();
-                thresholds.dedup();
-                WindowState::new(w, thresholds)
-            })
-            .collect();
-        let window_idx = |name: &str| windows.iter().position(|w| w.name == name).unwrap_or(0);
-        let features: Vec<FeatureSlot> = pipeline
+fn compile_errors(pipeline: &PipelineConfig) -> Result<Vec<WindowPlan>, ConfigErrors> {
+    let compiler = Compiler::new()
+        .map_err(|e| ConfigError::new("", format!("internal: cannot start DataFusion: {e}")))?;
+    let mut plans: Vec<WindowPlan> = pipeline.window.iter().map(|_| WindowPlan::default()).collect();
+    let mut errs = Vec::new();
+    for (i, f) in pipeline.feature.iter().enumerate() {
+        let Some(wi) = pipeline.window.iter().position(|w| w.name == f.window()) else {
+            errs.push(ConfigError::new(
+                format!("feature[{i}].window"),
+                format!("unknown window `{}`", f.window()),
+            ));
+            continue;
+        };
+        if let Err(e) = plans[wi].add(&compiler, f) {
+            errs.push(ConfigError::new(format!("feature[{i}].{}", e.key), e.reason));
+        }
+    }
+    if errs.is_empty() {
+        Ok(plans)
+    } else {
+        Err(ConfigErrors(errs))
+    }
+}
+
+/// Compile-time checks of a (validated) pipeline that need the engine: SQL feature
+/// expressions parse and use supported aggregates. Every problem is reported.
+pub fn check(pipeline: &PipelineConfig) -> Result<(), ConfigErrors> {
+    compile_errors(pipeline).map(|_| ())
+}
+
+impl WindowRt {
+    fn new(config: &WindowConfig, pipeline: &PipelineConfig, plan: WindowPlan) -> Self {
+        let features = pipeline
             .feature
             .iter()
-            .map(|f| {
-                let window = window_idx(&f.window);
-                let error_idx = windows[window]
-                    .thresholds
-                    .iter()
-                    .position(|t| *t == f.error_status())
-                    .unwrap_or(0);
-                FeatureSlot {
-                    name: f.name.clone(),
-                    window,
-                    kind: f.kind,
-                    error_idx,
-                }
-            })
+            .filter(|f| f.window() == config.name)
+            .cloned()
             .collect();
-        let detectors = pipeline
+        let detectors: Vec<DetectorRt> = pipeline
             .detector
             .iter()
-            .filter_map(|d| {
-                let feature = features
-                    .iter()
-                    .position(|f| d.features().contains(&f.name.as_str()))?;
-                Some(DetectorSlot {
-                    detector: warden_detect::build(d),
-                    feature,
-                    window: features[feature].window,
-                    mode: d.mode().unwrap_or(pipeline.mode),
-                })
-            })
+            .filter(|d| pipeline.detector_window(d).is_some_and(|w| w.name == config.name))
+            .map(|d| build_detector(d, pipeline, &plan, config))
             .collect();
-        windows.shrink_to_fit();
+        let track_peers = detectors
+            .iter()
+            .any(|d| matches!(d.peer, Some(PeerGroup::DeviceType | PeerGroup::Tenant)));
         Self {
-            name: pipeline.name.clone(),
-            windows,
+            state: WindowState::new(config, &plan),
             features,
+            plan,
             detectors,
+            track_peers,
+            touched: Vec::new(),
+            marked: Vec::new(),
+        }
+    }
+}
+
+fn build_detector(
+    d: &DetectorConfig,
+    pipeline: &PipelineConfig,
+    plan: &WindowPlan,
+    window: &WindowConfig,
+) -> DetectorRt {
+    let detector = warden_detect::build(d, window.size_ms);
+    let inputs = d
+        .features()
+        .iter()
+        .filter_map(|f| plan.names.iter().position(|n| n == f))
+        .collect();
+    DetectorRt {
+        peer: detector.peer_group(),
+        novelty: match d {
+            DetectorConfig::Novelty(c) => Some(c.field),
+            _ => None,
+        },
+        detector,
+        inputs,
+        mode: d.mode().unwrap_or(pipeline.mode),
+        config: d.clone(),
+    }
+}
+
+impl Engine {
+    /// Build the engine a validated pipeline declares; fails only on what
+    /// [`PipelineConfig::validate`] cannot see (SQL feature expressions, see [`check`]).
+    pub fn new(pipeline: &PipelineConfig) -> Result<Self, ConfigErrors> {
+        let plans = compile_errors(pipeline)?;
+        let windows = pipeline
+            .window
+            .iter()
+            .zip(plans)
+            .map(|(w, plan)| WindowRt::new(w, pipeline, plan))
+            .collect();
+        Ok(Self {
+            config: pipeline.clone(),
+            windows,
             policy: Policy::new(pipeline.decision.clone()),
             watermark: None,
             stats: EngineStats::default(),
-        }
+            scratch: Scratch::default(),
+        })
+    }
+
+    pub fn pipeline(&self) -> &PipelineConfig {
+        &self.config
     }
 
     pub fn stats(&self) -> &EngineStats {
@@ -148,32 +237,98 @@ impl Engine {
         self.watermark
     }
 
+    /// Keys held per window, by window name.
+    pub fn keys(&self) -> Vec<(String, usize)> {
+        self.windows
+            .iter()
+            .map(|w| (w.state.config.name.clone(), w.state.len()))
+            .collect()
+    }
+
+    /// Approximate bytes of state: windows (buckets, sketches, key index) and detectors.
+    pub fn state_bytes(&self) -> usize {
+        self.windows
+            .iter()
+            .map(|w| {
+                w.state.state_bytes()
+                    + w.detectors.iter().map(|d| d.detector.state_bytes()).sum::<usize>()
+                    + w.marked.capacity()
+                    + w.touched.capacity() * 4
+            })
+            .sum()
+    }
+
     /// Learn a decision from the decisions topic (releases start a cooldown; quarantines
-    /// published by another processor are not repeated).
+    /// published by another processor are not repeated and count as offenses).
     pub fn apply_decision(&mut self, d: &Decision) {
         self.policy.apply(d);
     }
 
-    /// Process one batch of request events at processing time `now_ns`.
-    pub fn process(&mut self, batch: &RecordBatch, now_ns: i64) -> Result<Vec<Output>, ArrowError> {
+    /// Process one batch of request events (with [`warden_event::request_event_schema`]) at
+    /// processing time `now_ns`.
+    pub fn process(&mut self, batch: &RecordBatch, now_ns: i64) -> Result<Vec<Output>, EngineError> {
         let cols = Columns::read(batch)?;
-        let mut touched: Vec<HashSet<String>> = vec![HashSet::new(); self.windows.len()];
+        let mut inputs = Vec::with_capacity(self.windows.len());
+        for w in &self.windows {
+            inputs.push(w.plan.evaluate(batch)?);
+        }
+        let mut fired = Vec::new();
+        // Per-batch caches: dictionary key → key id, per window.
+        let mut dict_cache: Vec<Vec<KeyId>> = vec![Vec::new(); self.windows.len()];
+        let hasher = hasher();
         for i in 0..cols.len() {
             let ts = cols.ts[i];
             self.stats.events += 1;
             let mut late = false;
             for (wi, w) in self.windows.iter_mut().enumerate() {
-                let key = key_of(w.key, &cols, i);
-                if key.is_empty() || (w.key == WindowKey::Identity && key == ANONYMOUS) {
-                    continue;
-                }
-                if self.watermark.is_some_and(|wm| ts < wm - w.lateness_ns) {
+                if self.watermark.is_some_and(|wm| ts < wm - w.state.lateness_ns) {
                     late = true;
                     continue;
                 }
-                w.add(key, ts, cols.status[i], cols.denied[i]);
-                if !touched[wi].contains(key) {
-                    touched[wi].insert(key.to_string());
+                let key_col = cols.key_column(w.state.config.key);
+                let id = match intern(w, &cols, key_col, i, ts, &mut dict_cache[wi], &mut self.scratch.key) {
+                    Some(id) => id,
+                    None => continue,
+                };
+                w.state.add(id, ts, &w.plan, &inputs[wi], i);
+                let idx = id as usize;
+                if idx >= w.marked.len() {
+                    w.marked.resize(idx + 1, false);
+                }
+                if !w.marked[idx] {
+                    w.marked[idx] = true;
+                    w.touched.push(id);
+                }
+                if w.track_peers {
+                    let (dt, tn) = (cols.device_type.value(i), cols.tenant.value(i));
+                    let peers = [w.state.peers.intern(dt), w.state.peers.intern(tn)];
+                    if let Some(k) = w.state.key_mut(id) {
+                        k.peers = peers;
+                    }
+                }
+                for (di, d) in w.detectors.iter_mut().enumerate() {
+                    let Some(field) = d.novelty else { continue };
+                    let value = cols.novelty_column(field).value(i);
+                    if value.is_empty() {
+                        continue;
+                    }
+                    use std::hash::BuildHasher;
+                    let ev = EventView {
+                        key: id,
+                        ts,
+                        value,
+                        hash: hasher.hash_one(value),
+                    };
+                    if let Some(firing) = d.detector.on_event(&ev) {
+                        fired.push(Fired {
+                            window: wi,
+                            detector: di,
+                            key: w.state.name(id).to_string(),
+                            firing,
+                            features: BTreeMap::new(),
+                            window_end: ts,
+                        });
+                    }
                 }
             }
             self.stats.late_events += u64::from(late);
@@ -182,23 +337,30 @@ impl Engine {
         let Some(wm) = self.watermark else {
             return Ok(Vec::new());
         };
-
-        let mut fired = Vec::new();
-        for (wi, keys) in touched.iter().enumerate() {
-            self.sample_complete(wi, wm, &mut fired);
-            let w = &self.windows[wi];
-            let slot = w.slot(wm);
-            for key in keys {
-                evaluate(
-                    w,
-                    wi,
-                    key,
-                    slot,
-                    &self.features,
-                    &mut self.detectors,
-                    false,
-                    &mut fired,
-                );
+        for wi in 0..self.windows.len() {
+            self.sample_complete(wi, wm, &mut fired)?;
+            let w = &mut self.windows[wi];
+            let mut ids = std::mem::take(&mut w.touched);
+            for id in &ids {
+                if let Some(m) = w.marked.get_mut(*id as usize) {
+                    *m = false;
+                }
+            }
+            ids.retain(|id| w.state.key(*id).is_some());
+            if !w.state.config.provisional {
+                ids.clear();
+            }
+            let slot = w.state.slot(wm);
+            self.stats.provisional += ids.len() as u64;
+            round(w, wi, &ids, slot, false, &mut self.scratch, &mut fired)?;
+            ids.clear();
+            self.windows[wi].touched = ids;
+        }
+        // Event-level firings carry the features of their key's window as it stands.
+        for f in fired.iter_mut().filter(|f| f.features.is_empty()) {
+            let w = &self.windows[f.window];
+            if let Some(id) = w.state.id(&f.key) {
+                f.features = key_features(w, id, w.state.slot(wm), &mut self.scratch)?;
             }
         }
         self.policy.prune(now_ns);
@@ -209,101 +371,138 @@ impl Engine {
     }
 
     /// Score and learn every complete slide not sampled yet.
-    fn sample_complete(&mut self, wi: usize, wm: i64, fired: &mut Vec<Fired>) {
-        let w = &self.windows[wi];
-        let last = w.slot(wm - w.lateness_ns) - 1;
+    fn sample_complete(&mut self, wi: usize, wm: i64, fired: &mut Vec<Fired>) -> Result<(), EngineError> {
+        let w = &mut self.windows[wi];
+        let last = w.state.slot(wm - w.state.lateness_ns) - 1;
         let from = w
+            .state
             .sampled_through
             .map_or(last, |s| s + 1)
-            .max(last - w.slides());
+            .max(last - w.state.slides());
         for slot in from..=last {
-            let w = &self.windows[wi];
-            let keys: Vec<String> = w.keys().cloned().collect();
-            for key in &keys {
-                self.stats.samples += 1;
-                evaluate(
-                    w,
-                    wi,
-                    key,
-                    slot,
-                    &self.features,
-                    &mut self.detectors,
-                    true,
-                    fired,
-                );
-            }
-            let end = w.slot_end(slot);
-            for key in self.windows[wi].trim(slot, end) {
-                for d in self.detectors.iter_mut().filter(|d| d.window == wi) {
-                    d.detector.forget(&key);
+            let mut ids = std::mem::take(&mut self.scratch.ids);
+            w.state.live(&mut ids);
+            self.stats.samples += ids.len() as u64;
+            round(w, wi, &ids, slot, true, &mut self.scratch, fired)?;
+            self.scratch.ids = ids;
+            let end = w.state.slot_end(slot);
+            for id in w.state.trim(slot, end) {
+                for d in w.detectors.iter_mut() {
+                    d.detector.forget(id);
+                }
+                if let Some(m) = w.marked.get_mut(id as usize) {
+                    *m = false;
                 }
             }
         }
         if from <= last {
-            self.windows[wi].sampled_through = Some(last);
+            w.state.sampled_through = Some(last);
         }
+        Ok(())
     }
 
     fn decide(&mut self, f: Fired, now: i64) -> Option<Output> {
         self.stats.firings += 1;
         let w = &self.windows[f.window];
-        let d = &self.detectors[f.detector];
-        let (kind, enforceable) = match w.key {
-            WindowKey::Identity => (SubjectKind::Identity, true),
-            WindowKey::ClientIp => (SubjectKind::Ip, true),
-            WindowKey::Tenant => (SubjectKind::Tenant, true),
-            WindowKey::Route => (SubjectKind::Route, false),
+        let d = &w.detectors[f.detector];
+        let (kind, value, enforceable, route) = match w.state.config.key {
+            WindowKey::Identity => (SubjectKind::Identity, f.key.as_str(), true, None),
+            WindowKey::ClientIp => (SubjectKind::Ip, f.key.as_str(), true, None),
+            WindowKey::Tenant => (SubjectKind::Tenant, f.key.as_str(), true, None),
+            WindowKey::Route => (SubjectKind::Route, f.key.as_str(), false, None),
+            WindowKey::IdentityRoute => {
+                let (id, route) = f.key.rsplit_once('|').unwrap_or((f.key.as_str(), ""));
+                (SubjectKind::Identity, id, true, Some(route))
+            }
         };
         let subject = Subject {
             kind,
-            value: f.key.clone(),
+            value: value.to_string(),
         };
         let name = d.detector.name().to_string();
-        let verdict = self
-            .policy
-            .decide(&subject, &name, d.mode, enforceable, now);
-        if verdict == Verdict::Suppress {
-            return None;
+        let src = Source {
+            detector: &name,
+            mode: d.mode,
+            action: d.config.action(),
+            weight: d.config.weight(),
+        };
+        let verdict = self.policy.decide(&subject, &src, enforceable, now);
+        let mut message = format!("{subject}");
+        if let Some(r) = route {
+            message.push_str(&format!(" on route {r}"));
         }
-        let feature = &self.features[d.feature].name;
-        let mean = f.firing.baseline.get("mean").copied().unwrap_or(0.0);
-        let mut message = format!(
-            "{feature} of {subject} is {:.2}, {:.1} standard deviations above its baseline {:.2} (threshold {})",
-            f.firing.value, f.firing.score, mean, f.firing.threshold
-        );
-        if let Verdict::AlertOnly(why) = verdict {
-            message.push_str(&format!("; not quarantined: {why}"));
-        }
+        message.push_str(&format!(": {}", f.firing.explanation));
+        let (action, until, why) = match &verdict {
+            Verdict::Suppress => return None,
+            Verdict::AlertOnly(why) => {
+                message.push_str(&format!("; not enforced: {why}"));
+                (None, None, None)
+            }
+            Verdict::Enforce {
+                action,
+                until,
+                offense,
+                detectors,
+            } => {
+                let verb = if *action == Action::Quarantine { "quarantined" } else { "throttled" };
+                message.push_str(&format!(
+                    "; {verb} for {} s (offense {offense}; evidence: {})",
+                    (until - now) / 1_000_000_000,
+                    detectors.join(", ")
+                ));
+                (Some(*action), Some(*until), Some((*offense, detectors.clone())))
+            }
+        };
         let evidence = Evidence {
             features: f.features,
             baseline: f.firing.baseline.clone(),
             threshold: f.firing.threshold,
-            window: w.name.clone(),
+            window: w.state.config.name.clone(),
             window_end: f.window_end,
         };
-        let decision = (verdict == Verdict::Quarantine).then(|| Decision {
-            v: SCHEMA_VERSION,
-            id: uuid::Uuid::now_v7().to_string(),
-            subject: subject.clone(),
-            action: Action::Quarantine,
-            until: Some(now + self.policy.ttl_ns()),
-            reason: message.clone(),
-            detector: name.clone(),
-            score: f.firing.score,
-            evidence: serde_json::to_value(&evidence).unwrap_or_default(),
-            decided_at: now,
+        let decision = action.map(|action| {
+            let mut ev = serde_json::to_value(&evidence).unwrap_or_default();
+            if let serde_json::Value::Object(m) = &mut ev {
+                if let Some((offense, detectors)) = &why {
+                    m.insert("offense".into(), (*offense).into());
+                    m.insert("detectors".into(), detectors.clone().into());
+                }
+                if action == Action::Throttle {
+                    m.insert(
+                        "rate_limit_per_s".into(),
+                        self.policy.config().throttle_rate_per_s.into(),
+                    );
+                }
+            }
+            Decision {
+                v: SCHEMA_VERSION,
+                id: uuid::Uuid::now_v7().to_string(),
+                subject: subject.clone(),
+                action,
+                until,
+                reason: message.clone(),
+                detector: name.clone(),
+                score: f.firing.score,
+                evidence: ev,
+                decided_at: now,
+            }
         });
         self.stats.alerts += 1;
         self.stats.decisions += u64::from(decision.is_some());
+        let high = if f.firing.threshold > 0.0 {
+            f.firing.score >= 2.0 * f.firing.threshold
+        } else {
+            false
+        };
         let alert = Alert {
             v: SCHEMA_VERSION,
             id: uuid::Uuid::now_v7().to_string(),
             ts: now,
-            pipeline: self.name.clone(),
+            pipeline: self.config.name.clone(),
             detector: name,
             subject,
             score: f.firing.score,
-            severity: if f.firing.score >= 2.0 * f.firing.threshold {
+            severity: if high || action == Some(Action::Quarantine) {
                 Severity::High
             } else {
                 Severity::Medium
@@ -317,64 +516,154 @@ impl Engine {
     }
 }
 
-fn key_of(key: WindowKey, cols: &Columns, i: usize) -> &str {
-    match key {
-        WindowKey::Identity => cols.identity.value(i),
-        WindowKey::Tenant => cols.tenant.value(i),
-        WindowKey::Route => cols.route.value(i),
-        WindowKey::ClientIp => cols.client_ip.value(i),
+/// The key id of row `i` for window `w`, or `None` when the row has no key for it.
+fn intern(
+    w: &mut WindowRt,
+    cols: &Columns,
+    key_col: StrCol,
+    i: usize,
+    ts: i64,
+    cache: &mut Vec<KeyId>,
+    buf: &mut String,
+) -> Option<KeyId> {
+    let kind = w.state.config.key;
+    if kind == WindowKey::IdentityRoute {
+        let identity = cols.identity.value(i);
+        if identity.is_empty() || identity == ANONYMOUS {
+            return None;
+        }
+        buf.clear();
+        buf.push_str(identity);
+        buf.push('|');
+        buf.push_str(cols.route.value(i));
+        return Some(w.state.intern(buf, ts));
     }
+    if let Some((k, n)) = key_col.dict_key(i) {
+        if cache.len() != n {
+            cache.clear();
+            cache.resize(n, KeyId::MAX);
+        }
+        if cache[k] != KeyId::MAX && w.state.key(cache[k]).is_some() {
+            return Some(cache[k]);
+        }
+        let key = key_col.value(i);
+        if key.is_empty() {
+            return None;
+        }
+        let id = w.state.intern(key, ts);
+        cache[k] = id;
+        return Some(id);
+    }
+    let key = key_col.value(i);
+    if key.is_empty() || (kind == WindowKey::Identity && key == ANONYMOUS) {
+        return None;
+    }
+    Some(w.state.intern(key, ts))
 }
 
-/// Score every detector of window `wi` for `key` on the window ending with `slot`.
-#[allow(clippy::too_many_arguments)]
-fn evaluate(
-    w: &WindowState,
-    wi: usize,
-    key: &str,
-    slot: i64,
-    features: &[FeatureSlot],
-    detectors: &mut [DetectorSlot],
-    learn: bool,
-    fired: &mut Vec<Fired>,
-) {
-    let agg: Aggregate = w.aggregate(key, slot);
-    let size = w.size_secs();
-    let values: BTreeMap<String, f64> = features
+/// Feature values of `ids` over the window ending with `slot` into `scratch.features`.
+fn features_of(w: &WindowRt, ids: &[KeyId], slot: i64, scratch: &mut Scratch) -> Result<(), EngineError> {
+    let nv = w.plan.values.len().max(1);
+    scratch.values.clear();
+    scratch.values.resize(ids.len() * nv, f64::NAN);
+    for (r, id) in ids.iter().enumerate() {
+        w.state
+            .fold(*id, slot, &w.plan, &mut scratch.scalars, &mut scratch.sketches);
+        w.plan.read_values(
+            &scratch.scalars,
+            &scratch.sketches,
+            &mut scratch.values[r * nv..(r + 1) * nv],
+        );
+    }
+    w.plan
+        .features(&scratch.values, ids.len(), w.state.size_secs(), &mut scratch.features)?;
+    Ok(())
+}
+
+fn key_features(w: &WindowRt, id: KeyId, slot: i64, scratch: &mut Scratch) -> Result<BTreeMap<String, f64>, EngineError> {
+    features_of(w, &[id], slot, scratch)?;
+    Ok(w
+        .plan
+        .names
         .iter()
-        .filter(|f| f.window == wi)
-        .map(|f| {
-            (
-                f.name.clone(),
-                feature_value(f.kind, &agg, f.error_idx, size),
-            )
-        })
-        .collect();
-    for (di, d) in detectors
-        .iter_mut()
-        .enumerate()
-        .filter(|(_, d)| d.window == wi)
-    {
-        let value = values
-            .get(&features[d.feature].name)
-            .copied()
-            .unwrap_or(0.0);
-        let firing = if learn {
-            d.detector.observe(key, value)
-        } else {
-            d.detector.peek(key, value)
-        };
-        if let Some(firing) = firing {
-            fired.push(Fired {
-                window: wi,
-                detector: di,
-                key: key.to_string(),
-                firing,
-                features: values.clone(),
-                window_end: w.slot_end(slot),
-            });
+        .zip(&scratch.features)
+        .map(|(n, v)| (n.clone(), *v))
+        .collect())
+}
+
+/// Score every detector of window `wi` on `ids` over the window ending with `slot`; learn
+/// when `learn` (a complete sample).
+fn round(
+    w: &mut WindowRt,
+    wi: usize,
+    ids: &[KeyId],
+    slot: i64,
+    learn: bool,
+    scratch: &mut Scratch,
+    fired: &mut Vec<Fired>,
+) -> Result<(), EngineError> {
+    let sampled = w.detectors.iter().any(|d| !d.inputs.is_empty());
+    if ids.is_empty() || !sampled {
+        if learn {
+            let at = w.state.slot_end(slot);
+            for d in w.detectors.iter_mut() {
+                d.detector.end_round(at);
+            }
+        }
+        return Ok(());
+    }
+    features_of(w, ids, slot, scratch)?;
+    let nf = w.plan.outputs.len();
+    let at = w.state.slot_end(slot);
+    let mut buf = [f64::NAN; 4];
+    for (di, d) in w.detectors.iter_mut().enumerate() {
+        if d.inputs.is_empty() {
+            continue;
+        }
+        for (r, id) in ids.iter().enumerate() {
+            let row = &scratch.features[r * nf..(r + 1) * nf];
+            for (j, fi) in d.inputs.iter().take(buf.len()).enumerate() {
+                buf[j] = row[*fi];
+            }
+            let (peer, peer_name) = match d.peer {
+                Some(PeerGroup::DeviceType) => {
+                    let p = w.state.key(*id).map_or(0, |k| k.peers[0]);
+                    (p, w.state.peers.name(p))
+                }
+                Some(PeerGroup::Tenant) => {
+                    let p = w.state.key(*id).map_or(0, |k| k.peers[1]);
+                    (p, w.state.peers.name(p))
+                }
+                _ => (0, ""),
+            };
+            let sample = Sample {
+                key: *id,
+                values: &buf[..d.inputs.len().min(buf.len())],
+                at,
+                peer,
+                peer_name,
+            };
+            let firing = if learn {
+                d.detector.observe(&sample)
+            } else {
+                d.detector.peek(&sample)
+            };
+            if let Some(firing) = firing {
+                fired.push(Fired {
+                    window: wi,
+                    detector: di,
+                    key: w.state.name(*id).to_string(),
+                    firing,
+                    features: w.plan.names.iter().cloned().zip(row.iter().copied()).collect(),
+                    window_end: at,
+                });
+            }
+        }
+        if learn {
+            d.detector.end_round(at);
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,33 +1,72 @@
-//! Decision policy: from detector firings to quarantine decisions and alerts.
+//! Decision policy: from detector firings to quarantines, throttles and alerts.
+//!
+//! Per subject, firings are kept as evidence for `evidence_window_s` and combined (`any`,
+//! `weighted`, `k_of_n`, plus `min_firings`); the strongest action asked for by the detectors
+//! that fired decides between a quarantine and a throttle. Repeat offenders get escalating
+//! quarantine TTLs. Shadow mode, subjects that cannot be enforced on, the allowlist, the
+//! cooldown after a manual release and the per-minute quarantine cap turn an enforcement into
+//! an alert that says why.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use warden_config::{DecisionConfig, Mode};
+use warden_config::{Combine, DecisionConfig, DetectorAction, Mode};
 use warden_event::{Action, Decision, Subject};
 
-/// Repeated alerts for the same subject and detector are suppressed for this long.
-const ALERT_INTERVAL_NS: i64 = 60 * 1_000_000_000;
-const MINUTE_NS: i64 = 60 * 1_000_000_000;
+const S: i64 = 1_000_000_000;
+const MINUTE_NS: i64 = 60 * S;
 
 /// What the policy decided about one firing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
-    /// Quarantine the subject (and alert).
-    Quarantine,
-    /// Alert only; `reason` says why there is no quarantine.
-    AlertOnly(&'static str),
-    /// Nothing new to say (already quarantined, or alerted recently).
+    /// Enforce `action` on the subject until `until` (and alert).
+    Enforce {
+        action: Action,
+        until: i64,
+        /// Offense number of the subject (quarantines within the offense memory).
+        offense: u32,
+        /// Detectors whose firings made the evidence, by name.
+        detectors: Vec<String>,
+    },
+    /// Alert only; the reason says why nothing is enforced.
+    AlertOnly(String),
+    /// Nothing new to say (already enforced, or alerted recently).
     Suppress,
+}
+
+/// The detector a firing came from, as the policy sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    pub detector: &'a str,
+    pub mode: Mode,
+    pub action: DetectorAction,
+    pub weight: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Active {
+    action: Action,
+    until: i64,
+    decided_at: i64,
+}
+
+#[derive(Debug, Clone)]
+struct Firing {
+    detector: String,
+    at: i64,
+    weight: f64,
+    action: DetectorAction,
 }
 
 #[derive(Debug)]
 pub struct Policy {
     config: DecisionConfig,
     allowlist: HashSet<String>,
-    /// Live quarantines by subject (until, decided_at).
-    active: HashMap<Subject, (i64, i64)>,
+    active: HashMap<Subject, Active>,
     /// Manual releases by subject (decided_at).
     released: HashMap<Subject, i64>,
+    /// Quarantines per subject within the offense memory: (count, last decided_at).
+    offenses: HashMap<Subject, (u32, i64)>,
+    evidence: HashMap<Subject, VecDeque<Firing>>,
     last_alert: HashMap<(Subject, String), i64>,
     recent_quarantines: VecDeque<i64>,
 }
@@ -39,185 +78,264 @@ impl Policy {
             config,
             active: HashMap::new(),
             released: HashMap::new(),
+            offenses: HashMap::new(),
+            evidence: HashMap::new(),
             last_alert: HashMap::new(),
             recent_quarantines: VecDeque::new(),
         }
     }
 
-    pub fn ttl_ns(&self) -> i64 {
-        self.config.quarantine_ttl_s as i64 * 1_000_000_000
+    /// Swap in a new config, keeping what is known about subjects.
+    pub fn reconfigure(&mut self, config: DecisionConfig) {
+        self.allowlist = config.allowlist.iter().cloned().collect();
+        self.config = config;
+    }
+
+    pub fn config(&self) -> &DecisionConfig {
+        &self.config
+    }
+
+    fn secs(s: u64) -> i64 {
+        i64::try_from(s).unwrap_or(i64::MAX / S).saturating_mul(S)
     }
 
     /// Learn a decision read from the decisions topic (ours or anyone's).
     pub fn apply(&mut self, d: &Decision) {
         match d.action {
-            Action::Quarantine => {
+            Action::Quarantine | Action::Throttle => {
                 let newer = self
                     .released
                     .get(&d.subject)
-                    .is_none_or(|r| *r < d.decided_at);
+                    .is_none_or(|r| *r < d.decided_at)
+                    && self
+                        .active
+                        .get(&d.subject)
+                        .is_none_or(|a| a.decided_at <= d.decided_at);
                 if newer {
                     self.active.insert(
                         d.subject.clone(),
-                        (d.until.unwrap_or(i64::MAX), d.decided_at),
+                        Active {
+                            action: d.action,
+                            until: d.until.unwrap_or(i64::MAX),
+                            decided_at: d.decided_at,
+                        },
                     );
+                }
+                if d.action == Action::Quarantine {
+                    let o = self.offenses.entry(d.subject.clone()).or_insert((0, i64::MIN));
+                    if o.1 < d.decided_at {
+                        *o = (o.0 + 1, d.decided_at);
+                    }
                 }
             }
             Action::Release => {
                 if self
                     .active
                     .get(&d.subject)
-                    .is_none_or(|(_, at)| *at <= d.decided_at)
+                    .is_none_or(|a| a.decided_at <= d.decided_at)
                 {
                     self.active.remove(&d.subject);
                     self.released.insert(d.subject.clone(), d.decided_at);
                 }
             }
-            Action::Throttle => {}
         }
     }
 
-    /// Decide on a firing of `detector` for `subject` at `now`, in `mode`.
-    pub fn decide(
-        &mut self,
-        subject: &Subject,
-        detector: &str,
-        mode: Mode,
-        enforceable: bool,
-        now: i64,
-    ) -> Verdict {
-        if self
-            .active
-            .get(subject)
-            .is_some_and(|(until, _)| *until > now)
-        {
+    fn allowlisted(&self, s: &Subject) -> bool {
+        self.allowlist.contains(&s.value) || self.allowlist.contains(&s.key())
+    }
+
+    /// Record a firing as evidence; returns whether the combination rule is met and the
+    /// detectors (with their actions) that make the evidence.
+    fn evidence(&mut self, subject: &Subject, src: &Source, now: i64) -> (bool, Vec<(String, DetectorAction)>, String) {
+        let window = Self::secs(self.config.evidence_window_s);
+        let list = self.evidence.entry(subject.clone()).or_default();
+        while list.front().is_some_and(|f| now - f.at >= window) {
+            list.pop_front();
+        }
+        if !list.iter().any(|f| f.detector == src.detector && f.at == now) {
+            list.push_back(Firing {
+                detector: src.detector.to_string(),
+                at: now,
+                weight: src.weight,
+                action: src.action,
+            });
+        }
+        let mut distinct: Vec<(String, DetectorAction, f64)> = Vec::new();
+        for f in list.iter() {
+            match distinct.iter_mut().find(|d| d.0 == f.detector) {
+                Some(_) => {}
+                None => distinct.push((f.detector.clone(), f.action, f.weight)),
+            }
+        }
+        let firings = list.len() as u32;
+        let c = &self.config;
+        let mut missing = Vec::new();
+        if firings < c.min_firings {
+            missing.push(format!("{firings} of {} firings", c.min_firings));
+        }
+        match c.combine {
+            Combine::Any => {}
+            Combine::Weighted => {
+                let score: f64 = distinct.iter().map(|d| d.2).sum();
+                if score < c.min_score {
+                    missing.push(format!("weighted score {score:.2} of {}", c.min_score));
+                }
+            }
+            Combine::KOfN => {
+                if (distinct.len() as u32) < c.k {
+                    missing.push(format!("{} of {} detectors", distinct.len(), c.k));
+                }
+            }
+        }
+        let detectors = distinct.into_iter().map(|d| (d.0, d.1)).collect();
+        (missing.is_empty(), detectors, missing.join(", "))
+    }
+
+    /// Decide on a firing of `src` for `subject` at `now`.
+    pub fn decide(&mut self, subject: &Subject, src: &Source, enforceable: bool, now: i64) -> Verdict {
+        let active = self.active.get(subject).copied().filter(|a| a.until > now);
+        if active.is_some_and(|a| a.action == Action::Quarantine) {
             return Verdict::Suppress;
         }
-        let verdict = if mode == Mode::Shadow {
-            Verdict::AlertOnly("shadow mode")
-        } else if !enforceable {
-            Verdict::AlertOnly("subject kind cannot be quarantined")
-        } else if self.allowlist.contains(&subject.value) {
-            Verdict::AlertOnly("allowlisted")
-        } else if self
-            .released
-            .get(subject)
-            .is_some_and(|at| now - at < self.config.cooldown_s as i64 * 1_000_000_000)
-        {
-            Verdict::AlertOnly("released recently (cooldown)")
-        } else {
-            while self
-                .recent_quarantines
-                .front()
-                .is_some_and(|t| now - t >= MINUTE_NS)
-            {
-                self.recent_quarantines.pop_front();
-            }
-            if self.recent_quarantines.len() >= self.config.max_quarantines_per_minute as usize {
-                Verdict::AlertOnly("quarantine rate cap reached")
-            } else {
-                Verdict::Quarantine
-            }
-        };
-        let alert_key = (subject.clone(), detector.to_string());
-        if verdict != Verdict::Quarantine
+        let verdict = self.judge(subject, src, enforceable, active, now);
+        if matches!(verdict, Verdict::Suppress) {
+            return verdict;
+        }
+        let alert_key = (subject.clone(), src.detector.to_string());
+        if !matches!(verdict, Verdict::Enforce { .. })
             && self
                 .last_alert
                 .get(&alert_key)
-                .is_some_and(|t| now - t < ALERT_INTERVAL_NS)
+                .is_some_and(|t| now - t < Self::secs(self.config.alert_interval_s))
         {
             return Verdict::Suppress;
         }
         self.last_alert.insert(alert_key, now);
-        if verdict == Verdict::Quarantine {
-            self.recent_quarantines.push_back(now);
-            self.active
-                .insert(subject.clone(), (now + self.ttl_ns(), now));
+        if let Verdict::Enforce { action, until, .. } = &verdict {
+            if *action == Action::Quarantine {
+                self.recent_quarantines.push_back(now);
+                let o = self.offenses.entry(subject.clone()).or_insert((0, i64::MIN));
+                *o = (o.0 + 1, now);
+            }
+            self.active.insert(
+                subject.clone(),
+                Active {
+                    action: *action,
+                    until: *until,
+                    decided_at: now,
+                },
+            );
         }
         verdict
     }
 
+    fn judge(
+        &mut self,
+        subject: &Subject,
+        src: &Source,
+        enforceable: bool,
+        active: Option<Active>,
+        now: i64,
+    ) -> Verdict {
+        if src.mode == Mode::Shadow {
+            return Verdict::AlertOnly("shadow mode".into());
+        }
+        let (met, detectors, missing) = self.evidence(subject, src, now);
+        if !enforceable {
+            return Verdict::AlertOnly("subject kind cannot be enforced on".into());
+        }
+        if self.allowlisted(subject) {
+            return Verdict::AlertOnly("allowlisted".into());
+        }
+        if self
+            .released
+            .get(subject)
+            .is_some_and(|at| now - at < Self::secs(self.config.cooldown_s))
+        {
+            return Verdict::AlertOnly("released recently (cooldown)".into());
+        }
+        if !met {
+            return Verdict::AlertOnly(format!("not enough evidence yet ({missing})"));
+        }
+        let strongest = detectors
+            .iter()
+            .map(|d| d.1)
+            .fold(DetectorAction::Alert, |a, b| match (a, b) {
+                (DetectorAction::Quarantine, _) | (_, DetectorAction::Quarantine) => {
+                    DetectorAction::Quarantine
+                }
+                (DetectorAction::Throttle, _) | (_, DetectorAction::Throttle) => {
+                    DetectorAction::Throttle
+                }
+                _ => DetectorAction::Alert,
+            });
+        let names = detectors.into_iter().map(|d| d.0).collect();
+        match strongest {
+            DetectorAction::Alert => Verdict::AlertOnly("the detectors only alert".into()),
+            DetectorAction::Throttle => {
+                if active.is_some_and(|a| a.action == Action::Throttle) {
+                    return Verdict::Suppress;
+                }
+                Verdict::Enforce {
+                    action: Action::Throttle,
+                    until: now.saturating_add(Self::secs(self.config.throttle_ttl_s)),
+                    offense: self.offense_number(subject, now),
+                    detectors: names,
+                }
+            }
+            DetectorAction::Quarantine => {
+                while self
+                    .recent_quarantines
+                    .front()
+                    .is_some_and(|t| now - t >= MINUTE_NS)
+                {
+                    self.recent_quarantines.pop_front();
+                }
+                if self.recent_quarantines.len() >= self.config.max_quarantines_per_minute as usize {
+                    return Verdict::AlertOnly("quarantine rate cap reached".into());
+                }
+                let offense = self.offense_number(subject, now);
+                Verdict::Enforce {
+                    action: Action::Quarantine,
+                    until: now.saturating_add(self.quarantine_ttl_ns(offense)),
+                    offense,
+                    detectors: names,
+                }
+            }
+        }
+    }
+
+    /// The number this offense would have (1 for a first offense).
+    fn offense_number(&self, subject: &Subject, now: i64) -> u32 {
+        match self.offenses.get(subject) {
+            Some((n, last)) if now - last < Self::secs(self.config.offense_memory_s) => n + 1,
+            _ => 1,
+        }
+    }
+
+    /// TTL of the `offense`-th quarantine: base × factor^(offense − 1), capped.
+    pub fn quarantine_ttl_ns(&self, offense: u32) -> i64 {
+        let c = &self.config;
+        let exp = i32::try_from(offense.saturating_sub(1)).unwrap_or(i32::MAX);
+        let secs = (c.quarantine_ttl_s as f64 * c.escalation_factor.powi(exp))
+            .min(c.max_quarantine_ttl_s as f64);
+        (secs * 1e9) as i64
+    }
+
     /// Forget expired state (bounded memory).
     pub fn prune(&mut self, now: i64) {
-        self.active.retain(|_, (until, _)| *until > now);
-        let cooldown = self.config.cooldown_s as i64 * 1_000_000_000;
+        self.active.retain(|_, a| a.until > now);
+        let cooldown = Self::secs(self.config.cooldown_s);
         self.released.retain(|_, at| now - *at < cooldown);
-        self.last_alert.retain(|_, t| now - *t < ALERT_INTERVAL_NS);
+        let interval = Self::secs(self.config.alert_interval_s);
+        self.last_alert.retain(|_, t| now - *t < interval);
+        let memory = Self::secs(self.config.offense_memory_s);
+        self.offenses.retain(|_, (_, last)| now - *last < memory);
+        let window = Self::secs(self.config.evidence_window_s);
+        self.evidence.retain(|_, l| l.back().is_some_and(|f| now - f.at < window));
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn policy(max: u32) -> Policy {
-        Policy::new(DecisionConfig {
-            quarantine_ttl_s: 60,
-            cooldown_s: 30,
-            allowlist: vec!["vip".into()],
-            max_quarantines_per_minute: max,
-        })
-    }
-    const S: i64 = 1_000_000_000;
-
-    #[test]
-    fn quarantines_once_until_expiry() {
-        let mut p = policy(10);
-        let s = Subject::identity("d1");
-        assert_eq!(
-            p.decide(&s, "det", Mode::Enforce, true, 0),
-            Verdict::Quarantine
-        );
-        assert_eq!(
-            p.decide(&s, "det", Mode::Enforce, true, S),
-            Verdict::Suppress
-        );
-        assert_eq!(
-            p.decide(&s, "det", Mode::Enforce, true, 61 * S),
-            Verdict::Quarantine
-        );
-    }
-
-    #[test]
-    fn shadow_allowlist_cooldown_and_cap_alert_only() {
-        let mut p = policy(1);
-        assert_eq!(
-            p.decide(&Subject::identity("a"), "det", Mode::Shadow, true, 0),
-            Verdict::AlertOnly("shadow mode")
-        );
-        assert_eq!(
-            p.decide(&Subject::identity("a"), "det", Mode::Shadow, true, S),
-            Verdict::Suppress,
-            "repeated alert suppressed"
-        );
-        assert_eq!(
-            p.decide(&Subject::identity("vip"), "det", Mode::Enforce, true, 0),
-            Verdict::AlertOnly("allowlisted")
-        );
-        let released = Decision {
-            v: 1,
-            id: "r".into(),
-            subject: Subject::identity("b"),
-            action: Action::Release,
-            until: None,
-            reason: String::new(),
-            detector: "dashboard".into(),
-            score: 0.0,
-            evidence: serde_json::Value::Null,
-            decided_at: 0,
-        };
-        p.apply(&released);
-        assert_eq!(
-            p.decide(&Subject::identity("b"), "det", Mode::Enforce, true, 10 * S),
-            Verdict::AlertOnly("released recently (cooldown)")
-        );
-        assert_eq!(
-            p.decide(&Subject::identity("c"), "det", Mode::Enforce, true, 0),
-            Verdict::Quarantine
-        );
-        assert_eq!(
-            p.decide(&Subject::identity("d"), "det", Mode::Enforce, true, S),
-            Verdict::AlertOnly("quarantine rate cap reached")
-        );
-    }
-}
+mod tests;

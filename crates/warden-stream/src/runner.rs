@@ -1,17 +1,21 @@
-//! The processor loop: bus → engine → bus, with commits after acknowledgements.
+//! The processor loop: bus → engine → bus, with commits after acknowledgements, and hot
+//! reload of the pipeline file.
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use parking_lot::Mutex;
+use serde::Serialize;
 use tracing::{Instrument, debug, info, info_span, warn};
 use warden_bus::{Bus, BusError, Consumer, Position, Producer};
-use warden_config::{PipelineConfig, TopicsConfig};
+use warden_config::{ConfigErrors, PipelineConfig, TopicsConfig};
 use warden_event::{Decision, RequestEvent};
 
-use crate::{Engine, Output};
+use crate::{Engine, EngineError, Output};
 
 /// Errors that stop a processor.
 #[derive(Debug, thiserror::Error)]
@@ -20,18 +24,61 @@ pub enum StreamError {
     Bus(#[from] BusError),
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    #[error("engine: {0}")]
+    Engine(#[from] EngineError),
 }
 
-/// Counters of a running processor.
+/// The pipeline a processor runs and how its reloads went (shown by the dashboard).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PipelineStatus {
+    /// Name of the running pipeline.
+    pub name: String,
+    /// File it was loaded from (hot reload watches it), if any.
+    pub path: Option<String>,
+    /// When the running pipeline was loaded, nanoseconds since the Unix epoch.
+    pub loaded_at: i64,
+    /// Successful reloads.
+    pub reloads: u64,
+    /// What the last successful reload kept and reset.
+    pub last_reload: Option<String>,
+    /// The last refused change, if it is still the file's content.
+    pub last_failure: Option<ReloadFailure>,
+}
+
+/// A pipeline change that was refused (the previous pipeline keeps running).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReloadFailure {
+    /// When, nanoseconds since the Unix epoch.
+    pub at: i64,
+    /// Every problem, as `file: key: reason`.
+    pub problems: Vec<String>,
+}
+
+/// Counters of a running processor (exported as `warden_processor_*`).
 #[derive(Debug, Default)]
 pub struct ProcessorStats {
     pub events: AtomicU64,
     pub undecodable: AtomicU64,
+    /// Events older than the watermark minus the allowed lateness.
+    pub late_events: AtomicU64,
     pub batches: AtomicU64,
     pub alerts: AtomicU64,
     pub decisions: AtomicU64,
     /// Batches whose offsets were committed.
     pub commits: AtomicU64,
+    /// Pipeline reloads applied.
+    pub reloads: AtomicU64,
+    /// Pipeline changes refused (invalid).
+    pub reload_failures: AtomicU64,
+    /// Approximate bytes of engine state (windows and detectors), updated every batch.
+    pub state_bytes: AtomicU64,
+    pub pipeline: Mutex<PipelineStatus>,
+}
+
+impl ProcessorStats {
+    pub fn pipeline_status(&self) -> PipelineStatus {
+        self.pipeline.lock().clone()
+    }
 }
 
 /// A processor running one pipeline.
@@ -40,16 +87,45 @@ pub struct Processor {
     topics: TopicsConfig,
     engine: Engine,
     stats: Arc<ProcessorStats>,
+    reload: Option<Reload>,
+}
+
+/// The pipeline file being watched.
+struct Reload {
+    path: PathBuf,
+    every: Duration,
+    /// Content last seen (applied or refused).
+    seen: Option<String>,
 }
 
 impl Processor {
-    pub fn new(pipeline: PipelineConfig, topics: TopicsConfig) -> Self {
-        Self {
-            engine: Engine::new(&pipeline),
+    /// A processor for a validated pipeline; fails when its SQL features do not compile.
+    pub fn new(pipeline: PipelineConfig, topics: TopicsConfig) -> Result<Self, ConfigErrors> {
+        let stats = Arc::new(ProcessorStats::default());
+        *stats.pipeline.lock() = PipelineStatus {
+            name: pipeline.name.clone(),
+            loaded_at: warden_event::now_ns(),
+            ..PipelineStatus::default()
+        };
+        Ok(Self {
+            engine: Engine::new(&pipeline)?,
             pipeline,
             topics,
-            stats: Arc::new(ProcessorStats::default()),
-        }
+            stats,
+            reload: None,
+        })
+    }
+
+    /// Watch `path` (the file the pipeline came from) and swap in valid changes, checking
+    /// every `every`.
+    pub fn with_reload(mut self, path: PathBuf, every: Duration) -> Self {
+        self.stats.pipeline.lock().path = Some(path.display().to_string());
+        self.reload = Some(Reload {
+            seen: std::fs::read_to_string(&path).ok(),
+            path,
+            every,
+        });
+        self
     }
 
     pub fn stats(&self) -> Arc<ProcessorStats> {
@@ -77,11 +153,18 @@ impl Processor {
             .await?;
         let producer = bus.producer();
         info!(parent: &span, group = %self.pipeline.source.group, "Processor consuming events.");
+        let every = self.reload.as_ref().map_or(Duration::from_secs(3600), |r| r.every);
+        let mut reload_tick = tokio::time::interval(every);
+        reload_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
         loop {
             let wait = Duration::from_millis(self.pipeline.source.batch_max_wait_ms.max(1));
             let polled = tokio::select! {
                 _ = &mut shutdown => break,
+                _ = reload_tick.tick(), if self.reload.is_some() => {
+                    self.check_reload();
+                    continue;
+                }
                 polled = events.poll(self.pipeline.source.batch_max_events, wait) => polled,
             };
             let msgs = match polled {
@@ -112,6 +195,62 @@ impl Processor {
         Ok(())
     }
 
+    /// Reload the pipeline file if it changed: a valid change is swapped in (state of
+    /// unchanged detectors kept), an invalid one is refused and reported.
+    fn check_reload(&mut self) {
+        let Some(r) = &mut self.reload else { return };
+        let text = match std::fs::read_to_string(&r.path) {
+            Ok(t) => t,
+            Err(e) => {
+                debug!(path = %r.path.display(), error = %e, "Pipeline file unreadable; keeping the running pipeline.");
+                return;
+            }
+        };
+        if r.seen.as_deref() == Some(text.as_str()) {
+            return;
+        }
+        r.seen = Some(text.clone());
+        let path = r.path.clone();
+        let result = crate::parse_pipeline(&text)
+            .map_err(|mut e| {
+                for x in &mut e.0 {
+                    x.file.get_or_insert_with(|| path.clone());
+                }
+                e
+            })
+            .and_then(|p| {
+                let report = self.engine.reconfigure(&p)?;
+                Ok((p, report))
+            });
+        match result {
+            Ok((p, report)) => {
+                if p.source != self.pipeline.source {
+                    warn!(path = %path.display(), "Pipeline `source` changes apply after a restart.");
+                }
+                info!(path = %path.display(), pipeline = %p.name, %report, "Pipeline reloaded.");
+                self.stats.reloads.fetch_add(1, Ordering::Relaxed);
+                let mut status = self.stats.pipeline.lock();
+                status.name = p.name.clone();
+                status.loaded_at = warden_event::now_ns();
+                status.reloads += 1;
+                status.last_reload = Some(report.to_string());
+                status.last_failure = None;
+                let source = self.pipeline.source.clone();
+                self.pipeline = p;
+                self.pipeline.source = source;
+            }
+            Err(errs) => {
+                let problems: Vec<String> = errs.0.iter().map(ToString::to_string).collect();
+                warn!(path = %path.display(), problems = %problems.join("; "), "Pipeline change refused; the previous pipeline keeps running.");
+                self.stats.reload_failures.fetch_add(1, Ordering::Relaxed);
+                self.stats.pipeline.lock().last_failure = Some(ReloadFailure {
+                    at: warden_event::now_ns(),
+                    problems,
+                });
+            }
+        }
+    }
+
     async fn process(
         &mut self,
         msgs: &[warden_bus::Message],
@@ -132,11 +271,20 @@ impl Processor {
             }
         }
         let record_batch = warden_event::to_record_batch(&batch)?;
+        let late_before = self.engine.stats().late_events;
         let outputs = self.engine.process(&record_batch, warden_event::now_ns())?;
+        self.stats
+            .late_events
+            .fetch_add(self.engine.stats().late_events - late_before, Ordering::Relaxed);
         self.stats
             .events
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        if self.stats.batches.load(Ordering::Relaxed) % 64 == 1 {
+            self.stats
+                .state_bytes
+                .store(self.engine.state_bytes() as u64, Ordering::Relaxed);
+        }
         for out in &outputs {
             self.publish(producer, out).await;
         }
@@ -175,7 +323,7 @@ impl Processor {
             )
             .await;
             self.stats.decisions.fetch_add(1, Ordering::Relaxed);
-            info!(subject = %d.subject, detector = %d.detector, score = d.score, "Quarantine decided.");
+            info!(subject = %d.subject, action = ?d.action, detector = %d.detector, score = d.score, "Decision published.");
         }
         send_until_acked(
             producer,

@@ -1,62 +1,86 @@
-//! Sliding windows kept as rings of per-slide buckets, updated incrementally.
+//! Event-time windows: per key, the buckets (one per slide) of the window's aggregates, and
+//! the interning of keys into dense ids detectors index their state by.
 
-use std::collections::{HashMap, VecDeque};
+use serde::{Deserialize, Serialize};
+use warden_config::WindowConfig;
+use warden_detect::KeyId;
 
-use warden_config::{FeatureKind, WindowConfig, WindowKey};
+use crate::feature::WindowPlan;
+use crate::sketch::Sketch;
 
-/// Counts of one slide of one key.
+/// Buckets of one key, in slot order.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct KeyState {
+    pub name: Box<str>,
+    pub last_event_ns: i64,
+    /// Peer groups (device type, tenant) as interned ids.
+    pub peers: [u32; 2],
+    slots: Vec<i64>,
+    /// `slots.len()` × the plan's scalars.
+    scalars: Vec<f64>,
+    /// `slots.len()` × the plan's sketches.
+    sketches: Vec<Sketch>,
+}
+
+/// Strings interned to dense ids (peer group names).
 #[derive(Debug, Clone, Default)]
-struct Bucket {
-    slot: i64,
-    count: u64,
-    denied: u64,
-    /// Events at or above each error threshold the window's features use.
-    errors: Vec<u64>,
+pub struct Interner {
+    ids: foldhash::HashMap<Box<str>, u32>,
+    names: Vec<Box<str>>,
 }
 
-#[derive(Debug, Default)]
-struct KeyWindow {
-    buckets: VecDeque<Bucket>,
-    last_event_ns: i64,
+impl Interner {
+    pub fn intern(&mut self, s: &str) -> u32 {
+        if let Some(id) = self.ids.get(s) {
+            return *id;
+        }
+        let id = self.names.len() as u32;
+        self.names.push(s.into());
+        self.ids.insert(s.into(), id);
+        id
+    }
+
+    pub fn name(&self, id: u32) -> &str {
+        self.names.get(id as usize).map_or("", |s| s)
+    }
 }
 
-/// Aggregates of a window for one key.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Aggregate {
-    pub count: u64,
-    pub denied: u64,
-    pub errors: Vec<u64>,
-}
-
-/// One window of the pipeline, over every key it has seen.
-#[derive(Debug)]
+/// One window over every key it has seen.
+#[derive(Debug, Clone)]
 pub struct WindowState {
-    pub name: String,
-    pub key: WindowKey,
-    slide_ns: i64,
+    pub config: WindowConfig,
+    pub slide_ns: i64,
     slides: i64,
     pub lateness_ns: i64,
     idle_ns: i64,
-    /// Distinct error thresholds (statuses) features of this window use.
-    pub thresholds: Vec<u16>,
-    keys: HashMap<String, KeyWindow>,
+    ids: foldhash::HashMap<Box<str>, KeyId>,
+    states: Vec<Option<KeyState>>,
+    free: Vec<KeyId>,
+    pub peers: Interner,
     /// Last slot whose complete sample was taken.
     pub sampled_through: Option<i64>,
+    nscalars: usize,
+    nsketches: usize,
 }
 
 impl WindowState {
-    pub fn new(config: &WindowConfig, thresholds: Vec<u16>) -> Self {
-        let slide_ns = (config.slide_ms as i64).max(1) * 1_000_000;
+    pub fn new(config: &WindowConfig, plan: &WindowPlan) -> Self {
+        let ms = |v: u64| i64::try_from(v).unwrap_or(i64::MAX / 1_000_000).saturating_mul(1_000_000);
         Self {
-            name: config.name.clone(),
-            key: config.key,
-            slide_ns,
-            slides: (config.size_ms / config.slide_ms.max(1)).max(1) as i64,
-            lateness_ns: config.allowed_lateness_ms as i64 * 1_000_000,
-            idle_ns: config.idle_expiry_ms as i64 * 1_000_000,
-            thresholds,
-            keys: HashMap::new(),
+            config: config.clone(),
+            slide_ns: ms(config.slide_ms).max(1),
+            slides: i64::try_from(config.size_ms / config.slide_ms.max(1))
+                .unwrap_or(1)
+                .max(1),
+            lateness_ns: ms(config.allowed_lateness_ms),
+            idle_ns: ms(config.idle_expiry_ms),
+            ids: foldhash::HashMap::default(),
+            states: Vec::new(),
+            free: Vec::new(),
+            peers: Interner::default(),
             sampled_through: None,
+            nscalars: plan.scalars.len(),
+            nsketches: plan.sketches.len(),
         }
     }
 
@@ -64,174 +88,211 @@ impl WindowState {
         ts.div_euclid(self.slide_ns)
     }
 
-    /// End of `slot`, in nanoseconds.
+    /// End of `slot`, nanoseconds.
     pub fn slot_end(&self, slot: i64) -> i64 {
-        (slot + 1) * self.slide_ns
-    }
-
-    pub fn size_secs(&self) -> f64 {
-        (self.slides * self.slide_ns) as f64 / 1e9
+        (slot + 1).saturating_mul(self.slide_ns)
     }
 
     pub fn slides(&self) -> i64 {
         self.slides
     }
 
-    /// Add one event.
-    pub fn add(&mut self, key: &str, ts: i64, status: u16, denied: bool) {
-        let slot = self.slot(ts);
-        let n = self.thresholds.len();
-        let errors: Vec<bool> = self.thresholds.iter().map(|t| status >= *t).collect();
-        let w = match self.keys.get_mut(key) {
-            Some(w) => w,
-            None => self.keys.entry(key.to_string()).or_default(),
-        };
-        w.last_event_ns = w.last_event_ns.max(ts);
-        // Buckets are in slot order; late events land in an older bucket.
-        let pos = w.buckets.partition_point(|b| b.slot < slot);
-        if w.buckets.get(pos).is_none_or(|b| b.slot != slot) {
-            w.buckets.insert(
-                pos,
-                Bucket {
-                    slot,
-                    errors: vec![0; n],
-                    ..Bucket::default()
-                },
-            );
-        }
-        let b = &mut w.buckets[pos];
-        b.count += 1;
-        b.denied += u64::from(denied);
-        for (e, hit) in b.errors.iter_mut().zip(errors) {
-            *e += u64::from(hit);
-        }
+    pub fn size_secs(&self) -> f64 {
+        (self.slides * self.slide_ns) as f64 / 1e9
     }
 
-    /// Aggregate of `key` over the window ending with `slot` (inclusive).
-    pub fn aggregate(&self, key: &str, slot: i64) -> Aggregate {
-        let mut agg = Aggregate {
-            errors: vec![0; self.thresholds.len()],
-            ..Aggregate::default()
+    /// The id of `key`, created if new.
+    pub fn intern(&mut self, key: &str, ts: i64) -> KeyId {
+        if let Some(id) = self.ids.get(key) {
+            return *id;
+        }
+        let state = KeyState {
+            name: key.into(),
+            last_event_ns: ts,
+            ..KeyState::default()
         };
-        if let Some(w) = self.keys.get(key) {
-            for b in w
-                .buckets
-                .iter()
-                .filter(|b| b.slot > slot - self.slides && b.slot <= slot)
-            {
-                agg.count += b.count;
-                agg.denied += b.denied;
-                for (a, e) in agg.errors.iter_mut().zip(&b.errors) {
-                    *a += e;
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.states[id as usize] = Some(state);
+                id
+            }
+            None => {
+                self.states.push(Some(state));
+                (self.states.len() - 1) as KeyId
+            }
+        };
+        self.ids.insert(key.into(), id);
+        id
+    }
+
+    pub fn id(&self, key: &str) -> Option<KeyId> {
+        self.ids.get(key).copied()
+    }
+
+    pub fn key(&self, id: KeyId) -> Option<&KeyState> {
+        self.states.get(id as usize).and_then(Option::as_ref)
+    }
+
+    pub fn key_mut(&mut self, id: KeyId) -> Option<&mut KeyState> {
+        self.states.get_mut(id as usize).and_then(Option::as_mut)
+    }
+
+    pub fn name(&self, id: KeyId) -> &str {
+        self.key(id).map_or("", |k| &k.name)
+    }
+
+    /// Add row `row` of a batch to `id`'s bucket of `ts`.
+    pub fn add(
+        &mut self,
+        id: KeyId,
+        ts: i64,
+        plan: &WindowPlan,
+        inputs: &crate::feature::BatchInputs,
+        row: usize,
+    ) {
+        let slot = self.slot(ts);
+        let (ns, nk) = (self.nscalars, self.nsketches);
+        let Some(k) = self.states.get_mut(id as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        k.last_event_ns = k.last_event_ns.max(ts);
+        // Buckets are in slot order; a late event lands in an older bucket.
+        let pos = match k.slots.last() {
+            Some(last) if *last == slot => k.slots.len() - 1,
+            _ => k.slots.partition_point(|s| *s < slot),
+        };
+        if k.slots.get(pos) != Some(&slot) {
+            k.slots.insert(pos, slot);
+            let mut s = Vec::with_capacity(ns);
+            plan.new_scalars(&mut s);
+            k.scalars.splice(pos * ns..pos * ns, s);
+            let mut sk = Vec::with_capacity(nk);
+            plan.new_sketches(&mut sk);
+            k.sketches.splice(pos * nk..pos * nk, sk);
+        }
+        plan.update(
+            &mut k.scalars[pos * ns..(pos + 1) * ns],
+            &mut k.sketches[pos * nk..(pos + 1) * nk],
+            inputs,
+            row,
+        );
+    }
+
+    /// Fold `id`'s buckets of the window ending with `slot` (inclusive) into the accumulators
+    /// (reset first).
+    pub fn fold(
+        &self,
+        id: KeyId,
+        slot: i64,
+        plan: &WindowPlan,
+        scalars: &mut Vec<f64>,
+        sketches: &mut Vec<Sketch>,
+    ) {
+        scalars.clear();
+        plan.new_scalars(scalars);
+        if sketches.len() != self.nsketches {
+            sketches.clear();
+            plan.new_sketches(sketches);
+        } else {
+            for s in sketches.iter_mut() {
+                match s {
+                    Sketch::Distinct(h) => h.clear(),
+                    Sketch::Quantiles(d) => d.clear(),
                 }
             }
         }
-        agg
+        let Some(k) = self.key(id) else { return };
+        let (ns, nk) = (self.nscalars, self.nsketches);
+        let from = k.slots.partition_point(|s| *s <= slot - self.slides);
+        for (i, s) in k.slots.iter().enumerate().skip(from) {
+            if *s > slot {
+                break;
+            }
+            plan.fold_scalars(scalars, &k.scalars[i * ns..(i + 1) * ns]);
+            for (acc, b) in sketches.iter_mut().zip(&k.sketches[i * nk..(i + 1) * nk]) {
+                match (acc, b) {
+                    (Sketch::Distinct(a), Sketch::Distinct(b)) => a.merge(b),
+                    (Sketch::Quantiles(a), Sketch::Quantiles(b)) => a.merge(b),
+                    _ => {}
+                }
+            }
+        }
     }
 
-    /// Drop buckets that no window ending at or after `slot` covers, and keys idle since
-    /// before `now_event_ns - idle`. Returns the forgotten keys.
-    pub fn trim(&mut self, slot: i64, now_event_ns: i64) -> Vec<String> {
+    /// Drop buckets no window ending at or after `slot` covers, and keys idle since before
+    /// `now_event_ns − idle_expiry`. Returns the forgotten ids (free for reuse).
+    pub fn trim(&mut self, slot: i64, now_event_ns: i64) -> Vec<KeyId> {
         let oldest = slot - self.slides;
         let idle_before = now_event_ns - self.idle_ns;
+        let (ns, nk) = (self.nscalars, self.nsketches);
         let mut gone = Vec::new();
-        self.keys.retain(|k, w| {
-            while w.buckets.front().is_some_and(|b| b.slot <= oldest) {
-                w.buckets.pop_front();
+        for (id, st) in self.states.iter_mut().enumerate() {
+            let Some(k) = st else { continue };
+            if k.last_event_ns < idle_before {
+                self.ids.remove(&k.name);
+                *st = None;
+                gone.push(id as KeyId);
+                continue;
             }
-            let keep = w.last_event_ns >= idle_before;
-            if !keep {
-                gone.push(k.clone());
+            let n = k.slots.partition_point(|s| *s <= oldest);
+            if n > 0 {
+                k.slots.drain(..n);
+                k.scalars.drain(..n * ns);
+                k.sketches.drain(..n * nk);
             }
-            keep
-        });
+        }
+        self.free.extend(gone.iter().copied());
         gone
     }
 
-    pub fn keys(&self) -> impl Iterator<Item = &String> {
-        self.keys.keys()
+    /// Ids of every live key.
+    pub fn live(&self, out: &mut Vec<KeyId>) {
+        out.clear();
+        out.extend(
+            self.states
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.is_some())
+                .map(|(i, _)| i as KeyId),
+        );
     }
 
-    #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.keys.len()
+        self.ids.len()
     }
-}
 
-/// The value of a feature from a window aggregate.
-pub fn feature_value(kind: FeatureKind, agg: &Aggregate, error_idx: usize, size_secs: f64) -> f64 {
-    let ratio = |n: u64| {
-        if agg.count == 0 {
-            0.0
-        } else {
-            n as f64 / agg.count as f64
-        }
-    };
-    match kind {
-        FeatureKind::Rate => agg.count as f64 / size_secs,
-        FeatureKind::Count => agg.count as f64,
-        FeatureKind::ErrorRatio => ratio(agg.errors.get(error_idx).copied().unwrap_or(0)),
-        FeatureKind::DeniedRatio => ratio(agg.denied),
+    /// Approximate bytes of state: key slots, buckets, sketches and the key index.
+    pub fn state_bytes(&self) -> usize {
+        let slot = std::mem::size_of::<Option<KeyState>>();
+        let keys: usize = self
+            .states
+            .iter()
+            .flatten()
+            .map(|k| {
+                k.name.len()
+                    + k.slots.capacity() * 8
+                    + k.scalars.capacity() * 8
+                    + k.sketches.capacity() * std::mem::size_of::<Sketch>()
+                    + k.sketches.iter().map(Sketch::heap_bytes).sum::<usize>()
+            })
+            .sum();
+        self.states.capacity() * slot
+            + keys
+            + self.ids.capacity() * (std::mem::size_of::<(Box<str>, KeyId)>() + 1)
+            + self.ids.keys().map(|k| k.len()).sum::<usize>()
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
+mod tests;
 
-    fn window() -> WindowState {
-        WindowState::new(
-            &WindowConfig {
-                name: "w".into(),
-                key: WindowKey::Identity,
-                size_ms: 3000,
-                slide_ms: 1000,
-                allowed_lateness_ms: 0,
-                idle_expiry_ms: 10_000,
-            },
-            vec![500],
-        )
-    }
-
-    const S: i64 = 1_000_000_000;
-
-    #[test]
-    fn slides_cover_the_last_size_of_time() {
-        let mut w = window();
-        for (t, status) in [(0, 200), (S, 500), (S + 1, 200), (2 * S, 503), (3 * S, 200)] {
-            w.add("k", t, status, false);
+impl WindowState {
+    /// Put a saved key back (replacing any state it has); returns its id.
+    pub fn restore_key(&mut self, state: KeyState) -> KeyId {
+        let id = self.intern(&state.name, state.last_event_ns);
+        if let Some(slot) = self.states.get_mut(id as usize) {
+            *slot = Some(state);
         }
-        let a = w.aggregate("k", 2);
-        assert_eq!((a.count, a.errors[0]), (4, 2));
-        let a = w.aggregate("k", 3);
-        assert_eq!((a.count, a.errors[0]), (4, 2), "slot 0 left the window");
-        assert_eq!(
-            feature_value(FeatureKind::Rate, &a, 0, w.size_secs()),
-            4.0 / 3.0
-        );
-        assert_eq!(
-            feature_value(FeatureKind::ErrorRatio, &a, 0, w.size_secs()),
-            0.5
-        );
-        assert_eq!(
-            w.aggregate("other", 3),
-            Aggregate {
-                errors: vec![0],
-                ..Default::default()
-            }
-        );
-    }
-
-    #[test]
-    fn late_events_land_in_their_slot_and_trim_forgets_idle_keys() {
-        let mut w = window();
-        w.add("k", 2 * S, 200, false);
-        w.add("k", S, 200, true);
-        assert_eq!(w.aggregate("k", 1).count, 1);
-        assert_eq!(w.aggregate("k", 2).denied, 1);
-        assert!(w.trim(5, 5 * S).is_empty());
-        assert_eq!(w.aggregate("k", 2).count, 0, "old buckets trimmed");
-        assert_eq!(w.trim(20, 20 * S), vec!["k".to_string()]);
-        assert_eq!(w.len(), 0);
+        id
     }
 }

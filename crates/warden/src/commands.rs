@@ -2,5 +2,8 @@
 
 pub mod check;
 pub mod common;
+pub mod eval;
 pub mod parts;
+pub mod sim_setup;
+pub mod simulate;
 pub mod up;

@@ -29,6 +29,7 @@ pub fn demo_config(
         strip_prefix: false,
         auth: RouteAuth::ApiKey,
         methods: vec![],
+        require_mtls: false,
     });
     base.api_keys
         .extend(devices.iter().map(|d| d.config.clone()));

@@ -5,4 +5,4 @@
 pub mod demo;
 pub mod stack;
 
-pub use stack::{Stack, StackParts, ensure_topics, make_bus};
+pub use stack::{Stack, StackExtras, StackParts, ensure_topics, make_bus};

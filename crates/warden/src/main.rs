@@ -31,6 +31,11 @@ enum Command {
     Check(CheckArgs),
     /// Print the SHA-256 of an API key, as `api_keys[].sha256` expects.
     HashKey { key: String },
+    /// Play a scenario (a simulated fleet with labelled attacks) through a gateway, or
+    /// accelerated to Parquet; writes the labels for `warden eval`.
+    Simulate(commands::simulate::SimulateArgs),
+    /// Evaluate simulated runs: their labels joined with the alerts and quarantines produced.
+    Eval(commands::eval::EvalArgs),
 }
 
 #[derive(Args)]
@@ -44,18 +49,25 @@ pub struct UpArgs {
     /// Also run a simulated fleet with one device that starts flooding after a warm-up.
     #[arg(long)]
     pub demo: bool,
-    /// Devices in the demo fleet.
-    #[arg(long, default_value_t = 300)]
-    pub devices: usize,
+    /// Devices in the demo fleet (default 300), or in the scenario's fleet with --scenario.
+    #[arg(long)]
+    pub devices: Option<usize>,
     /// Seconds of normal traffic before the demo flood starts.
     #[arg(long, default_value_t = 30)]
     pub flood_after: u64,
     /// Requests per second of the flooding device.
     #[arg(long, default_value_t = 50.0)]
     pub flood_rate: f64,
-    /// Seed of the demo fleet.
-    #[arg(long, default_value_t = 7)]
-    pub seed: u64,
+    /// Seed of the demo fleet (default 7), or of the scenario's fleet with --scenario.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Register the keys and routes of this scenario's simulated fleet (built-in name or
+    /// file), for `warden simulate` with the same --scenario, --seed and --devices/--rate.
+    #[arg(long)]
+    pub scenario: Option<String>,
+    /// With --scenario: size the fleet to this mean request rate (as `warden simulate`).
+    #[arg(long, requires = "scenario")]
+    pub rate: Option<f64>,
 }
 
 #[derive(Args)]
@@ -117,11 +129,14 @@ fn main() -> ExitCode {
             Command::Up(args) => commands::up::run(args).await,
             Command::Gateway(args) => commands::parts::gateway(args).await,
             Command::Processor(args) => commands::parts::processor(args).await,
+            Command::Simulate(args) => commands::simulate::run(args).await,
+            Command::Eval(args) => return commands::eval::run(args).await,
             Command::Check(_) | Command::HashKey { .. } => Ok(()),
         }
+        .map(|()| ExitCode::SUCCESS)
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

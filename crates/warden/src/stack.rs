@@ -66,9 +66,21 @@ pub struct StackParts {
     pub dashboard: bool,
 }
 
+/// Optional wiring of [`Stack::start_with`].
+#[derive(Debug, Clone, Default)]
+pub struct StackExtras {
+    /// The file the processor's pipeline came from: watched and hot-reloaded when it changes
+    /// (an invalid change is refused and reported; the running pipeline stays).
+    pub pipeline_file: Option<std::path::PathBuf>,
+}
+
 /// Running components. Dropping it without [`Stack::stop`] aborts them.
 pub struct Stack {
     pub gateway_addr: Option<SocketAddr>,
+    /// The gateway's TLS listener, when `gateway.tls` is configured.
+    pub gateway_tls_addr: Option<SocketAddr>,
+    /// Reload and inspect the gateway's identity sources.
+    pub identity: Option<warden_gateway::IdentityHandle>,
     pub dashboard_addr: Option<SocketAddr>,
     pub quarantine: Option<Arc<QuarantineSet>>,
     pub emit_stats: Option<Arc<EmitStats>>,
@@ -90,9 +102,21 @@ impl Stack {
         config: &WardenConfig,
         parts: StackParts,
     ) -> anyhow::Result<Self> {
+        Self::start_with(bus, config, parts, StackExtras::default()).await
+    }
+
+    /// [`Stack::start`] with optional wiring (pipeline hot reload, event archive).
+    pub async fn start_with(
+        bus: Arc<dyn Bus>,
+        config: &WardenConfig,
+        parts: StackParts,
+        extras: StackExtras,
+    ) -> anyhow::Result<Self> {
         let (stop, rx) = watch::channel(false);
         let mut stack = Stack {
             gateway_addr: None,
+            gateway_tls_addr: None,
+            identity: None,
             dashboard_addr: None,
             quarantine: None,
             emit_stats: None,
@@ -101,7 +125,11 @@ impl Stack {
             tasks: Vec::new(),
         };
         if let Some(pipeline) = parts.processor {
-            let processor = Processor::new(pipeline, config.bus.topics.clone());
+            let mut processor = Processor::new(pipeline, config.bus.topics.clone())
+                .map_err(|e| anyhow::anyhow!("pipeline: {e}"))?;
+            if let Some(path) = extras.pipeline_file {
+                processor = processor.with_reload(path, std::time::Duration::from_secs(1));
+            }
             stack.processor_stats = Some(processor.stats());
             let bus = bus.clone();
             let shutdown = stopped(rx.clone());
@@ -141,12 +169,26 @@ impl Stack {
                 .await
                 .with_context(|| format!("binding the gateway to {}", config.gateway.listen))?;
             stack.gateway_addr = Some(listener.local_addr()?);
+            stack.identity = Some(gateway.identity().clone());
+            let tls_listener = match &config.gateway.tls {
+                Some(tls) => {
+                    let l = TcpListener::bind(tls.listen)
+                        .await
+                        .with_context(|| format!("binding the gateway's TLS listener to {}", tls.listen))?;
+                    stack.gateway_tls_addr = Some(l.local_addr()?);
+                    Some(l)
+                }
+                None => None,
+            };
             let shutdown = stopped(rx.clone());
             stack.tasks.push((
                 "gateway",
-                tokio::spawn(
-                    async move { gateway.serve(listener, shutdown).await.context("gateway") },
-                ),
+                tokio::spawn(async move {
+                    gateway
+                        .serve_with_tls(listener, tls_listener, shutdown)
+                        .await
+                        .context("gateway")
+                }),
             ));
         }
         Ok(stack)
@@ -157,6 +199,10 @@ impl Stack {
         if let Some(a) = self.gateway_addr {
             info!(%a, "Gateway listening.");
             println!("gateway    http://{a}/");
+        }
+        if let Some(a) = self.gateway_tls_addr {
+            info!(%a, "Gateway TLS listening.");
+            println!("gateway    https://{a}/");
         }
         if let Some(a) = self.dashboard_addr {
             info!(%a, "Dashboard listening.");

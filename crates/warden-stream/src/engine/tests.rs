@@ -84,7 +84,7 @@ fn run(engine: &mut Engine, secs: i64, flood_at: Option<i64>) -> Vec<(i64, Outpu
 
 #[test]
 fn flood_is_quarantined_within_a_second_and_nobody_else() {
-    let mut engine = Engine::new(&pipeline(8.0, "enforce"));
+    let mut engine = Engine::new(&pipeline(8.0, "enforce")).expect("engine");
     let outputs = run(&mut engine, 60, Some(40 * S));
     let decisions: Vec<&(i64, Output)> = outputs
         .iter()
@@ -117,14 +117,14 @@ fn flood_is_quarantined_within_a_second_and_nobody_else() {
 
 #[test]
 fn raising_the_threshold_in_the_pipeline_stops_the_quarantine() {
-    let mut engine = Engine::new(&pipeline(1000.0, "enforce"));
+    let mut engine = Engine::new(&pipeline(1000.0, "enforce")).expect("engine");
     let outputs = run(&mut engine, 60, Some(40 * S));
     assert!(outputs.is_empty(), "{outputs:#?}");
 }
 
 #[test]
 fn shadow_mode_alerts_without_deciding() {
-    let mut engine = Engine::new(&pipeline(8.0, "shadow"));
+    let mut engine = Engine::new(&pipeline(8.0, "shadow")).expect("engine");
     let outputs = run(&mut engine, 60, Some(40 * S));
     assert!(!outputs.is_empty());
     assert!(
@@ -136,7 +136,7 @@ fn shadow_mode_alerts_without_deciding() {
 
 #[test]
 fn benign_fleet_never_fires_and_late_events_are_counted() {
-    let mut engine = Engine::new(&pipeline(8.0, "enforce"));
+    let mut engine = Engine::new(&pipeline(8.0, "enforce")).expect("engine");
     assert!(run(&mut engine, 90, None).is_empty());
     let late = event("dev-1", 1_700_000_000 * S, 200);
     let batch = warden_event::to_record_batch(&[late]).expect("batch");
@@ -146,7 +146,7 @@ fn benign_fleet_never_fires_and_late_events_are_counted() {
 
 #[test]
 fn a_release_starts_a_cooldown() {
-    let mut engine = Engine::new(&pipeline(8.0, "enforce"));
+    let mut engine = Engine::new(&pipeline(8.0, "enforce")).expect("engine");
     engine.apply_decision(&Decision {
         v: 1,
         id: "r".into(),

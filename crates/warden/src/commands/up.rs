@@ -8,12 +8,30 @@ use warden::demo::demo_config;
 use warden::{Stack, StackParts, ensure_topics, make_bus};
 
 use super::common::{load_config, load_pipeline, run_until_signal};
+use super::sim_setup::{self, SimChoice};
 use crate::UpArgs;
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let pipeline = load_pipeline(args.pipeline.as_deref())?;
     let base = load_config(args.config.as_deref(), None)?;
-    let devices = warden_sim::demo_keys(args.devices.max(2), args.seed);
+    let demo_seed = args.seed.unwrap_or(7);
+    let devices = warden_sim::demo_keys(args.devices.unwrap_or(300).max(2), demo_seed);
+    // `--scenario`: the simulated fleet `warden simulate` will send, resolved the same way.
+    let sim = match &args.scenario {
+        Some(scenario) => {
+            let choice = SimChoice {
+                scenario: scenario.clone(),
+                seed: args.seed,
+                devices: args.devices,
+                rate: args.rate,
+                duration_s: None,
+            };
+            let (s, seed) = sim_setup::resolve(&choice)?;
+            let fleet = warden_sim::Fleet::new(&s, seed);
+            Some((choice, s, seed, fleet))
+        }
+        None => None,
+    };
     let upstream = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .context("binding the demo upstream")?;
@@ -21,11 +39,16 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     tokio::spawn(warden_sim::demo_upstream(upstream));
     // The demo's route and device keys are added to the built-in config, and to a given
     // config when `--demo` asks for the fleet.
-    let config = if args.config.is_none() || args.demo {
+    let mut config = if args.config.is_none() || args.demo {
         demo_config(base, upstream_addr, &devices)?
     } else {
         base
     };
+    if let Some((_, _, _, fleet)) = &sim {
+        fleet
+            .configure(&mut config, upstream_addr)
+            .map_err(|e| anyhow::anyhow!("simulated fleet: {e}"))?;
+    }
     let bus = make_bus(&config)?;
     ensure_topics(&*bus, &config).await?;
     let stack = Stack::start(
@@ -52,6 +75,17 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             d.identity
         );
     }
+    if let Some((choice, s, seed, fleet)) = &sim {
+        println!("{}", sim_setup::describe(s, fleet, *seed));
+        println!(
+            "simulate: warden simulate {} --gateway http://{}",
+            sim_setup::flags(choice, *seed),
+            stack
+                .gateway_addr
+                .map(|a| a.to_string())
+                .unwrap_or_default()
+        );
+    }
     if args.demo {
         let gateway = format!("http://{}", stack.gateway_addr.context("gateway address")?);
         start_demo_fleet(gateway, devices, &args);
@@ -72,7 +106,7 @@ fn start_demo_fleet(gateway: String, devices: Vec<warden_sim::DemoDevice>, args:
         gateway,
         devices,
         period: Duration::from_secs(5),
-        seed: args.seed,
+        seed: args.seed.unwrap_or(7),
         flood: Some(warden_sim::FloodConfig {
             device: flooder,
             start_after: Duration::from_secs(args.flood_after),

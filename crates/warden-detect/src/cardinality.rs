@@ -1,0 +1,155 @@
+//! `cardinality`: too many distinct values for a key — an identity enumerating other devices'
+//! resources (BOLA scraping) or walking every route. Fires when a `distinct` feature is above
+//! an absolute `limit`, or above `factor` × the key's own moving mean after warm-up (and at
+//! least `min_value`). Firing samples are not learned.
+
+use serde::{Deserialize, Serialize};
+use warden_config::CardinalityConfig;
+
+use crate::{DetectError, Detector, Firing, KeyId, Keyed, Sample, baseline, num};
+
+/// Per-key state: 16 bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+struct Mean {
+    mean: f64,
+    samples: u32,
+}
+
+pub struct Cardinality {
+    config: CardinalityConfig,
+    keys: Keyed<Mean>,
+}
+
+impl Cardinality {
+    pub fn new(config: CardinalityConfig) -> Self {
+        Self {
+            config,
+            keys: Keyed::default(),
+        }
+    }
+
+    /// The usual value of a key, floored at 1 so a key that saw nothing is not divided by 0.
+    fn usual(m: &Mean) -> f64 {
+        m.mean.max(1.0)
+    }
+
+    fn fire(&self, m: &Mean, value: f64) -> Option<Firing> {
+        let c = &self.config;
+        let base = |score: f64, threshold: f64, explanation: String| Firing {
+            score,
+            value,
+            threshold,
+            baseline: baseline([
+                ("mean", m.mean),
+                ("samples", f64::from(m.samples)),
+                ("limit", c.limit.unwrap_or(f64::NAN)),
+            ]),
+            explanation,
+        };
+        if let Some(limit) = c.limit
+            && value > limit
+        {
+            return Some(base(
+                value,
+                limit,
+                format!(
+                    "{} {} is above the limit {} (usually {})",
+                    c.feature,
+                    num(value),
+                    num(limit),
+                    num(m.mean)
+                ),
+            ));
+        }
+        let factor = c.factor?;
+        if m.samples < c.warmup_samples || value < c.min_value {
+            return None;
+        }
+        let ratio = value / Self::usual(m);
+        (ratio > factor).then(|| {
+            base(
+                ratio,
+                factor,
+                format!(
+                    "{} {} is {:.1}× its usual {} (fires above {}×)",
+                    c.feature,
+                    num(value),
+                    ratio,
+                    num(m.mean),
+                    num(factor)
+                ),
+            )
+        })
+    }
+}
+
+impl Detector for Cardinality {
+    fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    fn observe(&mut self, s: &Sample) -> Option<Firing> {
+        let value = s.value();
+        if !value.is_finite() {
+            return None;
+        }
+        let m = self.keys.get(s.key).copied().unwrap_or_default();
+        if let Some(f) = self.fire(&m, value) {
+            return Some(f);
+        }
+        if self.config.factor.is_none() {
+            return None;
+        }
+        let n = m.samples.saturating_add(1);
+        let a = self.config.alpha.max(1.0 / f64::from(n));
+        self.keys.insert(
+            s.key,
+            Mean {
+                mean: m.mean + a * (value - m.mean),
+                samples: n,
+            },
+        );
+        None
+    }
+
+    fn peek(&self, s: &Sample) -> Option<Firing> {
+        let value = s.value();
+        if !value.is_finite() {
+            return None;
+        }
+        let m = self.keys.get(s.key).copied().unwrap_or_default();
+        self.fire(&m, value)
+    }
+
+    fn score(&self, s: &Sample) -> f64 {
+        let m = self.keys.get(s.key).copied().unwrap_or_default();
+        match (self.config.limit, self.config.factor) {
+            (_, Some(_)) => s.value() / Self::usual(&m),
+            (Some(limit), None) if limit > 0.0 => s.value() / limit,
+            _ => s.value(),
+        }
+    }
+
+    fn forget(&mut self, key: KeyId) {
+        self.keys.remove(key);
+    }
+
+    fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    fn state_bytes(&self) -> usize {
+        self.keys.slot_bytes()
+    }
+
+    fn save_key(&self, key: KeyId) -> Option<serde_json::Value> {
+        self.keys.save(key)
+    }
+
+    fn load_key(&mut self, key: KeyId, state: serde_json::Value) -> Result<(), DetectError> {
+        self.keys.load(&self.config.name, key, state)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,60 @@
+use warden_config::DetectorAction;
+
+use super::*;
+
+const S: i64 = 1_000_000_000;
+
+fn config(limit: Option<f64>, factor: Option<f64>) -> CardinalityConfig {
+    CardinalityConfig {
+        name: "enumeration".into(),
+        feature: "distinct_paths".into(),
+        limit,
+        factor,
+        alpha: 0.1,
+        warmup_samples: 10,
+        min_value: 8.0,
+        mode: None,
+        action: DetectorAction::Quarantine,
+        weight: 1.0,
+    }
+}
+
+fn obs(d: &mut Cardinality, t: i64, v: f64) -> Option<Firing> {
+    d.observe(&Sample::of(0, &[v], t * S))
+}
+
+#[test]
+fn an_absolute_limit_fires_from_the_first_sample() {
+    let mut d = Cardinality::new(config(Some(20.0), None));
+    assert!(obs(&mut d, 0, 20.0).is_none());
+    let f = obs(&mut d, 1, 57.0).expect("above the limit");
+    assert_eq!((f.score, f.threshold), (57.0, 20.0));
+    assert_eq!(f.explanation, "distinct_paths 57 is above the limit 20 (usually 0)");
+    assert!(d.is_empty(), "limit-only keeps no state");
+}
+
+#[test]
+fn a_factor_over_the_own_baseline_fires_after_warmup() {
+    let mut d = Cardinality::new(config(None, Some(4.0)));
+    for t in 0..9 {
+        assert!(obs(&mut d, t, 3.0).is_none());
+    }
+    assert!(obs(&mut d, 9, 50.0).is_none(), "warming up: learned");
+    for t in 10..40 {
+        assert!(obs(&mut d, t, 3.0).is_none());
+    }
+    assert!(d.peek(&Sample::of(0, &[7.0], 0)).is_none(), "below min_value 8");
+    let f = obs(&mut d, 40, 30.0).expect("10× the usual 3");
+    assert!(f.score > 9.0 && f.score < 10.5, "{}", f.score);
+    assert_eq!(f.threshold, 4.0);
+    assert!(f.explanation.contains("× its usual 3"), "{}", f.explanation);
+    // Not learned.
+    assert!(obs(&mut d, 41, 30.0).is_some());
+    // Growth in steps the baseline follows never fires.
+    let mut d = Cardinality::new(config(None, Some(4.0)));
+    let mut v = 3.0;
+    for t in 0..300 {
+        assert!(obs(&mut d, t, v).is_none(), "{v}");
+        v *= 1.02;
+    }
+}

@@ -1,0 +1,102 @@
+use warden_config::DetectorAction;
+
+use super::*;
+
+const S: i64 = 1_000_000_000;
+
+fn config(direction: Direction) -> CusumConfig {
+    CusumConfig {
+        name: "drift".into(),
+        feature: "request_rate".into(),
+        alpha: 0.0,
+        k: 0.5,
+        h: 5.0,
+        warmup_samples: 20,
+        min_std: 0.1,
+        direction,
+        mode: None,
+        action: DetectorAction::Alert,
+        weight: 1.0,
+    }
+}
+
+fn obs(d: &mut Cusum, t: i64, v: f64) -> Option<Firing> {
+    d.observe(&Sample::of(0, &[v], t * S))
+}
+
+/// 10 ± 1 alternating: mean 10, std 1.
+fn warm(d: &mut Cusum) {
+    for t in 0..20 {
+        assert!(obs(d, t, if t % 2 == 0 { 9.0 } else { 11.0 }).is_none());
+    }
+}
+
+#[test]
+fn warmup_learns_a_plain_mean_and_variance() {
+    let mut d = Cusum::new(config(Direction::Both));
+    for t in 0..19 {
+        assert!(obs(&mut d, t, if t % 2 == 0 { 9.0 } else { 1000.0 }).is_none());
+    }
+    let mut d = Cusum::new(config(Direction::Both));
+    warm(&mut d);
+    let s = d.save_key(0).expect("state");
+    let (mean, var) = (s["mean"].as_f64(), s["var"].as_f64());
+    assert!(mean.is_some_and(|m| (m - 10.0).abs() < 1e-9), "{s}");
+    assert!(var.is_some_and(|v| (v - 1.0).abs() < 1e-9), "{s}");
+}
+
+#[test]
+fn a_small_persistent_shift_accumulates_until_it_fires() {
+    let mut d = Cusum::new(config(Direction::Both));
+    warm(&mut d);
+    // +1.4 std each sample: each adds 0.9 to the upper sum; z-score alone would never fire.
+    let mut fired_at = None;
+    for t in 20..40 {
+        if let Some(f) = obs(&mut d, t, 11.4) {
+            fired_at = Some(t);
+            assert!(f.score > 5.0 && f.score <= 6.0, "{}", f.score);
+            assert_eq!(f.threshold, 5.0);
+            assert!(f.explanation.starts_with("request_rate shifted up"), "{}", f.explanation);
+            assert!((f.baseline["mean"] - 10.0).abs() < 1e-9);
+            break;
+        }
+    }
+    assert_eq!(fired_at, Some(25), "sum 0.9, 1.8, …, 5.4 > 5 on the sixth sample");
+    // The sums restart after firing.
+    assert_eq!(d.save_key(0).expect("state")["hi"], 0.0);
+}
+
+#[test]
+fn shifts_down_fire_in_both_mode_but_not_up_mode() {
+    let mut both = Cusum::new(config(Direction::Both));
+    let mut up = Cusum::new(config(Direction::Up));
+    warm(&mut both);
+    warm(&mut up);
+    let mut fired = false;
+    for t in 20..30 {
+        fired |= obs(&mut both, t, 8.0).is_some_and(|f| f.explanation.contains("shifted down"));
+        assert!(obs(&mut up, t, 8.0).is_none());
+    }
+    assert!(fired);
+}
+
+#[test]
+fn noise_within_the_slack_never_accumulates() {
+    let mut d = Cusum::new(config(Direction::Both));
+    warm(&mut d);
+    for t in 20..1000 {
+        let v = 10.0 + 0.4 * if t % 2 == 0 { 1.0 } else { -1.0 };
+        assert!(obs(&mut d, t, v).is_none());
+    }
+    assert!(d.score(&Sample::of(0, &[10.0], 0)) < 0.5);
+}
+
+#[test]
+fn peek_does_not_accumulate() {
+    let mut d = Cusum::new(config(Direction::Both));
+    warm(&mut d);
+    for _ in 0..100 {
+        assert!(d.peek(&Sample::of(0, &[12.0], 0)).is_none());
+    }
+    assert!(d.peek(&Sample::of(0, &[16.0], 0)).is_some(), "one step of 6 − 0.5 > 5");
+}

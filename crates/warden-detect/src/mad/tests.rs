@@ -1,0 +1,95 @@
+use warden_config::DetectorAction;
+
+use super::*;
+
+const S: i64 = 1_000_000_000;
+
+fn config(direction: Direction) -> MadConfig {
+    MadConfig {
+        name: "bytes_mad".into(),
+        feature: "bytes_out".into(),
+        history: 20,
+        threshold: 6.0,
+        warmup_samples: 10,
+        min_mad: 1.0,
+        min_value: 0.0,
+        direction,
+        mode: None,
+        action: DetectorAction::Quarantine,
+        weight: 1.0,
+    }
+}
+
+fn obs(d: &mut Mad, t: i64, v: f64) -> Option<Firing> {
+    d.observe(&Sample::of(0, &[v], t * S))
+}
+
+#[test]
+fn median_of_odd_and_even_lengths() {
+    assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+    assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
+    assert_eq!(median(&mut [7.0]), 7.0);
+}
+
+#[test]
+fn warms_up_then_fires_with_median_and_mad_in_the_evidence() {
+    let mut d = Mad::new(config(Direction::Up));
+    for t in 0..9 {
+        assert!(d.observe(&Sample::of(1, &[100.0], t * S)).is_none());
+    }
+    assert!(
+        d.observe(&Sample::of(1, &[5000.0], 9 * S)).is_none(),
+        "still warming up"
+    );
+    // 95..=105 spread evenly: median 100, MAD 3.
+    for t in 0..20 {
+        assert!(obs(&mut d, t, 95.0 + ((t * 7) % 11) as f64).is_none());
+    }
+    let f = obs(&mut d, 20, 400.0).expect("fires");
+    assert_eq!(f.baseline["median"], 100.0);
+    assert_eq!(f.baseline["mad"], 3.0);
+    assert!((f.score - 300.0 / (3.0 * 1.4826)).abs() < 1e-6, "{}", f.score);
+    assert!(
+        f.explanation.contains("robust deviations above its median 100"),
+        "{}",
+        f.explanation
+    );
+    // Not learned: still fires; back to normal does not.
+    assert!(obs(&mut d, 21, 400.0).is_some());
+    assert!(obs(&mut d, 22, 105.0).is_none());
+    // The warm-up outlier of key 1 was learned, but its median did not move.
+    assert_eq!(d.save_key(1).expect("state")["median"], 100.0);
+}
+
+#[test]
+fn direction_down_fires_on_drops_only() {
+    let mut d = Mad::new(config(Direction::Down));
+    for t in 0..15 {
+        obs(&mut d, t, 100.0 + (t % 3) as f64);
+    }
+    assert!(d.peek(&Sample::of(0, &[1000.0], 0)).is_none());
+    let f = d.peek(&Sample::of(0, &[0.0], 0)).expect("a drop fires");
+    assert!(f.explanation.contains("below its median"));
+    let mut both = Mad::new(config(Direction::Both));
+    for t in 0..15 {
+        obs(&mut both, t, 100.0 + (t % 3) as f64);
+    }
+    assert!(both.peek(&Sample::of(0, &[1000.0], 0)).is_some());
+    assert!(both.peek(&Sample::of(0, &[0.0], 0)).is_some());
+}
+
+#[test]
+fn min_mad_floors_constant_keys_and_history_rolls() {
+    let mut d = Mad::new(config(Direction::Up));
+    for t in 0..30 {
+        obs(&mut d, t, 10.0);
+    }
+    assert!(d.peek(&Sample::of(0, &[15.0], 0)).is_none(), "5 / min_mad 1 < 6");
+    assert!(d.peek(&Sample::of(0, &[17.0], 0)).is_some());
+    // A level change is learned once it fills half the history.
+    for t in 30..41 {
+        obs(&mut d, t, 5.0);
+    }
+    assert_eq!(d.save_key(0).expect("state")["median"], 5.0);
+    assert_eq!(d.score(&Sample::of(0, &[5.0], 0)), 0.0);
+}

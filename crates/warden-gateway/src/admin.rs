@@ -1,0 +1,275 @@
+//! The admin API, on its own listener (`[admin] listen`), for operators:
+//!
+//! | method and path | does |
+//! | --- | --- |
+//! | `GET /admin/quarantines` | live quarantines and throttles of this gateway |
+//! | `POST /admin/quarantines` | `{"subject":{"kind","value"},"action"?,"ttl_s"?,"reason"?}` → publishes a decision |
+//! | `DELETE /admin/quarantines/{kind}/{value}` | publishes a release |
+//! | `POST /admin/reload` | re-reads the policy files, JSON Schemas and identity sources |
+//! | `GET /admin/policy/{identity}` | the identity's roles, grants, deny rules, limits and quarantines |
+//! | `GET /admin/rbac/shadow` | what the shadow policy would have denied |
+//!
+//! Every call needs `Authorization: Bearer TOKEN` whose SHA-256 is `admin.token_sha256`
+//! (401 otherwise). Decisions are published on the decisions topic — so every gateway, the
+//! processor and the dashboard see them — and applied here at once. Every call, refused or
+//! not, is **audited**: one `warden::audit` log line and one event on the events topic with
+//! `route = "admin"`, `identity = "admin"` (or `anonymous` when the token was missing or
+//! wrong), `auth.method = api_key`, and the status. Errors are the gateway's generic body.
+
+mod handlers;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tracing::info;
+use warden_bus::Producer;
+use warden_config::{ApiKeyConfig, LimitsConfig, WardenConfig};
+use warden_event::{
+    ANONYMOUS, AuthInfo, AuthMethod, AuthResult, Outcome, Protocol, RequestEvent,
+};
+
+use crate::emit::Emitter;
+use crate::identity::IdentityHandle;
+use crate::rbac::PolicyStore;
+use crate::{GatewayError, QuarantineSet};
+
+/// Largest admin request body.
+const MAX_BODY: usize = 64 * 1024;
+
+/// Identity recorded in audit events of authenticated admin calls.
+pub const ADMIN_IDENTITY: &str = "admin";
+
+struct Inner {
+    gateway_id: String,
+    token_sha256: Option<[u8; 32]>,
+    producer: Arc<dyn Producer>,
+    decisions_topic: String,
+    quarantine: Arc<QuarantineSet>,
+    policies: Arc<PolicyStore>,
+    identity: IdentityHandle,
+    emitter: Emitter,
+    api_keys: Vec<ApiKeyConfig>,
+    limits: LimitsConfig,
+}
+
+/// The admin API of one gateway; cheap to clone.
+#[derive(Clone)]
+pub struct Admin(Arc<Inner>);
+
+/// An admin error: status and public code, in the gateway's generic body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AdminError {
+    Unauthenticated,
+    NotFound,
+    MethodNotAllowed,
+    BadRequest,
+    TooLarge,
+    /// The policy files are invalid (details in the log); the old rules stay.
+    InvalidPolicy,
+    /// The bus did not take the decision.
+    Unavailable,
+}
+
+impl AdminError {
+    fn status(self) -> StatusCode {
+        match self {
+            AdminError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            AdminError::NotFound => StatusCode::NOT_FOUND,
+            AdminError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            AdminError::BadRequest => StatusCode::BAD_REQUEST,
+            AdminError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            AdminError::InvalidPolicy => StatusCode::UNPROCESSABLE_ENTITY,
+            AdminError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn code(self) -> &'static str {
+        match self {
+            AdminError::Unauthenticated => "unauthenticated",
+            AdminError::NotFound => "not_found",
+            AdminError::MethodNotAllowed => "method_not_allowed",
+            AdminError::BadRequest => "bad_request",
+            AdminError::TooLarge => "payload_too_large",
+            AdminError::InvalidPolicy => "invalid_policy",
+            AdminError::Unavailable => "unavailable",
+        }
+    }
+
+    fn into_response(self, request_id: &str) -> Response {
+        let status = self.status();
+        let body = serde_json::json!({
+            "error": { "status": status.as_u16(), "code": self.code(), "request_id": request_id }
+        });
+        let mut resp = (status, axum::Json(body)).into_response();
+        if self == AdminError::Unauthenticated {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"warden-admin\""),
+            );
+        }
+        resp
+    }
+}
+
+impl Admin {
+    pub(crate) fn new(
+        config: &WardenConfig,
+        producer: Arc<dyn Producer>,
+        quarantine: Arc<QuarantineSet>,
+        policies: Arc<PolicyStore>,
+        identity: IdentityHandle,
+        emitter: Emitter,
+    ) -> Self {
+        let token_sha256 = hex::decode(&config.admin.token_sha256)
+            .ok()
+            .and_then(|v| <[u8; 32]>::try_from(v).ok());
+        Self(Arc::new(Inner {
+            gateway_id: config.gateway.id.clone(),
+            token_sha256,
+            producer,
+            decisions_topic: config.bus.topics.decisions.clone(),
+            quarantine,
+            policies,
+            identity,
+            emitter,
+            api_keys: config.api_keys.clone(),
+            limits: config.limits.clone(),
+        }))
+    }
+
+    /// The admin router (every path goes through token check, dispatch and audit).
+    pub fn router(&self) -> Router {
+        Router::new().fallback(handle).with_state(self.clone())
+    }
+
+    /// Serve the admin API on `listener` until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), GatewayError> {
+        let app = self
+            .router()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether `headers` carry the admin token (compared as SHA-256 digests, in constant time).
+    fn authenticated(&self, headers: &axum::http::HeaderMap) -> AuthResult {
+        let Some(v) = headers.get(header::AUTHORIZATION) else {
+            return AuthResult::Missing;
+        };
+        let Some(token) = v
+            .to_str()
+            .ok()
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim())
+            .filter(|t| !t.is_empty())
+        else {
+            return AuthResult::Failed;
+        };
+        let Some(want) = &self.0.token_sha256 else {
+            return AuthResult::Failed;
+        };
+        let got: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let diff = got.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        if diff == 0 {
+            AuthResult::Ok
+        } else {
+            AuthResult::Failed
+        }
+    }
+}
+
+async fn handle(
+    State(admin): State<Admin>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
+    let started = Instant::now();
+    let ts = warden_event::now_ns();
+    let request_id = uuid::Uuid::now_v7().to_string();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let auth = admin.authenticated(req.headers());
+    let result = if auth == AuthResult::Ok {
+        handlers::dispatch(&admin, req, &request_id).await
+    } else {
+        Err(AdminError::Unauthenticated)
+    };
+    let (mut response, action) = match result {
+        Ok((resp, action)) => (resp, action),
+        Err(e) => (e.into_response(&request_id), "refused".to_string()),
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    let status = response.status().as_u16();
+    let authed = auth == AuthResult::Ok;
+    info!(
+        target: "warden::audit",
+        %request_id,
+        client_ip = %peer.ip(),
+        %method,
+        %path,
+        status,
+        authenticated = authed,
+        %action,
+        "Admin call."
+    );
+    admin.0.emitter.emit(RequestEvent {
+        v: warden_event::SCHEMA_VERSION,
+        id: request_id,
+        gateway: admin.0.gateway_id.clone(),
+        seq: 0,
+        ts,
+        identity: if authed { ADMIN_IDENTITY } else { ANONYMOUS }.to_string(),
+        tenant: String::new(),
+        device_type: String::new(),
+        auth: AuthInfo {
+            method: AuthMethod::ApiKey,
+            result: auth,
+        },
+        client_ip: peer.ip().to_string(),
+        protocol: Protocol::Http,
+        method: method.as_str().to_string(),
+        route: "admin".to_string(),
+        path,
+        status,
+        decision: match auth {
+            AuthResult::Ok => Outcome::Allowed,
+            _ => Outcome::DeniedAuth,
+        },
+        latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        bytes_in: 0,
+        bytes_out: 0,
+        user_agent: None,
+        tls: None,
+    });
+    response
+}
+
+/// `GET` and `HEAD` only read; everything else changes state.
+fn reads(m: &Method) -> bool {
+    *m == Method::GET || *m == Method::HEAD
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, AdminError> {
+    let bytes = http_body_util::BodyExt::collect(http_body_util::Limited::new(body, MAX_BODY))
+        .await
+        .map_err(|_| AdminError::TooLarge)?
+        .to_bytes();
+    serde_json::from_slice(&bytes).map_err(|_| AdminError::BadRequest)
+}

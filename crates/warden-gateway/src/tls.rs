@@ -1,0 +1,376 @@
+//! The TLS listener: rustls (ring provider), TLS 1.2/1.3, HTTP/1.1 and HTTP/2 by ALPN, device
+//! certificates (mTLS) with CRLs and a fingerprint deny list — all reloadable.
+//!
+//! Reload model: every change of the certificate, key, CA bundles or CRLs builds a complete new
+//! rustls `ServerConfig` (a *generation*); new connections use the newest generation, open
+//! connections keep theirs (nothing is dropped). A generation that fails to build is refused as
+//! a whole and the previous one stays in force. Because open connections can outlive a change,
+//! each request re-checks its connection's client certificate: against the deny list and its
+//! validity window every time, and — once per connection after each reload — against the
+//! current CAs and CRLs. So a certificate revoked by a new CRL is refused on its very next
+//! request, even on a keep-alive connection opened before the CRL changed.
+
+mod serve;
+mod verifier;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{PrivateKeyDer, UnixTime};
+use warden_config::{TlsConfig, TlsVersion};
+
+use crate::identity::cert::{CertProblem, PeerCert};
+
+pub(crate) use serve::{FailureSink, HandshakeFailure, serve};
+use verifier::RecordingVerifier;
+
+/// Why a TLS handshake was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Rejection {
+    /// The client certificate has expired.
+    Expired,
+    /// The client certificate is not valid yet.
+    NotYetValid,
+    /// A CRL lists the client certificate.
+    Revoked,
+    /// The client certificate does not chain to a trusted device CA.
+    UnknownIssuer,
+    /// The client certificate's fingerprint is on the deny list.
+    Denied,
+    /// No client certificate where one is required.
+    MissingCertificate,
+    /// Any other problem with the client certificate.
+    BadCertificate,
+    /// Not about certificates (protocol versions, ciphers, garbage): counted, not evented.
+    Protocol,
+}
+
+impl Rejection {
+    const ALL: [Rejection; 8] = [
+        Rejection::Expired,
+        Rejection::NotYetValid,
+        Rejection::Revoked,
+        Rejection::UnknownIssuer,
+        Rejection::Denied,
+        Rejection::MissingCertificate,
+        Rejection::BadCertificate,
+        Rejection::Protocol,
+    ];
+
+    /// Whether this is about the client's certificate (those are emitted as events).
+    pub fn is_certificate(self) -> bool {
+        self != Rejection::Protocol
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejection::Expired => "expired",
+            Rejection::NotYetValid => "not_yet_valid",
+            Rejection::Revoked => "revoked",
+            Rejection::UnknownIssuer => "unknown_issuer",
+            Rejection::Denied => "denied",
+            Rejection::MissingCertificate => "missing_certificate",
+            Rejection::BadCertificate => "bad_certificate",
+            Rejection::Protocol => "protocol",
+        }
+    }
+}
+
+/// Counters of the TLS listener.
+#[derive(Debug, Default)]
+pub struct TlsStats {
+    handshakes: AtomicU64,
+    timeouts: AtomicU64,
+    rejected: [AtomicU64; 8],
+}
+
+impl TlsStats {
+    /// Completed handshakes.
+    pub fn handshakes(&self) -> u64 {
+        self.handshakes.load(Ordering::Relaxed)
+    }
+
+    /// Handshakes not completed within the timeout.
+    pub fn timeouts(&self) -> u64 {
+        self.timeouts.load(Ordering::Relaxed)
+    }
+
+    /// Handshakes refused for `reason`.
+    pub fn rejected(&self, reason: Rejection) -> u64 {
+        let i = Rejection::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        self.rejected[i].load(Ordering::Relaxed)
+    }
+
+    fn count(&self, reason: Rejection) {
+        if let Some(i) = Rejection::ALL.iter().position(|r| *r == reason) {
+            self.rejected[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Fingerprints refused: the config's list plus the deny file's, swapped on reload.
+pub(crate) struct DenyList {
+    inline: HashSet<[u8; 32]>,
+    file: Option<PathBuf>,
+    current: RwLock<Arc<HashSet<[u8; 32]>>>,
+}
+
+impl DenyList {
+    fn load(inline: &[String], file: Option<PathBuf>) -> Result<Self, Vec<String>> {
+        let inline: HashSet<[u8; 32]> = inline
+            .iter()
+            .filter_map(|f| warden_config::parse_fingerprint(f))
+            .collect();
+        let me = Self {
+            current: RwLock::new(Arc::new(inline.clone())),
+            inline,
+            file,
+        };
+        me.reload()?;
+        Ok(me)
+    }
+
+    pub fn reload(&self) -> Result<String, Vec<String>> {
+        let mut set = self.inline.clone();
+        if let Some(f) = &self.file {
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| vec![format!("cannot read `{}`: {e}", f.display())])?;
+            let list = warden_config::parse_fingerprint_list(&text)
+                .map_err(|e| vec![format!("`{}`: {e}", f.display())])?;
+            set.extend(list);
+        }
+        let n = set.len();
+        *self.current.write() = Arc::new(set);
+        Ok(format!("{n} denied fingerprint(s)"))
+    }
+
+    pub fn contains(&self, fp: &[u8; 32]) -> bool {
+        self.current.read().contains(fp)
+    }
+}
+
+/// One built configuration of the listener.
+pub(crate) struct Generation {
+    pub id: u64,
+    pub server: Arc<ServerConfig>,
+    /// The CA/CRL verifier, for re-checking open connections after a reload.
+    pub client_verifier: Option<Arc<dyn ClientCertVerifier>>,
+}
+
+/// The TLS listener's live state.
+pub struct TlsRuntime {
+    config: TlsConfig,
+    current: RwLock<Arc<Generation>>,
+    next_id: AtomicU64,
+    deny: Arc<DenyList>,
+    stats: Arc<TlsStats>,
+}
+
+impl TlsRuntime {
+    /// Build the first generation; every problem is returned.
+    pub fn new(config: &TlsConfig) -> Result<Self, Vec<String>> {
+        let deny = match &config.client_auth {
+            Some(c) => DenyList::load(&c.deny_fingerprints, c.deny_fingerprints_file.clone())?,
+            None => DenyList::load(&[], None)?,
+        };
+        let deny = Arc::new(deny);
+        let first = build(config, &deny, 0)?;
+        Ok(Self {
+            config: config.clone(),
+            current: RwLock::new(Arc::new(first)),
+            next_id: AtomicU64::new(1),
+            deny,
+            stats: Arc::new(TlsStats::default()),
+        })
+    }
+
+    pub fn stats(&self) -> &Arc<TlsStats> {
+        &self.stats
+    }
+
+    pub(crate) fn deny_file(&self) -> Option<PathBuf> {
+        self.config
+            .client_auth
+            .as_ref()
+            .and_then(|c| c.deny_fingerprints_file.clone())
+    }
+
+    pub(crate) fn deny_list(&self) -> &Arc<DenyList> {
+        &self.deny
+    }
+
+    /// Build a new generation from the files; on failure the current one stays.
+    pub fn reload(&self) -> Result<String, Vec<String>> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let generation = build(&self.config, &self.deny, id)?;
+        *self.current.write() = Arc::new(generation);
+        Ok(format!("generation {id}"))
+    }
+
+    pub(crate) fn current(&self) -> Arc<Generation> {
+        self.current.read().clone()
+    }
+
+    fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.handshake_timeout_ms)
+    }
+
+    /// Re-check the client certificate of a connection for a request at `now` (Unix seconds)
+    /// and return the identity it names.
+    pub(crate) fn check_peer(&self, conn: &ConnInfo, now: i64) -> Result<String, CertProblem> {
+        let Some(peer) = &conn.peer else {
+            return Err(CertProblem::NoIdentity);
+        };
+        if self.deny.contains(&peer.fingerprint) {
+            return Err(CertProblem::Denied);
+        }
+        peer.check_time(now)?;
+        let generation = self.current();
+        {
+            let mut verified = conn.verified.lock();
+            if verified.0 != generation.id {
+                let ok = match (&generation.client_verifier, peer.chain.split_first()) {
+                    (Some(v), Some((leaf, intermediates))) => {
+                        let at = UnixTime::since_unix_epoch(Duration::from_secs(now.max(0) as u64));
+                        v.verify_client_cert(leaf, intermediates, at).is_ok()
+                    }
+                    _ => false,
+                };
+                *verified = (generation.id, ok);
+            }
+            if !verified.1 {
+                return Err(CertProblem::NoLongerValid);
+            }
+        }
+        peer.identity.clone()
+    }
+}
+
+/// What one TLS connection established, available to every request on it (as the request
+/// extension [`TlsConn`]).
+pub(crate) struct ConnInfo {
+    /// `TLSv1.2` or `TLSv1.3`.
+    pub version: &'static str,
+    /// The client certificate, verified at the handshake.
+    pub peer: Option<PeerCert>,
+    /// (generation, result) of the latest verification of `peer`.
+    verified: Mutex<(u64, bool)>,
+}
+
+/// Request extension present on requests that came over the TLS listener.
+#[derive(Clone)]
+pub(crate) struct TlsConn(pub Arc<ConnInfo>);
+
+impl TlsConn {
+    /// TLS details for the event.
+    pub fn info(&self) -> warden_event::TlsInfo {
+        warden_event::TlsInfo {
+            version: self.0.version.to_string(),
+            client_cert_fingerprint: self.0.peer.as_ref().map(|p| p.fingerprint_hex.clone()),
+        }
+    }
+}
+
+fn build(config: &TlsConfig, deny: &Arc<DenyList>, id: u64) -> Result<Generation, Vec<String>> {
+    let mut problems = Vec::new();
+    let read = |path: &PathBuf, problems: &mut Vec<String>| match std::fs::read(path) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            problems.push(format!("cannot read `{}`: {e}", path.display()));
+            None
+        }
+    };
+    let certs = read(&config.cert_file, &mut problems).and_then(|b| {
+        warden_config::parse_certs(&b)
+            .map_err(|e| problems.push(format!("`{}`: {e}", config.cert_file.display())))
+            .ok()
+    });
+    let key = read(&config.key_file, &mut problems).and_then(|b| {
+        PrivateKeyDer::from_pem_slice(&b)
+            .map_err(|e| problems.push(format!("`{}`: no private key: {e}", config.key_file.display())))
+            .ok()
+    });
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut client_verifier = None;
+    if let Some(ca) = &config.client_auth {
+        let mut roots = RootCertStore::empty();
+        for f in &ca.ca_files {
+            let Some(bytes) = read(f, &mut problems) else {
+                continue;
+            };
+            match warden_config::parse_certs(&bytes) {
+                Ok(certs) => {
+                    for c in certs {
+                        if let Err(e) = roots.add(c) {
+                            problems.push(format!("`{}`: not a usable CA certificate: {e}", f.display()));
+                        }
+                    }
+                }
+                Err(e) => problems.push(format!("`{}`: {e}", f.display())),
+            }
+        }
+        let mut crls = Vec::new();
+        for f in &ca.crl_files {
+            let Some(bytes) = read(f, &mut problems) else {
+                continue;
+            };
+            match warden_config::parse_crls(&bytes) {
+                Ok(c) => crls.extend(c),
+                Err(e) => problems.push(format!("`{}`: {e}", f.display())),
+            }
+        }
+        if problems.is_empty() {
+            let mut b = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .with_crls(crls)
+                .only_check_end_entity_revocation();
+            if !ca.require_crl {
+                b = b.allow_unknown_revocation_status();
+            }
+            if !ca.required {
+                b = b.allow_unauthenticated();
+            }
+            match b.build() {
+                Ok(v) => client_verifier = Some(v),
+                Err(e) => problems.push(format!("device CAs / CRLs: {e}")),
+            }
+        }
+    }
+    let (Some(certs), Some(key)) = (certs, key) else {
+        return Err(problems);
+    };
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let versions: &[&rustls::SupportedProtocolVersion] = match config.min_version {
+        TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        TlsVersion::Tls13 => &[&rustls::version::TLS13],
+    };
+    let builder = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .map_err(|e| vec![format!("TLS versions: {e}")])?;
+    let builder = match &client_verifier {
+        Some(v) => builder.with_client_cert_verifier(Arc::new(RecordingVerifier::new(
+            v.clone(),
+            deny.clone(),
+        ))),
+        None => builder.with_no_client_auth(),
+    };
+    let mut server = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| vec![format!("server certificate and key: {e}")])?;
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    server.ignore_client_order = true;
+    Ok(Generation {
+        id,
+        server: Arc::new(server),
+        client_verifier,
+    })
+}

@@ -1,0 +1,162 @@
+//! The accept loop of the TLS listener: handshake (with a timeout) on the newest configuration
+//! generation, then HTTP/1.1 or HTTP/2 (by ALPN) on the same router as the plain listener, with
+//! the connection's TLS details attached to every request.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use parking_lot::Mutex;
+use rustls::{CertificateError, ProtocolVersion};
+use tokio::net::TcpListener;
+use tower::ServiceExt;
+use tracing::{debug, warn};
+use warden_config::CertField;
+
+use super::verifier::REFUSED_CERT;
+use super::{ConnInfo, Rejection, TlsConn, TlsRuntime};
+use crate::identity::cert::PeerCert;
+
+/// A refused handshake, for the event the gateway emits.
+#[derive(Debug, Clone)]
+pub(crate) struct HandshakeFailure {
+    pub peer: SocketAddr,
+    pub reason: Rejection,
+    /// Fingerprint (hex) of the refused client certificate, when one was presented.
+    pub fingerprint: Option<String>,
+}
+
+/// Receives refused handshakes that were about client certificates.
+pub(crate) type FailureSink = Arc<dyn Fn(HandshakeFailure) + Send + Sync>;
+
+/// Accept TLS connections until `shutdown`, then let open connections finish (up to 10 s).
+pub(crate) async fn serve(
+    listener: TcpListener,
+    tls: Arc<TlsRuntime>,
+    router: Router,
+    failures: FailureSink,
+    shutdown: impl Future<Output = ()>,
+) {
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    let (field, prefix) = match &tls.config.client_auth {
+        Some(c) => (c.identity_field, Arc::<str>::from(c.identity_prefix.as_str())),
+        None => (CertField::SubjectCn, Arc::<str>::from("")),
+    };
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!(error = %e, "TLS accept failed.");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let tls = tls.clone();
+        let router = router.clone();
+        let failures = failures.clone();
+        let prefix = prefix.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let generation = tls.current();
+            let acceptor = tokio_rustls::TlsAcceptor::from(generation.server.clone());
+            let (result, refused) = REFUSED_CERT
+                .scope(Cell::new(None), async {
+                    let r = tokio::time::timeout(tls.handshake_timeout(), acceptor.accept(tcp)).await;
+                    (r, REFUSED_CERT.with(Cell::get))
+                })
+                .await;
+            let stream = match result {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    let reason = classify(&e);
+                    tls.stats.count(reason);
+                    debug!(%peer, reason = reason.as_str(), error = %e, "TLS handshake refused.");
+                    if reason.is_certificate() {
+                        failures(HandshakeFailure {
+                            peer,
+                            reason,
+                            fingerprint: refused.map(hex::encode),
+                        });
+                    }
+                    return;
+                }
+                Err(_) => {
+                    tls.stats.timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    debug!(%peer, "TLS handshake timed out.");
+                    return;
+                }
+            };
+            tls.stats.handshakes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let (_, session) = stream.get_ref();
+            let version = match session.protocol_version() {
+                Some(ProtocolVersion::TLSv1_3) => "TLSv1.3",
+                Some(ProtocolVersion::TLSv1_2) => "TLSv1.2",
+                _ => "unknown",
+            };
+            let chain = session
+                .peer_certificates()
+                .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+                .unwrap_or_default();
+            let info = TlsConn(Arc::new(ConnInfo {
+                version,
+                peer: PeerCert::read(chain, field, &prefix),
+                verified: Mutex::new((generation.id, true)),
+            }));
+            let service = router.map_request(move |mut req: axum::http::Request<Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                req.extensions_mut().insert(info.clone());
+                req
+            });
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
+                .into_owned();
+            if let Err(e) = watcher.watch(conn).await {
+                debug!(%peer, error = %e, "TLS connection ended with an error.");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        warn!("TLS connections still open 10 s after shutdown; closing them.");
+    }
+}
+
+/// The rustls error inside a failed handshake, as a reason.
+fn classify(e: &std::io::Error) -> Rejection {
+    let Some(err) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) else {
+        return Rejection::Protocol;
+    };
+    match err {
+        rustls::Error::InvalidCertificate(c) => match c {
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => Rejection::Expired,
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                Rejection::NotYetValid
+            }
+            CertificateError::Revoked => Rejection::Revoked,
+            CertificateError::UnknownIssuer => Rejection::UnknownIssuer,
+            CertificateError::ApplicationVerificationFailure => Rejection::Denied,
+            _ => Rejection::BadCertificate,
+        },
+        rustls::Error::NoCertificatesPresented => Rejection::MissingCertificate,
+        _ => Rejection::Protocol,
+    }
+}

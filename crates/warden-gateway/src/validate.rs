@@ -1,0 +1,297 @@
+//! Input validation: header count and size (431), per-route body size (413, decided on the
+//! declared length before reading anything), content-type allow list (415), and JSON Schema
+//! validation of request bodies (400), for which the body is buffered up to the route's limit
+//! only on routes that have a schema.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, header};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use warden_config::{ConfigError, ConfigErrors, RouteValidation, WardenConfig};
+
+use crate::Reject;
+
+/// Header limits (they apply to every request).
+#[derive(Debug, Clone, Copy)]
+pub struct HeaderLimits {
+    pub max_headers: usize,
+    pub max_header_bytes: usize,
+}
+
+impl HeaderLimits {
+    pub fn new(config: &WardenConfig) -> Self {
+        Self {
+            max_headers: config.validation.max_headers,
+            max_header_bytes: config.validation.max_header_bytes,
+        }
+    }
+
+    /// 431 when there are too many header fields or they are too large together.
+    pub fn check(&self, headers: &HeaderMap) -> Result<(), Reject> {
+        if headers.len() > self.max_headers {
+            return Err(Reject::HeadersTooLarge);
+        }
+        let bytes: usize = headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len())
+            .sum();
+        if bytes > self.max_header_bytes {
+            return Err(Reject::HeadersTooLarge);
+        }
+        Ok(())
+    }
+}
+
+/// The validation rules of one route.
+#[derive(Debug, Clone)]
+pub struct RouteRules {
+    /// Largest body, bytes.
+    pub max_body: u64,
+    /// Allowed media types (empty: any).
+    content_types: Vec<String>,
+    /// Compiled JSON Schema of request bodies.
+    schema: Option<Arc<jsonschema::Validator>>,
+}
+
+impl RouteRules {
+    /// Rules of a route without a `[validation.routes.X]` entry.
+    pub fn default_for(config: &WardenConfig) -> Self {
+        Self::with_limit(config.gateway.max_body_bytes)
+    }
+
+    /// Only a body size limit.
+    pub fn with_limit(max_body: u64) -> Self {
+        Self {
+            max_body,
+            content_types: Vec::new(),
+            schema: None,
+        }
+    }
+
+    pub fn has_schema(&self) -> bool {
+        self.schema.is_some()
+    }
+
+    /// The declared body length against the route's limit (413 before reading anything);
+    /// an unreadable `Content-Length` is a bad header.
+    pub fn check_declared_length(&self, headers: &HeaderMap) -> Result<(), Reject> {
+        let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+        let Some(first) = values.next() else {
+            return Ok(());
+        };
+        let n = first
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .ok_or(Reject::BadHeader)?;
+        if values.next().is_some() {
+            return Err(Reject::BadHeader);
+        }
+        if n > self.max_body {
+            return Err(Reject::BodyTooLarge);
+        }
+        Ok(())
+    }
+
+    /// Whether a request with (`has_body`) or without a body may have these headers: a body
+    /// needs an allowed `Content-Type` when the route lists any (415).
+    pub fn check_content_type(&self, headers: &HeaderMap, has_body: bool) -> Result<(), Reject> {
+        if self.content_types.is_empty() || !has_body {
+            return Ok(());
+        }
+        let media = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+            .ok_or(Reject::UnsupportedMediaType)?;
+        if self.content_types.iter().any(|c| *c == media) {
+            Ok(())
+        } else {
+            Err(Reject::UnsupportedMediaType)
+        }
+    }
+
+    /// Read the body up to the route's limit (413 beyond it, without reading further) and, on
+    /// a route with a schema, parse it as JSON and check it (400). Returns the bytes to forward.
+    pub async fn read_and_validate(&self, body: Body) -> Result<Bytes, Reject> {
+        let limit = usize::try_from(self.max_body).unwrap_or(usize::MAX);
+        let bytes = match Limited::new(body, limit).collect().await {
+            Ok(c) => c.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return Err(Reject::BodyTooLarge);
+            }
+            Err(_) => return Err(Reject::BadBody),
+        };
+        let Some(schema) = &self.schema else {
+            return Ok(bytes);
+        };
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|_| Reject::BadBody)?;
+        if schema.is_valid(&value) {
+            Ok(bytes)
+        } else {
+            Err(Reject::BadBody)
+        }
+    }
+}
+
+/// Compile the rules of every route, reading JSON Schema files. Every problem is reported with
+/// its key.
+pub fn compile(config: &WardenConfig) -> Result<HashMap<String, RouteRules>, ConfigErrors> {
+    let mut out = HashMap::new();
+    let mut errs = Vec::new();
+    for route in &config.routes {
+        let rules = match config.validation.routes.get(&route.name) {
+            None => RouteRules::default_for(config),
+            Some(v) => match compile_route(config, &route.name, v) {
+                Ok(r) => r,
+                Err(e) => {
+                    errs.push(e);
+                    continue;
+                }
+            },
+        };
+        out.insert(route.name.clone(), rules);
+    }
+    if errs.is_empty() {
+        Ok(out)
+    } else {
+        Err(ConfigErrors(errs))
+    }
+}
+
+fn compile_route(
+    config: &WardenConfig,
+    name: &str,
+    v: &RouteValidation,
+) -> Result<RouteRules, ConfigError> {
+    let schema = match &v.json_schema {
+        None => None,
+        Some(file) => Some(Arc::new(load_schema(Path::new(file)).map_err(|reason| {
+            ConfigError::new(format!("validation.routes.{name}.json_schema"), reason)
+        })?)),
+    };
+    Ok(RouteRules {
+        max_body: v.max_body_bytes.unwrap_or(config.gateway.max_body_bytes),
+        content_types: v.content_types.clone(),
+        schema,
+    })
+}
+
+fn load_schema(path: &Path) -> Result<jsonschema::Validator, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| format!("`{}` is not JSON: {e}", path.display()))?;
+    jsonschema::validator_for(&value)
+        .map_err(|e| format!("`{}` is not a valid JSON Schema: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn rules(content_types: &[&str], schema: Option<serde_json::Value>) -> RouteRules {
+        RouteRules {
+            max_body: 64,
+            content_types: content_types.iter().map(|s| s.to_string()).collect(),
+            schema: schema.map(|s| Arc::new(jsonschema::validator_for(&s).expect("schema"))),
+        }
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_str(v).expect("value"));
+        }
+        h
+    }
+
+    #[test]
+    fn header_limits() {
+        let l = HeaderLimits {
+            max_headers: 3,
+            max_header_bytes: 300,
+        };
+        assert_eq!(l.check(&headers(&[("a", "1"), ("b", "2")])), Ok(()));
+        let many = headers(&[("a", "1"), ("a", "2"), ("b", "3"), ("c", "4")]);
+        assert_eq!(l.check(&many), Err(Reject::HeadersTooLarge), "duplicates count");
+        let big = "x".repeat(300);
+        assert_eq!(
+            l.check(&headers(&[("a", &big)])),
+            Err(Reject::HeadersTooLarge)
+        );
+    }
+
+    #[test]
+    fn declared_length() {
+        let r = rules(&[], None);
+        assert_eq!(r.check_declared_length(&headers(&[("content-length", "64")])), Ok(()));
+        assert_eq!(
+            r.check_declared_length(&headers(&[("content-length", "65")])),
+            Err(Reject::BodyTooLarge)
+        );
+        assert_eq!(
+            r.check_declared_length(&headers(&[("content-length", "x")])),
+            Err(Reject::BadHeader)
+        );
+        assert_eq!(
+            r.check_declared_length(&headers(&[
+                ("content-length", "5"),
+                ("content-length", "5")
+            ])),
+            Err(Reject::BadHeader)
+        );
+    }
+
+    #[test]
+    fn content_types() {
+        let r = rules(&["application/json"], None);
+        let json = headers(&[("content-type", "Application/JSON; charset=utf-8")]);
+        assert_eq!(r.check_content_type(&json, true), Ok(()));
+        let text = headers(&[("content-type", "text/plain")]);
+        assert_eq!(
+            r.check_content_type(&text, true),
+            Err(Reject::UnsupportedMediaType)
+        );
+        assert_eq!(
+            r.check_content_type(&HeaderMap::new(), true),
+            Err(Reject::UnsupportedMediaType),
+            "a body without a type"
+        );
+        assert_eq!(r.check_content_type(&text, false), Ok(()), "no body, no check");
+        assert_eq!(rules(&[], None).check_content_type(&text, true), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn schema_validation() {
+        let r = rules(
+            &[],
+            Some(serde_json::json!({
+                "type": "object",
+                "required": ["t"],
+                "properties": {"t": {"type": "number"}},
+                "additionalProperties": false
+            })),
+        );
+        let ok = r.read_and_validate(Body::from(r#"{"t":21.5}"#)).await;
+        assert_eq!(ok.as_deref(), Ok(&br#"{"t":21.5}"#[..]));
+        for bad in [r#"{"t":"hot"}"#, r#"{"t":1,"x":2}"#, "{not json", ""] {
+            assert_eq!(
+                r.read_and_validate(Body::from(bad)).await,
+                Err(Reject::BadBody),
+                "{bad}"
+            );
+        }
+        let big = format!(r#"{{"t":1{}}}"#, " ".repeat(100));
+        assert_eq!(
+            r.read_and_validate(Body::from(big)).await,
+            Err(Reject::BodyTooLarge)
+        );
+    }
+}

@@ -1,0 +1,234 @@
+//! Live runs: the plan's requests sent over HTTP through a gateway, each at its planned time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header::{HeaderName, HeaderValue};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::labels::{Labels, RunMode};
+use crate::plan::{Auth, Payload, Plan, Planned, SimRequest};
+use crate::profile::BodyKind;
+use crate::record::{Recorder, Seen};
+use crate::upstream::model::{FAULT_HEADER, UPSTREAM_HEADER};
+use crate::ScenarioConfig;
+
+/// Largest body the simulator sends (clips are below it).
+const MAX_BODY: usize = 1 << 20;
+static ZEROS: [u8; MAX_BODY] = [0; MAX_BODY];
+
+/// How to run live.
+#[derive(Debug, Clone)]
+pub struct LiveOptions {
+    /// Base URL of the gateway, `http://host:port`.
+    pub gateway: String,
+    /// Requests in flight at most (when reached, later requests wait: they are counted late
+    /// if they leave more than a second after their time).
+    pub max_in_flight: usize,
+    /// Time allowed for one request, connect to end of response.
+    pub request_timeout: Duration,
+}
+
+impl LiveOptions {
+    pub fn new(gateway: impl Into<String>) -> Self {
+        Self {
+            gateway: gateway.into(),
+            max_in_flight: 512,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a run cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("gateway `{0}` is not an http:// URL")]
+    Gateway(String),
+    #[error("HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+    #[error("building events: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error("detection: {0}")]
+    Detection(crate::accelerated::DetectError),
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Run `plan` against the gateway; returns the labels once every request has ended (or
+/// `cancel` fired: the run then stops early and the labels say so by their `ended_at`).
+/// `recorder` (made with [`Recorder::new`] on this plan) is updated live for progress.
+pub async fn run_live(
+    scenario: &ScenarioConfig,
+    seed: u64,
+    mut plan: Plan,
+    options: &LiveOptions,
+    recorder: Arc<Recorder>,
+    cancel: CancellationToken,
+) -> Result<Labels, SimError> {
+    let gateway = options.gateway.trim_end_matches('/').to_string();
+    match reqwest::Url::parse(&gateway) {
+        Ok(url) if url.scheme() == "http" && url.has_host() => {}
+        _ => return Err(SimError::Gateway(options.gateway.clone())),
+    }
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(options.request_timeout)
+        .pool_max_idle_per_host(options.max_in_flight)
+        .build()?;
+    let fleet = plan.fleet();
+    let credentials: Arc<Vec<(HeaderName, HeaderValue)>> = Arc::new(
+        fleet
+            .devices
+            .iter()
+            .map(|d| {
+                let (name, value) = d.credential.header();
+                (
+                    HeaderName::from_static(name),
+                    HeaderValue::from_str(value).unwrap_or(HeaderValue::from_static("invalid")),
+                )
+            })
+            .collect(),
+    );
+    let permits = Arc::new(Semaphore::new(options.max_in_flight.max(1)));
+    let started = Instant::now();
+    let started_at = warden_event::now_ns();
+    info!(scenario = %scenario.name, devices = fleet.devices.len(), %gateway, "Simulation started.");
+    let mut tasks = JoinSet::new();
+    let mut stopped = false;
+    for p in plan.by_ref() {
+        let due = started + Duration::from_nanos(p.at_ns.max(0) as u64);
+        tokio::select! {
+            _ = cancel.cancelled() => { stopped = true; break; }
+            _ = sleep_until(due) => {}
+        }
+        let permit = tokio::select! {
+            _ = cancel.cancelled() => { stopped = true; break; }
+            permit = permits.clone().acquire_owned() => permit,
+        };
+        let Ok(permit) = permit else { break };
+        let late = Instant::now().saturating_duration_since(due) > Duration::from_secs(1);
+        recorder.sending(late);
+        let request = build(&client, &gateway, &credentials, &p);
+        let recorder = recorder.clone();
+        tasks.spawn(async move {
+            let sent_ns = warden_event::now_ns();
+            let seen = send(request).await;
+            recorder.record(p.source, sent_ns, seen);
+            drop(permit);
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    // The run lasts its whole duration, even when its last request came earlier.
+    if !stopped {
+        let end = started + Duration::from_nanos(plan.duration_ns().max(0) as u64);
+        tokio::select! {
+            _ = cancel.cancelled() => stopped = true,
+            _ = sleep_until(end) => {}
+        }
+    }
+    let drain = if stopped {
+        Duration::from_secs(2)
+    } else {
+        options.request_timeout
+    };
+    if tokio::time::timeout(drain, async { while tasks.join_next().await.is_some() {} })
+        .await
+        .is_err()
+    {
+        warn!(left = tasks.len(), "Requests still in flight at the end; abandoned.");
+        tasks.abort_all();
+    }
+    let ended_at = warden_event::now_ns();
+    let labels = recorder.labels(
+        scenario,
+        &plan,
+        seed,
+        RunMode::Live,
+        Some(gateway),
+        started_at,
+        ended_at,
+    );
+    info!(sent = labels.summary.sent, "Simulation ended.");
+    Ok(labels)
+}
+
+/// The HTTP request of a planned request.
+fn build(
+    client: &reqwest::Client,
+    gateway: &str,
+    credentials: &[(HeaderName, HeaderValue)],
+    p: &Planned,
+) -> reqwest::RequestBuilder {
+    let r: &SimRequest = &p.request;
+    let method = reqwest::Method::from_bytes(r.method.as_bytes()).unwrap_or(reqwest::Method::GET);
+    let mut req = client
+        .request(method, format!("{gateway}{}", r.path))
+        .header("x-forwarded-for", r.ip.to_string())
+        .header("user-agent", r.user_agent);
+    match &r.auth {
+        Auth::None => {}
+        Auth::Device(d) => {
+            if let Some((name, value)) = credentials.get(*d) {
+                req = req.header(name.clone(), value.clone());
+            }
+        }
+        Auth::Key(k) => req = req.header("x-api-key", k.as_str()),
+    }
+    if let Some(f) = r.fault {
+        req = req.header(FAULT_HEADER, f.to_string());
+    }
+    match body(&r.body) {
+        Some((content_type, bytes)) => req.header("content-type", content_type).body(bytes),
+        None => req,
+    }
+}
+
+/// The bytes of a payload: JSON padded to its size (cut short when malformed), or zeros.
+pub fn body(p: &Payload) -> Option<(&'static str, Bytes)> {
+    let len = (p.len as usize).min(MAX_BODY);
+    match p.kind {
+        BodyKind::Empty => None,
+        BodyKind::Binary => Some(("application/octet-stream", Bytes::from_static(&ZEROS[..len]))),
+        BodyKind::Json => {
+            let mut s = String::from("{\"v\":21.5,\"ok\":true,\"pad\":\"");
+            let pad = len.saturating_sub(s.len() + 2);
+            s.extend(std::iter::repeat_n('x', pad));
+            s.push_str("\"}");
+            if p.malformed {
+                s.truncate(s.len() / 2);
+            }
+            Some(("application/json", Bytes::from(s)))
+        }
+    }
+}
+
+/// Send a request and read its response to the end.
+async fn send(request: reqwest::RequestBuilder) -> Seen {
+    match request.send().await {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            let upstream = resp.headers().contains_key(UPSTREAM_HEADER);
+            // A body cut short still counts as answered with this status.
+            let _ = resp.bytes().await;
+            match (upstream, status) {
+                (true, s) => Seen::Through(s),
+                (false, 403) => Seen::Refused,
+                (false, s) => Seen::Gateway(s),
+            }
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "Request failed.");
+            Seen::Failed
+        }
+    }
+}

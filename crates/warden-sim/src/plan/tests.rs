@@ -1,0 +1,195 @@
+use std::collections::{BTreeMap, HashSet};
+
+use super::*;
+use crate::scenario::ScenarioConfig;
+use crate::{builtin_scenario, profile::DeviceType};
+
+fn scenario(name: &str) -> ScenarioConfig {
+    builtin_scenario(name)
+        .expect("built in")
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn small(name: &str, devices: usize, duration_s: f64) -> ScenarioConfig {
+    let mut s = scenario(name).with_duration(duration_s);
+    s.fleet.devices = devices;
+    s
+}
+
+#[test]
+fn plans_are_deterministic_time_ordered_and_bounded() {
+    let s = small("botnet_flood", 200, 120.0);
+    let a: Vec<Planned> = Plan::new(&s, 3).take(3000).collect();
+    let b: Vec<Planned> = Plan::new(&s, 3).take(3000).collect();
+    assert_eq!(a, b, "same seed, same plan");
+    let c: Vec<Planned> = Plan::new(&s, 4).take(3000).collect();
+    assert_ne!(a, c, "another seed, another plan");
+    let all: Vec<Planned> = Plan::new(&s, 3).collect();
+    assert!(all.windows(2).all(|w| w[0].at_ns <= w[1].at_ns), "time order");
+    assert!(all.iter().all(|p| p.at_ns >= 0 && p.at_ns < 120_000_000_000));
+    assert!(all.len() > a.len());
+}
+
+#[test]
+fn benign_rate_matches_the_profiles_and_every_type_sends_its_routes() {
+    // An hour of a 400-device fleet around the clock's mean (diurnal factors average out
+    // only over a day, so compare a flat-profile subset exactly and the total loosely).
+    let mut s = small("benign", 400, 3600.0);
+    s.fleet.firmware_rollout = None;
+    s.fleet.outage = None;
+    let plan = Plan::new(&s, 9);
+    let fleet = plan.fleet().clone();
+    let mut by_type: BTreeMap<DeviceType, u64> = BTreeMap::new();
+    let mut routes: BTreeMap<DeviceType, HashSet<String>> = BTreeMap::new();
+    for p in plan {
+        let Source::Benign(d) = p.source else {
+            panic!("no attack in the benign scenario")
+        };
+        let t = fleet.devices[d].device_type;
+        *by_type.entry(t).or_default() += 1;
+        let route = p.request.path.split('/').nth(3).unwrap_or_default().to_string();
+        routes.entry(t).or_default().insert(route);
+        assert_eq!(p.request.auth, Auth::Device(d));
+        assert!(fleet.devices[d].ips.contains(&p.request.ip));
+    }
+    for t in [DeviceType::TemperatureSensor, DeviceType::SmartMeter] {
+        let n = fleet.of_type(t).len() as f64;
+        let expected = n * t.profile().mean_rate() * 3600.0;
+        let got = by_type[&t] as f64;
+        assert!((got / expected - 1.0).abs() < 0.1, "{t}: {got} vs {expected}");
+    }
+    assert!(routes[&DeviceType::Camera].contains("media"));
+    assert!(routes[&DeviceType::IndustrialGateway].contains("ingest"));
+    assert!(routes[&DeviceType::MobileApp].contains("app"));
+    assert!(routes[&DeviceType::TemperatureSensor].contains("telemetry"));
+}
+
+#[test]
+fn diurnal_pattern_cameras_busier_in_the_afternoon() {
+    let count = |hour: f64| {
+        let mut s = small("benign", 300, 1800.0);
+        s.fleet.firmware_rollout = None;
+        s.fleet.outage = None;
+        s.fleet.start_hour = hour;
+        let plan = Plan::new(&s, 5);
+        let fleet = plan.fleet().clone();
+        plan.filter(|p| match p.source {
+            Source::Benign(d) => fleet.devices[d].device_type == DeviceType::Camera,
+            Source::Attack { .. } => false,
+        })
+        .count()
+    };
+    let (day, night) = (count(14.0), count(2.0));
+    assert!(day > 3 * night, "cameras at 14:00: {day}, at 02:00: {night}");
+}
+
+#[test]
+fn outage_silences_the_fleet_then_a_reconnect_storm() {
+    let s = small("benign", 300, 300.0);
+    let o = s.fleet.outage.clone().expect("outage");
+    let (from, to) = ((o.start_s * NS) as i64, ((o.start_s + o.duration_s) * NS) as i64);
+    let plan: Vec<Planned> = Plan::new(&s, 1).collect();
+    let in_outage = plan.iter().filter(|p| p.at_ns >= from && p.at_ns < to).count();
+    assert_eq!(in_outage, 0, "nothing is sent during the outage");
+    let per_5s = |t: i64| plan.iter().filter(|p| p.at_ns >= t && p.at_ns < t + 5 * NS as i64).count();
+    let storm = per_5s(to);
+    let before = per_5s(from - 10 * NS as i64);
+    assert!(storm > 3 * before, "storm {storm} vs normal {before} per 5 s");
+    // The rollout: chunk downloads of 64 KiB.
+    let chunks = plan.iter().filter(|p| p.request.path.contains("/firmware/images/")).count();
+    assert!(chunks > 100, "{chunks} firmware chunks");
+}
+
+#[test]
+fn attacks_run_in_their_window_at_their_rate_with_distinct_attackers() {
+    let s = small("botnet_flood", 200, 60.0);
+    let plan = Plan::new(&s, 2);
+    let attacks = plan.attacks().to_vec();
+    let fleet = plan.fleet().clone();
+    let a = &attacks[0];
+    assert_eq!(a.attackers.len(), 12);
+    let devices: HashSet<usize> = a.attackers.iter().filter_map(|x| x.device).collect();
+    assert_eq!(devices.len(), 12, "distinct devices");
+    assert!(devices.iter().all(|d| fleet.devices[*d].device_type == DeviceType::TemperatureSensor));
+    let mut per_attacker = vec![0u64; 12];
+    for p in plan {
+        if let Source::Attack { attack, attacker } = p.source {
+            assert_eq!(attack, 0);
+            assert!(p.at_ns >= a.start_ns && p.at_ns < a.end_ns);
+            let d = a.attackers[attacker].device.expect("a device");
+            assert_eq!(p.request.auth, Auth::Device(d), "floods with its own key");
+            assert_eq!(p.request.ip, fleet.devices[d].ips[0]);
+            per_attacker[attacker] += 1;
+        }
+    }
+    let window_s = (a.end_ns - a.start_ns) as f64 / NS;
+    for n in per_attacker {
+        let rate = n as f64 / window_s;
+        assert!((rate - 50.0).abs() < 3.0, "{rate} req/s");
+    }
+}
+
+#[test]
+fn every_attack_class_sends_what_it_should() {
+    for name in [
+        "credential_stuffing",
+        "enumeration",
+        "slow_scraping",
+        "exfiltration",
+        "drift",
+        "token_replay",
+        "firmware_probe",
+    ] {
+        let s = small(name, 300, 120.0);
+        let plan = Plan::new(&s, 11);
+        let attacks = plan.attacks().to_vec();
+        let fleet = plan.fleet().clone();
+        let reqs: Vec<Planned> = plan
+            .filter(|p| matches!(p.source, Source::Attack { .. }))
+            .collect();
+        assert!(!reqs.is_empty(), "{name}: no attack request");
+        let a = &attacks[0];
+        let ok = |f: &dyn Fn(&Planned) -> bool| reqs.iter().all(f);
+        match name {
+            "credential_stuffing" => {
+                assert_eq!(a.attackers.len(), 3);
+                assert_eq!(a.victims.len(), 2, "leaked keys' owners");
+                assert!(ok(&|p| p.request.ip.to_string().starts_with("198.1")));
+                let guesses = reqs.iter().filter(|p| matches!(p.request.auth, Auth::Key(_))).count();
+                let leaked = reqs.iter().filter(|p| matches!(p.request.auth, Auth::Device(_))).count();
+                assert!(leaked > 0 && guesses > 20 * leaked, "{guesses} guesses, {leaked} leaked");
+            }
+            "enumeration" => {
+                let targets: HashSet<&str> =
+                    reqs.iter().map(|p| p.request.path.as_str()).collect();
+                assert_eq!(targets.len(), reqs.len(), "a new device id every time");
+                assert!(ok(&|p| p.request.path.starts_with("/api/v1/app/devices/")));
+            }
+            "slow_scraping" => {
+                assert!(ok(&|p| p.request.path.contains("/history?limit=500")));
+            }
+            "exfiltration" => {
+                assert!(ok(&|p| p.request.path.contains("/api/v1/export/")
+                    && p.request.path.ends_with("limit=50000")));
+            }
+            "drift" => {
+                let new_ip = a.attackers[0].subjects.iter().any(|s| s.value.starts_with("198.18."));
+                assert!(new_ip, "{:?}", a.attackers[0].subjects);
+                // The drift ramps up: more in the second half of the window.
+                let mid = (a.start_ns + a.end_ns) / 2;
+                let first = reqs.iter().filter(|p| p.at_ns < mid).count();
+                assert!(reqs.len() - first > 2 * first, "ramp: {first} then {}", reqs.len() - first);
+            }
+            "token_replay" => {
+                let d = a.attackers[0].device.expect("victim");
+                assert!(ok(&|p| p.request.auth == Auth::Device(d)
+                    && !fleet.devices[d].ips.contains(&p.request.ip)));
+            }
+            "firmware_probe" => {
+                let methods: HashSet<&str> = reqs.iter().map(|p| p.request.method).collect();
+                assert!(methods.contains("PUT") && methods.contains("DELETE"));
+            }
+            _ => unreachable!(),
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! Attack configs, selected by `type`. Every attack has a `name`, a window (`start_s`,
+//! `end_s`, seconds from the start of the run) and an `expect` table saying whether the
+//! default pipeline is expected to detect it today (and why not, when not).
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::DeviceType;
+
+/// One attack of a scenario.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AttackConfig {
+    /// Many compromised devices flood at once, each at a rate far above its own.
+    BotnetFlood(BotnetFlood),
+    /// One compromised device floods.
+    DeviceFlood(DeviceFlood),
+    /// Many API keys tried from a few IP addresses (a few of them leaked, valid keys).
+    CredentialStuffing(CredentialStuffing),
+    /// An app user walks other users' device ids (broken object-level authorisation).
+    Enumeration(Enumeration),
+    /// App users scrape other devices' histories slowly, under any per-device rate limit.
+    SlowScraping(SlowScraping),
+    /// A client pulls huge exports: few requests, enormous responses.
+    Exfiltration(Exfiltration),
+    /// A compromised device drifts: new routes, a new IP, more and more over the window.
+    Drift(Drift),
+    /// A device's key replayed from a new IP while the device goes on as usual.
+    TokenReplay(TokenReplay),
+    /// A sensor probing firmware and admin routes it never uses.
+    FirmwareProbe(FirmwareProbe),
+}
+
+/// The attack classes, as written in labels and reports.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum AttackClass {
+    BotnetFlood,
+    DeviceFlood,
+    CredentialStuffing,
+    Enumeration,
+    SlowScraping,
+    Exfiltration,
+    Drift,
+    TokenReplay,
+    FirmwareProbe,
+}
+
+impl AttackClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttackClass::BotnetFlood => "botnet_flood",
+            AttackClass::DeviceFlood => "device_flood",
+            AttackClass::CredentialStuffing => "credential_stuffing",
+            AttackClass::Enumeration => "enumeration",
+            AttackClass::SlowScraping => "slow_scraping",
+            AttackClass::Exfiltration => "exfiltration",
+            AttackClass::Drift => "drift",
+            AttackClass::TokenReplay => "token_replay",
+            AttackClass::FirmwareProbe => "firmware_probe",
+        }
+    }
+}
+
+impl std::fmt::Display for AttackClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the end-to-end test expects of an attack with the default pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// Whether an alert is expected on the attacking subjects. When a detector lands that
+    /// catches an attack expected undetected, the test fails and asks to flip this.
+    pub detected: bool,
+    /// Required when `detected = false`: why not yet (which detector is missing).
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// `detected = true` only: least share of attacking subjects that must be detected, in
+    /// (0, 1] (default 1).
+    #[serde(default)]
+    pub min_recall: Option<f64>,
+}
+
+macro_rules! each {
+    ($self:expr, $a:ident => $e:expr) => {
+        match $self {
+            AttackConfig::BotnetFlood($a) => $e,
+            AttackConfig::DeviceFlood($a) => $e,
+            AttackConfig::CredentialStuffing($a) => $e,
+            AttackConfig::Enumeration($a) => $e,
+            AttackConfig::SlowScraping($a) => $e,
+            AttackConfig::Exfiltration($a) => $e,
+            AttackConfig::Drift($a) => $e,
+            AttackConfig::TokenReplay($a) => $e,
+            AttackConfig::FirmwareProbe($a) => $e,
+        }
+    };
+}
+
+impl AttackConfig {
+    pub fn name(&self) -> &str {
+        each!(self, a => &a.name)
+    }
+
+    pub fn class(&self) -> AttackClass {
+        match self {
+            AttackConfig::BotnetFlood(_) => AttackClass::BotnetFlood,
+            AttackConfig::DeviceFlood(_) => AttackClass::DeviceFlood,
+            AttackConfig::CredentialStuffing(_) => AttackClass::CredentialStuffing,
+            AttackConfig::Enumeration(_) => AttackClass::Enumeration,
+            AttackConfig::SlowScraping(_) => AttackClass::SlowScraping,
+            AttackConfig::Exfiltration(_) => AttackClass::Exfiltration,
+            AttackConfig::Drift(_) => AttackClass::Drift,
+            AttackConfig::TokenReplay(_) => AttackClass::TokenReplay,
+            AttackConfig::FirmwareProbe(_) => AttackClass::FirmwareProbe,
+        }
+    }
+
+    /// `(start_s, end_s)`.
+    pub fn window(&self) -> (f64, f64) {
+        each!(self, a => (a.start_s, a.end_s))
+    }
+
+    pub(crate) fn window_mut(&mut self) -> (&mut f64, &mut f64) {
+        each!(self, a => (&mut a.start_s, &mut a.end_s))
+    }
+
+    pub fn expect(&self) -> &Expect {
+        each!(self, a => &a.expect)
+    }
+
+    pub fn expect_mut(&mut self) -> &mut Expect {
+        each!(self, a => &mut a.expect)
+    }
+}
+
+fn sensor() -> DeviceType {
+    DeviceType::TemperatureSensor
+}
+fn industrial_gateway() -> DeviceType {
+    DeviceType::IndustrialGateway
+}
+fn camera() -> DeviceType {
+    DeviceType::Camera
+}
+fn meter() -> DeviceType {
+    DeviceType::SmartMeter
+}
+fn one() -> usize {
+    1
+}
+fn export_limit() -> u32 {
+    50_000
+}
+fn scrape_limit() -> u32 {
+    500
+}
+fn yes() -> bool {
+    true
+}
+
+/// `type = "botnet_flood"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BotnetFlood {
+    /// Attack name (unique in the scenario).
+    pub name: String,
+    /// Start, seconds from the start of the run.
+    pub start_s: f64,
+    /// End, seconds from the start of the run.
+    pub end_s: f64,
+    /// What detection is expected.
+    pub expect: Expect,
+    /// Compromised devices (chosen with the seed among devices of `device_type`).
+    pub devices: usize,
+    /// Type of the compromised devices.
+    #[serde(default = "sensor")]
+    pub device_type: DeviceType,
+    /// Requests per second each compromised device sends (its normal route and body).
+    pub rate_per_device: f64,
+}
+
+/// `type = "device_flood"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceFlood {
+    /// Attack name (unique in the scenario).
+    pub name: String,
+    /// Start, seconds from the start of the run.
+    pub start_s: f64,
+    /// End, seconds from the start of the run.
+    pub end_s: f64,
+    /// What detection is expected.
+    pub expect: Expect,
+    /// Type of the compromised device (chosen with the seed).
+    #[serde(default = "sensor")]
+    pub device_type: DeviceType,
+    /// Requests per second it sends.
+    pub rate_per_s: f64,
+}
+
+/// `type = "credential_stuffing"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialStuffing {
+    /// Attack name (unique in the scenario).
+    pub name: String,
+    /// Start, seconds from the start of the run.
+    pub start_s: f64,
+    /// End, seconds from the start of the run.
+    pub end_s: f64,
+    /// What detection is expected.
+    pub expect: Expect,
+    /// Source IP addresses the attempts come from.
+    pub ips: usize,
+    /// Attempts per second, all IPs together.
+    pub rate_per_s: f64,
+    /// Valid keys of real app users in the attacker's list (they succeed; those identities
+    /// count as attacking subjects).
+    #[serde(default)]
+    pub leaked_keys: usize,
+}
+
+/// `type = "enumeration"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Enumeration {
+    /// Attack name (unique in the scenario).
+    pub name: String,
+    /// Start, seconds from the start of the run.
+    pub start_s: f64,
+    /// End, seconds from the start of the run.
+    pub end_s: f64,
+    /// What detection is expected.
+    pub expect: Expect,
+    /// App users walking other users' device ids (chosen with the seed).
+    #[serde(default = "one")]
+    pub attackers: usize,
+    /// Requests per second of each attacker.
+    pub rate_per_s: f64,
+}
+
+/// `type = "slow_scraping"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SlowScraping {
+    /// Attack name (unique in the scenario).
+    pub name: String,
+    /// Start, seconds from the start of the run.
+    pub start_s: f64,
+    /// End, seconds from the start of the run.
+    pub end_s: f64,
+    /// What detection is expected.
+    pub expect: Expect,
+    /// App users scraping (chosen with the seed).
+    pub attackers: usize,
+    /// Requests per second of each attacker (keep it under what a device does).
+    pub rate_per_s: f64,
+    /// Rows of history asked for per request.
+    #[serde(default = "scrape_limit")]
+    pub limit: u32,
+}
+
+/// `type = "exfiltration"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Exfiltration {
+    /// Attack name (unique in the scenario).
+    pub name: String,
+    /// Start, seconds from the start of the run.
+    pub start_s: f64,
+    /// End, seconds from the start of the run.
+    pub end_s: f64,
+    /// What detection is expected.
+    pub expect: Expect,
+    /// Type of the compromised client (chosen with the seed).
+    #[serde(default = "industrial_gateway")]
+    pub device_type: DeviceType,
+    /// Export requests per second.
+    pub rate_per_s: f64,
+    /// Rows per export (about 100 bytes each).
+    #[serde(default = "export_limit")]
+    pub limit: u32,
+}
+
+/// `type = "drift"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Drift {
+    /// Attack name (unique in the scenario).
+    pub name: String,
+    /// Start, seconds from the start of the run.
+    pub start_s: f64,
+    /// End, seconds from the start of the run.
+    pub end_s: f64,
+    /// What detection is expected.
+    pub expect: Expect,
+    /// Type of the compromised device (chosen with the seed).
+    #[serde(default = "camera")]
+    pub device_type: DeviceType,
+    /// Rate of the unusual requests at the end of the window (it ramps up from 0).
+    pub rate_per_s: f64,
+    /// Whether the unusual requests come from a new IP address.
+    #[serde(default = "yes")]
+    pub new_ip: bool,
+}
+
+/// `type = "token_replay"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenReplay {
+    /// Attack name (unique in the scenario).
+    pub name: String,
+    /// Start, seconds from the start of the run.
+    pub start_s: f64,
+    /// End, seconds from the start of the run.
+    pub end_s: f64,
+    /// What detection is expected.
+    pub expect: Expect,
+    /// Type of the device whose key is replayed (chosen with the seed).
+    #[serde(default = "meter")]
+    pub device_type: DeviceType,
+    /// New IP addresses the key is replayed from.
+    #[serde(default = "one")]
+    pub ips: usize,
+    /// Replayed requests per second, all IPs together.
+    pub rate_per_s: f64,
+}
+
+/// `type = "firmware_probe"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FirmwareProbe {
+    /// Attack name (unique in the scenario).
+    pub name: String,
+    /// Start, seconds from the start of the run.
+    pub start_s: f64,
+    /// End, seconds from the start of the run.
+    pub end_s: f64,
+    /// What detection is expected.
+    pub expect: Expect,
+    /// Type of the probing device (chosen with the seed).
+    #[serde(default = "sensor")]
+    pub device_type: DeviceType,
+    /// Probes per second.
+    pub rate_per_s: f64,
+}

@@ -1,0 +1,181 @@
+use warden_config::PipelineConfig;
+use warden_event::{AuthInfo, AuthMethod, AuthResult, Outcome, Protocol, RequestEvent};
+
+use super::*;
+
+fn event(i: u64) -> RequestEvent {
+    RequestEvent {
+        v: 1,
+        id: format!("e{i}"),
+        gateway: "gw".into(),
+        seq: i,
+        ts: 1_700_000_000_000_000_000 + i as i64,
+        identity: "dev-1".into(),
+        tenant: "t".into(),
+        device_type: "sensor".into(),
+        auth: AuthInfo {
+            method: AuthMethod::ApiKey,
+            result: if i % 5 == 0 {
+                AuthResult::Failed
+            } else {
+                AuthResult::Ok
+            },
+        },
+        client_ip: "10.0.0.1".into(),
+        protocol: Protocol::Http,
+        method: if i % 2 == 0 { "GET" } else { "POST" }.into(),
+        route: "telemetry".into(),
+        path: format!("/api/devices/d{}/state", i % 7),
+        status: if i % 4 == 0 { 503 } else { 200 },
+        decision: if i % 5 == 0 {
+            Outcome::DeniedAuth
+        } else {
+            Outcome::Allowed
+        },
+        latency_us: 100,
+        bytes_in: 10,
+        bytes_out: 100 * (i + 1),
+        user_agent: (i % 3 == 0).then(|| "fw/1.0".to_string()),
+        tls: None,
+    }
+}
+
+/// Compile the features of `toml` (one window `w` of 10 s), feed 100 events into one bucket,
+/// and return the feature values by name.
+fn features(features_toml: &str) -> Result<BTreeMap<String, f64>, String> {
+    let text = format!(
+        r#"
+name = "t"
+[[window]]
+name = "w"
+key = "identity"
+size_ms = 10000
+slide_ms = 1000
+{features_toml}
+[[detector]]
+name = "d"
+type = "threshold"
+feature = "x"
+above = 1.0
+[decision]
+quarantine_ttl_s = 60
+"#
+    );
+    let pipeline = PipelineConfig::from_toml(&text).map_err(|e| e.to_string())?;
+    let compiler = Compiler::new().map_err(|e| e.to_string())?;
+    let mut plan = WindowPlan::default();
+    for f in &pipeline.feature {
+        plan.add(&compiler, f)
+            .map_err(|e| format!("{}: {}", e.key, e.reason))?;
+    }
+    let events: Vec<RequestEvent> = (0..100).map(event).collect();
+    let batch = warden_event::to_record_batch(&events).map_err(|e| e.to_string())?;
+    let inputs = plan.evaluate(&batch).map_err(|e| e.to_string())?;
+    let (mut scalars, mut sketches) = (Vec::new(), Vec::new());
+    plan.new_scalars(&mut scalars);
+    plan.new_sketches(&mut sketches);
+    for row in 0..100 {
+        plan.update(&mut scalars, &mut sketches, &inputs, row);
+    }
+    let mut values = vec![0.0; plan.values.len()];
+    plan.read_values(&scalars, &sketches, &mut values);
+    let mut out = Vec::new();
+    plan.features(&values, 1, 10.0, &mut out)
+        .map_err(|e| e.to_string())?;
+    Ok(plan.names.iter().cloned().zip(out).collect())
+}
+
+use std::collections::BTreeMap;
+
+fn feature(kind: &str) -> String {
+    format!("[[feature]]\nname = \"x\"\nwindow = \"w\"\n{kind}\n")
+}
+
+fn value(kind: &str) -> f64 {
+    let f = features(&feature(kind)).unwrap_or_else(|e| panic!("{kind}: {e}"));
+    f["x"]
+}
+
+#[test]
+fn fast_path_aggregates() {
+    assert_eq!(value("type = \"count\""), 100.0);
+    assert_eq!(value("type = \"rate\""), 10.0);
+    assert_eq!(
+        value("type = \"count\"\nfilter = { method = [\"GET\"], min_status = 500 }"),
+        25.0
+    );
+    assert_eq!(value("type = \"error_ratio\""), 0.25);
+    assert_eq!(value("type = \"denied_ratio\""), 0.2);
+    assert_eq!(
+        value("type = \"ratio\"\nfilter = { auth_result = [\"failed\"] }"),
+        0.2
+    );
+    assert_eq!(value("type = \"sum\"\nfield = \"bytes_out\""), 100.0 * 5050.0);
+    assert_eq!(value("type = \"mean\"\nfield = \"bytes_out\""), 5050.0);
+    assert_eq!(value("type = \"distinct\"\nfield = \"path\""), 7.0);
+    assert_eq!(value("type = \"distinct\"\nfield = \"user_agent\""), 1.0, "nulls are not values");
+    let p99 = value("type = \"percentile\"\nfield = \"bytes_out\"\nquantile = 0.99");
+    assert!((p99 - 9900.0).abs() / 9900.0 < 0.011, "{p99}");
+    assert!(value("type = \"mean\"\nfield = \"bytes_out\"\nfilter = { route = [\"nope\"] }").is_nan());
+}
+
+#[test]
+fn sql_features_match_the_fast_path() {
+    let sql = |e: &str| value(&format!("type = \"sql\"\nexpr = \"{e}\""));
+    assert_eq!(sql("count(*) filter (where status >= 500) / count(*)"), 0.25);
+    assert_eq!(sql("count(*)"), 100.0);
+    assert_eq!(sql("avg(bytes_out)"), 5050.0);
+    assert_eq!(sql("sum(bytes_out) / 1000"), 5050.0 * 100.0 / 1000.0);
+    assert_eq!(sql("max(bytes_out) - min(bytes_out)"), 9900.0);
+    assert_eq!(sql("count(distinct path)"), 7.0);
+    assert_eq!(sql("approx_distinct(client_ip)"), 1.0);
+    assert_eq!(sql("count(user_agent)"), 34.0, "count(x) counts non-null values");
+    assert_eq!(
+        sql("count(*) filter (where auth_result = 'failed' and decision <> 'allowed')"),
+        20.0
+    );
+    assert_eq!(sql("coalesce(sum(bytes_in) filter (where route = 'nope'), 0)"), 0.0);
+    assert!(sql("sum(bytes_in) filter (where route = 'nope')").is_nan(), "SQL sum of nothing is NULL");
+    let p = sql("approx_percentile_cont(0.5) within group (order by bytes_out)");
+    assert!((p - 5000.0).abs() / 5000.0 < 0.011, "{p}");
+    assert!((sql("approx_median(latency_us)") - 100.0).abs() < 1.0);
+}
+
+#[test]
+fn sql_mistakes_are_reported() {
+    let err = |e: &str| {
+        features(&feature(&format!("type = \"sql\"\nexpr = \"{e}\"")))
+            .expect_err(e)
+    };
+    assert!(err("count(*) +").starts_with("expr: "), "{}", err("count(*) +"));
+    let e = err("stddev(bytes_out)");
+    assert!(e.contains("aggregate `stddev` is not supported"), "{e}");
+    let e = err("status + 1");
+    assert!(e.contains("must aggregate"), "{e}");
+    let e = err("count(*) / status");
+    assert!(e.contains("column(s) status must be inside an aggregate"), "{e}");
+    let e = err("sum(no_such_column)");
+    assert!(e.contains("no_such_column"), "{e}");
+}
+
+#[test]
+fn identical_aggregates_are_shared() {
+    let toml = format!(
+        "{}{}{}",
+        feature("type = \"rate\""),
+        "[[feature]]\nname = \"n\"\nwindow = \"w\"\ntype = \"count\"\n",
+        "[[feature]]\nname = \"e\"\nwindow = \"w\"\ntype = \"sql\"\nexpr = \"count(*) filter (where status >= 500) / count(*)\"\n"
+    );
+    let text = format!(
+        "name = \"t\"\n[[window]]\nname = \"w\"\nkey = \"identity\"\nsize_ms = 1000\nslide_ms = 1000\n{toml}[[detector]]\nname = \"d\"\ntype = \"threshold\"\nfeature = \"x\"\nabove = 1.0\n[decision]\nquarantine_ttl_s = 60\n"
+    );
+    let pipeline = PipelineConfig::from_toml(&text).expect("pipeline");
+    let compiler = Compiler::new().expect("compiler");
+    let mut plan = WindowPlan::default();
+    for f in &pipeline.feature {
+        plan.add(&compiler, f).expect("compiles");
+    }
+    assert_eq!(plan.scalars.len(), 2, "count(*) and count(*) filter (…)");
+    let f = features(&toml).expect("features");
+    assert_eq!((f["x"], f["n"], f["e"]), (10.0, 100.0, 0.25));
+}
