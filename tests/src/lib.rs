@@ -8,3 +8,6 @@ pub mod e2e;
 
 /// Throw-away CAs, certificates and CRLs for the TLS/mTLS tests.
 pub mod pki;
+
+/// Scenario runs (simulated fleet and attacks) against a whole stack, evaluated.
+pub mod scenarios;

@@ -66,7 +66,8 @@ impl Ca {
         let mut p = CertificateParams::new(vec!["localhost".to_string()])?;
         p.subject_alt_names
             .push(SanType::IpAddress([127, 0, 0, 1].into()));
-        p.distinguished_name.push(DnType::CommonName, "warden test server");
+        p.distinguished_name
+            .push(DnType::CommonName, "warden test server");
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         p.not_before = days(-1);
         p.not_after = days(365);

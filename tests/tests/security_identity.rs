@@ -83,9 +83,10 @@ impl Body {
 async fn jwks_server(ca: &Ca, keys: &[Jwk]) -> anyhow::Result<JwksServer> {
     let leaf = ca.server()?;
     let certs = warden_config::parse_certs(leaf.cert_pem.as_bytes()).map_err(anyhow::Error::msg)?;
-    let key = <rustls_pki_types::PrivateKeyDer as rustls_pki_types::pem::PemObject>::from_pem_slice(
-        leaf.key_pem.as_bytes(),
-    )?;
+    let key =
+        <rustls_pki_types::PrivateKeyDer as rustls_pki_types::pem::PemObject>::from_pem_slice(
+            leaf.key_pem.as_bytes(),
+        )?;
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -97,7 +98,9 @@ async fn jwks_server(ca: &Ca, keys: &[Jwk]) -> anyhow::Result<JwksServer> {
     let addr = listener.local_addr()?;
     let hits = Arc::new(AtomicUsize::new(0));
     let body = Arc::new(Body::default());
-    body.set(serde_json::to_string(&JwkSet { keys: keys.to_vec() })?);
+    body.set(serde_json::to_string(&JwkSet {
+        keys: keys.to_vec(),
+    })?);
     let (h, b) = (hits.clone(), body.clone());
     let app = Router::new().route(
         "/jwks.json",
@@ -210,7 +213,11 @@ fn b64url(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..=chunk.len() {
             out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
@@ -354,7 +361,12 @@ const KEY_NEW: &str = "key-thermo6-new-2c3d4e5f6a7b";
 const KEY_FUTURE: &str = "key-thermo6-fut-3d4e5f6a7b8c";
 const KEY_DISABLED: &str = "key-disabled1-4e5f6a7b8c9d";
 
-fn config(files: &Files, up: SocketAddr, jwks_url: &str, reload_ms: u64) -> anyhow::Result<WardenConfig> {
+fn config(
+    files: &Files,
+    up: SocketAddr,
+    jwks_url: &str,
+    reload_ms: u64,
+) -> anyhow::Result<WardenConfig> {
     let key = |id: &str, secret: &str, ident: &str, window: &str| {
         format!(
             "[[api_keys]]\nid = \"{id}\"\nsha256 = \"{}\"\nidentity = \"{ident}\"\n{window}\n",
@@ -363,7 +375,12 @@ fn config(files: &Files, up: SocketAddr, jwks_url: &str, reload_ms: u64) -> anyh
     };
     let keys = [
         key("k-thermo1", KEY_THERMO1, "thermo-1", ""),
-        key("k-old", KEY_OLD, "thermo-6", &format!("expires_at = \"{}\"", rfc3339(-60)?)),
+        key(
+            "k-old",
+            KEY_OLD,
+            "thermo-6",
+            &format!("expires_at = \"{}\"", rfc3339(-60)?),
+        ),
         key(
             "k-current",
             KEY_CURRENT,
@@ -374,8 +391,18 @@ fn config(files: &Files, up: SocketAddr, jwks_url: &str, reload_ms: u64) -> anyh
                 rfc3339(3600)?
             ),
         ),
-        key("k-new", KEY_NEW, "thermo-6", &format!("not_before = \"{}\"", rfc3339(-60)?)),
-        key("k-future", KEY_FUTURE, "thermo-6", &format!("not_before = \"{}\"", rfc3339(3600)?)),
+        key(
+            "k-new",
+            KEY_NEW,
+            "thermo-6",
+            &format!("not_before = \"{}\"", rfc3339(-60)?),
+        ),
+        key(
+            "k-future",
+            KEY_FUTURE,
+            "thermo-6",
+            &format!("not_before = \"{}\"", rfc3339(3600)?),
+        ),
         key("k-disabled", KEY_DISABLED, "disabled-1", ""),
     ]
     .join("\n");
@@ -608,16 +635,21 @@ impl Log {
         let got = req.send().await;
         match (&got, expect) {
             (Ok(resp), Expect::Status(code)) if resp.status().as_u16() == code => {
-                if let Some(rid) = resp.headers().get("x-request-id").and_then(|v| v.to_str().ok()) {
+                if let Some(rid) = resp
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                {
                     self.refused.insert(rid.to_string(), (name, method));
                 } else {
                     self.failures.push(format!("{name}: no x-request-id"));
                 }
             }
             (Err(_), Expect::HandshakeRefused) => {}
-            (Ok(resp), _) => self
-                .failures
-                .push(format!("{name}: got status {}, expected {expect:?}", resp.status())),
+            (Ok(resp), _) => self.failures.push(format!(
+                "{name}: got status {}, expected {expect:?}",
+                resp.status()
+            )),
             (Err(e), _) => self
                 .failures
                 .push(format!("{name}: request failed ({e}), expected {expect:?}")),
@@ -628,17 +660,24 @@ impl Log {
     }
 
     /// A legitimate request: must get 200 and reach the upstream once.
-    async fn control(&mut self, s: &Scenario, name: &str, req: reqwest::RequestBuilder) -> Option<reqwest::Response> {
+    async fn control(
+        &mut self,
+        s: &Scenario,
+        name: &str,
+        req: reqwest::RequestBuilder,
+    ) -> Option<reqwest::Response> {
         let before = s.hits();
         match req.send().await {
             Ok(resp) if resp.status() == 200 => {
                 if s.hits() != before + 1 {
-                    self.failures.push(format!("{name}: upstream hits {} → {}", before, s.hits()));
+                    self.failures
+                        .push(format!("{name}: upstream hits {} → {}", before, s.hits()));
                 }
                 Some(resp)
             }
             Ok(resp) => {
-                self.failures.push(format!("{name}: got {}, expected 200", resp.status()));
+                self.failures
+                    .push(format!("{name}: got {}, expected 200", resp.status()));
                 None
             }
             Err(e) => {
@@ -663,53 +702,108 @@ async fn identity_attacks_get_exact_statuses_and_never_reach_the_upstream() -> a
 
     // --- legitimate traffic first: the setup is sound, so refusals below are the attacks' ---
     let resp = log
-        .control(&s, "cert on the mTLS route", good_tls.get(s.https("/firmware/v2")))
+        .control(
+            &s,
+            "cert on the mTLS route",
+            good_tls.get(s.https("/firmware/v2")),
+        )
         .await;
     if let Some(r) = resp {
-        ensure!(r.version() == reqwest::Version::HTTP_2, "h2 by ALPN, got {:?}", r.version());
+        ensure!(
+            r.version() == reqwest::Version::HTTP_2,
+            "h2 by ALPN, got {:?}",
+            r.version()
+        );
     }
-    log.control(&s, "cert alone on a required route", good_tls.get(s.https("/api/t"))).await;
+    log.control(
+        &s,
+        "cert alone on a required route",
+        good_tls.get(s.https("/api/t")),
+    )
+    .await;
     log.control(
         &s,
         "cert plus the same identity's API key",
-        good_tls.get(s.https("/keys/t")).header("x-api-key", KEY_THERMO1),
+        good_tls
+            .get(s.https("/keys/t"))
+            .header("x-api-key", KEY_THERMO1),
     )
     .await;
-    log.control(&s, "anonymous on the open route over TLS", anon_tls.get(s.https("/open/x"))).await;
+    log.control(
+        &s,
+        "anonymous on the open route over TLS",
+        anon_tls.get(s.https("/open/x")),
+    )
+    .await;
     log.control(
         &s,
         "RS256 token",
-        plain.get(s.http("/tokens/t")).bearer_auth(s.rsa.sign(&claims("user-7"))?),
+        plain
+            .get(s.http("/tokens/t"))
+            .bearer_auth(s.rsa.sign(&claims("user-7"))?),
     )
     .await;
     log.control(
         &s,
         "ES256 token with an audience list",
-        plain.get(s.http("/api/t")).bearer_auth(s.ec.sign(&claims_with("thermo-1", |m| {
-            m.insert("aud".into(), json!(["someone-else", AUDIENCE]));
-        }))?),
+        plain
+            .get(s.http("/api/t"))
+            .bearer_auth(s.ec.sign(&claims_with("thermo-1", |m| {
+                m.insert("aud".into(), json!(["someone-else", AUDIENCE]));
+            }))?),
     )
     .await;
-    log.control(&s, "current key during rotation", plain.get(s.http("/keys/t")).header("x-api-key", KEY_CURRENT)).await;
+    log.control(
+        &s,
+        "current key during rotation",
+        plain
+            .get(s.http("/keys/t"))
+            .header("x-api-key", KEY_CURRENT),
+    )
+    .await;
     log.control(
         &s,
         "new key during rotation",
-        plain.get(s.http("/keys/t")).header("authorization", format!("ApiKey {KEY_NEW}")),
+        plain
+            .get(s.http("/keys/t"))
+            .header("authorization", format!("ApiKey {KEY_NEW}")),
     )
     .await;
 
     // --- client certificates: refused at the handshake ---
     let cases: [(&'static str, &Issued, TlsRejection); 5] = [
-        ("certificate from an untrusted CA", &c.rogue, TlsRejection::UnknownIssuer),
+        (
+            "certificate from an untrusted CA",
+            &c.rogue,
+            TlsRejection::UnknownIssuer,
+        ),
         ("expired certificate", &c.expired, TlsRejection::Expired),
-        ("not-yet-valid certificate", &c.future, TlsRejection::NotYetValid),
-        ("certificate revoked by CRL", &c.revoked, TlsRejection::Revoked),
-        ("denied certificate fingerprint", &c.denied, TlsRejection::Denied),
+        (
+            "not-yet-valid certificate",
+            &c.future,
+            TlsRejection::NotYetValid,
+        ),
+        (
+            "certificate revoked by CRL",
+            &c.revoked,
+            TlsRejection::Revoked,
+        ),
+        (
+            "denied certificate fingerprint",
+            &c.denied,
+            TlsRejection::Denied,
+        ),
     ];
     for (name, cert, _) in &cases {
         let client = s.tls_client(Some(cert))?;
-        log.attack(&s, name, Expect::HandshakeRefused, AuthMethod::ClientCert, client.get(s.https("/api/t")))
-            .await;
+        log.attack(
+            &s,
+            name,
+            Expect::HandshakeRefused,
+            AuthMethod::ClientCert,
+            client.get(s.https("/api/t")),
+        )
+        .await;
     }
     // The server counts a refusal just after the client sees the alert.
     let stats = s.identity()?.tls_stats().context("tls stats")?;
@@ -721,33 +815,57 @@ async fn identity_attacks_get_exact_statuses_and_never_reach_the_upstream() -> a
     .await;
     if counted.is_err() {
         for (name, _, reason) in &cases {
-            log.failures.push(format!("{name}: {reason:?} counted {} times", stats.rejected(*reason)));
+            log.failures.push(format!(
+                "{name}: {reason:?} counted {} times",
+                stats.rejected(*reason)
+            ));
         }
     }
 
     // --- client certificates: refused per request ---
     let attacks: Vec<(&'static str, u16, AuthMethod, reqwest::RequestBuilder)> = vec![
-        ("no certificate on an mTLS route (TLS)", 401, AuthMethod::ClientCert, anon_tls.get(s.https("/firmware/v2"))),
-        ("no certificate on an mTLS route (plain HTTP)", 401, AuthMethod::ClientCert, plain.get(s.http("/firmware/v2"))),
+        (
+            "no certificate on an mTLS route (TLS)",
+            401,
+            AuthMethod::ClientCert,
+            anon_tls.get(s.https("/firmware/v2")),
+        ),
+        (
+            "no certificate on an mTLS route (plain HTTP)",
+            401,
+            AuthMethod::ClientCert,
+            plain.get(s.http("/firmware/v2")),
+        ),
         (
             "API key instead of a certificate on an mTLS route",
             401,
             AuthMethod::ClientCert,
-            anon_tls.get(s.https("/firmware/v2")).header("x-api-key", KEY_THERMO1),
+            anon_tls
+                .get(s.https("/firmware/v2"))
+                .header("x-api-key", KEY_THERMO1),
         ),
         (
             "certificate with another identity's API key",
             401,
             AuthMethod::ApiKey,
-            good_tls.get(s.https("/api/t")).header("x-api-key", KEY_CURRENT),
+            good_tls
+                .get(s.https("/api/t"))
+                .header("x-api-key", KEY_CURRENT),
         ),
         (
             "certificate with another identity's token",
             401,
             AuthMethod::Jwt,
-            good_tls.get(s.https("/api/t")).bearer_auth(s.rsa.sign(&claims("user-7"))?),
+            good_tls
+                .get(s.https("/api/t"))
+                .bearer_auth(s.rsa.sign(&claims("user-7"))?),
         ),
-        ("certificate without the API key an api_key route needs", 401, AuthMethod::ApiKey, good_tls.get(s.https("/keys/t"))),
+        (
+            "certificate without the API key an api_key route needs",
+            401,
+            AuthMethod::ApiKey,
+            good_tls.get(s.https("/keys/t")),
+        ),
         (
             "certificate of a disabled identity",
             401,
@@ -799,7 +917,11 @@ async fn identity_attacks_get_exact_statuses_and_never_reach_the_upstream() -> a
     );
     let stranger = Signer::ec("not-published")?;
     let token_attacks: Vec<(&'static str, String, &'static str)> = vec![
-        ("forged signature (another key, same kid)", forger.sign(&claims("user-7"))?, "/tokens/t"),
+        (
+            "forged signature (another key, same kid)",
+            forger.sign(&claims("user-7"))?,
+            "/tokens/t",
+        ),
         (
             "signature of another token spliced in",
             {
@@ -811,58 +933,175 @@ async fn identity_attacks_get_exact_statuses_and_never_reach_the_upstream() -> a
             },
             "/tokens/t",
         ),
-        ("expired token", s.rsa.sign(&claims_with("user-7", |m| {
-            m.insert("exp".into(), json!(now_s() - 60));
-        }))?, "/tokens/t"),
-        ("not-yet-valid token", s.rsa.sign(&claims_with("user-7", |m| {
-            m.insert("nbf".into(), json!(now_s() + 600));
-        }))?, "/tokens/t"),
-        ("wrong audience", s.rsa.sign(&claims_with("user-7", |m| {
-            m.insert("aud".into(), json!("some-other-api"));
-        }))?, "/tokens/t"),
-        ("wrong issuer", s.rsa.sign(&claims_with("user-7", |m| {
-            m.insert("iss".into(), json!("https://evil.example"));
-        }))?, "/tokens/t"),
-        ("no expiry", s.rsa.sign(&claims_with("user-7", |m| {
-            m.remove("exp");
-        }))?, "/tokens/t"),
-        ("string exp (type confusion)", s.rsa.sign(&claims_with("user-7", |m| {
-            m.insert("exp".into(), json!("9999999999"));
-        }))?, "/tokens/t"),
+        (
+            "expired token",
+            s.rsa.sign(&claims_with("user-7", |m| {
+                m.insert("exp".into(), json!(now_s() - 60));
+            }))?,
+            "/tokens/t",
+        ),
+        (
+            "not-yet-valid token",
+            s.rsa.sign(&claims_with("user-7", |m| {
+                m.insert("nbf".into(), json!(now_s() + 600));
+            }))?,
+            "/tokens/t",
+        ),
+        (
+            "wrong audience",
+            s.rsa.sign(&claims_with("user-7", |m| {
+                m.insert("aud".into(), json!("some-other-api"));
+            }))?,
+            "/tokens/t",
+        ),
+        (
+            "wrong issuer",
+            s.rsa.sign(&claims_with("user-7", |m| {
+                m.insert("iss".into(), json!("https://evil.example"));
+            }))?,
+            "/tokens/t",
+        ),
+        (
+            "no expiry",
+            s.rsa.sign(&claims_with("user-7", |m| {
+                m.remove("exp");
+            }))?,
+            "/tokens/t",
+        ),
+        (
+            "string exp (type confusion)",
+            s.rsa.sign(&claims_with("user-7", |m| {
+                m.insert("exp".into(), json!("9999999999"));
+            }))?,
+            "/tokens/t",
+        ),
         ("alg=none", none, "/tokens/t"),
         ("alg=None", none_upper, "/tokens/t"),
-        ("HS256 keyed with the RSA public key (algorithm confusion)", confusion_rsa, "/tokens/t"),
-        ("HS256 keyed with the EC public key (algorithm confusion)", confusion_ec, "/tokens/t"),
-        ("HS256 when it is not enabled", {
-            let mut h = Header::new(Algorithm::HS256);
-            h.kid = Some("any".into());
-            jsonwebtoken::encode(&h, &claims("user-7"), &hs_secret)?
-        }, "/tokens/t"),
-        ("unknown kid", stranger.sign(&claims("user-7"))?, "/tokens/t"),
+        (
+            "HS256 keyed with the RSA public key (algorithm confusion)",
+            confusion_rsa,
+            "/tokens/t",
+        ),
+        (
+            "HS256 keyed with the EC public key (algorithm confusion)",
+            confusion_ec,
+            "/tokens/t",
+        ),
+        (
+            "HS256 when it is not enabled",
+            {
+                let mut h = Header::new(Algorithm::HS256);
+                h.kid = Some("any".into());
+                jsonwebtoken::encode(&h, &claims("user-7"), &hs_secret)?
+            },
+            "/tokens/t",
+        ),
+        (
+            "unknown kid",
+            stranger.sign(&claims("user-7"))?,
+            "/tokens/t",
+        ),
         ("garbage token", "not-a-jwt".into(), "/tokens/t"),
-        ("three segments of garbage", "eyJhbGciOi.eyJzdWIi.AAAA".into(), "/tokens/t"),
-        ("oversize token", format!("{}.{}.{}", "a".repeat(3000), "b".repeat(3000), "c".repeat(3000)), "/tokens/t"),
-        ("token of a disabled identity", s.rsa.sign(&claims("disabled-1"))?, "/tokens/t"),
-        ("token for an identity allowed only API keys", s.rsa.sign(&claims("thermo-6"))?, "/tokens/t"),
-        ("token of an unregistered identity", s.rsa.sign(&claims("ghost-1"))?, "/api/t"),
-        ("token on an API-key-only route", s.rsa.sign(&claims("thermo-1"))?, "/keys/t"),
-        ("anonymous subject claim", s.rsa.sign(&claims("anonymous"))?, "/api/t"),
+        (
+            "three segments of garbage",
+            "eyJhbGciOi.eyJzdWIi.AAAA".into(),
+            "/tokens/t",
+        ),
+        (
+            "oversize token",
+            format!(
+                "{}.{}.{}",
+                "a".repeat(3000),
+                "b".repeat(3000),
+                "c".repeat(3000)
+            ),
+            "/tokens/t",
+        ),
+        (
+            "token of a disabled identity",
+            s.rsa.sign(&claims("disabled-1"))?,
+            "/tokens/t",
+        ),
+        (
+            "token for an identity allowed only API keys",
+            s.rsa.sign(&claims("thermo-6"))?,
+            "/tokens/t",
+        ),
+        (
+            "token of an unregistered identity",
+            s.rsa.sign(&claims("ghost-1"))?,
+            "/api/t",
+        ),
+        (
+            "token on an API-key-only route",
+            s.rsa.sign(&claims("thermo-1"))?,
+            "/keys/t",
+        ),
+        (
+            "anonymous subject claim",
+            s.rsa.sign(&claims("anonymous"))?,
+            "/api/t",
+        ),
     ];
     for (name, token, path) in token_attacks {
-        log.attack(&s, name, Expect::Status(401), AuthMethod::Jwt, plain.get(s.http(path)).bearer_auth(token))
-            .await;
+        log.attack(
+            &s,
+            name,
+            Expect::Status(401),
+            AuthMethod::Jwt,
+            plain.get(s.http(path)).bearer_auth(token),
+        )
+        .await;
     }
 
     // --- API keys and header forms ---
     let key_attacks: Vec<(&'static str, AuthMethod, reqwest::RequestBuilder)> = vec![
-        ("rotated-out (expired) API key", AuthMethod::ApiKey, plain.get(s.http("/keys/t")).header("x-api-key", KEY_OLD)),
-        ("API key before its not_before", AuthMethod::ApiKey, plain.get(s.http("/keys/t")).header("x-api-key", KEY_FUTURE)),
-        ("unknown API key", AuthMethod::ApiKey, plain.get(s.http("/keys/t")).header("x-api-key", "key-guessed-0000000000")),
-        ("API key of a disabled identity", AuthMethod::ApiKey, plain.get(s.http("/api/t")).header("x-api-key", KEY_DISABLED)),
-        ("API key on a JWT-only route", AuthMethod::ApiKey, plain.get(s.http("/tokens/t")).header("x-api-key", KEY_THERMO1)),
-        ("no credentials on a required route", AuthMethod::None, plain.get(s.http("/api/t"))),
-        ("no API key on an api_key route", AuthMethod::ApiKey, plain.get(s.http("/keys/t"))),
-        ("no token on a jwt route", AuthMethod::Jwt, plain.get(s.http("/tokens/t"))),
+        (
+            "rotated-out (expired) API key",
+            AuthMethod::ApiKey,
+            plain.get(s.http("/keys/t")).header("x-api-key", KEY_OLD),
+        ),
+        (
+            "API key before its not_before",
+            AuthMethod::ApiKey,
+            plain.get(s.http("/keys/t")).header("x-api-key", KEY_FUTURE),
+        ),
+        (
+            "unknown API key",
+            AuthMethod::ApiKey,
+            plain
+                .get(s.http("/keys/t"))
+                .header("x-api-key", "key-guessed-0000000000"),
+        ),
+        (
+            "API key of a disabled identity",
+            AuthMethod::ApiKey,
+            plain
+                .get(s.http("/api/t"))
+                .header("x-api-key", KEY_DISABLED),
+        ),
+        (
+            "API key on a JWT-only route",
+            AuthMethod::ApiKey,
+            plain
+                .get(s.http("/tokens/t"))
+                .header("x-api-key", KEY_THERMO1),
+        ),
+        (
+            "no credentials on a required route",
+            AuthMethod::None,
+            plain.get(s.http("/api/t")),
+        ),
+        (
+            "no API key on an api_key route",
+            AuthMethod::ApiKey,
+            plain.get(s.http("/keys/t")),
+        ),
+        (
+            "no token on a jwt route",
+            AuthMethod::Jwt,
+            plain.get(s.http("/tokens/t")),
+        ),
         (
             "API key and bearer token at once",
             AuthMethod::ApiKey,
@@ -871,9 +1110,27 @@ async fn identity_attacks_get_exact_statuses_and_never_reach_the_upstream() -> a
                 .header("x-api-key", KEY_THERMO1)
                 .bearer_auth(s.rsa.sign(&claims("thermo-1"))?),
         ),
-        ("empty bearer", AuthMethod::ApiKey, plain.get(s.http("/api/t")).header("authorization", "Bearer ")),
-        ("Basic credentials", AuthMethod::ApiKey, plain.get(s.http("/api/t")).header("authorization", "Basic dGhlcm1vLTE6cHc=")),
-        ("bad credentials on an open route", AuthMethod::ApiKey, plain.get(s.http("/open/x")).header("x-api-key", "key-guessed-0000000000")),
+        (
+            "empty bearer",
+            AuthMethod::ApiKey,
+            plain
+                .get(s.http("/api/t"))
+                .header("authorization", "Bearer "),
+        ),
+        (
+            "Basic credentials",
+            AuthMethod::ApiKey,
+            plain
+                .get(s.http("/api/t"))
+                .header("authorization", "Basic dGhlcm1vLTE6cHc="),
+        ),
+        (
+            "bad credentials on an open route",
+            AuthMethod::ApiKey,
+            plain
+                .get(s.http("/open/x"))
+                .header("x-api-key", "key-guessed-0000000000"),
+        ),
     ];
     for (name, m, req) in key_attacks {
         log.attack(&s, name, Expect::Status(401), m, req).await;
@@ -888,16 +1145,34 @@ async fn identity_attacks_get_exact_statuses_and_never_reach_the_upstream() -> a
         .collect();
     let good_fp = c.good.fingerprint();
     let events = s.stop().await?;
-    ensure!(failures.is_empty(), "{} of {attacks} checks failed:\n{}", failures.len(), failures.join("\n"));
+    ensure!(
+        failures.is_empty(),
+        "{} of {attacks} checks failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     ensure!(attacks >= 45, "only {attacks} attacks");
 
     // Every refused request left a denied_auth event with the method that was tried.
     let by_id: HashMap<&str, &RequestEvent> = events.iter().map(|e| (e.id.as_str(), e)).collect();
     for (rid, (name, method)) in &refused {
-        let e = by_id.get(rid.as_str()).with_context(|| format!("{name}: no event"))?;
-        ensure!(e.decision == Outcome::DeniedAuth && e.status == 401, "{name}: {e:?}");
-        ensure!(e.auth.method == *method && e.auth.result != AuthResult::Ok, "{name}: {:?}", e.auth);
-        ensure!(e.identity == warden_event::ANONYMOUS, "{name}: refused request attributed to {}", e.identity);
+        let e = by_id
+            .get(rid.as_str())
+            .with_context(|| format!("{name}: no event"))?;
+        ensure!(
+            e.decision == Outcome::DeniedAuth && e.status == 401,
+            "{name}: {e:?}"
+        );
+        ensure!(
+            e.auth.method == *method && e.auth.result != AuthResult::Ok,
+            "{name}: {:?}",
+            e.auth
+        );
+        ensure!(
+            e.identity == warden_event::ANONYMOUS,
+            "{name}: refused request attributed to {}",
+            e.identity
+        );
     }
     // Each refused handshake left an event with the certificate's fingerprint and no identity.
     for (fp, reason) in &tls_rejections {
@@ -905,15 +1180,21 @@ async fn identity_attacks_get_exact_statuses_and_never_reach_the_upstream() -> a
             .iter()
             .filter(|e| {
                 e.route == "tls_handshake"
-                    && e.tls.as_ref().and_then(|t| t.client_cert_fingerprint.as_deref()) == Some(fp)
+                    && e.tls
+                        .as_ref()
+                        .and_then(|t| t.client_cert_fingerprint.as_deref())
+                        == Some(fp)
             })
             .count();
         ensure!(n == 1, "{reason:?}: {n} handshake events");
     }
     ensure!(
-        events.iter().filter(|e| e.route == "tls_handshake").all(|e| e.identity == warden_event::ANONYMOUS
-            && e.decision == Outcome::DeniedAuth
-            && e.auth.method == AuthMethod::ClientCert),
+        events
+            .iter()
+            .filter(|e| e.route == "tls_handshake")
+            .all(|e| e.identity == warden_event::ANONYMOUS
+                && e.decision == Outcome::DeniedAuth
+                && e.auth.method == AuthMethod::ClientCert),
         "handshake events must be anonymous denied_auth client_cert events"
     );
     // Accepted TLS requests carry the TLS version and the certificate fingerprint.
@@ -921,10 +1202,16 @@ async fn identity_attacks_get_exact_statuses_and_never_reach_the_upstream() -> a
         .iter()
         .find(|e| e.route == "firmware" && e.status == 200)
         .context("firmware event")?;
-    ensure!(tls_ok.identity == "thermo-1" && tls_ok.tenant == "acme", "{tls_ok:?}");
+    ensure!(
+        tls_ok.identity == "thermo-1" && tls_ok.tenant == "acme",
+        "{tls_ok:?}"
+    );
     ensure!(tls_ok.auth.method == AuthMethod::ClientCert, "{tls_ok:?}");
     let t = tls_ok.tls.as_ref().context("tls info")?;
-    ensure!(t.version == "TLSv1.3" && t.client_cert_fingerprint.as_deref() == Some(good_fp.as_str()), "{t:?}");
+    ensure!(
+        t.version == "TLSv1.3" && t.client_cert_fingerprint.as_deref() == Some(good_fp.as_str()),
+        "{t:?}"
+    );
     println!("{attacks} identity attacks refused as expected");
     Ok(())
 }
@@ -954,7 +1241,8 @@ async fn status(req: reqwest::RequestBuilder) -> anyhow::Result<u16> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn crl_and_deny_list_changes_reach_open_connections_and_new_handshakes() -> anyhow::Result<()> {
+async fn crl_and_deny_list_changes_reach_open_connections_and_new_handshakes() -> anyhow::Result<()>
+{
     let s = Scenario::start(60_000).await?;
     let good = s.tls_client(Some(&s.certs.good))?;
     ensure!(status(good.get(s.https("/firmware/a"))).await? == 200);
@@ -964,14 +1252,26 @@ async fn crl_and_deny_list_changes_reach_open_connections_and_new_handshakes() -
     replace_file(&s.files.crl, s.certs.device_ca.crl(&[1, 2], 2)?.as_bytes())?;
     let report = s.identity()?.reload_now().await;
     ensure!(report.reloaded == vec!["tls"], "{report:?}");
-    ensure!(status(good.get(s.https("/firmware/a"))).await? == 401, "open connection");
+    ensure!(
+        status(good.get(s.https("/firmware/a"))).await? == 401,
+        "open connection"
+    );
     let fresh = s.tls_client(Some(&s.certs.good))?;
-    ensure!(fresh.get(s.https("/firmware/a")).send().await.is_err(), "new handshake");
+    ensure!(
+        fresh.get(s.https("/firmware/a")).send().await.is_err(),
+        "new handshake"
+    );
 
     // A CRL that does not parse is refused as a whole: the previous one stays in force.
-    replace_file(&s.files.crl, b"-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n")?;
+    replace_file(
+        &s.files.crl,
+        b"-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n",
+    )?;
     let report = s.identity()?.reload_now().await;
-    ensure!(report.failed.len() == 1 && report.failed[0].0 == "tls", "{report:?}");
+    ensure!(
+        report.failed.len() == 1 && report.failed[0].0 == "tls",
+        "{report:?}"
+    );
     ensure!(status(good.get(s.https("/firmware/a"))).await? == 401);
 
     // Un-revoke: a new connection works again.
@@ -983,13 +1283,21 @@ async fn crl_and_deny_list_changes_reach_open_connections_and_new_handshakes() -
     // Deny thermo-1's fingerprint: its open connection is refused on the next request.
     replace_file(
         &s.files.deny,
-        format!("{}\n{}\n", s.certs.denied.fingerprint(), s.certs.good.fingerprint()).as_bytes(),
+        format!(
+            "{}\n{}\n",
+            s.certs.denied.fingerprint(),
+            s.certs.good.fingerprint()
+        )
+        .as_bytes(),
     )?;
     ensure!(s.identity()?.reload_now().await.reloaded == vec!["deny_fingerprints"]);
     ensure!(status(again.get(s.https("/firmware/a"))).await? == 401);
     let hits = s.hits();
     s.stop().await?;
-    ensure!(hits == 2, "upstream reached {hits} times, expected the 2 accepted requests");
+    ensure!(
+        hits == 2,
+        "upstream reached {hits} times, expected the 2 accepted requests"
+    );
     Ok(())
 }
 
@@ -999,7 +1307,15 @@ async fn the_background_watcher_picks_up_changes_without_a_call() -> anyhow::Res
     let plain = s.plain_client()?;
     let token = s.rsa.sign(&claims("user-7"))?;
     ensure!(status(plain.get(s.http("/tokens/t")).bearer_auth(&token)).await? == 200);
-    replace_file(&s.files.registry, REGISTRY.replace("roles = [\"operator\"]", "roles = [\"operator\"]\nstatus = \"disabled\"").as_bytes())?;
+    replace_file(
+        &s.files.registry,
+        REGISTRY
+            .replace(
+                "roles = [\"operator\"]",
+                "roles = [\"operator\"]\nstatus = \"disabled\"",
+            )
+            .as_bytes(),
+    )?;
     eventually(Duration::from_secs(5), || async {
         Ok(status(plain.get(s.http("/tokens/t")).bearer_auth(&token)).await? == 401)
     })
@@ -1028,11 +1344,16 @@ async fn registry_reload_applies_and_a_bad_registry_is_refused_whole() -> anyhow
 
     // An invalid registry (unknown key, duplicate id, bad method) is refused with every
     // problem; the disabled state stays.
-    let bad = format!("{disabled}\n[[identity]]\nid = \"thermo-1\"\nauth_methods = [\"password\"]\ncolour = \"red\"\n");
+    let bad = format!(
+        "{disabled}\n[[identity]]\nid = \"thermo-1\"\nauth_methods = [\"password\"]\ncolour = \"red\"\n"
+    );
     replace_file(&s.files.registry, bad.as_bytes())?;
     let report = s.identity()?.reload_now().await;
     ensure!(report.failed.len() == 1, "{report:?}");
-    ensure!(report.failed[0].1.len() >= 2, "every problem listed: {report:?}");
+    ensure!(
+        report.failed[0].1.len() >= 2,
+        "every problem listed: {report:?}"
+    );
     ensure!(status(req()).await? == 401);
     ensure!(s.identity()?.registry_len() == Some(8));
 
@@ -1040,7 +1361,15 @@ async fn registry_reload_applies_and_a_bad_registry_is_refused_whole() -> anyhow
     replace_file(&s.files.registry, REGISTRY.as_bytes())?;
     ensure!(s.identity()?.reload_now().await.reloaded == vec!["registry"]);
     ensure!(status(req()).await? == 200);
-    ensure!(status(plain.get(s.http("/api/t")).bearer_auth(s.rsa.sign(&claims("thermo-6"))?)).await? == 401);
+    ensure!(
+        status(
+            plain
+                .get(s.http("/api/t"))
+                .bearer_auth(s.rsa.sign(&claims("thermo-6"))?)
+        )
+        .await?
+            == 401
+    );
     s.stop().await?;
     Ok(())
 }
@@ -1048,23 +1377,38 @@ async fn registry_reload_applies_and_a_bad_registry_is_refused_whole() -> anyhow
 /// SHA-256 of the certificate a TLS server presents.
 async fn served_fingerprint(s: &Scenario) -> anyhow::Result<String> {
     let mut roots = rustls::RootCertStore::empty();
-    for c in warden_config::parse_certs(s.certs.server_ca.cert_pem.as_bytes()).map_err(anyhow::Error::msg)? {
+    for c in warden_config::parse_certs(s.certs.server_ca.cert_pem.as_bytes())
+        .map_err(anyhow::Error::msg)?
+    {
         roots.add(c)?;
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     let tcp = tokio::net::TcpStream::connect(s.https).await?;
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(rustls_pki_types::ServerName::try_from("127.0.0.1")?.to_owned(), tcp)
+        .connect(
+            rustls_pki_types::ServerName::try_from("127.0.0.1")?.to_owned(),
+            tcp,
+        )
         .await?;
-    let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).context("no certificate")?;
-    Ok(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(leaf.as_ref())))
+    let leaf = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .context("no certificate")?;
+    Ok(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+        leaf.as_ref(),
+    )))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_certificate_reload_keeps_open_connections_and_refuses_a_mismatched_key() -> anyhow::Result<()> {
+async fn server_certificate_reload_keeps_open_connections_and_refuses_a_mismatched_key()
+-> anyhow::Result<()> {
     let s = Scenario::start(60_000).await?;
     let good = s.tls_client(Some(&s.certs.good))?;
     ensure!(status(good.get(s.https("/api/a"))).await? == 200);
@@ -1075,7 +1419,10 @@ async fn server_certificate_reload_keeps_open_connections_and_refuses_a_mismatch
     replace_file(&s.files.server_cert, next.cert_pem.as_bytes())?;
     ensure!(s.identity()?.reload_now().await.reloaded == vec!["tls"]);
     let after = served_fingerprint(&s).await?;
-    ensure!(after == hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&next.der)), "new certificate served");
+    ensure!(
+        after == hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&next.der)),
+        "new certificate served"
+    );
     ensure!(after != before);
     // The connection opened before the reload still works.
     ensure!(status(good.get(s.https("/api/b"))).await? == 200);
@@ -1103,7 +1450,9 @@ async fn reloads_while_requests_are_in_flight_fail_none_of_them() -> anyhow::Res
             1 => plain.get(s.http("/api/slow")).bearer_auth(&token),
             _ => plain.get(s.http("/keys/slow")).header("x-api-key", KEY_NEW),
         };
-        tasks.push(tokio::spawn(async move { req.send().await.map(|r| r.status().as_u16()) }));
+        tasks.push(tokio::spawn(async move {
+            req.send().await.map(|r| r.status().as_u16())
+        }));
     }
     // While they wait on the slow upstream: swap the server certificate, the CRL, the deny
     // list and the registry (all still admitting these identities).
@@ -1112,13 +1461,25 @@ async fn reloads_while_requests_are_in_flight_fail_none_of_them() -> anyhow::Res
     replace_file(&s.files.server_key, next.key_pem.as_bytes())?;
     replace_file(&s.files.server_cert, next.cert_pem.as_bytes())?;
     replace_file(&s.files.crl, s.certs.device_ca.crl(&[2, 3], 5)?.as_bytes())?;
-    replace_file(&s.files.deny, format!("{}\n", s.certs.denied.fingerprint()).as_bytes())?;
-    replace_file(&s.files.registry, format!("{REGISTRY}\n# touched\n").as_bytes())?;
+    replace_file(
+        &s.files.deny,
+        format!("{}\n", s.certs.denied.fingerprint()).as_bytes(),
+    )?;
+    replace_file(
+        &s.files.registry,
+        format!("{REGISTRY}\n# touched\n").as_bytes(),
+    )?;
     let report = s.identity()?.reload_now().await;
-    ensure!(report.failed.is_empty() && report.reloaded.len() == 3, "{report:?}");
+    ensure!(
+        report.failed.is_empty() && report.reloaded.len() == 3,
+        "{report:?}"
+    );
     let mut codes = Vec::new();
     for t in tasks {
-        codes.push(t.await?.map_err(|e| anyhow::anyhow!("in-flight request failed: {e}"))?);
+        codes.push(
+            t.await?
+                .map_err(|e| anyhow::anyhow!("in-flight request failed: {e}"))?,
+        );
     }
     ensure!(codes.iter().all(|c| *c == 200), "{codes:?}");
     // And new requests after the reload still pass.
@@ -1133,7 +1494,10 @@ async fn jwks_rotation_is_picked_up_and_unknown_kids_cannot_flood_the_idp() -> a
     let s = Scenario::start(60_000).await?;
     let plain = s.plain_client()?;
     let start_fetches = s.idp.hits.load(Ordering::SeqCst);
-    ensure!(start_fetches == 1, "one fetch at start, got {start_fetches}");
+    ensure!(
+        start_fetches == 1,
+        "one fetch at start, got {start_fetches}"
+    );
 
     // The IdP publishes a new key and signs with it: the first token with the new kid makes
     // the gateway refetch, and it is accepted.
@@ -1141,22 +1505,62 @@ async fn jwks_rotation_is_picked_up_and_unknown_kids_cannot_flood_the_idp() -> a
     s.idp.keys.set(serde_json::to_string(&JwkSet {
         keys: vec![s.rsa.jwk()?, s.ec.jwk()?, rotated.jwk()?],
     })?);
-    ensure!(status(plain.get(s.http("/tokens/t")).bearer_auth(rotated.sign(&claims("user-7"))?)).await? == 200);
+    ensure!(
+        status(
+            plain
+                .get(s.http("/tokens/t"))
+                .bearer_auth(rotated.sign(&claims("user-7"))?)
+        )
+        .await?
+            == 200
+    );
     ensure!(s.idp.hits.load(Ordering::SeqCst) == 2);
 
     // Made-up kids: all refused, and no more fetches within jwks_min_refetch_ms.
     for i in 0..20 {
         let fake = Signer::ec(&format!("made-up-{i}"))?;
-        ensure!(status(plain.get(s.http("/tokens/t")).bearer_auth(fake.sign(&claims("user-7"))?)).await? == 401);
+        ensure!(
+            status(
+                plain
+                    .get(s.http("/tokens/t"))
+                    .bearer_auth(fake.sign(&claims("user-7"))?)
+            )
+            .await?
+                == 401
+        );
     }
-    ensure!(s.idp.hits.load(Ordering::SeqCst) == 2, "refetches were not rate-limited");
+    ensure!(
+        s.idp.hits.load(Ordering::SeqCst) == 2,
+        "refetches were not rate-limited"
+    );
     ensure!(s.identity()?.jwks_fetches() == 2);
 
     // A scheduled refresh that removes the old key retires its tokens.
-    s.idp.keys.set(serde_json::to_string(&JwkSet { keys: vec![rotated.jwk()?] })?);
-    s.identity()?.refresh_jwks().await.map_err(anyhow::Error::msg)?;
-    ensure!(status(plain.get(s.http("/tokens/t")).bearer_auth(s.rsa.sign(&claims("user-7"))?)).await? == 401);
-    ensure!(status(plain.get(s.http("/tokens/t")).bearer_auth(rotated.sign(&claims("user-7"))?)).await? == 200);
+    s.idp.keys.set(serde_json::to_string(&JwkSet {
+        keys: vec![rotated.jwk()?],
+    })?);
+    s.identity()?
+        .refresh_jwks()
+        .await
+        .map_err(anyhow::Error::msg)?;
+    ensure!(
+        status(
+            plain
+                .get(s.http("/tokens/t"))
+                .bearer_auth(s.rsa.sign(&claims("user-7"))?)
+        )
+        .await?
+            == 401
+    );
+    ensure!(
+        status(
+            plain
+                .get(s.http("/tokens/t"))
+                .bearer_auth(rotated.sign(&claims("user-7"))?)
+        )
+        .await?
+            == 200
+    );
     s.stop().await?;
     Ok(())
 }
@@ -1167,11 +1571,19 @@ fn files_referenced_by_the_config_are_checked() -> anyhow::Result<()> {
     let files = Files::write(&certs)?;
     std::fs::remove_file(&files.crl)?;
     std::fs::write(&files.registry, "[[identity]]\nid = \"x\"\n")?;
-    let errs = config(&files, "127.0.0.1:9".parse()?, "https://127.0.0.1:9/jwks.json", 1000)
-        .err()
-        .context("must fail")?;
+    let errs = config(
+        &files,
+        "127.0.0.1:9".parse()?,
+        "https://127.0.0.1:9/jwks.json",
+        1000,
+    )
+    .err()
+    .context("must fail")?;
     let text = errs.to_string();
-    ensure!(text.contains("gateway.tls.client_auth.crl_files[0]"), "{text}");
+    ensure!(
+        text.contains("gateway.tls.client_auth.crl_files[0]"),
+        "{text}"
+    );
     ensure!(text.contains("identity.registry.file"), "{text}");
     let _unused: &Path = files.dir.path();
     Ok(())

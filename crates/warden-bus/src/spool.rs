@@ -129,7 +129,12 @@ impl Spool {
             .filter_map(|e| e.ok())
             .filter_map(|e| {
                 let p = e.path();
-                let first = p.file_name()?.to_str()?.strip_suffix(".seg")?.parse().ok()?;
+                let first = p
+                    .file_name()?
+                    .to_str()?
+                    .strip_suffix(".seg")?
+                    .parse()
+                    .ok()?;
                 Some((first, p))
             })
             .collect();
@@ -152,7 +157,10 @@ impl Spool {
         for (first, path) in names {
             let (count, valid_bytes, max_tag, file_len) = scan(&path)?;
             if valid_bytes < file_len {
-                let f = OpenOptions::new().write(true).open(&path).map_err(io_err(&path))?;
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(io_err(&path))?;
                 f.set_len(valid_bytes).map_err(io_err(&path))?;
                 f.sync_all().map_err(io_err(&path))?;
                 spool.stats.corrupt_dropped += 1;
@@ -213,7 +221,11 @@ impl Spool {
             body.extend_from_slice(key);
             body.extend_from_slice(payload);
             let crc = crc32fast::hash(&body);
-            let seg_path = self.segments.last().map(|s| s.path.clone()).unwrap_or_default();
+            let seg_path = self
+                .segments
+                .last()
+                .map(|s| s.path.clone())
+                .unwrap_or_default();
             let w = self.writer.as_mut().ok_or_else(|| SpoolError::Io {
                 path: seg_path.clone(),
                 source: io::Error::other("no open segment"),
@@ -240,7 +252,11 @@ impl Spool {
 
     /// Hand the OS what was appended, and fsync per the policy.
     fn flush(&mut self) -> Result<(), SpoolError> {
-        let path = self.segments.last().map(|s| s.path.clone()).unwrap_or_default();
+        let path = self
+            .segments
+            .last()
+            .map(|s| s.path.clone())
+            .unwrap_or_default();
         if let Some(w) = self.writer.as_mut() {
             w.flush().map_err(io_err(&path))?;
             let due = match self.config.fsync {
@@ -273,7 +289,10 @@ impl Spool {
     fn roll(&mut self) -> Result<(), SpoolError> {
         self.flush()?;
         self.sync()?;
-        let path = self.config.dir.join(format!("{:020}.seg", self.next_number));
+        let path = self
+            .config
+            .dir
+            .join(format!("{:020}.seg", self.next_number));
         let file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -323,7 +342,11 @@ impl Spool {
             if self.reader.as_ref().is_none_or(|(f, _)| *f != first) {
                 // Records are contiguous: a new segment is entered at its first record.
                 let mut f = File::open(&path).map_err(io_err(&path))?;
-                let offset = if self.read_pos.0 == first { self.read_pos.1 } else { 0 };
+                let offset = if self.read_pos.0 == first {
+                    self.read_pos.1
+                } else {
+                    0
+                };
                 f.seek(SeekFrom::Start(offset)).map_err(io_err(&path))?;
                 self.read_pos = (first, offset);
                 self.reader = Some((first, f));

@@ -197,7 +197,11 @@ pub struct JwtConfig {
 }
 
 fn default_algorithms() -> Vec<JwtAlgorithm> {
-    vec![JwtAlgorithm::RS256, JwtAlgorithm::ES256, JwtAlgorithm::EdDSA]
+    vec![
+        JwtAlgorithm::RS256,
+        JwtAlgorithm::ES256,
+        JwtAlgorithm::EdDSA,
+    ]
 }
 fn default_leeway_s() -> u64 {
     30
@@ -318,7 +322,10 @@ impl ClientAuthConfig {
     fn validate(&self, at: &str, errs: &mut Vec<ConfigError>) {
         let key = |k: &str| format!("{at}.{k}");
         if self.ca_files.is_empty() {
-            errs.push(ConfigError::new(key("ca_files"), "must name at least one file"));
+            errs.push(ConfigError::new(
+                key("ca_files"),
+                "must name at least one file",
+            ));
         }
         for (i, f) in self.ca_files.iter().enumerate() {
             let at = key(&format!("ca_files[{i}]"));
@@ -522,10 +529,16 @@ impl JwtConfig {
             }
         }
         if self.max_token_bytes < 64 {
-            errs.push(ConfigError::new(key("max_token_bytes"), "must be at least 64"));
+            errs.push(ConfigError::new(
+                key("max_token_bytes"),
+                "must be at least 64",
+            ));
         }
         if self.claims.identity.trim().is_empty() {
-            errs.push(ConfigError::new(key("claims.identity"), "must not be empty"));
+            errs.push(ConfigError::new(
+                key("claims.identity"),
+                "must not be empty",
+            ));
         }
         for (k, v) in [
             ("claims.identity", &self.claims.identity),

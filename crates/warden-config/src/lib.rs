@@ -24,10 +24,10 @@ pub use identity::{
 pub use layer::env_overrides;
 pub use pipeline::{
     AuthFailuresConfig, CardinalityConfig, Combine, CountFeature, CusumConfig, DecisionConfig,
-    DetectorAction, DetectorConfig, Direction, ErrorRatioFeature, EwmaZscoreConfig,
-    FeatureConfig, Field, FieldFeature, FilterConfig, MadConfig, Mode, NoveltyConfig,
-    NoveltyField, PeerGroup, PeerPercentileConfig, PercentileFeature, PipelineConfig,
-    RatioFeature, SourceConfig, SqlFeature, ThresholdConfig, WindowConfig, WindowKey,
+    DetectorAction, DetectorConfig, Direction, ErrorRatioFeature, EwmaZscoreConfig, FeatureConfig,
+    Field, FieldFeature, FilterConfig, MadConfig, Mode, NoveltyConfig, NoveltyField, PeerGroup,
+    PeerPercentileConfig, PercentileFeature, PipelineConfig, RatioFeature, SourceConfig,
+    SqlFeature, ThresholdConfig, WindowConfig, WindowKey,
 };
 pub use policy::{
     AdminConfig, DenyRule, DeviceTypeBinding, Grant, KeyedRate, LimitsConfig, PathCase,
@@ -44,6 +44,7 @@ pub fn parse_strict<T: schemars::JsonSchema + serde::de::DeserializeOwned>(
 }
 
 pub use warden::{
-    ApiKeyConfig, BusConfig, BusKind, FsyncMode, SpoolEnabled, SpoolOverflow, SpoolSettings, DashboardConfig, GatewayConfig, RouteAuth, RouteConfig,
-    TopicsConfig, WardenConfig, hash_api_key,
+    ApiKeyConfig, BusConfig, BusKind, DashboardConfig, FsyncMode, GatewayConfig, MetricsConfig,
+    RouteAuth, RouteConfig, SpoolEnabled, SpoolOverflow, SpoolSettings, TopicsConfig, WardenConfig,
+    hash_api_key,
 };

@@ -14,9 +14,9 @@ use serde::{Deserialize, Serialize};
 
 pub use decision::{Combine, DecisionConfig};
 pub use detector::{
-    AuthFailuresConfig, CardinalityConfig, CusumConfig, DetectorAction, DetectorConfig,
-    Direction, EwmaZscoreConfig, MadConfig, NoveltyConfig, NoveltyField, PeerGroup,
-    PeerPercentileConfig, ThresholdConfig,
+    AuthFailuresConfig, CardinalityConfig, CusumConfig, DetectorAction, DetectorConfig, Direction,
+    EwmaZscoreConfig, MadConfig, NoveltyConfig, NoveltyField, PeerGroup, PeerPercentileConfig,
+    ThresholdConfig,
 };
 pub use feature::{
     CountFeature, ErrorRatioFeature, FeatureConfig, Field, FieldFeature, FilterConfig,
@@ -239,9 +239,7 @@ impl PipelineConfig {
                 }
             }
             DetectorConfig::PeerPercentile(c) => {
-                let key = window_of_inputs
-                    .and_then(|w| windows.get(w))
-                    .map(|w| w.key);
+                let key = window_of_inputs.and_then(|w| windows.get(w)).map(|w| w.key);
                 if let Some(key) = key
                     && c.peers != PeerGroup::All
                     && !key.is_per_identity()

@@ -279,7 +279,10 @@ pub(crate) fn validate(c: &WardenConfig, errs: &mut Vec<ConfigError>) {
                 ));
             }
         }
-        if r.json_schema.as_deref().is_some_and(|p| p.trim().is_empty()) {
+        if r.json_schema
+            .as_deref()
+            .is_some_and(|p| p.trim().is_empty())
+        {
             errs.push(ConfigError::new(
                 format!("{at}.json_schema"),
                 "must be a file path",
@@ -304,9 +307,7 @@ pub(crate) fn validate(c: &WardenConfig, errs: &mut Vec<ConfigError>) {
                 "required with admin.listen: 64 lowercase hex characters (the SHA-256 of the token)",
             ));
         }
-        if listen.port() != 0
-            && (listen == c.gateway.listen || listen == c.dashboard.listen)
-        {
+        if listen.port() != 0 && (listen == c.gateway.listen || listen == c.dashboard.listen) {
             errs.push(ConfigError::new(
                 "admin.listen",
                 "must differ from gateway.listen and dashboard.listen",
@@ -337,7 +338,9 @@ fn check_rate(key: &str, r: Rate, errs: &mut Vec<ConfigError>) {
 
 /// 64 lowercase hex characters.
 pub(crate) fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// `type/subtype`, lower case, no parameters.
@@ -347,7 +350,10 @@ fn valid_media_type(s: &str) -> bool {
             && t.bytes().all(|b| {
                 b.is_ascii_lowercase()
                     || b.is_ascii_digit()
-                    || matches!(b, b'!' | b'#' | b'$' | b'&' | b'-' | b'^' | b'_' | b'.' | b'+')
+                    || matches!(
+                        b,
+                        b'!' | b'#' | b'$' | b'&' | b'-' | b'^' | b'_' | b'.' | b'+'
+                    )
             })
     };
     s.split_once('/')

@@ -21,6 +21,8 @@ pub struct WardenConfig {
     pub gateway: GatewayConfig,
     pub bus: BusConfig,
     pub dashboard: DashboardConfig,
+    /// The Prometheus metrics endpoint.
+    pub metrics: MetricsConfig,
     /// Upstream routes, matched by longest path prefix.
     pub routes: Vec<RouteConfig>,
     /// API keys accepted by the gateway (stored as SHA-256 hashes, never in clear).
@@ -142,6 +144,15 @@ pub struct TopicsConfig {
     pub decisions: String,
     /// Alerts from the processor.
     pub alerts: String,
+}
+
+/// The Prometheus metrics endpoint (`GET /metrics`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address to serve metrics on; absent: no metrics endpoint.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
 }
 
 /// The dashboard endpoint.
@@ -291,7 +302,10 @@ impl WardenConfig {
             errs.push(ConfigError::new("gateway.spool.dir", "must not be empty"));
         }
         if g.spool.segment_bytes < 4096 {
-            errs.push(ConfigError::new("gateway.spool.segment_bytes", "must be at least 4096"));
+            errs.push(ConfigError::new(
+                "gateway.spool.segment_bytes",
+                "must be at least 4096",
+            ));
         }
         if g.spool.max_bytes < g.spool.segment_bytes.saturating_mul(2) {
             errs.push(ConfigError::new(
@@ -300,7 +314,10 @@ impl WardenConfig {
             ));
         }
         if g.spool.fsync == FsyncMode::Interval && g.spool.fsync_interval_ms == 0 {
-            errs.push(ConfigError::new("gateway.spool.fsync_interval_ms", "must be at least 1"));
+            errs.push(ConfigError::new(
+                "gateway.spool.fsync_interval_ms",
+                "must be at least 1",
+            ));
         }
         if g.event_queue == 0 {
             errs.push(ConfigError::new(

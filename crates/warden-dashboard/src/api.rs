@@ -25,12 +25,17 @@ const MAX_SUBJECT_LEN: usize = 512;
 /// Time allowed for the bus to acknowledge a release.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Reports the status of the components running beside the dashboard (e.g. the processor's
+/// pipeline and its last refused reload), as JSON.
+pub type StatusFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
 /// Shared by every handler.
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub(crate) state: Arc<DashboardState>,
     pub(crate) producer: Arc<dyn Producer>,
     pub(crate) decisions_topic: String,
+    pub(crate) status: Option<StatusFn>,
 }
 
 pub(crate) fn router(app: AppState) -> Router {
@@ -41,7 +46,16 @@ pub(crate) fn router(app: AppState) -> Router {
         .route("/api/quarantine", get(quarantine))
         .route("/api/quarantine/release", post(release))
         .route("/api/devices/{identity}", get(device))
+        .route("/api/status", get(status))
         .with_state(app)
+}
+
+async fn status(State(app): State<AppState>) -> Json<serde_json::Value> {
+    Json(
+        app.status
+            .as_ref()
+            .map_or_else(|| serde_json::json!({}), |f| f()),
+    )
 }
 
 async fn page() -> Response {

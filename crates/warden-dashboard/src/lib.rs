@@ -21,6 +21,7 @@ mod error;
 mod server;
 mod state;
 
+pub use api::StatusFn;
 pub use error::DashboardError;
 pub use server::Dashboard;
 pub use state::{ActiveDecision, DashboardState};

@@ -111,6 +111,7 @@ impl Dashboard {
                 state,
                 producer: bus.producer(),
                 decisions_topic: topics.decisions.clone(),
+                status: None,
             },
             listen: config.dashboard.listen,
             _tasks: tasks,
@@ -120,6 +121,12 @@ impl Dashboard {
     /// What the dashboard knows (alerts and decisions), as the API serves it.
     pub fn state(&self) -> &Arc<DashboardState> {
         &self.app.state
+    }
+
+    /// Serve `status()` at `/api/status` and show it on the page (pipeline reload problems).
+    pub fn with_status(mut self, status: crate::api::StatusFn) -> Self {
+        self.app.status = Some(status);
+        self
     }
 
     /// The configured listen address (`dashboard.listen`, by default `127.0.0.1:9400`).

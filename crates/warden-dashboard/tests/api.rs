@@ -320,3 +320,29 @@ async fn page_and_health() {
     .await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "ok"));
 }
+
+#[tokio::test]
+async fn status_of_the_components_beside_the_dashboard() {
+    let (config, bus) = setup(10).await;
+    let plain = Dashboard::start(&config, bus.clone())
+        .await
+        .expect("start")
+        .router();
+    assert_eq!(get_json(&plain, "/api/status").await, serde_json::json!({}));
+    let refused = serde_json::json!({
+        "pipeline": {"name": "default", "reloads": 1, "last_failure": {"at": 1, "problems": ["p.toml: detector[0].alpha: must be in (0, 1]"]}}
+    });
+    let reported = refused.clone();
+    let router = Dashboard::start(&config, bus)
+        .await
+        .expect("start")
+        .with_status(Arc::new(move || reported.clone()))
+        .router();
+    assert_eq!(get_json(&router, "/api/status").await, refused);
+    let (_, html) = call(
+        &router,
+        Request::get("/").body(Body::empty()).expect("request"),
+    )
+    .await;
+    assert!(html.contains("/api/status") && html.contains("REFUSED"));
+}

@@ -115,8 +115,14 @@ mod tests {
     #[test]
     fn fires_on_many_failures_that_are_most_of_the_traffic() {
         let mut d = detector();
-        assert!(d.observe(&sample(&[19.0, 19.0])).is_none(), "below min_failures");
-        assert!(d.observe(&sample(&[30.0, 100.0])).is_none(), "30 % of requests");
+        assert!(
+            d.observe(&sample(&[19.0, 19.0])).is_none(),
+            "below min_failures"
+        );
+        assert!(
+            d.observe(&sample(&[30.0, 100.0])).is_none(),
+            "30 % of requests"
+        );
         let f = d.observe(&sample(&[42.0, 45.0])).expect("fires");
         assert_eq!((f.score, f.threshold), (42.0, 20.0));
         assert_eq!(
@@ -124,7 +130,10 @@ mod tests {
             "42 failed authentication(s) in the window (93 % of 45 requests); fires at 20 and 50 %"
         );
         assert!(d.peek(&sample(&[42.0, 45.0])).is_some());
-        assert!(d.observe(&sample(&[0.0, 45.0])).is_none(), "clears with the window");
+        assert!(
+            d.observe(&sample(&[0.0, 45.0])).is_none(),
+            "clears with the window"
+        );
         assert_eq!(d.score(&sample(&[10.0, 10.0])), 0.5);
         assert!(d.observe(&sample(&[f64::NAN, 1.0])).is_none());
     }

@@ -97,6 +97,9 @@ impl Detector for Cardinality {
         if let Some(f) = self.fire(&m, value) {
             return Some(f);
         }
+        if !s.full {
+            return None;
+        }
         if self.config.factor.is_none() {
             return None;
         }

@@ -119,6 +119,9 @@ impl Detector for Cusum {
             return None;
         }
         let s = self.keys.get(sample.key).copied().unwrap_or_default();
+        if !sample.full {
+            return self.fire(&s, value);
+        }
         if let Some(f) = self.fire(&s, value) {
             let st = self.keys.get_or_default(sample.key);
             st.hi = 0.0;

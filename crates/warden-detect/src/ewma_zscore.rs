@@ -3,7 +3,9 @@
 //! warm-up, the value is at least `min_value` and at least `min_deviation` above the mean.
 //!
 //! During warm-up the weight of a new sample is `max(alpha, 1/n)`, so the baseline starts as
-//! a plain average of the first samples instead of being dragged by the very first one.
+//! a plain average of the first samples instead of being dragged by the very first one. It
+//! learns from partial windows too (a key's first window length): the warm-up absorbs the
+//! window filling, and a flood right after a device appears is still caught.
 
 use serde::{Deserialize, Serialize};
 use warden_config::EwmaZscoreConfig;
@@ -38,8 +40,7 @@ impl EwmaZscore {
 
     fn fire(&self, b: &Baseline, value: f64) -> Option<Firing> {
         let c = &self.config;
-        if b.samples < c.warmup_samples || value < c.min_value || value - b.mean < c.min_deviation
-        {
+        if b.samples < c.warmup_samples || value < c.min_value || value - b.mean < c.min_deviation {
             return None;
         }
         let (z, std) = self.z(b, value);

@@ -43,6 +43,11 @@ pub struct Sample<'a> {
     pub peer: u32,
     /// Name of the peer group, for explanations.
     pub peer_name: &'a str,
+    /// Whether the window covers a whole window length of the key's life. A key seen for
+    /// the first time 3 s ago has 3 s of events in a 60 s window: its counts are not yet
+    /// comparable, so detectors that learn a baseline score such samples but do not learn
+    /// from them.
+    pub full: bool,
 }
 
 impl<'a> Sample<'a> {
@@ -54,6 +59,15 @@ impl<'a> Sample<'a> {
             at,
             peer: 0,
             peer_name: "",
+            full: true,
+        }
+    }
+
+    /// The same sample from a window not yet full (see [`Sample::full`]).
+    pub fn partial(self) -> Self {
+        Self {
+            full: false,
+            ..self
         }
     }
 

@@ -104,6 +104,9 @@ impl Detector for Mad {
         {
             return Some(f);
         }
+        if !s.full {
+            return None;
+        }
         let cap = self.config.history as usize;
         let h = self.keys.get_or_default(s.key);
         if h.ring.len() < cap {
@@ -148,7 +151,12 @@ impl Detector for Mad {
     }
 
     fn state_bytes(&self) -> usize {
-        self.keys.slot_bytes() + self.keys.iter().map(|h| h.ring.capacity() * 4).sum::<usize>()
+        self.keys.slot_bytes()
+            + self
+                .keys
+                .iter()
+                .map(|h| h.ring.capacity() * 4)
+                .sum::<usize>()
     }
 
     fn save_key(&self, key: KeyId) -> Option<serde_json::Value> {

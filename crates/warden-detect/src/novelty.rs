@@ -85,7 +85,11 @@ impl Detector for Novelty {
         if in_baseline {
             return None;
         }
-        while k.recent.front().is_some_and(|(t, _)| *t <= e.ts - self.window_ns) {
+        while k
+            .recent
+            .front()
+            .is_some_and(|(t, _)| *t <= e.ts - self.window_ns)
+        {
             k.recent.pop_front();
         }
         if k.recent.len() == RECENT_MAX {
@@ -133,7 +137,10 @@ impl Detector for Novelty {
                 .iter()
                 .map(|k| {
                     k.values.capacity() * 8
-                        + k.recent.iter().map(|(_, v)| 32 + v.capacity()).sum::<usize>()
+                        + k.recent
+                            .iter()
+                            .map(|(_, v)| 32 + v.capacity())
+                            .sum::<usize>()
                 })
                 .sum::<usize>()
     }

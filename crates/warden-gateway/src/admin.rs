@@ -32,9 +32,7 @@ use tokio::net::TcpListener;
 use tracing::info;
 use warden_bus::Producer;
 use warden_config::{ApiKeyConfig, LimitsConfig, WardenConfig};
-use warden_event::{
-    ANONYMOUS, AuthInfo, AuthMethod, AuthResult, Outcome, Protocol, RequestEvent,
-};
+use warden_event::{ANONYMOUS, AuthInfo, AuthMethod, AuthResult, Outcome, Protocol, RequestEvent};
 
 use crate::emit::Emitter;
 use crate::identity::IdentityHandle;

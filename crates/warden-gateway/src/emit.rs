@@ -45,6 +45,23 @@ pub struct EmitStats {
     pub oldest_unsent_ms: AtomicU64,
     /// Spool I/O errors (events then go straight to the bus).
     pub spool_errors: AtomicU64,
+    /// Decisions applied from the decisions topic (after start-up).
+    pub decisions_applied: AtomicU64,
+    /// Time from a decision being made to this gateway enforcing it, for the last decision
+    /// applied, milliseconds (clock skew between hosts adds to it).
+    pub decision_lag_ms_last: AtomicU64,
+    /// Largest such time seen, milliseconds.
+    pub decision_lag_ms_max: AtomicU64,
+}
+
+impl EmitStats {
+    /// Record that a decision made at `decided_at_ns` is now enforced.
+    pub fn decision_applied(&self, decided_at_ns: i64) {
+        let lag = (warden_event::now_ns() - decided_at_ns).max(0) as u64 / 1_000_000;
+        self.decisions_applied.fetch_add(1, Ordering::Relaxed);
+        self.decision_lag_ms_last.store(lag, Ordering::Relaxed);
+        self.decision_lag_ms_max.fetch_max(lag, Ordering::Relaxed);
+    }
 }
 
 /// Hands events to the publisher; cheap to clone.
@@ -181,9 +198,13 @@ async fn publish_spooled(
             }
         }
         stats.spool_bytes.store(spool.bytes(), Ordering::Relaxed);
-        stats.spool_pending.store(spool.pending(), Ordering::Relaxed);
+        stats
+            .spool_pending
+            .store(spool.pending(), Ordering::Relaxed);
         stats.oldest_unsent_ms.store(
-            spool.oldest_pending_age().map_or(0, |d| d.as_millis() as u64),
+            spool
+                .oldest_pending_age()
+                .map_or(0, |d| d.as_millis() as u64),
             Ordering::Relaxed,
         );
         if closed && in_flight.is_empty() && spool.unread() == 0 {
@@ -254,7 +275,10 @@ async fn append(
             let lost = spool.stats().dropped - dropped_before;
             if lost > 0 {
                 let total = stats.dropped.fetch_add(lost, Ordering::Relaxed) + lost;
-                warn!(lost, total, "Spool full: events dropped by the overflow policy.");
+                warn!(
+                    lost,
+                    total, "Spool full: events dropped by the overflow policy."
+                );
             }
         }
         Err(e) => {

@@ -62,12 +62,17 @@ pub enum Reject {
     UnsupportedMediaType,
     /// Too many request header fields, or too large together.
     HeadersTooLarge,
+    /// Both `Content-Length` and `Transfer-Encoding`: the framing is ambiguous (request
+    /// smuggling); 400 and the connection is closed (RFC 9112 §6.1).
+    AmbiguousLength,
 }
 
 impl Reject {
     pub fn status(self) -> StatusCode {
         match self {
-            Reject::BadPath | Reject::BadHeader => StatusCode::BAD_REQUEST,
+            Reject::BadPath | Reject::BadHeader | Reject::AmbiguousLength => {
+                StatusCode::BAD_REQUEST
+            }
             Reject::NoRoute => StatusCode::NOT_FOUND,
             Reject::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Reject::MissingCredentials | Reject::BadCredentials => StatusCode::UNAUTHORIZED,
@@ -88,7 +93,7 @@ impl Reject {
     pub fn code(self) -> &'static str {
         match self {
             Reject::BadPath => "bad_path",
-            Reject::BadHeader => "bad_header",
+            Reject::BadHeader | Reject::AmbiguousLength => "bad_header",
             Reject::NoRoute => "not_found",
             Reject::MethodNotAllowed => "method_not_allowed",
             Reject::MissingCredentials => "unauthenticated",
@@ -115,7 +120,8 @@ impl Reject {
             | Reject::BodyTooLarge
             | Reject::BadBody
             | Reject::UnsupportedMediaType
-            | Reject::HeadersTooLarge => Outcome::Invalid,
+            | Reject::HeadersTooLarge
+            | Reject::AmbiguousLength => Outcome::Invalid,
             Reject::Forbidden => Outcome::DeniedRbac,
             Reject::Throttled { .. } | Reject::Overloaded => Outcome::Throttled,
             Reject::MissingCredentials | Reject::BadCredentials => Outcome::DeniedAuth,
@@ -152,6 +158,10 @@ impl Reject {
             Reject::Overloaded => {
                 resp.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(1u32));
+            }
+            Reject::AmbiguousLength => {
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
         }

@@ -26,10 +26,10 @@ use tracing::{debug, warn};
 use warden_config::{CredentialKind, RouteAuth, WardenConfig};
 use warden_event::{AuthInfo, AuthMethod, AuthResult};
 
+use crate::Reject;
 use crate::registry::{Admission, Registry};
 use crate::routes::Route;
 use crate::tls::{TlsConn, TlsRuntime, TlsStats};
-use crate::Reject;
 use api_key::KeyStore;
 use jwks::Jwks;
 use jwt::JwtVerifier;
@@ -61,7 +61,12 @@ pub(crate) struct Denied {
     pub reason: String,
 }
 
-fn denied(method: AuthMethod, result: AuthResult, reject: Reject, reason: impl Into<String>) -> Denied {
+fn denied(
+    method: AuthMethod,
+    result: AuthResult,
+    reject: Reject,
+    reason: impl Into<String>,
+) -> Denied {
     Denied {
         auth: AuthInfo { method, result },
         reject,
@@ -242,7 +247,12 @@ impl Authenticator {
                         reloader.watch("tls", files, stamps, Box::new(move || w.reload()));
                         if let Some(f) = t.deny_file() {
                             let d = t.deny_list().clone();
-                            reloader.watch("deny_fingerprints", vec![f], deny_stamps, Box::new(move || d.reload()));
+                            reloader.watch(
+                                "deny_fingerprints",
+                                vec![f],
+                                deny_stamps,
+                                Box::new(move || d.reload()),
+                            );
                         }
                         Some(t)
                     }
@@ -275,7 +285,12 @@ impl Authenticator {
                         Ok(j) => {
                             let j = Arc::new(j);
                             let w = j.clone();
-                            reloader.watch("jwks", files, stamps, Box::new(move || w.reload_file()));
+                            reloader.watch(
+                                "jwks",
+                                files,
+                                stamps,
+                                Box::new(move || w.reload_file()),
+                            );
                             Some(j)
                         }
                         Err(e) => {
@@ -305,7 +320,10 @@ impl Authenticator {
                             if let Err(e) = j.refresh().await {
                                 warn!(%url, error = %e, "JWKS not available at start; bearer tokens fail until it is.");
                             }
-                            tasks.push(refresh_task(j.clone(), Duration::from_millis(jc.jwks_refresh_ms)));
+                            tasks.push(refresh_task(
+                                j.clone(),
+                                Duration::from_millis(jc.jwks_refresh_ms),
+                            ));
                             jwks_handle = Some(j.clone());
                             Some(j)
                         }
@@ -402,22 +420,45 @@ impl Authenticator {
                 } else {
                     Reject::BadCredentials
                 };
-                return Err(denied(AuthMethod::ApiKey, AuthResult::Failed, reject, "malformed credential header"));
+                return Err(denied(
+                    AuthMethod::ApiKey,
+                    AuthResult::Failed,
+                    reject,
+                    "malformed credential header",
+                ));
             }
             (RouteAuth::ApiKey, HeaderCredential::Bearer(_)) => {
                 return Err(failed(AuthMethod::Jwt, "route accepts API keys only"));
             }
             (RouteAuth::Jwt, HeaderCredential::ApiKey(_)) => {
-                return Err(failed(AuthMethod::ApiKey, "route accepts bearer tokens only"));
+                return Err(failed(
+                    AuthMethod::ApiKey,
+                    "route accepts bearer tokens only",
+                ));
             }
             (RouteAuth::ApiKey, HeaderCredential::None) => {
-                return Err(denied(AuthMethod::ApiKey, AuthResult::Missing, Reject::MissingCredentials, "no API key"));
+                return Err(denied(
+                    AuthMethod::ApiKey,
+                    AuthResult::Missing,
+                    Reject::MissingCredentials,
+                    "no API key",
+                ));
             }
             (RouteAuth::Jwt, HeaderCredential::None) => {
-                return Err(denied(AuthMethod::Jwt, AuthResult::Missing, Reject::MissingCredentials, "no bearer token"));
+                return Err(denied(
+                    AuthMethod::Jwt,
+                    AuthResult::Missing,
+                    Reject::MissingCredentials,
+                    "no bearer token",
+                ));
             }
             (RouteAuth::Required, HeaderCredential::None) if cert.is_none() => {
-                return Err(denied(AuthMethod::None, AuthResult::Missing, Reject::MissingCredentials, "no credentials"));
+                return Err(denied(
+                    AuthMethod::None,
+                    AuthResult::Missing,
+                    Reject::MissingCredentials,
+                    "no credentials",
+                ));
             }
             (RouteAuth::None, HeaderCredential::None) if cert.is_none() => {
                 return Ok((
@@ -564,16 +605,43 @@ mod tests {
     #[test]
     fn reads_every_header_form_and_refuses_ambiguity() {
         use HeaderCredential as C;
-        assert_eq!(header_credential(&headers(&[("x-api-key", b"k1")])), C::ApiKey("k1".into()));
-        assert_eq!(header_credential(&headers(&[("authorization", b"ApiKey k2")])), C::ApiKey("k2".into()));
-        assert_eq!(header_credential(&headers(&[("authorization", b"bearer a.b.c")])), C::Bearer("a.b.c".into()));
-        assert_eq!(header_credential(&headers(&[("authorization", b"Basic xyz")])), C::Malformed);
-        assert_eq!(header_credential(&headers(&[("authorization", b"Bearer")])), C::Malformed);
-        assert_eq!(header_credential(&headers(&[("authorization", b"Bearer a b")])), C::Malformed);
-        assert_eq!(header_credential(&headers(&[("x-api-key", b"\xff")])), C::Malformed);
-        assert_eq!(header_credential(&headers(&[("x-api-key", b" ")])), C::Malformed);
         assert_eq!(
-            header_credential(&headers(&[("x-api-key", b"k1"), ("authorization", b"Bearer t")])),
+            header_credential(&headers(&[("x-api-key", b"k1")])),
+            C::ApiKey("k1".into())
+        );
+        assert_eq!(
+            header_credential(&headers(&[("authorization", b"ApiKey k2")])),
+            C::ApiKey("k2".into())
+        );
+        assert_eq!(
+            header_credential(&headers(&[("authorization", b"bearer a.b.c")])),
+            C::Bearer("a.b.c".into())
+        );
+        assert_eq!(
+            header_credential(&headers(&[("authorization", b"Basic xyz")])),
+            C::Malformed
+        );
+        assert_eq!(
+            header_credential(&headers(&[("authorization", b"Bearer")])),
+            C::Malformed
+        );
+        assert_eq!(
+            header_credential(&headers(&[("authorization", b"Bearer a b")])),
+            C::Malformed
+        );
+        assert_eq!(
+            header_credential(&headers(&[("x-api-key", b"\xff")])),
+            C::Malformed
+        );
+        assert_eq!(
+            header_credential(&headers(&[("x-api-key", b" ")])),
+            C::Malformed
+        );
+        assert_eq!(
+            header_credential(&headers(&[
+                ("x-api-key", b"k1"),
+                ("authorization", b"Bearer t")
+            ])),
             C::Malformed,
             "two credentials at once"
         );

@@ -6,6 +6,7 @@
 //! request with a [`Reject`]; one rescue point turns that into a generic JSON error with the
 //! request id, and the event is emitted when the response body is finished (or dropped).
 
+mod admin;
 mod body;
 mod emit;
 mod error;
@@ -15,19 +16,18 @@ mod proxy;
 mod quarantine;
 pub mod ratelimit;
 pub mod rbac;
-mod shed;
-pub mod validate;
-mod admin;
 mod registry;
 mod routes;
 mod server;
+mod shed;
 mod spool;
 mod tls;
+pub mod validate;
 
+pub use admin::Admin;
 pub use emit::{EmitStats, Emitter};
 pub use error::{GatewayError, Reject};
 pub use identity::{IdentityHandle, Principal, ReloadReport};
-pub use admin::Admin;
 pub use quarantine::{LiveDecision, QuarantineSet, Verdict};
 pub use server::Gateway;
 pub use tls::{Rejection as TlsRejection, TlsStats};

@@ -53,7 +53,9 @@ pub enum Verdict {
         decision_id: String,
     },
     /// Under a `throttle` decision: the reduced rate applies to `subject`.
-    Throttled { subject: Subject },
+    Throttled {
+        subject: Subject,
+    },
 }
 
 /// One live decision (admin API).
@@ -193,20 +195,24 @@ impl QuarantineSet {
         let mut out = Vec::new();
         for (k, shards) in KINDS.iter().zip(&self.kinds) {
             for shard in shards.iter() {
-                out.extend(shard.read().iter().filter(|(_, e)| e.live(now_ns)).map(
-                    |(v, e)| LiveDecision {
-                        subject: Subject {
-                            kind: *k,
-                            value: v.to_string(),
-                        },
-                        action: e.action,
-                        until: e.until,
-                        decided_at: e.decided_at,
-                        decision_id: e.decision_id.clone(),
-                        detector: e.detector.clone(),
-                        reason: e.reason.clone(),
-                    },
-                ));
+                out.extend(
+                    shard
+                        .read()
+                        .iter()
+                        .filter(|(_, e)| e.live(now_ns))
+                        .map(|(v, e)| LiveDecision {
+                            subject: Subject {
+                                kind: *k,
+                                value: v.to_string(),
+                            },
+                            action: e.action,
+                            until: e.until,
+                            decided_at: e.decided_at,
+                            decision_id: e.decision_id.clone(),
+                            detector: e.detector.clone(),
+                            reason: e.reason.clone(),
+                        }),
+                );
             }
         }
         out
@@ -335,7 +341,11 @@ mod tests {
             set.check(50, &subjects),
             Verdict::Quarantined { .. }
         ));
-        assert_eq!(set.check(150, &subjects[..2]), Verdict::Pass, "throttle expired");
+        assert_eq!(
+            set.check(150, &subjects[..2]),
+            Verdict::Pass,
+            "throttle expired"
+        );
         let live = set.live(50);
         assert_eq!(live.len(), 2);
         assert_eq!(set.active(50).len(), 1, "active lists quarantines only");
@@ -357,7 +367,10 @@ mod tests {
             set.check(50, &[(SubjectKind::Identity, "dev-19999")]),
             Verdict::Quarantined { .. }
         ));
-        assert_eq!(set.check(50, &[(SubjectKind::Identity, "dev-20000")]), Verdict::Pass);
+        assert_eq!(
+            set.check(50, &[(SubjectKind::Identity, "dev-20000")]),
+            Verdict::Pass
+        );
         set.prune(500);
         assert_eq!(set.len(), 10_000);
         assert_eq!(set.active(500).len(), 10_000);

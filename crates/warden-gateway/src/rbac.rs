@@ -23,7 +23,7 @@ use crate::Reject;
 use crate::identity::Principal;
 use crate::path::NormalPath;
 pub use pattern::{Methods, Owner, Pattern};
-pub use store::{PolicyStore, Policies, ReloadReport, ShadowDenial, ShadowStats};
+pub use store::{Policies, PolicyStore, ReloadReport, ShadowDenial, ShadowStats};
 
 /// Who is asking.
 #[derive(Debug, Clone, Copy)]

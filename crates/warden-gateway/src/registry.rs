@@ -78,7 +78,11 @@ fn read(path: &std::path::Path) -> Result<HashMap<String, Arc<RegistryEntry>>, V
         errs.0
             .into_iter()
             .map(|e| {
-                let key = if e.key.is_empty() { "(document)".into() } else { e.key };
+                let key = if e.key.is_empty() {
+                    "(document)".into()
+                } else {
+                    e.key
+                };
                 format!("`{}`: {key}: {}", path.display(), e.reason)
             })
             .collect::<Vec<_>>()
@@ -116,7 +120,9 @@ mod tests {
             unknown: UnknownIdentity::Deny,
         })
         .expect("load");
-        assert!(matches!(r.admit("d1", CredentialKind::ApiKey), Admission::Registered(e) if e.tenant == "acme"));
+        assert!(
+            matches!(r.admit("d1", CredentialKind::ApiKey), Admission::Registered(e) if e.tenant == "acme")
+        );
         assert_eq!(
             r.admit("d1", CredentialKind::Jwt),
             Admission::Refused("credential kind not allowed for this identity")
@@ -134,11 +140,20 @@ mod tests {
         let problems = r.reload().expect_err("invalid");
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(problems[0].contains("identity[0].id"), "{problems:?}");
-        assert!(matches!(r.admit("d1", CredentialKind::ApiKey), Admission::Registered(_)), "old kept");
+        assert!(
+            matches!(
+                r.admit("d1", CredentialKind::ApiKey),
+                Admission::Registered(_)
+            ),
+            "old kept"
+        );
 
         std::fs::write(&file, ONE.replace("status = \"disabled\"", "")).expect("write");
         r.reload().expect("valid");
-        assert!(matches!(r.admit("d2", CredentialKind::Jwt), Admission::Registered(_)));
+        assert!(matches!(
+            r.admit("d2", CredentialKind::Jwt),
+            Admission::Registered(_)
+        ));
         assert_eq!(r.len(), 2);
     }
 
@@ -152,7 +167,13 @@ mod tests {
             unknown: UnknownIdentity::Allow,
         })
         .expect("load");
-        assert_eq!(r.admit("nobody", CredentialKind::Jwt), Admission::Unregistered);
-        assert!(matches!(r.admit("d2", CredentialKind::Jwt), Admission::Refused(_)), "registered rules still apply");
+        assert_eq!(
+            r.admit("nobody", CredentialKind::Jwt),
+            Admission::Unregistered
+        );
+        assert!(
+            matches!(r.admit("d2", CredentialKind::Jwt), Admission::Refused(_)),
+            "registered rules still apply"
+        );
     }
 }

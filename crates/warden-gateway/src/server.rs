@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, Method, header};
 use axum::response::Response;
 use tokio::net::TcpListener;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -41,15 +41,15 @@ use warden_event::{
     SubjectKind,
 };
 
-use crate::identity::{Authenticator, IdentityHandle, Principal};
-use crate::tls::{HandshakeFailure, TlsConn};
 use crate::body::{Counters, FinishBody};
 use crate::emit::Emitter;
+use crate::identity::{Authenticator, IdentityHandle, Principal};
 use crate::proxy::{self, Forwarded, HttpClient};
-use crate::routes::RouteTable;
 use crate::ratelimit::{LimitKey, MonotonicClock, Quota, RateLimits};
 use crate::rbac::PolicyStore;
+use crate::routes::RouteTable;
 use crate::shed::{Shedder, Slot};
+use crate::tls::{HandshakeFailure, TlsConn};
 use crate::validate::HeaderLimits;
 use crate::{GatewayError, QuarantineSet, Reject, Verdict, path};
 
@@ -114,6 +114,14 @@ impl Gateway {
             "Live decisions loaded."
         );
 
+        let spool = crate::spool::open(config)?;
+        let (emitter, publisher) = Emitter::start(
+            bus.producer(),
+            config.bus.topics.events.clone(),
+            config.gateway.event_queue,
+            spool,
+        );
+        let decision_stats = emitter.stats().clone();
         let q = quarantine.clone();
         let follower = tokio::spawn(
             async move {
@@ -125,6 +133,7 @@ impl Gateway {
                                 if let Some(d) = decode_decision(&m.payload) {
                                     debug!(subject = %d.subject, action = ?d.action, "Decision applied.");
                                     q.apply(&d);
+                                    decision_stats.decision_applied(d.decided_at);
                                 }
                             }
                         }
@@ -142,13 +151,6 @@ impl Gateway {
             .instrument(info_span!("decisions")),
         );
 
-        let spool = crate::spool::open(config)?;
-        let (emitter, publisher) = Emitter::start(
-            bus.producer(),
-            config.bus.topics.events.clone(),
-            config.gateway.event_queue,
-            spool,
-        );
         let shared = Arc::new(Shared {
             id: config.gateway.id.clone(),
             routes: RouteTable::new(&config.routes),
@@ -266,11 +268,15 @@ impl Gateway {
             t.abort();
         }
         let Gateway {
-            shared, publisher, ..
+            shared,
+            publisher,
+            admin,
+            ..
         } = self;
         drop(shared);
-        // The publisher ends once the last emitter (held by `shared`, and by responses still
-        // streaming) is gone and the queue is drained.
+        drop(admin);
+        // The publisher ends once the last emitter (held by `shared`, the admin API, and
+        // responses still streaming) is gone and the queue is drained.
         if tokio::time::timeout(Duration::from_secs(15), publisher)
             .await
             .is_err()
@@ -486,7 +492,12 @@ async fn phases(
     // Identity: exactly one, or refused (see `identity.rs`).
     let (principal, auth) = match gw
         .identity
-        .authenticate(req.headers(), req.extensions().get::<TlsConn>(), route, draft.ts)
+        .authenticate(
+            req.headers(),
+            req.extensions().get::<TlsConn>(),
+            route,
+            draft.ts,
+        )
         .await
     {
         Ok(ok) => ok,
@@ -560,8 +571,11 @@ async fn phases(
         }
     };
     rules.check_declared_length(req.headers())?;
-    rules.check_content_type(req.headers(), !http_body::Body::is_end_stream(req.body()))?;
-    let req = if rules.has_schema() {
+    let has_body = !http_body::Body::is_end_stream(req.body());
+    rules.check_content_type(req.headers(), has_body)?;
+    // A schema applies to every body, and to the methods that must carry one even when empty.
+    let needs_body = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH);
+    let req = if rules.has_schema() && (has_body || needs_body) {
         let (parts, body) = req.into_parts();
         let bytes = rules.read_and_validate(body).await?;
         Request::from_parts(parts, Body::from(bytes))

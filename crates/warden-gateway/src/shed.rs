@@ -91,10 +91,8 @@ mod tests {
     fn slots_are_bounded_and_released_on_drop() {
         let mut c = warden_config::WardenConfig::default().limits;
         c.max_in_flight = 2;
-        c.routes.insert(
-            "r".into(),
-            warden_config::RouteLimits { max_in_flight: 1 },
-        );
+        c.routes
+            .insert("r".into(), warden_config::RouteLimits { max_in_flight: 1 });
         let s = Shedder::new(&c);
         let a = s.enter_global().expect("first");
         let b = s.enter_global().expect("second");

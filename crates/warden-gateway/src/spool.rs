@@ -28,7 +28,9 @@ pub fn open(config: &WardenConfig) -> Result<Option<Spool>, GatewayError> {
         max_bytes: s.max_bytes,
         fsync: match s.fsync {
             FsyncMode::Always => FsyncPolicy::Always,
-            FsyncMode::Interval => FsyncPolicy::Interval(Duration::from_millis(s.fsync_interval_ms)),
+            FsyncMode::Interval => {
+                FsyncPolicy::Interval(Duration::from_millis(s.fsync_interval_ms))
+            }
             FsyncMode::Never => FsyncPolicy::Never,
         },
         overflow: match s.overflow {

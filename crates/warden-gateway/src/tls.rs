@@ -105,7 +105,10 @@ impl TlsStats {
 
     /// Handshakes refused for `reason`.
     pub fn rejected(&self, reason: Rejection) -> u64 {
-        let i = Rejection::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        let i = Rejection::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
         self.rejected[i].load(Ordering::Relaxed)
     }
 
@@ -295,7 +298,12 @@ fn build(config: &TlsConfig, deny: &Arc<DenyList>, id: u64) -> Result<Generation
     });
     let key = read(&config.key_file, &mut problems).and_then(|b| {
         PrivateKeyDer::from_pem_slice(&b)
-            .map_err(|e| problems.push(format!("`{}`: no private key: {e}", config.key_file.display())))
+            .map_err(|e| {
+                problems.push(format!(
+                    "`{}`: no private key: {e}",
+                    config.key_file.display()
+                ))
+            })
             .ok()
     });
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -310,7 +318,10 @@ fn build(config: &TlsConfig, deny: &Arc<DenyList>, id: u64) -> Result<Generation
                 Ok(certs) => {
                     for c in certs {
                         if let Err(e) = roots.add(c) {
-                            problems.push(format!("`{}`: not a usable CA certificate: {e}", f.display()));
+                            problems.push(format!(
+                                "`{}`: not a usable CA certificate: {e}",
+                                f.display()
+                            ));
                         }
                     }
                 }
@@ -328,9 +339,10 @@ fn build(config: &TlsConfig, deny: &Arc<DenyList>, id: u64) -> Result<Generation
             }
         }
         if problems.is_empty() {
-            let mut b = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .with_crls(crls)
-                .only_check_end_entity_revocation();
+            let mut b =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                    .with_crls(crls)
+                    .only_check_end_entity_revocation();
             if !ca.require_crl {
                 b = b.allow_unknown_revocation_status();
             }
@@ -357,10 +369,8 @@ fn build(config: &TlsConfig, deny: &Arc<DenyList>, id: u64) -> Result<Generation
         .with_protocol_versions(versions)
         .map_err(|e| vec![format!("TLS versions: {e}")])?;
     let builder = match &client_verifier {
-        Some(v) => builder.with_client_cert_verifier(Arc::new(RecordingVerifier::new(
-            v.clone(),
-            deny.clone(),
-        ))),
+        Some(v) => builder
+            .with_client_cert_verifier(Arc::new(RecordingVerifier::new(v.clone(), deny.clone()))),
         None => builder.with_no_client_auth(),
     };
     let mut server = builder

@@ -30,8 +30,17 @@ impl HeaderLimits {
         }
     }
 
-    /// 431 when there are too many header fields or they are too large together.
+    /// 431 when there are too many header fields or they are too large together; 400 when
+    /// both `Content-Length` and `Transfer-Encoding` are present. (hyper 1.12 already drops
+    /// `Content-Length` in that case, frames the body by `Transfer-Encoding` and closes the
+    /// connection after the response; this refusal is defence in depth should a request ever
+    /// arrive here with both.)
     pub fn check(&self, headers: &HeaderMap) -> Result<(), Reject> {
+        if headers.contains_key(header::TRANSFER_ENCODING)
+            && headers.contains_key(header::CONTENT_LENGTH)
+        {
+            return Err(Reject::AmbiguousLength);
+        }
         if headers.len() > self.max_headers {
             return Err(Reject::HeadersTooLarge);
         }
@@ -106,7 +115,13 @@ impl RouteRules {
         let media = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
             .ok_or(Reject::UnsupportedMediaType)?;
         if self.content_types.iter().any(|c| *c == media) {
             Ok(())
@@ -171,9 +186,9 @@ fn compile_route(
 ) -> Result<RouteRules, ConfigError> {
     let schema = match &v.json_schema {
         None => None,
-        Some(file) => Some(Arc::new(load_schema(Path::new(file)).map_err(|reason| {
-            ConfigError::new(format!("validation.routes.{name}.json_schema"), reason)
-        })?)),
+        Some(file) => Some(Arc::new(load_schema(Path::new(file)).map_err(
+            |reason| ConfigError::new(format!("validation.routes.{name}.json_schema"), reason),
+        )?)),
     };
     Ok(RouteRules {
         max_body: v.max_body_bytes.unwrap_or(config.gateway.max_body_bytes),
@@ -220,7 +235,13 @@ mod tests {
         };
         assert_eq!(l.check(&headers(&[("a", "1"), ("b", "2")])), Ok(()));
         let many = headers(&[("a", "1"), ("a", "2"), ("b", "3"), ("c", "4")]);
-        assert_eq!(l.check(&many), Err(Reject::HeadersTooLarge), "duplicates count");
+        assert_eq!(
+            l.check(&many),
+            Err(Reject::HeadersTooLarge),
+            "duplicates count"
+        );
+        let smuggle = headers(&[("content-length", "4"), ("transfer-encoding", "chunked")]);
+        assert_eq!(l.check(&smuggle), Err(Reject::AmbiguousLength));
         let big = "x".repeat(300);
         assert_eq!(
             l.check(&headers(&[("a", &big)])),
@@ -231,7 +252,10 @@ mod tests {
     #[test]
     fn declared_length() {
         let r = rules(&[], None);
-        assert_eq!(r.check_declared_length(&headers(&[("content-length", "64")])), Ok(()));
+        assert_eq!(
+            r.check_declared_length(&headers(&[("content-length", "64")])),
+            Ok(())
+        );
         assert_eq!(
             r.check_declared_length(&headers(&[("content-length", "65")])),
             Err(Reject::BodyTooLarge)
@@ -264,7 +288,11 @@ mod tests {
             Err(Reject::UnsupportedMediaType),
             "a body without a type"
         );
-        assert_eq!(r.check_content_type(&text, false), Ok(()), "no body, no check");
+        assert_eq!(
+            r.check_content_type(&text, false),
+            Ok(()),
+            "no body, no check"
+        );
         assert_eq!(rules(&[], None).check_content_type(&text, true), Ok(()));
     }
 

@@ -151,8 +151,8 @@ impl Labels {
     pub fn read(path: &Path) -> Result<Self, LabelsError> {
         let p = || path.display().to_string();
         let text = std::fs::read(path).map_err(|source| LabelsError::Io { path: p(), source })?;
-        let labels: Labels =
-            serde_json::from_slice(&text).map_err(|source| LabelsError::Json { path: p(), source })?;
+        let labels: Labels = serde_json::from_slice(&text)
+            .map_err(|source| LabelsError::Json { path: p(), source })?;
         if labels.v != LABELS_VERSION {
             return Err(LabelsError::Version {
                 path: p(),

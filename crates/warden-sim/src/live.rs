@@ -11,12 +11,12 @@ use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::ScenarioConfig;
 use crate::labels::{Labels, RunMode};
 use crate::plan::{Auth, Payload, Plan, Planned, SimRequest};
 use crate::profile::BodyKind;
 use crate::record::{Recorder, Seen};
 use crate::upstream::model::{FAULT_HEADER, UPSTREAM_HEADER};
-use crate::ScenarioConfig;
 
 /// Largest body the simulator sends (clips are below it).
 const MAX_BODY: usize = 1 << 20;
@@ -145,7 +145,10 @@ pub async fn run_live(
         .await
         .is_err()
     {
-        warn!(left = tasks.len(), "Requests still in flight at the end; abandoned.");
+        warn!(
+            left = tasks.len(),
+            "Requests still in flight at the end; abandoned."
+        );
         tasks.abort_all();
     }
     let ended_at = warden_event::now_ns();
@@ -198,7 +201,10 @@ pub fn body(p: &Payload) -> Option<(&'static str, Bytes)> {
     let len = (p.len as usize).min(MAX_BODY);
     match p.kind {
         BodyKind::Empty => None,
-        BodyKind::Binary => Some(("application/octet-stream", Bytes::from_static(&ZEROS[..len]))),
+        BodyKind::Binary => Some((
+            "application/octet-stream",
+            Bytes::from_static(&ZEROS[..len]),
+        )),
         BodyKind::Json => {
             let mut s = String::from("{\"v\":21.5,\"ok\":true,\"pad\":\"");
             let pad = len.saturating_sub(s.len() + 2);

@@ -155,7 +155,9 @@ impl Offline {
         let ip = r.ip.to_string();
         let mut e = RequestEvent {
             v: SCHEMA_VERSION,
-            id: uuid::Builder::from_random_bytes(self.rng.random()).into_uuid().to_string(),
+            id: uuid::Builder::from_random_bytes(self.rng.random())
+                .into_uuid()
+                .to_string(),
             gateway: OFFLINE_GATEWAY.to_string(),
             seq: self.seq,
             ts,

@@ -134,7 +134,9 @@ impl Plan {
         let duration_ns = (scenario.duration_s * NS) as i64;
         let mut actors: Vec<Box<dyn Actor>> = Vec::new();
         for d in &fleet.devices {
-            actors.push(Box::new(benign::Benign::new(scenario, &fleet, d.index, seed)));
+            actors.push(Box::new(benign::Benign::new(
+                scenario, &fleet, d.index, seed,
+            )));
         }
         let mut attacks = Vec::new();
         let mut rng = StdRng::seed_from_u64(mix_seed(seed, 0xA77A_C4));

@@ -351,7 +351,10 @@ mod tests {
     fn diurnal_factors_average_to_one() {
         for t in DeviceType::ALL {
             let p = t.profile();
-            let mean: f64 = (0..2400).map(|i| p.diurnal(f64::from(i) / 100.0)).sum::<f64>() / 2400.0;
+            let mean: f64 = (0..2400)
+                .map(|i| p.diurnal(f64::from(i) / 100.0))
+                .sum::<f64>()
+                / 2400.0;
             assert!((mean - 1.0).abs() < 0.01, "{t}: {mean}");
             let weights: f64 = p.actions.iter().map(|a| a.weight).sum();
             assert!((weights - 1.0).abs() < 1e-9, "{t}: weights {weights}");

@@ -114,12 +114,11 @@ impl Recorder {
                 .map_or("unknown", String::as_str),
         };
         if let Some(status) = seen.status() {
-            *inner
-                .by_class
-                .entry(class.to_string())
-                .or_default()
-                .entry(status)
-                .or_default() += 1;
+            let counts = match inner.by_class.get_mut(class) {
+                Some(c) => c,
+                None => inner.by_class.entry(class.to_string()).or_default(),
+            };
+            *counts.entry(status).or_default() += 1;
         }
         match source {
             Source::Benign(d) => {

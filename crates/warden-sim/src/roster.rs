@@ -181,9 +181,11 @@ impl Fleet {
         upstream: SocketAddr,
     ) -> Result<(), ConfigErrors> {
         let routes = sim_routes(upstream)?;
-        config
-            .routes
-            .retain(|r| !routes.iter().any(|s| s.name == r.name || s.prefix == r.prefix));
+        config.routes.retain(|r| {
+            !routes
+                .iter()
+                .any(|s| s.name == r.name || s.prefix == r.prefix)
+        });
         config.routes.extend(routes);
         let keys = self.api_keys()?;
         config

@@ -203,9 +203,8 @@ impl ScenarioConfig {
             }
             e
         };
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            with_file(ConfigError::new("", format!("cannot read: {e}")).into())
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| with_file(ConfigError::new("", format!("cannot read: {e}")).into()))?;
         Self::from_toml(&text).map_err(with_file)
     }
 
@@ -255,7 +254,10 @@ impl ScenarioConfig {
     /// average over a day (at least one device of each type the mix has).
     pub fn with_rate(mut self, rate: f64) -> Self {
         let per_device: f64 = {
-            let total: f64 = DeviceType::ALL.iter().map(|t| self.fleet.mix.weight(*t)).sum();
+            let total: f64 = DeviceType::ALL
+                .iter()
+                .map(|t| self.fleet.mix.weight(*t))
+                .sum();
             DeviceType::ALL
                 .iter()
                 .map(|t| self.fleet.mix.weight(*t) / total * t.profile().mean_rate())

@@ -48,14 +48,22 @@ async fn live_run_against_the_backend_labels_what_it_sent() {
     // Statuses come from the backend: 2xx, plus the played 400s and 5xx.
     for (class, statuses) in &labels.summary.by_class {
         assert!(
-            statuses.keys().all(|s| matches!(s, 200 | 201 | 202 | 400 | 500 | 502 | 503)),
+            statuses
+                .keys()
+                .all(|s| matches!(s, 200 | 201 | 202 | 400 | 500 | 502 | 503)),
             "{class}: {statuses:?}"
         );
     }
     let a = &labels.attacks[0];
     let x = &a.attackers[0];
-    assert!(x.sent >= 1 && x.through == x.sent && x.refused == 0, "{x:?}");
-    assert!(x.first_sent_ns.is_some_and(|t| t >= a.start_ns - 50_000_000));
+    assert!(
+        x.sent >= 1 && x.through == x.sent && x.refused == 0,
+        "{x:?}"
+    );
+    assert!(
+        x.first_sent_ns
+            .is_some_and(|t| t >= a.start_ns - 50_000_000)
+    );
     assert!(labels.ended_at - labels.started_at >= 6_000_000_000);
     // The labels survive a round trip through their file.
     let dir = tempfile::tempdir().expect("tempdir");
@@ -98,7 +106,10 @@ fn accelerated_run_writes_the_events_to_parquet() {
     }
     assert_eq!(rows, run.events);
     // Probes meet the gateway's method check (405) and the backend's 404s.
-    assert!(statuses.contains(&405) && statuses.contains(&404) && statuses.contains(&202), "{statuses:?}");
+    assert!(
+        statuses.contains(&405) && statuses.contains(&404) && statuses.contains(&202),
+        "{statuses:?}"
+    );
     // The same seed gives the same events.
     let again = run_accelerated(&s, 5, &AcceleratedOptions::new(&s), None, |_, _| {}).expect("run");
     assert_eq!(again.labels.summary, run.labels.summary);

@@ -17,8 +17,8 @@ use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
 use warden_config::{
-    ConfigError, ConfigErrors, DetectorConfig, FeatureConfig, Mode, NoveltyField,
-    PeerGroup, PipelineConfig, WindowConfig, WindowKey,
+    ConfigError, ConfigErrors, DetectorConfig, FeatureConfig, Mode, NoveltyField, PeerGroup,
+    PipelineConfig, WindowConfig, WindowKey,
 };
 use warden_detect::{Detector, EventView, Firing, KeyId, Sample};
 use warden_event::{
@@ -122,7 +122,11 @@ struct Fired {
 fn compile_errors(pipeline: &PipelineConfig) -> Result<Vec<WindowPlan>, ConfigErrors> {
     let compiler = Compiler::new()
         .map_err(|e| ConfigError::new("", format!("internal: cannot start DataFusion: {e}")))?;
-    let mut plans: Vec<WindowPlan> = pipeline.window.iter().map(|_| WindowPlan::default()).collect();
+    let mut plans: Vec<WindowPlan> = pipeline
+        .window
+        .iter()
+        .map(|_| WindowPlan::default())
+        .collect();
     let mut errs = Vec::new();
     for (i, f) in pipeline.feature.iter().enumerate() {
         let Some(wi) = pipeline.window.iter().position(|w| w.name == f.window()) else {
@@ -133,7 +137,10 @@ fn compile_errors(pipeline: &PipelineConfig) -> Result<Vec<WindowPlan>, ConfigEr
             continue;
         };
         if let Err(e) = plans[wi].add(&compiler, f) {
-            errs.push(ConfigError::new(format!("feature[{i}].{}", e.key), e.reason));
+            errs.push(ConfigError::new(
+                format!("feature[{i}].{}", e.key),
+                e.reason,
+            ));
         }
     }
     if errs.is_empty() {
@@ -160,7 +167,11 @@ impl WindowRt {
         let detectors: Vec<DetectorRt> = pipeline
             .detector
             .iter()
-            .filter(|d| pipeline.detector_window(d).is_some_and(|w| w.name == config.name))
+            .filter(|d| {
+                pipeline
+                    .detector_window(d)
+                    .is_some_and(|w| w.name == config.name)
+            })
             .map(|d| build_detector(d, pipeline, &plan, config))
             .collect();
         let track_peers = detectors
@@ -251,7 +262,10 @@ impl Engine {
             .iter()
             .map(|w| {
                 w.state.state_bytes()
-                    + w.detectors.iter().map(|d| d.detector.state_bytes()).sum::<usize>()
+                    + w.detectors
+                        .iter()
+                        .map(|d| d.detector.state_bytes())
+                        .sum::<usize>()
                     + w.marked.capacity()
                     + w.touched.capacity() * 4
             })
@@ -266,7 +280,11 @@ impl Engine {
 
     /// Process one batch of request events (with [`warden_event::request_event_schema`]) at
     /// processing time `now_ns`.
-    pub fn process(&mut self, batch: &RecordBatch, now_ns: i64) -> Result<Vec<Output>, EngineError> {
+    pub fn process(
+        &mut self,
+        batch: &RecordBatch,
+        now_ns: i64,
+    ) -> Result<Vec<Output>, EngineError> {
         let cols = Columns::read(batch)?;
         let mut inputs = Vec::with_capacity(self.windows.len());
         for w in &self.windows {
@@ -281,12 +299,23 @@ impl Engine {
             self.stats.events += 1;
             let mut late = false;
             for (wi, w) in self.windows.iter_mut().enumerate() {
-                if self.watermark.is_some_and(|wm| ts < wm - w.state.lateness_ns) {
+                if self
+                    .watermark
+                    .is_some_and(|wm| ts < wm - w.state.lateness_ns)
+                {
                     late = true;
                     continue;
                 }
                 let key_col = cols.key_column(w.state.config.key);
-                let id = match intern(w, &cols, key_col, i, ts, &mut dict_cache[wi], &mut self.scratch.key) {
+                let id = match intern(
+                    w,
+                    &cols,
+                    key_col,
+                    i,
+                    ts,
+                    &mut dict_cache[wi],
+                    &mut self.scratch.key,
+                ) {
                     Some(id) => id,
                     None => continue,
                 };
@@ -371,7 +400,12 @@ impl Engine {
     }
 
     /// Score and learn every complete slide not sampled yet.
-    fn sample_complete(&mut self, wi: usize, wm: i64, fired: &mut Vec<Fired>) -> Result<(), EngineError> {
+    fn sample_complete(
+        &mut self,
+        wi: usize,
+        wm: i64,
+        fired: &mut Vec<Fired>,
+    ) -> Result<(), EngineError> {
         let w = &mut self.windows[wi];
         let last = w.state.slot(wm - w.state.lateness_ns) - 1;
         let from = w
@@ -444,13 +478,21 @@ impl Engine {
                 offense,
                 detectors,
             } => {
-                let verb = if *action == Action::Quarantine { "quarantined" } else { "throttled" };
+                let verb = if *action == Action::Quarantine {
+                    "quarantined"
+                } else {
+                    "throttled"
+                };
                 message.push_str(&format!(
                     "; {verb} for {} s (offense {offense}; evidence: {})",
                     (until - now) / 1_000_000_000,
                     detectors.join(", ")
                 ));
-                (Some(*action), Some(*until), Some((*offense, detectors.clone())))
+                (
+                    Some(*action),
+                    Some(*until),
+                    Some((*offense, detectors.clone())),
+                )
             }
         };
         let evidence = Evidence {
@@ -562,28 +604,46 @@ fn intern(
 }
 
 /// Feature values of `ids` over the window ending with `slot` into `scratch.features`.
-fn features_of(w: &WindowRt, ids: &[KeyId], slot: i64, scratch: &mut Scratch) -> Result<(), EngineError> {
+fn features_of(
+    w: &WindowRt,
+    ids: &[KeyId],
+    slot: i64,
+    scratch: &mut Scratch,
+) -> Result<(), EngineError> {
     let nv = w.plan.values.len().max(1);
     scratch.values.clear();
     scratch.values.resize(ids.len() * nv, f64::NAN);
     for (r, id) in ids.iter().enumerate() {
-        w.state
-            .fold(*id, slot, &w.plan, &mut scratch.scalars, &mut scratch.sketches);
+        w.state.fold(
+            *id,
+            slot,
+            &w.plan,
+            &mut scratch.scalars,
+            &mut scratch.sketches,
+        );
         w.plan.read_values(
             &scratch.scalars,
             &scratch.sketches,
             &mut scratch.values[r * nv..(r + 1) * nv],
         );
     }
-    w.plan
-        .features(&scratch.values, ids.len(), w.state.size_secs(), &mut scratch.features)?;
+    w.plan.features(
+        &scratch.values,
+        ids.len(),
+        w.state.size_secs(),
+        &mut scratch.features,
+    )?;
     Ok(())
 }
 
-fn key_features(w: &WindowRt, id: KeyId, slot: i64, scratch: &mut Scratch) -> Result<BTreeMap<String, f64>, EngineError> {
+fn key_features(
+    w: &WindowRt,
+    id: KeyId,
+    slot: i64,
+    scratch: &mut Scratch,
+) -> Result<BTreeMap<String, f64>, EngineError> {
     features_of(w, &[id], slot, scratch)?;
-    Ok(w
-        .plan
+    Ok(w.plan
         .names
         .iter()
         .zip(&scratch.features)
@@ -615,6 +675,7 @@ fn round(
     features_of(w, ids, slot, scratch)?;
     let nf = w.plan.outputs.len();
     let at = w.state.slot_end(slot);
+    let size_ns = w.state.size_ns();
     let mut buf = [f64::NAN; 4];
     for (di, d) in w.detectors.iter_mut().enumerate() {
         if d.inputs.is_empty() {
@@ -636,12 +697,17 @@ fn round(
                 }
                 _ => (0, ""),
             };
+            let full = w
+                .state
+                .key(*id)
+                .is_some_and(|k| at - k.first_event_ns >= size_ns);
             let sample = Sample {
                 key: *id,
                 values: &buf[..d.inputs.len().min(buf.len())],
                 at,
                 peer,
                 peer_name,
+                full,
             };
             let firing = if learn {
                 d.detector.observe(&sample)
@@ -654,7 +720,13 @@ fn round(
                     detector: di,
                     key: w.state.name(*id).to_string(),
                     firing,
-                    features: w.plan.names.iter().cloned().zip(row.iter().copied()).collect(),
+                    features: w
+                        .plan
+                        .names
+                        .iter()
+                        .cloned()
+                        .zip(row.iter().copied())
+                        .collect(),
                     window_end: at,
                 });
             }

@@ -73,8 +73,14 @@ pub struct SketchAgg {
 pub enum AggValue {
     Scalar(usize),
     /// SQL `sum`: NaN (NULL) when no value was summed.
-    SumOrNan { sum: usize, count: usize },
-    Mean { sum: usize, count: usize },
+    SumOrNan {
+        sum: usize,
+        count: usize,
+    },
+    Mean {
+        sum: usize,
+        count: usize,
+    },
     /// `min`/`max`: NaN when no value.
     Extreme(usize),
     Distinct(usize),
@@ -88,7 +94,10 @@ pub enum Output {
     /// Per second of window.
     Rate(usize),
     /// NaN when the denominator is 0.
-    Ratio { num: usize, den: usize },
+    Ratio {
+        num: usize,
+        den: usize,
+    },
     /// A DataFusion expression over columns `__agg_0..n` (the listed values).
     Sql {
         expr: Arc<dyn PhysicalExpr>,
@@ -215,7 +224,10 @@ pub fn filter_expr(f: &FilterConfig) -> Option<Expr> {
         ));
     }
     if !f.auth_result.is_empty() {
-        parts.push(list("auth_result", f.auth_result.iter().map(enum_name).collect()));
+        parts.push(list(
+            "auth_result",
+            f.auth_result.iter().map(enum_name).collect(),
+        ));
     }
     if !f.method.is_empty() {
         parts.push(list("method", f.method.clone()));
@@ -334,11 +346,20 @@ impl WindowPlan {
         };
         let filter_of = |f: &Option<FilterConfig>| f.as_ref().and_then(filter_expr);
         let output = match f {
-            FeatureConfig::Count(x) => Output::Value(self.count(c, filter_of(&x.filter)).map_err(df("filter"))?),
-            FeatureConfig::Rate(x) => Output::Rate(self.count(c, filter_of(&x.filter)).map_err(df("filter"))?),
+            FeatureConfig::Count(x) => {
+                Output::Value(self.count(c, filter_of(&x.filter)).map_err(df("filter"))?)
+            }
+            FeatureConfig::Rate(x) => {
+                Output::Rate(self.count(c, filter_of(&x.filter)).map_err(df("filter"))?)
+            }
             FeatureConfig::Sum(x) => {
                 let s = self
-                    .scalar(c, ScalarOp::Sum, Some(column(x.field)), filter_of(&x.filter))
+                    .scalar(
+                        c,
+                        ScalarOp::Sum,
+                        Some(column(x.field)),
+                        filter_of(&x.filter),
+                    )
                     .map_err(df("field"))?;
                 Output::Value(self.value(AggValue::Scalar(s)))
             }
@@ -353,7 +374,9 @@ impl WindowPlan {
                 Output::Value(self.value(AggValue::Mean { sum, count }))
             }
             FeatureConfig::Ratio(x) => {
-                let num = self.count(c, filter_expr(&x.filter)).map_err(df("filter"))?;
+                let num = self
+                    .count(c, filter_expr(&x.filter))
+                    .map_err(df("filter"))?;
                 let den = self.count(c, None).map_err(df("filter"))?;
                 Output::Ratio { num, den }
             }
@@ -375,20 +398,32 @@ impl WindowPlan {
             }
             FeatureConfig::Distinct(x) => {
                 let s = self
-                    .sketch(c, SketchKind::Distinct, column(x.field), filter_of(&x.filter))
+                    .sketch(
+                        c,
+                        SketchKind::Distinct,
+                        column(x.field),
+                        filter_of(&x.filter),
+                    )
                     .map_err(df("field"))?;
                 Output::Value(self.value(AggValue::Distinct(s)))
             }
             FeatureConfig::Percentile(x) => {
                 let s = self
-                    .sketch(c, SketchKind::Quantiles, column(x.field), filter_of(&x.filter))
+                    .sketch(
+                        c,
+                        SketchKind::Quantiles,
+                        column(x.field),
+                        filter_of(&x.filter),
+                    )
                     .map_err(df("field"))?;
                 Output::Value(self.value(AggValue::Quantile(s, x.quantile)))
             }
-            FeatureConfig::Sql(x) => sql::compile(self, c, &x.expr).map_err(|reason| CompileError {
-                key: "expr",
-                reason,
-            })?,
+            FeatureConfig::Sql(x) => {
+                sql::compile(self, c, &x.expr).map_err(|reason| CompileError {
+                    key: "expr",
+                    reason,
+                })?
+            }
         };
         self.names.push(f.name().to_string());
         self.outputs.push(output);
@@ -470,7 +505,13 @@ impl WindowPlan {
     }
 
     /// Add row `row` of a batch to a bucket.
-    pub fn update(&self, scalars: &mut [f64], sketches: &mut [Sketch], inp: &BatchInputs, row: usize) {
+    pub fn update(
+        &self,
+        scalars: &mut [f64],
+        sketches: &mut [Sketch],
+        inp: &BatchInputs,
+        row: usize,
+    ) {
         let pass = |f: Option<usize>| f.is_none_or(|f| inp.filters[f].value(row));
         for (slot, agg) in scalars.iter_mut().zip(&self.scalars) {
             if !pass(agg.filter) {

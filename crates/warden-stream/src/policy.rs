@@ -122,7 +122,10 @@ impl Policy {
                     );
                 }
                 if d.action == Action::Quarantine {
-                    let o = self.offenses.entry(d.subject.clone()).or_insert((0, i64::MIN));
+                    let o = self
+                        .offenses
+                        .entry(d.subject.clone())
+                        .or_insert((0, i64::MIN));
                     if o.1 < d.decided_at {
                         *o = (o.0 + 1, d.decided_at);
                     }
@@ -147,13 +150,21 @@ impl Policy {
 
     /// Record a firing as evidence; returns whether the combination rule is met and the
     /// detectors (with their actions) that make the evidence.
-    fn evidence(&mut self, subject: &Subject, src: &Source, now: i64) -> (bool, Vec<(String, DetectorAction)>, String) {
+    fn evidence(
+        &mut self,
+        subject: &Subject,
+        src: &Source,
+        now: i64,
+    ) -> (bool, Vec<(String, DetectorAction)>, String) {
         let window = Self::secs(self.config.evidence_window_s);
         let list = self.evidence.entry(subject.clone()).or_default();
         while list.front().is_some_and(|f| now - f.at >= window) {
             list.pop_front();
         }
-        if !list.iter().any(|f| f.detector == src.detector && f.at == now) {
+        if !list
+            .iter()
+            .any(|f| f.detector == src.detector && f.at == now)
+        {
             list.push_back(Firing {
                 detector: src.detector.to_string(),
                 at: now,
@@ -193,7 +204,13 @@ impl Policy {
     }
 
     /// Decide on a firing of `src` for `subject` at `now`.
-    pub fn decide(&mut self, subject: &Subject, src: &Source, enforceable: bool, now: i64) -> Verdict {
+    pub fn decide(
+        &mut self,
+        subject: &Subject,
+        src: &Source,
+        enforceable: bool,
+        now: i64,
+    ) -> Verdict {
         let active = self.active.get(subject).copied().filter(|a| a.until > now);
         if active.is_some_and(|a| a.action == Action::Quarantine) {
             return Verdict::Suppress;
@@ -215,7 +232,10 @@ impl Policy {
         if let Verdict::Enforce { action, until, .. } = &verdict {
             if *action == Action::Quarantine {
                 self.recent_quarantines.push_back(now);
-                let o = self.offenses.entry(subject.clone()).or_insert((0, i64::MIN));
+                let o = self
+                    .offenses
+                    .entry(subject.clone())
+                    .or_insert((0, i64::MIN));
                 *o = (o.0 + 1, now);
             }
             self.active.insert(
@@ -292,7 +312,8 @@ impl Policy {
                 {
                     self.recent_quarantines.pop_front();
                 }
-                if self.recent_quarantines.len() >= self.config.max_quarantines_per_minute as usize {
+                if self.recent_quarantines.len() >= self.config.max_quarantines_per_minute as usize
+                {
                     return Verdict::AlertOnly("quarantine rate cap reached".into());
                 }
                 let offense = self.offense_number(subject, now);
@@ -333,7 +354,8 @@ impl Policy {
         let memory = Self::secs(self.config.offense_memory_s);
         self.offenses.retain(|_, (_, last)| now - *last < memory);
         let window = Self::secs(self.config.evidence_window_s);
-        self.evidence.retain(|_, l| l.back().is_some_and(|f| now - f.at < window));
+        self.evidence
+            .retain(|_, l| l.back().is_some_and(|f| now - f.at < window));
     }
 }
 

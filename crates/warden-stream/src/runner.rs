@@ -153,7 +153,10 @@ impl Processor {
             .await?;
         let producer = bus.producer();
         info!(parent: &span, group = %self.pipeline.source.group, "Processor consuming events.");
-        let every = self.reload.as_ref().map_or(Duration::from_secs(3600), |r| r.every);
+        let every = self
+            .reload
+            .as_ref()
+            .map_or(Duration::from_secs(3600), |r| r.every);
         let mut reload_tick = tokio::time::interval(every);
         reload_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
@@ -273,9 +276,10 @@ impl Processor {
         let record_batch = warden_event::to_record_batch(&batch)?;
         let late_before = self.engine.stats().late_events;
         let outputs = self.engine.process(&record_batch, warden_event::now_ns())?;
-        self.stats
-            .late_events
-            .fetch_add(self.engine.stats().late_events - late_before, Ordering::Relaxed);
+        self.stats.late_events.fetch_add(
+            self.engine.stats().late_events - late_before,
+            Ordering::Relaxed,
+        );
         self.stats
             .events
             .fetch_add(batch.len() as u64, Ordering::Relaxed);

@@ -12,6 +12,8 @@ use crate::sketch::Sketch;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct KeyState {
     pub name: Box<str>,
+    /// Event time of the key's first event (since it was last forgotten).
+    pub first_event_ns: i64,
     pub last_event_ns: i64,
     /// Peer groups (device type, tenant) as interned ids.
     pub peers: [u32; 2],
@@ -65,7 +67,11 @@ pub struct WindowState {
 
 impl WindowState {
     pub fn new(config: &WindowConfig, plan: &WindowPlan) -> Self {
-        let ms = |v: u64| i64::try_from(v).unwrap_or(i64::MAX / 1_000_000).saturating_mul(1_000_000);
+        let ms = |v: u64| {
+            i64::try_from(v)
+                .unwrap_or(i64::MAX / 1_000_000)
+                .saturating_mul(1_000_000)
+        };
         Self {
             config: config.clone(),
             slide_ns: ms(config.slide_ms).max(1),
@@ -97,6 +103,10 @@ impl WindowState {
         self.slides
     }
 
+    pub fn size_ns(&self) -> i64 {
+        self.slides * self.slide_ns
+    }
+
     pub fn size_secs(&self) -> f64 {
         (self.slides * self.slide_ns) as f64 / 1e9
     }
@@ -108,6 +118,7 @@ impl WindowState {
         }
         let state = KeyState {
             name: key.into(),
+            first_event_ns: ts,
             last_event_ns: ts,
             ..KeyState::default()
         };
@@ -156,6 +167,7 @@ impl WindowState {
             return;
         };
         k.last_event_ns = k.last_event_ns.max(ts);
+        k.first_event_ns = k.first_event_ns.min(ts);
         // Buckets are in slot order; a late event lands in an older bucket.
         let pos = match k.slots.last() {
             Some(last) if *last == slot => k.slots.len() - 1,

@@ -81,7 +81,11 @@ pub struct Stack {
     pub gateway_tls_addr: Option<SocketAddr>,
     /// Reload and inspect the gateway's identity sources.
     pub identity: Option<warden_gateway::IdentityHandle>,
+    /// The gateway's admin API listener, when `admin.listen` is configured.
+    pub admin_addr: Option<SocketAddr>,
     pub dashboard_addr: Option<SocketAddr>,
+    /// The Prometheus metrics listener, when `metrics.listen` is configured.
+    pub metrics_addr: Option<SocketAddr>,
     pub quarantine: Option<Arc<QuarantineSet>>,
     pub emit_stats: Option<Arc<EmitStats>>,
     pub processor_stats: Option<Arc<ProcessorStats>>,
@@ -117,13 +121,20 @@ impl Stack {
             gateway_addr: None,
             gateway_tls_addr: None,
             identity: None,
+            admin_addr: None,
             dashboard_addr: None,
+            metrics_addr: None,
             quarantine: None,
             emit_stats: None,
             processor_stats: None,
             stop,
             tasks: Vec::new(),
         };
+        let pipeline_name = parts
+            .processor
+            .as_ref()
+            .map(|p| p.name.clone())
+            .unwrap_or_default();
         if let Some(pipeline) = parts.processor {
             let mut processor = Processor::new(pipeline, config.bus.topics.clone())
                 .map_err(|e| anyhow::anyhow!("pipeline: {e}"))?;
@@ -141,9 +152,15 @@ impl Stack {
             ));
         }
         if parts.dashboard {
-            let dashboard = warden_dashboard::Dashboard::start(config, bus.clone())
+            let mut dashboard = warden_dashboard::Dashboard::start(config, bus.clone())
                 .await
                 .context("starting the dashboard")?;
+            // The processor in this process reports its pipeline (and refused reloads) there.
+            if let Some(stats) = stack.processor_stats.clone() {
+                dashboard = dashboard.with_status(Arc::new(
+                    move || serde_json::json!({ "pipeline": stats.pipeline_status() }),
+                ));
+            }
             let listener = TcpListener::bind(config.dashboard.listen)
                 .await
                 .with_context(|| format!("binding the dashboard to {}", config.dashboard.listen))?;
@@ -172,14 +189,28 @@ impl Stack {
             stack.identity = Some(gateway.identity().clone());
             let tls_listener = match &config.gateway.tls {
                 Some(tls) => {
-                    let l = TcpListener::bind(tls.listen)
-                        .await
-                        .with_context(|| format!("binding the gateway's TLS listener to {}", tls.listen))?;
+                    let l = TcpListener::bind(tls.listen).await.with_context(|| {
+                        format!("binding the gateway's TLS listener to {}", tls.listen)
+                    })?;
                     stack.gateway_tls_addr = Some(l.local_addr()?);
                     Some(l)
                 }
                 None => None,
             };
+            if let Some(addr) = config.admin.listen {
+                let l = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the admin API to {addr}"))?;
+                stack.admin_addr = Some(l.local_addr()?);
+                let admin = gateway.admin().clone();
+                let shutdown = stopped(rx.clone());
+                stack.tasks.push((
+                    "admin",
+                    tokio::spawn(
+                        async move { admin.serve(l, shutdown).await.context("admin API") },
+                    ),
+                ));
+            }
             let shutdown = stopped(rx.clone());
             stack.tasks.push((
                 "gateway",
@@ -188,6 +219,29 @@ impl Stack {
                         .serve_with_tls(listener, tls_listener, shutdown)
                         .await
                         .context("gateway")
+                }),
+            ));
+        }
+        if let Some(addr) = config.metrics.listen {
+            let listener = crate::metrics::bind(addr)
+                .await
+                .with_context(|| format!("binding metrics to {addr}"))?;
+            stack.metrics_addr = Some(listener.local_addr()?);
+            let sources = crate::metrics::Sources {
+                gateway: stack
+                    .emit_stats
+                    .clone()
+                    .map(|s| (config.gateway.id.clone(), s)),
+                processor: stack.processor_stats.clone().map(|s| (pipeline_name, s)),
+            };
+            let mut shutdown = rx.clone();
+            stack.tasks.push((
+                "metrics",
+                tokio::spawn(async move {
+                    tokio::select! {
+                        r = crate::metrics::serve(listener, sources) => r.context("metrics"),
+                        _ = shutdown.wait_for(|s| *s) => Ok(()),
+                    }
                 }),
             ));
         }
@@ -204,9 +258,16 @@ impl Stack {
             info!(%a, "Gateway TLS listening.");
             println!("gateway    https://{a}/");
         }
+        if let Some(a) = self.admin_addr {
+            info!(%a, "Admin API listening.");
+            println!("admin      http://{a}/admin/");
+        }
         if let Some(a) = self.dashboard_addr {
             info!(%a, "Dashboard listening.");
             println!("dashboard  http://{a}/");
+        }
+        if let Some(a) = self.metrics_addr {
+            println!("metrics    http://{a}/metrics");
         }
         if self.processor_stats.is_some() {
             println!("processor  running");

@@ -36,7 +36,11 @@ fn a_complete_identity_config_loads() {
     let key = file(&dir, "server.key", &pem("PRIVATE KEY"));
     let ca = file(&dir, "ca.pem", &pem("CERTIFICATE"));
     let crl = file(&dir, "ca.crl", &pem("X509 CRL"));
-    let deny = file(&dir, "deny.txt", &format!("# revoked by hand\n{}\n", "ab".repeat(32)));
+    let deny = file(
+        &dir,
+        "deny.txt",
+        &format!("# revoked by hand\n{}\n", "ab".repeat(32)),
+    );
     let registry = file(
         &dir,
         "registry.toml",
@@ -47,7 +51,11 @@ fn a_complete_identity_config_loads() {
         auth_methods = ["client_cert", "jwt"]
         "#,
     );
-    let jwks = file(&dir, "jwks.json", r#"{"keys":[{"kty":"EC","crv":"P-256"}]}"#);
+    let jwks = file(
+        &dir,
+        "jwks.json",
+        r#"{"keys":[{"kty":"EC","crv":"P-256"}]}"#,
+    );
     let c = WardenConfig::from_toml(&format!(
         r#"
         [gateway.tls]
@@ -93,7 +101,10 @@ fn a_complete_identity_config_loads() {
     let jwt = c.identity.jwt.expect("jwt");
     assert_eq!(jwt.leeway_s, 30);
     assert_eq!(jwt.claims.identity, "sub");
-    assert_eq!(c.identity.registry.expect("registry").unknown, UnknownIdentity::Deny);
+    assert_eq!(
+        c.identity.registry.expect("registry").unknown,
+        UnknownIdentity::Deny
+    );
     assert!(c.routes[0].require_mtls);
 }
 
@@ -182,7 +193,8 @@ fn every_identity_problem_is_reported_with_its_key() {
         .map(|e| e.reason.as_str())
         .collect();
     assert!(
-        reg.iter().any(|r| r.contains("identity[1].auth_methods[1]")),
+        reg.iter()
+            .any(|r| r.contains("identity[1].auth_methods[1]")),
         "unknown method: {errs}"
     );
     // The route asking for JWT is fine here because `identity.jwt` exists (even if invalid).
@@ -284,8 +296,14 @@ fn fingerprints_times_and_crls_parse() {
     assert_eq!(parse_rfc3339("1970-01-01T01:01:00+01:00"), Ok(60));
     assert!(parse_rfc3339("1970-01-01").is_err());
 
-    assert_eq!(parse_crls(&[0x30, 0x03, 0x02, 0x01, 0x00]).map(|c| c.len()), Ok(1));
-    assert_eq!(parse_crls(pem("X509 CRL").as_bytes()).map(|c| c.len()), Ok(1));
+    assert_eq!(
+        parse_crls(&[0x30, 0x03, 0x02, 0x01, 0x00]).map(|c| c.len()),
+        Ok(1)
+    );
+    assert_eq!(
+        parse_crls(pem("X509 CRL").as_bytes()).map(|c| c.len()),
+        Ok(1)
+    );
     assert!(parse_crls(b"nothing").is_err());
     assert!(parse_certs(pem("PRIVATE KEY").as_bytes()).is_err());
     assert_eq!(trim_secret(b"abc\r\n"), b"abc");

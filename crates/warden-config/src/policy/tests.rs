@@ -57,10 +57,7 @@ fn sections_parse() {
     let id = c.limits.identity.as_ref().expect("identity");
     assert_eq!(id.device_types["camera"].burst, 200);
     assert_eq!(c.limits.routes["telemetry"].max_in_flight, 64);
-    assert_eq!(
-        c.validation.routes["telemetry"].max_body_bytes,
-        Some(4096)
-    );
+    assert_eq!(c.validation.routes["telemetry"].max_body_bytes, Some(4096));
     assert_eq!(c.admin.listen.map(|a| a.port()), Some(9500));
 }
 
@@ -126,12 +123,9 @@ fn every_policy_section_problem_is_reported_with_its_key() {
 
 #[test]
 fn unknown_keys_in_policy_sections_are_refused() {
-    let errs = WardenConfig::from_toml("[limits.identity]\nrate = 1\nburst = 1\n")
-        .expect_err("invalid");
-    assert!(
-        errs.0.iter().any(|e| e.key == "limits.identity"),
-        "{errs}"
-    );
+    let errs =
+        WardenConfig::from_toml("[limits.identity]\nrate = 1\nburst = 1\n").expect_err("invalid");
+    assert!(errs.0.iter().any(|e| e.key == "limits.identity"), "{errs}");
 }
 
 #[test]
@@ -180,16 +174,22 @@ fn rbac_policy_problems_are_all_reported() {
     ] {
         assert!(keys.contains(&k), "{k} missing from {errs}");
     }
-    let unknown = RbacPolicy::from_toml("[roles.x]\nallow = [{ methods = [\"GET\"], path = \"/\", extra = 1 }]\n")
-        .expect_err("unknown key");
+    let unknown = RbacPolicy::from_toml(
+        "[roles.x]\nallow = [{ methods = [\"GET\"], path = \"/\", extra = 1 }]\n",
+    )
+    .expect_err("unknown key");
     assert!(
-        unknown.0.iter().any(|e| e.key.starts_with("roles.x.allow[0]")),
+        unknown
+            .0
+            .iter()
+            .any(|e| e.key.starts_with("roles.x.allow[0]")),
         "{unknown}"
     );
 }
 
 #[test]
 fn shipped_example_policy_is_valid() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/examples/rbac.toml");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/examples/rbac.toml");
     RbacPolicy::load(&path).unwrap_or_else(|e| panic!("{e}"));
 }

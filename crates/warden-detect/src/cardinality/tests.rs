@@ -29,7 +29,10 @@ fn an_absolute_limit_fires_from_the_first_sample() {
     assert!(obs(&mut d, 0, 20.0).is_none());
     let f = obs(&mut d, 1, 57.0).expect("above the limit");
     assert_eq!((f.score, f.threshold), (57.0, 20.0));
-    assert_eq!(f.explanation, "distinct_paths 57 is above the limit 20 (usually 0)");
+    assert_eq!(
+        f.explanation,
+        "distinct_paths 57 is above the limit 20 (usually 0)"
+    );
     assert!(d.is_empty(), "limit-only keeps no state");
 }
 
@@ -43,7 +46,10 @@ fn a_factor_over_the_own_baseline_fires_after_warmup() {
     for t in 10..40 {
         assert!(obs(&mut d, t, 3.0).is_none());
     }
-    assert!(d.peek(&Sample::of(0, &[7.0], 0)).is_none(), "below min_value 8");
+    assert!(
+        d.peek(&Sample::of(0, &[7.0], 0)).is_none(),
+        "below min_value 8"
+    );
     let f = obs(&mut d, 40, 30.0).expect("10× the usual 3");
     assert!(f.score > 9.0 && f.score < 10.5, "{}", f.score);
     assert_eq!(f.threshold, 4.0);

@@ -56,12 +56,20 @@ fn a_small_persistent_shift_accumulates_until_it_fires() {
             fired_at = Some(t);
             assert!(f.score > 5.0 && f.score <= 6.0, "{}", f.score);
             assert_eq!(f.threshold, 5.0);
-            assert!(f.explanation.starts_with("request_rate shifted up"), "{}", f.explanation);
+            assert!(
+                f.explanation.starts_with("request_rate shifted up"),
+                "{}",
+                f.explanation
+            );
             assert!((f.baseline["mean"] - 10.0).abs() < 1e-9);
             break;
         }
     }
-    assert_eq!(fired_at, Some(25), "sum 0.9, 1.8, …, 5.4 > 5 on the sixth sample");
+    assert_eq!(
+        fired_at,
+        Some(25),
+        "sum 0.9, 1.8, …, 5.4 > 5 on the sixth sample"
+    );
     // The sums restart after firing.
     assert_eq!(d.save_key(0).expect("state")["hi"], 0.0);
 }
@@ -98,5 +106,23 @@ fn peek_does_not_accumulate() {
     for _ in 0..100 {
         assert!(d.peek(&Sample::of(0, &[12.0], 0)).is_none());
     }
-    assert!(d.peek(&Sample::of(0, &[16.0], 0)).is_some(), "one step of 6 − 0.5 > 5");
+    assert!(
+        d.peek(&Sample::of(0, &[16.0], 0)).is_some(),
+        "one step of 6 − 0.5 > 5"
+    );
+}
+
+#[test]
+fn partial_windows_are_scored_but_not_learned() {
+    let mut d = Cusum::new(config(Direction::Both));
+    for t in 0..30 {
+        assert!(d.observe(&Sample::of(0, &[t as f64], t * S).partial()).is_none());
+    }
+    assert!(d.is_empty(), "a filling window (counts rising) teaches nothing");
+    warm(&mut d);
+    assert!(
+        d.observe(&Sample::of(0, &[30.0], 30 * S).partial()).is_some(),
+        "a warm baseline still fires on a partial window"
+    );
+    assert_eq!(d.save_key(0).expect("state")["samples"], 20, "not learned");
 }

@@ -31,7 +31,10 @@ fn silent_during_warmup() {
     for t in 0..9 {
         assert!(obs(&mut d, t, 1.0).is_none());
     }
-    assert!(obs(&mut d, 9, 100.0).is_none(), "9 samples: still warming up");
+    assert!(
+        obs(&mut d, 9, 100.0).is_none(),
+        "9 samples: still warming up"
+    );
 }
 
 #[test]
@@ -99,7 +102,10 @@ fn gradual_growth_is_learned_and_keys_are_independent() {
     let mut d = EwmaZscore::new(config());
     let mut v = 5.0;
     for t in 0..200 {
-        assert!(obs(&mut d, t, v).is_none(), "slow drift at {v} must not fire");
+        assert!(
+            obs(&mut d, t, v).is_none(),
+            "slow drift at {v} must not fire"
+        );
         v *= 1.01;
     }
     assert!(

@@ -48,9 +48,14 @@ fn warms_up_then_fires_with_median_and_mad_in_the_evidence() {
     let f = obs(&mut d, 20, 400.0).expect("fires");
     assert_eq!(f.baseline["median"], 100.0);
     assert_eq!(f.baseline["mad"], 3.0);
-    assert!((f.score - 300.0 / (3.0 * 1.4826)).abs() < 1e-6, "{}", f.score);
     assert!(
-        f.explanation.contains("robust deviations above its median 100"),
+        (f.score - 300.0 / (3.0 * 1.4826)).abs() < 1e-6,
+        "{}",
+        f.score
+    );
+    assert!(
+        f.explanation
+            .contains("robust deviations above its median 100"),
         "{}",
         f.explanation
     );
@@ -84,7 +89,10 @@ fn min_mad_floors_constant_keys_and_history_rolls() {
     for t in 0..30 {
         obs(&mut d, t, 10.0);
     }
-    assert!(d.peek(&Sample::of(0, &[15.0], 0)).is_none(), "5 / min_mad 1 < 6");
+    assert!(
+        d.peek(&Sample::of(0, &[15.0], 0)).is_none(),
+        "5 / min_mad 1 < 6"
+    );
     assert!(d.peek(&Sample::of(0, &[17.0], 0)).is_some());
     // A level change is learned once it fills half the history.
     for t in 30..41 {

@@ -21,8 +21,9 @@ fn config(min_new: u32, max_values: u32) -> NoveltyConfig {
 
 fn hash(v: &str) -> u64 {
     // Any stable hash will do for the detector; the engine uses its own.
-    v.bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+    v.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 fn event(d: &mut Novelty, key: KeyId, t: i64, value: &str) -> Option<Firing> {
@@ -37,7 +38,10 @@ fn event(d: &mut Novelty, key: KeyId, t: i64, value: &str) -> Option<Firing> {
 #[test]
 fn values_of_the_baseline_period_are_learned() {
     let mut d = Novelty::new(config(1, 64), 10_000);
-    for (i, route) in ["telemetry", "config", "telemetry", "firmware"].iter().enumerate() {
+    for (i, route) in ["telemetry", "config", "telemetry", "firmware"]
+        .iter()
+        .enumerate()
+    {
         assert!(event(&mut d, 0, i as i64 * S, route).is_none());
     }
     // 59 s after the first event: still the baseline period (time), whatever the count.
@@ -52,7 +56,9 @@ fn values_of_the_baseline_period_are_learned() {
     assert_eq!((f.score, f.threshold), (1.0, 1.0));
     assert_eq!(f.baseline["known_values"], 4.0);
     assert!(
-        f.explanation.starts_with("1 route value(s) never seen before for this key after its baseline (admin) within 10 s"),
+        f.explanation.starts_with(
+            "1 route value(s) never seen before for this key after its baseline (admin) within 10 s"
+        ),
         "{}",
         f.explanation
     );
@@ -68,7 +74,10 @@ fn min_new_counts_new_values_within_one_window() {
     let t0 = 100 * S;
     assert!(event(&mut d, 0, t0, "a").is_none());
     assert!(event(&mut d, 0, t0 + S, "b").is_none());
-    assert!(event(&mut d, 0, t0 + 20 * S, "c").is_none(), "a and b left the window");
+    assert!(
+        event(&mut d, 0, t0 + 20 * S, "c").is_none(),
+        "a and b left the window"
+    );
     assert!(event(&mut d, 0, t0 + 21 * S, "d").is_none());
     let f = event(&mut d, 0, t0 + 22 * S, "e").expect("three new within 10 s");
     assert_eq!(f.score, 3.0);
@@ -85,8 +94,14 @@ fn a_key_needs_enough_events_and_keys_are_independent() {
     for i in 0..5 {
         event(&mut d, 1, i, "telemetry");
     }
-    assert!(event(&mut d, 1, 200 * S, "x").is_some(), "key 1 is past its baseline");
-    assert!(event(&mut d, 0, 200 * S, "z").is_none(), "key 0 has 4 events, needs more than 5");
+    assert!(
+        event(&mut d, 1, 200 * S, "x").is_some(),
+        "key 1 is past its baseline"
+    );
+    assert!(
+        event(&mut d, 0, 200 * S, "z").is_none(),
+        "key 0 has 4 events, needs more than 5"
+    );
     assert!(event(&mut d, 0, 201 * S, "w").is_none());
     assert!(event(&mut d, 0, 202 * S, "v").is_some());
 }
@@ -98,12 +113,18 @@ fn the_cap_bounds_memory_and_new_values_still_fire() {
         event(&mut d, 0, i, if i % 2 == 0 { "a" } else { "b" });
     }
     assert!(event(&mut d, 0, 100 * S, "c").is_some());
-    assert!(event(&mut d, 0, 101 * S, "c").is_some(), "not learned at the cap: still new");
+    assert!(
+        event(&mut d, 0, 101 * S, "c").is_some(),
+        "not learned at the cap: still new"
+    );
     let saved = d.save_key(0).expect("state");
     assert_eq!(saved["values"].as_array().map(Vec::len), Some(2));
     d.forget(0);
     assert!(d.is_empty());
     let mut e = Novelty::new(config(1, 2), 10_000);
     e.load_key(0, saved).expect("restore");
-    assert!(event(&mut e, 0, 102 * S, "a").is_none(), "restored known values");
+    assert!(
+        event(&mut e, 0, 102 * S, "a").is_none(),
+        "restored known values"
+    );
 }

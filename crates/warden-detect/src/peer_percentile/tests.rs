@@ -25,7 +25,12 @@ fn sample(key: KeyId, value: &[f64], peer: u32) -> Sample<'_> {
         values: value,
         at: 0,
         peer,
-        peer_name: if peer == 1 { "device_type=camera" } else { "device_type=sensor" },
+        peer_name: if peer == 1 {
+            "device_type=camera"
+        } else {
+            "device_type=sensor"
+        },
+        full: true,
     }
 }
 
@@ -66,7 +71,9 @@ fn compares_a_key_with_its_own_group_of_the_previous_round() {
     assert_eq!(f.baseline["peers"], 50.0);
     assert_eq!(f.threshold, 3.0);
     assert!(
-        f.explanation.starts_with("bytes_out 50000 is 24.4× the p99 (2049) of its 50 peers (device_type=sensor)"),
+        f.explanation.starts_with(
+            "bytes_out 50000 is 24.4× the p99 (2049) of its 50 peers (device_type=sensor)"
+        ),
         "{}",
         f.explanation
     );
@@ -81,7 +88,10 @@ fn small_groups_and_small_values_never_fire() {
     let mut d = detector();
     round(&mut d, 10, 0, |_| 2000.0);
     d.end_round(S);
-    assert!(d.peek(&sample(0, &[1e9], 0)).is_none(), "10 peers < min_peers");
+    assert!(
+        d.peek(&sample(0, &[1e9], 0)).is_none(),
+        "10 peers < min_peers"
+    );
     let mut d = detector();
     round(&mut d, 30, 0, |_| 100.0);
     d.end_round(S);

@@ -49,7 +49,10 @@ fn clears_only_after_consecutive_normal_samples() {
     assert!(!obs(&mut d, 0, 0.9));
     assert!(obs(&mut d, 1, 0.9));
     assert!(!obs(&mut d, 2, 0.1), "normal samples never fire");
-    assert!(obs(&mut d, 3, 0.9), "one normal sample does not clear: fires at once");
+    assert!(
+        obs(&mut d, 3, 0.9),
+        "one normal sample does not clear: fires at once"
+    );
     assert!(!obs(&mut d, 4, 0.1));
     assert!(!obs(&mut d, 5, 0.1));
     assert!(!obs(&mut d, 6, 0.9), "cleared: needs two breaches again");

@@ -57,7 +57,11 @@ fn ok(status: StatusCode, body: serde_json::Value, action: impl Into<String>) ->
 
 fn list(admin: &Admin) -> Handled {
     let live = admin.0.quarantine.live(warden_event::now_ns());
-    ok(StatusCode::OK, json!({ "decisions": live }), "list_quarantines")
+    ok(
+        StatusCode::OK,
+        json!({ "decisions": live }),
+        "list_quarantines",
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -123,7 +127,11 @@ async fn add(admin: &Admin, body: AddRequest, request_id: &str) -> Handled {
         .take(512)
         .collect();
     let now = warden_event::now_ns();
-    let until = now.saturating_add(i64::try_from(ttl_s).unwrap_or(i64::MAX).saturating_mul(1_000_000_000));
+    let until = now.saturating_add(
+        i64::try_from(ttl_s)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1_000_000_000),
+    );
     let d = decision(subject, action, Some(until), reason, request_id, now);
     publish(admin, &d).await?;
     ok(
@@ -187,7 +195,11 @@ async fn publish(admin: &Admin, d: &Decision) -> Result<(), AdminError> {
     admin
         .0
         .producer
-        .send(&admin.0.decisions_topic, d.subject.key().as_bytes(), &payload)
+        .send(
+            &admin.0.decisions_topic,
+            d.subject.key().as_bytes(),
+            &payload,
+        )
         .await
         .map_err(|e| {
             warn!(error = %e, subject = %d.subject, "Publishing an admin decision failed.");
@@ -239,7 +251,11 @@ fn effective(admin: &Admin, identity: &str, query: &HashMap<String, String>) -> 
     let tenant = pick("tenant", key.map(|k| &k.tenant));
     let device_type = pick("device_type", key.map(|k| &k.device_type));
     let roles: Vec<String> = match query.get("roles") {
-        Some(r) => r.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+        Some(r) => r
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
         None => key.map(|k| k.roles.clone()).unwrap_or_default(),
     };
     let caller = Caller {
@@ -262,7 +278,9 @@ fn effective(admin: &Admin, identity: &str, query: &HashMap<String, String>) -> 
                 || (d.subject.kind == SubjectKind::Tenant
                     && !tenant.is_empty()
                     && d.subject.value == tenant)
-                || key.is_some_and(|k| d.subject.kind == SubjectKind::ApiKey && d.subject.value == k.id)
+                || key.is_some_and(|k| {
+                    d.subject.kind == SubjectKind::ApiKey && d.subject.value == k.id
+                })
         })
         .collect();
     let l = &admin.0.limits;

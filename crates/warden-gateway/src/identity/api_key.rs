@@ -101,7 +101,9 @@ mod tests {
     fn authenticates_by_hash() {
         let store = KeyStore::new(&[key("k", "secret-1", None, None)]);
         assert_eq!(
-            store.authenticate("secret-1", 0).map(|p| p.identity.as_str()),
+            store
+                .authenticate("secret-1", 0)
+                .map(|p| p.identity.as_str()),
             Ok("dev-1")
         );
         assert_eq!(store.authenticate("secret-2", 0), Err(KeyError::Unknown));
@@ -123,9 +125,22 @@ mod tests {
             store.authenticate("new-secret", before),
             Err(KeyError::NotYetValid)
         );
-        assert_eq!(store.authenticate("old-secret", overlap).map(|e| e.id.as_str()), Ok("old"));
-        assert_eq!(store.authenticate("new-secret", overlap).map(|e| e.id.as_str()), Ok("new"));
-        assert_eq!(store.authenticate("old-secret", after), Err(KeyError::Expired));
+        assert_eq!(
+            store
+                .authenticate("old-secret", overlap)
+                .map(|e| e.id.as_str()),
+            Ok("old")
+        );
+        assert_eq!(
+            store
+                .authenticate("new-secret", overlap)
+                .map(|e| e.id.as_str()),
+            Ok("new")
+        );
+        assert_eq!(
+            store.authenticate("old-secret", after),
+            Err(KeyError::Expired)
+        );
         assert!(store.authenticate("new-secret", after).is_ok());
     }
 }

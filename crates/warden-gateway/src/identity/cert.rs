@@ -47,7 +47,11 @@ pub fn fingerprint(der: &[u8]) -> [u8; 32] {
 
 impl PeerCert {
     /// Read the leaf of `chain`; `None` for an empty chain.
-    pub fn read(chain: Vec<CertificateDer<'static>>, field: CertField, prefix: &str) -> Option<Self> {
+    pub fn read(
+        chain: Vec<CertificateDer<'static>>,
+        field: CertField,
+        prefix: &str,
+    ) -> Option<Self> {
         let leaf = chain.first()?;
         let fp = fingerprint(leaf);
         let (not_before, not_after, identity) = match X509Certificate::from_der(leaf) {
@@ -81,7 +85,11 @@ impl PeerCert {
 }
 
 /// The first value of `field` that starts with `prefix`, without the prefix.
-fn identity_of(cert: &X509Certificate<'_>, field: CertField, prefix: &str) -> Result<String, CertProblem> {
+fn identity_of(
+    cert: &X509Certificate<'_>,
+    field: CertField,
+    prefix: &str,
+) -> Result<String, CertProblem> {
     let strip = |v: &str| {
         v.strip_prefix(prefix)
             .filter(|id| !id.is_empty() && id.len() <= 256 && !id.chars().any(char::is_control))
@@ -98,11 +106,14 @@ fn identity_of(cert: &X509Certificate<'_>, field: CertField, prefix: &str) -> Re
                 .subject_alternative_name()
                 .map_err(|_| CertProblem::Unparsable)?;
             san.and_then(|ext| {
-                ext.value.general_names.iter().find_map(|n| match (field, n) {
-                    (CertField::SanUri, GeneralName::URI(v)) => strip(v),
-                    (CertField::SanDns, GeneralName::DNSName(v)) => strip(v),
-                    _ => None,
-                })
+                ext.value
+                    .general_names
+                    .iter()
+                    .find_map(|n| match (field, n) {
+                        (CertField::SanUri, GeneralName::URI(v)) => strip(v),
+                        (CertField::SanDns, GeneralName::DNSName(v)) => strip(v),
+                        _ => None,
+                    })
             })
         }
     };
@@ -138,13 +149,24 @@ mod tests {
                 SanType::URI("urn:dev:uri-dev".try_into().expect("uri")),
             ],
         );
-        let read = |f, p: &str| PeerCert::read(vec![der.clone()], f, p).expect("leaf").identity;
+        let read = |f, p: &str| {
+            PeerCert::read(vec![der.clone()], f, p)
+                .expect("leaf")
+                .identity
+        };
         assert_eq!(read(CertField::SubjectCn, ""), Ok("cn-dev".into()));
         assert_eq!(read(CertField::SanDns, ""), Ok("dns-dev.example".into()));
         assert_eq!(read(CertField::SanUri, "urn:dev:"), Ok("uri-dev".into()));
         assert_eq!(read(CertField::SanUri, ""), Ok("urn:other:x".into()));
-        assert_eq!(read(CertField::SanUri, "urn:none:"), Err(CertProblem::NoIdentity));
-        assert_eq!(read(CertField::SubjectCn, "cn-dev"), Err(CertProblem::NoIdentity), "empty after prefix");
+        assert_eq!(
+            read(CertField::SanUri, "urn:none:"),
+            Err(CertProblem::NoIdentity)
+        );
+        assert_eq!(
+            read(CertField::SubjectCn, "cn-dev"),
+            Err(CertProblem::NoIdentity),
+            "empty after prefix"
+        );
     }
 
     #[test]
@@ -155,10 +177,17 @@ mod tests {
         let jan_2026 = 1_767_225_600;
         assert_eq!(p.check_time(jan_2026 - 1), Err(CertProblem::NotYetValid));
         assert_eq!(p.check_time(jan_2026 + 86_400), Ok(()));
-        assert_eq!(p.check_time(jan_2026 + 400 * 86_400), Err(CertProblem::Expired));
+        assert_eq!(
+            p.check_time(jan_2026 + 400 * 86_400),
+            Err(CertProblem::Expired)
+        );
         assert!(PeerCert::read(vec![], CertField::SubjectCn, "").is_none());
-        let junk = PeerCert::read(vec![CertificateDer::from(vec![1, 2, 3])], CertField::SubjectCn, "")
-            .expect("leaf");
+        let junk = PeerCert::read(
+            vec![CertificateDer::from(vec![1, 2, 3])],
+            CertField::SubjectCn,
+            "",
+        )
+        .expect("leaf");
         assert_eq!(junk.identity, Err(CertProblem::Unparsable));
     }
 }

@@ -272,5 +272,6 @@ pub(crate) fn https_client(ca_pem: Option<&[u8]>) -> Result<reqwest::Client, Str
             b = b.add_root_certificate(c);
         }
     }
-    b.build().map_err(|e| format!("building the HTTPS client: {e}"))
+    b.build()
+        .map_err(|e| format!("building the HTTPS client: {e}"))
 }

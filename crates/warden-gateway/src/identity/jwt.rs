@@ -131,7 +131,10 @@ impl JwtVerifier {
             if !self.asymmetric.contains(&alg) {
                 return Err(JwtError::AlgorithmNotAllowed(alg));
             }
-            let jwks = self.jwks.as_ref().ok_or(JwtError::AlgorithmNotAllowed(alg))?;
+            let jwks = self
+                .jwks
+                .as_ref()
+                .ok_or(JwtError::AlgorithmNotAllowed(alg))?;
             match try_keys(jwks, token, alg, header.kid.as_deref())? {
                 Some(c) => c,
                 None => {

@@ -158,7 +158,7 @@ mod tests {
         r.watch(
             "thing",
             vec![path.clone()],
-            Stamps::take(&[path.clone()]),
+            Stamps::take(std::slice::from_ref(&path)),
             Box::new(move || {
                 c.fetch_add(1, Ordering::SeqCst);
                 let text = std::fs::read_to_string(&p).map_err(|e| vec![e.to_string()])?;
@@ -178,11 +178,21 @@ mod tests {
 
         std::fs::write(&path, "bad").expect("write");
         let report = r.check(false);
-        assert_eq!(report.failed, vec![("thing", vec!["bad content".to_string()])]);
-        assert!(r.check(false).is_empty(), "a refused change is not retried until it changes");
+        assert_eq!(
+            report.failed,
+            vec![("thing", vec!["bad content".to_string()])]
+        );
+        assert!(
+            r.check(false).is_empty(),
+            "a refused change is not retried until it changes"
+        );
 
         std::fs::remove_file(&path).expect("rm");
-        assert_eq!(r.check(false).failed.len(), 1, "a vanished file is a change");
+        assert_eq!(
+            r.check(false).failed.len(),
+            1,
+            "a vanished file is a change"
+        );
         assert_eq!(r.check(true).failed.len(), 1, "force reloads everything");
         assert_eq!(calls.load(Ordering::SeqCst), 4);
     }

@@ -25,7 +25,14 @@ fn key<'a>(id: Option<&'a str>, dt: &'a str, route: &'a str) -> LimitKey<'a> {
 }
 
 /// Requests passed out of `n`, one every `step_ms`, starting at `start_ms`.
-fn passed(l: &RateLimits, c: &ManualClock, k: &LimitKey<'_>, n: u64, step_ms: u64, start_ms: u64) -> usize {
+fn passed(
+    l: &RateLimits,
+    c: &ManualClock,
+    k: &LimitKey<'_>,
+    n: u64,
+    step_ms: u64,
+    start_ms: u64,
+) -> usize {
     (0..n)
         .filter(|i| {
             c.set((start_ms + i * step_ms) * MS);
@@ -48,9 +55,15 @@ fn identity_limit_is_exact_and_differs_by_device_type() {
          [limits.identity.device_types.camera]\nrate_per_s = 50.0\nburst = 10\n",
     );
     // 100 requests/s for 3 s against 10/s, burst 5: 5 + floor(2.99 × 10) = 34.
-    assert_eq!(passed(&l, &c, &key(Some("s1"), "sensor", "a"), 300, 10, 0), 34);
+    assert_eq!(
+        passed(&l, &c, &key(Some("s1"), "sensor", "a"), 300, 10, 0),
+        34
+    );
     // A camera: 10 + floor(2.99 × 50) = 159 of 300.
-    assert_eq!(passed(&l, &c, &key(Some("c1"), "camera", "a"), 300, 10, 0), 159);
+    assert_eq!(
+        passed(&l, &c, &key(Some("c1"), "camera", "a"), 300, 10, 0),
+        159
+    );
 }
 
 #[test]
@@ -83,7 +96,14 @@ fn ip_limit_only_for_anonymous_and_refusal_refunds() {
     let err = l.check(&key(Some("d"), "", "a")).expect_err("limited");
     assert_eq!(err.scope, Scope::Global);
     assert_eq!(err.retry_after_s, 1);
-    assert_eq!(err.quota, Quota { limit: 3, remaining: 0, reset_s: 3 });
+    assert_eq!(
+        err.quota,
+        Quota {
+            limit: 3,
+            remaining: 0,
+            reset_s: 3
+        }
+    );
 }
 
 #[test]
@@ -94,7 +114,14 @@ fn quota_reports_the_tightest_limit() {
     );
     c.set(0);
     let q = l.check(&key(Some("d"), "", "a")).expect("allowed");
-    assert_eq!(q, Some(Quota { limit: 3, remaining: 2, reset_s: 1 }));
+    assert_eq!(
+        q,
+        Some(Quota {
+            limit: 3,
+            remaining: 2,
+            reset_s: 1
+        })
+    );
 }
 
 #[test]

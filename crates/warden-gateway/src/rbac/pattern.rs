@@ -173,7 +173,10 @@ mod tests {
         assert!(!p.matches(&path("/api/devices/anonymous/telemetry", s), anon));
         let t = Pattern::compile("/t/{tenant}/**", s);
         assert!(t.matches(&path("/t/acme/a/b", s), DEV1));
-        assert!(t.matches(&path("/t/acme", s), DEV1), "** matches nothing too");
+        assert!(
+            t.matches(&path("/t/acme", s), DEV1),
+            "** matches nothing too"
+        );
         assert!(!t.matches(&path("/t/other/a", s), DEV1));
         assert!(!t.matches(&path("/t/x", s), anon), "no tenant, no match");
     }

@@ -73,7 +73,12 @@ fn device_type_roles_and_owner_scoping() {
     let p = policy();
     let c = caller("dev-1", "temperature_sensor", &[]);
     let v = p.evaluate(&c, &Method::POST, &path("/api/devices/dev-1/telemetry"));
-    assert_eq!(v, Verdict::Allow { role: "telemetry_writer" });
+    assert_eq!(
+        v,
+        Verdict::Allow {
+            role: "telemetry_writer"
+        }
+    );
     assert_eq!(
         p.evaluate(&c, &Method::POST, &path("/api/devices/dev-2/telemetry")),
         Verdict::NotGranted,
@@ -106,7 +111,10 @@ fn deny_wins_over_any_grant() {
         "a granted role does not lift a deny"
     );
     let admin = caller("ops-1", "console", &admin_roles);
-    assert!(p.evaluate(&admin, &Method::PUT, &path("/api/firmware/x")).allowed());
+    assert!(
+        p.evaluate(&admin, &Method::PUT, &path("/api/firmware/x"))
+            .allowed()
+    );
     assert_eq!(
         p.evaluate(&admin, &Method::DELETE, &path("/api/audit/1")),
         Verdict::DeniedByRule("nobody-deletes-audit")
@@ -122,7 +130,10 @@ fn builtin_roles_and_unknown_roles() {
         device_type: "",
         roles: &[],
     };
-    assert!(p.evaluate(&anon, &Method::GET, &path("/public/x")).allowed());
+    assert!(
+        p.evaluate(&anon, &Method::GET, &path("/public/x"))
+            .allowed()
+    );
     assert_eq!(
         p.evaluate(&anon, &Method::GET, &path("/api/devices/anonymous/x")),
         Verdict::NotGranted
@@ -141,7 +152,10 @@ fn builtin_roles_and_unknown_roles() {
     );
     let tr = vec!["tenant_reader".to_string()];
     let c = caller("dev-1", "", &tr);
-    assert!(p.evaluate(&c, &Method::GET, &path("/api/tenants/acme/d")).allowed());
+    assert!(
+        p.evaluate(&c, &Method::GET, &path("/api/tenants/acme/d"))
+            .allowed()
+    );
     assert_eq!(
         p.evaluate(&c, &Method::GET, &path("/api/tenants/other/d")),
         Verdict::NotGranted
@@ -160,6 +174,9 @@ fn effective_policy_substitutes_the_owner() {
             .any(|r| r.path == "/api/devices/dev-1/telemetry" && r.methods == ["POST"])
     );
     let deny: Vec<&str> = e.deny.iter().filter_map(|r| r.name.as_deref()).collect();
-    assert_eq!(deny, ["sensors-never-touch-firmware", "nobody-deletes-audit"]);
+    assert_eq!(
+        deny,
+        ["sensors-never-touch-firmware", "nobody-deletes-audit"]
+    );
     assert_eq!(e.description, "test v1");
 }

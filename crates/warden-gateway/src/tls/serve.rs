@@ -49,7 +49,10 @@ pub(crate) async fn serve(
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     let (field, prefix) = match &tls.config.client_auth {
-        Some(c) => (c.identity_field, Arc::<str>::from(c.identity_prefix.as_str())),
+        Some(c) => (
+            c.identity_field,
+            Arc::<str>::from(c.identity_prefix.as_str()),
+        ),
         None => (CertField::SubjectCn, Arc::<str>::from("")),
     };
     loop {
@@ -76,7 +79,8 @@ pub(crate) async fn serve(
             let acceptor = tokio_rustls::TlsAcceptor::from(generation.server.clone());
             let (result, refused) = REFUSED_CERT
                 .scope(Cell::new(None), async {
-                    let r = tokio::time::timeout(tls.handshake_timeout(), acceptor.accept(tcp)).await;
+                    let r =
+                        tokio::time::timeout(tls.handshake_timeout(), acceptor.accept(tcp)).await;
                     (r, REFUSED_CERT.with(Cell::get))
                 })
                 .await;
@@ -96,12 +100,16 @@ pub(crate) async fn serve(
                     return;
                 }
                 Err(_) => {
-                    tls.stats.timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tls.stats
+                        .timeouts
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     debug!(%peer, "TLS handshake timed out.");
                     return;
                 }
             };
-            tls.stats.handshakes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tls.stats
+                .handshakes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let (_, session) = stream.get_ref();
             let version = match session.protocol_version() {
                 Some(ProtocolVersion::TLSv1_3) => "TLSv1.3",
@@ -124,7 +132,10 @@ pub(crate) async fn serve(
             });
             let builder = auto::Builder::new(TokioExecutor::new());
             let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
+                .serve_connection_with_upgrades(
+                    TokioIo::new(stream),
+                    TowerToHyperService::new(service),
+                )
                 .into_owned();
             if let Err(e) = watcher.watch(conn).await {
                 debug!(%peer, error = %e, "TLS connection ended with an error.");
@@ -147,7 +158,9 @@ fn classify(e: &std::io::Error) -> Rejection {
     };
     match err {
         rustls::Error::InvalidCertificate(c) => match c {
-            CertificateError::Expired | CertificateError::ExpiredContext { .. } => Rejection::Expired,
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                Rejection::Expired
+            }
             CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
                 Rejection::NotYetValid
             }

@@ -61,7 +61,8 @@ impl ClientCertVerifier for RecordingVerifier {
                 CertificateError::ApplicationVerificationFailure,
             ))
         } else {
-            self.inner.verify_client_cert(end_entity, intermediates, now)
+            self.inner
+                .verify_client_cert(end_entity, intermediates, now)
         };
         if result.is_err() {
             // Outside a handshake scope (never, in the gateway) there is nothing to record.

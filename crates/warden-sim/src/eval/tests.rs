@@ -108,7 +108,10 @@ fn detection_recall_latencies_and_false_quarantines() {
     assert_eq!(a.time_to_quarantine.p99_ms, Some(3000.0));
     assert_eq!(a.through_before_quarantine, 100);
     assert_eq!(sc.false_quarantines.len(), 1);
-    assert_eq!(sc.false_quarantines[0].subject, Subject::identity("sensor-1"));
+    assert_eq!(
+        sc.false_quarantines[0].subject,
+        Subject::identity("sensor-1")
+    );
     assert_eq!(sc.false_alerts, 1);
     let problems = sc.problems();
     assert_eq!(problems.len(), 1, "{problems:?}");
@@ -129,7 +132,10 @@ fn an_undetected_attack_that_gets_detected_asks_to_flip_the_expectation() {
     assert_eq!(a.recall, 0.5);
     let problems = report.scenarios[0].problems();
     assert!(
-        problems[0].contains("is now detected") && problems[0].contains("flip its `expect.detected` to true in tests/scenarios/botnet_flood.toml"),
+        problems[0].contains("is now detected")
+            && problems[0].contains(
+                "flip its `expect.detected` to true in tests/scenarios/botnet_flood.toml"
+            ),
         "{problems:?}"
     );
     // Not detected at all: as expected.
@@ -161,7 +167,10 @@ fn quarantine_of_an_attacker_before_its_attack_is_false_and_runs_do_not_share_fi
 #[test]
 fn latency_percentiles_are_nearest_rank() {
     let l = Latency::of((1..=100).map(|i| i * 1_000_000).collect());
-    assert_eq!((l.n, l.p50_ms, l.p99_ms, l.max_ms), (100, Some(50.0), Some(99.0), Some(100.0)));
+    assert_eq!(
+        (l.n, l.p50_ms, l.p99_ms, l.max_ms),
+        (100, Some(50.0), Some(99.0), Some(100.0))
+    );
     let one = Latency::of(vec![7_000_000]);
     assert_eq!((one.p50_ms, one.p99_ms), (Some(7.0), Some(7.0)));
     assert_eq!(Latency::of(vec![]).p50_ms, None);

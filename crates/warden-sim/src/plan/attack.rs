@@ -337,7 +337,9 @@ impl Paced {
                 let meters = fleet.of_type(DeviceType::SmartMeter);
                 let target = match meters {
                     [] => d.identity.clone(),
-                    m => fleet.devices[m[rng.random_range(0..m.len())]].identity.clone(),
+                    m => fleet.devices[m[rng.random_range(0..m.len())]]
+                        .identity
+                        .clone(),
                 };
                 SimRequest {
                     method: "GET",

@@ -164,7 +164,9 @@ impl Actor for Benign {
     fn next(&mut self, fleet: &Fleet) -> Option<Planned> {
         loop {
             let earliest_pending = self.pending.last().map(|p| p.at_ns);
-            if self.next_report < self.end_ns && earliest_pending.is_none_or(|e| self.next_report <= e) {
+            if self.next_report < self.end_ns
+                && earliest_pending.is_none_or(|e| self.next_report <= e)
+            {
                 self.report(fleet);
                 continue;
             }

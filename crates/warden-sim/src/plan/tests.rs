@@ -25,8 +25,14 @@ fn plans_are_deterministic_time_ordered_and_bounded() {
     let c: Vec<Planned> = Plan::new(&s, 4).take(3000).collect();
     assert_ne!(a, c, "another seed, another plan");
     let all: Vec<Planned> = Plan::new(&s, 3).collect();
-    assert!(all.windows(2).all(|w| w[0].at_ns <= w[1].at_ns), "time order");
-    assert!(all.iter().all(|p| p.at_ns >= 0 && p.at_ns < 120_000_000_000));
+    assert!(
+        all.windows(2).all(|w| w[0].at_ns <= w[1].at_ns),
+        "time order"
+    );
+    assert!(
+        all.iter()
+            .all(|p| p.at_ns >= 0 && p.at_ns < 120_000_000_000)
+    );
     assert!(all.len() > a.len());
 }
 
@@ -47,7 +53,13 @@ fn benign_rate_matches_the_profiles_and_every_type_sends_its_routes() {
         };
         let t = fleet.devices[d].device_type;
         *by_type.entry(t).or_default() += 1;
-        let route = p.request.path.split('/').nth(3).unwrap_or_default().to_string();
+        let route = p
+            .request
+            .path
+            .split('/')
+            .nth(3)
+            .unwrap_or_default()
+            .to_string();
         routes.entry(t).or_default().insert(route);
         assert_eq!(p.request.auth, Auth::Device(d));
         assert!(fleet.devices[d].ips.contains(&p.request.ip));
@@ -56,7 +68,10 @@ fn benign_rate_matches_the_profiles_and_every_type_sends_its_routes() {
         let n = fleet.of_type(t).len() as f64;
         let expected = n * t.profile().mean_rate() * 3600.0;
         let got = by_type[&t] as f64;
-        assert!((got / expected - 1.0).abs() < 0.1, "{t}: {got} vs {expected}");
+        assert!(
+            (got / expected - 1.0).abs() < 0.1,
+            "{t}: {got} vs {expected}"
+        );
     }
     assert!(routes[&DeviceType::Camera].contains("media"));
     assert!(routes[&DeviceType::IndustrialGateway].contains("ingest"));
@@ -80,23 +95,42 @@ fn diurnal_pattern_cameras_busier_in_the_afternoon() {
         .count()
     };
     let (day, night) = (count(14.0), count(2.0));
-    assert!(day > 3 * night, "cameras at 14:00: {day}, at 02:00: {night}");
+    assert!(
+        day > 3 * night,
+        "cameras at 14:00: {day}, at 02:00: {night}"
+    );
 }
 
 #[test]
 fn outage_silences_the_fleet_then_a_reconnect_storm() {
     let s = small("benign", 300, 300.0);
     let o = s.fleet.outage.clone().expect("outage");
-    let (from, to) = ((o.start_s * NS) as i64, ((o.start_s + o.duration_s) * NS) as i64);
+    let (from, to) = (
+        (o.start_s * NS) as i64,
+        ((o.start_s + o.duration_s) * NS) as i64,
+    );
     let plan: Vec<Planned> = Plan::new(&s, 1).collect();
-    let in_outage = plan.iter().filter(|p| p.at_ns >= from && p.at_ns < to).count();
+    let in_outage = plan
+        .iter()
+        .filter(|p| p.at_ns >= from && p.at_ns < to)
+        .count();
     assert_eq!(in_outage, 0, "nothing is sent during the outage");
-    let per_5s = |t: i64| plan.iter().filter(|p| p.at_ns >= t && p.at_ns < t + 5 * NS as i64).count();
+    let per_5s = |t: i64| {
+        plan.iter()
+            .filter(|p| p.at_ns >= t && p.at_ns < t + 5 * NS as i64)
+            .count()
+    };
     let storm = per_5s(to);
     let before = per_5s(from - 10 * NS as i64);
-    assert!(storm > 3 * before, "storm {storm} vs normal {before} per 5 s");
+    assert!(
+        storm > 3 * before,
+        "storm {storm} vs normal {before} per 5 s"
+    );
     // The rollout: chunk downloads of 64 KiB.
-    let chunks = plan.iter().filter(|p| p.request.path.contains("/firmware/images/")).count();
+    let chunks = plan
+        .iter()
+        .filter(|p| p.request.path.contains("/firmware/images/"))
+        .count();
     assert!(chunks > 100, "{chunks} firmware chunks");
 }
 
@@ -110,7 +144,11 @@ fn attacks_run_in_their_window_at_their_rate_with_distinct_attackers() {
     assert_eq!(a.attackers.len(), 12);
     let devices: HashSet<usize> = a.attackers.iter().filter_map(|x| x.device).collect();
     assert_eq!(devices.len(), 12, "distinct devices");
-    assert!(devices.iter().all(|d| fleet.devices[*d].device_type == DeviceType::TemperatureSensor));
+    assert!(
+        devices
+            .iter()
+            .all(|d| fleet.devices[*d].device_type == DeviceType::TemperatureSensor)
+    );
     let mut per_attacker = vec![0u64; 12];
     for p in plan {
         if let Source::Attack { attack, attacker } = p.source {
@@ -155,13 +193,21 @@ fn every_attack_class_sends_what_it_should() {
                 assert_eq!(a.attackers.len(), 3);
                 assert_eq!(a.victims.len(), 2, "leaked keys' owners");
                 assert!(ok(&|p| p.request.ip.to_string().starts_with("198.1")));
-                let guesses = reqs.iter().filter(|p| matches!(p.request.auth, Auth::Key(_))).count();
-                let leaked = reqs.iter().filter(|p| matches!(p.request.auth, Auth::Device(_))).count();
-                assert!(leaked > 0 && guesses > 20 * leaked, "{guesses} guesses, {leaked} leaked");
+                let guesses = reqs
+                    .iter()
+                    .filter(|p| matches!(p.request.auth, Auth::Key(_)))
+                    .count();
+                let leaked = reqs
+                    .iter()
+                    .filter(|p| matches!(p.request.auth, Auth::Device(_)))
+                    .count();
+                assert!(
+                    leaked > 0 && guesses > 20 * leaked,
+                    "{guesses} guesses, {leaked} leaked"
+                );
             }
             "enumeration" => {
-                let targets: HashSet<&str> =
-                    reqs.iter().map(|p| p.request.path.as_str()).collect();
+                let targets: HashSet<&str> = reqs.iter().map(|p| p.request.path.as_str()).collect();
                 assert_eq!(targets.len(), reqs.len(), "a new device id every time");
                 assert!(ok(&|p| p.request.path.starts_with("/api/v1/app/devices/")));
             }
@@ -173,12 +219,19 @@ fn every_attack_class_sends_what_it_should() {
                     && p.request.path.ends_with("limit=50000")));
             }
             "drift" => {
-                let new_ip = a.attackers[0].subjects.iter().any(|s| s.value.starts_with("198.18."));
+                let new_ip = a.attackers[0]
+                    .subjects
+                    .iter()
+                    .any(|s| s.value.starts_with("198.18."));
                 assert!(new_ip, "{:?}", a.attackers[0].subjects);
                 // The drift ramps up: more in the second half of the window.
                 let mid = (a.start_ns + a.end_ns) / 2;
                 let first = reqs.iter().filter(|p| p.at_ns < mid).count();
-                assert!(reqs.len() - first > 2 * first, "ramp: {first} then {}", reqs.len() - first);
+                assert!(
+                    reqs.len() - first > 2 * first,
+                    "ramp: {first} then {}",
+                    reqs.len() - first
+                );
             }
             "token_replay" => {
                 let d = a.attackers[0].device.expect("victim");

@@ -12,7 +12,10 @@ fn every_scenario_file_is_built_in_and_valid() {
         })
         .collect();
     files.sort();
-    let mut built_in: Vec<String> = BUILTIN_SCENARIOS.iter().map(|(n, _)| n.to_string()).collect();
+    let mut built_in: Vec<String> = BUILTIN_SCENARIOS
+        .iter()
+        .map(|(n, _)| n.to_string())
+        .collect();
     built_in.sort();
     assert_eq!(files, built_in, "add new scenario files to scenarios.rs");
     for name in files {
@@ -20,7 +23,9 @@ fn every_scenario_file_is_built_in_and_valid() {
         let s = ScenarioConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(s.name, name, "the name matches the file");
         assert!(
-            s.attack.iter().all(|a| a.expect().detected || a.expect().reason.is_some()),
+            s.attack
+                .iter()
+                .all(|a| a.expect().detected || a.expect().reason.is_some()),
             "{name}"
         );
     }
@@ -71,7 +76,10 @@ start_s = 1.0
 end_s = 2.0
 "#;
     let errs = ScenarioConfig::from_toml(text).expect_err("invalid").0;
-    let all: Vec<String> = errs.iter().map(|e| format!("{}: {}", e.key, e.reason)).collect();
+    let all: Vec<String> = errs
+        .iter()
+        .map(|e| format!("{}: {}", e.key, e.reason))
+        .collect();
     let text = all.join("\n");
     for needle in [
         "description:",
@@ -90,10 +98,16 @@ end_s = 2.0
 fn semantic_problems_are_all_reported_with_their_paths() {
     let text = GOOD
         .replace("duration_s = 60.0", "duration_s = 60.0\nseed = 1")
-        .replace("devices = 50", "devices = 50\nperiod_scale = 0.0\nstart_hour = 25.0")
+        .replace(
+            "devices = 50",
+            "devices = 50\nperiod_scale = 0.0\nstart_hour = 25.0",
+        )
         .replace("end_s = 50.0", "end_s = 70.0")
         .replace("rate_per_s = 20.0", "rate_per_s = -1.0")
-        .replace("expect = { detected = true }", "expect = { detected = false }")
+        .replace(
+            "expect = { detected = true }",
+            "expect = { detected = false }",
+        )
         + r#"
 [[attack]]
 name = "f"
@@ -120,7 +134,11 @@ expect = { detected = true, min_recall = 1.5, reason = "x" }
         assert!(keys.contains(&key), "missing {key} in {errs:?}");
     }
     let need = errs.iter().find(|e| e.key == "attack").expect("need");
-    assert!(need.reason.contains("41 distinct temperature_sensor devices but the fleet has 25"), "{need:?}");
+    assert!(
+        need.reason
+            .contains("41 distinct temperature_sensor devices but the fleet has 25"),
+        "{need:?}"
+    );
 }
 
 #[test]
@@ -131,7 +149,11 @@ fn duration_and_rate_overrides() {
     assert!(short.validate().is_ok());
     let sized = s.clone().with_rate(100.0);
     let rate = sized.mean_rate();
-    assert!((rate - 100.0).abs() < 5.0, "{rate} req/s with {} devices", sized.fleet.devices);
+    assert!(
+        (rate - 100.0).abs() < 5.0,
+        "{rate} req/s with {} devices",
+        sized.fleet.devices
+    );
     assert!(sized.fleet.devices > s.fleet.devices);
 }
 
@@ -155,11 +177,14 @@ fn mix_counts_add_up_and_follow_the_weights() {
         camera: 2.0,
         ..Mix::default()
     };
-    assert_eq!(only.counts(3), vec![
-        (DeviceType::TemperatureSensor, 0),
-        (DeviceType::Camera, 3),
-        (DeviceType::SmartMeter, 0),
-        (DeviceType::IndustrialGateway, 0),
-        (DeviceType::MobileApp, 0),
-    ]);
+    assert_eq!(
+        only.counts(3),
+        vec![
+            (DeviceType::TemperatureSensor, 0),
+            (DeviceType::Camera, 3),
+            (DeviceType::SmartMeter, 0),
+            (DeviceType::IndustrialGateway, 0),
+            (DeviceType::MobileApp, 0),
+        ]
+    );
 }

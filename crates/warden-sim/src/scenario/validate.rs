@@ -189,7 +189,12 @@ pub(super) fn scenario(s: &ScenarioConfig) -> Vec<ConfigError> {
                     extra.push((at("ips"), "must be from 1 to 65536".into()));
                 }
                 if c.leaked_keys > 0 {
-                    need(DeviceType::MobileApp, c.leaked_keys, "leaked_keys", &mut extra);
+                    need(
+                        DeviceType::MobileApp,
+                        c.leaked_keys,
+                        "leaked_keys",
+                        &mut extra,
+                    );
                 }
             }
             AttackConfig::Enumeration(c) => {
@@ -249,7 +254,10 @@ pub(super) fn scenario(s: &ScenarioConfig) -> Vec<ConfigError> {
 
 fn rate_check(errs: &mut Vec<(String, String)>, key: String, r: f64) {
     if !(r.is_finite() && r > 0.0 && r <= MAX_RATE) {
-        errs.push((key, format!("must be in (0, {MAX_RATE}] requests per second")));
+        errs.push((
+            key,
+            format!("must be in (0, {MAX_RATE}] requests per second"),
+        ));
     }
 }
 

@@ -85,7 +85,13 @@ pub fn expects_json(method: &str, path: &str) -> bool {
 
 /// The backend's answer to `method path?query`. `body_ok`: the body parsed (when
 /// [`expects_json`]); `fault`: a backend failure to play (a `5xx` status).
-pub fn reply(method: &str, path: &str, query: Option<&str>, body_ok: bool, fault: Option<u16>) -> Reply {
+pub fn reply(
+    method: &str,
+    path: &str,
+    query: Option<&str>,
+    body_ok: bool,
+    fault: Option<u16>,
+) -> Reply {
     if let Some(status) = fault.filter(|s| (500..600).contains(s)) {
         return Reply::json(status, r#"{"error":"backend unavailable"}"#.into());
     }
@@ -107,13 +113,18 @@ pub fn reply(method: &str, path: &str, query: Option<&str>, body_ok: bool, fault
             "GET",
             Some(Reply::json(
                 200,
-                format!(r#"{{"device":"{id}","latest":"2.4.0","chunks":12,"chunk_bytes":{FIRMWARE_CHUNK}}}"#),
+                format!(
+                    r#"{{"device":"{id}","latest":"2.4.0","chunks":12,"chunk_bytes":{FIRMWARE_CHUNK}}}"#
+                ),
             )),
         ),
         ["media", _, "events"] => ("POST", Some(accepted())),
         ["media", id, "clips"] => (
             "POST",
-            Some(Reply::json(201, format!(r#"{{"clip":"{id}-clip","stored":true}}"#))),
+            Some(Reply::json(
+                201,
+                format!(r#"{{"clip":"{id}-clip","stored":true}}"#),
+            )),
         ),
         ["meters", _, "readings"] => ("POST", Some(accepted())),
         ["meters", _, "history"] => (
@@ -132,7 +143,9 @@ pub fn reply(method: &str, path: &str, query: Option<&str>, body_ok: bool, fault
             "GET",
             Some(Reply::json(
                 200,
-                format!(r#"{{"user":"{id}","devices":[{{"id":"owned-1","kind":"sensor"}},{{"id":"owned-2","kind":"camera"}}]}}"#),
+                format!(
+                    r#"{{"user":"{id}","devices":[{{"id":"owned-1","kind":"sensor"}},{{"id":"owned-2","kind":"camera"}}]}}"#
+                ),
             )),
         ),
         ["app", "devices", id, "state"] => ("GET", Some(Reply::json(200, state(id)))),
@@ -198,22 +211,58 @@ mod tests {
 
     #[test]
     fn replies_by_route_method_and_body() {
-        assert_eq!(reply("POST", "/api/v1/telemetry/s-1", None, true, None).status, 202);
-        assert_eq!(reply("POST", "/api/v1/telemetry/s-1", None, false, None).status, 400);
-        assert_eq!(reply("GET", "/api/v1/telemetry/s-1", None, true, None).status, 405);
+        assert_eq!(
+            reply("POST", "/api/v1/telemetry/s-1", None, true, None).status,
+            202
+        );
+        assert_eq!(
+            reply("POST", "/api/v1/telemetry/s-1", None, false, None).status,
+            400
+        );
+        assert_eq!(
+            reply("GET", "/api/v1/telemetry/s-1", None, true, None).status,
+            405
+        );
         assert_eq!(reply("GET", "/api/v1/admin", None, true, None).status, 404);
-        assert_eq!(reply("GET", "/api/v1/config/s-1", None, true, Some(503)).status, 503);
-        assert_eq!(reply("GET", "/api/v1/config/s-1", None, true, Some(200)).status, 200);
-        let export = reply("GET", "/api/v1/export/acme", Some("limit=50000"), true, None);
+        assert_eq!(
+            reply("GET", "/api/v1/config/s-1", None, true, Some(503)).status,
+            503
+        );
+        assert_eq!(
+            reply("GET", "/api/v1/config/s-1", None, true, Some(200)).status,
+            200
+        );
+        let export = reply(
+            "GET",
+            "/api/v1/export/acme",
+            Some("limit=50000"),
+            true,
+            None,
+        );
         assert_eq!(export.len(), 50_000 * EXPORT_ROW as u64);
-        let capped = reply("GET", "/api/v1/export/acme", Some("x=1&limit=99999999"), true, None);
+        let capped = reply(
+            "GET",
+            "/api/v1/export/acme",
+            Some("x=1&limit=99999999"),
+            true,
+            None,
+        );
         assert_eq!(capped.len(), MAX_ROWS * EXPORT_ROW as u64);
         let history = reply("GET", "/api/v1/meters/m-1/history", None, true, None);
         assert_eq!(history.len(), 48 * HISTORY_ROW as u64);
-        let chunk = reply("GET", "/api/v1/firmware/images/2.4.0", Some("chunk=3"), true, None);
+        let chunk = reply(
+            "GET",
+            "/api/v1/firmware/images/2.4.0",
+            Some("chunk=3"),
+            true,
+            None,
+        );
         assert_eq!(chunk.len(), FIRMWARE_CHUNK);
         // Clip uploads are binary: no JSON check.
-        assert_eq!(reply("POST", "/api/v1/media/c-1/clips", None, false, None).status, 201);
+        assert_eq!(
+            reply("POST", "/api/v1/media/c-1/clips", None, false, None).status,
+            201
+        );
     }
 
     #[test]

@@ -22,7 +22,13 @@ pub struct ReloadReport {
 
 impl std::fmt::Display for ReloadReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let list = |v: &[String]| if v.is_empty() { "none".to_string() } else { v.join(", ") };
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "none".to_string()
+            } else {
+                v.join(", ")
+            }
+        };
         write!(
             f,
             "detectors kept: {}; reset: {}; windows kept: {}; reset: {}",
@@ -43,9 +49,9 @@ impl Engine {
         let mut old = std::mem::take(&mut self.windows);
         for w in next.windows.iter_mut() {
             let name = w.state.config.name.clone();
-            let same = old.iter().position(|o| {
-                o.state.config == w.state.config && o.features == w.features
-            });
+            let same = old
+                .iter()
+                .position(|o| o.state.config == w.state.config && o.features == w.features);
             let Some(oi) = same else {
                 report.windows_reset.push(name);
                 report

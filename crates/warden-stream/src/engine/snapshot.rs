@@ -83,7 +83,11 @@ impl Engine {
     pub fn restore(&mut self, snap: EngineSnapshot) -> Result<(), DetectError> {
         self.watermark = self.watermark.max(snap.watermark);
         for (name, ws) in snap.windows {
-            let Some(w) = self.windows.iter_mut().find(|w| w.state.config.name == name) else {
+            let Some(w) = self
+                .windows
+                .iter_mut()
+                .find(|w| w.state.config.name == name)
+            else {
                 continue;
             };
             w.state.sampled_through = w.state.sampled_through.max(ws.sampled_through);

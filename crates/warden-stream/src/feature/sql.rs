@@ -30,22 +30,26 @@ pub(super) fn compile(plan: &mut WindowPlan, c: &Compiler, text: &str) -> Result
     let mut failure: Option<String> = None;
     let outer = parsed
         .transform_down(|e| match e {
-            Expr::AggregateFunction(af) => {
-                match aggregate(plan, c, &af) {
-                    Ok(v) => {
-                        let name = format!("__agg_{}", args.len());
-                        args.push(v);
-                        Ok(Transformed::new_jump(col(name)))
-                    }
-                    Err(why) => {
-                        failure.get_or_insert(why);
-                        Ok(Transformed::new_jump(Expr::Literal(ScalarValue::Float64(None), None)))
-                    }
+            Expr::AggregateFunction(af) => match aggregate(plan, c, &af) {
+                Ok(v) => {
+                    let name = format!("__agg_{}", args.len());
+                    args.push(v);
+                    Ok(Transformed::new_jump(col(name)))
                 }
-            }
+                Err(why) => {
+                    failure.get_or_insert(why);
+                    Ok(Transformed::new_jump(Expr::Literal(
+                        ScalarValue::Float64(None),
+                        None,
+                    )))
+                }
+            },
             Expr::WindowFunction(_) => {
                 failure.get_or_insert("window functions are not supported".into());
-                Ok(Transformed::new_jump(Expr::Literal(ScalarValue::Float64(None), None)))
+                Ok(Transformed::new_jump(Expr::Literal(
+                    ScalarValue::Float64(None),
+                    None,
+                )))
             }
             other => Ok(Transformed::no(other)),
         })
@@ -55,7 +59,9 @@ pub(super) fn compile(plan: &mut WindowPlan, c: &Compiler, text: &str) -> Result
         return Err(why);
     }
     if args.is_empty() {
-        return Err(format!("must aggregate the window's events (one of: {SUPPORTED})"));
+        return Err(format!(
+            "must aggregate the window's events (one of: {SUPPORTED})"
+        ));
     }
     let mut stray = Vec::new();
     outer
@@ -144,9 +150,10 @@ fn aggregate(plan: &mut WindowPlan, c: &Compiler, af: &AggregateFunction) -> Res
             };
             AggValue::Scalar(plan.scalar(c, ScalarOp::Count, input, filter).map_err(df)?)
         }
-        "approx_distinct" => {
-            AggValue::Distinct(plan.sketch(c, SketchKind::Distinct, arg(0)?, filter).map_err(df)?)
-        }
+        "approx_distinct" => AggValue::Distinct(
+            plan.sketch(c, SketchKind::Distinct, arg(0)?, filter)
+                .map_err(df)?,
+        ),
         "sum" | "avg" | "mean" => {
             let x = arg(0)?;
             let sum = plan
@@ -162,7 +169,11 @@ fn aggregate(plan: &mut WindowPlan, c: &Compiler, af: &AggregateFunction) -> Res
             }
         }
         "min" | "max" => {
-            let op = if name == "min" { ScalarOp::Min } else { ScalarOp::Max };
+            let op = if name == "min" {
+                ScalarOp::Min
+            } else {
+                ScalarOp::Max
+            };
             AggValue::Extreme(plan.scalar(c, op, Some(arg(0)?), filter).map_err(df)?)
         }
         "approx_percentile_cont" | "approx_median" | "median" => {

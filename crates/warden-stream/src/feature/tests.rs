@@ -110,32 +110,54 @@ fn fast_path_aggregates() {
         value("type = \"ratio\"\nfilter = { auth_result = [\"failed\"] }"),
         0.2
     );
-    assert_eq!(value("type = \"sum\"\nfield = \"bytes_out\""), 100.0 * 5050.0);
+    assert_eq!(
+        value("type = \"sum\"\nfield = \"bytes_out\""),
+        100.0 * 5050.0
+    );
     assert_eq!(value("type = \"mean\"\nfield = \"bytes_out\""), 5050.0);
     assert_eq!(value("type = \"distinct\"\nfield = \"path\""), 7.0);
-    assert_eq!(value("type = \"distinct\"\nfield = \"user_agent\""), 1.0, "nulls are not values");
+    assert_eq!(
+        value("type = \"distinct\"\nfield = \"user_agent\""),
+        1.0,
+        "nulls are not values"
+    );
     let p99 = value("type = \"percentile\"\nfield = \"bytes_out\"\nquantile = 0.99");
     assert!((p99 - 9900.0).abs() / 9900.0 < 0.011, "{p99}");
-    assert!(value("type = \"mean\"\nfield = \"bytes_out\"\nfilter = { route = [\"nope\"] }").is_nan());
+    assert!(
+        value("type = \"mean\"\nfield = \"bytes_out\"\nfilter = { route = [\"nope\"] }").is_nan()
+    );
 }
 
 #[test]
 fn sql_features_match_the_fast_path() {
     let sql = |e: &str| value(&format!("type = \"sql\"\nexpr = \"{e}\""));
-    assert_eq!(sql("count(*) filter (where status >= 500) / count(*)"), 0.25);
+    assert_eq!(
+        sql("count(*) filter (where status >= 500) / count(*)"),
+        0.25
+    );
     assert_eq!(sql("count(*)"), 100.0);
     assert_eq!(sql("avg(bytes_out)"), 5050.0);
     assert_eq!(sql("sum(bytes_out) / 1000"), 5050.0 * 100.0 / 1000.0);
     assert_eq!(sql("max(bytes_out) - min(bytes_out)"), 9900.0);
     assert_eq!(sql("count(distinct path)"), 7.0);
     assert_eq!(sql("approx_distinct(client_ip)"), 1.0);
-    assert_eq!(sql("count(user_agent)"), 34.0, "count(x) counts non-null values");
+    assert_eq!(
+        sql("count(user_agent)"),
+        34.0,
+        "count(x) counts non-null values"
+    );
     assert_eq!(
         sql("count(*) filter (where auth_result = 'failed' and decision <> 'allowed')"),
         20.0
     );
-    assert_eq!(sql("coalesce(sum(bytes_in) filter (where route = 'nope'), 0)"), 0.0);
-    assert!(sql("sum(bytes_in) filter (where route = 'nope')").is_nan(), "SQL sum of nothing is NULL");
+    assert_eq!(
+        sql("coalesce(sum(bytes_in) filter (where route = 'nope'), 0)"),
+        0.0
+    );
+    assert!(
+        sql("sum(bytes_in) filter (where route = 'nope')").is_nan(),
+        "SQL sum of nothing is NULL"
+    );
     let p = sql("approx_percentile_cont(0.5) within group (order by bytes_out)");
     assert!((p - 5000.0).abs() / 5000.0 < 0.011, "{p}");
     assert!((sql("approx_median(latency_us)") - 100.0).abs() < 1.0);
@@ -143,17 +165,22 @@ fn sql_features_match_the_fast_path() {
 
 #[test]
 fn sql_mistakes_are_reported() {
-    let err = |e: &str| {
-        features(&feature(&format!("type = \"sql\"\nexpr = \"{e}\"")))
-            .expect_err(e)
-    };
-    assert!(err("count(*) +").starts_with("expr: "), "{}", err("count(*) +"));
+    let err =
+        |e: &str| features(&feature(&format!("type = \"sql\"\nexpr = \"{e}\""))).expect_err(e);
+    assert!(
+        err("count(*) +").starts_with("expr: "),
+        "{}",
+        err("count(*) +")
+    );
     let e = err("stddev(bytes_out)");
     assert!(e.contains("aggregate `stddev` is not supported"), "{e}");
     let e = err("status + 1");
     assert!(e.contains("must aggregate"), "{e}");
     let e = err("count(*) / status");
-    assert!(e.contains("column(s) status must be inside an aggregate"), "{e}");
+    assert!(
+        e.contains("column(s) status must be inside an aggregate"),
+        "{e}"
+    );
     let e = err("sum(no_such_column)");
     assert!(e.contains("no_such_column"), "{e}");
 }

@@ -79,7 +79,9 @@ impl DdSketch {
                 return 2.0 * g.powi(*idx) / (g + 1.0);
             }
         }
-        self.bins.last().map_or(0.0, |(i, _)| 2.0 * g.powi(*i) / (g + 1.0))
+        self.bins
+            .last()
+            .map_or(0.0, |(i, _)| 2.0 * g.powi(*i) / (g + 1.0))
     }
 
     pub fn clear(&mut self) {
@@ -103,12 +105,14 @@ mod tests {
         for i in 1..=10_000 {
             s.insert(f64::from(i));
         }
-        for (q, want) in [(0.5, 5000.0), (0.9, 9000.0), (0.99, 9900.0), (1.0, 10_000.0)] {
+        for (q, want) in [
+            (0.5, 5000.0),
+            (0.9, 9000.0),
+            (0.99, 9900.0),
+            (1.0, 10_000.0),
+        ] {
             let got = s.quantile(q);
-            assert!(
-                (got - want).abs() / want <= 0.011,
-                "q{q}: {got} vs {want}"
-            );
+            assert!((got - want).abs() / want <= 0.011, "q{q}: {got} vs {want}");
         }
         assert_eq!(s.count, 10_000);
     }
@@ -128,10 +132,18 @@ mod tests {
 
     #[test]
     fn merging_equals_inserting_everything() {
-        let (mut a, mut b, mut all) = (DdSketch::default(), DdSketch::default(), DdSketch::default());
+        let (mut a, mut b, mut all) = (
+            DdSketch::default(),
+            DdSketch::default(),
+            DdSketch::default(),
+        );
         for i in 0..1000 {
             let v = f64::from(i % 37) * 13.5 + 1.0;
-            if i % 3 == 0 { a.insert(v) } else { b.insert(v) }
+            if i % 3 == 0 {
+                a.insert(v)
+            } else {
+                b.insert(v)
+            }
             all.insert(v);
         }
         a.merge(&b);

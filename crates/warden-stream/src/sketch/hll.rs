@@ -172,7 +172,10 @@ mod tests {
         }
         let mut m = a.clone();
         m.merge(&b);
-        assert_eq!(m, both, "sparse + sparse past the limit goes dense the same way");
+        assert_eq!(
+            m, both,
+            "sparse + sparse past the limit goes dense the same way"
+        );
         assert!((m.estimate() - 90.0).abs() < 8.0, "{}", m.estimate());
         let mut small = Hll::default();
         small.insert(hash(1));

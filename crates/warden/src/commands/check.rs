@@ -14,7 +14,28 @@ pub fn run(args: &CheckArgs) -> ExitCode {
     }
     if let Some(path) = &args.config {
         match WardenConfig::load(Some(path)) {
-            Ok(_) => println!("{}: ok", path.display()),
+            Ok(config) => {
+                // The files the config names: RBAC policies and JSON Schemas.
+                let mut errs: Vec<warden_config::ConfigError> = Vec::new();
+                for p in config.rbac.policy.iter().chain(&config.rbac.shadow_policy) {
+                    if let Err(e) = warden_config::RbacPolicy::load(std::path::Path::new(p)) {
+                        errs.extend(e.0);
+                    }
+                }
+                if let Err(e) = warden_gateway::validate::compile(&config) {
+                    errs.extend(e.0.into_iter().map(|mut e| {
+                        e.file = Some(path.clone());
+                        e
+                    }));
+                }
+                if errs.is_empty() {
+                    println!("{}: ok", path.display());
+                }
+                problems += errs.len();
+                for e in errs {
+                    println!("{e}");
+                }
+            }
             Err(errs) => {
                 problems += errs.0.len();
                 for e in errs.0 {

@@ -140,7 +140,10 @@ async fn from_dashboard(url: &str) -> anyhow::Result<Vec<Finding>> {
     Ok(out)
 }
 
-async fn from_bus(config: Option<&std::path::Path>, brokers: String) -> anyhow::Result<Vec<Finding>> {
+async fn from_bus(
+    config: Option<&std::path::Path>,
+    brokers: String,
+) -> anyhow::Result<Vec<Finding>> {
     let config = load_config(config, Some(brokers))?;
     let bus = make_bus(&config)?;
     let mut alerts = Vec::new();

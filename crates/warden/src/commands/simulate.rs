@@ -184,6 +184,18 @@ fn accelerated(
     if options.parquet.is_none() && pipeline.is_none() {
         anyhow::bail!("--accelerated needs --parquet DIR and/or --pipeline P (or --detect)");
     }
+    // With detection, batches are what the processor would take (its batch wait and size);
+    // without, large batches keep generation fast.
+    match &pipeline {
+        Some(p) => {
+            options.batch_span_ns = (p.source.batch_max_wait_ms.max(1) * 1_000_000) as i64;
+            options.batch_max = p.source.batch_max_events.max(1);
+        }
+        None => {
+            options.batch_span_ns = 60_000_000_000;
+            options.batch_max = 16_384;
+        }
+    }
     let mut engine = pipeline
         .as_ref()
         .map(warden_stream::Engine::new)
@@ -309,7 +321,11 @@ fn print_summary(labels: &Labels, choice: &SimChoice, seed: u64) {
     let benign_401: u64 = s
         .by_class
         .iter()
-        .filter(|(class, _)| warden_sim::DeviceType::ALL.iter().any(|t| t.as_str() == *class))
+        .filter(|(class, _)| {
+            warden_sim::DeviceType::ALL
+                .iter()
+                .any(|t| t.as_str() == *class)
+        })
         .filter_map(|(_, m)| m.get(&401))
         .sum();
     if benign_401 > 0 && labels.mode == warden_sim::labels::RunMode::Live {

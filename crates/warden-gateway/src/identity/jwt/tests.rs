@@ -119,7 +119,10 @@ async fn a_valid_token_maps_its_claims() {
         device_type: "thermometer".into(),
         roles: vec!["reader".into(), "writer".into()],
     };
-    assert_eq!(v.verify(&ec.sign(&claims()), NOW).await, Ok(expected.clone()));
+    assert_eq!(
+        v.verify(&ec.sign(&claims()), NOW).await,
+        Ok(expected.clone())
+    );
     assert_eq!(v.verify(&ed.sign(&claims()), NOW).await, Ok(expected));
     let roles = with(|m| {
         m.insert("roles".into(), json!(["a", "b"]));
@@ -139,13 +142,22 @@ async fn time_claims_follow_the_injected_clock_with_leeway() {
     let t = ec.sign(&claims());
     assert!(v.verify(&t, NOW + 600 + 29).await.is_ok(), "within leeway");
     assert_eq!(v.verify(&t, NOW + 600 + 30).await, Err(JwtError::Expired));
-    assert!(v.verify(&t, NOW - 10 - 30).await.is_ok(), "nbf within leeway");
-    assert_eq!(v.verify(&t, NOW - 10 - 31).await, Err(JwtError::NotYetValid));
+    assert!(
+        v.verify(&t, NOW - 10 - 30).await.is_ok(),
+        "nbf within leeway"
+    );
+    assert_eq!(
+        v.verify(&t, NOW - 10 - 31).await,
+        Err(JwtError::NotYetValid)
+    );
     let future_iat = ec.sign(&with(|m| {
         m.remove("nbf");
         m.insert("iat".into(), json!(NOW + 3600));
     }));
-    assert_eq!(v.verify(&future_iat, NOW).await, Err(JwtError::IssuedInFuture));
+    assert_eq!(
+        v.verify(&future_iat, NOW).await,
+        Err(JwtError::IssuedInFuture)
+    );
 }
 
 #[tokio::test]
@@ -154,21 +166,91 @@ async fn claims_of_the_wrong_type_or_value_are_refused() {
     let ec = Signer::ec("ec-1");
     let v = verifier(&config(dir.path(), &[&ec], false), None);
     let cases: Vec<(Value, JwtError)> = vec![
-        (with(|m| { m.remove("exp"); }), JwtError::MissingClaim("exp".into())),
+        (
+            with(|m| {
+                m.remove("exp");
+            }),
+            JwtError::MissingClaim("exp".into()),
+        ),
         // The type-confusion bypass: a string `exp` must not count as "no exp to check".
-        (with(|m| { m.insert("exp".into(), json!("never")); }), JwtError::BadClaim("exp".into())),
-        (with(|m| { m.insert("nbf".into(), json!("later")); }), JwtError::BadClaim("nbf".into())),
-        (with(|m| { m.insert("iss".into(), json!("https://evil.test")); }), JwtError::WrongIssuer),
-        (with(|m| { m.insert("iss".into(), json!(["https://issuer.test"])); }), JwtError::BadClaim("iss".into())),
-        (with(|m| { m.remove("iss"); }), JwtError::MissingClaim("iss".into())),
-        (with(|m| { m.insert("aud".into(), json!("other")); }), JwtError::WrongAudience),
-        (with(|m| { m.insert("aud".into(), json!([1, "warden"])); }), JwtError::BadClaim("aud".into())),
-        (with(|m| { m.remove("aud"); }), JwtError::MissingClaim("aud".into())),
-        (with(|m| { m.remove("sub"); }), JwtError::MissingClaim("sub".into())),
-        (with(|m| { m.insert("sub".into(), json!(42)); }), JwtError::BadClaim("sub".into())),
-        (with(|m| { m.insert("sub".into(), json!("anonymous")); }), JwtError::BadClaim("sub".into())),
-        (with(|m| { m.insert("roles".into(), json!({"admin": true})); }), JwtError::BadClaim("roles".into())),
-        (with(|m| { m.insert("device_type".into(), json!(["x"])); }), JwtError::BadClaim("device_type".into())),
+        (
+            with(|m| {
+                m.insert("exp".into(), json!("never"));
+            }),
+            JwtError::BadClaim("exp".into()),
+        ),
+        (
+            with(|m| {
+                m.insert("nbf".into(), json!("later"));
+            }),
+            JwtError::BadClaim("nbf".into()),
+        ),
+        (
+            with(|m| {
+                m.insert("iss".into(), json!("https://evil.test"));
+            }),
+            JwtError::WrongIssuer,
+        ),
+        (
+            with(|m| {
+                m.insert("iss".into(), json!(["https://issuer.test"]));
+            }),
+            JwtError::BadClaim("iss".into()),
+        ),
+        (
+            with(|m| {
+                m.remove("iss");
+            }),
+            JwtError::MissingClaim("iss".into()),
+        ),
+        (
+            with(|m| {
+                m.insert("aud".into(), json!("other"));
+            }),
+            JwtError::WrongAudience,
+        ),
+        (
+            with(|m| {
+                m.insert("aud".into(), json!([1, "warden"]));
+            }),
+            JwtError::BadClaim("aud".into()),
+        ),
+        (
+            with(|m| {
+                m.remove("aud");
+            }),
+            JwtError::MissingClaim("aud".into()),
+        ),
+        (
+            with(|m| {
+                m.remove("sub");
+            }),
+            JwtError::MissingClaim("sub".into()),
+        ),
+        (
+            with(|m| {
+                m.insert("sub".into(), json!(42));
+            }),
+            JwtError::BadClaim("sub".into()),
+        ),
+        (
+            with(|m| {
+                m.insert("sub".into(), json!("anonymous"));
+            }),
+            JwtError::BadClaim("sub".into()),
+        ),
+        (
+            with(|m| {
+                m.insert("roles".into(), json!({"admin": true}));
+            }),
+            JwtError::BadClaim("roles".into()),
+        ),
+        (
+            with(|m| {
+                m.insert("device_type".into(), json!(["x"]));
+            }),
+            JwtError::BadClaim("device_type".into()),
+        ),
     ];
     for (c, expected) in cases {
         assert_eq!(v.verify(&ec.sign(&c), NOW).await, Err(expected), "{c}");
@@ -184,7 +266,10 @@ async fn forged_none_confused_and_unknown_tokens_are_refused() {
 
     // Forged: signed by another key under a known kid.
     let forger = Signer::ec("ec-1");
-    assert_eq!(v.verify(&forger.sign(&claims()), NOW).await, Err(JwtError::BadSignature));
+    assert_eq!(
+        v.verify(&forger.sign(&claims()), NOW).await,
+        Err(JwtError::BadSignature)
+    );
 
     // alg=none: header parsing refuses it before any key is looked at.
     let none = format!(
@@ -207,7 +292,8 @@ async fn forged_none_confused_and_unknown_tokens_are_refused() {
     let public = serde_json::to_vec(&ec.jwk()).expect("json");
     let mut h = Header::new(Algorithm::HS256);
     h.kid = Some("ec-1".into());
-    let confused = jsonwebtoken::encode(&h, &claims(), &EncodingKey::from_secret(&public)).expect("sign");
+    let confused =
+        jsonwebtoken::encode(&h, &claims(), &EncodingKey::from_secret(&public)).expect("sign");
     assert_eq!(
         v.verify(&confused, NOW).await,
         Err(JwtError::AlgorithmNotAllowed(Algorithm::HS256))
@@ -215,8 +301,12 @@ async fn forged_none_confused_and_unknown_tokens_are_refused() {
     // An algorithm that is not configured at all.
     let mut h = Header::new(Algorithm::HS384);
     h.kid = Some("ec-1".into());
-    let hs384 = jsonwebtoken::encode(&h, &claims(), &EncodingKey::from_secret(&public)).expect("sign");
-    assert_eq!(v.verify(&hs384, NOW).await, Err(JwtError::AlgorithmNotAllowed(Algorithm::HS384)));
+    let hs384 =
+        jsonwebtoken::encode(&h, &claims(), &EncodingKey::from_secret(&public)).expect("sign");
+    assert_eq!(
+        v.verify(&hs384, NOW).await,
+        Err(JwtError::AlgorithmNotAllowed(Algorithm::HS384))
+    );
 
     // Unknown kid (a file source is not refetched).
     let stranger = Signer::ec("nobody");
@@ -236,7 +326,10 @@ async fn forged_none_confused_and_unknown_tokens_are_refused() {
     for junk in ["", "a.b", "a.b.c", "....", "eyJhbGciOiJFUzI1NiJ9.e30.AAAA"] {
         assert!(v.verify(junk, NOW).await.is_err(), "{junk}");
     }
-    assert_eq!(v.verify(&"a".repeat(5000), NOW).await, Err(JwtError::TooLong));
+    assert_eq!(
+        v.verify(&"a".repeat(5000), NOW).await,
+        Err(JwtError::TooLong)
+    );
 }
 
 #[tokio::test]
@@ -259,7 +352,10 @@ async fn hs256_only_with_its_own_secret() {
         alg: Algorithm::HS256,
         kid: "ec-1".into(),
     };
-    assert_eq!(v.verify(&confused.sign(&claims()), NOW).await, Err(JwtError::BadSignature));
+    assert_eq!(
+        v.verify(&confused.sign(&claims()), NOW).await,
+        Err(JwtError::BadSignature)
+    );
 }
 
 /// ring writes Ed25519 keys as PKCS#8 v2 (with the public key); the RustCrypto signer reads
@@ -280,7 +376,11 @@ fn b64(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..=chunk.len() {
             out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);

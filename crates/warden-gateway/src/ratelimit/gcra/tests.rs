@@ -49,7 +49,10 @@ fn burst_from_idle_then_one_per_interval() {
     assert!(!allowed(t.acquire(k, p, now + 500 * MS)));
     // Idle long enough to refill completely: the whole burst again, no more.
     let later = now + 10_000 * MS;
-    assert_eq!((0..10).filter(|_| allowed(t.acquire(k, p, later))).count(), 3);
+    assert_eq!(
+        (0..10).filter(|_| allowed(t.acquire(k, p, later))).count(),
+        3
+    );
 }
 
 #[test]
@@ -102,7 +105,9 @@ fn evicting_full_buckets_costs_nothing() {
     let later = 1_000 * MS;
     let fresh = t.hash("fresh");
     assert_eq!(
-        (0..5).filter(|_| allowed(t.acquire(fresh, p, later))).count(),
+        (0..5)
+            .filter(|_| allowed(t.acquire(fresh, p, later)))
+            .count(),
         2,
         "a new key gets exactly its burst"
     );
@@ -115,7 +120,10 @@ fn memory_per_key_is_bounded_and_documented() {
     assert!(per_key <= BYTES_PER_KEY as f64, "{per_key} bytes per key");
     let t = GcraTable::new(100_000);
     assert_eq!(t.capacity(), 131_072);
-    assert_eq!(t.memory_bytes(), 131_072 / WAYS * std::mem::size_of::<Mutex<Set>>());
+    assert_eq!(
+        t.memory_bytes(),
+        131_072 / WAYS * std::mem::size_of::<Mutex<Set>>()
+    );
     assert!(t.memory_bytes() <= 131_072 * BYTES_PER_KEY);
 }
 
