@@ -40,6 +40,10 @@ for name, svc in services.items():
     mounts = {}
     for v in svc.get("volumes", []):
         host, container = v.split(":")[0:2]
+        if not host.startswith((".", "/")):
+            if host not in (compose.get("volumes") or {}):
+                problems.append(f"{name}: named volume {host} is not declared")
+            continue
         if not (root / host).exists():
             problems.append(f"{name}: mounted {host} does not exist")
         mounts[container] = root / host
