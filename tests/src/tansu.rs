@@ -12,12 +12,15 @@
 //! - topics are not created automatically: create them with the admin API
 //!   (`Bus::ensure_topics`) or [`Tansu::create_topic`]; topic configs such as
 //!   `cleanup.policy=compact` are stored and returned by DescribeConfigs;
-//! - `TANSU_LOG` sets the broker's `RUST_LOG` (e.g. `TANSU_LOG=tansu_broker=debug`); its
+//! - `TANSU_LOG` sets the broker's `RUST_LOG` (e.g. `TANSU_LOG=tansu_broker::coordinator=debug`
+//!   for every JoinGroup/SyncGroup/Heartbeat/LeaveGroup and the group state after it); its
 //!   output goes to `tansu.stdout.log`/`tansu.stderr.log` in its directory, which is removed
 //!   on drop unless `TANSU_KEEP_DIR` is set;
 //! - `SIGINT` stops it at once (`SIGTERM` waits up to 5 s for open connections);
 //! - a broker starts in well under a second; two members of a new consumer group take about
-//!   5-7 s to settle on a split, a lone member gets its partitions within about a second.
+//!   4 s to settle on a split (the coordinator holds a follower's JoinGroup for 3 s), a lone
+//!   member gets its partitions within about a second, and when one of two members leaves, the
+//!   other gets its partitions within about a second and a half (the bus's 1 s heartbeat).
 //!
 //! **Prefer [`Tansu::start_sqlite`].** The in-memory engine of [`Tansu::start`] has two bugs
 //! (Tansu 0.6 "dynostore"):

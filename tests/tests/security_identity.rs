@@ -366,6 +366,7 @@ fn config(
     up: SocketAddr,
     jwks_url: &str,
     reload_ms: u64,
+    cert_required: bool,
 ) -> anyhow::Result<WardenConfig> {
     let key = |id: &str, secret: &str, ident: &str, window: &str| {
         format!(
@@ -425,6 +426,7 @@ crl_files = ["{crl}"]
 identity_field = "san_uri"
 identity_prefix = "{DEVICE_URI}"
 deny_fingerprints_file = "{deny}"
+required = {cert_required}
 
 [dashboard]
 listen = "127.0.0.1:0"
@@ -503,12 +505,16 @@ struct Scenario {
 
 impl Scenario {
     async fn start(reload_ms: u64) -> anyhow::Result<Self> {
+        Self::start_with(reload_ms, false).await
+    }
+
+    async fn start_with(reload_ms: u64, cert_required: bool) -> anyhow::Result<Self> {
         let certs = Certs::new()?;
         let files = Files::write(&certs)?;
         let up = upstream().await?;
         let (rsa, ec) = (Signer::rsa("rsa-1")?, Signer::ec("ec-1")?);
         let idp = jwks_server(&certs.server_ca, &[rsa.jwk()?, ec.jwk()?]).await?;
-        let config = config(&files, up.addr, &idp.url, reload_ms)?;
+        let config = config(&files, up.addr, &idp.url, reload_ms, cert_required)?;
         let bus = make_bus(&config)?;
         ensure_topics(&*bus, &config).await?;
         let stack = Stack::start(
@@ -1216,6 +1222,42 @@ async fn identity_attacks_get_exact_statuses_and_never_reach_the_upstream() -> a
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_that_requires_certificates_refuses_handshakes_without_one() -> anyhow::Result<()>
+{
+    let s = Scenario::start_with(60_000, true).await?;
+    let anonymous = s.tls_client(None)?;
+    ensure!(
+        anonymous.get(s.https("/open/x")).send().await.is_err(),
+        "no certificate, no handshake"
+    );
+    let good = s.tls_client(Some(&s.certs.good))?;
+    ensure!(status(good.get(s.https("/open/x"))).await? == 200);
+    let stats = s.identity()?.tls_stats().context("tls stats")?;
+    eventually(Duration::from_secs(2), || {
+        let stats = stats.clone();
+        async move { Ok(stats.rejected(TlsRejection::MissingCertificate) == 1) }
+    })
+    .await?;
+    ensure!(s.hits() == 1);
+    let events = s.stop().await?;
+    let missing: Vec<_> = events
+        .iter()
+        .filter(|e| e.route == "tls_handshake")
+        .collect();
+    ensure!(missing.len() == 1, "{missing:?}");
+    ensure!(
+        missing[0].auth.result == AuthResult::Missing
+            && missing[0]
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.client_cert_fingerprint.is_none()),
+        "{:?}",
+        missing[0]
+    );
+    Ok(())
+}
+
 // === reloads ===
 
 /// Poll `probe` until it returns true or `limit` passes (for the background file watcher).
@@ -1576,6 +1618,7 @@ fn files_referenced_by_the_config_are_checked() -> anyhow::Result<()> {
         "127.0.0.1:9".parse()?,
         "https://127.0.0.1:9/jwks.json",
         1000,
+        false,
     )
     .err()
     .context("must fail")?;

@@ -969,6 +969,7 @@ async fn throttle_decisions_and_load_shedding() -> anyhow::Result<()> {
     let up = upstream().await?;
     let dir = tempfile::tempdir()?;
     let extra = "[limits]\nthrottled = { rate_per_s = 0.5, burst = 2 }\n\
+                 ip = { rate_per_s = 0.5, burst = 3 }\n\
                  [limits.routes.hold]\nmax_in_flight = 1\n";
     let gw = gateway(config(&up, dir.path(), extra)?, &[]).await?;
     let a = gw.addr;
@@ -1000,6 +1001,21 @@ async fn throttle_decisions_and_load_shedding() -> anyhow::Result<()> {
             .await?
             .status
             == 200
+    );
+
+    // Guessing keys: refused credentials count against the client IP's limit.
+    let mut statuses = Vec::new();
+    for i in 0..5 {
+        let forged = format!("key-guess-{i:016}");
+        statuses.push(
+            raw(a, &get("/api/devices/dev-1/config", Some(&forged)))
+                .await?
+                .status,
+        );
+    }
+    ensure!(
+        statuses == [401, 401, 401, 429, 429],
+        "key guessing: {statuses:?}"
     );
 
     // Load shedding: one request in flight on `hold`; the next is answered 503 at once.

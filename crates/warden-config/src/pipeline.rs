@@ -230,13 +230,11 @@ impl PipelineConfig {
             }
         }
         match d {
-            DetectorConfig::Novelty(c) => {
-                if !windows.contains_key(c.window.as_str()) {
-                    errs.push(ConfigError::new(
-                        format!("{at}.window"),
-                        format!("unknown window `{}`", c.window),
-                    ));
-                }
+            DetectorConfig::Novelty(c) if !windows.contains_key(c.window.as_str()) => {
+                errs.push(ConfigError::new(
+                    format!("{at}.window"),
+                    format!("unknown window `{}`", c.window),
+                ));
             }
             DetectorConfig::PeerPercentile(c) => {
                 let key = window_of_inputs.and_then(|w| windows.get(w)).map(|w| w.key);

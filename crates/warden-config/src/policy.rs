@@ -50,7 +50,8 @@ pub enum PathCase {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub struct RbacConfig {
-    /// Enforced policy file (TOML, see `docs/examples/rbac.toml`); absent: no RBAC.
+    /// Enforced policy file (TOML, see `docs/examples/rbac.toml`; a relative path is taken
+    /// from the working directory); absent: no RBAC.
     #[serde(default)]
     pub policy: Option<String>,
     /// Policy evaluated on every request but never enforced: requests it would deny are
@@ -172,8 +173,9 @@ pub struct RouteValidation {
     /// with a body and another or no `Content-Type` → 415.
     #[serde(default)]
     pub content_types: Vec<String>,
-    /// JSON Schema file every request body must satisfy (→ 400). The body is buffered, up
-    /// to the route's size limit, only on routes that have a schema.
+    /// JSON Schema file every request body must satisfy (→ 400; a relative path is taken from
+    /// the working directory). The body is buffered, up to the route's size limit, only on
+    /// routes that have a schema; `POST`, `PUT` and `PATCH` need a body there.
     #[serde(default)]
     pub json_schema: Option<String>,
 }

@@ -100,9 +100,8 @@ impl Detector for Cardinality {
         if !s.full {
             return None;
         }
-        if self.config.factor.is_none() {
-            return None;
-        }
+        // Only the `factor` rule needs a baseline.
+        self.config.factor?;
         let n = m.samples.saturating_add(1);
         let a = self.config.alpha.max(1.0 / f64::from(n));
         self.keys.insert(

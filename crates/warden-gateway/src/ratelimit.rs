@@ -190,6 +190,23 @@ impl RateLimits {
             + self.throttled.table.memory_bytes()
     }
 
+    /// Count a request whose credentials were refused against the global and client-IP limits
+    /// (so guessing keys is throttled like any anonymous traffic).
+    pub fn check_unauthenticated(&self, ip: IpAddr) -> Result<(), Limited> {
+        if self.global.is_none() && self.ip.is_none() {
+            return Ok(());
+        }
+        self.check(&LimitKey {
+            identity: None,
+            tenant: "",
+            device_type: "",
+            route: "",
+            ip,
+            throttled: None,
+        })
+        .map(|_| ())
+    }
+
     /// Count the request against every limit that applies. `Ok(None)`: no limit applies.
     pub fn check(&self, k: &LimitKey<'_>) -> Result<Option<Quota>, Limited> {
         let mut applied: [Option<(&GcraTable, u64, Params, Scope)>; MAX_APPLIED] =

@@ -446,6 +446,15 @@ async fn handle(
     response.map(|body| Body::new(FinishBody::new(body, counters, finish)))
 }
 
+fn rate_limited(l: crate::ratelimit::Limited) -> Reject {
+    debug!(scope = ?l.scope, retry_after_s = l.retry_after_s, "Rate limited.");
+    Reject::Throttled {
+        retry_after_s: l.retry_after_s,
+        limit: l.quota.limit,
+        reset_s: l.quota.reset_s,
+    }
+}
+
 fn client_ip(req: &Request, peer: SocketAddr, trust_forwarded_for: bool) -> IpAddr {
     if trust_forwarded_for
         && let Some(ip) = req
@@ -504,6 +513,10 @@ async fn phases(
         Err(denied) => {
             debug!(reason = %denied.reason, "Identity refused.");
             draft.auth = denied.auth;
+            // Failed credentials count against the client IP's limit (credential stuffing).
+            gw.limits
+                .check_unauthenticated(draft.client_ip)
+                .map_err(rate_limited)?;
             return Err(denied.reject);
         }
     };
@@ -544,14 +557,7 @@ async fn phases(
         ip: draft.client_ip,
         throttled: throttled.as_ref(),
     };
-    draft.quota = gw.limits.check(&limit_key).map_err(|l| {
-        debug!(scope = ?l.scope, retry_after_s = l.retry_after_s, "Rate limited.");
-        Reject::Throttled {
-            retry_after_s: l.retry_after_s,
-            limit: l.quota.limit,
-            reset_s: l.quota.reset_s,
-        }
-    })?;
+    draft.quota = gw.limits.check(&limit_key).map_err(rate_limited)?;
 
     crate::rbac::authorize(
         &policies,

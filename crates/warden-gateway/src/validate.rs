@@ -123,7 +123,7 @@ impl RouteRules {
                     .to_ascii_lowercase()
             })
             .ok_or(Reject::UnsupportedMediaType)?;
-        if self.content_types.iter().any(|c| *c == media) {
+        if self.content_types.contains(&media) {
             Ok(())
         } else {
             Err(Reject::UnsupportedMediaType)

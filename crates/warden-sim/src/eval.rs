@@ -92,6 +92,8 @@ pub struct AttackEval {
     pub name: String,
     pub class: AttackClass,
     pub expected_detected: bool,
+    /// Whether every detected attacker is expected to be refused by the gateway too.
+    pub expected_quarantined: bool,
     /// Why detection is not expected yet (from the scenario).
     pub reason: Option<String>,
     pub min_recall: f64,
@@ -166,10 +168,15 @@ impl ScenarioEval {
                     "attack `{}` ({}) of scenario `{}` was not detected, but {file} expects it to be",
                     a.name, a.class, self.scenario
                 ));
-            } else {
+            } else if a.recall + 1e-9 < a.min_recall {
                 out.push(format!(
                     "attack `{}` ({}) of scenario `{}`: recall {:.2} below the expected {:.2}",
                     a.name, a.class, self.scenario, a.recall, a.min_recall
+                ));
+            } else {
+                out.push(format!(
+                    "attack `{}` ({}) of scenario `{}`: {} attackers detected but only {} refused                      by the gateway ({file} expects them quarantined)",
+                    a.name, a.class, self.scenario, a.detected_attackers, a.refused_attackers
                 ));
             }
         }
@@ -319,28 +326,32 @@ fn evaluate_run(
         let recall = ratio(detected_attackers, n);
         let min_recall = a.expect.min_recall.unwrap_or(1.0);
         let detected = detected_attackers > 0;
+        let refused_attackers = a
+            .attackers
+            .iter()
+            .filter(|x| x.first_refused_ns.is_some())
+            .count();
         attacks.push(AttackEval {
             name: a.name.clone(),
             class: a.class,
             expected_detected: a.expect.detected,
+            expected_quarantined: a.expect.quarantined,
             reason: a.expect.reason.clone(),
             min_recall,
             detected,
             attackers: n,
             detected_attackers,
             recall,
-            refused_attackers: a
-                .attackers
-                .iter()
-                .filter(|x| x.first_refused_ns.is_some())
-                .count(),
+            refused_attackers,
             detectors: detectors.into_iter().collect(),
             time_to_alert: Latency::of(alert_ns),
             time_to_quarantine: Latency::of(quarantine_ns),
             sent: a.attackers.iter().map(|x| x.sent).sum(),
             through_before_quarantine: a.attackers.iter().map(|x| x.through_before_refused).sum(),
             as_expected: if a.expect.detected {
-                detected && recall + 1e-9 >= min_recall
+                detected
+                    && recall + 1e-9 >= min_recall
+                    && (!a.expect.quarantined || refused_attackers >= detected_attackers)
             } else {
                 !detected
             },

@@ -181,10 +181,9 @@ async fn normal(
         if until.is_some_and(|u| Instant::now() >= u) {
             return;
         }
-        let status = tokio::select! {
-            _ = stop.cancelled() => return,
-            status = send(device.request(client)) => status,
-        };
+        // A request once sent is seen through: the gateway has counted it (one event per
+        // request), so the fleet must count its answer too.
+        let status = send(device.request(client)).await;
         stats.record(sender, false, status);
         // Keep the mean period, but never burst to catch up after a slow response.
         next = (next + device.schedule.next_interval()).max(Instant::now());

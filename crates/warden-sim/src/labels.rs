@@ -83,12 +83,13 @@ pub struct AttackerLabel {
     pub first_sent_ns: Option<i64>,
     /// Attack requests the backend answered (they got through the gateway).
     pub through: u64,
-    /// Of those, the ones sent before the first refusal: what the attacker got before the
-    /// quarantine was enforced.
+    /// Of those, the ones answered before the first refusal: what the attacker got before
+    /// the quarantine was enforced.
     pub through_before_refused: u64,
     /// Attack requests the gateway refused with `403` (quarantine).
     pub refused: u64,
-    /// When the first refused attack request was sent: the quarantine enforced at the gateway.
+    /// When the first refusal (`403`) of an attack request came back: the quarantine
+    /// enforced at the gateway.
     pub first_refused_ns: Option<i64>,
 }
 
@@ -106,7 +107,12 @@ pub struct RunSummary {
     /// Responses by sender class (a device type for benign traffic, the attack name for
     /// attacks), then by status.
     pub by_class: BTreeMap<String, BTreeMap<u16, u64>>,
-    /// Benign identities the gateway refused with `403`, and how often.
+    /// Requests without a response, by sender class.
+    pub failed_by_class: BTreeMap<String, u64>,
+    /// Requests without a response, by cause (`timeout`, `connect`, `body`, `request`).
+    pub failures: BTreeMap<String, u64>,
+    /// Benign identities (not used by any attack) the gateway refused with `403`, and how
+    /// often.
     pub benign_refused: BTreeMap<String, u64>,
 }
 

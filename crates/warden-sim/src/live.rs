@@ -15,7 +15,7 @@ use crate::ScenarioConfig;
 use crate::labels::{Labels, RunMode};
 use crate::plan::{Auth, Payload, Plan, Planned, SimRequest};
 use crate::profile::BodyKind;
-use crate::record::{Recorder, Seen};
+use crate::record::{Recorder, RunInfo, Seen};
 use crate::upstream::model::{FAULT_HEADER, UPSTREAM_HEADER};
 
 /// Largest body the simulator sends (clips are below it).
@@ -122,8 +122,8 @@ pub async fn run_live(
         let recorder = recorder.clone();
         tasks.spawn(async move {
             let sent_ns = warden_event::now_ns();
-            let seen = send(request).await;
-            recorder.record(p.source, sent_ns, seen);
+            let seen = send(request, &recorder).await;
+            recorder.record(p.source, sent_ns, warden_event::now_ns(), seen);
             drop(permit);
         });
         while tasks.try_join_next().is_some() {}
@@ -155,11 +155,13 @@ pub async fn run_live(
     let labels = recorder.labels(
         scenario,
         &plan,
-        seed,
-        RunMode::Live,
-        Some(gateway),
-        started_at,
-        ended_at,
+        RunInfo {
+            seed,
+            mode: RunMode::Live,
+            target: Some(gateway),
+            started_at,
+            ended_at,
+        },
     );
     info!(sent = labels.summary.sent, "Simulation ended.");
     Ok(labels)
@@ -219,7 +221,7 @@ pub fn body(p: &Payload) -> Option<(&'static str, Bytes)> {
 }
 
 /// Send a request and read its response to the end.
-async fn send(request: reqwest::RequestBuilder) -> Seen {
+async fn send(request: reqwest::RequestBuilder, recorder: &Recorder) -> Seen {
     match request.send().await {
         Ok(resp) => {
             let status = resp.status().as_u16();
@@ -233,7 +235,17 @@ async fn send(request: reqwest::RequestBuilder) -> Seen {
             }
         }
         Err(e) => {
-            tracing::debug!(error = %e, "Request failed.");
+            let kind = if e.is_timeout() {
+                "timeout"
+            } else if e.is_connect() {
+                "connect"
+            } else if e.is_body() || e.is_decode() {
+                "body"
+            } else {
+                "request"
+            };
+            tracing::debug!(error = %e, kind, "Request failed.");
+            recorder.failure(kind);
             Seen::Failed
         }
     }

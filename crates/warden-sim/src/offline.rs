@@ -23,7 +23,7 @@ pub use parquet_sink::ParquetSink;
 
 use crate::labels::{Labels, RunMode};
 use crate::plan::{Auth, Plan, Planned};
-use crate::record::{Recorder, Seen};
+use crate::record::{Recorder, RunInfo, Seen};
 use crate::roster::{Credential, SIM_ROUTES};
 use crate::upstream::model;
 use crate::{ScenarioConfig, mix_seed};
@@ -65,7 +65,7 @@ impl Offline {
             recorder: Recorder::new(&plan),
             plan,
             start_ns,
-            rng: StdRng::seed_from_u64(mix_seed(seed, 0x0FF_11E)),
+            rng: StdRng::seed_from_u64(mix_seed(seed, 0x000F_F11E)),
             keys,
             quarantine: HashMap::new(),
             seq: 0,
@@ -126,11 +126,13 @@ impl Offline {
         self.recorder.labels(
             scenario,
             &self.plan,
-            seed,
-            RunMode::Accelerated,
-            target,
-            self.start_ns,
-            self.start_ns + self.plan.duration_ns(),
+            RunInfo {
+                seed,
+                mode: RunMode::Accelerated,
+                target,
+                started_at: self.start_ns,
+                ended_at: self.start_ns + self.plan.duration_ns(),
+            },
         )
     }
 
@@ -193,7 +195,8 @@ impl Offline {
         let transfer = (e.bytes_in + e.bytes_out) / 50;
         e.latency_us = 800 + self.rng.random_range(0..4_000) + transfer;
         self.recorder.sending(false);
-        self.recorder.record(p.source, ts, seen);
+        self.recorder
+            .record(p.source, ts, ts + e.latency_us as i64 * 1000, seen);
         e
     }
 

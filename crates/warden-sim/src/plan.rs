@@ -139,7 +139,7 @@ impl Plan {
             )));
         }
         let mut attacks = Vec::new();
-        let mut rng = StdRng::seed_from_u64(mix_seed(seed, 0xA77A_C4));
+        let mut rng = StdRng::seed_from_u64(mix_seed(seed, 0x00A7_7AC4));
         let mut taken = HashSet::new();
         let mut ips = AttackerIps::default();
         for (ai, a) in scenario.attack.iter().enumerate() {

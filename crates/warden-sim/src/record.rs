@@ -39,6 +39,9 @@ pub struct Recorder {
     /// Sender class of each device (its type) and of each attack (its name).
     device_class: Vec<&'static str>,
     device_identity: Vec<String>,
+    /// Devices some attack uses (as attacker or victim): their own traffic being refused
+    /// once they are quarantined is expected.
+    involved: Vec<bool>,
     attack_names: Vec<String>,
     sent: AtomicU64,
     answered: AtomicU64,
@@ -50,9 +53,23 @@ pub struct Recorder {
 #[derive(Debug, Default)]
 struct Inner {
     by_class: BTreeMap<String, BTreeMap<u16, u64>>,
+    failed_by_class: BTreeMap<String, u64>,
+    failures: BTreeMap<&'static str, u64>,
     benign_refused: BTreeMap<String, u64>,
-    /// Per attack, per attacker: `(sent_ns, seen)` of every attack request.
-    attacks: Vec<Vec<Vec<(i64, Seen)>>>,
+    /// Per attack, per attacker: `(sent_ns, done_ns, seen)` of every attack request.
+    attacks: Vec<Vec<Vec<(i64, i64, Seen)>>>,
+}
+
+/// What the labels say about a run besides what was recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunInfo {
+    pub seed: u64,
+    pub mode: RunMode,
+    /// The gateway URL or the output file.
+    pub target: Option<String>,
+    /// Start and end, epoch nanoseconds (attack windows are relative to the start).
+    pub started_at: i64,
+    pub ended_at: i64,
 }
 
 /// Counters at one moment, for progress display.
@@ -75,6 +92,20 @@ impl Recorder {
                 .map(|d| d.device_type.as_str())
                 .collect(),
             device_identity: fleet.devices.iter().map(|d| d.identity.clone()).collect(),
+            involved: {
+                let mut v = vec![false; fleet.devices.len()];
+                for a in plan.attacks() {
+                    for d in a.attackers.iter().filter_map(|x| x.device) {
+                        v[d] = true;
+                    }
+                    for s in &a.victims {
+                        if let Some(d) = fleet.devices.iter().position(|d| d.identity == s.value) {
+                            v[d] = true;
+                        }
+                    }
+                }
+                v
+            },
             attack_names: plan.attacks().iter().map(|a| a.name.clone()).collect(),
             sent: AtomicU64::new(0),
             answered: AtomicU64::new(0),
@@ -99,8 +130,9 @@ impl Recorder {
         }
     }
 
-    /// A request of `source` sent at `sent_ns` ended as `seen`.
-    pub fn record(&self, source: Source, sent_ns: i64, seen: Seen) {
+    /// A request of `source` sent at `sent_ns` ended as `seen` at `done_ns` (its response,
+    /// or the failure).
+    pub fn record(&self, source: Source, sent_ns: i64, done_ns: i64, seen: Seen) {
         match seen {
             Seen::Failed => self.failed.fetch_add(1, Ordering::Relaxed),
             _ => self.answered.fetch_add(1, Ordering::Relaxed),
@@ -113,6 +145,9 @@ impl Recorder {
                 .get(attack)
                 .map_or("unknown", String::as_str),
         };
+        if seen == Seen::Failed {
+            *inner.failed_by_class.entry(class.to_string()).or_default() += 1;
+        }
         if let Some(status) = seen.status() {
             let counts = match inner.by_class.get_mut(class) {
                 Some(c) => c,
@@ -123,6 +158,7 @@ impl Recorder {
         match source {
             Source::Benign(d) => {
                 if seen == Seen::Refused
+                    && !self.involved.get(d).copied().unwrap_or(false)
                     && let Some(id) = self.device_identity.get(d)
                 {
                     *inner.benign_refused.entry(id.clone()).or_default() += 1;
@@ -134,10 +170,16 @@ impl Recorder {
                     .get_mut(attack)
                     .and_then(|a| a.get_mut(attacker))
                 {
-                    v.push((sent_ns, seen));
+                    v.push((sent_ns, done_ns, seen));
                 }
             }
         }
+    }
+
+    /// Why a request got no response (`timeout`, `connect`, `body`, `request`); counted
+    /// in addition to [`Recorder::record`] with [`Seen::Failed`].
+    pub fn failure(&self, kind: &'static str) {
+        *self.inner.lock().failures.entry(kind).or_default() += 1;
     }
 
     /// The counters now.
@@ -155,17 +197,15 @@ impl Recorder {
         self.inner.lock().by_class.clone()
     }
 
-    /// The labels of the run: `offset_ns` turns plan times into epoch nanoseconds.
-    pub fn labels(
-        &self,
-        scenario: &ScenarioConfig,
-        plan: &Plan,
-        seed: u64,
-        mode: RunMode,
-        target: Option<String>,
-        started_at: i64,
-        ended_at: i64,
-    ) -> Labels {
+    /// The labels of the run.
+    pub fn labels(&self, scenario: &ScenarioConfig, plan: &Plan, run: RunInfo) -> Labels {
+        let RunInfo {
+            seed,
+            mode,
+            target,
+            started_at,
+            ended_at,
+        } = run;
         let inner = self.inner.lock();
         let fleet = plan.fleet();
         let attacks = plan
@@ -219,32 +259,41 @@ impl Recorder {
                 failed: self.failed.load(Ordering::Relaxed),
                 late: self.late.load(Ordering::Relaxed),
                 by_class: inner.by_class.clone(),
+                failed_by_class: inner.failed_by_class.clone(),
+                failures: inner
+                    .failures
+                    .iter()
+                    .map(|(k, v)| ((*k).to_string(), *v))
+                    .collect(),
                 benign_refused: inner.benign_refused.clone(),
             },
         }
     }
 }
 
-/// What one attacker's requests add up to.
-fn attacker_label(subjects: Vec<warden_event::Subject>, seen: &[(i64, Seen)]) -> AttackerLabel {
+/// What one attacker's requests add up to. The gateway refused at the latest when the first
+/// refusal came back (a request sent earlier may have waited in the gateway past the
+/// decision), so refusals are timed by their response, and so is what got through before.
+fn attacker_label(
+    subjects: Vec<warden_event::Subject>,
+    seen: &[(i64, i64, Seen)],
+) -> AttackerLabel {
     let first_refused_ns = seen
         .iter()
-        .filter(|(_, s)| *s == Seen::Refused)
-        .map(|(t, _)| *t)
+        .filter(|(_, _, s)| *s == Seen::Refused)
+        .map(|(_, done, _)| *done)
         .min();
-    let through = |(t, s): &&(i64, Seen)| {
-        matches!(s, Seen::Through(_)) && first_refused_ns.is_none_or(|r| *t < r)
-    };
+    let is_through = |s: &Seen| matches!(s, Seen::Through(_));
     AttackerLabel {
         subjects,
         sent: seen.len() as u64,
-        first_sent_ns: seen.iter().map(|(t, _)| *t).min(),
-        through: seen
+        first_sent_ns: seen.iter().map(|(t, _, _)| *t).min(),
+        through: seen.iter().filter(|(_, _, s)| is_through(s)).count() as u64,
+        through_before_refused: seen
             .iter()
-            .filter(|(_, s)| matches!(s, Seen::Through(_)))
+            .filter(|(_, done, s)| is_through(s) && first_refused_ns.is_none_or(|r| *done < r))
             .count() as u64,
-        through_before_refused: seen.iter().filter(through).count() as u64,
-        refused: seen.iter().filter(|(_, s)| *s == Seen::Refused).count() as u64,
+        refused: seen.iter().filter(|(_, _, s)| *s == Seen::Refused).count() as u64,
         first_refused_ns,
     }
 }

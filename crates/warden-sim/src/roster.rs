@@ -111,7 +111,7 @@ impl Fleet {
             }
         }
         // App users own one to three devices of their tenant.
-        let mut rng = StdRng::seed_from_u64(mix_seed(seed, 0x0_57ED));
+        let mut rng = StdRng::seed_from_u64(mix_seed(seed, 0x57ED));
         let mut by_tenant: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         for d in devices.iter().filter(|d| d.device_type.is_device()) {
             by_tenant.entry(d.tenant.clone()).or_default().push(d.index);
@@ -241,4 +241,71 @@ pub fn derive_key(seed: u64, identity: &str) -> String {
         .iter()
         .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    fn scenario(devices: usize) -> ScenarioConfig {
+        let mut s = crate::builtin_scenario("benign")
+            .expect("built in")
+            .expect("valid");
+        s.fleet.devices = devices;
+        s
+    }
+
+    #[test]
+    fn fleets_are_deterministic_and_keys_do_not_depend_on_size() {
+        let a = Fleet::new(&scenario(200), 7);
+        assert_eq!(a, Fleet::new(&scenario(200), 7));
+        assert_ne!(a.fingerprint(), Fleet::new(&scenario(200), 8).fingerprint());
+        let big = Fleet::new(&scenario(400), 7);
+        let key = |f: &Fleet, id: &str| {
+            f.devices
+                .iter()
+                .find(|d| d.identity == id)
+                .map(|d| d.credential.clone())
+        };
+        assert_eq!(key(&a, "sensor-00003"), key(&big, "sensor-00003"));
+        let ids: HashSet<&str> = a.devices.iter().map(|d| d.identity.as_str()).collect();
+        let ips: HashSet<IpAddr> = a.devices.iter().flat_map(|d| d.ips.clone()).collect();
+        assert_eq!(ids.len(), 200);
+        assert_eq!(ips.len(), 200 + a.of_type(DeviceType::MobileApp).len());
+        for d in &a.devices {
+            let Credential::ApiKey { key, .. } = &d.credential;
+            assert_eq!(key.len(), 32);
+            assert!(key.chars().all(|c| c.is_ascii_alphanumeric()));
+            if d.device_type == DeviceType::MobileApp {
+                assert!(!d.owned.is_empty(), "{} owns devices", d.identity);
+                assert!(d.owned.iter().all(|o| a.devices[*o].tenant == d.tenant));
+            }
+        }
+    }
+
+    #[test]
+    fn the_gateway_config_takes_the_fleet() {
+        let fleet = Fleet::new(&scenario(50), 3);
+        let mut config = WardenConfig::default();
+        let upstream: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+        fleet
+            .configure(&mut config, upstream)
+            .expect("valid config");
+        assert_eq!(config.api_keys.len(), 50);
+        assert_eq!(config.routes.len(), SIM_ROUTES.len());
+        assert!(config.gateway.trust_forwarded_for);
+        // Configuring twice replaces rather than duplicates.
+        fleet.configure(&mut config, upstream).expect("again");
+        assert_eq!(config.api_keys.len(), 50);
+        let d = &fleet.devices[0];
+        let k = &config.api_keys[0];
+        assert_eq!(k.identity, d.identity);
+        assert_eq!(
+            k.sha256,
+            warden_config::hash_api_key(d.credential.header().1)
+        );
+        assert_eq!(k.device_type, d.device_type.as_str());
+    }
 }

@@ -1,9 +1,12 @@
 //! One module per subcommand.
 
+pub mod archive;
+pub mod backtest;
 pub mod check;
 pub mod common;
 pub mod eval;
 pub mod parts;
+pub mod query;
 pub mod sim_setup;
 pub mod simulate;
 pub mod up;

@@ -36,6 +36,12 @@ enum Command {
     Simulate(commands::simulate::SimulateArgs),
     /// Evaluate simulated runs: their labels joined with the alerts and quarantines produced.
     Eval(commands::eval::EvalArgs),
+    /// Archive events from the bus into hourly Parquet files (for `query` and `backtest`).
+    Archive(commands::archive::ArchiveArgs),
+    /// Replay archived events through a pipeline, or score a metric series with a detector.
+    Backtest(commands::backtest::BacktestArgs),
+    /// Run DataFusion SQL over the event archive (table `events`).
+    Query(commands::query::QueryArgs),
 }
 
 #[derive(Args)]
@@ -43,6 +49,10 @@ pub struct UpArgs {
     /// Config file (default: built-in demo config).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Also archive every event into hourly Parquet files in this directory (for
+    /// `warden query` and `warden backtest`).
+    #[arg(long)]
+    pub archive: Option<PathBuf>,
     /// Pipeline file (default: pipelines/default.toml, built in).
     #[arg(long)]
     pub pipeline: Option<PathBuf>,
@@ -131,6 +141,9 @@ fn main() -> ExitCode {
             Command::Processor(args) => commands::parts::processor(args).await,
             Command::Simulate(args) => commands::simulate::run(args).await,
             Command::Eval(args) => return commands::eval::run(args).await,
+            Command::Archive(args) => commands::archive::run(args).await,
+            Command::Backtest(args) => commands::backtest::run(args).await,
+            Command::Query(args) => commands::query::run(args).await,
             Command::Check(_) | Command::HashKey { .. } => Ok(()),
         }
         .map(|()| ExitCode::SUCCESS)

@@ -72,6 +72,8 @@ pub struct StackExtras {
     /// The file the processor's pipeline came from: watched and hot-reloaded when it changes
     /// (an invalid change is refused and reported; the running pipeline stays).
     pub pipeline_file: Option<std::path::PathBuf>,
+    /// Archive every event into Parquet (its own consumer group).
+    pub archive: Option<warden_stream::archive::ArchiveConfig>,
 }
 
 /// Running components. Dropping it without [`Stack::stop`] aborts them.
@@ -149,6 +151,16 @@ impl Stack {
                 tokio::spawn(
                     async move { processor.run(bus, shutdown).await.context("processor") },
                 ),
+            ));
+        }
+        if let Some(archive) = extras.archive {
+            let archiver =
+                warden_stream::archive::Archiver::new(archive, config.bus.topics.events.clone());
+            let bus = bus.clone();
+            let shutdown = stopped(rx.clone());
+            stack.tasks.push((
+                "archive",
+                tokio::spawn(async move { archiver.run(bus, shutdown).await.context("archive") }),
             ));
         }
         if parts.dashboard {

@@ -116,12 +116,19 @@ fn peek_does_not_accumulate() {
 fn partial_windows_are_scored_but_not_learned() {
     let mut d = Cusum::new(config(Direction::Both));
     for t in 0..30 {
-        assert!(d.observe(&Sample::of(0, &[t as f64], t * S).partial()).is_none());
+        assert!(
+            d.observe(&Sample::of(0, &[t as f64], t * S).partial())
+                .is_none()
+        );
     }
-    assert!(d.is_empty(), "a filling window (counts rising) teaches nothing");
+    assert!(
+        d.is_empty(),
+        "a filling window (counts rising) teaches nothing"
+    );
     warm(&mut d);
     assert!(
-        d.observe(&Sample::of(0, &[30.0], 30 * S).partial()).is_some(),
+        d.observe(&Sample::of(0, &[30.0], 30 * S).partial())
+            .is_some(),
         "a warm baseline still fires on a partial window"
     );
     assert_eq!(d.save_key(0).expect("state")["samples"], 20, "not learned");

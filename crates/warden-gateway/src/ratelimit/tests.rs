@@ -137,3 +137,22 @@ fn throttle_decisions_apply_the_reduced_rate_to_their_subject() {
     // 1 s at 100/s against 2/s, burst 1: 1 + floor(0.99 × 2) = 2.
     assert_eq!(passed(&l, &c, &k, 100, 10, 10_000), 2);
 }
+
+#[test]
+fn refused_credentials_count_against_the_ip() {
+    let (l, c) = limits("[limits.ip]\nrate_per_s = 1.0\nburst = 3\n");
+    c.set(0);
+    let ip = IpAddr::from([127, 0, 0, 1]);
+    assert_eq!(
+        (0..10)
+            .filter(|_| l.check_unauthenticated(ip).is_ok())
+            .count(),
+        3
+    );
+    assert!(
+        l.check(&key(None, "", "a")).is_err(),
+        "the same bucket as anonymous requests"
+    );
+    let (none, _) = limits("");
+    assert!((0..100).all(|_| none.check_unauthenticated(ip).is_ok()));
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -25,6 +25,9 @@ use warden_config::CertField;
 use super::verifier::REFUSED_CERT;
 use super::{ConnInfo, Rejection, TlsConn, TlsRuntime};
 use crate::identity::cert::PeerCert;
+
+/// Time a client has to send a complete HTTP/1 request head on a TLS connection.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A refused handshake, for the event the gateway emits.
 #[derive(Debug, Clone)]
@@ -130,7 +133,13 @@ pub(crate) async fn serve(
                 req.extensions_mut().insert(info.clone());
                 req
             });
-            let builder = auto::Builder::new(TokioExecutor::new());
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            // A client that connects and then trickles its request head is cut off.
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT);
+            builder.http2().timer(TokioTimer::new());
             let conn = builder
                 .serve_connection_with_upgrades(
                     TokioIo::new(stream),

@@ -51,6 +51,7 @@ fn labels(start: i64, detected_expected: bool) -> Labels {
                 detected: detected_expected,
                 reason: (!detected_expected).then(|| "no detector".into()),
                 min_recall: None,
+                quarantined: detected_expected,
             },
             attackers: vec![
                 attacker("a", start + 41 * S, Some(start + 42 * S)),
@@ -126,7 +127,7 @@ fn an_undetected_attack_that_gets_detected_asks_to_flip_the_expectation() {
     let t0 = 5_000 * S;
     let run = labels(t0, false);
     let f = vec![finding(Subject::identity("a"), t0 + 45 * S, false)];
-    let report = evaluate(&[run.clone()], &f, DEFAULT_GRACE_NS);
+    let report = evaluate(std::slice::from_ref(&run), &f, DEFAULT_GRACE_NS);
     let a = &report.scenarios[0].attacks[0];
     assert!(a.detected && !a.as_expected);
     assert_eq!(a.recall, 0.5);
@@ -142,6 +143,27 @@ fn an_undetected_attack_that_gets_detected_asks_to_flip_the_expectation() {
     let quiet = evaluate(&[run], &[], DEFAULT_GRACE_NS);
     assert!(quiet.scenarios[0].problems().is_empty());
     assert!(!quiet.scenarios[0].attacks[0].detected);
+}
+
+#[test]
+fn an_attack_expected_quarantined_that_is_only_alerted_on_is_a_problem() {
+    let t0 = 7_000 * S;
+    let mut run = labels(t0, true);
+    for x in &mut run.attacks[0].attackers {
+        x.first_refused_ns = None;
+    }
+    let f = vec![
+        finding(Subject::identity("a"), t0 + 45 * S, false),
+        finding(Subject::identity("b"), t0 + 45 * S, false),
+    ];
+    let report = evaluate(&[run], &f, DEFAULT_GRACE_NS);
+    let a = &report.scenarios[0].attacks[0];
+    assert!(a.detected && !a.as_expected);
+    let problems = report.scenarios[0].problems();
+    assert!(
+        problems[0].contains("2 attackers detected but only 0 refused"),
+        "{problems:?}"
+    );
 }
 
 #[test]

@@ -84,6 +84,10 @@ pub struct Expect {
     /// (0, 1] (default 1).
     #[serde(default)]
     pub min_recall: Option<f64>,
+    /// `detected = true` only: every detected attacker must also be refused by the gateway
+    /// (quarantined, not only alerted on). Default false.
+    #[serde(default)]
+    pub quarantined: bool,
 }
 
 macro_rules! each {

@@ -160,6 +160,9 @@ pub(super) fn scenario(s: &ScenarioConfig) -> Vec<ConfigError> {
             ),
             _ => {}
         }
+        if e.quarantined && !e.detected {
+            err(at("expect.quarantined"), "only for detected = true".into());
+        }
         if let Some(r) = e.min_recall {
             if !e.detected {
                 err(at("expect.min_recall"), "only for detected = true".into());

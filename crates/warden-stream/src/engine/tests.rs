@@ -50,14 +50,25 @@ fn event(identity: &str, ts: i64, status: u16) -> RequestEvent {
 /// 100 req/s from `flood_at`. Events are fed in 100 ms batches; returns the outputs with the
 /// event time of the batch that produced them.
 fn run(engine: &mut Engine, secs: i64, flood_at: Option<i64>) -> Vec<(i64, Output)> {
+    run_from(engine, 0, secs, flood_at)
+}
+
+/// Like [`run`], from second `from_s` of the same fleet; times are relative to `from_s` and
+/// so is `flood_at`.
+fn run_from(
+    engine: &mut Engine,
+    from_s: i64,
+    secs: i64,
+    flood_at: Option<i64>,
+) -> Vec<(i64, Output)> {
     let mut out = Vec::new();
-    let base = 1_700_000_000 * S;
+    let base = 1_700_000_000 * S + from_s * S;
     for step in 0..secs * 10 {
         let from = base + step * 100 * MS;
         let mut events = Vec::new();
         for d in 0..40 {
             let offset = (d as i64 * 53 * MS) % (2 * S);
-            let t = (step * 100 * MS - offset).rem_euclid(2 * S);
+            let t = (from_s * S + step * 100 * MS - offset).rem_euclid(2 * S);
             if t < 100 * MS {
                 events.push(event(
                     &format!("dev-{d}"),
@@ -162,4 +173,150 @@ fn a_release_starts_a_cooldown() {
     let outputs = run(&mut engine, 60, Some(40 * S));
     assert!(!outputs.is_empty());
     assert!(outputs.iter().all(|(_, o)| o.decision.is_none()));
+}
+
+#[test]
+fn a_reload_keeps_unchanged_detectors_warm() {
+    let base = pipeline(8.0, "enforce");
+    let mut engine = Engine::new(&base).expect("engine");
+    run(&mut engine, 30, None);
+    // Change another detector: rate_spike and its window keep their state.
+    let mut changed = base.clone();
+    for d in changed.detector.iter_mut() {
+        if let DetectorConfig::Cardinality(c) = d {
+            c.limit = Some(30.0);
+        }
+    }
+    let report = engine.reconfigure(&changed).expect("reload");
+    assert!(
+        report.detectors_kept.contains(&"rate_spike".to_string()),
+        "{report}"
+    );
+    assert!(
+        report.detectors_reset.contains(&"enumeration".to_string()),
+        "{report}"
+    );
+    assert!(report.windows_kept.contains(&"identity_10s".to_string()));
+    assert_eq!(engine.pipeline(), &changed);
+    // The flood (continuing the same event time) is caught at once: the baseline survived.
+    let outputs = run_from(&mut engine, 30, 10, Some(0));
+    assert!(
+        outputs
+            .iter()
+            .any(|(at, o)| o.decision.is_some() && *at <= S),
+        "{outputs:#?}"
+    );
+    // A fresh engine has no baseline yet: nothing within the first second.
+    let mut fresh = Engine::new(&changed).expect("engine");
+    let outputs = run_from(&mut fresh, 30, 10, Some(0));
+    assert!(outputs.iter().all(|(at, _)| *at > S), "{outputs:#?}");
+}
+
+#[test]
+fn a_reload_with_a_broken_sql_feature_changes_nothing() {
+    let base = pipeline(8.0, "enforce");
+    let mut engine = Engine::new(&base).expect("engine");
+    let mut broken = base.clone();
+    for f in broken.feature.iter_mut() {
+        if let FeatureConfig::Sql(s) = f {
+            s.expr = "stddev(status)".into();
+        }
+    }
+    let errs = engine.reconfigure(&broken).expect_err("refused");
+    assert!(errs.0[0].key.ends_with(".expr"), "{errs}");
+    assert_eq!(engine.pipeline(), &base);
+}
+
+#[test]
+fn snapshots_restore_what_detectors_learned() {
+    let base = pipeline(8.0, "enforce");
+    let mut engine = Engine::new(&base).expect("engine");
+    run(&mut engine, 30, None);
+    // Checkpoint dev-7 only (as a per-partition checkpoint would).
+    let snap = engine.snapshot(|_, key| key == "dev-7");
+    let json = serde_json::to_string(&snap).expect("serialise");
+    let snap: EngineSnapshot = serde_json::from_str(&json).expect("deserialise");
+    assert!(snap.windows["identity_10s"].keys.len() == 1);
+    assert!(
+        snap.windows["identity_10s"].keys[0]
+            .detectors
+            .contains_key("rate_spike")
+    );
+    let mut restored = Engine::new(&base).expect("engine");
+    restored.restore(snap).expect("restore");
+    assert_eq!(restored.watermark(), engine.watermark());
+    let outputs = run_from(&mut restored, 30, 10, Some(0));
+    assert!(
+        outputs.iter().any(|(at, o)| o
+            .decision
+            .as_ref()
+            .is_some_and(|d| d.subject == Subject::identity("dev-7"))
+            && *at <= S),
+        "{outputs:#?}"
+    );
+}
+
+#[test]
+fn identity_route_windows_decide_on_the_identity_and_name_the_route() {
+    let p = PipelineConfig::from_toml(
+        r#"
+name = "routes"
+[[window]]
+name = "w"
+key = "identity_route"
+size_ms = 2000
+slide_ms = 1000
+[[feature]]
+name = "hits"
+window = "w"
+type = "count"
+[[detector]]
+name = "hammer"
+type = "threshold"
+feature = "hits"
+above = 50
+[decision]
+quarantine_ttl_s = 60
+"#,
+    )
+    .expect("pipeline");
+    let mut engine = Engine::new(&p).expect("engine");
+    let base = 1_700_000_000 * S;
+    let events: Vec<RequestEvent> = (0..60)
+        .map(|i| event("dev-1", base + i * MS, 200))
+        .collect();
+    let out = engine
+        .process(
+            &warden_event::to_record_batch(&events).expect("batch"),
+            base,
+        )
+        .expect("process");
+    assert_eq!(out.len(), 1, "{out:#?}");
+    let d = out[0].decision.as_ref().expect("decision");
+    assert_eq!(d.subject, Subject::identity("dev-1"));
+    assert!(
+        out[0]
+            .alert
+            .message
+            .starts_with("identity:dev-1 on route telemetry: hits 60 is above 50"),
+        "{}",
+        out[0].alert.message
+    );
+    assert_eq!(engine.keys(), vec![("w".to_string(), 1)]);
+}
+
+#[test]
+fn batches_without_the_event_schema_are_refused() {
+    let mut engine = Engine::new(&pipeline(8.0, "enforce")).expect("engine");
+    let batch = RecordBatch::try_new(
+        std::sync::Arc::new(arrow::datatypes::Schema::new(vec![
+            arrow::datatypes::Field::new("x", arrow::datatypes::DataType::Int32, false),
+        ])),
+        vec![std::sync::Arc::new(arrow::array::Int32Array::from(vec![1]))],
+    )
+    .expect("batch");
+    assert!(matches!(
+        engine.process(&batch, 0),
+        Err(EngineError::Batch(_))
+    ));
 }

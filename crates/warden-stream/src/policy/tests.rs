@@ -1,1 +1,267 @@
+use warden_config::{Combine, DecisionConfig, DetectorAction, Mode};
+use warden_event::{Action, Decision, Subject};
+
 use super::*;
+
+const S: i64 = 1_000_000_000;
+
+fn config() -> DecisionConfig {
+    let mut c = DecisionConfig::with_ttl(60);
+    c.cooldown_s = 30;
+    c.allowlist = vec!["vip".into(), "ip:10.0.0.9".into()];
+    c.max_quarantines_per_minute = 10;
+    c
+}
+
+fn src(detector: &str, action: DetectorAction, weight: f64) -> Source<'_> {
+    Source {
+        detector,
+        mode: Mode::Enforce,
+        action,
+        weight,
+    }
+}
+
+fn q(d: &str) -> Source<'_> {
+    src(d, DetectorAction::Quarantine, 1.0)
+}
+
+fn enforced(v: &Verdict) -> Option<(Action, i64, u32)> {
+    match v {
+        Verdict::Enforce {
+            action,
+            until,
+            offense,
+            ..
+        } => Some((*action, *until, *offense)),
+        _ => None,
+    }
+}
+
+fn decision(subject: Subject, action: Action, at: i64, until: Option<i64>) -> Decision {
+    Decision {
+        v: 1,
+        id: format!("{at}"),
+        subject,
+        action,
+        until,
+        reason: String::new(),
+        detector: "dashboard".into(),
+        score: 0.0,
+        evidence: serde_json::Value::Null,
+        decided_at: at,
+    }
+}
+
+#[test]
+fn quarantines_once_until_expiry_then_escalates() {
+    let mut p = Policy::new(config());
+    let s = Subject::identity("d1");
+    assert_eq!(
+        enforced(&p.decide(&s, &q("det"), true, 0)),
+        Some((Action::Quarantine, 60 * S, 1))
+    );
+    assert_eq!(
+        p.decide(&s, &q("det"), true, S),
+        Verdict::Suppress,
+        "live quarantine"
+    );
+    // Repeat offender: twice the TTL, then four times, capped at max.
+    assert_eq!(
+        enforced(&p.decide(&s, &q("det"), true, 61 * S)),
+        Some((Action::Quarantine, 61 * S + 120 * S, 2))
+    );
+    assert_eq!(
+        enforced(&p.decide(&s, &q("det"), true, 200 * S)),
+        Some((Action::Quarantine, 200 * S + 240 * S, 3))
+    );
+    let mut c = config();
+    c.max_quarantine_ttl_s = 100;
+    let p2 = Policy::new(c);
+    assert_eq!(p2.quarantine_ttl_ns(5), 100 * S, "capped");
+    // Offenses are forgotten after the offense memory.
+    let mut c = config();
+    c.offense_memory_s = 100;
+    let mut p3 = Policy::new(c);
+    p3.decide(&s, &q("det"), true, 0);
+    assert_eq!(
+        enforced(&p3.decide(&s, &q("det"), true, 500 * S)).map(|e| e.2),
+        Some(1)
+    );
+}
+
+#[test]
+fn quarantines_learned_from_the_bus_count_as_offenses() {
+    let mut p = Policy::new(config());
+    let s = Subject::identity("d1");
+    p.apply(&decision(s.clone(), Action::Quarantine, 0, Some(60 * S)));
+    assert_eq!(p.decide(&s, &q("det"), true, S), Verdict::Suppress);
+    assert_eq!(
+        enforced(&p.decide(&s, &q("det"), true, 61 * S)).map(|e| e.2),
+        Some(2)
+    );
+}
+
+#[test]
+fn shadow_allowlist_cooldown_and_cap_alert_only() {
+    let mut c = config();
+    c.max_quarantines_per_minute = 1;
+    let mut p = Policy::new(c);
+    let shadow = Source {
+        mode: Mode::Shadow,
+        ..q("det")
+    };
+    assert_eq!(
+        p.decide(&Subject::identity("a"), &shadow, true, 0),
+        Verdict::AlertOnly("shadow mode".into())
+    );
+    assert_eq!(
+        p.decide(&Subject::identity("a"), &shadow, true, S),
+        Verdict::Suppress,
+        "repeated alert suppressed"
+    );
+    assert_eq!(
+        p.decide(&Subject::identity("vip"), &q("det"), true, 0),
+        Verdict::AlertOnly("allowlisted".into())
+    );
+    let ip = Subject {
+        kind: warden_event::SubjectKind::Ip,
+        value: "10.0.0.9".into(),
+    };
+    assert_eq!(
+        p.decide(&ip, &q("det"), true, 0),
+        Verdict::AlertOnly("allowlisted".into())
+    );
+    assert_eq!(
+        p.decide(&Subject::identity("r"), &q("det"), false, 0),
+        Verdict::AlertOnly("subject kind cannot be enforced on".into())
+    );
+    p.apply(&decision(Subject::identity("b"), Action::Release, 0, None));
+    assert_eq!(
+        p.decide(&Subject::identity("b"), &q("det"), true, 10 * S),
+        Verdict::AlertOnly("released recently (cooldown)".into())
+    );
+    assert!(enforced(&p.decide(&Subject::identity("c"), &q("det"), true, 0)).is_some());
+    assert_eq!(
+        p.decide(&Subject::identity("d"), &q("det"), true, S),
+        Verdict::AlertOnly("quarantine rate cap reached".into())
+    );
+    assert!(
+        enforced(&p.decide(&Subject::identity("d"), &q("det2"), true, 61 * S)).is_some(),
+        "the cap is per minute"
+    );
+}
+
+#[test]
+fn a_release_lifts_a_quarantine_and_old_decisions_do_not_undo_it() {
+    let mut p = Policy::new(config());
+    let s = Subject::identity("d1");
+    p.decide(&s, &q("det"), true, 0);
+    p.apply(&decision(s.clone(), Action::Release, 5 * S, None));
+    // A replay of the older quarantine changes nothing.
+    p.apply(&decision(s.clone(), Action::Quarantine, 0, Some(60 * S)));
+    assert_eq!(
+        p.decide(&s, &q("det"), true, 10 * S),
+        Verdict::Suppress,
+        "alerted on by `det` 10 s ago"
+    );
+    assert_eq!(
+        p.decide(&s, &q("det2"), true, 10 * S),
+        Verdict::AlertOnly("released recently (cooldown)".into())
+    );
+    assert!(
+        enforced(&p.decide(&s, &q("det"), true, 40 * S)).is_some(),
+        "after the cooldown"
+    );
+}
+
+#[test]
+fn throttle_is_softer_and_quarantine_escalates_over_it() {
+    let mut p = Policy::new(config());
+    let s = Subject::identity("d1");
+    let t = src("probing", DetectorAction::Throttle, 1.0);
+    assert_eq!(
+        enforced(&p.decide(&s, &t, true, 0)),
+        Some((Action::Throttle, 300 * S, 1))
+    );
+    assert_eq!(
+        p.decide(&s, &t, true, S),
+        Verdict::Suppress,
+        "already throttled"
+    );
+    assert_eq!(
+        enforced(&p.decide(&s, &q("flood"), true, 2 * S)).map(|e| e.0),
+        Some(Action::Quarantine),
+        "a quarantine-level firing escalates"
+    );
+    let alert = src("new_ip", DetectorAction::Alert, 1.0);
+    assert_eq!(
+        p.decide(&Subject::identity("x"), &alert, true, 0),
+        Verdict::AlertOnly("the detectors only alert".into())
+    );
+}
+
+#[test]
+fn k_of_n_needs_distinct_detectors_within_the_evidence_window() {
+    let mut c = config();
+    c.combine = Combine::KOfN;
+    c.k = 2;
+    c.evidence_window_s = 60;
+    let mut p = Policy::new(c);
+    let s = Subject::identity("d1");
+    assert_eq!(
+        p.decide(&s, &q("a"), true, 0),
+        Verdict::AlertOnly("not enough evidence yet (1 of 2 detectors)".into())
+    );
+    assert_eq!(
+        p.decide(&s, &q("a"), true, S),
+        Verdict::Suppress,
+        "same detector again"
+    );
+    let v = p.decide(&s, &src("b", DetectorAction::Throttle, 1.0), true, 2 * S);
+    match v {
+        Verdict::Enforce {
+            action, detectors, ..
+        } => {
+            assert_eq!(action, Action::Quarantine, "the strongest action asked for");
+            assert_eq!(detectors, ["a", "b"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Evidence expires.
+    let t = 1000 * S;
+    assert!(enforced(&p.decide(&Subject::identity("e"), &q("a"), true, t)).is_none());
+    assert!(enforced(&p.decide(&Subject::identity("e"), &q("b"), true, t + 61 * S)).is_none());
+}
+
+#[test]
+fn weighted_scores_and_minimum_firings() {
+    let mut c = config();
+    c.combine = Combine::Weighted;
+    c.min_score = 1.0;
+    c.min_firings = 3;
+    let mut p = Policy::new(c);
+    let s = Subject::identity("d1");
+    let half = |d: &'static str| src(d, DetectorAction::Quarantine, 0.5);
+    assert!(
+        matches!(p.decide(&s, &half("a"), true, 0), Verdict::AlertOnly(r) if r.contains("1 of 3 firings") && r.contains("weighted score 0.50 of 1"))
+    );
+    assert!(
+        matches!(p.decide(&s, &half("b"), true, S), Verdict::AlertOnly(r) if r == "not enough evidence yet (2 of 3 firings)")
+    );
+    assert!(
+        enforced(&p.decide(&s, &half("a"), true, 2 * S)).is_some(),
+        "1.0 and 3 firings"
+    );
+}
+
+#[test]
+fn prune_forgets_expired_state() {
+    let mut p = Policy::new(config());
+    for i in 0..100 {
+        p.decide(&Subject::identity(format!("d{i}")), &q("det"), true, 0);
+    }
+    p.prune(100_000 * S);
+    assert!(p.active.is_empty() && p.evidence.is_empty() && p.last_alert.is_empty());
+    assert!(p.offenses.is_empty());
+}

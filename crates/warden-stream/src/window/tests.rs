@@ -1,1 +1,153 @@
+use warden_config::{PipelineConfig, WindowConfig, WindowKey};
+use warden_event::{AuthInfo, AuthMethod, AuthResult, Outcome, Protocol, RequestEvent};
+
 use super::*;
+use crate::feature::{Compiler, WindowPlan};
+
+const S: i64 = 1_000_000_000;
+
+fn plan() -> WindowPlan {
+    let p = PipelineConfig::from_toml(
+        r#"
+name = "t"
+[[window]]
+name = "w"
+key = "identity"
+size_ms = 3000
+slide_ms = 1000
+[[feature]]
+name = "n"
+window = "w"
+type = "count"
+[[feature]]
+name = "errors"
+window = "w"
+type = "error_ratio"
+[[feature]]
+name = "paths"
+window = "w"
+type = "distinct"
+field = "path"
+[[detector]]
+name = "d"
+type = "threshold"
+feature = "n"
+above = 100
+[decision]
+quarantine_ttl_s = 60
+"#,
+    )
+    .expect("pipeline");
+    let c = Compiler::new().expect("compiler");
+    let mut plan = WindowPlan::default();
+    for f in &p.feature {
+        plan.add(&c, f).expect("feature");
+    }
+    plan
+}
+
+fn window(plan: &WindowPlan) -> WindowState {
+    WindowState::new(
+        &WindowConfig {
+            name: "w".into(),
+            key: WindowKey::Identity,
+            size_ms: 3000,
+            slide_ms: 1000,
+            allowed_lateness_ms: 0,
+            idle_expiry_ms: 10_000,
+            provisional: true,
+        },
+        plan,
+    )
+}
+
+fn event(ts: i64, status: u16, path: &str) -> RequestEvent {
+    RequestEvent {
+        v: 1,
+        id: "e".into(),
+        gateway: "gw".into(),
+        seq: 0,
+        ts,
+        identity: "k".into(),
+        tenant: String::new(),
+        device_type: String::new(),
+        auth: AuthInfo {
+            method: AuthMethod::ApiKey,
+            result: AuthResult::Ok,
+        },
+        client_ip: "10.0.0.1".into(),
+        protocol: Protocol::Http,
+        method: "GET".into(),
+        route: "r".into(),
+        path: path.into(),
+        status,
+        decision: Outcome::Allowed,
+        latency_us: 1,
+        bytes_in: 0,
+        bytes_out: 0,
+        user_agent: None,
+        tls: None,
+    }
+}
+
+/// Features (n, errors, paths) of `id` over the window ending with `slot`.
+fn features(w: &WindowState, plan: &WindowPlan, id: KeyId, slot: i64) -> Vec<f64> {
+    let (mut sc, mut sk) = (Vec::new(), Vec::new());
+    w.fold(id, slot, plan, &mut sc, &mut sk);
+    let mut values = vec![0.0; plan.values.len()];
+    plan.read_values(&sc, &sk, &mut values);
+    let mut out = Vec::new();
+    plan.features(&values, 1, w.size_secs(), &mut out)
+        .expect("features");
+    out
+}
+
+#[test]
+fn slides_cover_the_last_size_of_time_and_late_events_land_in_their_slot() {
+    let plan = plan();
+    let mut w = window(&plan);
+    let events = [
+        event(0, 200, "/a"),
+        event(S, 500, "/b"),
+        event(S + 1, 200, "/a"),
+        event(2 * S, 503, "/c"),
+        event(3 * S, 200, "/d"),
+        event(S / 2, 200, "/late"),
+    ];
+    let batch = warden_event::to_record_batch(&events).expect("batch");
+    let inputs = plan.evaluate(&batch).expect("inputs");
+    let id = w.intern("k", 0);
+    for (i, e) in events.iter().enumerate() {
+        w.add(id, e.ts, &plan, &inputs, i);
+    }
+    assert_eq!(features(&w, &plan, id, 2), vec![5.0, 0.4, 4.0]);
+    assert_eq!(
+        features(&w, &plan, id, 3),
+        vec![4.0, 0.5, 4.0],
+        "slot 0 left the window"
+    );
+    let nobody = w.intern("other", 3 * S);
+    let f = features(&w, &plan, nobody, 3);
+    assert_eq!(f[0], 0.0);
+    assert!(f[1].is_nan(), "no ratio of nothing");
+    assert_eq!(w.key(id).map(|k| k.first_event_ns), Some(0));
+}
+
+#[test]
+fn trim_drops_old_buckets_and_forgets_idle_keys_whose_ids_are_reused() {
+    let plan = plan();
+    let mut w = window(&plan);
+    let batch = warden_event::to_record_batch(&[event(2 * S, 200, "/a")]).expect("batch");
+    let inputs = plan.evaluate(&batch).expect("inputs");
+    let id = w.intern("k", 2 * S);
+    w.add(id, 2 * S, &plan, &inputs, 0);
+    assert!(w.trim(5, 5 * S).is_empty());
+    assert_eq!(features(&w, &plan, id, 2)[0], 0.0, "old buckets trimmed");
+    assert_eq!(w.trim(20, 20 * S), vec![id]);
+    assert_eq!(w.len(), 0);
+    assert_eq!(w.id("k"), None);
+    let again = w.intern("new", 21 * S);
+    assert_eq!(again, id, "ids are reused");
+    assert_eq!(w.name(again), "new");
+    assert!(w.state_bytes() > 0);
+}

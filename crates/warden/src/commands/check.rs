@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use warden_config::{PipelineConfig, WardenConfig};
+use warden_config::WardenConfig;
 
 use crate::CheckArgs;
 
@@ -45,7 +45,7 @@ pub fn run(args: &CheckArgs) -> ExitCode {
         }
     }
     for path in &args.pipeline {
-        match PipelineConfig::load(path) {
+        match warden_stream::load_pipeline(path) {
             Ok(_) => println!("{}: ok", path.display()),
             Err(errs) => {
                 problems += errs.0.len();

@@ -17,7 +17,7 @@ pub fn load_config(path: Option<&Path>, brokers: Option<String>) -> anyhow::Resu
 
 pub fn load_pipeline(path: Option<&Path>) -> anyhow::Result<PipelineConfig> {
     match path {
-        Some(p) => PipelineConfig::load(p).map_err(|e| anyhow::anyhow!("{e}")),
+        Some(p) => warden_stream::load_pipeline(p).map_err(|e| anyhow::anyhow!("{e}")),
         None => default_pipeline(),
     }
 }

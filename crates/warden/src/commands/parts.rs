@@ -1,6 +1,6 @@
 //! `warden gateway` and `warden processor`: the parts on their own, against Kafka.
 
-use warden::{Stack, StackParts, ensure_topics, make_bus};
+use warden::{Stack, StackExtras, StackParts, ensure_topics, make_bus};
 
 use super::common::{load_config, load_pipeline, run_until_signal};
 use crate::{PartArgs, ProcessorArgs};
@@ -27,13 +27,17 @@ pub async fn processor(args: ProcessorArgs) -> anyhow::Result<()> {
     let pipeline = load_pipeline(args.pipeline.as_deref())?;
     let bus = make_bus(&config)?;
     ensure_topics(&*bus, &config).await?;
-    let stack = Stack::start(
+    let stack = Stack::start_with(
         bus,
         &config,
         StackParts {
             gateway: false,
             processor: Some(pipeline),
             dashboard: !args.no_dashboard,
+        },
+        StackExtras {
+            pipeline_file: args.pipeline.clone(),
+            archive: None,
         },
     )
     .await?;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use warden::demo::demo_config;
-use warden::{Stack, StackParts, ensure_topics, make_bus};
+use warden::{Stack, StackExtras, StackParts, ensure_topics, make_bus};
 
 use super::common::{load_config, load_pipeline, run_until_signal};
 use super::sim_setup::{self, SimChoice};
@@ -51,13 +51,25 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     let bus = make_bus(&config)?;
     ensure_topics(&*bus, &config).await?;
-    let stack = Stack::start(
+    let archive = args
+        .archive
+        .clone()
+        .map(|dir| {
+            let c = warden_stream::archive::ArchiveConfig::new(dir);
+            c.validate().map(|()| c).map_err(|e| anyhow::anyhow!("{e}"))
+        })
+        .transpose()?;
+    let stack = Stack::start_with(
         bus,
         &config,
         StackParts {
             gateway: true,
             processor: Some(pipeline),
             dashboard: true,
+        },
+        StackExtras {
+            pipeline_file: args.pipeline.clone(),
+            archive,
         },
     )
     .await?;

@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# Load comparison on one machine, in one run: the same POST of a small JSON body sent with wrk
+#   1. directly to the backend,
+#   2. through nginx as a plain reverse proxy (keep-alive upstream, no access log),
+#   3. through the Warden gateway with every layer on: API-key identity, 100k live
+#      quarantines, three rate limits (set high enough never to refuse), RBAC with owner
+#      scoping, content-type + JSON Schema validation, one event per request to the bus.
+# Prints throughput and latency percentiles of each as a Markdown table.
+#
+#   DURATION (default 15s)  CONNS (64)  THREADS (2)  WARMUP (3s)
+#   PORT_BASE (18080): gateway = PORT_BASE, backend = +1, nginx = +2
+#
+# Installs nginx and wrk from Debian when missing (needs root; nginx's service is not started).
+# Not part of the CI run. Results and method: docs/BENCHMARKS.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION="${DURATION:-15s}"
+CONNS="${CONNS:-64}"
+THREADS="${THREADS:-2}"
+WARMUP="${WARMUP:-3s}"
+PORT_BASE="${PORT_BASE:-18080}"
+GW="127.0.0.1:${PORT_BASE}"
+BACKEND="127.0.0.1:$((PORT_BASE + 1))"
+NGINX="127.0.0.1:$((PORT_BASE + 2))"
+
+if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
+  echo "== installing nginx and wrk"
+  # Keep the package's service from starting on port 80.
+  created_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    created_policy=1
+  fi
+  apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-core wrk >/dev/null
+  [ -n "$created_policy" ] && rm -f /usr/sbin/policy-rc.d
+fi
+
+echo "== building warden-bench-server (release)"
+cargo build --release -q -p warden-benches --bin warden-bench-server
+TARGET="${CARGO_TARGET_DIR:-target}"
+SERVER="$TARGET/release/warden-bench-server"
+
+TMP="$(mktemp -d)"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+# Start a process in the background and wait for its `ready` line (or its port for nginx).
+start() {
+  local name="$1"; shift
+  "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
+  PIDS+=("$!")
+  for _ in $(seq 1 600); do
+    if grep -q ready "$TMP/$name.out" 2>/dev/null; then return 0; fi
+    if ! kill -0 "${PIDS[-1]}" 2>/dev/null; then
+      echo "$name exited:"; cat "$TMP/$name.err"; exit 1
+    fi
+    sleep 0.1
+  done
+  echo "$name did not start"; exit 1
+}
+
+wait_port() {
+  for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "nothing listens on $1"; exit 1
+}
+
+start backend "$SERVER" backend "$BACKEND"
+start gateway "$SERVER" gateway "$GW" "$BACKEND"
+GW_PID="${PIDS[-1]}"
+
+mkdir -p "$TMP/nginx"
+cat >"$TMP/nginx.conf" <<EOF
+worker_processes $(nproc);
+pid $TMP/nginx/nginx.pid;
+error_log $TMP/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $TMP/nginx/body;
+  proxy_temp_path $TMP/nginx/proxy;
+  fastcgi_temp_path $TMP/nginx/fastcgi;
+  uwsgi_temp_path $TMP/nginx/uwsgi;
+  scgi_temp_path $TMP/nginx/scgi;
+  upstream backend { server $BACKEND; keepalive 128; }
+  server {
+    listen $NGINX;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+EOF
+nginx -c "$TMP/nginx.conf" -g 'daemon off;' 2>"$TMP/nginx.err" &
+PIDS+=("$!")
+wait_port "$NGINX"
+
+cat >"$TMP/post.lua" <<'EOF'
+wrk.method = "POST"
+wrk.body = '{"t":21.5,"h":40.1,"seq":12345}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["X-Api-Key"] = "bench-key-dev-1-0123456789abcdef"
+EOF
+
+URL_PATH="/api/devices/dev-1/telemetry"
+declare -A RPS P50 P90 P99 ERRS
+run() {
+  local name="$1" addr="$2"
+  wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" -s "$TMP/post.lua" "http://$addr$URL_PATH" >/dev/null
+  wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s "$TMP/post.lua" \
+    "http://$addr$URL_PATH" >"$TMP/$name.wrk"
+  RPS[$name]=$(awk '/^Requests\/sec/ {print $2}' "$TMP/$name.wrk")
+  P50[$name]=$(awk '$1 == "50%" {print $2}' "$TMP/$name.wrk")
+  P90[$name]=$(awk '$1 == "90%" {print $2}' "$TMP/$name.wrk")
+  P99[$name]=$(awk '$1 == "99%" {print $2}' "$TMP/$name.wrk")
+  ERRS[$name]=$(awk '/Non-2xx/ {print $5} /Socket errors/ {print "socket-errors"}' "$TMP/$name.wrk" | paste -sd' ')
+  echo "-- $name: ${RPS[$name]} req/s, p99 ${P99[$name]}"
+}
+
+echo "== $(nproc) cores; wrk -t$THREADS -c$CONNS -d$DURATION (after a $WARMUP warm-up each)"
+run direct "$BACKEND"
+run nginx "$NGINX"
+run warden "$GW"
+GW_RSS_KB=$(ps -o rss= -p "$GW_PID" | tr -d ' ')
+
+echo
+echo "| target | requests/s | p50 | p90 | p99 | errors |"
+echo "| --- | ---: | ---: | ---: | ---: | --- |"
+for n in direct nginx warden; do
+  echo "| $n | ${RPS[$n]} | ${P50[$n]} | ${P90[$n]} | ${P99[$n]} | ${ERRS[$n]:-none} |"
+done
+echo
+echo "warden gateway RSS after the run: $((GW_RSS_KB / 1024)) MiB"
+for n in direct nginx warden; do
+  if [ -n "${ERRS[$n]:-}" ]; then echo "WARNING: $n had errors: ${ERRS[$n]}"; fi
+done

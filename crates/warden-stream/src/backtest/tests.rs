@@ -1,0 +1,172 @@
+use warden_event::{AuthInfo, AuthMethod, AuthResult, Outcome, Protocol, RequestEvent};
+
+use super::*;
+use crate::archive::ArchiveWriter;
+
+const S: i64 = 1_000_000_000;
+const T0: i64 = 1_767_603_600 * S;
+
+fn event(identity: &str, ts: i64) -> RequestEvent {
+    RequestEvent {
+        v: 1,
+        id: format!("{identity}-{ts}"),
+        gateway: "gw".into(),
+        seq: 0,
+        ts,
+        identity: identity.into(),
+        tenant: "t".into(),
+        device_type: "sensor".into(),
+        auth: AuthInfo {
+            method: AuthMethod::ApiKey,
+            result: AuthResult::Ok,
+        },
+        client_ip: "10.0.0.1".into(),
+        protocol: Protocol::Http,
+        method: "POST".into(),
+        route: "telemetry".into(),
+        path: format!("/api/devices/{identity}/telemetry"),
+        status: 201,
+        decision: Outcome::Allowed,
+        latency_us: 100,
+        bytes_in: 10,
+        bytes_out: 10,
+        user_agent: None,
+        tls: None,
+    }
+}
+
+fn pipeline() -> PipelineConfig {
+    crate::load_pipeline(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/default.toml"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[tokio::test]
+async fn replaying_an_archive_reports_what_would_have_happened() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut w = ArchiveWriter::new(dir.path().to_path_buf(), 1 << 20).expect("writer");
+    // 50 devices, one request a second each, for 2 minutes; dev-7 floods at 50/s from 60 s.
+    let mut events = Vec::new();
+    for sec in 0..120i64 {
+        for d in 0..50 {
+            events.push(event(&format!("dev-{d}"), T0 + sec * S + d * 13_000_000));
+        }
+        if sec >= 60 {
+            for k in 0..50 {
+                events.push(event("dev-7", T0 + sec * S + k * 20_000_000));
+            }
+        }
+    }
+    // Written out of order and in two files: the replay sorts by event time.
+    let (a, b) = events.split_at(events.len() / 2);
+    w.write(&warden_event::to_record_batch(b).expect("batch"))
+        .expect("write");
+    w.close_all().expect("close");
+    w.write(&warden_event::to_record_batch(a).expect("batch"))
+        .expect("write");
+    w.close_all().expect("close");
+
+    let report = replay(&pipeline(), dir.path()).await.expect("replay");
+    assert_eq!(report.events, events.len() as u64);
+    assert_eq!(report.late_events, 0, "sorted by event time");
+    assert_eq!(report.from, Some(T0));
+    assert_eq!(
+        report.quarantined.iter().collect::<Vec<_>>(),
+        ["identity:dev-7"]
+    );
+    let spike = &report.by_detector["rate_spike"];
+    assert_eq!(spike.quarantines, 1);
+    let first = report
+        .alerts
+        .iter()
+        .find(|a| a.action == Some(Action::Quarantine))
+        .expect("quarantine alert");
+    assert!(
+        first.ts - (T0 + 60 * S) <= S,
+        "within a second of the flood"
+    );
+    let table = report.table();
+    assert!(table.contains("would quarantine 1 subject(s)"), "{table}");
+    assert!(table.contains("rate_spike"), "{table}");
+    let json = serde_json::to_value(&report).expect("json");
+    assert_eq!(json["quarantined"][0], "identity:dev-7");
+    assert!(
+        replay(&pipeline(), &dir.path().join("missing"))
+            .await
+            .is_err()
+    );
+}
+
+fn csv(values: &[f64]) -> String {
+    let mut s = String::from("timestamp,value\n");
+    for (i, v) in values.iter().enumerate() {
+        s.push_str(&format!("2014-04-01 00:{:02}:{:02},{v}\n", i / 60, i % 60));
+    }
+    s
+}
+
+#[test]
+fn a_series_gets_a_score_per_row_and_the_spike_fires() {
+    let mut values: Vec<f64> = (0..200)
+        .map(|i| 10.0 + ((i * 7) % 5) as f64 * 0.2)
+        .collect();
+    values[150] = 60.0;
+    for kind in ["ewma_zscore", "mad", "cusum"] {
+        let d = series_detector(kind, &[]).unwrap_or_else(|e| panic!("{e}"));
+        let rows = run_series(&d, &csv(&values)).expect("rows");
+        assert_eq!(rows.len(), 200);
+        let fired: Vec<usize> = rows
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.anomaly)
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(fired.first(), Some(&150), "{kind}: {fired:?}");
+        assert!(rows[150].score > rows[149].score * 3.0, "{kind}");
+        assert_eq!(rows[0].timestamp, "2014-04-01 00:00:00");
+    }
+    let d = series_detector("threshold", &[("above".into(), "50".into())]).expect("threshold");
+    let rows = run_series(&d, &csv(&values)).expect("rows");
+    assert_eq!(rows.iter().filter(|r| r.anomaly).count(), 1);
+    let out = render_series(&rows);
+    assert!(
+        out.starts_with("timestamp,value,score,anomaly\n2014-04-01 00:00:00,10,0.200000,0\n"),
+        "{out}"
+    );
+}
+
+#[test]
+fn series_mistakes_are_reported() {
+    let e = series_detector("novelty", &[]).expect_err("no series");
+    assert!(
+        e.to_string().contains("cannot score a metric series"),
+        "{e}"
+    );
+    let e = series_detector(
+        "mad",
+        &[
+            ("threshold".into(), "-1".into()),
+            ("colour".into(), "red".into()),
+        ],
+    )
+    .expect_err("bad params");
+    let text = e.to_string();
+    assert!(text.contains("colour"), "{text}");
+    let e = series_detector("threshold", &[]).expect_err("needs a bound");
+    assert!(e.to_string().contains("detector.above"), "{e}");
+    let d = series_detector("mad", &[]).expect("mad");
+    let err = run_series(&d, "timestamp,value\n1,2\n2,x\n").expect_err("bad value");
+    assert_eq!(err.to_string(), "series line 3: value `x` is not a number");
+    let err = run_series(&d, "time,value\n1,2\n").expect_err("bad header");
+    assert!(err.to_string().contains("no `timestamp` column"), "{err}");
+    let err = run_series(&d, "timestamp,value\nyesterday,2\n").expect_err("bad time");
+    assert!(
+        err.to_string()
+            .starts_with("series line 2: unreadable timestamp"),
+        "{err}"
+    );
+    let rows =
+        run_series(&d, "value,timestamp\n5,1396310400\n6,1396310460\n").expect("epoch seconds");
+    assert_eq!(rows.len(), 2);
+}

@@ -1,0 +1,33 @@
+//! `warden query "SQL"`: DataFusion SQL over the event archive (table `events`).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use warden_stream::query::{Format, query, render};
+
+#[derive(Args)]
+pub struct QueryArgs {
+    /// The query, e.g. `select identity, count(*) from events where decision <> 'allowed'
+    /// group by identity order by 2 desc limit 10`.
+    pub sql: String,
+    /// Archive directory (as written by `warden archive`).
+    #[arg(long, default_value = "archive")]
+    pub archive: PathBuf,
+    /// Output: `table`, `csv` or `json`.
+    #[arg(long, default_value = "table")]
+    pub format: String,
+}
+
+pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
+    let format: Format = args
+        .format
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!(e))?;
+    let batches = query(&args.archive, &args.sql)
+        .await
+        .with_context(|| format!("querying {}", args.archive.display()))?;
+    let text = render(&batches, format)?;
+    println!("{}", text.trim_end());
+    Ok(())
+}
