@@ -206,6 +206,11 @@ pub async fn full_loop(base: WardenConfig) -> anyhow::Result<()> {
     let flooder = devices[0].clone();
     let normal = devices[1].clone();
 
+    // Each run gets its own spool (used with Kafka): sequence numbers continue across restarts
+    // of a gateway with the same spool, and this test expects them from 0.
+    let spool = tempfile::tempdir()?;
+    let mut base = base;
+    base.gateway.spool.dir = spool.path().display().to_string();
     let config_a = config(&base, "gw-a", upstream_addr, &devices);
     let bus = make_bus(&config_a)?;
     ensure_topics(&*bus, &config_a).await?;

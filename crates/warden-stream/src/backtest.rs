@@ -166,42 +166,40 @@ fn replay_batch(
     batch: &RecordBatch,
     report: &mut BacktestReport,
 ) -> Result<(), BacktestError> {
-    {
-        let ts = batch
-            .column_by_name("ts")
-            .and_then(|c| c.as_primitive_opt::<TimestampNanosecondType>())
-            .map(|a| a.values().clone())
-            .unwrap_or_default();
-        let (first, last) = (ts.first().copied(), ts.last().copied());
-        report.from = report.from.or(first);
-        report.to = last.or(report.to);
-        report.events += batch.num_rows() as u64;
-        let now = last.unwrap_or_default();
-        for out in engine.process(batch, now)? {
-            let a = &out.alert;
-            let s = report.by_detector.entry(a.detector.clone()).or_default();
-            s.alerts += 1;
-            s.subjects.insert(a.subject.to_string());
-            match a.action {
-                Some(Action::Quarantine) => {
-                    s.quarantines += 1;
-                    report.quarantined.insert(a.subject.to_string());
-                }
-                Some(Action::Throttle) => {
-                    s.throttles += 1;
-                    report.throttled.insert(a.subject.to_string());
-                }
-                _ => {}
+    let ts = batch
+        .column_by_name("ts")
+        .and_then(|c| c.as_primitive_opt::<TimestampNanosecondType>())
+        .map(|a| a.values().clone())
+        .unwrap_or_default();
+    let (first, last) = (ts.first().copied(), ts.last().copied());
+    report.from = report.from.or(first);
+    report.to = last.or(report.to);
+    report.events += batch.num_rows() as u64;
+    let now = last.unwrap_or_default();
+    for out in engine.process(batch, now)? {
+        let a = &out.alert;
+        let s = report.by_detector.entry(a.detector.clone()).or_default();
+        s.alerts += 1;
+        s.subjects.insert(a.subject.to_string());
+        match a.action {
+            Some(Action::Quarantine) => {
+                s.quarantines += 1;
+                report.quarantined.insert(a.subject.to_string());
             }
-            report.alerts.push(Finding {
-                ts: now,
-                subject: a.subject.to_string(),
-                detector: a.detector.clone(),
-                score: a.score,
-                action: a.action,
-                message: a.message.clone(),
-            });
+            Some(Action::Throttle) => {
+                s.throttles += 1;
+                report.throttled.insert(a.subject.to_string());
+            }
+            _ => {}
         }
+        report.alerts.push(Finding {
+            ts: now,
+            subject: a.subject.to_string(),
+            detector: a.detector.clone(),
+            score: a.score,
+            action: a.action,
+            message: a.message.clone(),
+        });
     }
     Ok(())
 }
