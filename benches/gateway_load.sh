@@ -9,6 +9,7 @@
 #
 #   DURATION (default 15s)  CONNS (64)  THREADS (2)  WARMUP (3s)
 #   PORT_BASE (18080): gateway = PORT_BASE, backend = +1, nginx = +2
+#   WARDEN_BENCH_SERVER: use this warden-bench-server binary instead of building one
 #
 # Installs nginx and wrk from Debian when missing (needs root; nginx's service is not started).
 # Not part of the CI run. Results and method: docs/BENCHMARKS.md.
@@ -38,10 +39,13 @@ if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
   [ -n "$created_policy" ] && rm -f /usr/sbin/policy-rc.d
 fi
 
-echo "== building warden-bench-server (release)"
-cargo build --release -q -p warden-benches --bin warden-bench-server
-TARGET="${CARGO_TARGET_DIR:-target}"
-SERVER="$TARGET/release/warden-bench-server"
+if [ -n "${WARDEN_BENCH_SERVER:-}" ]; then
+  SERVER="$WARDEN_BENCH_SERVER"   # an already built binary
+else
+  echo "== building warden-bench-server (release)"
+  cargo build --release -q -p warden-benches --bin warden-bench-server
+  SERVER="${CARGO_TARGET_DIR:-target}/release/warden-bench-server"
+fi
 
 TMP="$(mktemp -d)"
 PIDS=()

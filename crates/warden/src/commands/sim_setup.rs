@@ -126,6 +126,16 @@ mod tests {
             ..base.clone()
         };
         assert!(resolve(&both).is_err());
+        let tiny = SimChoice {
+            scenario: "botnet_flood".into(),
+            devices: Some(5),
+            ..base.clone()
+        };
+        let err = format!("{:#}", resolve(&tiny).expect_err("12 bots among 5 devices"));
+        assert!(
+            err.contains("12 distinct temperature_sensor devices"),
+            "{err}"
+        );
         let missing = SimChoice {
             scenario: "nope".into(),
             ..base
