@@ -22,6 +22,7 @@ pub mod accelerated;
 mod device;
 pub mod eval;
 mod fleet;
+pub mod issuer;
 mod keys;
 pub mod labels;
 pub mod live;

@@ -57,6 +57,8 @@ pub enum SimError {
     Detection(crate::accelerated::DetectError),
     #[error("parquet: {0}")]
     Parquet(#[from] parquet::errors::ParquetError),
+    #[error("issuing the fleet's tokens: {0}")]
+    Token(String),
     #[error("{path}: {source}")]
     Io {
         path: String,
@@ -88,13 +90,13 @@ pub async fn run_live(
     let fleet = plan.fleet();
     let credentials: Arc<Vec<(HeaderName, HeaderValue)>> = Arc::new(
         fleet
-            .devices
-            .iter()
-            .map(|d| {
-                let (name, value) = d.credential.header();
+            .credential_headers(warden_event::now_ns() / 1_000_000_000)
+            .map_err(|e| SimError::Token(e.to_string()))?
+            .into_iter()
+            .map(|(name, value)| {
                 (
                     HeaderName::from_static(name),
-                    HeaderValue::from_str(value).unwrap_or(HeaderValue::from_static("invalid")),
+                    HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("invalid")),
                 )
             })
             .collect(),

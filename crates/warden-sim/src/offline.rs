@@ -57,9 +57,7 @@ impl Offline {
             .fleet()
             .devices
             .iter()
-            .map(|d| match &d.credential {
-                Credential::ApiKey { key, .. } => (key.clone(), d.index),
-            })
+            .filter_map(|d| Some((d.credential.api_key()?.to_string(), d.index)))
             .collect();
         Self {
             recorder: Recorder::new(&plan),
@@ -236,7 +234,12 @@ impl Offline {
             Auth::Device(d) => Some(Some(*d)),
             Auth::Key(k) => Some(self.keys.get(k).copied()),
         };
-        e.auth.method = AuthMethod::ApiKey;
+        e.auth.method = match &r.auth {
+            Auth::Device(d) if self.plan.fleet().devices[*d].credential == Credential::Jwt => {
+                AuthMethod::Jwt
+            }
+            _ => AuthMethod::ApiKey,
+        };
         let d = match device {
             None => {
                 e.auth.result = AuthResult::Missing;
@@ -254,9 +257,10 @@ impl Offline {
         e.identity = d.identity.clone();
         e.tenant = d.tenant.clone();
         e.device_type = d.device_type.as_str().to_string();
-        let Credential::ApiKey { id: key_id, .. } = &d.credential;
         let refused = self.quarantined(SubjectKind::Identity, &d.identity, now)
-            || self.quarantined(SubjectKind::ApiKey, key_id, now)
+            || d.credential
+                .key_id()
+                .is_some_and(|k| self.quarantined(SubjectKind::ApiKey, k, now))
             || self.quarantined(SubjectKind::Tenant, &d.tenant, now)
             || self.quarantined(SubjectKind::Ip, ip, now);
         if refused {

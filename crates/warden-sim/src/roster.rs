@@ -4,12 +4,14 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 use warden_config::{ApiKeyConfig, ConfigError, ConfigErrors, RouteConfig, WardenConfig};
 
+use crate::issuer::{SIM_AUDIENCE, SIM_ISSUER, SimIssuer};
 use crate::{DeviceType, ScenarioConfig, mix_seed};
 
 /// Tenant names, used in turn (`tenant-N` beyond them).
@@ -31,9 +33,9 @@ pub const SIM_ROUTES: [(&str, &str, &[&str]); 9] = [
     ("api_v1", "/api/v1", &[]),
 ];
 
-/// How a simulated device proves who it is. API keys are what the gateway supports today;
-/// JWTs and client certificates become variants here (with what they need to register at
-/// the gateway and to present on a request) when the gateway supports them.
+/// How a simulated device proves who it is: sensors, cameras, meters and app users send an
+/// API key; industrial gateways a bearer JWT from the simulated identity provider
+/// ([`crate::issuer`]). (Client certificates are not simulated yet.)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Credential {
     /// An API key sent as `X-Api-Key`.
@@ -43,13 +45,25 @@ pub enum Credential {
         /// The key in clear.
         key: String,
     },
+    /// A bearer JWT (`Authorization: Bearer …`) signed by the fleet's issuer for the device's
+    /// identity, issued when a run starts.
+    Jwt,
 }
 
 impl Credential {
-    /// The header that presents this credential on a request.
-    pub fn header(&self) -> (&'static str, &str) {
+    /// The API key in clear, for key credentials.
+    pub fn api_key(&self) -> Option<&str> {
         match self {
-            Credential::ApiKey { key, .. } => ("x-api-key", key),
+            Credential::ApiKey { key, .. } => Some(key),
+            Credential::Jwt => None,
+        }
+    }
+
+    /// The gateway's name for the credential's subject (`api_keys[].id`), for key credentials.
+    pub fn key_id(&self) -> Option<&str> {
+        match self {
+            Credential::ApiKey { id, .. } => Some(id),
+            Credential::Jwt => None,
         }
     }
 }
@@ -95,12 +109,17 @@ impl Fleet {
                 if t == DeviceType::MobileApp {
                     ips.push(IpAddr::V4(Ipv4Addr::from(0x6440_0001 + index as u32)));
                 }
-                devices.push(SimDevice {
-                    index,
-                    credential: Credential::ApiKey {
+                let credential = if t == DeviceType::IndustrialGateway {
+                    Credential::Jwt
+                } else {
+                    Credential::ApiKey {
                         id: format!("key-{identity}"),
                         key: derive_key(seed, &identity),
-                    },
+                    }
+                };
+                devices.push(SimDevice {
+                    index,
+                    credential,
                     identity,
                     device_type: t,
                     tenant: tenant_name(index % tenants),
@@ -145,8 +164,8 @@ impl Fleet {
     pub fn api_keys(&self) -> Result<Vec<ApiKeyConfig>, ConfigErrors> {
         self.devices
             .iter()
-            .map(|d| match &d.credential {
-                Credential::ApiKey { id, key } => from_json(
+            .filter_map(|d| match &d.credential {
+                Credential::ApiKey { id, key } => Some(from_json(
                     "api_keys",
                     serde_json::json!({
                         "id": id,
@@ -156,7 +175,32 @@ impl Fleet {
                         "device_type": d.device_type.as_str(),
                         "roles": [if d.device_type.is_device() { "device" } else { "app_user" }],
                     }),
-                ),
+                )),
+                Credential::Jwt => None,
+            })
+            .collect()
+    }
+
+    /// The issuer of the fleet's bearer tokens.
+    pub fn issuer(&self) -> SimIssuer {
+        SimIssuer::new(self.seed)
+    }
+
+    /// The headers presenting each device's credential (in [`Fleet::devices`] order), with
+    /// tokens issued at `now_s` (Unix seconds).
+    pub fn credential_headers(
+        &self,
+        now_s: i64,
+    ) -> Result<Vec<(&'static str, String)>, jsonwebtoken::errors::Error> {
+        let issuer = self.issuer();
+        self.devices
+            .iter()
+            .map(|d| match &d.credential {
+                Credential::ApiKey { key, .. } => Ok(("x-api-key", key.clone())),
+                Credential::Jwt => Ok((
+                    "authorization",
+                    format!("Bearer {}", issuer.token(d, now_s)?),
+                )),
             })
             .collect()
     }
@@ -167,15 +211,63 @@ impl Fleet {
         let mut h = Sha256::new();
         for d in &self.devices {
             h.update(d.identity.as_bytes());
-            h.update(d.credential.header().1.as_bytes());
+            h.update(d.credential.api_key().unwrap_or("jwt").as_bytes());
         }
+        h.update(self.issuer().kid().as_bytes());
         hex::encode(&h.finalize()[..6])
     }
 
+    /// [`Fleet::configure`], writing the issuer's JWKS into `jwks_dir`.
+    pub fn configure_in(
+        &self,
+        config: &mut WardenConfig,
+        upstream: SocketAddr,
+        jwks_dir: &Path,
+    ) -> Result<(), ConfigErrors> {
+        if self
+            .devices
+            .iter()
+            .any(|d| matches!(d.credential, Credential::Jwt))
+        {
+            if let Some(jwt) = &config.identity.jwt {
+                if jwt.issuer != SIM_ISSUER {
+                    return Err(ConfigError::new(
+                        "identity.jwt",
+                        format!(
+                            "already configured for issuer {}; the simulated fleet's industrial gateways need the simulator's issuer ({SIM_ISSUER}): run the simulation against a gateway without [identity.jwt]",
+                            jwt.issuer
+                        ),
+                    )
+                    .into());
+                }
+            }
+            let file = self.issuer().write_jwks(jwks_dir)?;
+            config.identity.jwt = Some(from_json(
+                "identity.jwt",
+                serde_json::json!({
+                    "issuer": SIM_ISSUER,
+                    "audiences": [SIM_AUDIENCE],
+                    "algorithms": ["EdDSA"],
+                    "jwks_file": file,
+                }),
+            )?);
+        }
+        self.configure_routes_and_keys(config, upstream)
+    }
+
     /// Add what the fleet needs to a gateway config: the simulated backend's routes (to
-    /// `upstream`), the fleet's keys, and `trust_forwarded_for` (the simulator sets each
-    /// device's source address in `X-Forwarded-For`). Routes of the same name are replaced.
+    /// `upstream`), the fleet's keys, the simulated issuer's JWT settings (its JWKS written to
+    /// `$TMPDIR/warden-sim/`), and `trust_forwarded_for` (the simulator sets each device's
+    /// source address in `X-Forwarded-For`). Routes and keys of the same name are replaced.
     pub fn configure(
+        &self,
+        config: &mut WardenConfig,
+        upstream: SocketAddr,
+    ) -> Result<(), ConfigErrors> {
+        self.configure_in(config, upstream, &std::env::temp_dir().join("warden-sim"))
+    }
+
+    fn configure_routes_and_keys(
         &self,
         config: &mut WardenConfig,
         upstream: SocketAddr,
@@ -275,9 +367,14 @@ mod tests {
         assert_eq!(ids.len(), 200);
         assert_eq!(ips.len(), 200 + a.of_type(DeviceType::MobileApp).len());
         for d in &a.devices {
-            let Credential::ApiKey { key, .. } = &d.credential;
-            assert_eq!(key.len(), 32);
-            assert!(key.chars().all(|c| c.is_ascii_alphanumeric()));
+            match &d.credential {
+                Credential::ApiKey { key, .. } => {
+                    assert_ne!(d.device_type, DeviceType::IndustrialGateway);
+                    assert_eq!(key.len(), 32);
+                    assert!(key.chars().all(|c| c.is_ascii_alphanumeric()));
+                }
+                Credential::Jwt => assert_eq!(d.device_type, DeviceType::IndustrialGateway),
+            }
             if d.device_type == DeviceType::MobileApp {
                 assert!(!d.owned.is_empty(), "{} owns devices", d.identity);
                 assert!(d.owned.iter().all(|o| a.devices[*o].tenant == d.tenant));
@@ -288,24 +385,48 @@ mod tests {
     #[test]
     fn the_gateway_config_takes_the_fleet() {
         let fleet = Fleet::new(&scenario(50), 3);
+        let with_keys = fleet
+            .devices
+            .iter()
+            .filter(|d| d.credential.api_key().is_some())
+            .count();
+        assert!(with_keys < 50, "industrial gateways use tokens");
         let mut config = WardenConfig::default();
         let upstream: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+        let dir = tempfile::tempdir().expect("dir");
         fleet
-            .configure(&mut config, upstream)
+            .configure_in(&mut config, upstream, dir.path())
             .expect("valid config");
-        assert_eq!(config.api_keys.len(), 50);
+        assert_eq!(config.api_keys.len(), with_keys);
         assert_eq!(config.routes.len(), SIM_ROUTES.len());
         assert!(config.gateway.trust_forwarded_for);
+        let jwt = config.identity.jwt.clone().expect("jwt configured");
+        assert_eq!(jwt.issuer, SIM_ISSUER);
+        assert!(jwt.jwks_file.as_ref().is_some_and(|f| f.exists()));
         // Configuring twice replaces rather than duplicates.
-        fleet.configure(&mut config, upstream).expect("again");
-        assert_eq!(config.api_keys.len(), 50);
+        fleet
+            .configure_in(&mut config, upstream, dir.path())
+            .expect("again");
+        assert_eq!(config.api_keys.len(), with_keys);
         let d = &fleet.devices[0];
         let k = &config.api_keys[0];
         assert_eq!(k.identity, d.identity);
         assert_eq!(
-            k.sha256,
-            warden_config::hash_api_key(d.credential.header().1)
+            Some(k.sha256.as_str()),
+            d.credential
+                .api_key()
+                .map(warden_config::hash_api_key)
+                .as_deref()
         );
         assert_eq!(k.device_type, d.device_type.as_str());
+        // A gateway already trusting another issuer is not silently re-pointed.
+        let mut other = config.clone();
+        if let Some(j) = other.identity.jwt.as_mut() {
+            j.issuer = "https://login.example.com".into();
+        }
+        let err = fleet
+            .configure_in(&mut other, upstream, dir.path())
+            .expect_err("other issuer");
+        assert!(err.to_string().contains("identity.jwt"), "{err}");
     }
 }
