@@ -10,6 +10,10 @@
 #   DURATION (default 15s)  CONNS (64)  THREADS (2)  WARMUP (3s)
 #   PORT_BASE (18080): gateway = PORT_BASE, backend = +1, nginx = +2
 #   WARDEN_BENCH_SERVER: use this warden-bench-server binary instead of building one
+#   WARDEN_BENCH_RUNTIME (per-core): `per-core` runs the gateway on one single-threaded Tokio
+#     runtime per CPU, each accepting on its own SO_REUSEPORT socket (nginx's process model);
+#     `multi` on one work-stealing multi-threaded runtime (the `warden` binary's model)
+#   WARDEN_BENCH_THREADS (CPUs): runtimes in `per-core` mode
 #
 # Installs nginx and wrk from Debian when missing (needs root; nginx's service is not started).
 # Not part of the CI run. Results and method: docs/BENCHMARKS.md.
@@ -133,7 +137,7 @@ run() {
   echo "-- $name: ${RPS[$name]} req/s, p99 ${P99[$name]}"
 }
 
-echo "== $(nproc) cores; wrk -t$THREADS -c$CONNS -d$DURATION (after a $WARMUP warm-up each)"
+echo "== $(nproc) cores; wrk -t$THREADS -c$CONNS -d$DURATION (after a $WARMUP warm-up each); gateway runtime: ${WARDEN_BENCH_RUNTIME:-per-core}"
 run direct "$BACKEND"
 run nginx "$NGINX"
 run warden "$GW"

@@ -315,12 +315,14 @@ pub async fn full_loop(base: WardenConfig) -> anyhow::Result<()> {
             .all(|a| a["subject"]["value"] == flooder.identity.as_str()),
         "alert for a normal device: {alerts:?}"
     );
+    // The alert explains itself: the rate over the window of the detector that fired
+    // (`burst`: the last second; `rate_spike`: the last 10 s), at least its floor.
     let features = &alerts[0]["evidence"]["features"];
-    ensure!(
-        features["request_rate"].as_f64().unwrap_or(0.0) >= 5.0,
-        "alert evidence: {}",
-        alerts[0]
-    );
+    let rate = ["burst_rate", "request_rate"]
+        .iter()
+        .filter_map(|f| features[*f].as_f64())
+        .fold(0.0, f64::max);
+    ensure!(rate >= 5.0, "alert evidence: {}", alerts[0]);
 
     // A gateway started now learns the quarantine before it serves its first request.
     let config_b = config(&base, "gw-b", upstream_addr, &devices);

@@ -11,3 +11,6 @@ pub mod pki;
 
 /// Scenario runs (simulated fleet and attacks) against a whole stack, evaluated.
 pub mod scenarios;
+
+/// Events, pipeline and decisions of the processor durability tests.
+pub mod processing;

@@ -132,13 +132,16 @@ pub async fn run_live(
     )
     .await?;
     let gateway = format!("http://{}", stack.gateway_addr.context("gateway")?);
+    let mut options = LiveOptions::new(gateway);
+    // The fleet's cameras present client certificates on the TLS listener it configured.
+    options.gateway_tls = stack.gateway_tls_addr.map(|a| format!("https://{a}"));
     let plan = Plan::new(scenario, seed);
     let recorder = Arc::new(Recorder::new(&plan));
     let labels = warden_sim::run_live(
         scenario,
         seed,
         plan,
-        &LiveOptions::new(gateway),
+        &options,
         recorder,
         CancellationToken::new(),
     )

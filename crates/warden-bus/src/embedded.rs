@@ -439,6 +439,11 @@ impl Consumer for EmbeddedConsumer {
         }
         Ok(())
     }
+
+    fn assignment(&self) -> Option<Vec<(String, i32)>> {
+        self.group.as_ref()?;
+        Some(self.positions.keys().cloned().collect())
+    }
 }
 
 impl Drop for EmbeddedConsumer {

@@ -77,6 +77,11 @@ impl KafkaConfig {
     /// leaves its group. As long as the producer's delivery timeout, so a member waiting for its
     /// sends through a broker outage keeps its partitions (librdkafka's default, made explicit).
     pub const GROUP_MAX_POLL_INTERVAL: Duration = DELIVERY_TIMEOUT;
+    /// `fetch.wait.max.ms` of readers (how every gateway follows the decisions topic): how
+    /// long the broker may hold a fetch on an idle partition. librdkafka's default (500 ms) is
+    /// added to the time a decision takes to reach the gateways on brokers that answer a
+    /// fetch only when it expires; readers cost one fetch per 50 ms per broker while idle.
+    pub const READER_FETCH_WAIT: Duration = Duration::from_millis(50);
 
     /// Settings for the cluster at `brokers`: client id `warden`, missing topics created with
     /// the broker's default replication factor, no overrides.
@@ -199,10 +204,16 @@ impl KafkaBus {
     /// [`KafkaConfig::GROUP_SESSION_TIMEOUT`] and its siblings. [`KafkaConfig::extra`]
     /// overrides any of it.
     fn consumer_config(&self, group: &str) -> ClientConfig {
+        self.consumer_config_with(group, &[])
+    }
+
+    /// [`KafkaBus::consumer_config`] with `more` settings (still overridden by
+    /// [`KafkaConfig::extra`]).
+    fn consumer_config_with(&self, group: &str, more: &[(&str, &str)]) -> ClientConfig {
         let session_timeout = millis(KafkaConfig::GROUP_SESSION_TIMEOUT);
         let heartbeat_interval = millis(KafkaConfig::GROUP_HEARTBEAT_INTERVAL);
         let max_poll_interval = millis(KafkaConfig::GROUP_MAX_POLL_INTERVAL);
-        self.inner.config.client_config(&[
+        let mut settings = vec![
             ("group.id", group),
             ("enable.auto.commit", "false"),
             ("enable.auto.offset.store", "false"),
@@ -211,7 +222,9 @@ impl KafkaBus {
             ("session.timeout.ms", &session_timeout),
             ("heartbeat.interval.ms", &heartbeat_interval),
             ("max.poll.interval.ms", &max_poll_interval),
-        ])
+        ];
+        settings.extend_from_slice(more);
+        self.inner.config.client_config(&settings)
     }
 }
 
@@ -355,8 +368,9 @@ impl Bus for KafkaBus {
         let partitions = self.partitions_of(topic).await?;
         // librdkafka wants a group id even for `assign`; this one is never joined nor
         // committed to.
+        let wait = millis(KafkaConfig::READER_FETCH_WAIT);
         let consumer: StreamConsumer<LogContext> = self
-            .consumer_config(&unique_group_id())
+            .consumer_config_with(&unique_group_id(), &[("fetch.wait.max.ms", &wait)])
             .create_with_context(LogContext)
             .map_err(kafka_error)?;
         let mut assignment = TopicPartitionList::new();
@@ -371,6 +385,10 @@ impl Bus for KafkaBus {
             group: false,
             pending_error: None,
         }))
+    }
+
+    fn durable(&self) -> bool {
+        true
     }
 
     async fn end_offsets(&self, topic: &str) -> Result<BTreeMap<i32, i64>, BusError> {
@@ -510,6 +528,19 @@ impl Consumer for KafkaConsumer {
                 .map_err(kafka_error)
         })
         .await
+    }
+
+    fn assignment(&self) -> Option<Vec<(String, i32)>> {
+        if !self.group {
+            return None;
+        }
+        let tpl = self.consumer.as_ref()?.assignment().ok()?;
+        Some(
+            tpl.elements()
+                .iter()
+                .map(|e| (e.topic().to_string(), e.partition()))
+                .collect(),
+        )
     }
 }
 

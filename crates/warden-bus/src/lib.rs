@@ -121,6 +121,13 @@ pub trait Consumer: Send + 'static {
     /// Record that everything before each position has been processed. Group consumers resume
     /// from committed positions after a restart or rebalance; readers ignore commits.
     async fn commit(&mut self, positions: &[Position]) -> Result<(), BusError>;
+
+    /// The partitions this consumer reads now, as `(topic, partition)`, for group members
+    /// whose bus knows them (they change on rebalances; call it after [`Consumer::poll`]).
+    /// `None` when the bus cannot tell: callers must then not rely on it.
+    fn assignment(&self) -> Option<Vec<(String, i32)>> {
+        None
+    }
 }
 
 /// A bus: producers, group consumers, and whole-topic readers.
@@ -147,6 +154,12 @@ pub trait Bus: Send + Sync + 'static {
 
     /// The next offset to be written on each partition of `topic` (its high watermark).
     async fn end_offsets(&self, topic: &str) -> Result<BTreeMap<i32, i64>, BusError>;
+
+    /// Whether records outlive this process (Kafka: yes; the embedded bus: no). Processors
+    /// checkpoint their state to the bus only when it is durable.
+    fn durable(&self) -> bool {
+        false
+    }
 }
 
 /// How long [`Consumer::poll`] waits by default.

@@ -96,6 +96,111 @@ pub struct ClientAuthConfig {
     pub deny_fingerprints_file: Option<PathBuf>,
 }
 
+/// TLS on the admin listener, with operator client certificates (mTLS) as an alternative to
+/// the admin token (`[admin.tls]`).
+///
+/// A request is authenticated by a client certificate that chains to `client_ca_files` (and,
+/// when `allowed_names` is not empty, names one of them), or by the token. When
+/// `admin.token_sha256` is empty, the handshake itself requires a certificate. Certificates
+/// from any other CA — device certificates included — are refused at the handshake. The files
+/// are re-read by `POST /admin/reload` (a set that does not load is refused whole).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct AdminTlsConfig {
+    /// Server certificate chain of the admin listener, PEM, leaf first.
+    pub cert_file: PathBuf,
+    /// Its private key, PEM.
+    pub key_file: PathBuf,
+    /// CA certificates (PEM) that issue operator certificates. Use a CA of its own: sharing
+    /// the device CA would make every device an operator, so that is refused unless
+    /// `allowed_names` narrows it down.
+    pub client_ca_files: Vec<PathBuf>,
+    /// Operator names admitted: a certificate passes when its subject CN, a SAN DNS name or a
+    /// SAN URI equals one of them. Empty: every certificate of `client_ca_files`.
+    #[serde(default)]
+    pub allowed_names: Vec<String>,
+    /// Oldest TLS version accepted: `"1.2"` or `"1.3"`.
+    #[serde(default)]
+    pub min_version: TlsVersion,
+    /// Time a client has to complete the TLS handshake, in milliseconds.
+    #[serde(default = "default_handshake_timeout_ms")]
+    pub handshake_timeout_ms: u64,
+}
+
+impl AdminTlsConfig {
+    /// Every problem, keys under `at` (`admin.tls`); `device_cas` are the device CA files of
+    /// the gateway's TLS listener.
+    pub fn validate(&self, at: &str, device_cas: &[&Path], errs: &mut Vec<ConfigError>) {
+        let key = |k: &str| format!("{at}.{k}");
+        match read_file(&self.cert_file) {
+            Ok(bytes) => {
+                if let Err(e) = parse_certs(&bytes) {
+                    errs.push(ConfigError::new(key("cert_file"), e));
+                }
+            }
+            Err(e) => errs.push(ConfigError::new(key("cert_file"), e)),
+        }
+        match read_file(&self.key_file) {
+            Ok(bytes) => {
+                if PrivateKeyDer::from_pem_slice(&bytes).is_err() {
+                    errs.push(ConfigError::new(
+                        key("key_file"),
+                        format!(
+                            "`{}` holds no PEM private key (PKCS#8, PKCS#1 or SEC1)",
+                            self.key_file.display()
+                        ),
+                    ));
+                }
+            }
+            Err(e) => errs.push(ConfigError::new(key("key_file"), e)),
+        }
+        if self.client_ca_files.is_empty() {
+            errs.push(ConfigError::new(
+                key("client_ca_files"),
+                "must name at least one file",
+            ));
+        }
+        let device: HashSet<Vec<u8>> = device_cas
+            .iter()
+            .filter_map(|f| read_file(f).ok())
+            .filter_map(|b| parse_certs(&b).ok())
+            .flatten()
+            .map(|c| c.as_ref().to_vec())
+            .collect();
+        for (i, f) in self.client_ca_files.iter().enumerate() {
+            let at = key(&format!("client_ca_files[{i}]"));
+            match read_file(f).and_then(|b| parse_certs(&b)) {
+                Ok(certs) => {
+                    if self.allowed_names.is_empty()
+                        && certs.iter().any(|c| device.contains(c.as_ref()))
+                    {
+                        errs.push(ConfigError::new(
+                            at,
+                            "is a device CA: every device could call the admin API (use a CA of \
+                             its own, or list the operators in `allowed_names`)",
+                        ));
+                    }
+                }
+                Err(e) => errs.push(ConfigError::new(at, e)),
+            }
+        }
+        for (i, n) in self.allowed_names.iter().enumerate() {
+            if n.trim().is_empty() || n.chars().any(char::is_control) {
+                errs.push(ConfigError::new(
+                    key(&format!("allowed_names[{i}]")),
+                    "must be a non-empty name",
+                ));
+            }
+        }
+        if self.handshake_timeout_ms == 0 {
+            errs.push(ConfigError::new(
+                key("handshake_timeout_ms"),
+                "must be at least 1",
+            ));
+        }
+    }
+}
+
 /// Where a certificate names its device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]

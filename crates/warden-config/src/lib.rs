@@ -16,9 +16,9 @@ mod warden;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use identity::{
-    CertField, ClaimsConfig, ClientAuthConfig, CredentialKind, IdentityConfig, IdentityStatus,
-    JwtAlgorithm, JwtConfig, RegistryConfig, RegistryEntry, RegistryFile, TlsConfig, TlsVersion,
-    UnknownIdentity, check_jwks, parse_certs, parse_crls, parse_fingerprint,
+    AdminTlsConfig, CertField, ClaimsConfig, ClientAuthConfig, CredentialKind, IdentityConfig,
+    IdentityStatus, JwtAlgorithm, JwtConfig, RegistryConfig, RegistryEntry, RegistryFile,
+    TlsConfig, TlsVersion, UnknownIdentity, check_jwks, parse_certs, parse_crls, parse_fingerprint,
     parse_fingerprint_list, parse_rfc3339, trim_secret,
 };
 pub use layer::env_overrides;

@@ -190,8 +190,13 @@ pub struct AdminConfig {
     #[serde(default)]
     pub listen: Option<SocketAddr>,
     /// SHA-256 of the admin bearer token, lowercase hex (`warden hash-key TOKEN`); callers
-    /// send `Authorization: Bearer TOKEN`.
+    /// send `Authorization: Bearer TOKEN`. May be empty when `admin.tls` is set: then only
+    /// operator client certificates are accepted.
     pub token_sha256: String,
+    /// Serve the admin API over TLS and accept operator client certificates (mTLS) as an
+    /// alternative to the token. Absent: plain HTTP, token only.
+    #[serde(default)]
+    pub tls: Option<crate::AdminTlsConfig>,
 }
 
 // === Validation of the sections ===
@@ -302,11 +307,23 @@ pub(crate) fn validate(c: &WardenConfig, errs: &mut Vec<ConfigError>) {
     }
 
     let a = &c.admin;
+    if let Some(tls) = &a.tls {
+        let device_cas: Vec<&std::path::Path> = c
+            .gateway
+            .tls
+            .as_ref()
+            .and_then(|t| t.client_auth.as_ref())
+            .map(|ca| ca.ca_files.iter().map(|p| p.as_path()).collect())
+            .unwrap_or_default();
+        tls.validate("admin.tls", &device_cas, errs);
+    }
     if let Some(listen) = a.listen {
-        if !is_sha256_hex(&a.token_sha256) {
+        if a.tls.is_some() && a.token_sha256.is_empty() {
+            // Operator certificates only.
+        } else if !is_sha256_hex(&a.token_sha256) {
             errs.push(ConfigError::new(
                 "admin.token_sha256",
-                "required with admin.listen: 64 lowercase hex characters (the SHA-256 of the token)",
+                "required with admin.listen (unless admin.tls is set): 64 lowercase hex characters (the SHA-256 of the token)",
             ));
         }
         if listen.port() != 0 && (listen == c.gateway.listen || listen == c.dashboard.listen) {
@@ -315,11 +332,16 @@ pub(crate) fn validate(c: &WardenConfig, errs: &mut Vec<ConfigError>) {
                 "must differ from gateway.listen and dashboard.listen",
             ));
         }
-    } else if !a.token_sha256.is_empty() && !is_sha256_hex(&a.token_sha256) {
-        errs.push(ConfigError::new(
-            "admin.token_sha256",
-            "must be 64 lowercase hex characters (the SHA-256 of the token)",
-        ));
+    } else {
+        if !a.token_sha256.is_empty() && !is_sha256_hex(&a.token_sha256) {
+            errs.push(ConfigError::new(
+                "admin.token_sha256",
+                "must be 64 lowercase hex characters (the SHA-256 of the token)",
+            ));
+        }
+        if a.tls.is_some() {
+            errs.push(ConfigError::new("admin.tls", "needs admin.listen"));
+        }
     }
 }
 

@@ -9,14 +9,18 @@
 //! | `GET /admin/policy/{identity}` | the identity's roles, grants, deny rules, limits and quarantines |
 //! | `GET /admin/rbac/shadow` | what the shadow policy would have denied |
 //!
-//! Every call needs `Authorization: Bearer TOKEN` whose SHA-256 is `admin.token_sha256`
-//! (401 otherwise). Decisions are published on the decisions topic — so every gateway, the
+//! Every call needs `Authorization: Bearer TOKEN` whose SHA-256 is `admin.token_sha256`, or —
+//! with `[admin.tls]`, where the listener serves HTTPS — an operator client certificate on the
+//! connection (see [`tls`]); 401 otherwise. Decisions are published on the decisions topic — so every gateway, the
 //! processor and the dashboard see them — and applied here at once. Every call, refused or
 //! not, is **audited**: one `warden::audit` log line and one event on the events topic with
-//! `route = "admin"`, `identity = "admin"` (or `anonymous` when the token was missing or
-//! wrong), `auth.method = api_key`, and the status. Errors are the gateway's generic body.
+//! `route = "admin"`, `identity = "admin"` (or `anonymous` when the credentials were missing or
+//! wrong), `auth.method = api_key` (`client_cert` when a certificate was presented, with its
+//! fingerprint in `tls`), and the status; the log line names the operator certificate.
+//! Errors are the gateway's generic body.
 
 mod handlers;
+pub(crate) mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,7 +41,9 @@ use warden_event::{ANONYMOUS, AuthInfo, AuthMethod, AuthResult, Outcome, Protoco
 use crate::emit::Emitter;
 use crate::identity::IdentityHandle;
 use crate::rbac::PolicyStore;
+use crate::tls::TlsStats;
 use crate::{GatewayError, QuarantineSet};
+use tls::{AdminTls, CertAuth, OperatorConn};
 
 /// Largest admin request body.
 const MAX_BODY: usize = 64 * 1024;
@@ -56,6 +62,8 @@ struct Inner {
     emitter: Emitter,
     api_keys: Vec<ApiKeyConfig>,
     limits: LimitsConfig,
+    /// `[admin.tls]`: HTTPS with operator certificates.
+    tls: Option<Arc<AdminTls>>,
 }
 
 /// The admin API of one gateway; cheap to clone.
@@ -125,11 +133,17 @@ impl Admin {
         policies: Arc<PolicyStore>,
         identity: IdentityHandle,
         emitter: Emitter,
-    ) -> Self {
+    ) -> Result<Self, Vec<String>> {
         let token_sha256 = hex::decode(&config.admin.token_sha256)
             .ok()
             .and_then(|v| <[u8; 32]>::try_from(v).ok());
-        Self(Arc::new(Inner {
+        let tls = match &config.admin.tls {
+            Some(t) if config.admin.listen.is_some() => {
+                Some(Arc::new(AdminTls::new(t, token_sha256.is_some())?))
+            }
+            _ => None,
+        };
+        Ok(Self(Arc::new(Inner {
             gateway_id: config.gateway.id.clone(),
             token_sha256,
             producer,
@@ -140,7 +154,18 @@ impl Admin {
             emitter,
             api_keys: config.api_keys.clone(),
             limits: config.limits.clone(),
-        }))
+            tls,
+        })))
+    }
+
+    /// Counters of the admin listener's TLS handshakes (with `[admin.tls]`).
+    pub fn tls_stats(&self) -> Option<Arc<TlsStats>> {
+        self.0.tls.as_ref().map(|t| t.stats().clone())
+    }
+
+    /// Whether the admin listener serves HTTPS (`[admin.tls]`).
+    pub fn is_tls(&self) -> bool {
+        self.0.tls.is_some()
     }
 
     /// The admin router (every path goes through token check, dispatch and audit).
@@ -148,12 +173,17 @@ impl Admin {
         Router::new().fallback(handle).with_state(self.clone())
     }
 
-    /// Serve the admin API on `listener` until `shutdown` resolves.
+    /// Serve the admin API on `listener` until `shutdown` resolves: HTTPS with `[admin.tls]`,
+    /// plain HTTP otherwise.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), GatewayError> {
+        if let Some(t) = self.0.tls.clone() {
+            tls::serve(listener, t, self.router(), shutdown).await;
+            return Ok(());
+        }
         let app = self
             .router()
             .into_make_service_with_connect_info::<SocketAddr>();
@@ -201,7 +231,15 @@ async fn handle(
     let request_id = uuid::Uuid::now_v7().to_string();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let auth = admin.authenticated(req.headers());
+    let token = admin.authenticated(req.headers());
+    let cert = match &admin.0.tls {
+        Some(t) => t.check(
+            req.extensions().get::<OperatorConn>(),
+            ts.div_euclid(1_000_000_000),
+        ),
+        None => CertAuth::None,
+    };
+    let auth = combine(token, &cert);
     let result = if auth == AuthResult::Ok {
         handlers::dispatch(&admin, req, &request_id).await
     } else {
@@ -216,6 +254,14 @@ async fn handle(
     }
     let status = response.status().as_u16();
     let authed = auth == AuthResult::Ok;
+    let (operator, fingerprint) = match &cert {
+        CertAuth::None => (None, None),
+        CertAuth::Operator { name, fingerprint } => (Some(name.as_str()), Some(fingerprint)),
+        CertAuth::Refused { fingerprint, why } => {
+            info!(target: "warden::audit", %request_id, %fingerprint, why, "Admin certificate refused.");
+            (None, Some(fingerprint))
+        }
+    };
     info!(
         target: "warden::audit",
         %request_id,
@@ -224,6 +270,8 @@ async fn handle(
         %path,
         status,
         authenticated = authed,
+        operator = operator.unwrap_or(""),
+        token = ?token,
         %action,
         "Admin call."
     );
@@ -237,7 +285,11 @@ async fn handle(
         tenant: String::new(),
         device_type: String::new(),
         auth: AuthInfo {
-            method: AuthMethod::ApiKey,
+            method: if cert == CertAuth::None {
+                AuthMethod::ApiKey
+            } else {
+                AuthMethod::ClientCert
+            },
             result: auth,
         },
         client_ip: peer.ip().to_string(),
@@ -254,9 +306,23 @@ async fn handle(
         bytes_in: 0,
         bytes_out: 0,
         user_agent: None,
-        tls: None,
+        tls: admin.0.tls.as_ref().map(|_| warden_event::TlsInfo {
+            version: "unknown".to_string(),
+            client_cert_fingerprint: fingerprint.cloned(),
+        }),
     });
     response
+}
+
+/// The admin caller is authenticated by a valid operator certificate or the token; every
+/// credential presented must hold (a wrong token next to a good certificate is refused, and so
+/// is a refused certificate next to a good token).
+fn combine(token: AuthResult, cert: &CertAuth) -> AuthResult {
+    match (token, cert) {
+        (_, CertAuth::Refused { .. }) | (AuthResult::Failed, _) => AuthResult::Failed,
+        (_, CertAuth::Operator { .. }) | (AuthResult::Ok, CertAuth::None) => AuthResult::Ok,
+        _ => AuthResult::Missing,
+    }
 }
 
 /// `GET` and `HEAD` only read; everything else changes state.

@@ -31,3 +31,12 @@ pub use identity::{IdentityHandle, Principal, ReloadReport};
 pub use quarantine::{LiveDecision, QuarantineSet, Verdict};
 pub use server::Gateway;
 pub use tls::{Rejection as TlsRejection, TlsStats};
+
+/// The TLS crates this gateway is built with, so benches and tools can build a matching client
+/// (same rustls version and crypto provider) without depending on them directly.
+#[doc(hidden)]
+pub mod reexport {
+    pub use rustls;
+    pub use rustls_pki_types;
+    pub use tokio_rustls;
+}

@@ -44,7 +44,7 @@ use warden_event::{
 use crate::body::{Counters, FinishBody};
 use crate::emit::Emitter;
 use crate::identity::{Authenticator, IdentityHandle, Principal};
-use crate::proxy::{self, Forwarded, HttpClient};
+use crate::proxy::{self, Forwarded};
 use crate::ratelimit::{LimitKey, MonotonicClock, Quota, RateLimits};
 use crate::rbac::PolicyStore;
 use crate::routes::RouteTable;
@@ -60,7 +60,6 @@ struct Shared {
     identity: Authenticator,
     quarantine: Arc<QuarantineSet>,
     emitter: Emitter,
-    client: HttpClient,
     max_body: u64,
     trust_forwarded_for: bool,
     paths: warden_config::PathsConfig,
@@ -157,7 +156,6 @@ impl Gateway {
             identity: started.authenticator,
             quarantine,
             emitter,
-            client: proxy::client(),
             max_body: config.gateway.max_body_bytes,
             trust_forwarded_for: config.gateway.trust_forwarded_for,
             paths: config.paths.clone(),
@@ -178,7 +176,8 @@ impl Gateway {
             policies,
             started.handle.clone(),
             shared.emitter.clone(),
-        );
+        )
+        .map_err(GatewayError::Identity)?;
         Ok(Self {
             shared,
             identity: started.handle,
@@ -366,7 +365,7 @@ async fn handle(
     req: Request,
 ) -> Response {
     let started = Instant::now();
-    let request_id = uuid::Uuid::now_v7().to_string();
+    let request_id = request_id().to_string();
     let client_ip = client_ip(&req, peer, gw.trust_forwarded_for);
     let tls_info = req.extensions().get::<TlsConn>().map(TlsConn::info);
     let mut draft = Draft {
@@ -444,6 +443,31 @@ async fn handle(
         });
     };
     response.map(|body| Body::new(FinishBody::new(body, counters, finish)))
+}
+
+/// A UUIDv7 request id (Unix milliseconds, then 74 random bits) made without a system call:
+/// the random bits are SipHash, under a per-thread key the standard library seeds from the OS,
+/// of a per-thread counter — unique per thread by construction, and unpredictable without the
+/// key. (`Uuid::now_v7` reads the OS random source on every call: one `getrandom` system call
+/// per request.)
+pub(crate) fn request_id() -> uuid::Uuid {
+    use std::cell::Cell;
+    use std::hash::{BuildHasher, RandomState};
+    thread_local! {
+        static STATE: (RandomState, Cell<u64>) = (RandomState::new(), Cell::new(0));
+    }
+    let (a, b) = STATE.with(|(key, counter)| {
+        let n = counter.get();
+        counter.set(n.wrapping_add(1));
+        (key.hash_one((n, 0u8)), key.hash_one((n, 1u8)))
+    });
+    let mut random = [0u8; 10];
+    random[..8].copy_from_slice(&a.to_le_bytes());
+    random[8..].copy_from_slice(&b.to_le_bytes()[..2]);
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    uuid::Builder::from_unix_timestamp_millis(ms, &random).into_uuid()
 }
 
 fn rate_limited(l: crate::ratelimit::Limited) -> Reject {
@@ -595,5 +619,39 @@ async fn phases(
         identity: principal.map(|p| p.identity.as_str()),
         tenant: principal.map(|p| p.tenant.as_str()),
     };
-    proxy::forward(&gw.client, route, req, fwd, rules.max_body, counters).await
+    proxy::forward(route, req, fwd, rules.max_body, counters).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    #[test]
+    fn request_ids_are_v7_unique_and_time_ordered_by_millisecond() {
+        let before = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let mut seen = HashSet::new();
+        for _ in 0..10_000 {
+            let id = super::request_id();
+            assert_eq!(id.get_version_num(), 7);
+            assert!(seen.insert(id), "duplicate {id}");
+        }
+        // Another thread has its own key and counter: still no duplicate.
+        let other: Vec<uuid::Uuid> =
+            std::thread::spawn(|| (0..10_000).map(|_| super::request_id()).collect())
+                .join()
+                .unwrap_or_default();
+        assert_eq!(other.len(), 10_000);
+        for id in other {
+            assert!(seen.insert(id), "duplicate across threads {id}");
+        }
+        let (secs, nanos) = super::request_id()
+            .get_timestamp()
+            .map(|t| t.to_unix())
+            .unwrap_or((0, 0));
+        let ms = secs * 1000 + u64::from(nanos) / 1_000_000;
+        assert!(ms >= before && ms < before + 60_000, "{ms} vs {before}");
+    }
 }

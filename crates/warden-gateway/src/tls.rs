@@ -29,7 +29,7 @@ use warden_config::{TlsConfig, TlsVersion};
 
 use crate::identity::cert::{CertProblem, PeerCert};
 
-pub(crate) use serve::{FailureSink, HandshakeFailure, serve};
+pub(crate) use serve::{FailureSink, HandshakeFailure, classify, serve};
 use verifier::RecordingVerifier;
 
 /// Why a TLS handshake was refused.
@@ -112,11 +112,94 @@ impl TlsStats {
         self.rejected[i].load(Ordering::Relaxed)
     }
 
-    fn count(&self, reason: Rejection) {
+    pub(crate) fn count(&self, reason: Rejection) {
         if let Some(i) = Rejection::ALL.iter().position(|r| *r == reason) {
             self.rejected[i].fetch_add(1, Ordering::Relaxed);
         }
     }
+
+    pub(crate) fn count_handshake(&self) {
+        self.handshakes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_timeout(&self) {
+        self.timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Append these counters to `out` in the Prometheus text format, labelled
+    /// `gateway="<gateway>"` and `listener="gateway"` (the gateway's TLS listener). To export
+    /// several listeners (e.g. the admin listener too), use [`TlsStats::render_listeners`]:
+    /// each metric's `# HELP`/`# TYPE` lines may appear only once per scrape.
+    pub fn render_prometheus(&self, gateway: &str, out: &mut String) {
+        Self::render_listeners(gateway, &[("gateway", self)], out);
+    }
+
+    /// Append the counters of several TLS listeners (`(listener label, stats)`) to `out` in
+    /// the Prometheus text format: completed handshakes, handshake timeouts, and refused
+    /// handshakes by `reason` (every reason, zeros included, so rates work from the start).
+    pub fn render_listeners(gateway: &str, listeners: &[(&str, &TlsStats)], out: &mut String) {
+        use std::fmt::Write;
+        let gateway = escape_label(gateway);
+        let families: [(&str, &str, &str); 3] = [
+            (
+                "warden_gateway_tls_handshakes_total",
+                "counter",
+                "Completed TLS handshakes.",
+            ),
+            (
+                "warden_gateway_tls_handshake_timeouts_total",
+                "counter",
+                "TLS handshakes not completed within handshake_timeout_ms.",
+            ),
+            (
+                "warden_gateway_tls_handshakes_refused_total",
+                "counter",
+                "Refused TLS handshakes, by reason (client certificate expired, not yet valid, \
+                 revoked, from an unknown CA, denied by fingerprint, missing, otherwise bad; \
+                 or a protocol error).",
+            ),
+        ];
+        for (i, (name, kind, help)) in families.iter().enumerate() {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for (listener, stats) in listeners {
+                let listener = escape_label(listener);
+                let base = format!("gateway=\"{gateway}\",listener=\"{listener}\"");
+                match i {
+                    0 => {
+                        let _ = writeln!(out, "{name}{{{base}}} {}", stats.handshakes());
+                    }
+                    1 => {
+                        let _ = writeln!(out, "{name}{{{base}}} {}", stats.timeouts());
+                    }
+                    _ => {
+                        for reason in Rejection::ALL {
+                            let _ = writeln!(
+                                out,
+                                "{name}{{{base},reason=\"{}\"}} {}",
+                                reason.as_str(),
+                                stats.rejected(reason)
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A Prometheus label value: `\`, `"` and newlines escaped.
+fn escape_label(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Fingerprints refused: the config's list plus the deny file's, swapped on reload.
@@ -383,4 +466,100 @@ fn build(config: &TlsConfig, deny: &Arc<DenyList>, id: u64) -> Result<Generation
         server: Arc::new(server),
         client_verifier,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `(name, labels) → value` of every sample line; panics on a malformed line.
+    fn samples(text: &str) -> Vec<(String, String, u64)> {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| {
+                let (series, value) = l.rsplit_once(' ').expect("value");
+                let (name, labels) = series.split_once('{').expect("labels");
+                (
+                    name.to_string(),
+                    labels.trim_end_matches('}').to_string(),
+                    value.parse().expect("number"),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn renders_every_reason_as_prometheus_text() {
+        let s = TlsStats::default();
+        s.count_handshake();
+        s.count_handshake();
+        s.count_timeout();
+        s.count(Rejection::Revoked);
+        s.count(Rejection::Revoked);
+        s.count(Rejection::UnknownIssuer);
+        s.count(Rejection::Expired);
+        let mut out = String::new();
+        s.render_prometheus("gw-\"1\"", &mut out);
+
+        let got = samples(&out);
+        // 1 handshake line + 1 timeout line + one per reason.
+        assert_eq!(got.len(), 2 + Rejection::ALL.len(), "{out}");
+        let value = |name: &str, reason: Option<&str>| {
+            let mut labels = r#"gateway="gw-\"1\"",listener="gateway""#.to_string();
+            if let Some(r) = reason {
+                labels.push_str(&format!(",reason=\"{r}\""));
+            }
+            got.iter()
+                .find(|(n, l, _)| n == name && *l == labels)
+                .map(|(_, _, v)| *v)
+                .unwrap_or_else(|| panic!("{name} {labels} missing from\n{out}"))
+        };
+        assert_eq!(value("warden_gateway_tls_handshakes_total", None), 2);
+        assert_eq!(
+            value("warden_gateway_tls_handshake_timeouts_total", None),
+            1
+        );
+        let refused = "warden_gateway_tls_handshakes_refused_total";
+        assert_eq!(value(refused, Some("revoked")), 2);
+        assert_eq!(value(refused, Some("unknown_issuer")), 1);
+        assert_eq!(value(refused, Some("expired")), 1);
+        for r in [
+            "not_yet_valid",
+            "denied",
+            "missing_certificate",
+            "bad_certificate",
+            "protocol",
+        ] {
+            assert_eq!(value(refused, Some(r)), 0, "{r}");
+        }
+        // One HELP and one TYPE per family.
+        for name in [
+            "warden_gateway_tls_handshakes_total",
+            "warden_gateway_tls_handshake_timeouts_total",
+            refused,
+        ] {
+            assert_eq!(
+                out.lines()
+                    .filter(|l| l.starts_with(&format!("# TYPE {name} counter")))
+                    .count(),
+                1,
+                "{out}"
+            );
+        }
+    }
+
+    #[test]
+    fn several_listeners_share_one_header_per_family() {
+        let (gw, admin) = (TlsStats::default(), TlsStats::default());
+        admin.count(Rejection::MissingCertificate);
+        let mut out = String::new();
+        TlsStats::render_listeners("gw-1", &[("gateway", &gw), ("admin", &admin)], &mut out);
+        assert_eq!(out.matches("# HELP ").count(), 3, "{out}");
+        assert!(out.contains(
+            "warden_gateway_tls_handshakes_refused_total{gateway=\"gw-1\",listener=\"admin\",reason=\"missing_certificate\"} 1"
+        ), "{out}");
+        assert!(out.contains(
+            "warden_gateway_tls_handshakes_refused_total{gateway=\"gw-1\",listener=\"gateway\",reason=\"missing_certificate\"} 0"
+        ), "{out}");
+    }
 }

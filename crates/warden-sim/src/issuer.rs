@@ -89,7 +89,7 @@ impl SimIssuer {
 }
 
 /// PKCS#8 v1 DER of the Ed25519 private key `seed` (the RFC 8410 wrapper).
-fn ed25519_pkcs8(seed: &[u8]) -> Vec<u8> {
+pub(crate) fn ed25519_pkcs8(seed: &[u8]) -> Vec<u8> {
     const PREFIX: [u8; 16] = [
         0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
         0x20,

@@ -27,6 +27,7 @@ mod keys;
 pub mod labels;
 pub mod live;
 pub mod offline;
+pub mod pki;
 pub mod plan;
 pub mod profile;
 pub mod record;

@@ -27,6 +27,9 @@ static ZEROS: [u8; MAX_BODY] = [0; MAX_BODY];
 pub struct LiveOptions {
     /// Base URL of the gateway, `http://host:port`.
     pub gateway: String,
+    /// Base URL of the gateway's TLS listener, `https://host:port`, for the devices with client
+    /// certificates (required when the fleet has some).
+    pub gateway_tls: Option<String>,
     /// Requests in flight at most (when reached, later requests wait: they are counted late
     /// if they leave more than a second after their time).
     pub max_in_flight: usize,
@@ -38,6 +41,7 @@ impl LiveOptions {
     pub fn new(gateway: impl Into<String>) -> Self {
         Self {
             gateway: gateway.into(),
+            gateway_tls: None,
             max_in_flight: 512,
             request_timeout: Duration::from_secs(10),
         }
@@ -49,6 +53,12 @@ impl LiveOptions {
 pub enum SimError {
     #[error("gateway `{0}` is not an http:// URL")]
     Gateway(String),
+    #[error(
+        "the fleet's cameras authenticate with client certificates: give the gateway's TLS listener (an https:// URL){0}"
+    )]
+    GatewayTls(String),
+    #[error("client certificates: {0}")]
+    Pki(#[from] crate::pki::PkiError),
     #[error("HTTP client: {0}")]
     Client(#[from] reqwest::Error),
     #[error("building events: {0}")]
@@ -82,25 +92,8 @@ pub async fn run_live(
         Ok(url) if url.scheme() == "http" && url.has_host() => {}
         _ => return Err(SimError::Gateway(options.gateway.clone())),
     }
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(options.request_timeout)
-        .pool_max_idle_per_host(options.max_in_flight)
-        .build()?;
     let fleet = plan.fleet();
-    let credentials: Arc<Vec<(HeaderName, HeaderValue)>> = Arc::new(
-        fleet
-            .credential_headers(warden_event::now_ns() / 1_000_000_000)
-            .map_err(|e| SimError::Token(e.to_string()))?
-            .into_iter()
-            .map(|(name, value)| {
-                (
-                    HeaderName::from_static(name),
-                    HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("invalid")),
-                )
-            })
-            .collect(),
-    );
+    let senders = Senders::new(fleet, &gateway, options)?;
     let permits = Arc::new(Semaphore::new(options.max_in_flight.max(1)));
     let started = Instant::now();
     let started_at = warden_event::now_ns();
@@ -120,7 +113,7 @@ pub async fn run_live(
         let Ok(permit) = permit else { break };
         let late = Instant::now().saturating_duration_since(due) > Duration::from_secs(1);
         recorder.sending(late);
-        let request = build(&client, &gateway, &credentials, &p);
+        let request = senders.build(&p);
         let recorder = recorder.clone();
         tasks.spawn(async move {
             let sent_ns = warden_event::now_ns();
@@ -169,28 +162,116 @@ pub async fn run_live(
     Ok(labels)
 }
 
-/// The HTTP request of a planned request.
-fn build(
-    client: &reqwest::Client,
-    gateway: &str,
-    credentials: &[(HeaderName, HeaderValue)],
-    p: &Planned,
-) -> reqwest::RequestBuilder {
-    let r: &SimRequest = &p.request;
-    let method = reqwest::Method::from_bytes(r.method.as_bytes()).unwrap_or(reqwest::Method::GET);
-    let mut req = client
-        .request(method, format!("{gateway}{}", r.path))
-        .header("x-forwarded-for", r.ip.to_string())
-        .header("user-agent", r.user_agent);
-    match &r.auth {
-        Auth::None => {}
-        Auth::Device(d) => {
-            if let Some((name, value)) = credentials.get(*d) {
-                req = req.header(name.clone(), value.clone());
+/// HTTP clients of a run: one for the devices that present a header (API key, bearer
+/// token) over plain HTTP, and one per device with a client certificate, on the TLS listener.
+struct Senders {
+    client: reqwest::Client,
+    gateway: String,
+    /// Per device: its credential header.
+    headers: Vec<Option<(HeaderName, HeaderValue)>>,
+    /// Per device: its mTLS client, and the TLS listener's base URL.
+    tls: Vec<Option<reqwest::Client>>,
+    tls_gateway: String,
+}
+
+impl Senders {
+    fn new(fleet: &crate::Fleet, gateway: &str, options: &LiveOptions) -> Result<Self, SimError> {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(options.request_timeout)
+            .pool_max_idle_per_host(options.max_in_flight)
+            .build()?;
+        let headers = fleet
+            .credential_headers(warden_event::now_ns() / 1_000_000_000)
+            .map_err(|e| SimError::Token(e.to_string()))?
+            .into_iter()
+            .map(|h| {
+                h.map(|(name, value)| {
+                    (
+                        HeaderName::from_static(name),
+                        HeaderValue::from_str(&value)
+                            .unwrap_or(HeaderValue::from_static("invalid")),
+                    )
+                })
+            })
+            .collect();
+        let mut tls = vec![None; fleet.devices.len()];
+        let mut tls_gateway = String::new();
+        if fleet.uses_client_certs() {
+            let url = options.gateway_tls.as_deref().unwrap_or_default();
+            match reqwest::Url::parse(url) {
+                Ok(u) if u.scheme() == "https" && u.has_host() => {}
+                _ => {
+                    return Err(SimError::GatewayTls(if url.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (not `{url}`)")
+                    }));
+                }
+            }
+            tls_gateway = url.trim_end_matches('/').to_string();
+            let pki = fleet.pki()?;
+            let root = reqwest::Certificate::from_pem(pki.ca_pem().as_bytes())?;
+            for d in fleet
+                .devices
+                .iter()
+                .filter(|d| d.credential == crate::Credential::ClientCert)
+            {
+                let cert = pki.device(&d.identity)?;
+                tls[d.index] = Some(
+                    reqwest::Client::builder()
+                        .no_proxy()
+                        .use_rustls_tls()
+                        .tls_built_in_root_certs(false)
+                        .add_root_certificate(root.clone())
+                        .identity(reqwest::Identity::from_pem(cert.identity_pem().as_bytes())?)
+                        .timeout(options.request_timeout)
+                        .pool_max_idle_per_host(4)
+                        .build()?,
+                );
             }
         }
-        Auth::Key(k) => req = req.header("x-api-key", k.as_str()),
+        Ok(Self {
+            client,
+            gateway: gateway.to_string(),
+            headers,
+            tls,
+            tls_gateway,
+        })
     }
+
+    /// The HTTP request of a planned request.
+    fn build(&self, p: &Planned) -> reqwest::RequestBuilder {
+        let r: &SimRequest = &p.request;
+        let method =
+            reqwest::Method::from_bytes(r.method.as_bytes()).unwrap_or(reqwest::Method::GET);
+        let tls = match &r.auth {
+            Auth::Device(d) => self.tls.get(*d).and_then(Option::as_ref),
+            _ => None,
+        };
+        let (client, base) = match tls {
+            Some(c) => (c, &self.tls_gateway),
+            None => (&self.client, &self.gateway),
+        };
+        let mut req = client
+            .request(method, format!("{base}{}", r.path))
+            .header("x-forwarded-for", r.ip.to_string())
+            .header("user-agent", r.user_agent);
+        match &r.auth {
+            Auth::None => {}
+            Auth::Device(d) => {
+                if let Some(Some((name, value))) = self.headers.get(*d) {
+                    req = req.header(name.clone(), value.clone());
+                }
+            }
+            Auth::Key(k) => req = req.header("x-api-key", k.as_str()),
+        }
+        finish(req, r)
+    }
+}
+
+/// Fault header and body of a request.
+fn finish(mut req: reqwest::RequestBuilder, r: &SimRequest) -> reqwest::RequestBuilder {
     if let Some(f) = r.fault {
         req = req.header(FAULT_HEADER, f.to_string());
     }

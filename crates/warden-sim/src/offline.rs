@@ -235,9 +235,11 @@ impl Offline {
             Auth::Key(k) => Some(self.keys.get(k).copied()),
         };
         e.auth.method = match &r.auth {
-            Auth::Device(d) if self.plan.fleet().devices[*d].credential == Credential::Jwt => {
-                AuthMethod::Jwt
-            }
+            Auth::Device(d) => match self.plan.fleet().devices[*d].credential {
+                Credential::Jwt => AuthMethod::Jwt,
+                Credential::ClientCert => AuthMethod::ClientCert,
+                Credential::ApiKey { .. } => AuthMethod::ApiKey,
+            },
             _ => AuthMethod::ApiKey,
         };
         let d = match device {

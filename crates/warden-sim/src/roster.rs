@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use warden_config::{ApiKeyConfig, ConfigError, ConfigErrors, RouteConfig, WardenConfig};
 
 use crate::issuer::{SIM_AUDIENCE, SIM_ISSUER, SimIssuer};
+use crate::pki::{DEVICE_URI_PREFIX, PkiError, SimPki};
 use crate::{DeviceType, ScenarioConfig, mix_seed};
 
 /// Tenant names, used in turn (`tenant-N` beyond them).
@@ -33,9 +34,9 @@ pub const SIM_ROUTES: [(&str, &str, &[&str]); 9] = [
     ("api_v1", "/api/v1", &[]),
 ];
 
-/// How a simulated device proves who it is: sensors, cameras, meters and app users send an
-/// API key; industrial gateways a bearer JWT from the simulated identity provider
-/// ([`crate::issuer`]). (Client certificates are not simulated yet.)
+/// How a simulated device proves who it is: sensors, meters and app users send an API key;
+/// industrial gateways a bearer JWT from the simulated identity provider ([`crate::issuer`]);
+/// cameras a client certificate from the simulated CA ([`crate::pki`]) over mTLS.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Credential {
     /// An API key sent as `X-Api-Key`.
@@ -48,6 +49,9 @@ pub enum Credential {
     /// A bearer JWT (`Authorization: Bearer …`) signed by the fleet's issuer for the device's
     /// identity, issued when a run starts.
     Jwt,
+    /// A client certificate (mTLS on the gateway's TLS listener) naming the device, issued by
+    /// the fleet's CA when a run starts.
+    ClientCert,
 }
 
 impl Credential {
@@ -55,7 +59,7 @@ impl Credential {
     pub fn api_key(&self) -> Option<&str> {
         match self {
             Credential::ApiKey { key, .. } => Some(key),
-            Credential::Jwt => None,
+            Credential::Jwt | Credential::ClientCert => None,
         }
     }
 
@@ -63,7 +67,7 @@ impl Credential {
     pub fn key_id(&self) -> Option<&str> {
         match self {
             Credential::ApiKey { id, .. } => Some(id),
-            Credential::Jwt => None,
+            Credential::Jwt | Credential::ClientCert => None,
         }
     }
 }
@@ -109,13 +113,13 @@ impl Fleet {
                 if t == DeviceType::MobileApp {
                     ips.push(IpAddr::V4(Ipv4Addr::from(0x6440_0001 + index as u32)));
                 }
-                let credential = if t == DeviceType::IndustrialGateway {
-                    Credential::Jwt
-                } else {
-                    Credential::ApiKey {
+                let credential = match t {
+                    DeviceType::IndustrialGateway => Credential::Jwt,
+                    DeviceType::Camera => Credential::ClientCert,
+                    _ => Credential::ApiKey {
                         id: format!("key-{identity}"),
                         key: derive_key(seed, &identity),
-                    }
+                    },
                 };
                 devices.push(SimDevice {
                     index,
@@ -176,7 +180,7 @@ impl Fleet {
                         "roles": [if d.device_type.is_device() { "device" } else { "app_user" }],
                     }),
                 )),
-                Credential::Jwt => None,
+                Credential::Jwt | Credential::ClientCert => None,
             })
             .collect()
     }
@@ -186,21 +190,36 @@ impl Fleet {
         SimIssuer::new(self.seed)
     }
 
-    /// The headers presenting each device's credential (in [`Fleet::devices`] order), with
-    /// tokens issued at `now_s` (Unix seconds).
+    /// The CA of the fleet's client certificates.
+    pub fn pki(&self) -> Result<SimPki, PkiError> {
+        SimPki::new(self.seed)
+    }
+
+    /// Whether some devices authenticate with client certificates (and so need the gateway's
+    /// TLS listener).
+    pub fn uses_client_certs(&self) -> bool {
+        self.devices
+            .iter()
+            .any(|d| d.credential == Credential::ClientCert)
+    }
+
+    /// The header presenting each device's credential (in [`Fleet::devices`] order), with
+    /// tokens issued at `now_s` (Unix seconds); `None` for devices with client certificates.
+    #[allow(clippy::type_complexity)]
     pub fn credential_headers(
         &self,
         now_s: i64,
-    ) -> Result<Vec<(&'static str, String)>, jsonwebtoken::errors::Error> {
+    ) -> Result<Vec<Option<(&'static str, String)>>, jsonwebtoken::errors::Error> {
         let issuer = self.issuer();
         self.devices
             .iter()
             .map(|d| match &d.credential {
-                Credential::ApiKey { key, .. } => Ok(("x-api-key", key.clone())),
-                Credential::Jwt => Ok((
+                Credential::ApiKey { key, .. } => Ok(Some(("x-api-key", key.clone()))),
+                Credential::Jwt => Ok(Some((
                     "authorization",
                     format!("Bearer {}", issuer.token(d, now_s)?),
-                )),
+                ))),
+                Credential::ClientCert => Ok(None),
             })
             .collect()
     }
@@ -211,7 +230,7 @@ impl Fleet {
         let mut h = Sha256::new();
         for d in &self.devices {
             h.update(d.identity.as_bytes());
-            h.update(d.credential.api_key().unwrap_or("jwt").as_bytes());
+            h.update(d.credential.api_key().unwrap_or("-").as_bytes());
         }
         h.update(self.issuer().kid().as_bytes());
         hex::encode(&h.finalize()[..6])
@@ -252,7 +271,90 @@ impl Fleet {
                 }),
             )?);
         }
+        if self.uses_client_certs() {
+            self.configure_mtls(config, jwks_dir)?;
+        }
         self.configure_routes_and_keys(config, upstream)
+    }
+
+    /// The gateway's TLS listener for the fleet's certificates (on the gateway's port + 363,
+    /// 8443 next to 8080, or an ephemeral port when the gateway's is), trusting the fleet's CA,
+    /// and a device registry giving certificate identities their tenant, type and roles.
+    fn configure_mtls(&self, config: &mut WardenConfig, dir: &Path) -> Result<(), ConfigErrors> {
+        let taken = |key: &str| {
+            ConfigError::new(
+                key,
+                "already configured; the simulated fleet's cameras need the simulator's own TLS \
+                 listener, CA and registry: run the simulation against a gateway without it",
+            )
+        };
+        // Settings an earlier `configure` wrote are replaced; anyone else's are kept.
+        let ours = config.gateway.tls.as_ref().is_none_or(|t| {
+            t.client_auth
+                .as_ref()
+                .is_some_and(|c| c.identity_prefix == DEVICE_URI_PREFIX)
+        });
+        if !ours {
+            return Err(taken("gateway.tls").into());
+        }
+        let ours = config.identity.registry.as_ref().is_none_or(|r| {
+            r.file
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("warden-sim-"))
+        });
+        if !ours {
+            return Err(taken("identity.registry").into());
+        }
+        let pki_err = |e: PkiError| ConfigError::new("gateway.tls", e.to_string());
+        let mut listen = config.gateway.listen;
+        listen.set_port(match listen.port() {
+            0 => 0,
+            p => p.saturating_add(363),
+        });
+        let files = self
+            .pki()
+            .and_then(|pki| pki.write_gateway_files(dir, listen.ip()))
+            .map_err(pki_err)?;
+        let registry = dir.join(format!("warden-sim-{}.registry.toml", self.seed));
+        let mut text = String::from(
+            "# Written by the simulator: the identities of its devices with client certificates.\n",
+        );
+        for d in self
+            .devices
+            .iter()
+            .filter(|d| d.credential == Credential::ClientCert)
+        {
+            text.push_str(&format!(
+                "\n[[identity]]\nid = \"{}\"\ntenant = \"{}\"\ndevice_type = \"{}\"\nroles = [\"device\"]\nauth_methods = [\"client_cert\"]\n",
+                d.identity,
+                d.tenant,
+                d.device_type.as_str()
+            ));
+        }
+        std::fs::write(&registry, text).map_err(|e| {
+            ConfigError::new(
+                "identity.registry.file",
+                format!("{}: {e}", registry.display()),
+            )
+        })?;
+        config.gateway.tls = Some(from_json(
+            "gateway.tls",
+            serde_json::json!({
+                "listen": listen,
+                "cert_file": files.cert_file,
+                "key_file": files.key_file,
+                "client_auth": {
+                    "ca_files": [files.ca_file],
+                    "identity_field": "san_uri",
+                    "identity_prefix": DEVICE_URI_PREFIX,
+                },
+            }),
+        )?);
+        config.identity.registry = Some(from_json(
+            "identity.registry",
+            serde_json::json!({ "file": registry, "unknown": "allow" }),
+        )?);
+        Ok(())
     }
 
     /// Add what the fleet needs to a gateway config: the simulated backend's routes (to
@@ -374,6 +476,7 @@ mod tests {
                     assert!(key.chars().all(|c| c.is_ascii_alphanumeric()));
                 }
                 Credential::Jwt => assert_eq!(d.device_type, DeviceType::IndustrialGateway),
+                Credential::ClientCert => assert_eq!(d.device_type, DeviceType::Camera),
             }
             if d.device_type == DeviceType::MobileApp {
                 assert!(!d.owned.is_empty(), "{} owns devices", d.identity);
@@ -403,6 +506,23 @@ mod tests {
         let jwt = config.identity.jwt.clone().expect("jwt configured");
         assert_eq!(jwt.issuer, SIM_ISSUER);
         assert!(jwt.jwks_file.as_ref().is_some_and(|f| f.exists()));
+        // Cameras: a TLS listener next to the plain one, the fleet's CA, a registry of them.
+        let tls = config.gateway.tls.clone().expect("tls configured");
+        assert_eq!(tls.listen.port(), config.gateway.listen.port() + 363);
+        let auth = tls.client_auth.expect("client certificates");
+        assert_eq!(auth.identity_prefix, DEVICE_URI_PREFIX);
+        let registry = config.identity.registry.clone().expect("registry");
+        let text = std::fs::read_to_string(&registry.file).expect("registry written");
+        let cameras = fleet.of_type(DeviceType::Camera);
+        assert!(!cameras.is_empty());
+        assert_eq!(text.matches("[[identity]]").count(), cameras.len());
+        // Every file it names loads (the gateway would refuse to start otherwise).
+        config.validate().expect("valid with the written files");
+        // Configuring again (as `up` after a restart would) keeps one listener and registry.
+        let mut again = WardenConfig::default();
+        fleet
+            .configure_in(&mut again, upstream, dir.path())
+            .expect("fresh config");
         // Configuring twice replaces rather than duplicates.
         fleet
             .configure_in(&mut config, upstream, dir.path())

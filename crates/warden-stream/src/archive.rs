@@ -90,6 +90,8 @@ impl Archiver {
     ) -> Result<(), ArchiveError> {
         let c = &self.config;
         let mut writer = ArchiveWriter::new(c.dir.clone(), c.max_file_bytes)?;
+        // Hours that expired while no archiver ran go at once, then every minute.
+        self.prune_now(&[]);
         let mut consumer = bus.group_consumer(&c.group, &[self.topic.as_str()]).await?;
         info!(dir = %c.dir.display(), group = %c.group, "Archiver consuming events.");
         let mut pending: BTreeMap<(String, i32), i64> = BTreeMap::new();

@@ -293,6 +293,8 @@ impl Engine {
         let mut fired = Vec::new();
         // Per-batch caches: dictionary key → key id, per window.
         let mut dict_cache: Vec<Vec<KeyId>> = vec![Vec::new(); self.windows.len()];
+        // And dictionary key → peer group id (device type, tenant), per window.
+        let mut peer_cache: Vec<[Vec<u32>; 2]> = vec![[Vec::new(), Vec::new()]; self.windows.len()];
         let hasher = hasher();
         for i in 0..cols.len() {
             let ts = cols.ts[i];
@@ -329,8 +331,11 @@ impl Engine {
                     w.touched.push(id);
                 }
                 if w.track_peers {
-                    let (dt, tn) = (cols.device_type.value(i), cols.tenant.value(i));
-                    let peers = [w.state.peers.intern(dt), w.state.peers.intern(tn)];
+                    let [dt_cache, tn_cache] = &mut peer_cache[wi];
+                    let peers = [
+                        peer_id(&mut w.state.peers, cols.device_type, i, dt_cache),
+                        peer_id(&mut w.state.peers, cols.tenant, i, tn_cache),
+                    ];
                     if let Some(k) = w.state.key_mut(id) {
                         k.peers = peers;
                     }
@@ -387,9 +392,10 @@ impl Engine {
         }
         // Event-level firings carry the features of their key's window as it stands.
         for f in fired.iter_mut().filter(|f| f.features.is_empty()) {
-            let w = &self.windows[f.window];
+            let w = &mut self.windows[f.window];
             if let Some(id) = w.state.id(&f.key) {
-                f.features = key_features(w, id, w.state.slot(wm), &mut self.scratch)?;
+                let slot = w.state.slot(wm);
+                f.features = key_features(w, id, slot, &mut self.scratch)?;
             }
         }
         self.policy.prune(now_ns);
@@ -558,6 +564,27 @@ impl Engine {
     }
 }
 
+/// The interned peer group of row `i` of a (usually dictionary-encoded) column, looked up
+/// once per dictionary value and batch.
+fn peer_id(
+    peers: &mut crate::window::Interner,
+    col: StrCol,
+    i: usize,
+    cache: &mut Vec<u32>,
+) -> u32 {
+    let Some((k, n)) = col.dict_key(i) else {
+        return peers.intern(col.value(i));
+    };
+    if cache.len() != n {
+        cache.clear();
+        cache.resize(n, u32::MAX);
+    }
+    if cache[k] == u32::MAX {
+        cache[k] = peers.intern(col.value(i));
+    }
+    cache[k]
+}
+
 /// The key id of row `i` for window `w`, or `None` when the row has no key for it.
 fn intern(
     w: &mut WindowRt,
@@ -605,22 +632,23 @@ fn intern(
 
 /// Feature values of `ids` over the window ending with `slot` into `scratch.features`.
 fn features_of(
-    w: &WindowRt,
+    w: &mut WindowRt,
     ids: &[KeyId],
     slot: i64,
+    provisional: bool,
     scratch: &mut Scratch,
 ) -> Result<(), EngineError> {
     let nv = w.plan.values.len().max(1);
     scratch.values.clear();
     scratch.values.resize(ids.len() * nv, f64::NAN);
     for (r, id) in ids.iter().enumerate() {
-        w.state.fold(
-            *id,
-            slot,
-            &w.plan,
-            &mut scratch.scalars,
-            &mut scratch.sketches,
-        );
+        let (scalars, sketches) = (&mut scratch.scalars, &mut scratch.sketches);
+        if provisional {
+            w.state
+                .fold_provisional(*id, slot, &w.plan, scalars, sketches);
+        } else {
+            w.state.fold(*id, slot, &w.plan, scalars, sketches);
+        }
         w.plan.read_values(
             &scratch.scalars,
             &scratch.sketches,
@@ -637,12 +665,12 @@ fn features_of(
 }
 
 fn key_features(
-    w: &WindowRt,
+    w: &mut WindowRt,
     id: KeyId,
     slot: i64,
     scratch: &mut Scratch,
 ) -> Result<BTreeMap<String, f64>, EngineError> {
-    features_of(w, &[id], slot, scratch)?;
+    features_of(w, &[id], slot, false, scratch)?;
     Ok(w.plan
         .names
         .iter()
@@ -672,7 +700,7 @@ fn round(
         }
         return Ok(());
     }
-    features_of(w, ids, slot, scratch)?;
+    features_of(w, ids, slot, !learn, scratch)?;
     let nf = w.plan.outputs.len();
     let at = w.state.slot_end(slot);
     let size_ns = w.state.size_ns();

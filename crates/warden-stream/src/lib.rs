@@ -9,7 +9,9 @@
 
 pub mod archive;
 pub mod backtest;
+pub mod checkpoint;
 mod columns;
+pub mod dedup;
 mod engine;
 mod feature;
 mod policy;

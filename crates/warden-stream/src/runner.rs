@@ -1,12 +1,12 @@
 //! The processor loop: bus → engine → bus, with commits after acknowledgements, and hot
 //! reload of the pipeline file.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -15,7 +15,19 @@ use warden_bus::{Bus, BusError, Consumer, Position, Producer};
 use warden_config::{ConfigErrors, PipelineConfig, TopicsConfig};
 use warden_event::{Decision, RequestEvent};
 
+use crate::checkpoint::{CheckpointStore, KeyOwners, PartitionCheckpoint};
+use crate::dedup::{Dedup, DedupConfig, PartitionDedup, Seen};
 use crate::{Engine, EngineError, Output};
+
+/// How often a durable processor checkpoints its partitions and commits their offsets, by
+/// default.
+pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+/// How long reading the checkpoint topic on an assignment may take.
+const CHECKPOINT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often consumer lag and throughput are measured.
+const LAG_INTERVAL: Duration = Duration::from_secs(2);
+/// Attempts of a commit (or a checkpoint write) before it is left for the next round.
+const COMMIT_ATTEMPTS: u32 = 10;
 
 /// Errors that stop a processor.
 #[derive(Debug, thiserror::Error)]
@@ -72,12 +84,43 @@ pub struct ProcessorStats {
     pub reload_failures: AtomicU64,
     /// Approximate bytes of engine state (windows and detectors), updated every batch.
     pub state_bytes: AtomicU64,
+    /// Events skipped because an event with the same id was processed already (replays).
+    pub duplicates: AtomicU64,
+    /// Records skipped because their offset is already in the state (redelivered after a
+    /// restart or a rebalance, below the checkpoint's offset).
+    pub redelivered: AtomicU64,
+    /// Event ids the dedup forgot early because a partition held too many.
+    pub dedup_evicted: AtomicU64,
+    /// Partition checkpoints written (and acknowledged).
+    pub checkpoints: AtomicU64,
+    /// Bytes of checkpoint records written.
+    pub checkpoint_bytes: AtomicU64,
+    /// Checkpoint writes or commits that failed (retried at the next round).
+    pub checkpoint_failures: AtomicU64,
+    /// Partitions whose state was restored from a checkpoint.
+    pub restores: AtomicU64,
+    /// Partitions of the events topic assigned to this processor.
+    pub assigned_partitions: AtomicU64,
+    /// Partitions with processed events whose offsets are not committed yet (0: everything
+    /// processed is committed, and checkpointed when checkpointing).
+    pub uncommitted_partitions: AtomicU64,
+    /// Events processed per second over the last measurement (every 2 s).
+    pub events_per_second: AtomicU64,
+    /// Consumer lag (records not yet processed) summed over the assigned partitions.
+    pub lag_total: AtomicU64,
+    /// Consumer lag per assigned partition, at the last measurement.
+    pub lag: Mutex<BTreeMap<i32, u64>>,
     pub pipeline: Mutex<PipelineStatus>,
 }
 
 impl ProcessorStats {
     pub fn pipeline_status(&self) -> PipelineStatus {
         self.pipeline.lock().clone()
+    }
+
+    /// Consumer lag per partition at the last measurement.
+    pub fn lag_by_partition(&self) -> BTreeMap<i32, u64> {
+        self.lag.lock().clone()
     }
 }
 
@@ -88,6 +131,29 @@ pub struct Processor {
     engine: Engine,
     stats: Arc<ProcessorStats>,
     reload: Option<Reload>,
+    /// Checkpoint to the bus: `None` decides by the bus ([`Bus::durable`]).
+    checkpointing: Option<bool>,
+    checkpoint_interval: Duration,
+    dedup: Dedup,
+    owners: KeyOwners,
+    /// Partitions of the events topic this processor has state for.
+    parts: BTreeMap<i32, PartState>,
+    checkpoint_seq: u64,
+    scratch: String,
+}
+
+/// What the processor holds of one partition of the events topic.
+#[derive(Debug, Clone, Copy)]
+struct PartState {
+    /// The events below this offset are in the engine's state.
+    next: i64,
+    /// Whether it is assigned to this processor now.
+    owned: bool,
+    /// (Re)assigned and not read since: its first record tells whether another processor
+    /// moved it on meanwhile.
+    fresh: bool,
+    /// Events were added since the last checkpoint and commit.
+    dirty: bool,
 }
 
 /// The pipeline file being watched.
@@ -96,6 +162,10 @@ struct Reload {
     every: Duration,
     /// Content last seen (applied or refused).
     seen: Option<String>,
+    /// A new content read once: applied (or refused) when the next check reads it again, so
+    /// a file caught half-written by an editor that does not replace files atomically is
+    /// never judged.
+    pending: Option<String>,
 }
 
 impl Processor {
@@ -109,11 +179,45 @@ impl Processor {
         };
         Ok(Self {
             engine: Engine::new(&pipeline)?,
+            dedup: Dedup::new(DedupConfig::for_pipeline(&pipeline)),
+            owners: KeyOwners::new(&pipeline),
             pipeline,
             topics,
             stats,
             reload: None,
+            checkpointing: None,
+            checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
+            parts: BTreeMap::new(),
+            checkpoint_seq: 0,
+            scratch: String::new(),
         })
+    }
+
+    /// Checkpoint partition state to the bus (on) or not (off), instead of deciding by the
+    /// bus (on for Kafka, off for the embedded bus, whose records die with the process).
+    pub fn with_checkpoints(mut self, on: bool) -> Self {
+        self.checkpointing = Some(on);
+        self
+    }
+
+    /// Checkpoint and commit every `every` (default [`DEFAULT_CHECKPOINT_INTERVAL`]); zero
+    /// does it after every batch. Without checkpoints offsets are committed after every batch.
+    pub fn with_checkpoint_interval(mut self, every: Duration) -> Self {
+        self.checkpoint_interval = every;
+        self
+    }
+
+    /// Cap the event ids remembered per partition for deduplication.
+    pub fn with_dedup_max_ids(mut self, max_ids: usize) -> Self {
+        let mut c = self.dedup.config();
+        c.max_ids = max_ids.max(1);
+        self.dedup.set_config(c);
+        self
+    }
+
+    /// The engine (for inspection).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     /// Watch `path` (the file the pipeline came from) and swap in valid changes, checking
@@ -122,6 +226,7 @@ impl Processor {
         self.stats.pipeline.lock().path = Some(path.display().to_string());
         self.reload = Some(Reload {
             seen: std::fs::read_to_string(&path).ok(),
+            pending: None,
             path,
             every,
         });
@@ -139,6 +244,11 @@ impl Processor {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), StreamError> {
         let span = info_span!("processor", pipeline = %self.pipeline.name);
+        let checkpointing = self.checkpointing.unwrap_or_else(|| bus.durable());
+        let store = CheckpointStore::new(&self.pipeline.source.group, &self.topics.events);
+        if checkpointing {
+            store.ensure(&*bus).instrument(span.clone()).await?;
+        }
         let engine = &mut self.engine;
         let mut decisions = warden_bus::read_to_end(
             &*bus,
@@ -152,13 +262,15 @@ impl Processor {
             .group_consumer(&self.pipeline.source.group, &[self.topics.events.as_str()])
             .await?;
         let producer = bus.producer();
-        info!(parent: &span, group = %self.pipeline.source.group, "Processor consuming events.");
+        info!(parent: &span, group = %self.pipeline.source.group, checkpointing, "Processor consuming events.");
         let every = self
             .reload
             .as_ref()
             .map_or(Duration::from_secs(3600), |r| r.every);
         let mut reload_tick = tokio::time::interval(every);
         reload_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_checkpoint = Instant::now();
+        let mut rate = Rate::new(&self.stats);
         tokio::pin!(shutdown);
         loop {
             let wait = Duration::from_millis(self.pipeline.source.batch_max_wait_ms.max(1));
@@ -187,17 +299,73 @@ impl Processor {
             {
                 apply(&mut self.engine, &m.payload);
             }
-            if msgs.is_empty() {
-                continue;
+            self.track_assignment(&*events);
+            if !msgs.is_empty() {
+                self.process(&msgs, &*bus, checkpointing.then_some(&store), &*producer)
+                    .instrument(span.clone())
+                    .await?;
             }
-            self.process(&msgs, &*producer, &mut *events)
+            if !checkpointing || last_checkpoint.elapsed() >= self.checkpoint_interval {
+                last_checkpoint = Instant::now();
+                self.checkpoint_and_commit(
+                    checkpointing.then_some(&store),
+                    &*producer,
+                    &mut *events,
+                )
                 .instrument(span.clone())
-                .await?;
+                .await;
+            }
+            if rate.due() {
+                self.measure_lag(&*bus, &mut rate)
+                    .instrument(span.clone())
+                    .await;
+            }
         }
+        // A clean stop leaves nothing to redo: the last events are checkpointed and committed.
+        self.checkpoint_and_commit(checkpointing.then_some(&store), &*producer, &mut *events)
+            .instrument(span.clone())
+            .await;
         info!(parent: &span, "Processor stopped.");
         Ok(())
     }
 
+    fn count_uncommitted(&self) {
+        let n = self
+            .parts
+            .values()
+            .filter(|st| st.dirty && st.owned)
+            .count();
+        self.stats
+            .uncommitted_partitions
+            .store(n as u64, Ordering::Relaxed);
+    }
+
+    /// Follow the consumer's assignment: revoked partitions are no longer checkpointed nor
+    /// committed, (re)assigned ones are checked against their checkpoint on their first record.
+    fn track_assignment(&mut self, consumer: &dyn Consumer) {
+        let Some(assigned) = consumer.assignment() else {
+            return;
+        };
+        let assigned: BTreeSet<i32> = assigned
+            .into_iter()
+            .filter(|(t, _)| *t == self.topics.events)
+            .map(|(_, p)| p)
+            .collect();
+        self.stats
+            .assigned_partitions
+            .store(assigned.len() as u64, Ordering::Relaxed);
+        for (p, st) in self.parts.iter_mut() {
+            let owned = assigned.contains(p);
+            if owned && !st.owned {
+                st.fresh = true;
+                debug!(partition = p, "Partition assigned again.");
+            } else if !owned && st.owned {
+                debug!(partition = p, "Partition revoked.");
+            }
+            st.owned = owned;
+        }
+        self.count_uncommitted();
+    }
     /// Reload the pipeline file if it changed: a valid change is swapped in (state of
     /// unchanged detectors kept), an invalid one is refused and reported.
     fn check_reload(&mut self) {
@@ -210,8 +378,14 @@ impl Processor {
             }
         };
         if r.seen.as_deref() == Some(text.as_str()) {
+            r.pending = None;
             return;
         }
+        if r.pending.as_deref() != Some(text.as_str()) {
+            r.pending = Some(text);
+            return;
+        }
+        r.pending = None;
         r.seen = Some(text.clone());
         let path = r.path.clone();
         let result = crate::parse_pipeline(&text)
@@ -239,6 +413,10 @@ impl Processor {
                 status.last_reload = Some(report.to_string());
                 status.last_failure = None;
                 let source = self.pipeline.source.clone();
+                self.owners.reconfigure(&p);
+                let mut dedup = DedupConfig::for_pipeline(&p);
+                dedup.max_ids = self.dedup.config().max_ids;
+                self.dedup.set_config(dedup);
                 self.pipeline = p;
                 self.pipeline.source = source;
             }
@@ -254,24 +432,147 @@ impl Processor {
         }
     }
 
+    /// Restore the state of partitions met for the first time, or (re)assigned after another
+    /// processor moved them on, from their checkpoints.
+    async fn restore(
+        &mut self,
+        msgs: &[warden_bus::Message],
+        bus: &dyn Bus,
+        store: Option<&CheckpointStore>,
+    ) -> Result<(), StreamError> {
+        let mut first: BTreeMap<i32, i64> = BTreeMap::new();
+        for m in msgs {
+            first.entry(m.partition).or_insert(m.offset);
+        }
+        let needed: BTreeSet<i32> = first
+            .iter()
+            .filter(|(p, o)| match self.parts.get(p) {
+                None => true,
+                Some(st) => st.fresh && **o > st.next,
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        let mut restored = BTreeMap::new();
+        if let Some(store) = store.filter(|_| !needed.is_empty()) {
+            let mut attempt = 0;
+            restored = loop {
+                attempt += 1;
+                match store.read(bus, &needed, CHECKPOINT_READ_TIMEOUT).await {
+                    Ok(r) => break r,
+                    Err(e) if e.is_retriable() && attempt < 5 => {
+                        warn!(error = %e, "Reading checkpoints failed; retrying.");
+                        tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
+                    }
+                    // Going on without the state would overwrite the checkpoints with less.
+                    Err(e) => return Err(e.into()),
+                }
+            };
+        }
+        for (p, offset) in first {
+            let known = self.parts.get(&p).copied();
+            let mut st = known.unwrap_or(PartState {
+                next: offset,
+                owned: true,
+                fresh: false,
+                dirty: false,
+            });
+            st.owned = true;
+            st.fresh = false;
+            if let Some(cp) = restored.remove(&p) {
+                let next = cp.next_offset;
+                self.restore_partition(cp);
+                self.stats.restores.fetch_add(1, Ordering::Relaxed);
+                if next < offset {
+                    warn!(
+                        partition = p,
+                        checkpoint = next,
+                        committed = offset,
+                        "The checkpoint is behind the committed offset: the events between are missing from the state."
+                    );
+                }
+                st.next = next.max(offset);
+                info!(
+                    partition = p,
+                    next_offset = st.next,
+                    "Partition state restored from its checkpoint."
+                );
+            } else if needed.contains(&p) {
+                if known.is_some() {
+                    warn!(
+                        partition = p,
+                        from = st.next,
+                        to = offset,
+                        "Another processor moved this partition on and left no checkpoint: keeping the state held."
+                    );
+                } else if store.is_some() {
+                    info!(
+                        partition = p,
+                        offset, "No checkpoint for this partition: starting with empty state."
+                    );
+                }
+                st.next = offset;
+            }
+            self.parts.insert(p, st);
+        }
+        Ok(())
+    }
+
+    fn restore_partition(&mut self, cp: PartitionCheckpoint) {
+        let p = cp.partition;
+        for (window, ws) in &cp.engine.windows {
+            for k in &ws.keys {
+                self.owners
+                    .set(window, &k.state.name, p, k.state.last_event_ns);
+            }
+        }
+        self.dedup
+            .set_partition(p, PartitionDedup::restore(&cp.dedup));
+        if let Err(e) = self.engine.restore(cp.engine) {
+            warn!(partition = p, error = %e, "Part of a checkpoint could not be restored.");
+        }
+    }
+
     async fn process(
         &mut self,
         msgs: &[warden_bus::Message],
+        bus: &dyn Bus,
+        store: Option<&CheckpointStore>,
         producer: &dyn Producer,
-        consumer: &mut dyn Consumer,
     ) -> Result<(), StreamError> {
-        let mut positions: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        self.restore(msgs, bus, store).await?;
         let mut batch = Vec::with_capacity(msgs.len());
+        let evicted_before = self.dedup.evicted();
         for m in msgs {
-            let p = positions.entry((m.topic.clone(), m.partition)).or_insert(0);
-            *p = (*p).max(m.offset + 1);
+            let Some(st) = self.parts.get_mut(&m.partition) else {
+                continue;
+            };
+            if m.offset < st.next {
+                self.stats.redelivered.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            st.next = m.offset + 1;
+            st.dirty = true;
             match warden_event::decode::<RequestEvent>(&m.payload) {
-                Ok(e) => batch.push(e),
+                Ok(e) => {
+                    if self.dedup.check(m.partition, &e.id, e.ts) == Seen::Duplicate {
+                        self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    self.owners.record(m.partition, &e, &mut self.scratch);
+                    batch.push(e);
+                }
                 Err(e) => {
                     self.stats.undecodable.fetch_add(1, Ordering::Relaxed);
                     debug!(error = %e, partition = m.partition, offset = m.offset, "Skipping an unreadable event.");
                 }
             }
+        }
+        self.stats
+            .dedup_evicted
+            .fetch_add(self.dedup.evicted() - evicted_before, Ordering::Relaxed);
+        self.count_uncommitted();
+        if batch.is_empty() {
+            return Ok(());
         }
         let record_batch = warden_event::to_record_batch(&batch)?;
         let late_before = self.engine.stats().late_events;
@@ -292,27 +593,171 @@ impl Processor {
         for out in &outputs {
             self.publish(producer, out).await;
         }
-        let positions: Vec<Position> = positions
-            .into_iter()
-            .map(|((topic, partition), offset)| Position {
-                topic,
-                partition,
-                offset,
-            })
+        Ok(())
+    }
+
+    /// Checkpoint the partitions with new events (when checkpointing), then commit their
+    /// offsets: only now is every decision and alert of those events acknowledged, and their
+    /// state written. A failure leaves them for the next round (nothing is lost: at worst the
+    /// events since the last commit are read again and skipped or deduplicated).
+    async fn checkpoint_and_commit(
+        &mut self,
+        store: Option<&CheckpointStore>,
+        producer: &dyn Producer,
+        consumer: &mut dyn Consumer,
+    ) {
+        let dirty: BTreeSet<i32> = self
+            .parts
+            .iter()
+            .filter(|(_, st)| st.dirty && st.owned)
+            .map(|(p, _)| *p)
             .collect();
-        // Only now: every decision and alert this batch caused is acknowledged.
+        if dirty.is_empty() {
+            return;
+        }
+        if let Some(store) = store {
+            let owners = &self.owners;
+            let snap = self.engine.snapshot(|window, key| {
+                owners
+                    .owner(window, key)
+                    .is_some_and(|p| dirty.contains(&p))
+            });
+            let now = warden_event::now_ns();
+            let cps: Vec<PartitionCheckpoint> = crate::checkpoint::split(snap, &dirty, owners)
+                .into_iter()
+                .map(|(p, engine)| PartitionCheckpoint {
+                    v: 1,
+                    group: store.group.clone(),
+                    topic: store.events_topic.clone(),
+                    partition: p,
+                    next_offset: self.parts.get(&p).map_or(0, |st| st.next),
+                    written_at: now,
+                    engine,
+                    dedup: self
+                        .dedup
+                        .partition(p)
+                        .map(PartitionDedup::snapshot)
+                        .unwrap_or_default(),
+                })
+                .collect();
+            self.checkpoint_seq = (self.checkpoint_seq + 1).max(u64::try_from(now).unwrap_or(0));
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                match store.write(producer, &cps, self.checkpoint_seq).await {
+                    Ok(bytes) => {
+                        self.stats
+                            .checkpoints
+                            .fetch_add(cps.len() as u64, Ordering::Relaxed);
+                        self.stats
+                            .checkpoint_bytes
+                            .fetch_add(bytes as u64, Ordering::Relaxed);
+                        break;
+                    }
+                    Err(e) if attempt < COMMIT_ATTEMPTS => {
+                        warn!(error = %e, "Writing checkpoints failed; retrying.");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "Writing checkpoints failed; offsets stay uncommitted until the next round.");
+                        self.stats
+                            .checkpoint_failures
+                            .fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                }
+            }
+        }
+        let mut attempt = 0;
         loop {
+            attempt += 1;
+            // Only partitions still assigned: a revoked one belongs to another member now.
+            self.track_assignment(consumer);
+            let positions: Vec<Position> = dirty
+                .iter()
+                .filter_map(|p| self.parts.get(p).map(|st| (p, st)))
+                .filter(|(_, st)| st.owned)
+                .map(|(p, st)| Position {
+                    topic: self.topics.events.clone(),
+                    partition: *p,
+                    offset: st.next,
+                })
+                .collect();
+            if positions.is_empty() {
+                return;
+            }
             match consumer.commit(&positions).await {
-                Ok(()) => break,
-                Err(e) if e.is_retriable() => {
+                Ok(()) => {
+                    for pos in &positions {
+                        if let Some(st) = self.parts.get_mut(&pos.partition) {
+                            st.dirty = false;
+                        }
+                    }
+                    self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                    self.count_uncommitted();
+                    return;
+                }
+                Err(e) if e.is_retriable() && attempt < COMMIT_ATTEMPTS => {
                     warn!(error = %e, "Committing offsets failed; retrying.");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    warn!(error = %e, "Committing offsets failed; they stay uncommitted until the next round.");
+                    self.stats
+                        .checkpoint_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
             }
         }
-        self.stats.commits.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+    }
+
+    /// Consumer lag of the assigned partitions and the event rate since the last measurement.
+    async fn measure_lag(&mut self, bus: &dyn Bus, rate: &mut Rate) {
+        rate.update(&self.stats);
+        let ends = match tokio::time::timeout(
+            Duration::from_secs(5),
+            bus.end_offsets(&self.topics.events),
+        )
+        .await
+        {
+            Ok(Ok(ends)) => ends,
+            Ok(Err(e)) => {
+                debug!(error = %e, "Measuring lag failed.");
+                return;
+            }
+            Err(_) => {
+                debug!("Measuring lag timed out.");
+                return;
+            }
+        };
+        let lag: BTreeMap<i32, u64> = self
+            .parts
+            .iter()
+            .filter(|(_, st)| st.owned)
+            .filter_map(|(p, st)| {
+                ends.get(p)
+                    .map(|end| (*p, u64::try_from(end - st.next).unwrap_or(0)))
+            })
+            .collect();
+        self.stats
+            .lag_total
+            .store(lag.values().sum(), Ordering::Relaxed);
+        *self.stats.lag.lock() = lag;
+        // Keys the engine has forgotten (idle past every window's expiry) need no owner.
+        if let Some(wm) = self.engine.watermark() {
+            let keep = self
+                .pipeline
+                .window
+                .iter()
+                .map(|w| w.idle_expiry_ms.saturating_add(w.size_ms))
+                .max()
+                .unwrap_or(0);
+            let keep = i64::try_from(keep)
+                .unwrap_or(i64::MAX / 2_000_000)
+                .saturating_mul(1_000_000);
+            self.owners.prune(wm.saturating_sub(keep));
+        }
     }
 
     /// Publish a decision (first: it is what gateways enforce) and its alert, retrying until
@@ -337,6 +782,38 @@ impl Processor {
         )
         .await;
         self.stats.alerts.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Events per second between measurements.
+struct Rate {
+    at: Instant,
+    events: u64,
+}
+
+impl Rate {
+    fn new(stats: &ProcessorStats) -> Self {
+        Self {
+            at: Instant::now(),
+            events: stats.events.load(Ordering::Relaxed),
+        }
+    }
+
+    fn due(&self) -> bool {
+        self.at.elapsed() >= LAG_INTERVAL
+    }
+
+    fn update(&mut self, stats: &ProcessorStats) {
+        let events = stats.events.load(Ordering::Relaxed);
+        let secs = self.at.elapsed().as_secs_f64();
+        if secs > 0.0 {
+            let per_s = (events.saturating_sub(self.events)) as f64 / secs;
+            stats
+                .events_per_second
+                .store(per_s.round() as u64, Ordering::Relaxed);
+        }
+        self.at = Instant::now();
+        self.events = events;
     }
 }
 

@@ -63,6 +63,81 @@ pub struct WindowState {
     pub sampled_through: Option<i64>,
     nscalars: usize,
     nsketches: usize,
+    /// Per key id: its buckets before the newest slot, folded (see
+    /// [`WindowState::fold_provisional`]).
+    prefix: Vec<Prefix>,
+}
+
+/// The fold of a key's buckets in the window ending with `slot`, *without* the bucket of
+/// `slot` itself: provisional scoring reads the window many times per slot, and only the
+/// newest bucket changes between those reads (older ones change only through late events,
+/// which invalidate this).
+#[derive(Debug, Clone, Default)]
+struct Prefix {
+    slot: Option<i64>,
+    scalars: Vec<f64>,
+    sketches: Vec<Sketch>,
+}
+
+/// Copy `from` into `to`, reusing `to`'s allocations where the modes match.
+fn copy_sketches(to: &mut Vec<Sketch>, from: &[Sketch]) {
+    use crate::sketch::Hll;
+    if to.len() != from.len() {
+        to.clear();
+        to.extend_from_slice(from);
+        return;
+    }
+    for (a, b) in to.iter_mut().zip(from) {
+        match (a, b) {
+            (Sketch::Distinct(Hll::Sparse(x)), Sketch::Distinct(Hll::Sparse(y))) => {
+                x.clear();
+                x.extend_from_slice(y);
+            }
+            (a, b) => a.clone_from(b),
+        }
+    }
+}
+
+/// Reset accumulators to empty aggregates.
+fn reset(plan: &WindowPlan, nsketches: usize, scalars: &mut Vec<f64>, sketches: &mut Vec<Sketch>) {
+    scalars.clear();
+    plan.new_scalars(scalars);
+    if sketches.len() != nsketches {
+        sketches.clear();
+        plan.new_sketches(sketches);
+    } else {
+        for s in sketches.iter_mut() {
+            match s {
+                Sketch::Distinct(h) => h.clear(),
+                Sketch::Quantiles(d) => d.clear(),
+            }
+        }
+    }
+}
+
+/// Fold `k`'s buckets of slots in `(lo, hi]` into the accumulators (not reset).
+fn merge_range(
+    k: &KeyState,
+    (ns, nk): (usize, usize),
+    (lo, hi): (i64, i64),
+    plan: &WindowPlan,
+    scalars: &mut [f64],
+    sketches: &mut [Sketch],
+) {
+    let from = k.slots.partition_point(|s| *s <= lo);
+    for (i, s) in k.slots.iter().enumerate().skip(from) {
+        if *s > hi {
+            break;
+        }
+        plan.fold_scalars(scalars, &k.scalars[i * ns..(i + 1) * ns]);
+        for (acc, b) in sketches.iter_mut().zip(&k.sketches[i * nk..(i + 1) * nk]) {
+            match (acc, b) {
+                (Sketch::Distinct(a), Sketch::Distinct(b)) => a.merge(b),
+                (Sketch::Quantiles(a), Sketch::Quantiles(b)) => a.merge(b),
+                _ => {}
+            }
+        }
+    }
 }
 
 impl WindowState {
@@ -87,6 +162,13 @@ impl WindowState {
             sampled_through: None,
             nscalars: plan.scalars.len(),
             nsketches: plan.sketches.len(),
+            prefix: Vec::new(),
+        }
+    }
+
+    fn forget_prefix(&mut self, id: KeyId) {
+        if let Some(p) = self.prefix.get_mut(id as usize) {
+            *p = Prefix::default();
         }
     }
 
@@ -133,6 +215,7 @@ impl WindowState {
             }
         };
         self.ids.insert(key.into(), id);
+        self.forget_prefix(id);
         id
     }
 
@@ -166,6 +249,12 @@ impl WindowState {
         let Some(k) = self.states.get_mut(id as usize).and_then(Option::as_mut) else {
             return;
         };
+        // A late event changes a bucket the cached prefix folded.
+        if let Some(p) = self.prefix.get_mut(id as usize)
+            && p.slot.is_some_and(|s| slot < s)
+        {
+            p.slot = None;
+        }
         k.last_event_ns = k.last_event_ns.max(ts);
         k.first_event_ns = k.first_event_ns.min(ts);
         // Buckets are in slot order; a late event lands in an older bucket.
@@ -200,35 +289,55 @@ impl WindowState {
         scalars: &mut Vec<f64>,
         sketches: &mut Vec<Sketch>,
     ) {
-        scalars.clear();
-        plan.new_scalars(scalars);
-        if sketches.len() != self.nsketches {
-            sketches.clear();
-            plan.new_sketches(sketches);
-        } else {
-            for s in sketches.iter_mut() {
-                match s {
-                    Sketch::Distinct(h) => h.clear(),
-                    Sketch::Quantiles(d) => d.clear(),
-                }
-            }
-        }
+        reset(plan, self.nsketches, scalars, sketches);
         let Some(k) = self.key(id) else { return };
-        let (ns, nk) = (self.nscalars, self.nsketches);
-        let from = k.slots.partition_point(|s| *s <= slot - self.slides);
-        for (i, s) in k.slots.iter().enumerate().skip(from) {
-            if *s > slot {
-                break;
-            }
-            plan.fold_scalars(scalars, &k.scalars[i * ns..(i + 1) * ns]);
-            for (acc, b) in sketches.iter_mut().zip(&k.sketches[i * nk..(i + 1) * nk]) {
-                match (acc, b) {
-                    (Sketch::Distinct(a), Sketch::Distinct(b)) => a.merge(b),
-                    (Sketch::Quantiles(a), Sketch::Quantiles(b)) => a.merge(b),
-                    _ => {}
-                }
-            }
+        merge_range(
+            k,
+            (self.nscalars, self.nsketches),
+            (slot - self.slides, slot),
+            plan,
+            scalars,
+            sketches,
+        );
+    }
+
+    /// [`WindowState::fold`] for provisional reads, which come many times per slot: the
+    /// buckets before `slot` are folded once per key and slot and kept, so each read costs one
+    /// bucket instead of the whole window. Same result as `fold`.
+    pub fn fold_provisional(
+        &mut self,
+        id: KeyId,
+        slot: i64,
+        plan: &WindowPlan,
+        scalars: &mut Vec<f64>,
+        sketches: &mut Vec<Sketch>,
+    ) {
+        let idx = id as usize;
+        let Some(k) = self.states.get(idx).and_then(Option::as_ref) else {
+            reset(plan, self.nsketches, scalars, sketches);
+            return;
+        };
+        if self.prefix.len() <= idx {
+            self.prefix.resize_with(idx + 1, Prefix::default);
         }
+        let sizes = (self.nscalars, self.nsketches);
+        let p = &mut self.prefix[idx];
+        if p.slot != Some(slot) {
+            reset(plan, self.nsketches, &mut p.scalars, &mut p.sketches);
+            merge_range(
+                k,
+                sizes,
+                (slot - self.slides, slot - 1),
+                plan,
+                &mut p.scalars,
+                &mut p.sketches,
+            );
+            p.slot = Some(slot);
+        }
+        scalars.clear();
+        scalars.extend_from_slice(&p.scalars);
+        copy_sketches(sketches, &p.sketches);
+        merge_range(k, sizes, (slot - 1, slot), plan, scalars, sketches);
     }
 
     /// Drop buckets no window ending at or after `slot` covers, and keys idle since before
@@ -244,7 +353,15 @@ impl WindowState {
                 self.ids.remove(&k.name);
                 *st = None;
                 gone.push(id as KeyId);
+                if let Some(p) = self.prefix.get_mut(id) {
+                    *p = Prefix::default();
+                }
                 continue;
+            }
+            if let Some(p) = self.prefix.get_mut(id)
+                && p.slot.is_some_and(|s| s < slot)
+            {
+                p.slot = None;
             }
             let n = k.slots.partition_point(|s| *s <= oldest);
             if n > 0 {
@@ -288,7 +405,18 @@ impl WindowState {
                     + k.sketches.iter().map(Sketch::heap_bytes).sum::<usize>()
             })
             .sum();
+        let prefix: usize = self
+            .prefix
+            .iter()
+            .map(|p| {
+                p.scalars.capacity() * 8
+                    + p.sketches.capacity() * std::mem::size_of::<Sketch>()
+                    + p.sketches.iter().map(Sketch::heap_bytes).sum::<usize>()
+            })
+            .sum();
         self.states.capacity() * slot
+            + self.prefix.capacity() * std::mem::size_of::<Prefix>()
+            + prefix
             + keys
             + self.ids.capacity() * (std::mem::size_of::<(Box<str>, KeyId)>() + 1)
             + self.ids.keys().map(|k| k.len()).sum::<usize>()
@@ -305,6 +433,7 @@ impl WindowState {
         if let Some(slot) = self.states.get_mut(id as usize) {
             *slot = Some(state);
         }
+        self.forget_prefix(id);
         id
     }
 }

@@ -21,6 +21,8 @@ pub struct Sources {
     pub gateway: Option<(String, Arc<EmitStats>)>,
     /// Pipeline name and the processor's counters.
     pub processor: Option<(String, Arc<ProcessorStats>)>,
+    /// The gateway's TLS listeners (`gateway`, `admin`) and their handshake counters.
+    pub tls: Vec<(&'static str, Arc<warden_gateway::TlsStats>)>,
 }
 
 fn metric(out: &mut String, name: &str, kind: &str, help: &str, label: (&str, &str), value: u64) {
@@ -124,6 +126,11 @@ pub fn render(sources: &Sources) -> String {
             l,
             queued,
         );
+        let tls: Vec<(&str, &warden_gateway::TlsStats)> =
+            sources.tls.iter().map(|(l, s)| (*l, &**s)).collect();
+        if !tls.is_empty() {
+            warden_gateway::TlsStats::render_listeners(id, &tls, &mut out);
+        }
     }
     if let Some((pipeline, s)) = &sources.processor {
         let l = ("pipeline", pipeline.as_str());
@@ -188,8 +195,87 @@ pub fn render(sources: &Sources) -> String {
                 "Approximate bytes of window and detector state.",
                 get_u(&s.state_bytes),
             ),
+            (
+                "warden_processor_duplicate_events_total",
+                "counter",
+                "Events skipped because an event with the same id was already processed.",
+                get_u(&s.duplicates),
+            ),
+            (
+                "warden_processor_redelivered_records_total",
+                "counter",
+                "Records skipped because their offset was already in the restored state.",
+                get_u(&s.redelivered),
+            ),
+            (
+                "warden_processor_dedup_evicted_ids_total",
+                "counter",
+                "Event ids forgotten early because a partition's dedup set was full.",
+                get_u(&s.dedup_evicted),
+            ),
+            (
+                "warden_processor_checkpoints_total",
+                "counter",
+                "Partition checkpoints written and acknowledged.",
+                get_u(&s.checkpoints),
+            ),
+            (
+                "warden_processor_checkpoint_bytes_total",
+                "counter",
+                "Bytes of checkpoint records written.",
+                get_u(&s.checkpoint_bytes),
+            ),
+            (
+                "warden_processor_checkpoint_failures_total",
+                "counter",
+                "Checkpoint writes or offset commits that failed (retried next round).",
+                get_u(&s.checkpoint_failures),
+            ),
+            (
+                "warden_processor_restores_total",
+                "counter",
+                "Partitions whose state was restored from a checkpoint.",
+                get_u(&s.restores),
+            ),
+            (
+                "warden_processor_assigned_partitions",
+                "gauge",
+                "Partitions of the events topic assigned to this processor.",
+                get_u(&s.assigned_partitions),
+            ),
+            (
+                "warden_processor_uncommitted_partitions",
+                "gauge",
+                "Partitions with processed events not committed (and checkpointed) yet.",
+                get_u(&s.uncommitted_partitions),
+            ),
+            (
+                "warden_processor_events_per_second",
+                "gauge",
+                "Events processed per second (measured every 2 s).",
+                get_u(&s.events_per_second),
+            ),
+            (
+                "warden_processor_consumer_lag",
+                "gauge",
+                "Records of the assigned partitions not processed yet (all partitions).",
+                get_u(&s.lag_total),
+            ),
         ] {
             metric(&mut out, name, kind, help, l, v);
+        }
+        let lag = s.lag_by_partition();
+        let name = "warden_processor_partition_lag";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Records of one assigned partition not processed yet."
+        );
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for (partition, v) in lag {
+            let _ = writeln!(
+                out,
+                "{name}{{pipeline=\"{pipeline}\",partition=\"{partition}\"}} {v}"
+            );
         }
     }
     out
@@ -210,4 +296,78 @@ pub async fn serve(listener: TcpListener, sources: Sources) -> std::io::Result<(
 /// Bind the metrics listener.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn processor_lag_and_throughput_are_exported() {
+        let stats = Arc::new(ProcessorStats::default());
+        stats.events_per_second.store(1234, Ordering::Relaxed);
+        stats.lag_total.store(42, Ordering::Relaxed);
+        stats.assigned_partitions.store(2, Ordering::Relaxed);
+        stats.duplicates.store(3, Ordering::Relaxed);
+        stats.checkpoints.store(9, Ordering::Relaxed);
+        *stats.lag.lock() = [(0, 40), (3, 2)].into_iter().collect();
+        let text = render(&Sources {
+            gateway: None,
+            processor: Some(("default".into(), stats)),
+            tls: Vec::new(),
+        });
+        for line in [
+            "# TYPE warden_processor_events_per_second gauge",
+            "warden_processor_events_per_second{pipeline=\"default\"} 1234",
+            "# TYPE warden_processor_consumer_lag gauge",
+            "warden_processor_consumer_lag{pipeline=\"default\"} 42",
+            "warden_processor_assigned_partitions{pipeline=\"default\"} 2",
+            "warden_processor_duplicate_events_total{pipeline=\"default\"} 3",
+            "warden_processor_checkpoints_total{pipeline=\"default\"} 9",
+            "# TYPE warden_processor_partition_lag gauge",
+            "warden_processor_partition_lag{pipeline=\"default\",partition=\"0\"} 40",
+            "warden_processor_partition_lag{pipeline=\"default\",partition=\"3\"} 2",
+        ] {
+            assert!(text.contains(line), "missing `{line}` in:\n{text}");
+        }
+        // Every metric is declared once.
+        let types: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE")).collect();
+        let mut unique = types.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(types.len(), unique.len());
+    }
+
+    #[test]
+    fn tls_listener_counters_are_exported_with_the_gateway() {
+        let emit = Arc::new(warden_gateway::EmitStats::default());
+        let tls = Arc::new(warden_gateway::TlsStats::default());
+        let text = render(&Sources {
+            gateway: Some(("gw-1".into(), emit.clone())),
+            processor: None,
+            tls: vec![("gateway", tls.clone()), ("admin", tls)],
+        });
+        for line in [
+            "# TYPE warden_gateway_tls_handshakes_total counter",
+            "# TYPE warden_gateway_tls_handshakes_refused_total counter",
+        ] {
+            assert_eq!(text.matches(line).count(), 1, "`{line}` once in:\n{text}");
+        }
+        for listener in ["gateway", "admin"] {
+            assert!(
+                text.lines()
+                    .any(|l| l.starts_with("warden_gateway_tls_handshakes_total{")
+                        && l.contains(&format!("\"{listener}\""))
+                        && l.contains("\"gw-1\"")),
+                "{listener} in:\n{text}"
+            );
+        }
+        // Without a gateway there is nothing to label them with.
+        let none = render(&Sources {
+            gateway: None,
+            processor: None,
+            tls: vec![("gateway", Arc::new(warden_gateway::TlsStats::default()))],
+        });
+        assert!(!none.contains("warden_gateway_tls"), "{none}");
+    }
 }

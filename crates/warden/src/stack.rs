@@ -85,6 +85,8 @@ pub struct Stack {
     pub identity: Option<warden_gateway::IdentityHandle>,
     /// The gateway's admin API listener, when `admin.listen` is configured.
     pub admin_addr: Option<SocketAddr>,
+    /// The admin API serves HTTPS (`[admin.tls]`).
+    pub admin_tls: bool,
     pub dashboard_addr: Option<SocketAddr>,
     /// The Prometheus metrics listener, when `metrics.listen` is configured.
     pub metrics_addr: Option<SocketAddr>,
@@ -124,6 +126,7 @@ impl Stack {
             gateway_tls_addr: None,
             identity: None,
             admin_addr: None,
+            admin_tls: false,
             dashboard_addr: None,
             metrics_addr: None,
             quarantine: None,
@@ -188,6 +191,7 @@ impl Stack {
                 }),
             ));
         }
+        let mut tls_stats = Vec::new();
         if parts.gateway {
             let gateway = Gateway::start(config, bus.clone())
                 .await
@@ -199,6 +203,9 @@ impl Stack {
                 .with_context(|| format!("binding the gateway to {}", config.gateway.listen))?;
             stack.gateway_addr = Some(listener.local_addr()?);
             stack.identity = Some(gateway.identity().clone());
+            tls_stats.extend(gateway.identity().tls_stats().map(|s| ("gateway", s)));
+            tls_stats.extend(gateway.admin().tls_stats().map(|s| ("admin", s)));
+            stack.admin_tls = gateway.admin().is_tls();
             let tls_listener = match &config.gateway.tls {
                 Some(tls) => {
                     let l = TcpListener::bind(tls.listen).await.with_context(|| {
@@ -245,6 +252,7 @@ impl Stack {
                     .clone()
                     .map(|s| (config.gateway.id.clone(), s)),
                 processor: stack.processor_stats.clone().map(|s| (pipeline_name, s)),
+                tls: tls_stats.clone(),
             };
             let mut shutdown = rx.clone();
             stack.tasks.push((
@@ -272,7 +280,8 @@ impl Stack {
         }
         if let Some(a) = self.admin_addr {
             info!(%a, "Admin API listening.");
-            println!("admin      http://{a}/admin/");
+            let scheme = if self.admin_tls { "https" } else { "http" };
+            println!("admin      {scheme}://{a}/admin/");
         }
         if let Some(a) = self.dashboard_addr {
             info!(%a, "Dashboard listening.");

@@ -60,8 +60,8 @@ fn up(dir: &Path, args: &[&str]) -> (Up, String, String, String) {
         let line = rx
             .recv_timeout(Duration::from_secs(60))
             .expect("startup output");
-        if let Some(rest) = line.strip_prefix("gateway    ") {
-            gateway = Some(rest.trim().trim_end_matches('/').to_string());
+        if let Some(rest) = line.strip_prefix("gateway    http://") {
+            gateway = Some(format!("http://{}", rest.trim().trim_end_matches('/')));
         } else if let Some(rest) = line.strip_prefix("dashboard  ") {
             dashboard = Some(rest.trim().trim_end_matches('/').to_string());
         } else if let Some(rest) = line.strip_prefix("simulate: ") {
@@ -84,8 +84,13 @@ fn up_simulate_eval_agree_on_the_fleet() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_up, gateway, dashboard, simulate) =
         up(dir.path(), &["--scenario", "benign", "--devices", "40"]);
+    // The fleet's cameras present client certificates on the TLS listener `up` opened.
+    let (plain, tls) = simulate
+        .split_once(" --gateway-tls https://127.0.0.1:")
+        .expect("a TLS listener for the cameras");
+    assert!(tls.parse::<u16>().is_ok(), "{simulate}");
     assert_eq!(
-        simulate,
+        plain,
         format!("warden simulate --scenario benign --seed 7 --devices 40 --gateway {gateway}")
     );
     let labels = dir.path().join("benign.labels.json");

@@ -311,3 +311,78 @@ fn fingerprints_times_and_crls_parse() {
     assert!(check_jwks(br#"{"keys":[{}]}"#).is_err());
     assert!(check_jwks(b"[]").is_err());
 }
+
+#[test]
+fn admin_tls_replaces_the_token_and_refuses_the_device_ca() {
+    let dir = tempfile::tempdir().expect("dir");
+    let cert = file(&dir, "admin.pem", &pem("CERTIFICATE"));
+    let key = file(&dir, "admin.key", &pem("PRIVATE KEY"));
+    let ops_ca = file(
+        &dir,
+        "ops-ca.pem",
+        "-----BEGIN CERTIFICATE-----\nAQID\n-----END CERTIFICATE-----\n",
+    );
+    let device_ca = file(&dir, "devices-ca.pem", &pem("CERTIFICATE"));
+    let base = |admin_tls: &str, token: &str| {
+        format!(
+            r#"
+            [gateway.tls]
+            listen = "127.0.0.1:8443"
+            cert_file = "{cert}"
+            key_file = "{key}"
+            [gateway.tls.client_auth]
+            ca_files = ["{device_ca}"]
+            identity_field = "subject_cn"
+            [admin]
+            listen = "127.0.0.1:9500"
+            token_sha256 = "{token}"
+            {admin_tls}
+            "#
+        )
+    };
+    // Certificates only: no token needed.
+    let ok = format!(
+        "[admin.tls]\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\nclient_ca_files = [\"{ops_ca}\"]\n"
+    );
+    let c = WardenConfig::from_toml(&base(&ok, "")).expect("admin over mTLS only");
+    let tls = c.admin.tls.expect("admin tls");
+    assert_eq!(tls.client_ca_files.len(), 1);
+    assert!(tls.allowed_names.is_empty());
+
+    // Without admin.tls the token stays required.
+    let errs = WardenConfig::from_toml(&base("", "")).expect_err("no token, no tls");
+    assert!(keys(&errs).contains(&"admin.token_sha256"), "{errs}");
+
+    // The device CA as the operator CA would make every device an operator.
+    let shared = format!(
+        "[admin.tls]\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\nclient_ca_files = [\"{device_ca}\"]\n"
+    );
+    let errs = WardenConfig::from_toml(&base(&shared, "")).expect_err("device CA");
+    assert!(
+        keys(&errs).contains(&"admin.tls.client_ca_files[0]"),
+        "{errs}"
+    );
+    // …unless the operators are listed by name.
+    let named = format!("{shared}allowed_names = [\"ops-alice\"]\n");
+    WardenConfig::from_toml(&base(&named, "")).expect("named operators");
+
+    // Every problem of the section at once.
+    let bad = "[admin.tls]\ncert_file = \"/nonexistent/a.pem\"\nkey_file = \"/nonexistent/a.key\"\n\
+               client_ca_files = []\nallowed_names = [\"\"]\nhandshake_timeout_ms = 0\n";
+    let errs = WardenConfig::from_toml(&base(bad, "")).expect_err("bad admin tls");
+    for k in [
+        "admin.tls.cert_file",
+        "admin.tls.key_file",
+        "admin.tls.client_ca_files",
+        "admin.tls.allowed_names[0]",
+        "admin.tls.handshake_timeout_ms",
+    ] {
+        assert!(keys(&errs).contains(&k), "{k} missing from {errs}");
+    }
+    // admin.tls without an admin listener is a mistake.
+    let errs = WardenConfig::from_toml(&format!(
+        "[admin]\ntoken_sha256 = \"\"\n[admin.tls]\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\nclient_ca_files = [\"{ops_ca}\"]\n"
+    ))
+    .expect_err("tls without listen");
+    assert!(keys(&errs).contains(&"admin.tls"), "{errs}");
+}

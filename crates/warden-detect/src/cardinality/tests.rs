@@ -64,3 +64,29 @@ fn a_factor_over_the_own_baseline_fires_after_warmup() {
         v *= 1.02;
     }
 }
+
+#[test]
+fn clears_when_the_value_returns_and_partial_windows_are_not_learned() {
+    let mut d = Cardinality::new(config(Some(20.0), Some(4.0)));
+    for t in 0..20 {
+        assert!(obs(&mut d, t, 3.0).is_none());
+    }
+    let f = obs(&mut d, 20, 40.0).expect("above the limit");
+    assert!(
+        f.explanation.contains("above the limit 20 (usually 3)"),
+        "{}",
+        f.explanation
+    );
+    assert_eq!(f.baseline["samples"], 20.0);
+    assert!(obs(&mut d, 21, 3.0).is_none(), "back to normal: cleared");
+    assert!(d.peek(&Sample::of(0, &[4.0], 0)).is_none());
+    // A window still filling (counts rising) scores but teaches nothing.
+    let before = d.save_key(0).expect("state");
+    for t in 22..30 {
+        assert!(
+            d.observe(&Sample::of(0, &[10.0], t * S).partial())
+                .is_none()
+        );
+    }
+    assert_eq!(d.save_key(0).expect("state"), before);
+}

@@ -133,3 +133,25 @@ fn partial_windows_are_scored_but_not_learned() {
     );
     assert_eq!(d.save_key(0).expect("state")["samples"], 20, "not learned");
 }
+
+#[test]
+fn clears_once_the_level_returns() {
+    let mut d = Cusum::new(config(Direction::Both));
+    warm(&mut d);
+    let fired = (20..40).filter(|t| obs(&mut d, *t, 11.4).is_some()).count();
+    assert!(fired >= 1, "the shift fires");
+    // Back to the baseline: the sums restarted at the last firing and now drain to 0.
+    for t in 40..200 {
+        let v = if t % 2 == 0 { 9.0 } else { 11.0 };
+        assert!(
+            obs(&mut d, t, v).is_none(),
+            "fired at {t} after the shift ended"
+        );
+    }
+    let s = d.save_key(0).expect("state");
+    assert!(
+        s["hi"].as_f64().is_some_and(|h| h < 1.0),
+        "upper sum drained: {s}"
+    );
+    assert!(d.score(&Sample::of(0, &[10.0], 0)) < 1.0);
+}

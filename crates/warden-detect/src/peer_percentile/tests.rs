@@ -102,3 +102,21 @@ fn small_groups_and_small_values_never_fire() {
     d.end_round(2 * S);
     assert!(d.is_empty());
 }
+
+#[test]
+fn clears_when_the_key_is_back_among_its_peers() {
+    let mut d = detector();
+    round(&mut d, 50, 0, |_| 2000.0);
+    d.end_round(S);
+    assert_eq!(
+        round(&mut d, 50, 0, |k| if k == 3 { 40_000.0 } else { 2000.0 }),
+        vec![3]
+    );
+    d.end_round(2 * S);
+    // Next round key 3 is normal again: nobody fires, and the reference is still the peers'.
+    assert!(round(&mut d, 50, 0, |_| 2100.0).is_empty());
+    d.end_round(3 * S);
+    let (q, n) = d.reference(0).expect("reference");
+    assert_eq!((q, n), (2100.0, 50));
+    assert!(d.peek(&sample(3, &[2100.0], 0)).is_none());
+}

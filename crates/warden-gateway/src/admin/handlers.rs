@@ -223,6 +223,20 @@ async fn reload(admin: &Admin) -> Handled {
         }
     };
     let identity = admin.0.identity.reload_now().await;
+    // The admin listener's own certificate and operator CAs.
+    let admin_tls = match admin.0.tls.clone() {
+        Some(t) => match tokio::task::spawn_blocking(move || t.reload()).await {
+            Ok(Ok(generation)) => json!({ "reloaded": true, "generation": generation }),
+            Ok(Err(problems)) => {
+                for p in &problems {
+                    warn!(problem = %p, "Admin TLS reload refused; the previous configuration stays.");
+                }
+                json!({ "reloaded": false })
+            }
+            Err(_) => json!({ "reloaded": false }),
+        },
+        None => serde_json::Value::Null,
+    };
     ok(
         StatusCode::OK,
         json!({
@@ -231,6 +245,7 @@ async fn reload(admin: &Admin) -> Handled {
                 "reloaded": identity.reloaded,
                 "failed": identity.failed.iter().map(|(c, _)| *c).collect::<Vec<_>>(),
             },
+            "admin_tls": admin_tls,
         }),
         format!("reload:{}", report.generation),
     )

@@ -262,6 +262,9 @@ fn try_keys(
 
 /// Signature only; the claims are checked by [`JwtVerifier::check_claims`].
 fn verify_with(token: &str, key: &DecodingKey, alg: Algorithm) -> Result<Value, JwtError> {
+    if alg != Algorithm::HS256 {
+        return verify_asymmetric(token, key, alg);
+    }
     let mut v = Validation::new(alg);
     v.validate_exp = false;
     v.validate_nbf = false;
@@ -279,6 +282,81 @@ fn verify_with(token: &str, key: &DecodingKey, alg: Algorithm) -> Result<Value, 
             _ => JwtError::Malformed,
         }),
     }
+}
+
+/// An asymmetric JWS signature checked with `ring`; the payload as JSON once it verifies.
+///
+/// The key must be of the algorithm's family (an RSA key only for `RS*`/`PS*`, a P-256/P-384
+/// point only for `ES256`/`ES384`, an Ed25519 key only for `EdDSA`); RSA keys must have at
+/// least 2048 bits. The token must be exactly `header.payload.signature` in unpadded base64url
+/// (non-canonical encodings are refused). The header was parsed by the caller.
+fn verify_asymmetric(token: &str, key: &DecodingKey, alg: Algorithm) -> Result<Value, JwtError> {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use jsonwebtoken::AlgorithmFamily;
+    use jsonwebtoken::DecodingKeyKind;
+    use ring::signature as sig;
+
+    let (signed, signature) = token.rsplit_once('.').ok_or(JwtError::Malformed)?;
+    let (_, payload) = signed.split_once('.').ok_or(JwtError::Malformed)?;
+    if payload.contains('.') {
+        return Err(JwtError::Malformed);
+    }
+    let signature = URL_SAFE_NO_PAD
+        .decode(signature)
+        .map_err(|_| JwtError::Malformed)?;
+    let msg = signed.as_bytes();
+
+    let rsa = |params: &'static sig::RsaParameters| -> Result<(), JwtError> {
+        if key.family() != AlgorithmFamily::Rsa {
+            return Err(JwtError::BadSignature);
+        }
+        let ok = match key.kind() {
+            DecodingKeyKind::RsaModulusExponent { n, e } => sig::RsaPublicKeyComponents {
+                n: n.as_slice(),
+                e: e.as_slice(),
+            }
+            .verify(params, msg, &signature)
+            .is_ok(),
+            // PKCS#1 DER (keys read from PEM).
+            DecodingKeyKind::SecretOrDer(der) => sig::UnparsedPublicKey::new(params, der)
+                .verify(msg, &signature)
+                .is_ok(),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(JwtError::BadSignature)
+        }
+    };
+    let point = |family: AlgorithmFamily,
+                 verify: &'static dyn sig::VerificationAlgorithm|
+     -> Result<(), JwtError> {
+        match key.kind() {
+            DecodingKeyKind::SecretOrDer(bytes) if key.family() == family => {
+                sig::UnparsedPublicKey::new(verify, bytes)
+                    .verify(msg, &signature)
+                    .map_err(|_| JwtError::BadSignature)
+            }
+            _ => Err(JwtError::BadSignature),
+        }
+    };
+    match alg {
+        Algorithm::RS256 => rsa(&sig::RSA_PKCS1_2048_8192_SHA256)?,
+        Algorithm::RS384 => rsa(&sig::RSA_PKCS1_2048_8192_SHA384)?,
+        Algorithm::RS512 => rsa(&sig::RSA_PKCS1_2048_8192_SHA512)?,
+        Algorithm::PS256 => rsa(&sig::RSA_PSS_2048_8192_SHA256)?,
+        Algorithm::PS384 => rsa(&sig::RSA_PSS_2048_8192_SHA384)?,
+        Algorithm::PS512 => rsa(&sig::RSA_PSS_2048_8192_SHA512)?,
+        Algorithm::ES256 => point(AlgorithmFamily::Ec, &sig::ECDSA_P256_SHA256_FIXED)?,
+        Algorithm::ES384 => point(AlgorithmFamily::Ec, &sig::ECDSA_P384_SHA384_FIXED)?,
+        Algorithm::EdDSA => point(AlgorithmFamily::Ed, &sig::ED25519)?,
+        _ => return Err(JwtError::AlgorithmNotAllowed(alg)),
+    }
+    let payload = URL_SAFE_NO_PAD
+        .decode(payload)
+        .map_err(|_| JwtError::Malformed)?;
+    serde_json::from_slice(&payload).map_err(|_| JwtError::Malformed)
 }
 
 fn number(obj: &Map<String, Value>, name: &str) -> Result<Option<f64>, JwtError> {

@@ -103,16 +103,12 @@ pub(crate) async fn serve(
                     return;
                 }
                 Err(_) => {
-                    tls.stats
-                        .timeouts
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tls.stats.count_timeout();
                     debug!(%peer, "TLS handshake timed out.");
                     return;
                 }
             };
-            tls.stats
-                .handshakes
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tls.stats.count_handshake();
             let (_, session) = stream.get_ref();
             let version = match session.protocol_version() {
                 Some(ProtocolVersion::TLSv1_3) => "TLSv1.3",
@@ -161,7 +157,7 @@ pub(crate) async fn serve(
 }
 
 /// The rustls error inside a failed handshake, as a reason.
-fn classify(e: &std::io::Error) -> Rejection {
+pub(crate) fn classify(e: &std::io::Error) -> Rejection {
     let Some(err) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) else {
         return Rejection::Protocol;
     };

@@ -11,11 +11,22 @@ fn pipeline(threshold: f64, mode: &str) -> PipelineConfig {
         "/../../pipelines/default.toml"
     ))
     .expect("default pipeline");
-    let text = text
-        .replace("threshold = 8.0", &format!("threshold = {threshold:.1}"))
-        .replace("mode = \"enforce\"", &format!("mode = \"{mode}\""));
-    PipelineConfig::from_toml(&text).expect("valid pipeline")
+    let text = text.replace("mode = \"enforce\"", &format!("mode = \"{mode}\""));
+    let mut p = PipelineConfig::from_toml(&text).expect("valid pipeline");
+    // Any other threshold than the shipped 8 is set on every rate z-score detector (the
+    // default pipeline has one per window length).
+    if threshold != 8.0 {
+        for d in p.detector.iter_mut() {
+            if let DetectorConfig::EwmaZscore(c) = d {
+                c.threshold = threshold;
+            }
+        }
+    }
+    p
 }
+
+/// The rate z-score detectors of the default pipeline, and the rate feature each scores.
+const RATE_DETECTORS: [(&str, &str); 2] = [("rate_spike", "request_rate"), ("burst", "burst_rate")];
 
 fn event(identity: &str, ts: i64, status: u16) -> RequestEvent {
     RequestEvent {
@@ -112,10 +123,17 @@ fn flood_is_quarantined_within_a_second_and_nobody_else() {
         (*at - 40 * S) / MS
     );
     assert_eq!(d.until, Some(d.decided_at + 300 * S));
-    // The alert explains itself.
+    // The alert explains itself: a rate detector, with its window's rate and baseline.
     assert_eq!(o.alert.decision_id.as_deref(), Some(d.id.as_str()));
-    assert!(o.alert.evidence.features["request_rate"] >= 5.0);
-    assert!(o.alert.evidence.features.contains_key("error_ratio"));
+    let (_, feature) = RATE_DETECTORS
+        .iter()
+        .find(|(name, _)| *name == d.detector)
+        .unwrap_or_else(|| panic!("decided by {}", d.detector));
+    assert!(
+        o.alert.evidence.features[*feature] >= 5.0,
+        "{:?}",
+        o.alert.evidence
+    );
     assert!(o.alert.evidence.baseline["mean"] < 1.0);
     assert!(o.alert.score > 8.0);
     assert!(
@@ -319,4 +337,119 @@ fn batches_without_the_event_schema_are_refused() {
         engine.process(&batch, 0),
         Err(EngineError::Batch(_))
     ));
+}
+
+fn small_pipeline(extra: &str) -> PipelineConfig {
+    PipelineConfig::from_toml(&format!(
+        r#"
+name = "small"
+[[window]]
+name = "w"
+key = "identity"
+size_ms = 10000
+slide_ms = 1000
+allowed_lateness_ms = 2000
+[[feature]]
+name = "hits"
+window = "w"
+type = "count"
+[[feature]]
+name = "errors"
+window = "w"
+type = "count"
+filter = {{ min_status = 500 }}
+{extra}
+[decision]
+quarantine_ttl_s = 60
+"#
+    ))
+    .expect("pipeline")
+}
+
+fn process(engine: &mut Engine, events: &[RequestEvent], now: i64) -> Vec<Output> {
+    engine
+        .process(&warden_event::to_record_batch(events).expect("batch"), now)
+        .expect("process")
+}
+
+#[test]
+fn events_within_the_allowed_lateness_count_and_later_ones_are_counted_as_late() {
+    let p = small_pipeline(
+        r#"
+[[detector]]
+name = "busy"
+type = "threshold"
+feature = "hits"
+above = 10
+"#,
+    );
+    let mut engine = Engine::new(&p).expect("engine");
+    let base = 1_700_000_000 * S;
+    // Ten events in order: 10 is not above 10.
+    let events: Vec<RequestEvent> = (0..10)
+        .map(|i| event("dev-1", base + 5 * S + i * 100 * MS, 200))
+        .collect();
+    assert!(process(&mut engine, &events, base + 6 * S).is_empty());
+    assert_eq!(engine.watermark(), Some(base + 5 * S + 900 * MS));
+    // 5.9 s behind the watermark, 2 s allowed: late. It would be in the window (and make 11),
+    // but it is counted as late and left out.
+    let too_late = event("dev-1", base, 200);
+    assert!(process(&mut engine, &[too_late], base + 6 * S).is_empty());
+    assert_eq!(engine.stats().late_events, 1);
+    assert_eq!(engine.stats().events, 11);
+    // 1.4 s behind: within the lateness, it lands in its bucket and makes 11.
+    let late_but_allowed = event("dev-1", base + 4 * S + 500 * MS, 200);
+    let out = process(&mut engine, &[late_but_allowed], base + 6 * S);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    assert_eq!(out[0].alert.evidence.features["hits"], 11.0);
+    assert_eq!(engine.stats().late_events, 1, "not late");
+    assert_eq!(
+        engine.watermark(),
+        Some(base + 5 * S + 900 * MS),
+        "an older event does not move the watermark"
+    );
+}
+
+#[test]
+fn a_shadow_detector_only_alerts_while_the_others_enforce() {
+    let p = small_pipeline(
+        r#"
+[[detector]]
+name = "busy"
+type = "threshold"
+feature = "hits"
+above = 5
+mode = "shadow"
+[[detector]]
+name = "failing"
+type = "threshold"
+feature = "errors"
+above = 5
+"#,
+    );
+    let mut engine = Engine::new(&p).expect("engine");
+    let base = 1_700_000_000 * S;
+    let mut events = Vec::new();
+    for i in 0..10 {
+        events.push(event("dev-ok", base + i * 10 * MS, 200));
+        events.push(event("dev-bad", base + i * 10 * MS, 503));
+    }
+    let out = process(&mut engine, &events, base + S);
+    let by = |subject: &str, detector: &str| {
+        out.iter()
+            .find(|o| o.alert.subject == Subject::identity(subject) && o.alert.detector == detector)
+    };
+    let shadow = by("dev-ok", "busy").expect("shadow alert");
+    assert!(shadow.decision.is_none());
+    assert!(
+        shadow.alert.message.ends_with("not enforced: shadow mode"),
+        "{}",
+        shadow.alert.message
+    );
+    assert!(by("dev-ok", "failing").is_none());
+    let enforced = by("dev-bad", "failing").expect("enforcing detector");
+    let d = enforced.decision.as_ref().expect("quarantine");
+    assert_eq!((d.action, &d.detector[..]), (Action::Quarantine, "failing"));
+    let decisions = out.iter().filter(|o| o.decision.is_some()).count();
+    assert_eq!(decisions, 1, "{out:#?}");
 }

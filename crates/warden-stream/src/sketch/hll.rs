@@ -73,6 +73,17 @@ impl Hll {
     pub fn merge(&mut self, other: &Hll) {
         match other {
             Hll::Sparse(v) => {
+                if let Hll::Sparse(mine) = self
+                    && mine.len() + v.len() <= SPARSE_MAX
+                {
+                    // Stays sparse: no conversion possible, skip the per-hash dispatch.
+                    for h in v {
+                        if !mine.contains(h) {
+                            mine.push(*h);
+                        }
+                    }
+                    return;
+                }
                 for h in v {
                     self.insert(*h);
                 }
@@ -113,8 +124,13 @@ impl Hll {
         }
     }
 
+    /// Empty the sketch; a sparse one keeps its allocation (accumulators are cleared and
+    /// refilled for every window fold).
     pub fn clear(&mut self) {
-        *self = Hll::default();
+        match self {
+            Hll::Sparse(v) => v.clear(),
+            Hll::Dense(_) => *self = Hll::default(),
+        }
     }
 
     pub fn heap_bytes(&self) -> usize {
@@ -188,5 +204,30 @@ mod tests {
         assert_eq!(d, s, "merge commutes");
         small.clear();
         assert_eq!(small.estimate(), 0.0);
+    }
+
+    #[test]
+    fn small_merges_stay_exact_and_clear_empties_either_mode() {
+        let (mut a, mut b) = (Hll::default(), Hll::default());
+        for i in 0..20 {
+            a.insert(hash(i));
+        }
+        for i in 10..40 {
+            b.insert(hash(i));
+        }
+        a.merge(&b);
+        assert!(matches!(a, Hll::Sparse(_)));
+        assert_eq!(a.estimate(), 40.0, "duplicates counted once");
+        a.clear();
+        assert_eq!(a.estimate(), 0.0);
+        a.merge(&b);
+        assert_eq!(a.estimate(), 30.0, "a cleared sketch merges like a new one");
+        let mut dense = Hll::default();
+        for i in 0..500 {
+            dense.insert(hash(i));
+        }
+        assert!(matches!(dense, Hll::Dense(_)));
+        dense.clear();
+        assert_eq!(dense, Hll::default());
     }
 }

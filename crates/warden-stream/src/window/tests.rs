@@ -151,3 +151,49 @@ fn trim_drops_old_buckets_and_forgets_idle_keys_whose_ids_are_reused() {
     assert_eq!(w.name(again), "new");
     assert!(w.state_bytes() > 0);
 }
+
+#[test]
+fn provisional_folds_match_full_folds_through_late_events_and_id_reuse() {
+    let plan = plan();
+    let mut w = window(&plan);
+    let id = w.intern("k", 0);
+    let add = |w: &mut WindowState, ts: i64, status: u16, path: &str| {
+        let batch = warden_event::to_record_batch(&[event(ts, status, path)]).expect("batch");
+        let inputs = plan.evaluate(&batch).expect("inputs");
+        w.add(id, ts, &plan, &inputs, 0);
+    };
+    let check = |w: &mut WindowState, slot: i64| {
+        let (mut a, mut ak) = (Vec::new(), Vec::new());
+        let (mut b, mut bk) = (Vec::new(), Vec::new());
+        w.fold(id, slot, &plan, &mut a, &mut ak);
+        w.fold_provisional(id, slot, &plan, &mut b, &mut bk);
+        assert_eq!(a, b, "scalars at slot {slot}");
+        assert_eq!(ak, bk, "sketches at slot {slot}");
+        a
+    };
+    add(&mut w, 0, 200, "/a");
+    add(&mut w, S, 500, "/b");
+    add(&mut w, 2 * S, 200, "/c");
+    assert_eq!(check(&mut w, 2)[0], 3.0);
+    // More events in the newest bucket: the cached prefix still holds.
+    add(&mut w, 2 * S + 1, 200, "/d");
+    assert_eq!(check(&mut w, 2)[0], 4.0);
+    // A late event in an older bucket of the window invalidates it.
+    add(&mut w, S + 5, 503, "/e");
+    assert_eq!(check(&mut w, 2)[0], 5.0);
+    assert_eq!(features(&w, &plan, id, 2), vec![5.0, 0.4, 5.0]);
+    // The window slides.
+    add(&mut w, 3 * S, 200, "/a");
+    assert_eq!(check(&mut w, 3)[0], 5.0, "slot 0 left, slot 3 came");
+    // Trim and idle expiry: a reused id does not inherit the old key's prefix.
+    assert_eq!(w.trim(30, 30 * S), vec![id]);
+    let again = w.intern("new", 31 * S);
+    assert_eq!(again, id);
+    let (mut b, mut bk) = (Vec::new(), Vec::new());
+    w.fold_provisional(again, 31, &plan, &mut b, &mut bk);
+    assert_eq!(b[0], 0.0);
+    add(&mut w, 31 * S, 200, "/z");
+    assert_eq!(check(&mut w, 31)[0], 1.0);
+    assert_eq!(check(&mut w, 33)[0], 1.0);
+    assert_eq!(check(&mut w, 34)[0], 0.0, "left the window");
+}

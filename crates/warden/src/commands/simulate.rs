@@ -25,6 +25,10 @@ pub struct SimulateArgs {
     /// Base URL of the gateway (live runs).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub gateway: String,
+    /// Base URL of the gateway's TLS listener, where the fleet's cameras present their client
+    /// certificates (`warden up --scenario` opens it on the gateway's port + 363).
+    #[arg(long, default_value = "https://127.0.0.1:8443")]
+    pub gateway_tls: String,
     /// Size the fleet to about this many requests per second (mean over a day).
     #[arg(long)]
     pub rate: Option<f64>,
@@ -155,6 +159,7 @@ async fn live(
         }
     });
     let mut options = LiveOptions::new(args.gateway.clone());
+    options.gateway_tls = Some(args.gateway_tls.clone());
     options.max_in_flight = args.max_in_flight;
     let labels = warden_sim::run_live(scenario, seed, plan, &options, recorder, cancel).await;
     ticker.abort();

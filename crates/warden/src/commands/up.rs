@@ -89,8 +89,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     if let Some((choice, s, seed, fleet)) = &sim {
         println!("{}", sim_setup::describe(s, fleet, *seed));
+        let tls = stack
+            .gateway_tls_addr
+            .map(|a| format!(" --gateway-tls https://{a}"))
+            .unwrap_or_default();
         println!(
-            "simulate: warden simulate {} --gateway http://{}",
+            "simulate: warden simulate {} --gateway http://{}{tls}",
             sim_setup::flags(choice, *seed),
             stack
                 .gateway_addr

@@ -388,3 +388,101 @@ fn b64(data: &[u8]) -> String {
     }
     out
 }
+
+#[test]
+fn ring_signature_checks_refuse_mismatched_keys_and_non_canonical_tokens() {
+    let ec = Signer::ec("ec");
+    let ed = Signer::ed("ed");
+    let ec_key = DecodingKey::from_jwk(&ec.jwk()).expect("ec key");
+    let ed_key = DecodingKey::from_jwk(&ed.jwk()).expect("ed key");
+    let ec_token = ec.sign(&claims());
+    let ed_token = ed.sign(&claims());
+
+    // The right key and algorithm: the payload comes back.
+    let v = verify_asymmetric(&ec_token, &ec_key, Algorithm::ES256).expect("ES256");
+    assert_eq!(v["sub"], "dev-7");
+    let v = verify_asymmetric(&ed_token, &ed_key, Algorithm::EdDSA).expect("EdDSA");
+    assert_eq!(v["sub"], "dev-7");
+
+    // A key of another family, or another curve's algorithm: refused.
+    for (token, key, alg) in [
+        (&ec_token, &ed_key, Algorithm::ES256),
+        (&ed_token, &ec_key, Algorithm::EdDSA),
+        (&ec_token, &ec_key, Algorithm::ES384),
+        (&ec_token, &ec_key, Algorithm::RS256),
+        (&ec_token, &ec_key, Algorithm::PS256),
+    ] {
+        assert_eq!(
+            verify_asymmetric(token, key, alg),
+            Err(JwtError::BadSignature),
+            "{alg:?}"
+        );
+    }
+    assert_eq!(
+        verify_asymmetric(&ec_token, &ec_key, Algorithm::HS256),
+        Err(JwtError::AlgorithmNotAllowed(Algorithm::HS256))
+    );
+
+    // Another token's payload under this signature, and a changed signature character.
+    let (head, rest) = ec_token.split_once('.').expect("jws");
+    let (payload, signature) = rest.split_once('.').expect("jws");
+    let other = b64(br#"{"sub":"dev-8"}"#);
+    assert_eq!(
+        verify_asymmetric(
+            &format!("{head}.{other}.{signature}"),
+            &ec_key,
+            Algorithm::ES256
+        ),
+        Err(JwtError::BadSignature)
+    );
+    let mut changed = signature.as_bytes().to_vec();
+    changed[5] = if changed[5] == b'A' { b'B' } else { b'A' };
+    let changed = String::from_utf8(changed).expect("ascii");
+    assert_eq!(
+        verify_asymmetric(
+            &format!("{head}.{payload}.{changed}"),
+            &ec_key,
+            Algorithm::ES256
+        ),
+        Err(JwtError::BadSignature)
+    );
+
+    // Not exactly three unpadded base64url segments.
+    for bad in [
+        format!("{ec_token}.x"),
+        format!("{ec_token}="),
+        format!("{head}{payload}.{signature}"),
+        format!("{head}.{payload}.+{signature}"),
+        format!("{head}.{payload}!.{signature}"),
+    ] {
+        assert!(
+            matches!(
+                verify_asymmetric(&bad, &ec_key, Algorithm::ES256),
+                Err(JwtError::Malformed | JwtError::BadSignature)
+            ),
+            "{bad}"
+        );
+    }
+    // A non-canonical last character (unused bits set) is malformed, not another signature.
+    let sig_bytes =
+        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, signature)
+            .expect("sig");
+    assert_eq!(sig_bytes.len(), 64);
+    let canonical = b64(&sig_bytes);
+    assert_eq!(canonical, signature);
+    // 64 bytes → 86 characters, the last carrying 2 unused bits.
+    let last = canonical.chars().next_back().expect("last");
+    let alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let idx = alphabet.find(last).expect("in alphabet");
+    let tweaked = alphabet.as_bytes()[idx ^ 1] as char;
+    let non_canonical = format!("{}{tweaked}", &canonical[..canonical.len() - 1]);
+    let (signed, _) = ec_token.rsplit_once('.').expect("jws");
+    assert_eq!(
+        verify_asymmetric(
+            &format!("{signed}.{non_canonical}"),
+            &ec_key,
+            Algorithm::ES256
+        ),
+        Err(JwtError::Malformed)
+    );
+}
