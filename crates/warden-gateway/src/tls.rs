@@ -14,7 +14,7 @@ mod serve;
 mod verifier;
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -24,12 +24,12 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::ClientCertVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{PrivateKeyDer, UnixTime};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use warden_config::{TlsConfig, TlsVersion};
 
 use crate::identity::cert::{CertProblem, PeerCert};
 
-pub(crate) use serve::{FailureSink, HandshakeFailure, classify, serve};
+pub(crate) use serve::{FailureSink, HandshakeFailure, classify, serve, serve_connection};
 use verifier::RecordingVerifier;
 
 /// Why a TLS handshake was refused.
@@ -365,55 +365,71 @@ impl TlsConn {
     }
 }
 
+/// The bytes of `path`, or `None` with the reason noted in `problems`.
+pub(crate) fn read_file(path: &Path, problems: &mut Vec<String>) -> Option<Vec<u8>> {
+    std::fs::read(path)
+        .map_err(|e| problems.push(format!("cannot read `{}`: {e}", path.display())))
+        .ok()
+}
+
+/// A listener's certificate chain and private key (PEM files); what is wrong with either is
+/// noted in `problems` (both are read, so every problem is reported).
+pub(crate) fn read_cert_and_key(
+    cert_file: &Path,
+    key_file: &Path,
+    problems: &mut Vec<String>,
+) -> (
+    Option<Vec<CertificateDer<'static>>>,
+    Option<PrivateKeyDer<'static>>,
+) {
+    let certs = read_file(cert_file, problems).and_then(|b| {
+        warden_config::parse_certs(&b)
+            .map_err(|e| problems.push(format!("`{}`: {e}", cert_file.display())))
+            .ok()
+    });
+    let key = read_file(key_file, problems).and_then(|b| {
+        PrivateKeyDer::from_pem_slice(&b)
+            .map_err(|e| problems.push(format!("`{}`: no private key: {e}", key_file.display())))
+            .ok()
+    });
+    (certs, key)
+}
+
+/// The CA certificates of `files` as trust roots; unreadable files and unusable certificates
+/// are noted in `problems`.
+pub(crate) fn read_roots(files: &[PathBuf], problems: &mut Vec<String>) -> RootCertStore {
+    let mut roots = RootCertStore::empty();
+    for f in files {
+        let Some(bytes) = read_file(f, problems) else {
+            continue;
+        };
+        match warden_config::parse_certs(&bytes) {
+            Ok(certs) => {
+                for c in certs {
+                    if let Err(e) = roots.add(c) {
+                        problems.push(format!(
+                            "`{}`: not a usable CA certificate: {e}",
+                            f.display()
+                        ));
+                    }
+                }
+            }
+            Err(e) => problems.push(format!("`{}`: {e}", f.display())),
+        }
+    }
+    roots
+}
+
 fn build(config: &TlsConfig, deny: &Arc<DenyList>, id: u64) -> Result<Generation, Vec<String>> {
     let mut problems = Vec::new();
-    let read = |path: &PathBuf, problems: &mut Vec<String>| match std::fs::read(path) {
-        Ok(b) => Some(b),
-        Err(e) => {
-            problems.push(format!("cannot read `{}`: {e}", path.display()));
-            None
-        }
-    };
-    let certs = read(&config.cert_file, &mut problems).and_then(|b| {
-        warden_config::parse_certs(&b)
-            .map_err(|e| problems.push(format!("`{}`: {e}", config.cert_file.display())))
-            .ok()
-    });
-    let key = read(&config.key_file, &mut problems).and_then(|b| {
-        PrivateKeyDer::from_pem_slice(&b)
-            .map_err(|e| {
-                problems.push(format!(
-                    "`{}`: no private key: {e}",
-                    config.key_file.display()
-                ))
-            })
-            .ok()
-    });
+    let (certs, key) = read_cert_and_key(&config.cert_file, &config.key_file, &mut problems);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut client_verifier = None;
     if let Some(ca) = &config.client_auth {
-        let mut roots = RootCertStore::empty();
-        for f in &ca.ca_files {
-            let Some(bytes) = read(f, &mut problems) else {
-                continue;
-            };
-            match warden_config::parse_certs(&bytes) {
-                Ok(certs) => {
-                    for c in certs {
-                        if let Err(e) = roots.add(c) {
-                            problems.push(format!(
-                                "`{}`: not a usable CA certificate: {e}",
-                                f.display()
-                            ));
-                        }
-                    }
-                }
-                Err(e) => problems.push(format!("`{}`: {e}", f.display())),
-            }
-        }
+        let roots = read_roots(&ca.ca_files, &mut problems);
         let mut crls = Vec::new();
         for f in &ca.crl_files {
-            let Some(bytes) = read(f, &mut problems) else {
+            let Some(bytes) = read_file(f, &mut problems) else {
                 continue;
             };
             match warden_config::parse_crls(&bytes) {

@@ -14,35 +14,24 @@
 //!   opened before, the certificate is verified again against the new CAs on its next request.
 
 use std::future::Future;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::ConnectInfo;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use parking_lot::{Mutex, RwLock};
+use rustls::ServerConfig;
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::ClientCertVerifier;
-use rustls::{RootCertStore, ServerConfig};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{PrivateKeyDer, UnixTime};
+use rustls_pki_types::UnixTime;
 use tokio::net::TcpListener;
-use tower::ServiceExt;
 use tracing::{debug, warn};
 use warden_config::{AdminTlsConfig, CertField, TlsVersion};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use crate::identity::cert::PeerCert;
-use crate::tls::{TlsStats, classify};
-
-/// Time a client has to send a complete HTTP/1 request head.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+use crate::tls::{TlsStats, classify, read_cert_and_key, read_roots, serve_connection};
 
 struct Generation {
     id: u64,
@@ -174,47 +163,8 @@ fn build(
     id: u64,
 ) -> Result<Generation, Vec<String>> {
     let mut problems = Vec::new();
-    let read = |path: &Path, problems: &mut Vec<String>| match std::fs::read(path) {
-        Ok(b) => Some(b),
-        Err(e) => {
-            problems.push(format!("cannot read `{}`: {e}", path.display()));
-            None
-        }
-    };
-    let certs = read(&config.cert_file, &mut problems).and_then(|b| {
-        warden_config::parse_certs(&b)
-            .map_err(|e| problems.push(format!("`{}`: {e}", config.cert_file.display())))
-            .ok()
-    });
-    let key = read(&config.key_file, &mut problems).and_then(|b| {
-        PrivateKeyDer::from_pem_slice(&b)
-            .map_err(|e| {
-                problems.push(format!(
-                    "`{}`: no private key: {e}",
-                    config.key_file.display()
-                ))
-            })
-            .ok()
-    });
-    let mut roots = RootCertStore::empty();
-    for f in &config.client_ca_files {
-        let Some(bytes) = read(f, &mut problems) else {
-            continue;
-        };
-        match warden_config::parse_certs(&bytes) {
-            Ok(certs) => {
-                for c in certs {
-                    if let Err(e) = roots.add(c) {
-                        problems.push(format!(
-                            "`{}`: not a usable CA certificate: {e}",
-                            f.display()
-                        ));
-                    }
-                }
-            }
-            Err(e) => problems.push(format!("`{}`: {e}", f.display())),
-        }
-    }
+    let (certs, key) = read_cert_and_key(&config.cert_file, &config.key_file, &mut problems);
+    let roots = read_roots(&config.client_ca_files, &mut problems);
     let (Some(certs), Some(key)) = (certs, key) else {
         return Err(problems);
     };
@@ -334,28 +284,12 @@ pub(crate) async fn serve(
                     }))
                 })
             });
-            let service = router.map_request(move |mut req: axum::http::Request<Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
+            serve_connection(stream, router, watcher, peer, "Admin TLS", move |ext| {
                 if let Some(op) = &operator {
-                    req.extensions_mut().insert(op.clone());
+                    ext.insert(op.clone());
                 }
-                req
-            });
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT);
-            builder.http2().timer(TokioTimer::new());
-            let conn = builder
-                .serve_connection_with_upgrades(
-                    TokioIo::new(stream),
-                    TowerToHyperService::new(service),
-                )
-                .into_owned();
-            if let Err(e) = watcher.watch(conn).await {
-                debug!(%peer, error = %e, "Admin TLS connection ended with an error.");
-            }
+            })
+            .await;
         });
     }
     drop(listener);

@@ -13,7 +13,7 @@ use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use parking_lot::Mutex;
 use rustls::{CertificateError, ProtocolVersion};
@@ -124,27 +124,10 @@ pub(crate) async fn serve(
                 peer: PeerCert::read(chain, field, &prefix),
                 verified: Mutex::new((generation.id, true)),
             }));
-            let service = router.map_request(move |mut req: axum::http::Request<Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                req.extensions_mut().insert(info.clone());
-                req
-            });
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            // A client that connects and then trickles its request head is cut off.
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT);
-            builder.http2().timer(TokioTimer::new());
-            let conn = builder
-                .serve_connection_with_upgrades(
-                    TokioIo::new(stream),
-                    TowerToHyperService::new(service),
-                )
-                .into_owned();
-            if let Err(e) = watcher.watch(conn).await {
-                debug!(%peer, error = %e, "TLS connection ended with an error.");
-            }
+            serve_connection(stream, router, watcher, peer, "TLS", move |ext| {
+                ext.insert(info.clone());
+            })
+            .await;
         });
     }
     drop(listener);
@@ -153,6 +136,39 @@ pub(crate) async fn serve(
         .is_err()
     {
         warn!("TLS connections still open 10 s after shutdown; closing them.");
+    }
+}
+
+/// Serve HTTP/1.1 and HTTP/2 (by ALPN) with `router` on an accepted TLS connection until it
+/// closes or `watcher`'s shutdown ends it. Each request gets the peer's address and whatever
+/// `tag` inserts (the connection's certificate details); `what` names the listener in logs.
+pub(crate) async fn serve_connection<F>(
+    stream: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    router: Router,
+    watcher: Watcher,
+    peer: SocketAddr,
+    what: &'static str,
+    tag: F,
+) where
+    F: Fn(&mut axum::http::Extensions) + Clone + Send + Sync + 'static,
+{
+    let service = router.map_request(move |mut req: axum::http::Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        tag(req.extensions_mut());
+        req
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // A client that connects and then trickles its request head is cut off.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder.http2().timer(TokioTimer::new());
+    let conn = builder
+        .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
+        .into_owned();
+    if let Err(e) = watcher.watch(conn).await {
+        debug!(%peer, error = %e, "{what} connection ended with an error.");
     }
 }
 
