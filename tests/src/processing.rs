@@ -1,5 +1,8 @@
 //! Helpers of the processor durability tests: request events published straight to the events
 //! topic (as gateways do), and the decisions the processors published.
+//!
+//! Also compiled into `crates/warden/tests/processor_crash.rs` by path: keep to `std`, `tokio`,
+//! `warden-bus` and `warden-event`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -70,8 +73,14 @@ pub fn event(identity: &str, seq: u64) -> RequestEvent {
     }
 }
 
-/// Publish `n` requests of each of `identities` (interleaved), acknowledged.
-pub async fn publish(bus: &dyn Bus, topic: &str, identities: &[String], n: u64) -> u64 {
+/// Publish `n` requests of each of `identities` (interleaved), acknowledged, `pause` apart.
+pub async fn publish(
+    bus: &dyn Bus,
+    topic: &str,
+    identities: &[String],
+    n: u64,
+    pause: Duration,
+) -> u64 {
     let producer = bus.producer();
     let mut sent = 0;
     for i in 0..n {
@@ -82,6 +91,9 @@ pub async fn publish(bus: &dyn Bus, topic: &str, identities: &[String], n: u64) 
                 .await
                 .expect("publish event");
             sent += 1;
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
         }
     }
     sent

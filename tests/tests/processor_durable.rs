@@ -70,8 +70,8 @@ async fn a_surviving_processor_takes_over_partitions_with_their_state() {
     // 12 devices × 12 requests: below the threshold (20), spread over both processors.
     let offenders: Vec<String> = (0..12).map(|i| format!("dev-{i}")).collect();
     let quiet: Vec<String> = (0..8).map(|i| format!("quiet-{i}")).collect();
-    let mut sent = publish(&*bus, &topics.events, &offenders, 12).await;
-    sent += publish(&*bus, &topics.events, &quiet, 3).await;
+    let mut sent = publish(&*bus, &topics.events, &offenders, 12, Duration::ZERO).await;
+    sent += publish(&*bus, &topics.events, &quiet, 3, Duration::ZERO).await;
     until(
         "both processors counting",
         Duration::from_secs(60),
@@ -105,7 +105,7 @@ async fn a_surviving_processor_takes_over_partitions_with_their_state() {
     .await;
 
     // 12 more requests each: 24 > 20 only with the counts B kept.
-    let more = publish(&*bus, &topics.events, &offenders, 12).await;
+    let more = publish(&*bus, &topics.events, &offenders, 12, Duration::ZERO).await;
     let expected: BTreeMap<String, usize> = offenders.iter().map(|o| (o.clone(), 1)).collect();
     until(
         "every offender quarantined",

@@ -12,13 +12,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use warden_bus::{Bus, KafkaBus, KafkaConfig, TopicSpec};
-use warden_event::{
-    Action, AuthInfo, AuthMethod, AuthResult, Decision, Outcome, Protocol, RequestEvent,
-};
 
 #[allow(dead_code, clippy::unwrap_used)]
 #[path = "../../../tests/src/tansu.rs"]
 mod tansu;
+
+#[path = "../../../tests/src/processing.rs"]
+mod processing;
+
+use processing::{counting_pipeline, until};
+
+async fn publish(bus: &dyn Bus, identities: &[String], n: u64, pause: Duration) -> u64 {
+    processing::publish(bus, EVENTS, identities, n, pause).await
+}
+
+async fn quarantines(bus: &dyn Bus) -> BTreeMap<String, usize> {
+    processing::quarantines(bus, DECISIONS).await
+}
 
 const EVENTS: &str = "warden.events";
 const DECISIONS: &str = "warden.decisions";
@@ -112,84 +122,6 @@ impl Drop for ProcessorProcess {
     }
 }
 
-fn event(identity: &str, seq: u64) -> RequestEvent {
-    RequestEvent {
-        v: 1,
-        id: format!("{identity}-{seq}-{}", warden_event::now_ns()),
-        gateway: "gw-crash".into(),
-        seq,
-        ts: warden_event::now_ns(),
-        identity: identity.into(),
-        tenant: "t".into(),
-        device_type: "sensor".into(),
-        auth: AuthInfo {
-            method: AuthMethod::ApiKey,
-            result: AuthResult::Ok,
-        },
-        client_ip: "10.0.0.1".into(),
-        protocol: Protocol::Http,
-        method: "POST".into(),
-        route: "telemetry".into(),
-        path: format!("/api/devices/{identity}/telemetry"),
-        status: 200,
-        decision: Outcome::Allowed,
-        latency_us: 100,
-        bytes_in: 10,
-        bytes_out: 10,
-        user_agent: None,
-        tls: None,
-    }
-}
-
-/// `n` requests of each identity (interleaved), `pause` apart; returns how many.
-async fn publish(bus: &dyn Bus, identities: &[String], n: u64, pause: Duration) -> u64 {
-    let producer = bus.producer();
-    let mut sent = 0;
-    for i in 0..n {
-        for id in identities {
-            let e = event(id, i);
-            producer
-                .send(EVENTS, e.key().as_bytes(), &warden_event::encode(&e))
-                .await
-                .expect("publish event");
-            sent += 1;
-            if !pause.is_zero() {
-                tokio::time::sleep(pause).await;
-            }
-        }
-    }
-    sent
-}
-
-/// Every quarantine on the decisions topic (raw records: one published twice counts twice).
-async fn quarantines(bus: &dyn Bus) -> BTreeMap<String, usize> {
-    let mut out = BTreeMap::new();
-    warden_bus::read_to_end(bus, DECISIONS, Duration::from_secs(60), |m| {
-        if let Ok(d) = warden_event::decode::<Decision>(&m.payload)
-            && d.action == Action::Quarantine
-        {
-            *out.entry(d.subject.value).or_insert(0) += 1;
-        }
-    })
-    .await
-    .expect("read decisions");
-    out
-}
-
-async fn until<F>(what: &str, timeout: Duration, mut f: F)
-where
-    F: AsyncFnMut() -> bool,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !f().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn get(m: &BTreeMap<String, u64>, name: &str) -> u64 {
     m.get(name).copied().unwrap_or(0)
 }
@@ -210,29 +142,7 @@ async fn a_killed_processor_resumes_with_its_state_and_decides_once() {
     // Quarantine an identity with more than 20 requests in 5 minutes.
     std::fs::write(
         dir.path().join("pipeline.toml"),
-        r#"
-name = "counting"
-[source]
-group = "crash-group"
-batch_max_wait_ms = 20
-[[window]]
-name = "w"
-key = "identity"
-size_ms = 300000
-slide_ms = 5000
-[[feature]]
-name = "requests"
-window = "w"
-type = "count"
-[[detector]]
-name = "burst"
-type = "threshold"
-feature = "requests"
-above = 20
-[decision]
-quarantine_ttl_s = 3600
-max_quarantines_per_minute = 1000
-"#,
+        counting_pipeline("crash-group", 20),
     )
     .expect("pipeline");
     let bus: Arc<dyn Bus> =
