@@ -116,8 +116,11 @@ pub async fn run_live(
     config.dashboard.listen = "127.0.0.1:0".parse()?;
     config.routes.clear();
     config.api_keys.clear();
+    // The fleet's CA, server certificate, JWKS and registry in a directory of this run's own:
+    // runs side by side share seeds but not their server certificates.
+    let files = tempfile::tempdir()?;
     fleet
-        .configure(&mut config, upstream_addr)
+        .configure_in(&mut config, upstream_addr, files.path())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let bus = make_bus(&config)?;
     ensure_topics(&*bus, &config).await?;

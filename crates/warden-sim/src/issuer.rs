@@ -61,7 +61,7 @@ impl SimIssuer {
         let body = serde_json::to_vec_pretty(&self.jwks()?).map_err(|e| {
             ConfigError::new("identity.jwt.jwks_file", format!("simulated JWKS: {e}"))
         })?;
-        std::fs::write(&file, body).map_err(io)?;
+        crate::write_atomic(&file, &body).map_err(io)?;
         Ok(file)
     }
 

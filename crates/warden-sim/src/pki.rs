@@ -140,7 +140,7 @@ impl SimPki {
             (&files.cert_file, &server.cert_pem),
             (&files.key_file, &server.key_pem),
         ] {
-            std::fs::write(path, body).map_err(io(path))?;
+            crate::write_atomic(path, body.as_bytes()).map_err(io(path))?;
         }
         Ok(files)
     }

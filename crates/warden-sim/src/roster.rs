@@ -331,7 +331,7 @@ impl Fleet {
                 d.device_type.as_str()
             ));
         }
-        std::fs::write(&registry, text).map_err(|e| {
+        crate::write_atomic(&registry, text.as_bytes()).map_err(|e| {
             ConfigError::new(
                 "identity.registry.file",
                 format!("{}: {e}", registry.display()),
