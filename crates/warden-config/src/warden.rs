@@ -49,6 +49,11 @@ pub struct GatewayConfig {
     pub id: String,
     /// Address of the HTTP listener.
     pub listen: SocketAddr,
+    /// Serving threads, each with its own single-threaded runtime accepting on the gateway's
+    /// listeners (0: one per CPU). Background work (event publishing, decisions, reloads)
+    /// runs on the process's main runtime.
+    #[serde(default)]
+    pub workers: usize,
     /// Largest request body accepted, in bytes (larger → 413).
     pub max_body_bytes: u64,
     /// Events buffered in memory between the request path and the bus.

@@ -226,8 +226,8 @@ impl Gateway {
     }
 
     /// Serve plain HTTP on `listener` and, given `tls_listener`, HTTPS on it (needs
-    /// `gateway.tls`) with the same router, until `shutdown` resolves; then let open
-    /// connections finish and drain queued events to the bus.
+    /// `gateway.tls`) with the same router, on the calling runtime, until `shutdown`
+    /// resolves; then let open connections finish and drain queued events to the bus.
     pub async fn serve_with_tls(
         self,
         listener: TcpListener,
@@ -235,30 +235,106 @@ impl Gateway {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), GatewayError> {
         use futures::FutureExt;
+        let tls = self.tls_for(tls_listener.is_some())?;
+        serve_listeners(
+            listener,
+            tls_listener.zip(tls),
+            self.router(),
+            handshake_sink(self.shared.clone()),
+            shutdown.shared(),
+        )
+        .await?;
+        self.finish().await;
+        Ok(())
+    }
+
+    /// Like [`Gateway::serve_with_tls`], on `threads` serving threads, each with its own
+    /// single-threaded runtime accepting on the same listening sockets (the way nginx runs
+    /// one worker per core): a request, its upstream call and its pooled upstream connection
+    /// stay on one thread, with no cross-thread wake-ups. Every thread serves the same
+    /// gateway (one quarantine set, one set of rate-limit tables, one event queue); the
+    /// background tasks (event publisher, decision follower, reloads) stay on the calling
+    /// runtime.
+    pub async fn serve_on_threads(
+        self,
+        listener: std::net::TcpListener,
+        tls_listener: Option<std::net::TcpListener>,
+        threads: usize,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), GatewayError> {
+        use futures::FutureExt;
+        let tls = self.tls_for(tls_listener.is_some())?;
         let shutdown = shutdown.shared();
         let router = self.router();
-        let tls_task = match (tls_listener, self.shared.identity.tls()) {
-            (Some(l), Some(rt)) => Some(tokio::spawn(crate::tls::serve(
-                l,
-                rt.clone(),
-                router.clone(),
-                handshake_sink(self.shared.clone()),
-                shutdown.clone(),
-            ))),
-            (Some(_), None) => {
-                return Err(GatewayError::Identity(vec![
-                    "a TLS listener was given but `gateway.tls` is not configured".into(),
-                ]));
-            }
-            (None, _) => None,
-        };
-        let app = router.into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await?;
-        if let Some(t) = tls_task {
-            let _ = t.await;
+        let sink = handshake_sink(self.shared.clone());
+        let mut done = Vec::new();
+        for i in 0..threads.max(1) {
+            // Each thread registers its own handle of the same socket with its runtime; the
+            // kernel hands each new connection to one of the threads waiting in `accept`.
+            let plain = listener.try_clone()?;
+            let secure = match (&tls_listener, &tls) {
+                (Some(l), Some(rt)) => Some((l.try_clone()?, rt.clone())),
+                _ => None,
+            };
+            let (router, sink, shutdown) = (router.clone(), sink.clone(), shutdown.clone());
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            std::thread::Builder::new()
+                .name(format!("warden-gw-{i}"))
+                .spawn(move || {
+                    let served = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(GatewayError::Io)
+                        .and_then(|rt| {
+                            rt.block_on(
+                                async move {
+                                    let plain = TcpListener::from_std(plain)?;
+                                    let secure = match secure {
+                                        Some((l, rt)) => Some((TcpListener::from_std(l)?, rt)),
+                                        None => None,
+                                    };
+                                    serve_listeners(plain, secure, router, sink, shutdown).await
+                                }
+                                .instrument(info_span!("gateway", worker = i)),
+                            )
+                        });
+                    let _ = tx.send(served);
+                })?;
+            done.push(rx);
         }
+        drop(listener);
+        drop(tls_listener);
+        let mut result = Ok(());
+        for rx in done {
+            let served = rx.await.unwrap_or_else(|_| {
+                Err(GatewayError::Io(std::io::Error::other(
+                    "a serving thread stopped abnormally",
+                )))
+            });
+            if let Err(e) = served {
+                warn!(error = %e, "A gateway serving thread failed.");
+                if result.is_ok() {
+                    result = Err(e);
+                }
+            }
+        }
+        self.finish().await;
+        result
+    }
+
+    /// The TLS runtime for a TLS listener, when one is given.
+    fn tls_for(&self, listener: bool) -> Result<Option<Arc<crate::tls::TlsRuntime>>, GatewayError> {
+        match (listener, self.shared.identity.tls()) {
+            (true, Some(rt)) => Ok(Some(rt.clone())),
+            (true, None) => Err(GatewayError::Identity(vec![
+                "a TLS listener was given but `gateway.tls` is not configured".into(),
+            ])),
+            (false, _) => Ok(None),
+        }
+    }
+
+    /// After the listeners closed: stop the background tasks and drain queued events.
+    async fn finish(self) {
         for t in &self.identity_tasks {
             t.abort();
         }
@@ -282,8 +358,35 @@ impl Gateway {
         {
             warn!("Events still unpublished after 15 s at shutdown.");
         }
-        Ok(())
     }
+}
+
+/// Serve `router` on the plain listener and, given one, the TLS listener, on the current
+/// runtime until `shutdown`; then let open connections finish.
+async fn serve_listeners(
+    listener: TcpListener,
+    tls: Option<(TcpListener, Arc<crate::tls::TlsRuntime>)>,
+    router: Router,
+    sink: crate::tls::FailureSink,
+    shutdown: futures::future::Shared<impl Future<Output = ()> + Send + 'static>,
+) -> Result<(), GatewayError> {
+    let tls_task = tls.map(|(l, rt)| {
+        tokio::spawn(crate::tls::serve(
+            l,
+            rt,
+            router.clone(),
+            sink,
+            shutdown.clone(),
+        ))
+    });
+    let app = router.into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    if let Some(t) = tls_task {
+        let _ = t.await;
+    }
+    Ok(())
 }
 
 /// Refused TLS handshakes about client certificates become events: no identity (a refused

@@ -231,11 +231,17 @@ impl Stack {
                 ));
             }
             let shutdown = stopped(rx.clone());
+            let threads = match config.gateway.workers {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                n => n,
+            };
+            let listener = listener.into_std()?;
+            let tls_listener = tls_listener.map(|l| l.into_std()).transpose()?;
             stack.tasks.push((
                 "gateway",
                 tokio::spawn(async move {
                     gateway
-                        .serve_with_tls(listener, tls_listener, shutdown)
+                        .serve_on_threads(listener, tls_listener, threads, shutdown)
                         .await
                         .context("gateway")
                 }),
