@@ -11,8 +11,8 @@
 #   PORT_BASE (18080): gateway = PORT_BASE, backend = +1, nginx = +2
 #   WARDEN_BENCH_SERVER: use this warden-bench-server binary instead of building one
 #   WARDEN_BENCH_RUNTIME (per-core): `per-core` runs the gateway on one single-threaded Tokio
-#     runtime per CPU, each accepting on its own SO_REUSEPORT socket (nginx's process model);
-#     `multi` on one work-stealing multi-threaded runtime (the `warden` binary's model)
+#     runtime per CPU, all accepting on the same listener (nginx's process model, and the
+#     `warden` binary's: `gateway.workers`); `multi` on one work-stealing multi-threaded runtime
 #   WARDEN_BENCH_THREADS (CPUs): runtimes in `per-core` mode
 #
 # Installs nginx and wrk from Debian when missing (needs root; nginx's service is not started).

@@ -129,10 +129,14 @@ impl SimPki {
             move |source| PkiError::Io { path, source }
         };
         std::fs::create_dir_all(dir).map_err(io(dir))?;
+        // The CA is the same for every process with this seed; the server key is fresh, so
+        // the server files are this process's own: two processes configuring the same seed
+        // in one directory never pair one's certificate with the other's key.
+        let pid = std::process::id();
         let files = GatewayFiles {
             ca_file: dir.join(format!("warden-sim-{}.ca.pem", self.seed)),
-            cert_file: dir.join(format!("warden-sim-{}.server.pem", self.seed)),
-            key_file: dir.join(format!("warden-sim-{}.server.key", self.seed)),
+            cert_file: dir.join(format!("warden-sim-{}-{pid}.server.pem", self.seed)),
+            key_file: dir.join(format!("warden-sim-{}-{pid}.server.key", self.seed)),
         };
         let server = self.server(ip)?;
         for (path, body) in [

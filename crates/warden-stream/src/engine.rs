@@ -105,6 +105,10 @@ pub struct Engine {
     windows: Vec<WindowRt>,
     policy: Policy,
     watermark: Option<i64>,
+    /// The watermark does not advance past this (see [`Engine::set_watermark_cap`]).
+    watermark_cap: Option<i64>,
+    /// Newest event time seen (the watermark without the cap).
+    newest: Option<i64>,
     stats: EngineStats,
     scratch: Scratch,
 }
@@ -230,6 +234,8 @@ impl Engine {
             windows,
             policy: Policy::new(pipeline.decision.clone()),
             watermark: None,
+            watermark_cap: None,
+            newest: None,
             stats: EngineStats::default(),
             scratch: Scratch::default(),
         })
@@ -243,9 +249,17 @@ impl Engine {
         &self.stats
     }
 
-    /// Newest event time seen.
+    /// Newest event time seen (held back by the cap, when one is set).
     pub fn watermark(&self) -> Option<i64> {
         self.watermark
+    }
+
+    /// Keep the watermark from advancing past `cap` (`None`: no cap; `i64::MIN`: no advance
+    /// at all). A processor reading several partitions sets it to the event time of its
+    /// slowest partition that still has records to read, so that a partition read ahead of
+    /// the others (a backlog after a restart) does not turn the others' events late.
+    pub fn set_watermark_cap(&mut self, cap: Option<i64>) {
+        self.watermark_cap = cap;
     }
 
     /// Keys held per window, by window name.
@@ -366,13 +380,24 @@ impl Engine {
                 }
             }
             self.stats.late_events += u64::from(late);
-            self.watermark = Some(self.watermark.map_or(ts, |wm| wm.max(ts)));
+            let advance = match self.watermark_cap {
+                Some(cap) if cap < ts => cap,
+                _ => ts,
+            };
+            self.newest = Some(self.newest.map_or(ts, |n| n.max(ts)));
+            if advance > i64::MIN {
+                self.watermark = Some(self.watermark.map_or(advance, |wm| wm.max(advance)));
+            }
         }
-        let Some(wm) = self.watermark else {
+        // Provisional scores see every event counted so far (the newest event time), complete
+        // samples wait for the (capped) watermark.
+        let Some(view) = self.newest else {
             return Ok(Vec::new());
         };
         for wi in 0..self.windows.len() {
-            self.sample_complete(wi, wm, &mut fired)?;
+            if let Some(wm) = self.watermark {
+                self.sample_complete(wi, wm, &mut fired)?;
+            }
             let w = &mut self.windows[wi];
             let mut ids = std::mem::take(&mut w.touched);
             for id in &ids {
@@ -384,7 +409,7 @@ impl Engine {
             if !w.state.config.provisional {
                 ids.clear();
             }
-            let slot = w.state.slot(wm);
+            let slot = w.state.slot(view);
             self.stats.provisional += ids.len() as u64;
             round(w, wi, &ids, slot, false, &mut self.scratch, &mut fired)?;
             ids.clear();
@@ -394,7 +419,7 @@ impl Engine {
         for f in fired.iter_mut().filter(|f| f.features.is_empty()) {
             let w = &mut self.windows[f.window];
             if let Some(id) = w.state.id(&f.key) {
-                let slot = w.state.slot(wm);
+                let slot = w.state.slot(view);
                 f.features = key_features(w, id, slot, &mut self.scratch)?;
             }
         }

@@ -26,6 +26,9 @@ pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 const CHECKPOINT_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often consumer lag and throughput are measured.
 const LAG_INTERVAL: Duration = Duration::from_secs(2);
+/// How long a newly assigned partition with records holds the watermark back before its
+/// first record (after that it counts as idle, and its records may arrive late).
+const FIRST_RECORD_WAIT: Duration = Duration::from_secs(5);
 /// Attempts of a commit (or a checkpoint write) before it is left for the next round.
 const COMMIT_ATTEMPTS: u32 = 10;
 
@@ -138,6 +141,14 @@ pub struct Processor {
     owners: KeyOwners,
     /// Partitions of the events topic this processor has state for.
     parts: BTreeMap<i32, PartState>,
+    /// Partitions of the events topic assigned to this processor.
+    assigned: BTreeSet<i32>,
+    /// Assigned partitions with no record read since their assignment, and since when.
+    awaiting: BTreeMap<i32, Instant>,
+    /// End offsets of the events topic at the last measurement.
+    ends: BTreeMap<i32, i64>,
+    /// New partitions were assigned: measure the end offsets before the next batch.
+    ends_stale: bool,
     checkpoint_seq: u64,
     scratch: String,
 }
@@ -154,6 +165,8 @@ struct PartState {
     fresh: bool,
     /// Events were added since the last checkpoint and commit.
     dirty: bool,
+    /// Newest event time read from it (its own watermark).
+    newest: Option<i64>,
 }
 
 /// The pipeline file being watched.
@@ -188,6 +201,10 @@ impl Processor {
             checkpointing: None,
             checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
             parts: BTreeMap::new(),
+            assigned: BTreeSet::new(),
+            awaiting: BTreeMap::new(),
+            ends: BTreeMap::new(),
+            ends_stale: false,
             checkpoint_seq: 0,
             scratch: String::new(),
         })
@@ -354,6 +371,13 @@ impl Processor {
         self.stats
             .assigned_partitions
             .store(assigned.len() as u64, Ordering::Relaxed);
+        let now = Instant::now();
+        for p in assigned.difference(&self.assigned) {
+            self.awaiting.insert(*p, now);
+            self.ends_stale = true;
+        }
+        self.awaiting.retain(|p, _| assigned.contains(p));
+        self.assigned = assigned.clone();
         for (p, st) in self.parts.iter_mut() {
             let owned = assigned.contains(p);
             if owned && !st.owned {
@@ -475,6 +499,7 @@ impl Processor {
                 owned: true,
                 fresh: false,
                 dirty: false,
+                newest: None,
             });
             st.owned = true;
             st.fresh = false;
@@ -519,6 +544,12 @@ impl Processor {
 
     fn restore_partition(&mut self, cp: PartitionCheckpoint) {
         let p = cp.partition;
+        debug!(
+            partition = p,
+            keys = cp.engine.windows.values().map(|w| w.keys.len()).sum::<usize>(),
+            watermark = ?cp.engine.watermark,
+            "Restoring a partition checkpoint."
+        );
         for (window, ws) in &cp.engine.windows {
             for k in &ws.keys {
                 self.owners
@@ -540,9 +571,17 @@ impl Processor {
         producer: &dyn Producer,
     ) -> Result<(), StreamError> {
         self.restore(msgs, bus, store).await?;
+        if self.ends_stale {
+            self.ends_stale = false;
+            self.refresh_ends(bus).await;
+        }
         let mut batch = Vec::with_capacity(msgs.len());
+        // Oldest event time per partition in this batch (the engine reads the batch in
+        // order, partition after partition).
+        let mut oldest: BTreeMap<i32, i64> = BTreeMap::new();
         let evicted_before = self.dedup.evicted();
         for m in msgs {
+            self.awaiting.remove(&m.partition);
             let Some(st) = self.parts.get_mut(&m.partition) else {
                 continue;
             };
@@ -554,6 +593,11 @@ impl Processor {
             st.dirty = true;
             match warden_event::decode::<RequestEvent>(&m.payload) {
                 Ok(e) => {
+                    st.newest = Some(st.newest.map_or(e.ts, |n| n.max(e.ts)));
+                    oldest
+                        .entry(m.partition)
+                        .and_modify(|o| *o = (*o).min(e.ts))
+                        .or_insert(e.ts);
                     if self.dedup.check(m.partition, &e.id, e.ts) == Seen::Duplicate {
                         self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
                         continue;
@@ -575,6 +619,7 @@ impl Processor {
             return Ok(());
         }
         let record_batch = warden_event::to_record_batch(&batch)?;
+        self.engine.set_watermark_cap(self.watermark_cap(&oldest));
         let late_before = self.engine.stats().late_events;
         let outputs = self.engine.process(&record_batch, warden_event::now_ns())?;
         self.stats.late_events.fetch_add(
@@ -590,6 +635,13 @@ impl Processor {
                 .state_bytes
                 .store(self.engine.state_bytes() as u64, Ordering::Relaxed);
         }
+        debug!(
+            events = batch.len(),
+            late = self.engine.stats().late_events - late_before,
+            outputs = outputs.len(),
+            watermark = ?self.engine.watermark(),
+            "Batch processed."
+        );
         for out in &outputs {
             self.publish(producer, out).await;
         }
@@ -712,6 +764,55 @@ impl Processor {
         }
     }
 
+    /// Measure the end offsets of the events topic (for [`Processor::watermark_cap`]).
+    async fn refresh_ends(&mut self, bus: &dyn Bus) {
+        match tokio::time::timeout(Duration::from_secs(5), bus.end_offsets(&self.topics.events))
+            .await
+        {
+            Ok(Ok(ends)) => self.ends = ends,
+            Ok(Err(e)) => debug!(error = %e, "Measuring end offsets failed."),
+            Err(_) => debug!("Measuring end offsets timed out."),
+        }
+    }
+
+    /// How far the engine's watermark may advance while it reads a batch whose oldest event
+    /// per partition is `oldest`: the oldest of those, and the newest event time of every
+    /// other assigned partition that still has records to read (`i64::MIN`, no advance,
+    /// while a partition with records has not delivered any yet, for at most
+    /// [`FIRST_RECORD_WAIT`] after its assignment); `None` when nothing holds it back.
+    /// Event time is per partition: after a restart or a rebalance one partition's backlog
+    /// may be read before another's (in an earlier batch, or earlier in the same batch), and
+    /// its newer events must not make the other's older ones late.
+    fn watermark_cap(&self, oldest: &BTreeMap<i32, i64>) -> Option<i64> {
+        let mut cap: Option<i64> = oldest.values().min().copied();
+        for p in &self.assigned {
+            if oldest.contains_key(p) {
+                continue;
+            }
+            let end = self.ends.get(p).copied();
+            match (self.parts.get(p), self.awaiting.get(p)) {
+                (Some(st), None) => {
+                    if end.is_none_or(|end| st.next >= end) {
+                        continue;
+                    }
+                    match st.newest {
+                        Some(n) => cap = Some(cap.map_or(n, |c| c.min(n))),
+                        None => return Some(i64::MIN),
+                    }
+                }
+                (_, since) => {
+                    if end == Some(0) {
+                        continue;
+                    }
+                    if since.is_some_and(|at| at.elapsed() < FIRST_RECORD_WAIT) {
+                        return Some(i64::MIN);
+                    }
+                }
+            }
+        }
+        cap
+    }
+
     /// Consumer lag of the assigned partitions and the event rate since the last measurement.
     async fn measure_lag(&mut self, bus: &dyn Bus, rate: &mut Rate) {
         rate.update(&self.stats);
@@ -731,6 +832,7 @@ impl Processor {
                 return;
             }
         };
+        self.ends.clone_from(&ends);
         let lag: BTreeMap<i32, u64> = self
             .parts
             .iter()
@@ -774,6 +876,7 @@ impl Processor {
             self.stats.decisions.fetch_add(1, Ordering::Relaxed);
             info!(subject = %d.subject, action = ?d.action, detector = %d.detector, score = d.score, "Decision published.");
         }
+        debug!(subject = %out.alert.subject, detector = %out.alert.detector, "Alert published.");
         send_until_acked(
             producer,
             &self.topics.alerts,

@@ -51,7 +51,7 @@ impl ProcessorProcess {
             .arg("--pipeline")
             .arg(dir.join("pipeline.toml"))
             .arg("--no-dashboard")
-            .env("RUST_LOG", "warn,warden=info,warden_stream=info")
+            .env("RUST_LOG", "warn,warden=info,warden_stream=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -84,7 +84,7 @@ impl ProcessorProcess {
     fn logs(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(80)..].join("\n")
+        lines[lines.len().saturating_sub(200)..].join("\n")
     }
 
     /// Its processor metrics, by name (the `pipeline` label dropped).

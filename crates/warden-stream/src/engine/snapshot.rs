@@ -82,6 +82,7 @@ impl Engine {
     /// pipeline no longer has are skipped.
     pub fn restore(&mut self, snap: EngineSnapshot) -> Result<(), DetectError> {
         self.watermark = self.watermark.max(snap.watermark);
+        self.newest = self.newest.max(snap.watermark);
         for (name, ws) in snap.windows {
             let Some(w) = self
                 .windows
