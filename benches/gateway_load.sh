@@ -84,6 +84,7 @@ wait_port() {
 }
 
 start backend "$SERVER" backend "$BACKEND"
+BACKEND_PID="${PIDS[-1]}"
 start gateway "$SERVER" gateway "$GW" "$BACKEND"
 GW_PID="${PIDS[-1]}"
 
@@ -113,6 +114,7 @@ http {
 EOF
 nginx -c "$TMP/nginx.conf" -g 'daemon off;' 2>"$TMP/nginx.err" &
 PIDS+=("$!")
+NGINX_PID="$!"
 wait_port "$NGINX"
 
 cat >"$TMP/post.lua" <<'EOF'
@@ -123,12 +125,36 @@ wrk.headers["X-Api-Key"] = "bench-key-dev-1-0123456789abcdef"
 EOF
 
 URL_PATH="/api/devices/dev-1/telemetry"
-declare -A RPS P50 P90 P99 ERRS
+declare -A RPS P50 P90 P99 ERRS CPU
+# CPU time (user + system, clock ticks) of the given processes and their threads.
+ticks() {
+  local total=0 pid
+  for pid in "$@"; do
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+  done
+  echo "$total"
+}
+# The processes doing the proxying for each target (the backend's CPU is in every target).
+procs() {
+  case "$1" in
+    direct) echo "$BACKEND_PID" ;;
+    nginx) echo "$NGINX_PID $(pgrep -P "$NGINX_PID" | paste -sd' ')" ;;
+    warden) echo "$GW_PID" ;;
+  esac
+}
 run() {
   local name="$1" addr="$2"
   wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" -s "$TMP/post.lua" "http://$addr$URL_PATH" >/dev/null
+  # shellcheck disable=SC2046
+  local before; before=$(ticks $(procs "$name"))
   wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s "$TMP/post.lua" \
     "http://$addr$URL_PATH" >"$TMP/$name.wrk"
+  # shellcheck disable=SC2046
+  local after; after=$(ticks $(procs "$name"))
+  local requests; requests=$(awk '/requests in/ {print $1}' "$TMP/$name.wrk")
+  # Microseconds of CPU per request, in the process(es) in front of the backend.
+  CPU[$name]=$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$requests" \
+    'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "-" }')
   RPS[$name]=$(awk '/^Requests\/sec/ {print $2}' "$TMP/$name.wrk")
   P50[$name]=$(awk '$1 == "50%" {print $2}' "$TMP/$name.wrk")
   P90[$name]=$(awk '$1 == "90%" {print $2}' "$TMP/$name.wrk")
@@ -144,10 +170,10 @@ run warden "$GW"
 GW_RSS_KB=$(ps -o rss= -p "$GW_PID" | tr -d ' ')
 
 echo
-echo "| target | requests/s | p50 | p90 | p99 | errors |"
-echo "| --- | ---: | ---: | ---: | ---: | --- |"
+echo "| target | requests/s | p50 | p90 | p99 | CPU µs/request (proxy; backend for direct) | errors |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | --- |"
 for n in direct nginx warden; do
-  echo "| $n | ${RPS[$n]} | ${P50[$n]} | ${P90[$n]} | ${P99[$n]} | ${ERRS[$n]:-none} |"
+  echo "| $n | ${RPS[$n]} | ${P50[$n]} | ${P90[$n]} | ${P99[$n]} | ${CPU[$n]} | ${ERRS[$n]:-none} |"
 done
 echo
 echo "warden gateway RSS after the run: $((GW_RSS_KB / 1024)) MiB"
