@@ -120,7 +120,28 @@ fn run_batches(engine: &mut Engine, batches: &[RecordBatch]) -> usize {
     outputs
 }
 
+/// The processor's decode path: each JSON payload straight into the batch's Arrow builders
+/// ([`warden_event::RequestBatchBuilder`], strings borrowed from the payload).
 fn run_json(engine: &mut Engine, payloads: &[Vec<u8>]) -> usize {
+    let mut outputs = 0;
+    let mut builder = warden_event::RequestBatchBuilder::with_capacity(BATCH);
+    for chunk in payloads.chunks(BATCH) {
+        for p in chunk {
+            // Undecodable payloads are skipped, as the processor does.
+            let _ = builder.push_json(p);
+        }
+        let b = builder.finish().expect("batch");
+        outputs += engine
+            .process(&b, warden_event::now_ns())
+            .expect("process")
+            .len();
+    }
+    outputs
+}
+
+/// The decode path before `RequestBatchBuilder`: owned [`RequestEvent`]s
+/// (`warden_event::decode`), then `to_record_batch`.
+fn run_json_owned(engine: &mut Engine, payloads: &[Vec<u8>]) -> usize {
     let mut outputs = 0;
     let mut decoded = Vec::with_capacity(BATCH);
     for chunk in payloads.chunks(BATCH) {
@@ -139,6 +160,36 @@ fn run_json(engine: &mut Engine, payloads: &[Vec<u8>]) -> usize {
     outputs
 }
 
+/// The machine's load averages (1, 5, 15 min), to print beside the figures.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// Whether a variant's extra figures are wanted: `PROCESSOR_BENCH_ONLY` (a comma-separated
+/// list of labels such as `1s,180s`, or paths `arrow`, `json`, `json_owned`) narrows them
+/// down, e.g. to profile one of them; unset, all are printed.
+fn wanted(label: &str) -> bool {
+    match std::env::var("PROCESSOR_BENCH_ONLY") {
+        Ok(only) if !only.is_empty() => only.split(',').any(|o| o == label),
+        _ => true,
+    }
+}
+
+fn wanted_path(path: &str) -> bool {
+    match std::env::var("PROCESSOR_BENCH_ONLY") {
+        Ok(only)
+            if only
+                .split(',')
+                .any(|o| ["arrow", "json", "json_owned"].contains(&o)) =>
+        {
+            only.split(',').any(|o| o == path)
+        }
+        _ => true,
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let pipeline = pipeline();
     let mut group = c.benchmark_group("processor");
@@ -146,6 +197,9 @@ fn bench(c: &mut Criterion) {
     group.measurement_time(std::time::Duration::from_secs(40));
     group.throughput(Throughput::Elements(EVENTS as u64));
     for (label, span_s) in [("1s", 1i64), ("20s", 20)] {
+        if !wanted(label) {
+            continue;
+        }
         let events = events(span_s * 1_000_000_000);
         let payloads: Vec<Vec<u8>> = events.iter().map(warden_event::encode).collect();
         let batches = batches(&events);
@@ -178,34 +232,47 @@ fn bench(c: &mut Criterion) {
             s.provisional,
             s.alerts
         );
-        // (wall seconds, CPU seconds of this thread) of the best pass.
-        let best = |f: &dyn Fn(&mut Engine) -> usize| {
-            (0..PASSES)
-                .map(|_| {
-                    let mut engine = Engine::new(&pipeline).expect("engine");
-                    let (t, cpu) = (std::time::Instant::now(), thread_cpu_ns());
-                    black_box(f(&mut engine));
-                    let cpu = thread_cpu_ns().zip(cpu).map(|(b, a)| (b - a) as f64 / 1e9);
-                    (t.elapsed().as_secs_f64(), cpu.unwrap_or(f64::NAN))
-                })
-                .fold((f64::INFINITY, f64::INFINITY), |a, b| {
-                    (a.0.min(b.0), a.1.min(b.1))
-                })
-        };
-        for (path, (wall, cpu)) in [
-            ("arrow→decisions", best(&|e| run_batches(e, &batches))),
-            ("json→decisions", best(&|e| run_json(e, &payloads))),
-        ] {
+        type Run<'a> = &'a dyn Fn(&mut Engine) -> usize;
+        let paths: [(&str, &str, Run); 3] = [
+            ("arrow", "arrow→decisions", &|e| run_batches(e, &batches)),
+            ("json", "json→decisions", &|e| run_json(e, &payloads)),
+            (
+                "json_owned",
+                "json→decisions (owned RequestEvent, before)",
+                &|e| run_json_owned(e, &payloads),
+            ),
+        ];
+        let paths: Vec<_> = paths.into_iter().filter(|p| wanted_path(p.0)).collect();
+        // (wall seconds, CPU seconds of this thread) of the best pass per path; the paths'
+        // passes are interleaved so that a burst of other load hits them alike.
+        let mut best = vec![(f64::INFINITY, f64::INFINITY); paths.len()];
+        for _ in 0..PASSES {
+            for ((_, _, run), b) in paths.iter().zip(best.iter_mut()) {
+                let mut engine = Engine::new(&pipeline).expect("engine");
+                let (t, cpu) = (std::time::Instant::now(), thread_cpu_ns());
+                black_box(run(&mut engine));
+                let cpu = thread_cpu_ns().zip(cpu).map(|(b, a)| (b - a) as f64 / 1e9);
+                *b = (
+                    b.0.min(t.elapsed().as_secs_f64()),
+                    b.1.min(cpu.unwrap_or(f64::NAN)),
+                );
+            }
+        }
+        for ((_, path, _), (wall, cpu)) in paths.iter().zip(best) {
             eprintln!(
-                "{label}: {path}, best of {PASSES} passes: wall {:.0} ms ({:.0} events/s), CPU {:.0} ms ({:.0} events/s per core)",
+                "{label}: {path}, best of {PASSES} passes: wall {:.0} ms ({:.0} events/s), CPU {:.0} ms ({:.0} events/s per core); load average {}",
                 wall * 1e3,
                 EVENTS as f64 / wall,
                 cpu * 1e3,
-                EVENTS as f64 / cpu
+                EVENTS as f64 / cpu,
+                loadavg()
             );
         }
     }
     group.finish();
+    if !wanted("180s") {
+        return;
+    }
     // Steady state: the same million events over 180 s of event time (each identity about
     // one request per 1.8 s), past the longest window (2 min), so every window holds its
     // full set of buckets. Memory only (one pass, not timed by criterion).
@@ -219,14 +286,15 @@ fn bench(c: &mut Criterion) {
         .zip(cpu)
         .map_or(f64::NAN, |(b, a)| (b - a) as f64 / 1e9);
     eprintln!(
-        "180s (steady state): state {} bytes for {:?} keys ({:.0} bytes per identity); {} complete samples, {} provisional; one pass: CPU {:.0} ms ({:.0} events/s per core)",
+        "180s (steady state): state {} bytes for {:?} keys ({:.0} bytes per identity); {} complete samples, {} provisional; one pass: CPU {:.0} ms ({:.0} events/s per core); load average {}",
         engine.state_bytes(),
         engine.keys(),
         engine.state_bytes() as f64 / IDENTITIES as f64,
         engine.stats().samples,
         engine.stats().provisional,
         secs * 1e3,
-        EVENTS as f64 / secs
+        EVENTS as f64 / secs,
+        loadavg()
     );
 }
 

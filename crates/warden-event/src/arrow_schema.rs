@@ -3,14 +3,12 @@
 
 use std::sync::{Arc, LazyLock};
 
-use arrow::array::{
-    ArrayRef, Int64Builder, StringBuilder, StringDictionaryBuilder, UInt16Builder, UInt64Builder,
-};
-use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 
 use crate::RequestEvent;
+use crate::columnar::RequestBatchBuilder;
 
 fn dict() -> DataType {
     DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
@@ -49,95 +47,11 @@ pub fn request_event_schema() -> SchemaRef {
     SCHEMA.clone()
 }
 
-fn enum_str<T: serde::Serialize>(value: &T) -> String {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::String(s)) => s,
-        _ => String::new(),
-    }
-}
-
 /// Convert events to a [`RecordBatch`] with [`request_event_schema`].
 pub fn to_record_batch(events: &[RequestEvent]) -> Result<RecordBatch, ArrowError> {
-    let n = events.len();
-    let mut id = StringBuilder::with_capacity(n, n * 36);
-    let mut gateway = StringDictionaryBuilder::<Int32Type>::new();
-    let mut seq = UInt64Builder::with_capacity(n);
-    let mut ts = Int64Builder::with_capacity(n);
-    let mut identity = StringBuilder::with_capacity(n, n * 16);
-    let mut tenant = StringDictionaryBuilder::<Int32Type>::new();
-    let mut device_type = StringDictionaryBuilder::<Int32Type>::new();
-    let mut auth_method = StringDictionaryBuilder::<Int32Type>::new();
-    let mut auth_result = StringDictionaryBuilder::<Int32Type>::new();
-    let mut client_ip = StringBuilder::with_capacity(n, n * 12);
-    let mut protocol = StringDictionaryBuilder::<Int32Type>::new();
-    let mut method = StringDictionaryBuilder::<Int32Type>::new();
-    let mut route = StringDictionaryBuilder::<Int32Type>::new();
-    let mut path = StringBuilder::with_capacity(n, n * 24);
-    let mut status = UInt16Builder::with_capacity(n);
-    let mut decision = StringDictionaryBuilder::<Int32Type>::new();
-    let mut latency = UInt64Builder::with_capacity(n);
-    let mut bytes_in = UInt64Builder::with_capacity(n);
-    let mut bytes_out = UInt64Builder::with_capacity(n);
-    let mut user_agent = StringBuilder::new();
-    let mut tls_version = StringDictionaryBuilder::<Int32Type>::new();
-    let mut fingerprint = StringBuilder::new();
-
+    let mut b = RequestBatchBuilder::with_capacity(events.len());
     for e in events {
-        id.append_value(&e.id);
-        gateway.append_value(&e.gateway);
-        seq.append_value(e.seq);
-        ts.append_value(e.ts);
-        identity.append_value(&e.identity);
-        tenant.append_value(&e.tenant);
-        device_type.append_value(&e.device_type);
-        auth_method.append_value(enum_str(&e.auth.method));
-        auth_result.append_value(enum_str(&e.auth.result));
-        client_ip.append_value(&e.client_ip);
-        protocol.append_value(enum_str(&e.protocol));
-        method.append_value(&e.method);
-        route.append_value(&e.route);
-        path.append_value(&e.path);
-        status.append_value(e.status);
-        decision.append_value(e.decision.as_str());
-        latency.append_value(e.latency_us);
-        bytes_in.append_value(e.bytes_in);
-        bytes_out.append_value(e.bytes_out);
-        user_agent.append_option(e.user_agent.as_deref());
-        tls_version.append_option(e.tls.as_ref().map(|t| t.version.as_str()));
-        fingerprint.append_option(
-            e.tls
-                .as_ref()
-                .and_then(|t| t.client_cert_fingerprint.as_deref()),
-        );
+        b.push(e);
     }
-
-    let ts: ArrayRef = Arc::new(
-        ts.finish()
-            .reinterpret_cast::<arrow::datatypes::TimestampNanosecondType>(),
-    );
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(id.finish()),
-        Arc::new(gateway.finish()),
-        Arc::new(seq.finish()),
-        ts,
-        Arc::new(identity.finish()),
-        Arc::new(tenant.finish()),
-        Arc::new(device_type.finish()),
-        Arc::new(auth_method.finish()),
-        Arc::new(auth_result.finish()),
-        Arc::new(client_ip.finish()),
-        Arc::new(protocol.finish()),
-        Arc::new(method.finish()),
-        Arc::new(route.finish()),
-        Arc::new(path.finish()),
-        Arc::new(status.finish()),
-        Arc::new(decision.finish()),
-        Arc::new(latency.finish()),
-        Arc::new(bytes_in.finish()),
-        Arc::new(bytes_out.finish()),
-        Arc::new(user_agent.finish()),
-        Arc::new(tls_version.finish()),
-        Arc::new(fingerprint.finish()),
-    ];
-    RecordBatch::try_new(request_event_schema(), columns)
+    b.finish()
 }

@@ -8,11 +8,13 @@
 
 mod alert;
 mod arrow_schema;
+mod columnar;
 mod decision;
 mod request;
 
 pub use alert::{Alert, Evidence, Severity};
 pub use arrow_schema::{request_event_schema, to_record_batch};
+pub use columnar::{RequestBatchBuilder, RequestEventRef, TlsInfoRef};
 pub use decision::{Action, Decision, Subject, SubjectKind};
 pub use request::{
     ANONYMOUS, AuthInfo, AuthMethod, AuthResult, Outcome, Protocol, RequestEvent, TlsInfo,

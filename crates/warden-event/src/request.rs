@@ -91,6 +91,18 @@ pub enum AuthMethod {
     ClientCert,
 }
 
+impl AuthMethod {
+    /// The wire name (as serialised).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::None => "none",
+            AuthMethod::ApiKey => "api_key",
+            AuthMethod::Jwt => "jwt",
+            AuthMethod::ClientCert => "client_cert",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthResult {
@@ -103,12 +115,35 @@ pub enum AuthResult {
     Failed,
 }
 
+impl AuthResult {
+    /// The wire name (as serialised).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthResult::NotRequired => "not_required",
+            AuthResult::Missing => "missing",
+            AuthResult::Ok => "ok",
+            AuthResult::Failed => "failed",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Protocol {
     Http,
     Mqtt,
     Coap,
+}
+
+impl Protocol {
+    /// The wire name (as serialised).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Mqtt => "mqtt",
+            Protocol::Coap => "coap",
+        }
+    }
 }
 
 /// The gateway's decision on a request.

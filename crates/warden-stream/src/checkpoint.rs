@@ -56,6 +56,16 @@ pub struct PartitionCheckpoint {
     pub dedup: DedupSnapshot,
 }
 
+/// The fields of an event that windows are keyed by (see [`KeyOwners::record_fields`]).
+#[derive(Debug, Clone, Copy)]
+pub struct EventKeys<'a> {
+    pub identity: &'a str,
+    pub client_ip: &'a str,
+    pub tenant: &'a str,
+    pub route: &'a str,
+    pub ts: i64,
+}
+
 /// Which partition each window key belongs to: the partition of the last event that touched
 /// it. Keys of identity windows live on one partition (the bus key is the identity); keys
 /// shared by partitions (tenants, routes, addresses used by several devices) follow their
@@ -103,20 +113,35 @@ impl KeyOwners {
 
     /// Record that `e`, read from `partition`, touched its keys.
     pub fn record(&mut self, partition: i32, e: &RequestEvent, buf: &mut String) {
+        self.record_fields(
+            partition,
+            EventKeys {
+                identity: &e.identity,
+                client_ip: &e.client_ip,
+                tenant: &e.tenant,
+                route: &e.route,
+                ts: e.ts,
+            },
+            buf,
+        );
+    }
+
+    /// [`KeyOwners::record`] from the fields windows are keyed by.
+    pub fn record_fields(&mut self, partition: i32, e: EventKeys<'_>, buf: &mut String) {
         for w in &mut self.windows {
             buf.clear();
             match w.key {
-                WindowKey::Identity => buf.push_str(&e.identity),
-                WindowKey::ClientIp => buf.push_str(&e.client_ip),
-                WindowKey::Tenant => buf.push_str(&e.tenant),
-                WindowKey::Route => buf.push_str(&e.route),
+                WindowKey::Identity => buf.push_str(e.identity),
+                WindowKey::ClientIp => buf.push_str(e.client_ip),
+                WindowKey::Tenant => buf.push_str(e.tenant),
+                WindowKey::Route => buf.push_str(e.route),
                 WindowKey::IdentityRoute => {
                     if e.identity.is_empty() || e.identity == ANONYMOUS {
                         continue;
                     }
-                    buf.push_str(&e.identity);
+                    buf.push_str(e.identity);
                     buf.push('|');
-                    buf.push_str(&e.route);
+                    buf.push_str(e.route);
                 }
             }
             if buf.is_empty() {

@@ -88,6 +88,12 @@ struct WindowRt {
     /// Keys touched by the current batch, and a mark per id.
     touched: Vec<KeyId>,
     marked: Vec<bool>,
+    /// An earlier window keyed by the same column (`identity_10s` for `identity_1s`): a row's
+    /// key is looked up once, in the leader, and found here through `link`.
+    leader: Option<usize>,
+    /// Leader's key id → this window's id of the same key, as last seen (checked by name
+    /// before use, so ids forgotten and reused on either side need no bookkeeping).
+    link: Vec<KeyId>,
 }
 
 #[derive(Default)]
@@ -189,6 +195,8 @@ impl WindowRt {
             track_peers,
             touched: Vec::new(),
             marked: Vec::new(),
+            leader: None,
+            link: Vec::new(),
         }
     }
 }
@@ -223,12 +231,19 @@ impl Engine {
     /// [`PipelineConfig::validate`] cannot see (SQL feature expressions, see [`check`]).
     pub fn new(pipeline: &PipelineConfig) -> Result<Self, ConfigErrors> {
         let plans = compile_errors(pipeline)?;
-        let windows = pipeline
+        let mut windows: Vec<WindowRt> = pipeline
             .window
             .iter()
             .zip(plans)
             .map(|(w, plan)| WindowRt::new(w, pipeline, plan))
             .collect();
+        for wi in 0..windows.len() {
+            let key = windows[wi].state.config.key;
+            // `identity|route` keys are built per row: not linked.
+            if key != WindowKey::IdentityRoute {
+                windows[wi].leader = windows[..wi].iter().position(|l| l.state.config.key == key);
+            }
+        }
         Ok(Self {
             config: pipeline.clone(),
             windows,
@@ -282,6 +297,7 @@ impl Engine {
                         .sum::<usize>()
                     + w.marked.capacity()
                     + w.touched.capacity() * 4
+                    + w.link.capacity() * 4
             })
             .sum()
     }
@@ -310,11 +326,14 @@ impl Engine {
         // And dictionary key → peer group id (device type, tenant), per window.
         let mut peer_cache: Vec<[Vec<u32>; 2]> = vec![[Vec::new(), Vec::new()]; self.windows.len()];
         let hasher = hasher();
+        // Key id of the current row per window (`None`: late or no key), for linked windows.
+        let mut row_ids: Vec<Option<KeyId>> = vec![None; self.windows.len()];
         for i in 0..cols.len() {
             let ts = cols.ts[i];
             self.stats.events += 1;
             let mut late = false;
             for (wi, w) in self.windows.iter_mut().enumerate() {
+                row_ids[wi] = None;
                 if self
                     .watermark
                     .is_some_and(|wm| ts < wm - w.state.lateness_ns)
@@ -323,18 +342,28 @@ impl Engine {
                     continue;
                 }
                 let key_col = cols.key_column(w.state.config.key);
-                let id = match intern(
-                    w,
-                    &cols,
-                    key_col,
-                    i,
-                    ts,
-                    &mut dict_cache[wi],
-                    &mut self.scratch.key,
-                ) {
+                let lead = w.leader.and_then(|l| row_ids[l]);
+                let id = match lead.and_then(|l| linked(w, l, key_col.value(i))) {
                     Some(id) => id,
-                    None => continue,
+                    None => match intern(
+                        w,
+                        &cols,
+                        key_col,
+                        i,
+                        ts,
+                        &mut dict_cache[wi],
+                        &mut self.scratch.key,
+                    ) {
+                        Some(id) => {
+                            if let Some(l) = lead {
+                                link(w, l, id);
+                            }
+                            id
+                        }
+                        None => continue,
+                    },
                 };
+                row_ids[wi] = Some(id);
                 w.state.add(id, ts, &w.plan, &inputs[wi], i);
                 let idx = id as usize;
                 if idx >= w.marked.len() {
@@ -610,6 +639,20 @@ fn peer_id(
     cache[k]
 }
 
+/// The id of `key` in `w` through its leader's id of the row's key, when linked before.
+fn linked(w: &WindowRt, leader_id: KeyId, key: &str) -> Option<KeyId> {
+    let id = *w.link.get(leader_id as usize)?;
+    (w.state.key(id)?.name.as_ref() == key).then_some(id)
+}
+
+fn link(w: &mut WindowRt, leader_id: KeyId, id: KeyId) {
+    let l = leader_id as usize;
+    if w.link.len() <= l {
+        w.link.resize(l + 1, KeyId::MAX);
+    }
+    w.link[l] = id;
+}
+
 /// The key id of row `i` for window `w`, or `None` when the row has no key for it.
 fn intern(
     w: &mut WindowRt,
@@ -655,12 +698,23 @@ fn intern(
     Some(w.state.intern(key, ts))
 }
 
+/// How a window is read: which fold of [`WindowState`] fits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// Between complete samples, many times per slot ([`WindowState::fold_provisional`]).
+    Provisional,
+    /// A complete sample, slide after slide ([`WindowState::fold_complete`]).
+    Complete,
+    /// Once, e.g. for an event-level firing's evidence ([`WindowState::fold`]).
+    Once,
+}
+
 /// Feature values of `ids` over the window ending with `slot` into `scratch.features`.
 fn features_of(
     w: &mut WindowRt,
     ids: &[KeyId],
     slot: i64,
-    provisional: bool,
+    read: Read,
     scratch: &mut Scratch,
 ) -> Result<(), EngineError> {
     let nv = w.plan.values.len().max(1);
@@ -668,11 +722,12 @@ fn features_of(
     scratch.values.resize(ids.len() * nv, f64::NAN);
     for (r, id) in ids.iter().enumerate() {
         let (scalars, sketches) = (&mut scratch.scalars, &mut scratch.sketches);
-        if provisional {
-            w.state
-                .fold_provisional(*id, slot, &w.plan, scalars, sketches);
-        } else {
-            w.state.fold(*id, slot, &w.plan, scalars, sketches);
+        match read {
+            Read::Provisional => w
+                .state
+                .fold_provisional(*id, slot, &w.plan, scalars, sketches),
+            Read::Complete => w.state.fold_complete(*id, slot, &w.plan, scalars, sketches),
+            Read::Once => w.state.fold(*id, slot, &w.plan, scalars, sketches),
         }
         w.plan.read_values(
             &scratch.scalars,
@@ -695,7 +750,7 @@ fn key_features(
     slot: i64,
     scratch: &mut Scratch,
 ) -> Result<BTreeMap<String, f64>, EngineError> {
-    features_of(w, &[id], slot, false, scratch)?;
+    features_of(w, &[id], slot, Read::Once, scratch)?;
     Ok(w.plan
         .names
         .iter()
@@ -725,7 +780,12 @@ fn round(
         }
         return Ok(());
     }
-    features_of(w, ids, slot, !learn, scratch)?;
+    let read = if learn {
+        Read::Complete
+    } else {
+        Read::Provisional
+    };
+    features_of(w, ids, slot, read, scratch)?;
     let nf = w.plan.outputs.len();
     let at = w.state.slot_end(slot);
     let size_ns = w.state.size_ns();

@@ -430,6 +430,21 @@ impl WindowPlan {
         Ok(())
     }
 
+    /// Whether folding buckets in any order gives the same aggregates: counts, min, max and
+    /// sketches always; sums only of integer inputs (exact in `f64` while below 2^53), since a
+    /// sum of fractional values can differ in its last bits with the order of additions.
+    pub fn order_free(&self) -> bool {
+        let schema = warden_event::request_event_schema();
+        self.scalars.iter().all(|a| match (a.op, a.input) {
+            (ScalarOp::Sum, Some(i)) => self
+                .inputs
+                .get(i)
+                .and_then(|inp| inp.expr.data_type(&schema).ok())
+                .is_some_and(|t| t.is_integer()),
+            _ => true,
+        })
+    }
+
     /// Fresh scalar slots of a new bucket.
     pub fn new_scalars(&self, out: &mut Vec<f64>) {
         out.extend(self.scalars.iter().map(|s| match s.op {

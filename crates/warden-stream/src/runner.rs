@@ -13,9 +13,9 @@ use serde::Serialize;
 use tracing::{Instrument, debug, info, info_span, warn};
 use warden_bus::{Bus, BusError, Consumer, Position, Producer};
 use warden_config::{ConfigErrors, PipelineConfig, TopicsConfig};
-use warden_event::{Decision, RequestEvent};
+use warden_event::{Decision, RequestBatchBuilder, RequestEventRef};
 
-use crate::checkpoint::{CheckpointStore, KeyOwners, PartitionCheckpoint};
+use crate::checkpoint::{CheckpointStore, EventKeys, KeyOwners, PartitionCheckpoint};
 use crate::dedup::{Dedup, DedupConfig, PartitionDedup, Seen};
 use crate::{Engine, EngineError, Output};
 
@@ -575,7 +575,9 @@ impl Processor {
             self.ends_stale = false;
             self.refresh_ends(bus).await;
         }
-        let mut batch = Vec::with_capacity(msgs.len());
+        // Payloads are decoded borrowing their strings and appended to the batch's columns
+        // directly (no owned event per record).
+        let mut batch = RequestBatchBuilder::with_capacity(msgs.len());
         // Oldest event time per partition in this batch (the engine reads the batch in
         // order, partition after partition).
         let mut oldest: BTreeMap<i32, i64> = BTreeMap::new();
@@ -591,7 +593,7 @@ impl Processor {
             }
             st.next = m.offset + 1;
             st.dirty = true;
-            match warden_event::decode::<RequestEvent>(&m.payload) {
+            match RequestEventRef::decode(&m.payload) {
                 Ok(e) => {
                     st.newest = Some(st.newest.map_or(e.ts, |n| n.max(e.ts)));
                     oldest
@@ -602,8 +604,18 @@ impl Processor {
                         self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
-                    self.owners.record(m.partition, &e, &mut self.scratch);
-                    batch.push(e);
+                    self.owners.record_fields(
+                        m.partition,
+                        EventKeys {
+                            identity: &e.identity,
+                            client_ip: &e.client_ip,
+                            tenant: &e.tenant,
+                            route: &e.route,
+                            ts: e.ts,
+                        },
+                        &mut self.scratch,
+                    );
+                    batch.push_ref(&e);
                 }
                 Err(e) => {
                     self.stats.undecodable.fetch_add(1, Ordering::Relaxed);
@@ -618,7 +630,8 @@ impl Processor {
         if batch.is_empty() {
             return Ok(());
         }
-        let record_batch = warden_event::to_record_batch(&batch)?;
+        let events = batch.len();
+        let record_batch = batch.finish()?;
         self.engine.set_watermark_cap(self.watermark_cap(&oldest));
         let late_before = self.engine.stats().late_events;
         let outputs = self.engine.process(&record_batch, warden_event::now_ns())?;
@@ -628,7 +641,7 @@ impl Processor {
         );
         self.stats
             .events
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            .fetch_add(events as u64, Ordering::Relaxed);
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         if self.stats.batches.load(Ordering::Relaxed) % 64 == 1 {
             self.stats
@@ -636,7 +649,7 @@ impl Processor {
                 .store(self.engine.state_bytes() as u64, Ordering::Relaxed);
         }
         debug!(
-            events = batch.len(),
+            events,
             late = self.engine.stats().late_events - late_before,
             outputs = outputs.len(),
             watermark = ?self.engine.watermark(),

@@ -66,6 +66,69 @@ pub struct WindowState {
     /// Per key id: its buckets before the newest slot, folded (see
     /// [`WindowState::fold_provisional`]).
     prefix: Vec<Prefix>,
+    /// Per key id: partial folds for complete samples (see [`WindowState::fold_complete`]);
+    /// empty when the plan's aggregates depend on folding order.
+    swag: Vec<Swag>,
+    use_swag: bool,
+}
+
+/// A key's complete-sample window as a two-stack sliding aggregate: complete samples come
+/// slide after slide, each window one bucket newer and one older than the last, so instead of
+/// folding every bucket of the window per sample (20 to 60 merges, HyperLogLog unions
+/// included), `front` keeps, for each bucket up to `split`, the fold of it and every later
+/// bucket up to `split`, and `back` the fold of the buckets after `split`: a sample is one
+/// copy and one merge, and the suffixes are rebuilt once all of `front` has left the window
+/// (once per window length). Folding in another order gives the same aggregates only when
+/// they are order-free (counts, sums of integers, min, max, sketches): see
+/// [`WindowPlan::order_free`].
+#[derive(Debug, Clone, Default)]
+struct Swag {
+    /// Newest slot folded in; `None` when nothing is valid (rebuilt on the next sample).
+    through: Option<i64>,
+    split: i64,
+    front_slots: Vec<i64>,
+    front_scalars: Vec<f64>,
+    front_sketches: Vec<Sketch>,
+    back_scalars: Vec<f64>,
+    back_sketches: Vec<Sketch>,
+}
+
+impl Swag {
+    fn heap_bytes(&self) -> usize {
+        self.front_slots.capacity() * 8
+            + (self.front_scalars.capacity() + self.back_scalars.capacity()) * 8
+            + (self.front_sketches.capacity() + self.back_sketches.capacity())
+                * std::mem::size_of::<Sketch>()
+            + self
+                .front_sketches
+                .iter()
+                .chain(&self.back_sketches)
+                .map(Sketch::heap_bytes)
+                .sum::<usize>()
+    }
+}
+
+/// Fold bucket `i` of `k` into the accumulators.
+fn merge_bucket(
+    k: &KeyState,
+    (ns, nk): (usize, usize),
+    i: usize,
+    plan: &WindowPlan,
+    scalars: &mut [f64],
+    sketches: &mut [Sketch],
+) {
+    plan.fold_scalars(scalars, &k.scalars[i * ns..(i + 1) * ns]);
+    merge_sketches(sketches, &k.sketches[i * nk..(i + 1) * nk]);
+}
+
+fn merge_sketches(acc: &mut [Sketch], from: &[Sketch]) {
+    for (acc, b) in acc.iter_mut().zip(from) {
+        match (acc, b) {
+            (Sketch::Distinct(a), Sketch::Distinct(b)) => a.merge(b),
+            (Sketch::Quantiles(a), Sketch::Quantiles(b)) => a.merge(b),
+            _ => {}
+        }
+    }
 }
 
 /// The fold of a key's buckets in the window ending with `slot`, *without* the bucket of
@@ -129,14 +192,7 @@ fn merge_range(
         if *s > hi {
             break;
         }
-        plan.fold_scalars(scalars, &k.scalars[i * ns..(i + 1) * ns]);
-        for (acc, b) in sketches.iter_mut().zip(&k.sketches[i * nk..(i + 1) * nk]) {
-            match (acc, b) {
-                (Sketch::Distinct(a), Sketch::Distinct(b)) => a.merge(b),
-                (Sketch::Quantiles(a), Sketch::Quantiles(b)) => a.merge(b),
-                _ => {}
-            }
-        }
+        merge_bucket(k, (ns, nk), i, plan, scalars, sketches);
     }
 }
 
@@ -163,12 +219,17 @@ impl WindowState {
             nscalars: plan.scalars.len(),
             nsketches: plan.sketches.len(),
             prefix: Vec::new(),
+            swag: Vec::new(),
+            use_swag: plan.order_free(),
         }
     }
 
     fn forget_prefix(&mut self, id: KeyId) {
         if let Some(p) = self.prefix.get_mut(id as usize) {
             *p = Prefix::default();
+        }
+        if let Some(w) = self.swag.get_mut(id as usize) {
+            *w = Swag::default();
         }
     }
 
@@ -255,6 +316,12 @@ impl WindowState {
         {
             p.slot = None;
         }
+        // Or one the complete-sample folds hold.
+        if let Some(w) = self.swag.get_mut(id as usize)
+            && w.through.is_some_and(|t| slot <= t)
+        {
+            w.through = None;
+        }
         k.last_event_ns = k.last_event_ns.max(ts);
         k.first_event_ns = k.first_event_ns.min(ts);
         // Buckets are in slot order; a late event lands in an older bucket.
@@ -340,6 +407,93 @@ impl WindowState {
         merge_range(k, sizes, (slot - 1, slot), plan, scalars, sketches);
     }
 
+    /// [`WindowState::fold`] for complete samples, which come for every key at every slide in
+    /// slot order: amortised over a window length, a handful of merges per sample instead of
+    /// one per bucket (see [`Swag`]). Same result as `fold` (the plan is order-free; otherwise
+    /// it is `fold`).
+    pub fn fold_complete(
+        &mut self,
+        id: KeyId,
+        slot: i64,
+        plan: &WindowPlan,
+        scalars: &mut Vec<f64>,
+        sketches: &mut Vec<Sketch>,
+    ) {
+        if !self.use_swag {
+            return self.fold(id, slot, plan, scalars, sketches);
+        }
+        let idx = id as usize;
+        let Some(k) = self.states.get(idx).and_then(Option::as_ref) else {
+            reset(plan, self.nsketches, scalars, sketches);
+            return;
+        };
+        if self.swag.len() <= idx {
+            self.swag.resize_with(idx + 1, Swag::default);
+        }
+        let sizes @ (ns, nk) = (self.nscalars, self.nsketches);
+        let lo = slot - self.slides;
+        let w = &mut self.swag[idx];
+        match w.through {
+            Some(t) if t == slot && lo < w.split => {}
+            Some(t) if t == slot - 1 && lo < w.split => {
+                // One newer bucket joins `back`.
+                if let Some(i) = k.slots.iter().rposition(|s| *s == slot) {
+                    if w.back_scalars.len() != ns || w.back_sketches.len() != nk {
+                        reset(plan, nk, &mut w.back_scalars, &mut w.back_sketches);
+                    }
+                    merge_bucket(k, sizes, i, plan, &mut w.back_scalars, &mut w.back_sketches);
+                }
+                w.through = Some(slot);
+            }
+            _ => {
+                // Rebuild: every bucket of the window becomes a suffix of `front`.
+                let a = k.slots.partition_point(|s| *s <= lo);
+                let b = k.slots.partition_point(|s| *s <= slot);
+                let n = b - a;
+                w.split = slot;
+                w.through = Some(slot);
+                w.front_slots.clear();
+                w.front_slots.extend_from_slice(&k.slots[a..b]);
+                w.front_scalars.clear();
+                w.front_scalars.resize(n * ns, 0.0);
+                if w.front_sketches.len() != n * nk {
+                    w.front_sketches.clear();
+                    for _ in 0..n {
+                        plan.new_sketches(&mut w.front_sketches);
+                    }
+                }
+                for j in (0..n).rev() {
+                    let (this, later) = w.front_scalars.split_at_mut((j + 1) * ns);
+                    let this = &mut this[j * ns..];
+                    this.copy_from_slice(&k.scalars[(a + j) * ns..(a + j + 1) * ns]);
+                    let (sk_this, sk_later) = w.front_sketches.split_at_mut((j + 1) * nk);
+                    let sk_this = &mut sk_this[j * nk..];
+                    for (x, y) in sk_this.iter_mut().zip(&k.sketches[(a + j) * nk..]) {
+                        x.clone_from(y);
+                    }
+                    if j + 1 < n {
+                        plan.fold_scalars(this, &later[..ns]);
+                        merge_sketches(sk_this, &sk_later[..nk]);
+                    }
+                }
+                reset(plan, nk, &mut w.back_scalars, &mut w.back_sketches);
+            }
+        }
+        // The window: the suffix from its oldest bucket still in `front`, and `back`.
+        let j = w.front_slots.partition_point(|s| *s <= lo);
+        if j < w.front_slots.len() {
+            scalars.clear();
+            scalars.extend_from_slice(&w.front_scalars[j * ns..(j + 1) * ns]);
+            copy_sketches(sketches, &w.front_sketches[j * nk..(j + 1) * nk]);
+        } else {
+            reset(plan, nk, scalars, sketches);
+        }
+        if w.back_scalars.len() == ns && w.back_sketches.len() == nk {
+            plan.fold_scalars(scalars, &w.back_scalars);
+            merge_sketches(sketches, &w.back_sketches);
+        }
+    }
+
     /// Drop buckets no window ending at or after `slot` covers, and keys idle since before
     /// `now_event_ns − idle_expiry`. Returns the forgotten ids (free for reuse).
     pub fn trim(&mut self, slot: i64, now_event_ns: i64) -> Vec<KeyId> {
@@ -355,6 +509,9 @@ impl WindowState {
                 gone.push(id as KeyId);
                 if let Some(p) = self.prefix.get_mut(id) {
                     *p = Prefix::default();
+                }
+                if let Some(w) = self.swag.get_mut(id) {
+                    *w = Swag::default();
                 }
                 continue;
             }
@@ -414,8 +571,11 @@ impl WindowState {
                     + p.sketches.iter().map(Sketch::heap_bytes).sum::<usize>()
             })
             .sum();
+        let swag: usize = self.swag.iter().map(Swag::heap_bytes).sum();
         self.states.capacity() * slot
             + self.prefix.capacity() * std::mem::size_of::<Prefix>()
+            + self.swag.capacity() * std::mem::size_of::<Swag>()
+            + swag
             + prefix
             + keys
             + self.ids.capacity() * (std::mem::size_of::<(Box<str>, KeyId)>() + 1)

@@ -453,3 +453,74 @@ above = 5
     let decisions = out.iter().filter(|o| o.decision.is_some()).count();
     assert_eq!(decisions, 1, "{out:#?}");
 }
+
+/// Windows keyed by the same column find a row's key through the first of them; keys
+/// forgotten in one window and their ids reused by other keys must not mix states up.
+#[test]
+fn windows_sharing_a_key_column_keep_keys_apart_when_ids_are_reused() {
+    // The detector is on the second window, the one that finds keys through the first.
+    let window = |name: &str, size_ms: u64, idle_ms: u64, detector: bool| {
+        let mut w = format!(
+            r#"
+[[window]]
+name = "{name}"
+key = "identity"
+size_ms = {size_ms}
+slide_ms = 1000
+idle_expiry_ms = {idle_ms}
+[[feature]]
+name = "hits_{name}"
+window = "{name}"
+type = "count"
+"#
+        );
+        if detector {
+            w.push_str(&format!(
+                "[[detector]]\nname = \"busy_{name}\"\ntype = \"threshold\"\nfeature = \"hits_{name}\"\nabove = 2\n"
+            ));
+        }
+        w
+    };
+    let long = |d| window("long", 10_000, 600_000, d);
+    let short = |d| window("short", 1000, 2000, d);
+    // Either window can be the one the other looks keys up through.
+    for (windows, detector) in [
+        (format!("{}{}", long(false), short(true)), "busy_short"),
+        (format!("{}{}", short(false), long(true)), "busy_long"),
+    ] {
+        let p = PipelineConfig::from_toml(&format!(
+            "name = \"linked\"\n{windows}\n[decision]\nquarantine_ttl_s = 60\n"
+        ))
+        .expect("pipeline");
+        let mut engine = Engine::new(&p).expect("engine");
+        let base = 1_700_000_000 * S;
+        let mut fired = Vec::new();
+        let mut feed = |engine: &mut Engine, events: &[RequestEvent]| {
+            for o in process(engine, events, base) {
+                fired.push((
+                    o.alert.detector.clone(),
+                    o.alert.subject.value.clone(),
+                    o.alert.evidence.features.clone(),
+                ));
+            }
+        };
+        feed(&mut engine, &[event("dev-a", base, 200)]);
+        // dev-a goes idle in `short` and is forgotten there; dev-b takes its id.
+        feed(&mut engine, &[event("dev-x", base + 5 * S, 200)]);
+        feed(&mut engine, &[event("dev-b", base + 6 * S, 200)]);
+        let back: Vec<RequestEvent> = (0..3)
+            .map(|i| event("dev-a", base + 7 * S + i * MS, 200))
+            .collect();
+        feed(&mut engine, &back);
+        assert!(!fired.is_empty());
+        for (detector, subject, features) in &fired {
+            assert_eq!(subject, "dev-a", "{detector}: {fired:?}");
+            if detector == "busy_short" {
+                assert_eq!(features["hits_short"], 3.0, "{fired:?}");
+            } else {
+                assert_eq!(features["hits_long"], 4.0, "{fired:?}");
+            }
+        }
+        assert!(fired.iter().all(|f| f.0 == detector), "{fired:?}");
+    }
+}

@@ -197,3 +197,64 @@ fn provisional_folds_match_full_folds_through_late_events_and_id_reuse() {
     assert_eq!(check(&mut w, 33)[0], 1.0);
     assert_eq!(check(&mut w, 34)[0], 0.0, "left the window");
 }
+
+#[test]
+fn complete_folds_match_full_folds_through_late_events_gaps_and_id_reuse() {
+    let plan = plan();
+    assert!(plan.order_free());
+    let mut w = window(&plan);
+    let mut id = w.intern("k", 0);
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut next = |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let values = |sc: &[f64], sk: &[Sketch]| {
+        let mut v = vec![0.0; plan.values.len()];
+        plan.read_values(sc, sk, &mut v);
+        v
+    };
+    let (mut folds, mut rebuilt) = (0, 0);
+    let mut sampled: Option<i64> = None;
+    for slot in 0..400i64 {
+        // A few events, some late (older slots), some ahead of the sampled slot.
+        for _ in 0..next(4) {
+            let at = (slot - next(3) as i64).max(0) * S + next(1000) as i64;
+            let status = if next(5) == 0 { 503 } else { 200 };
+            let path = format!("/p{}", next(if slot % 50 < 25 { 3 } else { 90 }));
+            let batch = warden_event::to_record_batch(&[event(at, status, &path)]).expect("batch");
+            let inputs = plan.evaluate(&batch).expect("inputs");
+            w.add(id, at, &plan, &inputs, 0);
+        }
+        // Complete samples two slots behind, one per slot, with the odd gap and repeat.
+        let mut s = slot - 2;
+        match next(20) {
+            0 => s += 1,
+            1 => s = sampled.unwrap_or(s),
+            _ => {}
+        }
+        if s < 0 {
+            continue;
+        }
+        let (mut a, mut ak) = (Vec::new(), Vec::new());
+        let (mut b, mut bk) = (Vec::new(), Vec::new());
+        w.fold(id, s, &plan, &mut a, &mut ak);
+        w.fold_complete(id, s, &plan, &mut b, &mut bk);
+        assert_eq!(a, b, "scalars at slot {s}");
+        assert_eq!(values(&a, &ak), values(&b, &bk), "values at slot {s}");
+        folds += 1;
+        if sampled != Some(s - 1) && sampled != Some(s) {
+            rebuilt += 1;
+        }
+        sampled = Some(s);
+        assert!(w.trim(s, s * S).is_empty());
+        // Now and then the key is forgotten and its id reused by another.
+        if slot % 97 == 96 {
+            assert_eq!(w.trim(slot + 100, (slot + 100) * S), vec![id]);
+            id = w.intern("other", slot * S);
+        }
+    }
+    assert!(folds > 350 && rebuilt > 5, "{folds} folds, {rebuilt} gaps");
+}

@@ -1,0 +1,357 @@
+//! Request events straight from their JSON payloads into Arrow columns.
+//!
+//! [`crate::decode`] builds an owned [`RequestEvent`] (eight `String`s and more per event) that
+//! [`crate::to_record_batch`] then copies into Arrow builders. On the processor's hot path the
+//! owned event is never needed: [`RequestEventRef`] borrows its strings from the payload (a
+//! [`Cow`] is owned only for a string with JSON escapes), and [`RequestBatchBuilder`] appends it
+//! to the batch's column builders directly. Both accept exactly what [`crate::decode`] accepts
+//! (same fields, same unknown-field and version checks): the borrowed type mirrors the owned
+//! one field for field, and a test checks the two agree.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, Int64Builder, StringBuilder, StringDictionaryBuilder, UInt16Builder, UInt64Builder,
+};
+use arrow::datatypes::{Int32Type, TimestampNanosecondType};
+use arrow::error::ArrowError;
+use arrow::record_batch::RecordBatch;
+use serde::Deserialize;
+
+use crate::{
+    ANONYMOUS, AuthInfo, DecodeError, Outcome, Protocol, RequestEvent, SCHEMA_VERSION,
+    request_event_schema,
+};
+
+/// A [`RequestEvent`] whose strings borrow from the JSON payload it was decoded from.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestEventRef<'a> {
+    #[serde(default = "crate::default_version")]
+    pub v: u32,
+    #[serde(borrow)]
+    pub id: Cow<'a, str>,
+    #[serde(borrow)]
+    pub gateway: Cow<'a, str>,
+    pub seq: u64,
+    pub ts: i64,
+    #[serde(borrow)]
+    pub identity: Cow<'a, str>,
+    #[serde(borrow)]
+    pub tenant: Cow<'a, str>,
+    #[serde(borrow)]
+    pub device_type: Cow<'a, str>,
+    pub auth: AuthInfo,
+    #[serde(borrow)]
+    pub client_ip: Cow<'a, str>,
+    pub protocol: Protocol,
+    #[serde(borrow)]
+    pub method: Cow<'a, str>,
+    #[serde(borrow)]
+    pub route: Cow<'a, str>,
+    #[serde(borrow)]
+    pub path: Cow<'a, str>,
+    pub status: u16,
+    pub decision: Outcome,
+    pub latency_us: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    #[serde(borrow)]
+    pub user_agent: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub tls: Option<TlsInfoRef<'a>>,
+}
+
+/// [`crate::TlsInfo`], borrowed.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsInfoRef<'a> {
+    #[serde(borrow)]
+    pub version: Cow<'a, str>,
+    #[serde(borrow)]
+    pub client_cert_fingerprint: Option<Cow<'a, str>>,
+}
+
+impl<'a> RequestEventRef<'a> {
+    /// Decode a request event payload, borrowing its strings; refuses what [`crate::decode`]
+    /// refuses (invalid JSON, unknown fields, other schema versions).
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        let e: Self = serde_json::from_slice(bytes)?;
+        if e.v != SCHEMA_VERSION {
+            return Err(DecodeError::Version { found: e.v });
+        }
+        Ok(e)
+    }
+
+    /// See [`RequestEvent::key`].
+    pub fn key(&self) -> &str {
+        if self.identity == ANONYMOUS {
+            &self.client_ip
+        } else {
+            &self.identity
+        }
+    }
+
+    /// The owned event.
+    pub fn to_owned_event(&self) -> RequestEvent {
+        RequestEvent {
+            v: self.v,
+            id: self.id.to_string(),
+            gateway: self.gateway.to_string(),
+            seq: self.seq,
+            ts: self.ts,
+            identity: self.identity.to_string(),
+            tenant: self.tenant.to_string(),
+            device_type: self.device_type.to_string(),
+            auth: self.auth.clone(),
+            client_ip: self.client_ip.to_string(),
+            protocol: self.protocol,
+            method: self.method.to_string(),
+            route: self.route.to_string(),
+            path: self.path.to_string(),
+            status: self.status,
+            decision: self.decision,
+            latency_us: self.latency_us,
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+            user_agent: self.user_agent.as_deref().map(str::to_string),
+            tls: self.tls.as_ref().map(|t| crate::TlsInfo {
+                version: t.version.to_string(),
+                client_cert_fingerprint: t.client_cert_fingerprint.as_deref().map(str::to_string),
+            }),
+        }
+    }
+}
+
+type Dict = StringDictionaryBuilder<Int32Type>;
+
+/// Column builders of a batch of request events ([`request_event_schema`]): append events
+/// (owned, borrowed, or JSON payloads) and [`RequestBatchBuilder::finish`] the batch.
+pub struct RequestBatchBuilder {
+    rows: usize,
+    id: StringBuilder,
+    gateway: Dict,
+    seq: UInt64Builder,
+    ts: Int64Builder,
+    identity: StringBuilder,
+    tenant: Dict,
+    device_type: Dict,
+    auth_method: Dict,
+    auth_result: Dict,
+    client_ip: StringBuilder,
+    protocol: Dict,
+    method: Dict,
+    route: Dict,
+    path: StringBuilder,
+    status: UInt16Builder,
+    decision: Dict,
+    latency: UInt64Builder,
+    bytes_in: UInt64Builder,
+    bytes_out: UInt64Builder,
+    user_agent: StringBuilder,
+    tls_version: Dict,
+    fingerprint: StringBuilder,
+}
+
+impl Default for RequestBatchBuilder {
+    fn default() -> Self {
+        Self::with_capacity(0)
+    }
+}
+
+impl RequestBatchBuilder {
+    /// Builders sized for `n` events.
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            rows: 0,
+            id: StringBuilder::with_capacity(n, n * 36),
+            gateway: Dict::new(),
+            seq: UInt64Builder::with_capacity(n),
+            ts: Int64Builder::with_capacity(n),
+            identity: StringBuilder::with_capacity(n, n * 16),
+            tenant: Dict::new(),
+            device_type: Dict::new(),
+            auth_method: Dict::new(),
+            auth_result: Dict::new(),
+            client_ip: StringBuilder::with_capacity(n, n * 12),
+            protocol: Dict::new(),
+            method: Dict::new(),
+            route: Dict::new(),
+            path: StringBuilder::with_capacity(n, n * 24),
+            status: UInt16Builder::with_capacity(n),
+            decision: Dict::new(),
+            latency: UInt64Builder::with_capacity(n),
+            bytes_in: UInt64Builder::with_capacity(n),
+            bytes_out: UInt64Builder::with_capacity(n),
+            user_agent: StringBuilder::with_capacity(n, n * 16),
+            tls_version: Dict::new(),
+            fingerprint: StringBuilder::new(),
+        }
+    }
+
+    /// Events appended since the last [`RequestBatchBuilder::finish`].
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// Decode a JSON payload and append it; on error nothing is appended.
+    pub fn push_json(&mut self, bytes: &[u8]) -> Result<(), DecodeError> {
+        let e = RequestEventRef::decode(bytes)?;
+        self.push_ref(&e);
+        Ok(())
+    }
+
+    /// Append a borrowed event.
+    pub fn push_ref(&mut self, e: &RequestEventRef<'_>) {
+        self.push_fields(Fields {
+            id: &e.id,
+            gateway: &e.gateway,
+            seq: e.seq,
+            ts: e.ts,
+            identity: &e.identity,
+            tenant: &e.tenant,
+            device_type: &e.device_type,
+            auth: &e.auth,
+            client_ip: &e.client_ip,
+            protocol: e.protocol,
+            method: &e.method,
+            route: &e.route,
+            path: &e.path,
+            status: e.status,
+            decision: e.decision,
+            latency_us: e.latency_us,
+            bytes_in: e.bytes_in,
+            bytes_out: e.bytes_out,
+            user_agent: e.user_agent.as_deref(),
+            tls_version: e.tls.as_ref().map(|t| t.version.as_ref()),
+            fingerprint: e
+                .tls
+                .as_ref()
+                .and_then(|t| t.client_cert_fingerprint.as_deref()),
+        });
+    }
+
+    /// Append an owned event.
+    pub fn push(&mut self, e: &RequestEvent) {
+        self.push_fields(Fields {
+            id: &e.id,
+            gateway: &e.gateway,
+            seq: e.seq,
+            ts: e.ts,
+            identity: &e.identity,
+            tenant: &e.tenant,
+            device_type: &e.device_type,
+            auth: &e.auth,
+            client_ip: &e.client_ip,
+            protocol: e.protocol,
+            method: &e.method,
+            route: &e.route,
+            path: &e.path,
+            status: e.status,
+            decision: e.decision,
+            latency_us: e.latency_us,
+            bytes_in: e.bytes_in,
+            bytes_out: e.bytes_out,
+            user_agent: e.user_agent.as_deref(),
+            tls_version: e.tls.as_ref().map(|t| t.version.as_str()),
+            fingerprint: e
+                .tls
+                .as_ref()
+                .and_then(|t| t.client_cert_fingerprint.as_deref()),
+        });
+    }
+
+    fn push_fields(&mut self, e: Fields<'_>) {
+        self.rows += 1;
+        self.id.append_value(e.id);
+        self.gateway.append_value(e.gateway);
+        self.seq.append_value(e.seq);
+        self.ts.append_value(e.ts);
+        self.identity.append_value(e.identity);
+        self.tenant.append_value(e.tenant);
+        self.device_type.append_value(e.device_type);
+        self.auth_method.append_value(e.auth.method.as_str());
+        self.auth_result.append_value(e.auth.result.as_str());
+        self.client_ip.append_value(e.client_ip);
+        self.protocol.append_value(e.protocol.as_str());
+        self.method.append_value(e.method);
+        self.route.append_value(e.route);
+        self.path.append_value(e.path);
+        self.status.append_value(e.status);
+        self.decision.append_value(e.decision.as_str());
+        self.latency.append_value(e.latency_us);
+        self.bytes_in.append_value(e.bytes_in);
+        self.bytes_out.append_value(e.bytes_out);
+        self.user_agent.append_option(e.user_agent);
+        self.tls_version.append_option(e.tls_version);
+        self.fingerprint.append_option(e.fingerprint);
+    }
+
+    /// The batch of the events appended so far; the builder is empty again afterwards.
+    pub fn finish(&mut self) -> Result<RecordBatch, ArrowError> {
+        self.rows = 0;
+        let ts: ArrayRef = Arc::new(
+            self.ts
+                .finish()
+                .reinterpret_cast::<TimestampNanosecondType>(),
+        );
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.id.finish()),
+            Arc::new(self.gateway.finish()),
+            Arc::new(self.seq.finish()),
+            ts,
+            Arc::new(self.identity.finish()),
+            Arc::new(self.tenant.finish()),
+            Arc::new(self.device_type.finish()),
+            Arc::new(self.auth_method.finish()),
+            Arc::new(self.auth_result.finish()),
+            Arc::new(self.client_ip.finish()),
+            Arc::new(self.protocol.finish()),
+            Arc::new(self.method.finish()),
+            Arc::new(self.route.finish()),
+            Arc::new(self.path.finish()),
+            Arc::new(self.status.finish()),
+            Arc::new(self.decision.finish()),
+            Arc::new(self.latency.finish()),
+            Arc::new(self.bytes_in.finish()),
+            Arc::new(self.bytes_out.finish()),
+            Arc::new(self.user_agent.finish()),
+            Arc::new(self.tls_version.finish()),
+            Arc::new(self.fingerprint.finish()),
+        ];
+        RecordBatch::try_new(request_event_schema(), columns)
+    }
+}
+
+/// One event's values, whichever type they come from.
+struct Fields<'a> {
+    id: &'a str,
+    gateway: &'a str,
+    seq: u64,
+    ts: i64,
+    identity: &'a str,
+    tenant: &'a str,
+    device_type: &'a str,
+    auth: &'a AuthInfo,
+    client_ip: &'a str,
+    protocol: Protocol,
+    method: &'a str,
+    route: &'a str,
+    path: &'a str,
+    status: u16,
+    decision: Outcome,
+    latency_us: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+    user_agent: Option<&'a str>,
+    tls_version: Option<&'a str>,
+    fingerprint: Option<&'a str>,
+}
+
+#[cfg(test)]
+mod tests;
