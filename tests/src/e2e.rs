@@ -357,8 +357,16 @@ pub async fn full_loop(base: WardenConfig) -> anyhow::Result<()> {
 
     // Stopping drains every queued event to the bus.
     let emitted_a = stack.emit_stats.clone().context("stats")?;
+    let stopping = std::time::Instant::now();
     stack.stop().await?;
     stack_b.stop().await?;
+    // A gateway's publisher ends as soon as its queue is drained once the listeners closed;
+    // something still holding the emitter would keep it waiting for its 15 s limit.
+    ensure!(
+        stopping.elapsed() < Duration::from_secs(14),
+        "stopping two gateways took {:?}: an event publisher did not end after its listeners closed",
+        stopping.elapsed()
+    );
     let events = read_events(&*bus, &config_a.bus.topics.events).await?;
     ensure!(
         emitted_a.dropped.load(std::sync::atomic::Ordering::Relaxed) == 0,

@@ -302,8 +302,9 @@ impl Gateway {
                 })?;
             done.push(rx);
         }
-        drop(listener);
-        drop(tls_listener);
+        // The threads hold their own clones; these would keep the emitter alive (through the
+        // router's state and the handshake sink) and the publisher from ending in `finish`.
+        drop((router, sink, listener, tls_listener));
         let mut result = Ok(());
         for rx in done {
             let served = rx.await.unwrap_or_else(|_| {
