@@ -93,6 +93,36 @@ impl<'a> RequestEventRef<'a> {
         }
     }
 
+    /// A view of an owned event (nothing copied but the small `auth` value).
+    pub fn borrowing(e: &'a RequestEvent) -> Self {
+        Self {
+            v: e.v,
+            id: Cow::Borrowed(&e.id),
+            gateway: Cow::Borrowed(&e.gateway),
+            seq: e.seq,
+            ts: e.ts,
+            identity: Cow::Borrowed(&e.identity),
+            tenant: Cow::Borrowed(&e.tenant),
+            device_type: Cow::Borrowed(&e.device_type),
+            auth: e.auth.clone(),
+            client_ip: Cow::Borrowed(&e.client_ip),
+            protocol: e.protocol,
+            method: Cow::Borrowed(&e.method),
+            route: Cow::Borrowed(&e.route),
+            path: Cow::Borrowed(&e.path),
+            status: e.status,
+            decision: e.decision,
+            latency_us: e.latency_us,
+            bytes_in: e.bytes_in,
+            bytes_out: e.bytes_out,
+            user_agent: e.user_agent.as_deref().map(Cow::Borrowed),
+            tls: e.tls.as_ref().map(|t| TlsInfoRef {
+                version: Cow::Borrowed(&t.version),
+                client_cert_fingerprint: t.client_cert_fingerprint.as_deref().map(Cow::Borrowed),
+            }),
+        }
+    }
+
     /// The owned event.
     pub fn to_owned_event(&self) -> RequestEvent {
         RequestEvent {
@@ -208,88 +238,39 @@ impl RequestBatchBuilder {
 
     /// Append a borrowed event.
     pub fn push_ref(&mut self, e: &RequestEventRef<'_>) {
-        self.push_fields(Fields {
-            id: &e.id,
-            gateway: &e.gateway,
-            seq: e.seq,
-            ts: e.ts,
-            identity: &e.identity,
-            tenant: &e.tenant,
-            device_type: &e.device_type,
-            auth: &e.auth,
-            client_ip: &e.client_ip,
-            protocol: e.protocol,
-            method: &e.method,
-            route: &e.route,
-            path: &e.path,
-            status: e.status,
-            decision: e.decision,
-            latency_us: e.latency_us,
-            bytes_in: e.bytes_in,
-            bytes_out: e.bytes_out,
-            user_agent: e.user_agent.as_deref(),
-            tls_version: e.tls.as_ref().map(|t| t.version.as_ref()),
-            fingerprint: e
-                .tls
-                .as_ref()
-                .and_then(|t| t.client_cert_fingerprint.as_deref()),
-        });
-    }
-
-    /// Append an owned event.
-    pub fn push(&mut self, e: &RequestEvent) {
-        self.push_fields(Fields {
-            id: &e.id,
-            gateway: &e.gateway,
-            seq: e.seq,
-            ts: e.ts,
-            identity: &e.identity,
-            tenant: &e.tenant,
-            device_type: &e.device_type,
-            auth: &e.auth,
-            client_ip: &e.client_ip,
-            protocol: e.protocol,
-            method: &e.method,
-            route: &e.route,
-            path: &e.path,
-            status: e.status,
-            decision: e.decision,
-            latency_us: e.latency_us,
-            bytes_in: e.bytes_in,
-            bytes_out: e.bytes_out,
-            user_agent: e.user_agent.as_deref(),
-            tls_version: e.tls.as_ref().map(|t| t.version.as_str()),
-            fingerprint: e
-                .tls
-                .as_ref()
-                .and_then(|t| t.client_cert_fingerprint.as_deref()),
-        });
-    }
-
-    fn push_fields(&mut self, e: Fields<'_>) {
         self.rows += 1;
-        self.id.append_value(e.id);
-        self.gateway.append_value(e.gateway);
+        self.id.append_value(&e.id);
+        self.gateway.append_value(&e.gateway);
         self.seq.append_value(e.seq);
         self.ts.append_value(e.ts);
-        self.identity.append_value(e.identity);
-        self.tenant.append_value(e.tenant);
-        self.device_type.append_value(e.device_type);
+        self.identity.append_value(&e.identity);
+        self.tenant.append_value(&e.tenant);
+        self.device_type.append_value(&e.device_type);
         self.auth_method.append_value(e.auth.method.as_str());
         self.auth_result.append_value(e.auth.result.as_str());
-        self.client_ip.append_value(e.client_ip);
+        self.client_ip.append_value(&e.client_ip);
         self.protocol.append_value(e.protocol.as_str());
-        self.method.append_value(e.method);
-        self.route.append_value(e.route);
-        self.path.append_value(e.path);
+        self.method.append_value(&e.method);
+        self.route.append_value(&e.route);
+        self.path.append_value(&e.path);
         self.status.append_value(e.status);
         self.decision.append_value(e.decision.as_str());
         self.latency.append_value(e.latency_us);
         self.bytes_in.append_value(e.bytes_in);
         self.bytes_out.append_value(e.bytes_out);
-        self.user_agent.append_option(e.user_agent);
-        self.tls_version.append_option(e.tls_version);
-        self.fingerprint.append_option(e.fingerprint);
+        self.user_agent.append_option(e.user_agent.as_deref());
+        self.tls_version
+            .append_option(e.tls.as_ref().map(|t| t.version.as_ref()));
+        self.fingerprint.append_option(
+            e.tls
+                .as_ref()
+                .and_then(|t| t.client_cert_fingerprint.as_deref()),
+        );
+    }
+
+    /// Append an owned event.
+    pub fn push(&mut self, e: &RequestEvent) {
+        self.push_ref(&RequestEventRef::borrowing(e));
     }
 
     /// The batch of the events appended so far; the builder is empty again afterwards.
@@ -326,31 +307,6 @@ impl RequestBatchBuilder {
         ];
         RecordBatch::try_new(request_event_schema(), columns)
     }
-}
-
-/// One event's values, whichever type they come from.
-struct Fields<'a> {
-    id: &'a str,
-    gateway: &'a str,
-    seq: u64,
-    ts: i64,
-    identity: &'a str,
-    tenant: &'a str,
-    device_type: &'a str,
-    auth: &'a AuthInfo,
-    client_ip: &'a str,
-    protocol: Protocol,
-    method: &'a str,
-    route: &'a str,
-    path: &'a str,
-    status: u16,
-    decision: Outcome,
-    latency_us: u64,
-    bytes_in: u64,
-    bytes_out: u64,
-    user_agent: Option<&'a str>,
-    tls_version: Option<&'a str>,
-    fingerprint: Option<&'a str>,
 }
 
 #[cfg(test)]

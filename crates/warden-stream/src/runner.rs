@@ -573,7 +573,7 @@ impl Processor {
         self.restore(msgs, bus, store).await?;
         if self.ends_stale {
             self.ends_stale = false;
-            self.refresh_ends(bus).await;
+            let _ = self.refresh_ends(bus).await;
         }
         // Payloads are decoded borrowing their strings and appended to the batch's columns
         // directly (no owned event per record).
@@ -778,13 +778,23 @@ impl Processor {
     }
 
     /// Measure the end offsets of the events topic (for [`Processor::watermark_cap`]).
-    async fn refresh_ends(&mut self, bus: &dyn Bus) {
+    /// (Also the lag measurement's source.) Whether they were measured.
+    async fn refresh_ends(&mut self, bus: &dyn Bus) -> bool {
         match tokio::time::timeout(Duration::from_secs(5), bus.end_offsets(&self.topics.events))
             .await
         {
-            Ok(Ok(ends)) => self.ends = ends,
-            Ok(Err(e)) => debug!(error = %e, "Measuring end offsets failed."),
-            Err(_) => debug!("Measuring end offsets timed out."),
+            Ok(Ok(ends)) => {
+                self.ends = ends;
+                true
+            }
+            Ok(Err(e)) => {
+                debug!(error = %e, "Measuring end offsets failed.");
+                false
+            }
+            Err(_) => {
+                debug!("Measuring end offsets timed out.");
+                false
+            }
         }
     }
 
@@ -829,23 +839,10 @@ impl Processor {
     /// Consumer lag of the assigned partitions and the event rate since the last measurement.
     async fn measure_lag(&mut self, bus: &dyn Bus, rate: &mut Rate) {
         rate.update(&self.stats);
-        let ends = match tokio::time::timeout(
-            Duration::from_secs(5),
-            bus.end_offsets(&self.topics.events),
-        )
-        .await
-        {
-            Ok(Ok(ends)) => ends,
-            Ok(Err(e)) => {
-                debug!(error = %e, "Measuring lag failed.");
-                return;
-            }
-            Err(_) => {
-                debug!("Measuring lag timed out.");
-                return;
-            }
-        };
-        self.ends.clone_from(&ends);
+        if !self.refresh_ends(bus).await {
+            return;
+        }
+        let ends = &self.ends;
         let lag: BTreeMap<i32, u64> = self
             .parts
             .iter()

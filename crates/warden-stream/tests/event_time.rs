@@ -3,15 +3,13 @@
 //! different paces) must not count the other partition's older events as late. The watermark
 //! follows the slowest partition that still has records to read.
 
-use std::sync::Arc;
+mod common;
+
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use warden_bus::{Bus, EmbeddedBus, EmbeddedConfig, TopicSpec};
-use warden_config::{TopicsConfig, WardenConfig};
-use warden_event::{
-    Action, AuthInfo, AuthMethod, AuthResult, Decision, Outcome, Protocol, RequestEvent,
-};
+use common::{publish, quarantined};
+use warden_bus::{Bus, TopicSpec};
 use warden_stream::Processor;
 
 /// Quarantine an identity with more than 25 requests in 5 minutes, reading batches of up to
@@ -42,35 +40,6 @@ quarantine_ttl_s = 600
 max_quarantines_per_minute = 1000
 "#
     )
-}
-
-fn event(identity: &str, i: u64, ts: i64) -> RequestEvent {
-    RequestEvent {
-        v: 1,
-        id: format!("{identity}-{i}"),
-        gateway: "gw".into(),
-        seq: i,
-        ts,
-        identity: identity.into(),
-        tenant: "t".into(),
-        device_type: "sensor".into(),
-        auth: AuthInfo {
-            method: AuthMethod::ApiKey,
-            result: AuthResult::Ok,
-        },
-        client_ip: "10.0.0.1".into(),
-        protocol: Protocol::Http,
-        method: "POST".into(),
-        route: "telemetry".into(),
-        path: "/t".into(),
-        status: 200,
-        decision: Outcome::Allowed,
-        latency_us: 1,
-        bytes_in: 1,
-        bytes_out: 1,
-        user_agent: None,
-        tls: None,
-    }
 }
 
 /// An identity whose events the bus places on `partition` of a two-partition topic (found
@@ -106,35 +75,6 @@ async fn identity_on(bus: &dyn Bus, prefix: &str, partition: i32) -> String {
     found.expect("one of 16 keys lands on each partition")
 }
 
-async fn publish(bus: &dyn Bus, topics: &TopicsConfig, identity: &str, n: u64, ts: i64) {
-    let p = bus.producer();
-    for i in 0..n {
-        let e = event(identity, i, ts + i64::try_from(i).unwrap_or(0) * 1_000_000);
-        p.send(
-            &topics.events,
-            e.key().as_bytes(),
-            &warden_event::encode(&e),
-        )
-        .await
-        .expect("send");
-    }
-}
-
-async fn quarantined(bus: &dyn Bus, topics: &TopicsConfig) -> Vec<String> {
-    let mut out = Vec::new();
-    warden_bus::read_to_end(bus, &topics.decisions, Duration::from_secs(5), |m| {
-        if let Ok(d) = warden_event::decode::<Decision>(&m.payload)
-            && d.action == Action::Quarantine
-        {
-            out.push(d.subject.value);
-        }
-    })
-    .await
-    .expect("read decisions");
-    out.sort();
-    out
-}
-
 /// Small batches: partition 0's events come in batches before partition 1's first one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_read_first_does_not_make_another_partitions_backlog_late() {
@@ -148,25 +88,17 @@ async fn within_a_batch_one_partitions_events_do_not_make_anothers_late() {
 }
 
 async fn backlog_on_two_partitions(batch: usize) {
-    let topics = WardenConfig::default().bus.topics;
-    let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::new(EmbeddedConfig::default()));
-    let specs: Vec<TopicSpec> = [&topics.events, &topics.decisions, &topics.alerts]
-        .iter()
-        .map(|t| TopicSpec {
-            name: (*t).clone(),
-            partitions: 2,
-            compacted: *t == &topics.decisions,
-        })
-        .collect();
-    bus.ensure_topics(&specs).await.expect("topics");
+    let (bus, topics) = common::bus(2).await;
     // The embedded bus hands out partition 0's records before partition 1's: the device on
     // partition 0 has recent events, the one on partition 1 a backlog a minute old (a
     // gateway's spool replayed after an outage, or a processor restarted after a pause).
     let fast = identity_on(&*bus, "fast", 0).await;
     let slow = identity_on(&*bus, "slow", 1).await;
     let now = warden_event::now_ns();
-    publish(&*bus, &topics, &fast, 64, now).await;
-    publish(&*bus, &topics, &slow, 30, now - 60_000_000_000).await;
+    // One event per millisecond of event time.
+    let from = |t0: i64| move |i: u64| t0 + i64::try_from(i).unwrap_or(0) * 1_000_000;
+    publish(&*bus, &topics, &fast, 64, from(now)).await;
+    publish(&*bus, &topics, &slow, 30, from(now - 60_000_000_000)).await;
 
     let pipeline = warden_stream::parse_pipeline(&pipeline(batch)).expect("pipeline");
     let processor = Processor::new(pipeline, topics.clone()).expect("processor");

@@ -2,15 +2,14 @@
 //! change is swapped in and acts on the next events, an invalid one is refused (reported in
 //! the status and counters) and the previous pipeline keeps deciding.
 
-use std::sync::Arc;
+mod common;
+
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use warden_bus::{Bus, EmbeddedBus, EmbeddedConfig, TopicSpec};
-use warden_config::{TopicsConfig, WardenConfig};
-use warden_event::{
-    Action, AuthInfo, AuthMethod, AuthResult, Decision, Outcome, Protocol, RequestEvent,
-};
+use common::quarantined;
+use warden_bus::Bus;
+use warden_config::TopicsConfig;
 use warden_stream::Processor;
 
 fn pipeline(name: &str, above: u32) -> String {
@@ -39,47 +38,8 @@ quarantine_ttl_s = 60
     )
 }
 
-fn event(identity: &str, i: u64) -> RequestEvent {
-    RequestEvent {
-        v: 1,
-        id: format!("{identity}-{i}"),
-        gateway: "gw".into(),
-        seq: i,
-        ts: warden_event::now_ns(),
-        identity: identity.into(),
-        tenant: "t".into(),
-        device_type: "sensor".into(),
-        auth: AuthInfo {
-            method: AuthMethod::ApiKey,
-            result: AuthResult::Ok,
-        },
-        client_ip: "10.0.0.1".into(),
-        protocol: Protocol::Http,
-        method: "POST".into(),
-        route: "telemetry".into(),
-        path: "/t".into(),
-        status: 200,
-        decision: Outcome::Allowed,
-        latency_us: 1,
-        bytes_in: 1,
-        bytes_out: 1,
-        user_agent: None,
-        tls: None,
-    }
-}
-
 async fn burst(bus: &dyn Bus, topics: &TopicsConfig, identity: &str, n: u64) {
-    let p = bus.producer();
-    for i in 0..n {
-        let e = event(identity, i);
-        p.send(
-            &topics.events,
-            e.key().as_bytes(),
-            &warden_event::encode(&e),
-        )
-        .await
-        .expect("send");
-    }
+    common::publish(bus, topics, identity, n, |_| warden_event::now_ns()).await;
 }
 
 /// Wait (up to 10 s) until `f` holds.
@@ -94,34 +54,9 @@ async fn until(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-async fn quarantined(bus: &dyn Bus, topics: &TopicsConfig) -> Vec<String> {
-    let mut out = Vec::new();
-    warden_bus::read_to_end(bus, &topics.decisions, Duration::from_secs(5), |m| {
-        if let Ok(d) = warden_event::decode::<Decision>(&m.payload)
-            && d.action == Action::Quarantine
-        {
-            out.push(d.subject.value);
-        }
-    })
-    .await
-    .expect("read decisions");
-    out.sort();
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn valid_changes_are_applied_and_invalid_ones_refused() {
-    let topics = WardenConfig::default().bus.topics;
-    let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::new(EmbeddedConfig::default()));
-    let specs: Vec<TopicSpec> = [&topics.events, &topics.decisions, &topics.alerts]
-        .iter()
-        .map(|t| TopicSpec {
-            name: (*t).clone(),
-            partitions: 2,
-            compacted: *t == &topics.decisions,
-        })
-        .collect();
-    bus.ensure_topics(&specs).await.expect("topics");
+    let (bus, topics) = common::bus(2).await;
 
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("pipeline.toml");
