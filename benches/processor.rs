@@ -1,5 +1,5 @@
-//! The stream processor's hot path on the shipped default pipeline: JSON payloads (as they
-//! come off the bus) → decode → Arrow batch → windowed features → every detector, on 1 M
+//! The stream processor's hot path on the shipped default pipeline: payloads as they come off
+//! the bus (compact, the gateways' default `bus.event_format`, or JSON) → decode → Arrow batch → windowed features → every detector, on 1 M
 //! events from 10 000 identities. Run with `cargo bench -p warden-benches --bench processor`.
 //!
 //! Two event-time densities, because the per-key sampling work (every key, every slide) is
@@ -12,8 +12,8 @@
 //! and the best of a few timed passes, then the state of a third, steady-state run (180 s of
 //! event time, past the longest window).
 //!
-//! Each variant is measured from JSON (decode included) and from ready Arrow batches
-//! (features and detectors only). A fresh engine is built in the (unmeasured) setup of each
+//! Each variant is measured from compact and from JSON payloads (decode included) and from
+//! ready Arrow batches (features and detectors only). A fresh engine is built in the (unmeasured) setup of each
 //! iteration, so key creation is part of the measurement.
 
 use std::hint::black_box;
@@ -104,6 +104,15 @@ fn thread_cpu_ns() -> Option<u64> {
         .ok()
 }
 
+/// Minor page faults of this thread so far (`/proc/thread-self/stat`, field 10): memory the
+/// kernel had to hand out and zero.
+fn thread_minflt() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(7)?.parse().ok()
+}
+
 fn batches(events: &[RequestEvent]) -> Vec<RecordBatch> {
     events
         .chunks(BATCH)
@@ -120,15 +129,15 @@ fn run_batches(engine: &mut Engine, batches: &[RecordBatch]) -> usize {
     outputs
 }
 
-/// The processor's decode path: each JSON payload straight into the batch's Arrow builders
-/// ([`warden_event::RequestBatchBuilder`], strings borrowed from the payload).
-fn run_json(engine: &mut Engine, payloads: &[Vec<u8>]) -> usize {
+/// The processor's decode path: each payload (compact or JSON) straight into the batch's Arrow
+/// builders ([`warden_event::RequestBatchBuilder`], strings borrowed from the payload).
+fn run_payloads(engine: &mut Engine, payloads: &[Vec<u8>]) -> usize {
     let mut outputs = 0;
     let mut builder = warden_event::RequestBatchBuilder::with_capacity(BATCH);
     for chunk in payloads.chunks(BATCH) {
         for p in chunk {
             // Undecodable payloads are skipped, as the processor does.
-            let _ = builder.push_json(p);
+            let _ = builder.push_payload(p);
         }
         let b = builder.finish().expect("batch");
         outputs += engine
@@ -168,7 +177,7 @@ fn loadavg() -> String {
 }
 
 /// Whether a variant's extra figures are wanted: `PROCESSOR_BENCH_ONLY` (a comma-separated
-/// list of labels such as `1s,180s`, or paths `arrow`, `json`, `json_owned`) narrows them
+/// list of labels such as `1s,180s`, or paths `arrow`, `compact`, `json`, `json_owned`) narrows them
 /// down, e.g. to profile one of them; unset, all are printed.
 fn wanted(label: &str) -> bool {
     match std::env::var("PROCESSOR_BENCH_ONLY") {
@@ -182,7 +191,7 @@ fn wanted_path(path: &str) -> bool {
         Ok(only)
             if only
                 .split(',')
-                .any(|o| ["arrow", "json", "json_owned"].contains(&o)) =>
+                .any(|o| ["arrow", "compact", "json", "json_owned"].contains(&o)) =>
         {
             only.split(',').any(|o| o == path)
         }
@@ -201,13 +210,27 @@ fn bench(c: &mut Criterion) {
             continue;
         }
         let events = events(span_s * 1_000_000_000);
-        let payloads: Vec<Vec<u8>> = events.iter().map(warden_event::encode).collect();
+        let encode = |format| -> Vec<Vec<u8>> {
+            events
+                .iter()
+                .map(|e| warden_event::encode_event(e, format))
+                .collect()
+        };
+        let payloads = encode(warden_event::EventFormat::Json);
+        let compact = encode(warden_event::EventFormat::Compact);
         let batches = batches(&events);
         drop(events);
+        group.bench_function(format!("compact_to_decisions_{label}"), |b| {
+            b.iter_batched(
+                || Engine::new(&pipeline).expect("engine"),
+                |mut engine| black_box(run_payloads(&mut engine, &compact)),
+                BatchSize::PerIteration,
+            )
+        });
         group.bench_function(format!("json_to_decisions_{label}"), |b| {
             b.iter_batched(
                 || Engine::new(&pipeline).expect("engine"),
-                |mut engine| black_box(run_json(&mut engine, &payloads)),
+                |mut engine| black_box(run_payloads(&mut engine, &payloads)),
                 BatchSize::PerIteration,
             )
         });
@@ -233,9 +256,12 @@ fn bench(c: &mut Criterion) {
             s.alerts
         );
         type Run<'a> = &'a dyn Fn(&mut Engine) -> usize;
-        let paths: [(&str, &str, Run); 3] = [
+        let paths: [(&str, &str, Run); 4] = [
             ("arrow", "arrow→decisions", &|e| run_batches(e, &batches)),
-            ("json", "json→decisions", &|e| run_json(e, &payloads)),
+            ("compact", "compact→decisions", &|e| {
+                run_payloads(e, &compact)
+            }),
+            ("json", "json→decisions", &|e| run_payloads(e, &payloads)),
             (
                 "json_owned",
                 "json→decisions (owned RequestEvent, before)",
@@ -245,22 +271,24 @@ fn bench(c: &mut Criterion) {
         let paths: Vec<_> = paths.into_iter().filter(|p| wanted_path(p.0)).collect();
         // (wall seconds, CPU seconds of this thread) of the best pass per path; the paths'
         // passes are interleaved so that a burst of other load hits them alike.
-        let mut best = vec![(f64::INFINITY, f64::INFINITY); paths.len()];
+        let mut best = vec![(f64::INFINITY, f64::INFINITY, u64::MAX); paths.len()];
         for _ in 0..PASSES {
             for ((_, _, run), b) in paths.iter().zip(best.iter_mut()) {
                 let mut engine = Engine::new(&pipeline).expect("engine");
-                let (t, cpu) = (std::time::Instant::now(), thread_cpu_ns());
+                let (t, cpu, flt) = (std::time::Instant::now(), thread_cpu_ns(), thread_minflt());
                 black_box(run(&mut engine));
                 let cpu = thread_cpu_ns().zip(cpu).map(|(b, a)| (b - a) as f64 / 1e9);
+                let flt = thread_minflt().zip(flt).map(|(b, a)| b - a);
                 *b = (
                     b.0.min(t.elapsed().as_secs_f64()),
                     b.1.min(cpu.unwrap_or(f64::NAN)),
+                    b.2.min(flt.unwrap_or(u64::MAX)),
                 );
             }
         }
-        for ((_, path, _), (wall, cpu)) in paths.iter().zip(best) {
+        for ((_, path, _), (wall, cpu, flt)) in paths.iter().zip(best) {
             eprintln!(
-                "{label}: {path}, best of {PASSES} passes: wall {:.0} ms ({:.0} events/s), CPU {:.0} ms ({:.0} events/s per core); load average {}",
+                "{label}: {path}, best of {PASSES} passes: wall {:.0} ms ({:.0} events/s), CPU {:.0} ms ({:.0} events/s per core), {flt} page faults; load average {}",
                 wall * 1e3,
                 EVENTS as f64 / wall,
                 cpu * 1e3,

@@ -25,8 +25,10 @@ use std::time::{Duration, Instant};
 
 use warden_bus::spool::{FsyncPolicy, OverflowPolicy, Spool, SpoolConfig};
 use warden_bus::{Bus, EmbeddedBus, EmbeddedConfig, KafkaBus, KafkaConfig, TopicSpec};
-use warden_event::{AuthInfo, AuthMethod, AuthResult, Outcome, Protocol, RequestEvent};
-use warden_gateway::Emitter;
+use warden_event::{
+    AuthInfo, AuthMethod, AuthResult, EventFormat, Outcome, Protocol, RequestEvent,
+};
+use warden_gateway::{Emitter, EventTopic};
 
 #[allow(dead_code, clippy::unwrap_used)]
 #[path = "../tests/src/tansu.rs"]
@@ -76,7 +78,11 @@ async fn run(name: &str, bus: Arc<dyn Bus>, spool: Option<Spool>, n: usize) -> f
     .await
     .unwrap_or_else(|e| panic!("{name}: topics: {e}"));
     let events: Vec<RequestEvent> = (0..n).map(event).collect();
-    let (emitter, task) = Emitter::start(bus.producer(), TOPIC.into(), QUEUE, spool);
+    let topic = EventTopic {
+        name: TOPIC.into(),
+        format: EventFormat::default(),
+    };
+    let (emitter, task) = Emitter::start(bus.producer(), topic, QUEUE, spool);
     let stats = emitter.stats().clone();
     let started = Instant::now();
     for e in events {

@@ -9,10 +9,12 @@
 //! one field for field, and a test checks the two agree.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, Int64Builder, StringBuilder, StringDictionaryBuilder, UInt16Builder, UInt64Builder,
+    ArrayRef, DictionaryArray, Int32Builder, Int64Builder, StringArray, StringBuilder,
+    UInt16Builder, UInt64Builder,
 };
 use arrow::datatypes::{Int32Type, TimestampNanosecondType};
 use arrow::error::ArrowError;
@@ -57,7 +59,7 @@ pub struct RequestEventRef<'a> {
     pub latency_us: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "optional_borrowed")]
     pub user_agent: Option<Cow<'a, str>>,
     #[serde(borrow)]
     pub tls: Option<TlsInfoRef<'a>>,
@@ -69,14 +71,30 @@ pub struct RequestEventRef<'a> {
 pub struct TlsInfoRef<'a> {
     #[serde(borrow)]
     pub version: Cow<'a, str>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "optional_borrowed")]
     pub client_cert_fingerprint: Option<Cow<'a, str>>,
 }
 
+/// `Option<Cow<str>>` that borrows like a plain `Cow<str>` field does (serde's derive borrows a
+/// `#[serde(borrow)] Cow<str>` field but allocates one inside an `Option`). Absent is `None`,
+/// as for the owned type's `Option<String>`.
+fn optional_borrowed<'de: 'a, 'a, D>(d: D) -> Result<Option<Cow<'a, str>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    struct Borrowed<'a>(#[serde(borrow)] Cow<'a, str>);
+    Ok(Option::<Borrowed<'a>>::deserialize(d)?.map(|b| b.0))
+}
+
 impl<'a> RequestEventRef<'a> {
-    /// Decode a request event payload, borrowing its strings; refuses what [`crate::decode`]
-    /// refuses (invalid JSON, unknown fields, other schema versions).
+    /// Decode a request event payload (JSON or compact), borrowing its strings; refuses what
+    /// [`crate::decode`] refuses (invalid JSON, unknown fields, other schema versions, trailing
+    /// bytes).
     pub fn decode(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        if let Some(body) = bytes.strip_prefix(&[crate::COMPACT_TAG]) {
+            return crate::compact::decode_ref(body);
+        }
         let e: Self = serde_json::from_slice(bytes)?;
         if e.v != SCHEMA_VERSION {
             return Err(DecodeError::Version { found: e.v });
@@ -154,7 +172,67 @@ impl<'a> RequestEventRef<'a> {
     }
 }
 
-type Dict = StringDictionaryBuilder<Int32Type>;
+/// A dictionary-encoded column of low-cardinality strings (tenant, route, method…). Arrow's
+/// `StringDictionaryBuilder` hashes every value; here a value is first looked for among the
+/// batch's few distinct values by comparison (a batch typically has a handful), and only
+/// columns with many distinct values fall back to a hash map.
+#[derive(Default)]
+struct Dict {
+    keys: Int32Builder,
+    values: Vec<Box<str>>,
+    /// Index of `values` once there are more than [`Dict::SCAN`].
+    index: HashMap<Box<str>, i32>,
+}
+
+impl Dict {
+    /// Distinct values found by scanning before the hash map is used.
+    const SCAN: usize = 16;
+
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            keys: Int32Builder::with_capacity(n),
+            ..Self::default()
+        }
+    }
+
+    fn key(&mut self, v: &str) -> i32 {
+        if self.values.len() <= Self::SCAN {
+            if let Some(k) = self.values.iter().position(|x| **x == *v) {
+                return k as i32;
+            }
+        } else if let Some(&k) = self.index.get(v) {
+            return k;
+        }
+        let k = self.values.len() as i32;
+        self.values.push(v.into());
+        if self.values.len() > Self::SCAN {
+            if self.index.is_empty() {
+                self.index = (self.values.iter().cloned()).zip(0..).collect();
+            } else {
+                self.index.insert(v.into(), k);
+            }
+        }
+        k
+    }
+
+    fn append_value(&mut self, v: &str) {
+        let k = self.key(v);
+        self.keys.append_value(k);
+    }
+
+    fn append_option(&mut self, v: Option<&str>) {
+        match v {
+            Some(v) => self.append_value(v),
+            None => self.keys.append_null(),
+        }
+    }
+
+    fn finish(&mut self) -> Result<DictionaryArray<Int32Type>, ArrowError> {
+        let values = StringArray::from_iter_values(self.values.drain(..));
+        self.index.clear();
+        DictionaryArray::try_new(self.keys.finish(), Arc::new(values))
+    }
+}
 
 /// Column builders of a batch of request events ([`request_event_schema`]): append events
 /// (owned, borrowed, or JSON payloads) and [`RequestBatchBuilder::finish`] the batch.
@@ -196,26 +274,26 @@ impl RequestBatchBuilder {
         Self {
             rows: 0,
             id: StringBuilder::with_capacity(n, n * 36),
-            gateway: Dict::new(),
+            gateway: Dict::with_capacity(n),
             seq: UInt64Builder::with_capacity(n),
             ts: Int64Builder::with_capacity(n),
             identity: StringBuilder::with_capacity(n, n * 16),
-            tenant: Dict::new(),
-            device_type: Dict::new(),
-            auth_method: Dict::new(),
-            auth_result: Dict::new(),
+            tenant: Dict::with_capacity(n),
+            device_type: Dict::with_capacity(n),
+            auth_method: Dict::with_capacity(n),
+            auth_result: Dict::with_capacity(n),
             client_ip: StringBuilder::with_capacity(n, n * 12),
-            protocol: Dict::new(),
-            method: Dict::new(),
-            route: Dict::new(),
+            protocol: Dict::with_capacity(n),
+            method: Dict::with_capacity(n),
+            route: Dict::with_capacity(n),
             path: StringBuilder::with_capacity(n, n * 24),
             status: UInt16Builder::with_capacity(n),
-            decision: Dict::new(),
+            decision: Dict::with_capacity(n),
             latency: UInt64Builder::with_capacity(n),
             bytes_in: UInt64Builder::with_capacity(n),
             bytes_out: UInt64Builder::with_capacity(n),
             user_agent: StringBuilder::with_capacity(n, n * 16),
-            tls_version: Dict::new(),
+            tls_version: Dict::with_capacity(n),
             fingerprint: StringBuilder::new(),
         }
     }
@@ -229,8 +307,8 @@ impl RequestBatchBuilder {
         self.rows == 0
     }
 
-    /// Decode a JSON payload and append it; on error nothing is appended.
-    pub fn push_json(&mut self, bytes: &[u8]) -> Result<(), DecodeError> {
+    /// Decode a payload (JSON or compact) and append it; on error nothing is appended.
+    pub fn push_payload(&mut self, bytes: &[u8]) -> Result<(), DecodeError> {
         let e = RequestEventRef::decode(bytes)?;
         self.push_ref(&e);
         Ok(())
@@ -283,26 +361,26 @@ impl RequestBatchBuilder {
         );
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.id.finish()),
-            Arc::new(self.gateway.finish()),
+            Arc::new(self.gateway.finish()?),
             Arc::new(self.seq.finish()),
             ts,
             Arc::new(self.identity.finish()),
-            Arc::new(self.tenant.finish()),
-            Arc::new(self.device_type.finish()),
-            Arc::new(self.auth_method.finish()),
-            Arc::new(self.auth_result.finish()),
+            Arc::new(self.tenant.finish()?),
+            Arc::new(self.device_type.finish()?),
+            Arc::new(self.auth_method.finish()?),
+            Arc::new(self.auth_result.finish()?),
             Arc::new(self.client_ip.finish()),
-            Arc::new(self.protocol.finish()),
-            Arc::new(self.method.finish()),
-            Arc::new(self.route.finish()),
+            Arc::new(self.protocol.finish()?),
+            Arc::new(self.method.finish()?),
+            Arc::new(self.route.finish()?),
             Arc::new(self.path.finish()),
             Arc::new(self.status.finish()),
-            Arc::new(self.decision.finish()),
+            Arc::new(self.decision.finish()?),
             Arc::new(self.latency.finish()),
             Arc::new(self.bytes_in.finish()),
             Arc::new(self.bytes_out.finish()),
             Arc::new(self.user_agent.finish()),
-            Arc::new(self.tls_version.finish()),
+            Arc::new(self.tls_version.finish()?),
             Arc::new(self.fingerprint.finish()),
         ];
         RecordBatch::try_new(request_event_schema(), columns)

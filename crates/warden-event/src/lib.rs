@@ -4,17 +4,22 @@
 //!
 //! Every type serialises to a versioned JSON object (`v`); the JSON Schemas under `schemas/` are
 //! generated from these types and checked by tests, so any Kafka consumer can read the topics.
-//! This crate does no I/O.
+//! Request events, by far the most numerous, can also travel in a compact binary form
+//! ([`compact`], `bus.event_format`); [`decode`] reads either. This crate does no I/O.
 
 mod alert;
 mod arrow_schema;
 mod columnar;
+pub mod compact;
 mod decision;
 mod request;
+#[cfg(test)]
+mod test_events;
 
 pub use alert::{Alert, Evidence, Severity};
 pub use arrow_schema::{request_event_schema, to_record_batch};
 pub use columnar::{RequestBatchBuilder, RequestEventRef, TlsInfoRef};
+pub use compact::{COMPACT_TAG, EventFormat, encode_event};
 pub use decision::{Action, Decision, Subject, SubjectKind};
 pub use request::{
     ANONYMOUS, AuthInfo, AuthMethod, AuthResult, Outcome, Protocol, RequestEvent, TlsInfo,
@@ -28,12 +33,22 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub enum DecodeError {
     #[error("invalid JSON: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("invalid compact payload: {0}")]
+    Compact(#[from] postcard::Error),
+    #[error("{count} bytes after the end of a compact payload")]
+    TrailingBytes { count: usize },
+    #[error("this object has no compact form")]
+    NoCompactForm,
     #[error("unsupported schema version {found} (this build reads {SCHEMA_VERSION})")]
     Version { found: u32 },
 }
 
-/// Decode a wire object, refusing versions this build does not understand.
+/// Decode a wire object (JSON, or the compact form of objects that have one), refusing versions
+/// this build does not understand.
 pub fn decode<T: serde::de::DeserializeOwned + Versioned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    if let Some(body) = bytes.strip_prefix(&[COMPACT_TAG]) {
+        return T::decode_compact(body);
+    }
     let value: T = serde_json::from_slice(bytes)?;
     if value.version() != SCHEMA_VERSION {
         return Err(DecodeError::Version {
@@ -51,8 +66,14 @@ pub fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
 }
 
 /// Wire objects carry their schema version.
-pub trait Versioned {
+pub trait Versioned: Sized {
     fn version(&self) -> u32;
+
+    /// Decode the compact form (the payload after [`COMPACT_TAG`]); only objects that have one
+    /// override this.
+    fn decode_compact(_body: &[u8]) -> Result<Self, DecodeError> {
+        Err(DecodeError::NoCompactForm)
+    }
 }
 
 /// Current wall-clock time in nanoseconds since the Unix epoch.

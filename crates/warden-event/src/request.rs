@@ -57,6 +57,10 @@ impl Versioned for RequestEvent {
     fn version(&self) -> u32 {
         self.v
     }
+
+    fn decode_compact(body: &[u8]) -> Result<Self, crate::DecodeError> {
+        crate::compact::decode_owned(body)
+    }
 }
 
 impl RequestEvent {

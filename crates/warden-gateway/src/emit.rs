@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 use warden_bus::Producer;
 use warden_bus::spool::Spool;
-use warden_event::RequestEvent;
+use warden_event::{EventFormat, RequestEvent, encode_event};
 
 /// Counters of the event path.
 #[derive(Debug, Default)]
@@ -79,7 +79,7 @@ impl Emitter {
     /// across restarts.
     pub fn start(
         producer: Arc<dyn Producer>,
-        topic: String,
+        topic: EventTopic,
         capacity: usize,
         spool: Option<Spool>,
     ) -> (Self, tokio::task::JoinHandle<()>) {
@@ -120,6 +120,14 @@ impl Emitter {
     }
 }
 
+/// The topic events are published to, and their encoding (`bus.topics.events`,
+/// `bus.event_format`).
+#[derive(Debug, Clone)]
+pub struct EventTopic {
+    pub name: String,
+    pub format: EventFormat,
+}
+
 /// Events in flight to the bus at once.
 const IN_FLIGHT: usize = 512;
 /// After a partial batch the publisher waits this long before taking the next one, so that
@@ -133,7 +141,7 @@ const SPOOL_IN_FLIGHT: usize = 4096;
 async fn publish(
     mut rx: mpsc::Receiver<RequestEvent>,
     producer: Arc<dyn Producer>,
-    topic: String,
+    topic: EventTopic,
     stats: Arc<EmitStats>,
 ) {
     let mut batch = Vec::with_capacity(IN_FLIGHT);
@@ -141,11 +149,11 @@ async fn publish(
         let partial = batch.len() < IN_FLIGHT;
         let sends = futures::stream::iter(batch.drain(..))
             .map(|event| {
-                let payload = warden_event::encode(&event);
+                let payload = encode_event(&event, topic.format);
                 let key = event.key().as_bytes().to_vec();
                 let stats = &stats;
                 let producer = &*producer;
-                let topic = &topic;
+                let topic = &topic.name;
                 async move { send_until_acked(producer, topic, &key, &payload, stats).await }
             })
             .buffered(IN_FLIGHT);
@@ -173,7 +181,7 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
 async fn publish_spooled(
     mut rx: mpsc::Receiver<RequestEvent>,
     producer: Arc<dyn Producer>,
-    topic: String,
+    topic: EventTopic,
     stats: Arc<EmitStats>,
     mut spool: Spool,
 ) {
@@ -190,7 +198,7 @@ async fn publish_spooled(
                 Ok(records) => {
                     for r in records {
                         let producer = producer.clone();
-                        let topic = topic.clone();
+                        let topic = topic.name.clone();
                         let stats = stats.clone();
                         in_flight.push(async move {
                             send_until_acked(&*producer, &topic, &r.key, &r.payload, &stats).await;
@@ -266,12 +274,15 @@ async fn append(
     spool: &mut Spool,
     batch: &mut Vec<RequestEvent>,
     producer: &Arc<dyn Producer>,
-    topic: &str,
+    topic: &EventTopic,
     stats: &EmitStats,
 ) {
     let encoded: Vec<(Vec<u8>, Vec<u8>, u64)> = batch
         .drain(..)
-        .map(|e| (e.key().as_bytes().to_vec(), warden_event::encode(&e), e.seq))
+        .map(|e| {
+            let payload = encode_event(&e, topic.format);
+            (e.key().as_bytes().to_vec(), payload, e.seq)
+        })
         .collect();
     let n = encoded.len() as u64;
     let dropped_before = spool.stats().dropped;
@@ -298,7 +309,7 @@ async fn append(
             stats.spool_errors.fetch_add(1, Ordering::Relaxed);
             warn!(error = %e, events = n, "Writing the spool failed; sending directly.");
             for (key, payload, _) in encoded {
-                send_until_acked(&**producer, topic, &key, &payload, stats).await;
+                send_until_acked(&**producer, &topic.name, &key, &payload, stats).await;
             }
         }
     }

@@ -25,7 +25,7 @@ mod tls;
 pub mod validate;
 
 pub use admin::Admin;
-pub use emit::{EmitStats, Emitter};
+pub use emit::{EmitStats, Emitter, EventTopic};
 pub use error::{GatewayError, Reject};
 pub use identity::{IdentityHandle, Principal, ReloadReport};
 pub use quarantine::{LiveDecision, QuarantineSet, Verdict};

@@ -116,7 +116,10 @@ impl Gateway {
         let spool = crate::spool::open(config)?;
         let (emitter, publisher) = Emitter::start(
             bus.producer(),
-            config.bus.topics.events.clone(),
+            crate::emit::EventTopic {
+                name: config.bus.topics.events.clone(),
+                format: config.bus.event_format,
+            },
             config.gateway.event_queue,
             spool,
         );

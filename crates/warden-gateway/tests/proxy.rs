@@ -12,7 +12,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use warden_bus::{Bus, EmbeddedBus, EmbeddedConfig, TopicSpec};
 use warden_config::{ApiKeyConfig, RouteAuth, RouteConfig, WardenConfig, hash_api_key};
-use warden_event::{Action, Decision, Outcome, RequestEvent, Subject};
+use warden_event::{Action, Decision, EventFormat, Outcome, RequestEvent, Subject};
 use warden_gateway::Gateway;
 
 const KEY: &str = "test-key-0123456789abcdef";
@@ -88,9 +88,10 @@ struct Harness {
     task: tokio::task::JoinHandle<()>,
 }
 
-async fn start(dead_upstream: SocketAddr) -> Harness {
+async fn start(dead_upstream: SocketAddr, format: EventFormat) -> Harness {
     let up = upstream().await;
     let mut config = WardenConfig::default();
+    config.bus.event_format = format;
     config.gateway.max_body_bytes = 1024;
     config.routes = vec![
         RouteConfig {
@@ -174,7 +175,12 @@ impl Harness {
             &self.bus,
             &self.config.bus.topics.events,
             Duration::from_secs(5),
-            |m| events.push(warden_event::decode::<RequestEvent>(&m.payload).expect("event")),
+            |m| {
+                // Written in the configured form.
+                let compact = self.config.bus.event_format == EventFormat::Compact;
+                assert_eq!(warden_event::compact::is_compact(&m.payload), compact);
+                events.push(warden_event::decode::<RequestEvent>(&m.payload).expect("event"))
+            },
         )
         .await
         .expect("read events");
@@ -213,7 +219,7 @@ fn closed_port() -> SocketAddr {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxies_and_reports_upstream_failures() {
-    let h = start(closed_port()).await;
+    let h = start(closed_port(), EventFormat::Compact).await;
     // Proxied, with identity headers set by the gateway and spoofed ones dropped.
     let resp = h
         .client
@@ -315,7 +321,7 @@ async fn proxies_and_reports_upstream_failures() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refuses_oversize_bodies_bad_credentials_and_quarantined_subjects() {
-    let h = start(closed_port()).await;
+    let h = start(closed_port(), EventFormat::Json).await;
     let big = vec![b'a'; 4096];
     let declared = h
         .client

@@ -1,70 +1,20 @@
 use super::*;
-use crate::{AuthMethod, AuthResult, TlsInfo, decode, encode, to_record_batch};
-
-fn event(i: u64) -> RequestEvent {
-    RequestEvent {
-        v: SCHEMA_VERSION,
-        id: format!("{i:016x}"),
-        gateway: "gw-1".into(),
-        seq: i,
-        ts: 1_767_603_600_000_000_000 + i as i64,
-        identity: if i % 5 == 0 {
-            ANONYMOUS.into()
-        } else {
-            format!("dev-{i}")
-        },
-        tenant: format!("tenant-{}", i % 3),
-        device_type: "camera".into(),
-        auth: AuthInfo {
-            method: [
-                AuthMethod::None,
-                AuthMethod::ApiKey,
-                AuthMethod::Jwt,
-                AuthMethod::ClientCert,
-            ][i as usize % 4],
-            result: [
-                AuthResult::NotRequired,
-                AuthResult::Missing,
-                AuthResult::Ok,
-                AuthResult::Failed,
-            ][i as usize % 4],
-        },
-        client_ip: format!("10.0.0.{}", i % 250),
-        protocol: [Protocol::Http, Protocol::Mqtt, Protocol::Coap][i as usize % 3],
-        method: "GET".into(),
-        route: "telemetry".into(),
-        // Escapes and non-ASCII: these strings cannot be borrowed.
-        path: if i % 2 == 0 {
-            format!("/api/v1/telemetry/\"quoted\"\\{i}\n")
-        } else {
-            format!("/api/v1/capteur-é/{i}")
-        },
-        status: 200 + (i % 4) as u16 * 100,
-        decision: Outcome::ALL[i as usize % Outcome::ALL.len()],
-        latency_us: 800 + i,
-        bytes_in: 100,
-        bytes_out: 2000 + i,
-        user_agent: (i % 3 != 0).then(|| "acme-fw/2.3.1".to_string()),
-        tls: (i % 2 == 0).then(|| TlsInfo {
-            version: "TLSv1.3".into(),
-            client_cert_fingerprint: (i % 4 == 0).then(|| format!("sha256:{i:x}")),
-        }),
-    }
-}
+use crate::test_events::event;
+use crate::{AuthMethod, AuthResult, decode, encode, to_record_batch};
 
 #[test]
 fn batches_from_payloads_equal_batches_from_decoded_events() {
     let events: Vec<RequestEvent> = (0..40).map(event).collect();
     let mut b = RequestBatchBuilder::with_capacity(4);
     for e in &events {
-        b.push_json(&encode(e)).expect("decodes");
+        b.push_payload(&encode(e)).expect("decodes");
     }
     assert_eq!(b.len(), events.len());
     let batch = b.finish().expect("batch");
     assert!(b.is_empty());
     assert_eq!(batch, to_record_batch(&events).expect("batch"));
     // The builder is reusable after `finish`.
-    b.push_json(&encode(&events[3])).expect("decodes");
+    b.push_payload(&encode(&events[3])).expect("decodes");
     assert_eq!(
         b.finish().expect("batch"),
         to_record_batch(&events[3..4]).expect("batch")
@@ -193,8 +143,50 @@ fn accepts_and_refuses_what_decode_does() {
         }
         // Nothing is appended for a refused payload.
         let mut b = RequestBatchBuilder::default();
-        let pushed = b.push_json(c).is_ok();
+        let pushed = b.push_payload(c).is_ok();
         assert_eq!(b.len(), usize::from(pushed));
     }
     assert_eq!(accepted, 5, "the valid variants decode");
+}
+
+#[test]
+fn dictionary_columns_keep_every_value_past_the_scanned_few() {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::Int32Type;
+    // 60 distinct routes (past the linear scan), repeated, and absent TLS versions (nulls).
+    let events: Vec<RequestEvent> = (0..300)
+        .map(|i| {
+            let mut e = event(i);
+            e.route = format!("route-{}", (i * 7) % 60);
+            e
+        })
+        .collect();
+    let mut b = RequestBatchBuilder::default();
+    for e in &events {
+        b.push(e);
+    }
+    let batch = b.finish().expect("batch");
+    let read = |name: &str, row: usize| -> Option<String> {
+        let col = batch.column_by_name(name).expect("column");
+        let dict = col.as_dictionary::<Int32Type>();
+        let values = dict.values().as_string::<i32>();
+        dict.is_valid(row)
+            .then(|| values.value(dict.keys().value(row) as usize).to_string())
+    };
+    let routes = batch.column_by_name("route").expect("route");
+    assert_eq!(routes.as_dictionary::<Int32Type>().values().len(), 60);
+    for (row, e) in events.iter().enumerate() {
+        assert_eq!(read("route", row).as_deref(), Some(e.route.as_str()));
+        assert_eq!(read("tenant", row).as_deref(), Some(e.tenant.as_str()));
+        assert_eq!(read("decision", row).as_deref(), Some(e.decision.as_str()));
+        assert_eq!(
+            read("tls_version", row),
+            e.tls.as_ref().map(|t| t.version.clone())
+        );
+    }
+    // The next batch starts a fresh dictionary.
+    b.push(&events[5]);
+    let next = b.finish().expect("batch");
+    let routes = next.column_by_name("route").expect("route");
+    assert_eq!(routes.as_dictionary::<Int32Type>().values().len(), 1);
 }
