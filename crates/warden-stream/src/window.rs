@@ -9,7 +9,7 @@ use crate::feature::WindowPlan;
 use crate::sketch::Sketch;
 
 /// Buckets of one key, in slot order.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct KeyState {
     pub name: Box<str>,
     /// Event time of the key's first event (since it was last forgotten).
@@ -17,11 +17,33 @@ pub struct KeyState {
     pub last_event_ns: i64,
     /// Peer groups (device type, tenant) as interned ids.
     pub peers: [u32; 2],
+    /// Events of slots below this change a bucket that a cached fold of this key (the
+    /// provisional prefix, the complete-sample suffixes) holds; kept here so that adding an
+    /// event touches only the key's own state (see [`WindowState::refresh_floor`]).
+    #[serde(skip, default = "no_floor")]
+    cache_floor: i64,
     slots: Vec<i64>,
     /// `slots.len()` × the plan's scalars.
     scalars: Vec<f64>,
     /// `slots.len()` × the plan's sketches.
     sketches: Vec<Sketch>,
+}
+
+/// Equal state: `cache_floor` is about the caches beside it, not the key's state.
+impl PartialEq for KeyState {
+    fn eq(&self, o: &Self) -> bool {
+        self.name == o.name
+            && self.first_event_ns == o.first_event_ns
+            && self.last_event_ns == o.last_event_ns
+            && self.peers == o.peers
+            && self.slots == o.slots
+            && self.scalars == o.scalars
+            && self.sketches == o.sketches
+    }
+}
+
+fn no_floor() -> i64 {
+    i64::MIN
 }
 
 /// Strings interned to dense ids (peer group names).
@@ -231,6 +253,20 @@ impl WindowState {
         if let Some(w) = self.swag.get_mut(id as usize) {
             *w = Swag::default();
         }
+        self.refresh_floor(id as usize);
+    }
+
+    /// Set `cache_floor` of key `idx` from its cached folds: the prefix holds the buckets
+    /// below its slot, the suffixes those up to `through`. Must follow every change of either.
+    fn refresh_floor(&mut self, idx: usize) {
+        let prefix = self.prefix.get(idx).and_then(|p| p.slot);
+        let swag = self.swag.get(idx).and_then(|w| w.through);
+        let floor = prefix
+            .unwrap_or(i64::MIN)
+            .max(swag.map_or(i64::MIN, |t| t.saturating_add(1)));
+        if let Some(Some(k)) = self.states.get_mut(idx) {
+            k.cache_floor = floor;
+        }
     }
 
     pub fn slot(&self, ts: i64) -> i64 {
@@ -263,6 +299,7 @@ impl WindowState {
             name: key.into(),
             first_event_ns: ts,
             last_event_ns: ts,
+            cache_floor: no_floor(),
             ..KeyState::default()
         };
         let id = match self.free.pop() {
@@ -310,17 +347,25 @@ impl WindowState {
         let Some(k) = self.states.get_mut(id as usize).and_then(Option::as_mut) else {
             return;
         };
-        // A late event changes a bucket the cached prefix folded.
-        if let Some(p) = self.prefix.get_mut(id as usize)
-            && p.slot.is_some_and(|s| slot < s)
-        {
-            p.slot = None;
-        }
-        // Or one the complete-sample folds hold.
-        if let Some(w) = self.swag.get_mut(id as usize)
-            && w.through.is_some_and(|t| slot <= t)
-        {
-            w.through = None;
+        if slot < k.cache_floor {
+            // A late event changes a bucket the cached prefix folded.
+            let mut floor = i64::MIN;
+            if let Some(p) = self.prefix.get_mut(id as usize) {
+                match p.slot {
+                    Some(s) if slot < s => p.slot = None,
+                    Some(s) => floor = floor.max(s),
+                    None => {}
+                }
+            }
+            // Or one the complete-sample folds hold.
+            if let Some(w) = self.swag.get_mut(id as usize) {
+                match w.through {
+                    Some(t) if slot <= t => w.through = None,
+                    Some(t) => floor = floor.max(t.saturating_add(1)),
+                    None => {}
+                }
+            }
+            k.cache_floor = floor;
         }
         k.last_event_ns = k.last_event_ns.max(ts);
         k.first_event_ns = k.first_event_ns.min(ts);
@@ -405,6 +450,7 @@ impl WindowState {
         scalars.extend_from_slice(&p.scalars);
         copy_sketches(sketches, &p.sketches);
         merge_range(k, sizes, (slot - 1, slot), plan, scalars, sketches);
+        self.refresh_floor(idx);
     }
 
     /// [`WindowState::fold`] for complete samples, which come for every key at every slide in
@@ -492,6 +538,7 @@ impl WindowState {
             plan.fold_scalars(scalars, &w.back_scalars);
             merge_sketches(sketches, &w.back_sketches);
         }
+        self.refresh_floor(idx);
     }
 
     /// Drop buckets no window ending at or after `slot` covers, and keys idle since before
@@ -519,6 +566,8 @@ impl WindowState {
                 && p.slot.is_some_and(|s| s < slot)
             {
                 p.slot = None;
+                let through = self.swag.get(id).and_then(|w| w.through);
+                k.cache_floor = through.map_or(i64::MIN, |t| t.saturating_add(1));
             }
             let n = k.slots.partition_point(|s| *s <= oldest);
             if n > 0 {
