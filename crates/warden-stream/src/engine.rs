@@ -642,7 +642,7 @@ fn peer_id(
 /// The id of `key` in `w` through its leader's id of the row's key, when linked before.
 fn linked(w: &WindowRt, leader_id: KeyId, key: &str) -> Option<KeyId> {
     let id = *w.link.get(leader_id as usize)?;
-    (w.state.key(id)?.name.as_ref() == key).then_some(id)
+    (w.state.key(id)?.name.as_str() == key).then_some(id)
 }
 
 fn link(w: &mut WindowRt, leader_id: KeyId, id: KeyId) {

@@ -1,6 +1,7 @@
 //! Event-time windows: per key, the buckets (one per slide) of the window's aggregates, and
 //! the interning of keys into dense ids detectors index their state by.
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use warden_config::WindowConfig;
 use warden_detect::KeyId;
@@ -11,7 +12,8 @@ use crate::sketch::Sketch;
 /// Buckets of one key, in slot order.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct KeyState {
-    pub name: Box<str>,
+    /// The key (stored inline up to 24 bytes: comparing it costs no extra memory access).
+    pub name: CompactString,
     /// Event time of the key's first event (since it was last forgotten).
     pub first_event_ns: i64,
     pub last_event_ns: i64,
@@ -77,7 +79,8 @@ pub struct WindowState {
     slides: i64,
     pub lateness_ns: i64,
     idle_ns: i64,
-    ids: foldhash::HashMap<Box<str>, KeyId>,
+    /// Keys inline in the table (up to 24 bytes), so a probe reads no other memory.
+    ids: foldhash::HashMap<CompactString, KeyId>,
     states: Vec<Option<KeyState>>,
     free: Vec<KeyId>,
     pub peers: Interner,
@@ -604,7 +607,7 @@ impl WindowState {
             .iter()
             .flatten()
             .map(|k| {
-                k.name.len()
+                usize::from(k.name.is_heap_allocated()) * k.name.len()
                     + k.slots.capacity() * 8
                     + k.scalars.capacity() * 8
                     + k.sketches.capacity() * std::mem::size_of::<Sketch>()
@@ -627,8 +630,12 @@ impl WindowState {
             + swag
             + prefix
             + keys
-            + self.ids.capacity() * (std::mem::size_of::<(Box<str>, KeyId)>() + 1)
-            + self.ids.keys().map(|k| k.len()).sum::<usize>()
+            + self.ids.capacity() * (std::mem::size_of::<(CompactString, KeyId)>() + 1)
+            + self
+                .ids
+                .keys()
+                .map(|k| usize::from(k.is_heap_allocated()) * k.len())
+                .sum::<usize>()
     }
 }
 
