@@ -128,7 +128,7 @@ pub struct BusConfig {
     /// Replication factor of topics Warden creates.
     pub replication_factor: i32,
     pub topics: TopicsConfig,
-    /// How gateways encode request events: `compact` (binary, ≈ 3× faster for the processor
+    /// How gateways encode request events: `compact` (binary, ≈ 3.5× faster for the processor
     /// to read) or `json` (readable by any consumer, see `schemas/`). Processors read both,
     /// so gateways can be switched one at a time.
     #[serde(default)]

@@ -8,8 +8,8 @@
 //! strings length-prefixed, enums as variant indexes, `v` first like in JSON).
 //!
 //! Payloads are written by `postcard` itself; they are read by [`decode_ref`], a decoder of the
-//! same layout specialised to this one type (no serde visitors, strings borrowed): about 4× faster
-//! than `postcard::from_bytes`, and a test checks that the two accept, refuse and read exactly
+//! same layout specialised to this one type (no serde visitors, strings borrowed; ≈ 250 ns per
+//! event where `postcard::from_bytes` took ≈ 350 ns), and a test checks that the two accept, refuse and read exactly
 //! the same bytes.
 //!
 //! Every reader accepts both forms and tells them apart by the first byte: a JSON object starts
@@ -35,7 +35,7 @@ pub const COMPACT_TAG: u8 = 0xC1;
 )]
 #[serde(rename_all = "snake_case")]
 pub enum EventFormat {
-    /// Tagged postcard: about a third of the bytes, decoded ≈ 10× faster.
+    /// Tagged postcard: about a third of the bytes, decoded ≈ 5× faster than JSON.
     #[default]
     Compact,
     /// JSON objects as documented by `schemas/request_event.schema.json`.

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tracing::{debug, info, warn};
 use warden_bus::{Bus, BusError, Position};
-use warden_event::RequestEvent;
+use warden_event::RequestBatchBuilder;
 
 pub use config::ArchiveConfig;
 pub use writer::{ArchiveWriter, hour_dir, prune};
@@ -125,23 +125,22 @@ impl Archiver {
             if msgs.is_empty() {
                 continue;
             }
-            let mut events = Vec::with_capacity(msgs.len());
+            // Payloads (compact or JSON) straight into the batch's columns.
+            let mut builder = RequestBatchBuilder::with_capacity(msgs.len());
             for m in &msgs {
                 let p = pending.entry((m.topic.clone(), m.partition)).or_insert(0);
                 *p = (*p).max(m.offset + 1);
-                match warden_event::decode::<RequestEvent>(&m.payload) {
-                    Ok(e) => events.push(e),
-                    Err(e) => {
-                        self.stats.undecodable.fetch_add(1, Ordering::Relaxed);
-                        debug!(error = %e, "Skipping an unreadable event.");
-                    }
+                if let Err(e) = builder.push_payload(&m.payload) {
+                    self.stats.undecodable.fetch_add(1, Ordering::Relaxed);
+                    debug!(error = %e, "Skipping an unreadable event.");
                 }
             }
-            let batch = warden_event::to_record_batch(&events)?;
+            let events = builder.len();
+            let batch = builder.finish()?;
             let closed = writer.write(&batch)?;
             self.stats
                 .events
-                .fetch_add(events.len() as u64, Ordering::Relaxed);
+                .fetch_add(events as u64, Ordering::Relaxed);
             if closed > 0 {
                 // A file reached its size: close the others too and commit everything.
                 self.close_and_commit(&mut writer, &mut pending, &mut *consumer)

@@ -190,8 +190,18 @@ async fn the_archiver_consumes_the_topic_and_commits_after_closing() {
     let producer = bus.producer();
     for i in 0..500u64 {
         let e = event(i, T0 + i as i64 * 1_000_000);
+        // Gateways may write either form; the archive reads both.
+        let format = if i % 2 == 0 {
+            warden_event::EventFormat::Compact
+        } else {
+            warden_event::EventFormat::Json
+        };
         producer
-            .send("events", e.key().as_bytes(), &warden_event::encode(&e))
+            .send(
+                "events",
+                e.key().as_bytes(),
+                &warden_event::encode_event(&e, format),
+            )
             .await
             .expect("send");
     }
