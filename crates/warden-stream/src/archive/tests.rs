@@ -3,7 +3,7 @@ use std::time::Duration;
 use arrow::array::{AsArray, Int64Array, RecordBatch};
 use arrow::datatypes::Int64Type;
 use warden_bus::{EmbeddedBus, EmbeddedConfig, TopicSpec};
-use warden_event::{AuthInfo, AuthMethod, AuthResult, Outcome, Protocol};
+use warden_event::{AuthInfo, AuthMethod, AuthResult, Outcome, Protocol, RequestEvent};
 
 use super::*;
 use crate::query::{Format, query, render};
