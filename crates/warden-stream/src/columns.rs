@@ -60,6 +60,10 @@ impl<'a> StrCol<'a> {
         }
     }
 
+    pub fn is_dict(&self) -> bool {
+        matches!(self, StrCol::Dict(..))
+    }
+
     /// Dictionary key of row `i` and the dictionary size, for per-batch caches.
     pub fn dict_key(&self, i: usize) -> Option<(usize, usize)> {
         match self {

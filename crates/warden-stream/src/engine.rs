@@ -98,6 +98,9 @@ struct WindowRt {
 
 #[derive(Default)]
 struct Scratch {
+    /// Per window, the id of each row's key when it existed before the batch (see
+    /// [`Engine::lookup_known_keys`]); empty for windows the pre-pass skips.
+    known: Vec<Vec<Option<KeyId>>>,
     ids: Vec<KeyId>,
     values: Vec<f64>,
     features: Vec<f64>,
@@ -328,6 +331,8 @@ impl Engine {
         let hasher = hasher();
         // Key id of the current row per window (`None`: late or no key), for linked windows.
         let mut row_ids: Vec<Option<KeyId>> = vec![None; self.windows.len()];
+        let mut known = std::mem::take(&mut self.scratch.known);
+        self.lookup_known_keys(&cols, &mut known);
         for i in 0..cols.len() {
             let ts = cols.ts[i];
             self.stats.events += 1;
@@ -343,26 +348,28 @@ impl Engine {
                 }
                 let key_col = cols.key_column(w.state.config.key);
                 let lead = w.leader.and_then(|l| row_ids[l]);
-                let id = match lead.and_then(|l| linked(w, l, key_col.value(i))) {
-                    Some(id) => id,
-                    None => match intern(
-                        w,
-                        &cols,
-                        key_col,
-                        i,
-                        ts,
-                        &mut dict_cache[wi],
-                        &mut self.scratch.key,
-                    ) {
-                        Some(id) => {
-                            if let Some(l) = lead {
-                                link(w, l, id);
+                let known_id = known[wi].get(i).copied().flatten();
+                let id =
+                    match known_id.or_else(|| lead.and_then(|l| linked(w, l, key_col.value(i)))) {
+                        Some(id) => id,
+                        None => match intern(
+                            w,
+                            &cols,
+                            key_col,
+                            i,
+                            ts,
+                            &mut dict_cache[wi],
+                            &mut self.scratch.key,
+                        ) {
+                            Some(id) => {
+                                if let Some(l) = lead {
+                                    link(w, l, id);
+                                }
+                                id
                             }
-                            id
-                        }
-                        None => continue,
-                    },
-                };
+                            None => continue,
+                        },
+                    };
                 row_ids[wi] = Some(id);
                 w.state.add(id, ts, &w.plan, &inputs[wi], i);
                 let idx = id as usize;
@@ -418,6 +425,7 @@ impl Engine {
                 self.watermark = Some(self.watermark.map_or(advance, |wm| wm.max(advance)));
             }
         }
+        self.scratch.known = known;
         // Provisional scores see every event counted so far (the newest event time), complete
         // samples wait for the (capped) watermark.
         let Some(view) = self.newest else {
@@ -457,6 +465,42 @@ impl Engine {
             .into_iter()
             .filter_map(|f| self.decide(f, now_ns))
             .collect())
+    }
+
+    /// Before the row loop: per window keyed by a plain string column, the id of each row's
+    /// key if the key already exists. The row loop would find the same ids (keys are created
+    /// there, never removed before the batch ends), but one row at a time, each lookup a cache
+    /// miss in a table of every key behind the previous row's work; here the lookups of a
+    /// batch are independent of each other and the processor overlaps their misses. A window
+    /// linked to a leader finds its ids through the leader's (name checked, as in the loop).
+    /// Rows whose key is new (or dictionary-encoded, or `identity|route`) are left to the loop.
+    fn lookup_known_keys(&self, cols: &Columns, known: &mut Vec<Vec<Option<KeyId>>>) {
+        known.resize_with(self.windows.len(), Vec::new);
+        for wi in 0..self.windows.len() {
+            let w = &self.windows[wi];
+            let (before, rest) = known.split_at_mut(wi);
+            let out = &mut rest[0];
+            out.clear();
+            let kind = w.state.config.key;
+            let key_col = cols.key_column(kind);
+            if kind == WindowKey::IdentityRoute || key_col.is_dict() {
+                continue;
+            }
+            let leader = w
+                .leader
+                .and_then(|l| before.get(l))
+                .filter(|l| !l.is_empty());
+            out.extend((0..cols.len()).map(|i| {
+                let key = key_col.value(i);
+                if key.is_empty() || (kind == WindowKey::Identity && key == ANONYMOUS) {
+                    return None;
+                }
+                match leader {
+                    Some(l) => l[i].and_then(|lid| linked(w, lid, key)),
+                    None => w.state.id(key),
+                }
+            }));
+        }
     }
 
     /// Score and learn every complete slide not sampled yet.
