@@ -148,6 +148,29 @@ fn run_payloads(engine: &mut Engine, payloads: &[Vec<u8>]) -> usize {
     outputs
 }
 
+/// The extra figures' paths (see [`wanted`]).
+const PATHS: [&str; 6] = [
+    "arrow",
+    "compact",
+    "json",
+    "json_owned",
+    "compact_decode",
+    "json_decode",
+];
+
+/// Payloads into batches, nothing else: the decoding share of [`run_payloads`].
+fn decode_only(payloads: &[Vec<u8>]) -> usize {
+    let mut rows = 0;
+    let mut builder = warden_event::RequestBatchBuilder::with_capacity(BATCH);
+    for chunk in payloads.chunks(BATCH) {
+        for p in chunk {
+            let _ = builder.push_payload(p);
+        }
+        rows += black_box(builder.finish().expect("batch")).num_rows();
+    }
+    rows
+}
+
 /// The decode path before `RequestBatchBuilder`: owned [`RequestEvent`]s
 /// (`warden_event::decode`), then `to_record_batch`.
 fn run_json_owned(engine: &mut Engine, payloads: &[Vec<u8>]) -> usize {
@@ -177,7 +200,7 @@ fn loadavg() -> String {
 }
 
 /// Whether a variant's extra figures are wanted: `PROCESSOR_BENCH_ONLY` (a comma-separated
-/// list of labels such as `1s,180s`, or paths `arrow`, `compact`, `json`, `json_owned`) narrows them
+/// list of labels such as `1s,180s`, or paths such as `arrow`, `compact`: [`PATHS`]) narrows them
 /// down, e.g. to profile one of them; unset, all are printed.
 fn wanted(label: &str) -> bool {
     match std::env::var("PROCESSOR_BENCH_ONLY") {
@@ -188,11 +211,7 @@ fn wanted(label: &str) -> bool {
 
 fn wanted_path(path: &str) -> bool {
     match std::env::var("PROCESSOR_BENCH_ONLY") {
-        Ok(only)
-            if only
-                .split(',')
-                .any(|o| ["arrow", "compact", "json", "json_owned"].contains(&o)) =>
-        {
+        Ok(only) if only.split(',').any(|o| PATHS.contains(&o)) => {
             only.split(',').any(|o| o == path)
         }
         _ => true,
@@ -256,7 +275,7 @@ fn bench(c: &mut Criterion) {
             s.alerts
         );
         type Run<'a> = &'a dyn Fn(&mut Engine) -> usize;
-        let paths: [(&str, &str, Run); 4] = [
+        let paths: [(&str, &str, Run); 6] = [
             ("arrow", "arrow→decisions", &|e| run_batches(e, &batches)),
             ("compact", "compact→decisions", &|e| {
                 run_payloads(e, &compact)
@@ -267,6 +286,13 @@ fn bench(c: &mut Criterion) {
                 "json→decisions (owned RequestEvent, before)",
                 &|e| run_json_owned(e, &payloads),
             ),
+            // Decoding and batch building alone (no engine), for the split.
+            ("compact_decode", "compact→batches only", &|_| {
+                decode_only(&compact)
+            }),
+            ("json_decode", "json→batches only", &|_| {
+                decode_only(&payloads)
+            }),
         ];
         let paths: Vec<_> = paths.into_iter().filter(|p| wanted_path(p.0)).collect();
         // (wall seconds, CPU seconds of this thread) of the best pass per path; the paths'

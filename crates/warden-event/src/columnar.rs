@@ -13,17 +13,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, DictionaryArray, Int32Builder, Int64Builder, StringArray, StringBuilder,
-    UInt16Builder, UInt64Builder,
+    ArrayRef, ArrowPrimitiveType, DictionaryArray, Int32Array, NullBufferBuilder, PrimitiveArray,
+    StringArray, StringBuilder,
 };
-use arrow::datatypes::{Int32Type, TimestampNanosecondType};
+use arrow::datatypes::{Int32Type, TimestampNanosecondType, UInt16Type, UInt64Type};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use serde::Deserialize;
 
 use crate::{
-    ANONYMOUS, AuthInfo, DecodeError, Outcome, Protocol, RequestEvent, SCHEMA_VERSION,
-    request_event_schema,
+    ANONYMOUS, AuthInfo, AuthMethod, AuthResult, DecodeError, Outcome, Protocol, RequestEvent,
+    SCHEMA_VERSION, request_event_schema,
 };
 
 /// A [`RequestEvent`] whose strings borrow from the JSON payload it was decoded from.
@@ -178,10 +178,14 @@ impl<'a> RequestEventRef<'a> {
 /// columns with many distinct values fall back to a hash map.
 #[derive(Default)]
 struct Dict {
-    keys: Int32Builder,
+    keys: Vec<i32>,
+    /// Validity of `keys`; allocated only once a null is appended.
+    nulls: Option<NullBufferBuilder>,
     values: Vec<Box<str>>,
     /// Index of `values` once there are more than [`Dict::SCAN`].
     index: HashMap<Box<str>, i32>,
+    /// The values every batch starts with (an enumeration's names).
+    fixed: Vec<Box<str>>,
 }
 
 impl Dict {
@@ -190,7 +194,7 @@ impl Dict {
 
     fn with_capacity(n: usize) -> Self {
         Self {
-            keys: Int32Builder::with_capacity(n),
+            keys: Vec::with_capacity(n),
             ..Self::default()
         }
     }
@@ -217,22 +221,102 @@ impl Dict {
 
     fn append_value(&mut self, v: &str) {
         let k = self.key(v);
-        self.keys.append_value(k);
+        self.push(k);
+    }
+
+    fn push(&mut self, k: i32) {
+        self.keys.push(k);
+        if let Some(n) = &mut self.nulls {
+            n.append_non_null();
+        }
+    }
+
+    /// Append a value of an enumeration whose names are all in the dictionary already, in
+    /// order (see [`Dict::enumeration`]): no lookup at all.
+    fn append_index(&mut self, index: usize) {
+        self.push(index as i32);
+    }
+
+    /// A dictionary of all `names` of an enumeration, appended to by index; reset by
+    /// [`Dict::finish`] to the same names.
+    fn enumeration(names: &[&'static str], n: usize) -> Self {
+        let mut d = Self::with_capacity(n);
+        d.fixed = names.iter().map(|s| Box::<str>::from(*s)).collect();
+        d.values = d.fixed.clone();
+        d
     }
 
     fn append_option(&mut self, v: Option<&str>) {
         match v {
             Some(v) => self.append_value(v),
-            None => self.keys.append_null(),
+            None => {
+                let nulls = self.nulls.get_or_insert_with(|| {
+                    let mut n = NullBufferBuilder::new(self.keys.capacity());
+                    n.append_n_non_nulls(self.keys.len());
+                    n
+                });
+                nulls.append_null();
+                self.keys.push(0);
+            }
         }
     }
 
     fn finish(&mut self) -> Result<DictionaryArray<Int32Type>, ArrowError> {
         let values = StringArray::from_iter_values(self.values.drain(..));
+        self.values.extend(self.fixed.iter().cloned());
         self.index.clear();
-        DictionaryArray::try_new(self.keys.finish(), Arc::new(values))
+        let capacity = self.keys.capacity();
+        let keys = std::mem::replace(&mut self.keys, Vec::with_capacity(capacity));
+        let nulls = self.nulls.take().and_then(|mut n| n.finish());
+        // A key of a null slot is 0, a valid index when the dictionary has a value; with no
+        // value at all every slot is null (an enumeration always has values).
+        let keys = Int32Array::new(keys.into(), nulls);
+        DictionaryArray::try_new(keys, Arc::new(values))
     }
 }
+
+/// A non-null primitive column: values pushed to a vector that becomes the array's buffer.
+struct Column<T: ArrowPrimitiveType>(Vec<T::Native>);
+
+impl<T: ArrowPrimitiveType> Column<T> {
+    fn with_capacity(n: usize) -> Self {
+        Self(Vec::with_capacity(n))
+    }
+
+    fn finish(&mut self) -> PrimitiveArray<T> {
+        let capacity = self.0.capacity();
+        let values = std::mem::replace(&mut self.0, Vec::with_capacity(capacity));
+        PrimitiveArray::new(values.into(), None)
+    }
+}
+
+// The enumerations' names in declaration order (`as usize` of a variant is its index).
+const AUTH_METHODS: [&str; 4] = [
+    AuthMethod::None.as_str(),
+    AuthMethod::ApiKey.as_str(),
+    AuthMethod::Jwt.as_str(),
+    AuthMethod::ClientCert.as_str(),
+];
+const AUTH_RESULTS: [&str; 4] = [
+    AuthResult::NotRequired.as_str(),
+    AuthResult::Missing.as_str(),
+    AuthResult::Ok.as_str(),
+    AuthResult::Failed.as_str(),
+];
+const PROTOCOLS: [&str; 3] = [
+    Protocol::Http.as_str(),
+    Protocol::Mqtt.as_str(),
+    Protocol::Coap.as_str(),
+];
+const DECISIONS: [&str; 7] = [
+    Outcome::Allowed.as_str(),
+    Outcome::DeniedAuth.as_str(),
+    Outcome::DeniedRbac.as_str(),
+    Outcome::Throttled.as_str(),
+    Outcome::Quarantined.as_str(),
+    Outcome::Invalid.as_str(),
+    Outcome::UpstreamError.as_str(),
+];
 
 /// Column builders of a batch of request events ([`request_event_schema`]): append events
 /// (owned, borrowed, or JSON payloads) and [`RequestBatchBuilder::finish`] the batch.
@@ -240,8 +324,8 @@ pub struct RequestBatchBuilder {
     rows: usize,
     id: StringBuilder,
     gateway: Dict,
-    seq: UInt64Builder,
-    ts: Int64Builder,
+    seq: Column<UInt64Type>,
+    ts: Column<TimestampNanosecondType>,
     identity: StringBuilder,
     tenant: Dict,
     device_type: Dict,
@@ -252,11 +336,11 @@ pub struct RequestBatchBuilder {
     method: Dict,
     route: Dict,
     path: StringBuilder,
-    status: UInt16Builder,
+    status: Column<UInt16Type>,
     decision: Dict,
-    latency: UInt64Builder,
-    bytes_in: UInt64Builder,
-    bytes_out: UInt64Builder,
+    latency: Column<UInt64Type>,
+    bytes_in: Column<UInt64Type>,
+    bytes_out: Column<UInt64Type>,
     user_agent: StringBuilder,
     tls_version: Dict,
     fingerprint: StringBuilder,
@@ -275,23 +359,23 @@ impl RequestBatchBuilder {
             rows: 0,
             id: StringBuilder::with_capacity(n, n * 36),
             gateway: Dict::with_capacity(n),
-            seq: UInt64Builder::with_capacity(n),
-            ts: Int64Builder::with_capacity(n),
+            seq: Column::with_capacity(n),
+            ts: Column::with_capacity(n),
             identity: StringBuilder::with_capacity(n, n * 16),
             tenant: Dict::with_capacity(n),
             device_type: Dict::with_capacity(n),
-            auth_method: Dict::with_capacity(n),
-            auth_result: Dict::with_capacity(n),
+            auth_method: Dict::enumeration(&AUTH_METHODS, n),
+            auth_result: Dict::enumeration(&AUTH_RESULTS, n),
             client_ip: StringBuilder::with_capacity(n, n * 12),
-            protocol: Dict::with_capacity(n),
+            protocol: Dict::enumeration(&PROTOCOLS, n),
             method: Dict::with_capacity(n),
             route: Dict::with_capacity(n),
             path: StringBuilder::with_capacity(n, n * 24),
-            status: UInt16Builder::with_capacity(n),
-            decision: Dict::with_capacity(n),
-            latency: UInt64Builder::with_capacity(n),
-            bytes_in: UInt64Builder::with_capacity(n),
-            bytes_out: UInt64Builder::with_capacity(n),
+            status: Column::with_capacity(n),
+            decision: Dict::enumeration(&DECISIONS, n),
+            latency: Column::with_capacity(n),
+            bytes_in: Column::with_capacity(n),
+            bytes_out: Column::with_capacity(n),
             user_agent: StringBuilder::with_capacity(n, n * 16),
             tls_version: Dict::with_capacity(n),
             fingerprint: StringBuilder::new(),
@@ -319,23 +403,23 @@ impl RequestBatchBuilder {
         self.rows += 1;
         self.id.append_value(&e.id);
         self.gateway.append_value(&e.gateway);
-        self.seq.append_value(e.seq);
-        self.ts.append_value(e.ts);
+        self.seq.0.push(e.seq);
+        self.ts.0.push(e.ts);
         self.identity.append_value(&e.identity);
         self.tenant.append_value(&e.tenant);
         self.device_type.append_value(&e.device_type);
-        self.auth_method.append_value(e.auth.method.as_str());
-        self.auth_result.append_value(e.auth.result.as_str());
+        self.auth_method.append_index(e.auth.method as usize);
+        self.auth_result.append_index(e.auth.result as usize);
         self.client_ip.append_value(&e.client_ip);
-        self.protocol.append_value(e.protocol.as_str());
+        self.protocol.append_index(e.protocol as usize);
         self.method.append_value(&e.method);
         self.route.append_value(&e.route);
         self.path.append_value(&e.path);
-        self.status.append_value(e.status);
-        self.decision.append_value(e.decision.as_str());
-        self.latency.append_value(e.latency_us);
-        self.bytes_in.append_value(e.bytes_in);
-        self.bytes_out.append_value(e.bytes_out);
+        self.status.0.push(e.status);
+        self.decision.append_index(e.decision as usize);
+        self.latency.0.push(e.latency_us);
+        self.bytes_in.0.push(e.bytes_in);
+        self.bytes_out.0.push(e.bytes_out);
         self.user_agent.append_option(e.user_agent.as_deref());
         self.tls_version
             .append_option(e.tls.as_ref().map(|t| t.version.as_ref()));
@@ -354,11 +438,7 @@ impl RequestBatchBuilder {
     /// The batch of the events appended so far; the builder is empty again afterwards.
     pub fn finish(&mut self) -> Result<RecordBatch, ArrowError> {
         self.rows = 0;
-        let ts: ArrayRef = Arc::new(
-            self.ts
-                .finish()
-                .reinterpret_cast::<TimestampNanosecondType>(),
-        );
+        let ts: ArrayRef = Arc::new(self.ts.finish());
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.id.finish()),
             Arc::new(self.gateway.finish()?),

@@ -97,7 +97,7 @@ pub enum AuthMethod {
 
 impl AuthMethod {
     /// The wire name (as serialised).
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             AuthMethod::None => "none",
             AuthMethod::ApiKey => "api_key",
@@ -121,7 +121,7 @@ pub enum AuthResult {
 
 impl AuthResult {
     /// The wire name (as serialised).
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             AuthResult::NotRequired => "not_required",
             AuthResult::Missing => "missing",
@@ -141,7 +141,7 @@ pub enum Protocol {
 
 impl Protocol {
     /// The wire name (as serialised).
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Protocol::Http => "http",
             Protocol::Mqtt => "mqtt",
@@ -177,7 +177,7 @@ impl Outcome {
         Outcome::UpstreamError,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Outcome::Allowed => "allowed",
             Outcome::DeniedAuth => "denied_auth",

@@ -180,6 +180,15 @@ fn dictionary_columns_keep_every_value_past_the_scanned_few() {
         assert_eq!(read("tenant", row).as_deref(), Some(e.tenant.as_str()));
         assert_eq!(read("decision", row).as_deref(), Some(e.decision.as_str()));
         assert_eq!(
+            read("auth_method", row).as_deref(),
+            Some(e.auth.method.as_str())
+        );
+        assert_eq!(
+            read("auth_result", row).as_deref(),
+            Some(e.auth.result.as_str())
+        );
+        assert_eq!(read("protocol", row).as_deref(), Some(e.protocol.as_str()));
+        assert_eq!(
             read("tls_version", row),
             e.tls.as_ref().map(|t| t.version.clone())
         );
@@ -189,4 +198,8 @@ fn dictionary_columns_keep_every_value_past_the_scanned_few() {
     let next = b.finish().expect("batch");
     let routes = next.column_by_name("route").expect("route");
     assert_eq!(routes.as_dictionary::<Int32Type>().values().len(), 1);
+    // A column null in every row of a batch (event 5 has no TLS): no values, all null.
+    let tls = next.column_by_name("tls_version").expect("tls_version");
+    assert!(events[5].tls.is_none());
+    assert_eq!(tls.null_count(), 1);
 }
