@@ -5,6 +5,7 @@ pub mod backtest;
 pub mod check;
 pub mod common;
 pub mod eval;
+pub mod events;
 pub mod parts;
 pub mod query;
 pub mod sim_setup;

@@ -42,6 +42,8 @@ enum Command {
     Backtest(commands::backtest::BacktestArgs),
     /// Run DataFusion SQL over the event archive (table `events`).
     Query(commands::query::QueryArgs),
+    /// Print the request events on a Kafka bus as JSON lines (compact or JSON on the bus).
+    Events(commands::events::EventsArgs),
 }
 
 #[derive(Args)]
@@ -144,6 +146,7 @@ fn main() -> ExitCode {
             Command::Archive(args) => commands::archive::run(args).await,
             Command::Backtest(args) => commands::backtest::run(args).await,
             Command::Query(args) => commands::query::run(args).await,
+            Command::Events(args) => commands::events::run(args).await,
             Command::Check(_) | Command::HashKey { .. } => Ok(()),
         }
         .map(|()| ExitCode::SUCCESS)

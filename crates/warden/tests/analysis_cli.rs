@@ -569,6 +569,23 @@ fn archive_consumes_the_events_topic_into_hourly_parquet() {
         Some(0),
         "warden archive stops cleanly on Ctrl-C"
     );
+
+    // `warden events` prints the topic's events as JSON lines (the gateway writes them in the
+    // compact form, the default).
+    let lines = ok(warden().args(["events", "--limit", "5", "--brokers", &broker]));
+    let events: Vec<warden_event::RequestEvent> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(events.len(), 5, "{lines}");
+    assert!(
+        events.iter().all(|e| e.v == 1 && !e.id.is_empty()),
+        "{lines}"
+    );
+    // Without Kafka there is nothing to read from another process: a clear error.
+    let refused = run(warden().args(["events"]));
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("Kafka"), "{}", stderr(&refused));
     let (done, open) = archive_files(&archive);
     assert!(open.is_empty(), "files left open: {open:?}");
     for f in &done {
