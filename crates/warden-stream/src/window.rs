@@ -44,6 +44,14 @@ impl PartialEq for KeyState {
     }
 }
 
+/// The slot below which an event changes a cached fold: the prefix holds the buckets below
+/// its slot, the complete-sample suffixes those up to `through`.
+fn cache_floor(prefix_slot: Option<i64>, through: Option<i64>) -> i64 {
+    prefix_slot
+        .unwrap_or(i64::MIN)
+        .max(through.map_or(i64::MIN, |t| t.saturating_add(1)))
+}
+
 fn no_floor() -> i64 {
     i64::MIN
 }
@@ -259,16 +267,13 @@ impl WindowState {
         self.refresh_floor(id as usize);
     }
 
-    /// Set `cache_floor` of key `idx` from its cached folds: the prefix holds the buckets
-    /// below its slot, the suffixes those up to `through`. Must follow every change of either.
+    /// Set `cache_floor` of key `idx` from its cached folds. Must follow every change of the
+    /// prefix's slot or the suffixes' `through`.
     fn refresh_floor(&mut self, idx: usize) {
         let prefix = self.prefix.get(idx).and_then(|p| p.slot);
-        let swag = self.swag.get(idx).and_then(|w| w.through);
-        let floor = prefix
-            .unwrap_or(i64::MIN)
-            .max(swag.map_or(i64::MIN, |t| t.saturating_add(1)));
+        let through = self.swag.get(idx).and_then(|w| w.through);
         if let Some(Some(k)) = self.states.get_mut(idx) {
-            k.cache_floor = floor;
+            k.cache_floor = cache_floor(prefix, through);
         }
     }
 
@@ -351,24 +356,21 @@ impl WindowState {
             return;
         };
         if slot < k.cache_floor {
-            // A late event changes a bucket the cached prefix folded.
-            let mut floor = i64::MIN;
-            if let Some(p) = self.prefix.get_mut(id as usize) {
-                match p.slot {
-                    Some(s) if slot < s => p.slot = None,
-                    Some(s) => floor = floor.max(s),
-                    None => {}
+            // A late event changes a bucket the cached prefix folded…
+            let prefix = self.prefix.get_mut(id as usize).and_then(|p| {
+                if p.slot.is_some_and(|s| slot < s) {
+                    p.slot = None;
                 }
-            }
-            // Or one the complete-sample folds hold.
-            if let Some(w) = self.swag.get_mut(id as usize) {
-                match w.through {
-                    Some(t) if slot <= t => w.through = None,
-                    Some(t) => floor = floor.max(t.saturating_add(1)),
-                    None => {}
+                p.slot
+            });
+            let through = self.swag.get_mut(id as usize).and_then(|w| {
+                // …or one the complete-sample folds hold.
+                if w.through.is_some_and(|t| slot <= t) {
+                    w.through = None;
                 }
-            }
-            k.cache_floor = floor;
+                w.through
+            });
+            k.cache_floor = cache_floor(prefix, through);
         }
         k.last_event_ns = k.last_event_ns.max(ts);
         k.first_event_ns = k.first_event_ns.min(ts);
@@ -437,6 +439,7 @@ impl WindowState {
         }
         let sizes = (self.nscalars, self.nsketches);
         let p = &mut self.prefix[idx];
+        let mut rebuilt = false;
         if p.slot != Some(slot) {
             reset(plan, self.nsketches, &mut p.scalars, &mut p.sketches);
             merge_range(
@@ -448,12 +451,15 @@ impl WindowState {
                 &mut p.sketches,
             );
             p.slot = Some(slot);
+            rebuilt = true;
         }
         scalars.clear();
         scalars.extend_from_slice(&p.scalars);
         copy_sketches(sketches, &p.sketches);
         merge_range(k, sizes, (slot - 1, slot), plan, scalars, sketches);
-        self.refresh_floor(idx);
+        if rebuilt {
+            self.refresh_floor(idx);
+        }
     }
 
     /// [`WindowState::fold`] for complete samples, which come for every key at every slide in
@@ -482,6 +488,7 @@ impl WindowState {
         let sizes @ (ns, nk) = (self.nscalars, self.nsketches);
         let lo = slot - self.slides;
         let w = &mut self.swag[idx];
+        let through_before = w.through;
         match w.through {
             Some(t) if t == slot && lo < w.split => {}
             Some(t) if t == slot - 1 && lo < w.split => {
@@ -541,7 +548,9 @@ impl WindowState {
             plan.fold_scalars(scalars, &w.back_scalars);
             merge_sketches(sketches, &w.back_sketches);
         }
-        self.refresh_floor(idx);
+        if w.through != through_before {
+            self.refresh_floor(idx);
+        }
     }
 
     /// Drop buckets no window ending at or after `slot` covers, and keys idle since before
@@ -569,8 +578,7 @@ impl WindowState {
                 && p.slot.is_some_and(|s| s < slot)
             {
                 p.slot = None;
-                let through = self.swag.get(id).and_then(|w| w.through);
-                k.cache_floor = through.map_or(i64::MIN, |t| t.saturating_add(1));
+                k.cache_floor = cache_floor(None, self.swag.get(id).and_then(|w| w.through));
             }
             let n = k.slots.partition_point(|s| *s <= oldest);
             if n > 0 {
