@@ -9,6 +9,9 @@ use warden_detect::KeyId;
 use crate::feature::WindowPlan;
 use crate::sketch::Sketch;
 
+mod index;
+use index::KeyIndex;
+
 /// Buckets of one key, in slot order.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct KeyState {
@@ -87,8 +90,8 @@ pub struct WindowState {
     slides: i64,
     pub lateness_ns: i64,
     idle_ns: i64,
-    /// Keys inline in the table (up to 24 bytes), so a probe reads no other memory.
-    ids: foldhash::HashMap<CompactString, KeyId>,
+    /// Key → id; the names are the states' (see [`KeyIndex`]).
+    ids: KeyIndex,
     states: Vec<Option<KeyState>>,
     free: Vec<KeyId>,
     pub peers: Interner,
@@ -244,7 +247,7 @@ impl WindowState {
                 .max(1),
             lateness_ns: ms(config.allowed_lateness_ms),
             idle_ns: ms(config.idle_expiry_ms),
-            ids: foldhash::HashMap::default(),
+            ids: KeyIndex::default(),
             states: Vec::new(),
             free: Vec::new(),
             peers: Interner::default(),
@@ -300,8 +303,8 @@ impl WindowState {
 
     /// The id of `key`, created if new.
     pub fn intern(&mut self, key: &str, ts: i64) -> KeyId {
-        if let Some(id) = self.ids.get(key) {
-            return *id;
+        if let Some(id) = self.ids.get(key, &self.states) {
+            return id;
         }
         let state = KeyState {
             name: key.into(),
@@ -320,13 +323,13 @@ impl WindowState {
                 (self.states.len() - 1) as KeyId
             }
         };
-        self.ids.insert(key.into(), id);
+        self.ids.insert(key, id);
         self.forget_prefix(id);
         id
     }
 
     pub fn id(&self, key: &str) -> Option<KeyId> {
-        self.ids.get(key).copied()
+        self.ids.get(key, &self.states)
     }
 
     pub fn key(&self, id: KeyId) -> Option<&KeyState> {
@@ -563,7 +566,7 @@ impl WindowState {
         for (id, st) in self.states.iter_mut().enumerate() {
             let Some(k) = st else { continue };
             if k.last_event_ns < idle_before {
-                self.ids.remove(&k.name);
+                self.ids.remove(&k.name, id as KeyId);
                 *st = None;
                 gone.push(id as KeyId);
                 if let Some(p) = self.prefix.get_mut(id) {
@@ -638,12 +641,7 @@ impl WindowState {
             + swag
             + prefix
             + keys
-            + self.ids.capacity() * (std::mem::size_of::<(CompactString, KeyId)>() + 1)
-            + self
-                .ids
-                .keys()
-                .map(|k| usize::from(k.is_heap_allocated()) * k.len())
-                .sum::<usize>()
+            + self.ids.bytes()
     }
 }
 
