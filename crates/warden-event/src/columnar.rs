@@ -182,6 +182,8 @@ struct Dict {
     /// Validity of `keys`; allocated only once a null is appended.
     nulls: Option<NullBufferBuilder>,
     values: Vec<Box<str>>,
+    /// Per value, [`tag`]: a scan compares these and reads a value only when its tag matches.
+    tags: Vec<u64>,
     /// Index of `values` once there are more than [`Dict::SCAN`].
     index: HashMap<Box<str>, i32>,
     /// The values every batch starts with (an enumeration's names).
@@ -199,9 +201,14 @@ impl Dict {
         }
     }
 
+    #[inline]
     fn key(&mut self, v: &str) -> i32 {
         if self.values.len() <= Self::SCAN {
-            if let Some(k) = self.values.iter().position(|x| **x == *v) {
+            let t = tag(v);
+            let found = self.tags.iter().zip(&self.values).position(|(x, value)| {
+                *x == t && value.len() == v.len() && (v.len() <= 8 || **value == *v)
+            });
+            if let Some(k) = found {
                 return k as i32;
             }
         } else if let Some(&k) = self.index.get(v) {
@@ -209,6 +216,7 @@ impl Dict {
         }
         let k = self.values.len() as i32;
         self.values.push(v.into());
+        self.tags.push(tag(v));
         if self.values.len() > Self::SCAN {
             if self.index.is_empty() {
                 self.index = (self.values.iter().cloned()).zip(0..).collect();
@@ -219,11 +227,13 @@ impl Dict {
         k
     }
 
+    #[inline]
     fn append_value(&mut self, v: &str) {
         let k = self.key(v);
         self.push(k);
     }
 
+    #[inline]
     fn push(&mut self, k: i32) {
         self.keys.push(k);
         if let Some(n) = &mut self.nulls {
@@ -233,6 +243,7 @@ impl Dict {
 
     /// Append a value of an enumeration whose names are all in the dictionary already, in
     /// order (see [`Dict::enumeration`]): no lookup at all.
+    #[inline]
     fn append_index(&mut self, index: usize) {
         self.push(index as i32);
     }
@@ -243,6 +254,7 @@ impl Dict {
         let mut d = Self::with_capacity(n);
         d.fixed = names.iter().map(|s| Box::<str>::from(*s)).collect();
         d.values = d.fixed.clone();
+        d.tags = d.values.iter().map(|v| tag(v)).collect();
         d
     }
 
@@ -264,6 +276,7 @@ impl Dict {
     fn finish(&mut self) -> Result<DictionaryArray<Int32Type>, ArrowError> {
         let values = StringArray::from_iter_values(self.values.drain(..));
         self.values.extend(self.fixed.iter().cloned());
+        self.tags.truncate(self.fixed.len());
         self.index.clear();
         let capacity = self.keys.capacity();
         let keys = std::mem::replace(&mut self.keys, Vec::with_capacity(capacity));
@@ -273,6 +286,17 @@ impl Dict {
         let keys = Int32Array::new(keys.into(), nulls);
         DictionaryArray::try_new(keys, Arc::new(values))
     }
+}
+
+/// A value's first 8 bytes and its length: values of up to 8 bytes are equal when their tags
+/// and lengths are; longer values with equal tags are compared in full.
+#[inline]
+fn tag(v: &str) -> u64 {
+    let mut first = [0u8; 8];
+    for (d, s) in first.iter_mut().zip(v.as_bytes()) {
+        *d = *s;
+    }
+    u64::from_le_bytes(first) ^ (v.len() as u64).rotate_right(8)
 }
 
 /// A non-null primitive column: values pushed to a vector that becomes the array's buffer.

@@ -203,3 +203,52 @@ fn dictionary_columns_keep_every_value_past_the_scanned_few() {
     assert!(events[5].tls.is_none());
     assert_eq!(tls.null_count(), 1);
 }
+
+#[test]
+fn dictionary_values_sharing_their_first_bytes_stay_distinct() {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::Int32Type;
+    // Same first 8 bytes, different lengths or tails; a 7-byte value against an 8-byte one
+    // whose last byte equals the length difference folded into the tag; the empty value.
+    let routes = [
+        "telemetry",
+        "telemetrx",
+        "telemetry-long",
+        "telemetry-lonG",
+        "abcdefg",
+        "abcdefg\u{f}",
+        "abcdefg\u{0}",
+        "",
+        "a",
+        "telemetry",
+        "abcdefg",
+        "",
+    ];
+    let events: Vec<RequestEvent> = routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut e = event(i as u64);
+            e.route = (*r).to_string();
+            e
+        })
+        .collect();
+    let mut b = RequestBatchBuilder::default();
+    for e in &events {
+        b.push(e);
+    }
+    let batch = b.finish().expect("batch");
+    let dict = batch
+        .column_by_name("route")
+        .expect("route")
+        .as_dictionary::<Int32Type>();
+    let values = dict.values().as_string::<i32>();
+    assert_eq!(values.len(), 9, "distinct values");
+    for (row, r) in routes.iter().enumerate() {
+        assert_eq!(
+            values.value(dict.keys().value(row) as usize),
+            *r,
+            "row {row}"
+        );
+    }
+}
