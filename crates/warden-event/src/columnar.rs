@@ -292,11 +292,14 @@ impl Dict {
 /// and lengths are; longer values with equal tags are compared in full.
 #[inline]
 fn tag(v: &str) -> u64 {
-    let mut first = [0u8; 8];
-    for (d, s) in first.iter_mut().zip(v.as_bytes()) {
-        *d = *s;
-    }
-    u64::from_le_bytes(first) ^ (v.len() as u64).rotate_right(8)
+    // Shifted into a register: copying into an array and reading it back stalled on the copy.
+    let first = v
+        .as_bytes()
+        .iter()
+        .take(8)
+        .enumerate()
+        .fold(0u64, |t, (i, b)| t | u64::from(*b) << (8 * i));
+    first ^ (v.len() as u64).rotate_right(8)
 }
 
 /// A non-null primitive column: values pushed to a vector that becomes the array's buffer.
