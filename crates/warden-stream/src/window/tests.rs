@@ -258,3 +258,10 @@ fn complete_folds_match_full_folds_through_late_events_gaps_and_id_reuse() {
     }
     assert!(folds > 350 && rebuilt > 5, "{folds} folds, {rebuilt} gaps");
 }
+
+#[test]
+fn key_states_are_two_cache_lines() {
+    assert_eq!(std::mem::size_of::<Option<KeyState>>(), 128);
+    assert_eq!(std::mem::align_of::<Option<KeyState>>(), 64);
+    assert_eq!(std::mem::size_of::<Prefix>(), 64);
+}
