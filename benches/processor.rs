@@ -298,13 +298,16 @@ fn bench(c: &mut Criterion) {
         // (wall seconds, CPU seconds of this thread) of the best pass per path; the paths'
         // passes are interleaved so that a burst of other load hits them alike.
         let mut best = vec![(f64::INFINITY, f64::INFINITY, u64::MAX); paths.len()];
+        // And every pass's CPU time, for the median.
+        let mut cpus = vec![Vec::with_capacity(PASSES); paths.len()];
         for _ in 0..PASSES {
-            for ((_, _, run), b) in paths.iter().zip(best.iter_mut()) {
+            for (((_, _, run), b), all) in paths.iter().zip(best.iter_mut()).zip(&mut cpus) {
                 let mut engine = Engine::new(&pipeline).expect("engine");
                 let (t, cpu, flt) = (std::time::Instant::now(), thread_cpu_ns(), thread_minflt());
                 black_box(run(&mut engine));
                 let cpu = thread_cpu_ns().zip(cpu).map(|(b, a)| (b - a) as f64 / 1e9);
                 let flt = thread_minflt().zip(flt).map(|(b, a)| b - a);
+                all.extend(cpu);
                 *b = (
                     b.0.min(t.elapsed().as_secs_f64()),
                     b.1.min(cpu.unwrap_or(f64::NAN)),
@@ -312,13 +315,17 @@ fn bench(c: &mut Criterion) {
                 );
             }
         }
-        for ((_, path, _), (wall, cpu, flt)) in paths.iter().zip(best) {
+        for (((_, path, _), (wall, cpu, flt)), mut all) in paths.iter().zip(best).zip(cpus) {
+            all.sort_by(f64::total_cmp);
+            let median = all.get(all.len() / 2).copied().unwrap_or(f64::NAN);
             eprintln!(
-                "{label}: {path}, best of {PASSES} passes: wall {:.0} ms ({:.0} events/s), CPU {:.0} ms ({:.0} events/s per core), {flt} page faults; load average {}",
+                "{label}: {path}, best of {PASSES} passes: wall {:.0} ms ({:.0} events/s), CPU {:.0} ms ({:.0} events/s per core), {flt} page faults; median pass CPU {:.0} ms ({:.0} events/s per core); load average {}",
                 wall * 1e3,
                 EVENTS as f64 / wall,
                 cpu * 1e3,
                 EVENTS as f64 / cpu,
+                median * 1e3,
+                EVENTS as f64 / median,
                 loadavg()
             );
         }
