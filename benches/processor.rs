@@ -126,7 +126,13 @@ fn run_batches(engine: &mut Engine, batches: &[RecordBatch]) -> usize {
         let now = warden_event::now_ns();
         outputs += engine.process(b, now).expect("process").len();
     }
-    outputs
+    outputs + flush(engine)
+}
+
+/// The provisional scoring the last full batches deferred (`source.provisional_every_ms`),
+/// done as the processor does when events stop: part of the measured work.
+fn flush(engine: &mut Engine) -> usize {
+    engine.flush(warden_event::now_ns()).expect("flush").len()
 }
 
 /// The processor's decode path: each payload (compact or JSON) straight into the batch's Arrow
@@ -145,13 +151,15 @@ fn run_payloads(engine: &mut Engine, payloads: &[Vec<u8>]) -> usize {
             .expect("process")
             .len();
     }
-    outputs
+    outputs + flush(engine)
 }
 
 /// The extra figures' paths (see [`wanted`]).
-const PATHS: [&str; 6] = [
+const PATHS: [&str; 8] = [
     "arrow",
     "compact",
+    "arrow_every_batch",
+    "compact_every_batch",
     "json",
     "json_owned",
     "compact_decode",
@@ -189,7 +197,7 @@ fn run_json_owned(engine: &mut Engine, payloads: &[Vec<u8>]) -> usize {
             .expect("process")
             .len();
     }
-    outputs
+    outputs + flush(engine)
 }
 
 /// The machine's load averages (1, 5, 15 min), to print beside the figures.
@@ -220,6 +228,10 @@ fn wanted_path(path: &str) -> bool {
 
 fn bench(c: &mut Criterion) {
     let pipeline = pipeline();
+    // The same pipeline scoring touched keys after every batch even under backlog (the
+    // behaviour before `source.provisional_every_ms`), for comparison.
+    let mut every_batch = pipeline.clone();
+    every_batch.source.provisional_every_ms = 0;
     let mut group = c.benchmark_group("processor");
     group.sample_size(10);
     group.measurement_time(std::time::Duration::from_secs(40));
@@ -275,22 +287,40 @@ fn bench(c: &mut Criterion) {
             s.alerts
         );
         type Run<'a> = &'a dyn Fn(&mut Engine) -> usize;
-        let paths: [(&str, &str, Run); 6] = [
-            ("arrow", "arrow→decisions", &|e| run_batches(e, &batches)),
-            ("compact", "compact→decisions", &|e| {
+        let (p, e) = (&pipeline, &every_batch);
+        let paths: [(&str, &str, &warden_config::PipelineConfig, Run); 8] = [
+            ("arrow", "arrow→decisions", p, &|e| {
+                run_batches(e, &batches)
+            }),
+            ("compact", "compact→decisions", p, &|e| {
                 run_payloads(e, &compact)
             }),
-            ("json", "json→decisions", &|e| run_payloads(e, &payloads)),
+            (
+                "arrow_every_batch",
+                "arrow→decisions, scored every batch",
+                e,
+                &|e| run_batches(e, &batches),
+            ),
+            (
+                "compact_every_batch",
+                "compact→decisions, scored every batch",
+                e,
+                &|e| run_payloads(e, &compact),
+            ),
+            ("json", "json→decisions", p, &|e| {
+                run_payloads(e, &payloads)
+            }),
             (
                 "json_owned",
                 "json→decisions (owned RequestEvent, before)",
+                p,
                 &|e| run_json_owned(e, &payloads),
             ),
             // Decoding and batch building alone (no engine), for the split.
-            ("compact_decode", "compact→batches only", &|_| {
+            ("compact_decode", "compact→batches only", p, &|_| {
                 decode_only(&compact)
             }),
-            ("json_decode", "json→batches only", &|_| {
+            ("json_decode", "json→batches only", p, &|_| {
                 decode_only(&payloads)
             }),
         ];
@@ -301,8 +331,10 @@ fn bench(c: &mut Criterion) {
         // And every pass's CPU time, for the median.
         let mut cpus = vec![Vec::with_capacity(PASSES); paths.len()];
         for _ in 0..PASSES {
-            for (((_, _, run), b), all) in paths.iter().zip(best.iter_mut()).zip(&mut cpus) {
-                let mut engine = Engine::new(&pipeline).expect("engine");
+            for (((_, _, pipeline, run), b), all) in
+                paths.iter().zip(best.iter_mut()).zip(&mut cpus)
+            {
+                let mut engine = Engine::new(pipeline).expect("engine");
                 let (t, cpu, flt) = (std::time::Instant::now(), thread_cpu_ns(), thread_minflt());
                 black_box(run(&mut engine));
                 let cpu = thread_cpu_ns().zip(cpu).map(|(b, a)| (b - a) as f64 / 1e9);
@@ -315,7 +347,7 @@ fn bench(c: &mut Criterion) {
                 );
             }
         }
-        for (((_, path, _), (wall, cpu, flt)), mut all) in paths.iter().zip(best).zip(cpus) {
+        for (((_, path, _, _), (wall, cpu, flt)), mut all) in paths.iter().zip(best).zip(cpus) {
             all.sort_by(f64::total_cmp);
             let median = all.get(all.len() / 2).copied().unwrap_or(f64::NAN);
             eprintln!(

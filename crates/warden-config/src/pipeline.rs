@@ -73,6 +73,11 @@ pub struct SourceConfig {
     /// Longest wait for a batch to fill, milliseconds.
     #[serde(default = "default_batch_max_wait_ms")]
     pub batch_max_wait_ms: u64,
+    /// Under backlog (full batches), how much event time may pass between provisional
+    /// scorings of the keys that batches touched, milliseconds; `0` scores after every batch.
+    /// A batch that is not full (the processor has caught up) is always scored at once.
+    #[serde(default = "default_provisional_every_ms")]
+    pub provisional_every_ms: u64,
 }
 
 impl Default for SourceConfig {
@@ -81,6 +86,7 @@ impl Default for SourceConfig {
             group: default_group(),
             batch_max_events: default_batch_max_events(),
             batch_max_wait_ms: default_batch_max_wait_ms(),
+            provisional_every_ms: default_provisional_every_ms(),
         }
     }
 }
@@ -94,6 +100,11 @@ fn default_batch_max_events() -> usize {
 fn default_batch_max_wait_ms() -> u64 {
     50
 }
+fn default_provisional_every_ms() -> u64 {
+    100
+}
+/// Longest `source.provisional_every_ms`: a decision may wait this long under backlog.
+pub const MAX_PROVISIONAL_EVERY_MS: u64 = 1000;
 
 impl PipelineConfig {
     /// Load and validate a pipeline file.
@@ -141,6 +152,14 @@ impl PipelineConfig {
             errs.push(ConfigError::new(
                 "source.batch_max_events",
                 "must be at least 1",
+            ));
+        }
+        if self.source.provisional_every_ms > MAX_PROVISIONAL_EVERY_MS {
+            errs.push(ConfigError::new(
+                "source.provisional_every_ms",
+                format!(
+                    "must be at most {MAX_PROVISIONAL_EVERY_MS} (decisions would wait longer under backlog)"
+                ),
             ));
         }
         if self.source.group.trim().is_empty() {

@@ -150,6 +150,9 @@ pub async fn replay(
             }
         }
     }
+    // Keys whose provisional scoring the last full batches deferred.
+    let now = report.to.unwrap_or_default();
+    record(engine.flush(now)?, now, &mut report);
     report.late_events = engine.stats().late_events;
     let secs = started.elapsed().as_secs_f64();
     report.elapsed_ms = secs * 1e3;
@@ -176,7 +179,14 @@ fn replay_batch(
     report.to = last.or(report.to);
     report.events += batch.num_rows() as u64;
     let now = last.unwrap_or_default();
-    for out in engine.process(batch, now)? {
+    let outputs = engine.process(batch, now)?;
+    record(outputs, now, report);
+    Ok(())
+}
+
+/// Count a batch's outputs, timed `now`, in the report.
+fn record(outputs: Vec<crate::engine::Output>, now: i64, report: &mut BacktestReport) {
+    for out in outputs {
         let a = &out.alert;
         let s = report.by_detector.entry(a.detector.clone()).or_default();
         s.alerts += 1;
@@ -201,7 +211,6 @@ fn replay_batch(
             message: a.message.clone(),
         });
     }
-    Ok(())
 }
 
 impl BacktestReport {

@@ -118,6 +118,8 @@ pub struct Engine {
     watermark_cap: Option<i64>,
     /// Newest event time seen (the watermark without the cap).
     newest: Option<i64>,
+    /// Newest event time as of the last provisional scoring (see [`Engine::provisional_due`]).
+    provisional_at: Option<i64>,
     stats: EngineStats,
     scratch: Scratch,
 }
@@ -254,6 +256,7 @@ impl Engine {
             watermark: None,
             watermark_cap: None,
             newest: None,
+            provisional_at: None,
             stats: EngineStats::default(),
             scratch: Scratch::default(),
         })
@@ -431,27 +434,99 @@ impl Engine {
         let Some(view) = self.newest else {
             return Ok(Vec::new());
         };
+        let due = self.provisional_due(batch.num_rows(), view);
         for wi in 0..self.windows.len() {
             if let Some(wm) = self.watermark {
                 self.sample_complete(wi, wm, &mut fired)?;
             }
-            let w = &mut self.windows[wi];
-            let mut ids = std::mem::take(&mut w.touched);
-            for id in &ids {
-                if let Some(m) = w.marked.get_mut(*id as usize) {
-                    *m = false;
-                }
+            if due {
+                self.score_touched(wi, view, &mut fired)?;
             }
-            ids.retain(|id| w.state.key(*id).is_some());
-            if !w.state.config.provisional {
-                ids.clear();
-            }
-            let slot = w.state.slot(view);
-            self.stats.provisional += ids.len() as u64;
-            round(w, wi, &ids, slot, false, &mut self.scratch, &mut fired)?;
-            ids.clear();
-            self.windows[wi].touched = ids;
         }
+        if due {
+            self.provisional_at = Some(view);
+        }
+        self.finish(fired, view, now_ns)
+    }
+
+    /// Whether the keys touched since the last provisional scoring are scored after a batch of
+    /// `rows` events: always when the batch is not full (the processor has caught up, and
+    /// scoring costs little next to waiting for events), and under backlog (full batches)
+    /// once `source.provisional_every_ms` of event time has passed since the last scoring —
+    /// a key touched by fifty consecutive batches is then scored once instead of fifty times,
+    /// for at most that much more decision latency.
+    fn provisional_due(&self, rows: usize, view: i64) -> bool {
+        let every = i64::try_from(self.config.source.provisional_every_ms)
+            .unwrap_or(i64::MAX / 1_000_000)
+            .saturating_mul(1_000_000);
+        rows < self.config.source.batch_max_events
+            || every == 0
+            || self
+                .provisional_at
+                .is_none_or(|at| view >= at.saturating_add(every))
+    }
+
+    /// Whether keys touched by earlier batches wait for their provisional scoring (see
+    /// [`Engine::flush`]).
+    pub fn pending(&self) -> bool {
+        self.windows.iter().any(|w| !w.touched.is_empty())
+    }
+
+    /// Score the keys whose provisional scoring was deferred under backlog (see
+    /// `source.provisional_every_ms`): for when events stop arriving, and at the end of a
+    /// replay.
+    pub fn flush(&mut self, now_ns: i64) -> Result<Vec<Output>, EngineError> {
+        let Some(view) = self.newest else {
+            return Ok(Vec::new());
+        };
+        if !self.pending() {
+            return Ok(Vec::new());
+        }
+        let mut fired = Vec::new();
+        for wi in 0..self.windows.len() {
+            self.score_touched(wi, view, &mut fired)?;
+        }
+        self.provisional_at = Some(view);
+        self.finish(fired, view, now_ns)
+    }
+
+    /// Score every key of window `wi` touched since the last scoring on its provisional
+    /// window as of `view`.
+    fn score_touched(
+        &mut self,
+        wi: usize,
+        view: i64,
+        fired: &mut Vec<Fired>,
+    ) -> Result<(), EngineError> {
+        let w = &mut self.windows[wi];
+        let mut ids = std::mem::take(&mut w.touched);
+        // Each once, and only if still live: a key forgotten since it was touched has its
+        // mark cleared (and its id may be touched again by a new key, so listed twice).
+        ids.retain(|id| {
+            let marked = w
+                .marked
+                .get_mut(*id as usize)
+                .is_some_and(|m| std::mem::replace(m, false));
+            marked && w.state.key(*id).is_some()
+        });
+        if !w.state.config.provisional {
+            ids.clear();
+        }
+        let slot = w.state.slot(view);
+        self.stats.provisional += ids.len() as u64;
+        round(w, wi, &ids, slot, false, &mut self.scratch, fired)?;
+        ids.clear();
+        self.windows[wi].touched = ids;
+        Ok(())
+    }
+
+    /// Event-level firings' features, then the decisions of a batch's firings.
+    fn finish(
+        &mut self,
+        mut fired: Vec<Fired>,
+        view: i64,
+        now_ns: i64,
+    ) -> Result<Vec<Output>, EngineError> {
         // Event-level firings carry the features of their key's window as it stands.
         for f in fired.iter_mut().filter(|f| f.features.is_empty()) {
             let w = &mut self.windows[f.window];

@@ -321,6 +321,9 @@ impl Processor {
                 self.process(&msgs, &*bus, checkpointing.then_some(&store), &*producer)
                     .instrument(span.clone())
                     .await?;
+            } else if self.engine.pending() {
+                // Events stopped after a backlog: score what its full batches deferred.
+                self.flush(&*producer).instrument(span.clone()).await?;
             }
             if !checkpointing || last_checkpoint.elapsed() >= self.checkpoint_interval {
                 last_checkpoint = Instant::now();
@@ -561,6 +564,15 @@ impl Processor {
         if let Err(e) = self.engine.restore(cp.engine) {
             warn!(partition = p, error = %e, "Part of a checkpoint could not be restored.");
         }
+    }
+
+    /// Provisional scoring deferred under backlog (see [`Engine::flush`]), published.
+    async fn flush(&mut self, producer: &dyn Producer) -> Result<(), StreamError> {
+        let outputs = self.engine.flush(warden_event::now_ns())?;
+        for out in &outputs {
+            self.publish(producer, out).await;
+        }
+        Ok(())
     }
 
     async fn process(

@@ -132,3 +132,42 @@ async fn backlog_on_two_partitions(batch: usize) {
     expected.sort();
     assert_eq!(got, expected, "both devices quarantined");
 }
+
+/// A backlog read in full batches is scored once per `provisional_every_ms` of event time;
+/// when it ends on a full batch, the processor's next empty poll scores what that batch
+/// deferred, so the quarantine still comes (here only that scoring can decide: the window's
+/// first complete sample is minutes of event time away).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_ending_on_a_full_batch_is_scored_when_events_stop() {
+    let (bus, topics) = common::bus(1).await;
+    let now = warden_event::now_ns();
+    // 40 requests within 40 ms: five full batches of 8; the first is scored (8 requests, below
+    // the threshold), the other four wait for 1 s of event time that never comes.
+    publish(&*bus, &topics, "dev-backlog", 40, |i| {
+        now + i64::try_from(i).unwrap_or(0) * 1_000_000
+    })
+    .await;
+    let text = pipeline(8).replace("[source]\n", "[source]\nprovisional_every_ms = 1000\n");
+    let pipeline = warden_stream::parse_pipeline(&text).expect("pipeline");
+    let processor = Processor::new(pipeline, topics.clone()).expect("processor");
+    let stats = processor.stats();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(processor.run(bus.clone(), async move {
+        let _ = stopped.await;
+    }));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut got = quarantined(&*bus, &topics).await;
+    while got.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        got = quarantined(&*bus, &topics).await;
+    }
+    let _ = stop.send(());
+    task.await.expect("join").expect("processor");
+    assert_eq!(stats.events.load(Ordering::Relaxed), 40);
+    assert_eq!(
+        stats.batches.load(Ordering::Relaxed),
+        5,
+        "five full batches"
+    );
+    assert_eq!(got, vec!["dev-backlog".to_string()]);
+}

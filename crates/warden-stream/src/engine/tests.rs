@@ -524,3 +524,104 @@ type = "count"
         assert!(fired.iter().all(|f| f.0 == detector), "{fired:?}");
     }
 }
+
+/// One event per identity `dev-{i}` for `i` in `ids`, at `ts`.
+fn one_each(ids: std::ops::Range<usize>, ts: i64) -> Vec<RequestEvent> {
+    ids.map(|i| event(&format!("dev-{i}"), ts, 200)).collect()
+}
+
+/// Provisional samples one batch of `n` distinct identities gives: one per identity in each
+/// of the default pipeline's two provisional identity windows, and one for the shared client
+/// IP (`identity_2m` is not provisional).
+fn provisional_for(n: u64) -> u64 {
+    2 * n + 1
+}
+
+#[test]
+fn under_backlog_touched_keys_are_scored_once_per_interval_and_at_once_when_caught_up() {
+    let mut p = pipeline(8.0, "enforce");
+    p.source.batch_max_events = 4;
+    p.source.provisional_every_ms = 100;
+    let mut engine = Engine::new(&p).expect("engine");
+    let t0 = 1_700_000_000 * S;
+    let provisional = |e: &Engine| e.stats().provisional;
+    // The first full batch is scored: nothing was before.
+    process(&mut engine, &one_each(0..4, t0), t0);
+    assert_eq!(provisional(&engine), provisional_for(4));
+    assert!(!engine.pending());
+    // Full batches within 100 ms of event time wait…
+    process(&mut engine, &one_each(0..4, t0 + 10 * MS), t0);
+    process(&mut engine, &one_each(4..8, t0 + 20 * MS), t0);
+    assert_eq!(provisional(&engine), provisional_for(4));
+    assert!(engine.pending());
+    // …and the first one 100 ms after the last scoring scores every key touched since, once.
+    process(&mut engine, &one_each(0..4, t0 + 100 * MS), t0);
+    assert_eq!(
+        provisional(&engine),
+        provisional_for(4) + provisional_for(8)
+    );
+    assert!(!engine.pending());
+    // A batch that is not full (caught up) is scored at once.
+    process(&mut engine, &one_each(0..3, t0 + 110 * MS), t0);
+    let before = provisional_for(4) + provisional_for(8) + provisional_for(3);
+    assert_eq!(provisional(&engine), before);
+    // When events stop after a full batch, `flush` scores what it deferred, once.
+    process(&mut engine, &one_each(0..4, t0 + 120 * MS), t0);
+    assert_eq!(provisional(&engine), before);
+    assert!(engine.pending());
+    engine.flush(t0).expect("flush");
+    assert_eq!(provisional(&engine), before + provisional_for(4));
+    assert!(!engine.pending());
+    assert!(engine.flush(t0).expect("flush").is_empty());
+    assert_eq!(provisional(&engine), before + provisional_for(4));
+}
+
+#[test]
+fn with_no_interval_every_full_batch_is_scored() {
+    let mut p = pipeline(8.0, "enforce");
+    p.source.batch_max_events = 4;
+    p.source.provisional_every_ms = 0;
+    let mut engine = Engine::new(&p).expect("engine");
+    let t0 = 1_700_000_000 * S;
+    for k in 0..5 {
+        process(&mut engine, &one_each(0..4, t0 + k * MS), t0);
+        assert_eq!(
+            engine.stats().provisional,
+            (k as u64 + 1) * provisional_for(4)
+        );
+        assert!(!engine.pending());
+    }
+}
+
+#[test]
+fn a_flood_under_backlog_is_still_quarantined_within_a_second_and_nobody_else() {
+    // Every batch is full, so touched keys are scored only every 500 ms of event time.
+    let mut p = pipeline(8.0, "enforce");
+    p.source.batch_max_events = 1;
+    p.source.provisional_every_ms = 500;
+    let mut engine = Engine::new(&p).expect("engine");
+    let outputs = run(&mut engine, 60, Some(40 * S));
+    let decisions: Vec<&(i64, Output)> = outputs
+        .iter()
+        .filter(|(_, o)| o.decision.is_some())
+        .collect();
+    assert_eq!(decisions.len(), 1, "{outputs:#?}");
+    let (at, o) = decisions[0];
+    let d = o.decision.as_ref().expect("decision");
+    assert_eq!(d.subject, Subject::identity("dev-7"));
+    assert_eq!(d.action, Action::Quarantine);
+    assert!(
+        *at - 40 * S <= S,
+        "decided {} ms after the flood started",
+        (*at - 40 * S) / MS
+    );
+    // Fewer provisional samples than a scoring after every batch would take.
+    let mut every = Engine::new(&pipeline(8.0, "enforce")).expect("engine");
+    run(&mut every, 60, Some(40 * S));
+    assert!(
+        engine.stats().provisional < every.stats().provisional,
+        "{} vs {}",
+        engine.stats().provisional,
+        every.stats().provisional
+    );
+}

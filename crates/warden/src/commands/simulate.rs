@@ -220,7 +220,7 @@ fn accelerated(
     };
     let bar = progress_bar(scenario.duration_s.ceil() as u64, "simulated s");
     let mut last_line = 0;
-    let run = warden_sim::run_accelerated(
+    let mut run = warden_sim::run_accelerated(
         scenario,
         seed,
         &options,
@@ -235,6 +235,14 @@ fn accelerated(
             }
         },
     )?;
+    // Keys whose provisional scoring the last full batches deferred.
+    if let Some(engine) = engine.as_mut() {
+        let now = run.labels.ended_at;
+        for out in engine.flush(now).map_err(|e| anyhow::anyhow!("{e}"))? {
+            run.alerts.push(out.alert);
+            run.decisions.extend(out.decision);
+        }
+    }
     bar.finish_and_clear();
     println!("events    {}", run.events);
     if let (Some(path), Some(rows)) = (&options.parquet, run.parquet_rows) {
