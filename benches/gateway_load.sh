@@ -4,11 +4,13 @@
 #   2. through nginx as a plain reverse proxy (keep-alive upstream, no access log),
 #   3. through the Warden gateway with every layer on: API-key identity, 100k live
 #      quarantines, three rate limits (set high enough never to refuse), RBAC with owner
-#      scoping, content-type + JSON Schema validation, one event per request to the bus.
+#      scoping, content-type + JSON Schema validation, one event per request to the bus,
+#   4. through a plain proxy on the gateway's own stack (axum server, hyper-util client, one
+#      runtime per core) with no layer at all: the floor the layers add to.
 # Prints throughput and latency percentiles of each as a Markdown table.
 #
 #   DURATION (default 15s)  CONNS (64)  THREADS (2)  WARMUP (3s)
-#   PORT_BASE (18080): gateway = PORT_BASE, backend = +1, nginx = +2
+#   PORT_BASE (18080): gateway = PORT_BASE, backend = +1, nginx = +2, plain proxy = +3
 #   WARDEN_BENCH_SERVER: use this warden-bench-server binary instead of building one
 #   WARDEN_BENCH_RUNTIME (per-core): `per-core` runs the gateway on one single-threaded Tokio
 #     runtime per CPU, all accepting on the same listener (nginx's process model, and the
@@ -28,6 +30,7 @@ PORT_BASE="${PORT_BASE:-18080}"
 GW="127.0.0.1:${PORT_BASE}"
 BACKEND="127.0.0.1:$((PORT_BASE + 1))"
 NGINX="127.0.0.1:$((PORT_BASE + 2))"
+PROXY="127.0.0.1:$((PORT_BASE + 3))"
 
 if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
   echo "== installing nginx and wrk"
@@ -87,6 +90,8 @@ start backend "$SERVER" backend "$BACKEND"
 BACKEND_PID="${PIDS[-1]}"
 start gateway "$SERVER" gateway "$GW" "$BACKEND"
 GW_PID="${PIDS[-1]}"
+start proxy "$SERVER" proxy "$PROXY" "$BACKEND"
+PROXY_PID="${PIDS[-1]}"
 
 mkdir -p "$TMP/nginx"
 cat >"$TMP/nginx.conf" <<EOF
@@ -140,6 +145,7 @@ procs() {
     direct) echo "$BACKEND_PID" ;;
     nginx) echo "$NGINX_PID $(pgrep -P "$NGINX_PID" | paste -sd' ')" ;;
     warden) echo "$GW_PID" ;;
+    hyper_proxy) echo "$PROXY_PID" ;;
   esac
 }
 run() {
@@ -167,16 +173,17 @@ echo "== $(nproc) cores; wrk -t$THREADS -c$CONNS -d$DURATION (after a $WARMUP wa
 run direct "$BACKEND"
 run nginx "$NGINX"
 run warden "$GW"
+run hyper_proxy "$PROXY"
 GW_RSS_KB=$(ps -o rss= -p "$GW_PID" | tr -d ' ')
 
 echo
 echo "| target | requests/s | p50 | p90 | p99 | CPU µs/request (proxy; backend for direct) | errors |"
 echo "| --- | ---: | ---: | ---: | ---: | ---: | --- |"
-for n in direct nginx warden; do
+for n in direct nginx warden hyper_proxy; do
   echo "| $n | ${RPS[$n]} | ${P50[$n]} | ${P90[$n]} | ${P99[$n]} | ${CPU[$n]} | ${ERRS[$n]:-none} |"
 done
 echo
 echo "warden gateway RSS after the run: $((GW_RSS_KB / 1024)) MiB"
-for n in direct nginx warden; do
+for n in direct nginx warden hyper_proxy; do
   if [ -n "${ERRS[$n]:-}" ]; then echo "WARNING: $n had errors: ${ERRS[$n]}"; fi
 done

@@ -2,7 +2,10 @@
 //!
 //! - `warden-bench-server backend ADDR` — the backend (answers `ok`);
 //! - `warden-bench-server gateway ADDR BACKEND` — a Warden gateway in front of it with every
-//!   layer on (see `gateway_setup.rs`), 100k live quarantines, events to the embedded bus.
+//!   layer on (see `gateway_setup.rs`), 100k live quarantines, events to the embedded bus;
+//! - `warden-bench-server proxy ADDR BACKEND` — the floor under the gateway: the same stack
+//!   (axum server, hyper-util pooled client, one runtime per core, one client per thread)
+//!   forwarding every request as it is, with no layer, no event and no header handling.
 //!
 //! Each prints `ready` once it listens, then serves until killed.
 //!
@@ -53,7 +56,64 @@ fn main() {
                 });
             }
         }
+        Some("proxy") => plain_proxy(addr(1), addr(2)),
         _ => usage(),
+    }
+}
+
+/// A plain reverse proxy on the gateway's stack, served like the gateway (one single-threaded
+/// runtime per CPU, all accepting on one listener, one pooled client per thread).
+fn plain_proxy(listen: SocketAddr, backend: SocketAddr) {
+    use axum::body::Body;
+    use axum::extract::Request;
+    use axum::http::{StatusCode, Uri};
+    use axum::response::{IntoResponse, Response};
+    thread_local! {
+        static CLIENT: hyper_util::client::legacy::Client<
+            hyper_util::client::legacy::connect::HttpConnector,
+            Body,
+        > = {
+            let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+            connector.set_nodelay(true);
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build(connector)
+        };
+    }
+    async fn forward(backend: SocketAddr, mut req: Request) -> Response {
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let Ok(uri) = format!("http://{backend}{path}").parse::<Uri>() else {
+            return StatusCode::BAD_REQUEST.into_response();
+        };
+        *req.uri_mut() = uri;
+        let call = CLIENT.with(|c| c.request(req));
+        match call.await {
+            Ok(resp) => resp.map(Body::new),
+            Err(_) => StatusCode::BAD_GATEWAY.into_response(),
+        }
+    }
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let listener = std::net::TcpListener::bind(listen).expect("bind proxy");
+    listener.set_nonblocking(true).expect("non-blocking");
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            let listener = listener.try_clone().expect("listener");
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                    let app =
+                        axum::Router::new().fallback(move |req: Request| forward(backend, req));
+                    axum::serve(listener, app).await.expect("serve");
+                });
+            })
+        })
+        .collect();
+    println!("ready");
+    for w in workers {
+        let _ = w.join();
     }
 }
 
@@ -87,6 +147,8 @@ fn gateway_per_core(listen: SocketAddr, backend: SocketAddr) {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: warden-bench-server backend ADDR | gateway ADDR BACKEND_ADDR");
+    eprintln!(
+        "usage: warden-bench-server backend ADDR | gateway ADDR BACKEND_ADDR | proxy ADDR BACKEND_ADDR"
+    );
     std::process::exit(2)
 }
