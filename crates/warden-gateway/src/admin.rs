@@ -250,7 +250,7 @@ async fn handle(
         Err(e) => (e.into_response(&request_id), "refused".to_string()),
     };
     if let Ok(v) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert("x-request-id", v);
+        response.headers_mut().insert(crate::names::X_REQUEST_ID, v);
     }
     let status = response.status().as_u16();
     let authed = auth == AuthResult::Ok;

@@ -151,9 +151,9 @@ impl Reject {
             } => {
                 let h = resp.headers_mut();
                 h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
-                h.insert("ratelimit-limit", HeaderValue::from(limit));
-                h.insert("ratelimit-remaining", HeaderValue::from(0u32));
-                h.insert("ratelimit-reset", HeaderValue::from(reset_s));
+                h.insert(crate::names::RATELIMIT_LIMIT, HeaderValue::from(limit));
+                h.insert(crate::names::RATELIMIT_REMAINING, HeaderValue::from(0u32));
+                h.insert(crate::names::RATELIMIT_RESET, HeaderValue::from(reset_s));
             }
             Reject::Overloaded => {
                 resp.headers_mut()

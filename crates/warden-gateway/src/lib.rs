@@ -11,6 +11,7 @@ mod body;
 mod emit;
 mod error;
 mod identity;
+mod names;
 pub mod path;
 mod proxy;
 mod quarantine;

@@ -1,6 +1,5 @@
 //! Forwarding to upstreams over a pooled HTTP client.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -11,9 +10,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tracing::debug;
 
-use crate::Reject;
 use crate::body::{Counters, LimitedBody};
 use crate::routes::Route;
+use crate::{Reject, names};
 
 pub type HttpClient = Client<HttpConnector, Body>;
 
@@ -65,7 +64,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// What the upstream learns about the caller.
 pub struct Forwarded<'a> {
     pub request_id: &'a str,
-    pub client_ip: IpAddr,
+    /// The client's address, as text.
+    pub client_ip: &'a str,
     pub identity: Option<&'a str>,
     pub tenant: Option<&'a str>,
 }
@@ -97,18 +97,18 @@ pub async fn forward(
     parts.headers.remove("x-api-key");
     let h = &mut parts.headers;
     if let Ok(v) = HeaderValue::from_str(fwd.request_id) {
-        h.insert("x-request-id", v);
+        h.insert(names::X_REQUEST_ID, v);
     }
-    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {}", fwd.client_ip),
-        None => fwd.client_ip.to_string(),
+    let xff = match h.get(names::X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", fwd.client_ip)),
+        None => HeaderValue::from_str(fwd.client_ip),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        h.insert("x-forwarded-for", v);
+    if let Ok(v) = xff {
+        h.insert(names::X_FORWARDED_FOR, v);
     }
     for (name, value) in [
-        ("x-warden-identity", fwd.identity),
-        ("x-warden-tenant", fwd.tenant),
+        (names::X_WARDEN_IDENTITY, fwd.identity),
+        (names::X_WARDEN_TENANT, fwd.tenant),
     ] {
         if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
             h.insert(name, v);

@@ -456,6 +456,8 @@ struct Draft {
     device_type: String,
     auth: AuthInfo,
     client_ip: IpAddr,
+    /// `client_ip` as text, formatted once (quarantine lookup, upstream header, event).
+    client_ip_text: String,
     method: String,
     route: String,
     path: String,
@@ -486,6 +488,7 @@ async fn handle(
             result: AuthResult::NotRequired,
         },
         client_ip,
+        client_ip_text: client_ip.to_string(),
         method: req.method().as_str().to_string(),
         route: "unmatched".to_string(),
         path: req.uri().path().to_string(),
@@ -510,15 +513,18 @@ async fn handle(
         }
     };
     if let Ok(v) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert("x-request-id", v);
+        response.headers_mut().insert(crate::names::X_REQUEST_ID, v);
     }
     if outcome == Outcome::Allowed
         && let Some(q) = draft.quota
     {
         let h = response.headers_mut();
-        h.insert("ratelimit-limit", HeaderValue::from(q.limit));
-        h.insert("ratelimit-remaining", HeaderValue::from(q.remaining));
-        h.insert("ratelimit-reset", HeaderValue::from(q.reset_s));
+        h.insert(crate::names::RATELIMIT_LIMIT, HeaderValue::from(q.limit));
+        h.insert(
+            crate::names::RATELIMIT_REMAINING,
+            HeaderValue::from(q.remaining),
+        );
+        h.insert(crate::names::RATELIMIT_RESET, HeaderValue::from(q.reset_s));
     }
     let status = response.status().as_u16();
     let emitter = gw.emitter.clone();
@@ -535,7 +541,7 @@ async fn handle(
             tenant: draft.tenant,
             device_type: draft.device_type,
             auth: draft.auth,
-            client_ip: draft.client_ip.to_string(),
+            client_ip: draft.client_ip_text,
             protocol: Protocol::Http,
             method: draft.method,
             route: draft.route,
@@ -660,18 +666,26 @@ async fn phases(
         tracing::Span::current().record("identity", p.identity.as_str());
     }
 
-    let ip = draft.client_ip.to_string();
-    let mut subjects: Vec<(SubjectKind, &str)> = vec![(SubjectKind::Ip, ip.as_str())];
+    // At most four subjects (IP, identity, API key, tenant), on the stack.
+    let ip = (SubjectKind::Ip, draft.client_ip_text.as_str());
+    let mut subjects = [ip; 4];
+    let mut n = 1;
     if let Some(p) = principal {
-        subjects.push((SubjectKind::Identity, &p.identity));
-        if let Some(k) = &p.key_id {
-            subjects.push((SubjectKind::ApiKey, k));
-        }
-        if !p.tenant.is_empty() {
-            subjects.push((SubjectKind::Tenant, &p.tenant));
+        let key = p.key_id.as_deref().map(|k| (SubjectKind::ApiKey, k));
+        let tenant = (!p.tenant.is_empty()).then_some((SubjectKind::Tenant, p.tenant.as_str()));
+        for s in [
+            Some((SubjectKind::Identity, p.identity.as_str())),
+            key,
+            tenant,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            subjects[n] = s;
+            n += 1;
         }
     }
-    let throttled = match gw.quarantine.check(warden_event::now_ns(), &subjects) {
+    let throttled = match gw.quarantine.check(warden_event::now_ns(), &subjects[..n]) {
         Verdict::Quarantined { subject, .. } => {
             debug!(%subject, "Quarantined subject refused.");
             return Err(Reject::Quarantined);
@@ -722,7 +736,7 @@ async fn phases(
 
     let fwd = Forwarded {
         request_id: &draft.id,
-        client_ip: draft.client_ip,
+        client_ip: &draft.client_ip_text,
         identity: principal.map(|p| p.identity.as_str()),
         tenant: principal.map(|p| p.tenant.as_str()),
     };
