@@ -35,7 +35,7 @@ fn evaluate(scenario: &ScenarioConfig, pipeline: &PipelineConfig) -> (Vec<String
             .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
     };
     let options = AcceleratedOptions::new(scenario);
-    let run = run_accelerated(
+    let mut run = run_accelerated(
         scenario,
         scenario.seed,
         &options,
@@ -43,6 +43,14 @@ fn evaluate(scenario: &ScenarioConfig, pipeline: &PipelineConfig) -> (Vec<String
         |_, _| {},
     )
     .unwrap_or_else(|e| panic!("{}: {e}", scenario.name));
+    // Provisional scoring the last full batches deferred, as `warden simulate` does.
+    let tail = engine
+        .flush(run.labels.ended_at)
+        .unwrap_or_else(|e| panic!("{}: {e}", scenario.name));
+    for o in tail {
+        run.alerts.push(o.alert);
+        run.decisions.extend(o.decision);
+    }
     if std::env::var_os("DETECTION_DEBUG").is_some() {
         let mut by: std::collections::BTreeMap<String, usize> = Default::default();
         for a in &run.alerts {

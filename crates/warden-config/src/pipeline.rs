@@ -73,8 +73,9 @@ pub struct SourceConfig {
     /// Longest wait for a batch to fill, milliseconds.
     #[serde(default = "default_batch_max_wait_ms")]
     pub batch_max_wait_ms: u64,
-    /// Under backlog (full batches), how much event time may pass between provisional
-    /// scorings of the keys that batches touched, milliseconds; `0` scores after every batch.
+    /// Under backlog (full batches), how long (event time or the processor's clock, whichever
+    /// passes first) between provisional scorings of the keys that batches touched,
+    /// milliseconds; `0` scores after every batch.
     /// A batch that is not full (the processor has caught up) is always scored at once.
     #[serde(default = "default_provisional_every_ms")]
     pub provisional_every_ms: u64,

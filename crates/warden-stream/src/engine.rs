@@ -5,7 +5,9 @@
 //! every slide that is complete (the watermark — newest event time seen — is past its end plus
 //! the allowed lateness) gives each key one sample that detectors score and learn from; and
 //! every key touched by the batch is also scored, without learning, on its window as it
-//! stands, so a flood fires within a batch or two instead of after the next complete slide.
+//! stands, so a flood fires within a batch or two instead of after the next complete slide
+//! (under backlog — full batches — once per `source.provisional_every_ms` instead; see
+//! [`Engine::flush`]).
 //! Event-level detectors (`novelty`) see each event as it is added.
 
 mod reload;
@@ -60,7 +62,7 @@ pub struct EngineStats {
     pub late_events: u64,
     /// Complete samples scored (keys × slides).
     pub samples: u64,
-    /// Provisional samples scored (touched keys × batches).
+    /// Provisional samples scored (touched keys × provisional scorings).
     pub provisional: u64,
     pub firings: u64,
     pub alerts: u64,
@@ -85,7 +87,8 @@ struct WindowRt {
     state: WindowState,
     detectors: Vec<DetectorRt>,
     track_peers: bool,
-    /// Keys touched by the current batch, and a mark per id.
+    /// Keys touched since their last provisional scoring (only in provisional windows), and a
+    /// mark per id.
     touched: Vec<KeyId>,
     marked: Vec<bool>,
     /// An earlier window keyed by the same column (`identity_10s` for `identity_1s`): a row's
@@ -118,8 +121,9 @@ pub struct Engine {
     watermark_cap: Option<i64>,
     /// Newest event time seen (the watermark without the cap).
     newest: Option<i64>,
-    /// Newest event time as of the last provisional scoring (see [`Engine::provisional_due`]).
-    provisional_at: Option<i64>,
+    /// Newest event time and the caller's clock at the last provisional scoring (see
+    /// [`Engine::provisional_due`]).
+    provisional_at: Option<(i64, i64)>,
     stats: EngineStats,
     scratch: Scratch,
 }
@@ -379,7 +383,7 @@ impl Engine {
                 if idx >= w.marked.len() {
                     w.marked.resize(idx + 1, false);
                 }
-                if !w.marked[idx] {
+                if !w.marked[idx] && w.state.config.provisional {
                     w.marked[idx] = true;
                     w.touched.push(id);
                 }
@@ -434,7 +438,7 @@ impl Engine {
         let Some(view) = self.newest else {
             return Ok(Vec::new());
         };
-        let due = self.provisional_due(batch.num_rows(), view);
+        let due = self.provisional_due(batch.num_rows(), view, now_ns);
         for wi in 0..self.windows.len() {
             if let Some(wm) = self.watermark {
                 self.sample_complete(wi, wm, &mut fired)?;
@@ -444,7 +448,7 @@ impl Engine {
             }
         }
         if due {
-            self.provisional_at = Some(view);
+            self.provisional_at = Some((view, now_ns));
         }
         self.finish(fired, view, now_ns)
     }
@@ -452,18 +456,20 @@ impl Engine {
     /// Whether the keys touched since the last provisional scoring are scored after a batch of
     /// `rows` events: always when the batch is not full (the processor has caught up, and
     /// scoring costs little next to waiting for events), and under backlog (full batches)
-    /// once `source.provisional_every_ms` of event time has passed since the last scoring —
-    /// a key touched by fifty consecutive batches is then scored once instead of fifty times,
-    /// for at most that much more decision latency.
-    fn provisional_due(&self, rows: usize, view: i64) -> bool {
+    /// once `source.provisional_every_ms` has passed since the last scoring, in event time
+    /// (the newest seen) or in the caller's clock (`now_ns`), whichever comes first — a key
+    /// touched by fifty consecutive batches is then scored once instead of fifty times, for at
+    /// most that much more decision latency. The clock bounds the wait when event time stands
+    /// still: a lagging partition's backlog read after another partition's recent events.
+    fn provisional_due(&self, rows: usize, view: i64, now_ns: i64) -> bool {
         let every = i64::try_from(self.config.source.provisional_every_ms)
             .unwrap_or(i64::MAX / 1_000_000)
             .saturating_mul(1_000_000);
         rows < self.config.source.batch_max_events
             || every == 0
-            || self
-                .provisional_at
-                .is_none_or(|at| view >= at.saturating_add(every))
+            || self.provisional_at.is_none_or(|(at, at_now)| {
+                view >= at.saturating_add(every) || now_ns >= at_now.saturating_add(every)
+            })
     }
 
     /// Whether keys touched by earlier batches wait for their provisional scoring (see
@@ -486,7 +492,7 @@ impl Engine {
         for wi in 0..self.windows.len() {
             self.score_touched(wi, view, &mut fired)?;
         }
-        self.provisional_at = Some(view);
+        self.provisional_at = Some((view, now_ns));
         self.finish(fired, view, now_ns)
     }
 

@@ -327,6 +327,12 @@ impl Processor {
             }
             if !checkpointing || last_checkpoint.elapsed() >= self.checkpoint_interval {
                 last_checkpoint = Instant::now();
+                if checkpointing && self.engine.pending() {
+                    // The events about to be committed are never read again: their deferred
+                    // provisional scoring is done first. (Without checkpoints, offsets are
+                    // committed after every batch and a crash loses the windows anyway.)
+                    self.flush(&*producer).instrument(span.clone()).await?;
+                }
                 self.checkpoint_and_commit(
                     checkpointing.then_some(&store),
                     &*producer,
@@ -341,7 +347,11 @@ impl Processor {
                     .await;
             }
         }
-        // A clean stop leaves nothing to redo: the last events are checkpointed and committed.
+        // A clean stop leaves nothing to redo: deferred scoring is done, and the last events
+        // are checkpointed and committed.
+        if self.engine.pending() {
+            self.flush(&*producer).instrument(span.clone()).await?;
+        }
         self.checkpoint_and_commit(checkpointing.then_some(&store), &*producer, &mut *events)
             .instrument(span.clone())
             .await;

@@ -61,7 +61,10 @@ impl Engine {
             };
             let mut o = old.swap_remove(oi);
             std::mem::swap(&mut w.state, &mut o.state);
+            // Keys waiting for their provisional scoring (and their marks) stay with the
+            // state they index.
             w.marked = std::mem::take(&mut o.marked);
+            w.touched = std::mem::take(&mut o.touched);
             report.windows_kept.push(name);
             for d in w.detectors.iter_mut() {
                 match o.detectors.iter().position(|od| od.config == d.config) {
@@ -81,7 +84,11 @@ impl Engine {
         std::mem::swap(&mut self.policy, &mut next.policy);
         self.policy.reconfigure(pipeline.decision.clone());
         self.windows = next.windows;
+        // `source` applies after a restart (the runner reads batches with the old one, and
+        // whether a batch is full is judged against it).
+        let source = std::mem::take(&mut self.config.source);
         self.config = next.config;
+        self.config.source = source;
         Ok(report)
     }
 }

@@ -625,3 +625,57 @@ fn a_flood_under_backlog_is_still_quarantined_within_a_second_and_nobody_else() 
         every.stats().provisional
     );
 }
+
+#[test]
+fn when_event_time_stands_still_the_callers_clock_bounds_the_wait() {
+    // A lagging partition's backlog read after another's recent events: full batches whose
+    // events are all older than the newest seen, so event time does not advance.
+    let mut p = pipeline(8.0, "enforce");
+    p.source.batch_max_events = 4;
+    p.source.provisional_every_ms = 100;
+    let mut engine = Engine::new(&p).expect("engine");
+    let t0 = 1_700_000_000 * S;
+    let now = 1_800_000_000 * S;
+    process(&mut engine, &one_each(0..4, t0), now);
+    assert_eq!(engine.stats().provisional, provisional_for(4));
+    process(&mut engine, &one_each(4..8, t0), now + 50 * MS);
+    assert!(engine.pending());
+    process(&mut engine, &one_each(8..12, t0), now + 100 * MS);
+    assert!(!engine.pending());
+    assert_eq!(
+        engine.stats().provisional,
+        provisional_for(4) + provisional_for(8)
+    );
+}
+
+#[test]
+fn a_reload_keeps_keys_waiting_for_scoring_and_the_source_in_effect() {
+    let mut p = pipeline(8.0, "enforce");
+    p.source.batch_max_events = 4;
+    p.source.provisional_every_ms = 100;
+    let mut engine = Engine::new(&p).expect("engine");
+    let t0 = 1_700_000_000 * S;
+    process(&mut engine, &one_each(0..4, t0), t0);
+    process(&mut engine, &one_each(0..4, t0 + 10 * MS), t0);
+    assert!(engine.pending());
+    // A detector changes; the windows are kept, and so are the keys waiting in them. The new
+    // `source` applies after a restart, as the runner reads batches with the old one.
+    let mut next = p.clone();
+    for d in next.detector.iter_mut() {
+        if let DetectorConfig::EwmaZscore(c) = d {
+            c.threshold = 9.0;
+        }
+    }
+    next.source.provisional_every_ms = 0;
+    next.source.batch_max_events = 2;
+    engine.reconfigure(&next).expect("reload");
+    assert_eq!(engine.pipeline().source, p.source);
+    assert!(engine.pending());
+    engine.flush(t0).expect("flush");
+    assert_eq!(engine.stats().provisional, 2 * provisional_for(4));
+    // Marks were cleared with the scoring: the same keys touched again wait again.
+    process(&mut engine, &one_each(0..4, t0 + 20 * MS), t0);
+    assert!(engine.pending());
+    engine.flush(t0).expect("flush");
+    assert_eq!(engine.stats().provisional, 3 * provisional_for(4));
+}
