@@ -671,17 +671,14 @@ async fn phases(
     let mut subjects = [ip; 4];
     let mut n = 1;
     if let Some(p) = principal {
-        let key = p.key_id.as_deref().map(|k| (SubjectKind::ApiKey, k));
-        let tenant = (!p.tenant.is_empty()).then_some((SubjectKind::Tenant, p.tenant.as_str()));
-        for s in [
-            Some((SubjectKind::Identity, p.identity.as_str())),
-            key,
-            tenant,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            subjects[n] = s;
+        subjects[n] = (SubjectKind::Identity, &p.identity);
+        n += 1;
+        if let Some(k) = &p.key_id {
+            subjects[n] = (SubjectKind::ApiKey, k);
+            n += 1;
+        }
+        if !p.tenant.is_empty() {
+            subjects[n] = (SubjectKind::Tenant, &p.tenant);
             n += 1;
         }
     }

@@ -515,9 +515,6 @@ impl Engine {
                 .is_some_and(|m| std::mem::replace(m, false));
             marked && w.state.key(*id).is_some()
         });
-        if !w.state.config.provisional {
-            ids.clear();
-        }
         let slot = w.state.slot(view);
         self.stats.provisional += ids.len() as u64;
         round(w, wi, &ids, slot, false, &mut self.scratch, fired)?;

@@ -321,13 +321,13 @@ impl Processor {
                 self.process(&msgs, &*bus, checkpointing.then_some(&store), &*producer)
                     .instrument(span.clone())
                     .await?;
-            } else if self.engine.pending() {
-                // Events stopped after a backlog: score what its full batches deferred.
+            } else {
+                // Events stopped (after a backlog): score what its full batches deferred.
                 self.flush(&*producer).instrument(span.clone()).await?;
             }
             if !checkpointing || last_checkpoint.elapsed() >= self.checkpoint_interval {
                 last_checkpoint = Instant::now();
-                if checkpointing && self.engine.pending() {
+                if checkpointing {
                     // The events about to be committed are never read again: their deferred
                     // provisional scoring is done first. (Without checkpoints, offsets are
                     // committed after every batch and a crash loses the windows anyway.)
@@ -349,9 +349,7 @@ impl Processor {
         }
         // A clean stop leaves nothing to redo: deferred scoring is done, and the last events
         // are checkpointed and committed.
-        if self.engine.pending() {
-            self.flush(&*producer).instrument(span.clone()).await?;
-        }
+        self.flush(&*producer).instrument(span.clone()).await?;
         self.checkpoint_and_commit(checkpointing.then_some(&store), &*producer, &mut *events)
             .instrument(span.clone())
             .await;
@@ -576,7 +574,8 @@ impl Processor {
         }
     }
 
-    /// Provisional scoring deferred under backlog (see [`Engine::flush`]), published.
+    /// Provisional scoring deferred under backlog (see [`Engine::flush`]; nothing when none
+    /// is), published.
     async fn flush(&mut self, producer: &dyn Producer) -> Result<(), StreamError> {
         let outputs = self.engine.flush(warden_event::now_ns())?;
         for out in &outputs {

@@ -5,12 +5,14 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{publish, quarantined};
 use warden_bus::{Bus, TopicSpec};
-use warden_stream::Processor;
+use warden_config::{PipelineConfig, TopicsConfig};
+use warden_stream::{Processor, ProcessorStats};
 
 /// Quarantine an identity with more than 25 requests in 5 minutes, reading batches of up to
 /// `batch` events.
@@ -75,6 +77,46 @@ async fn identity_on(bus: &dyn Bus, prefix: &str, partition: i32) -> String {
     found.expect("one of 16 keys lands on each partition")
 }
 
+/// A processor running on the bus until [`Running::stop`].
+struct Running {
+    stats: Arc<ProcessorStats>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), warden_stream::StreamError>>,
+}
+
+impl Running {
+    fn start(bus: &Arc<dyn Bus>, topics: &TopicsConfig, pipeline: PipelineConfig) -> Self {
+        let processor = Processor::new(pipeline, topics.clone()).expect("processor");
+        let stats = processor.stats();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(processor.run(bus.clone(), async move {
+            let _ = stopped.await;
+        }));
+        Self { stats, stop, task }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.expect("join").expect("processor");
+    }
+}
+
+/// The quarantined subjects once there are `n` of them, or whatever there is after `wait`.
+async fn quarantined_within(
+    bus: &dyn Bus,
+    topics: &TopicsConfig,
+    n: usize,
+    wait: Duration,
+) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut got = quarantined(bus, topics).await;
+    while got.len() < n && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        got = quarantined(bus, topics).await;
+    }
+    got
+}
+
 /// Small batches: partition 0's events come in batches before partition 1's first one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_read_first_does_not_make_another_partitions_backlog_late() {
@@ -101,12 +143,8 @@ async fn backlog_on_two_partitions(batch: usize) {
     publish(&*bus, &topics, &slow, 30, from(now - 60_000_000_000)).await;
 
     let pipeline = warden_stream::parse_pipeline(&pipeline(batch)).expect("pipeline");
-    let processor = Processor::new(pipeline, topics.clone()).expect("processor");
-    let stats = processor.stats();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(processor.run(bus.clone(), async move {
-        let _ = stopped.await;
-    }));
+    let running = Running::start(&bus, &topics, pipeline);
+    let stats = running.stats.clone();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while stats.events.load(Ordering::Relaxed) < 94 {
         assert!(
@@ -115,14 +153,8 @@ async fn backlog_on_two_partitions(batch: usize) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let mut got = quarantined(&*bus, &topics).await;
-    while got.len() < 2 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        got = quarantined(&*bus, &topics).await;
-    }
-    let _ = stop.send(());
-    task.await.expect("join").expect("processor");
+    let got = quarantined_within(&*bus, &topics, 2, Duration::from_secs(10)).await;
+    running.stop().await;
     assert_eq!(
         stats.late_events.load(Ordering::Relaxed),
         0,
@@ -149,20 +181,10 @@ async fn a_backlog_ending_on_a_full_batch_is_scored_when_events_stop() {
     .await;
     let text = pipeline(8).replace("[source]\n", "[source]\nprovisional_every_ms = 1000\n");
     let pipeline = warden_stream::parse_pipeline(&text).expect("pipeline");
-    let processor = Processor::new(pipeline, topics.clone()).expect("processor");
-    let stats = processor.stats();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(processor.run(bus.clone(), async move {
-        let _ = stopped.await;
-    }));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let mut got = quarantined(&*bus, &topics).await;
-    while got.is_empty() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        got = quarantined(&*bus, &topics).await;
-    }
-    let _ = stop.send(());
-    task.await.expect("join").expect("processor");
+    let running = Running::start(&bus, &topics, pipeline);
+    let stats = running.stats.clone();
+    let got = quarantined_within(&*bus, &topics, 1, Duration::from_secs(20)).await;
+    running.stop().await;
     assert_eq!(stats.events.load(Ordering::Relaxed), 40);
     assert_eq!(
         stats.batches.load(Ordering::Relaxed),
