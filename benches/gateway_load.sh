@@ -5,8 +5,9 @@
 #   3. through the Warden gateway with every layer on: API-key identity, 100k live
 #      quarantines, three rate limits (set high enough never to refuse), RBAC with owner
 #      scoping, content-type + JSON Schema validation, one event per request to the bus,
-#   4. through a plain proxy on the gateway's own stack (axum server, hyper-util client, one
-#      runtime per core) with no layer at all: the floor the layers add to.
+#   4. through a plain proxy on the gateway's own stack (hyper-util's connection builder, an
+#      axum router, the gateway's per-thread upstream pool, one runtime per core) with no
+#      layer at all: the floor the layers add to.
 # Prints throughput and latency percentiles of each as a Markdown table.
 #
 #   DURATION (default 15s)  CONNS (64)  THREADS (2)  WARMUP (3s)

@@ -4,10 +4,12 @@
 //! - `warden-bench-server gateway ADDR BACKEND` — a Warden gateway in front of it with every
 //!   layer on (see `gateway_setup.rs`), 100k live quarantines, events to the embedded bus;
 //! - `warden-bench-server proxy ADDR BACKEND` — the floor under the gateway: the same stack
-//!   (axum server, hyper-util pooled client, one runtime per core, one client per thread)
-//!   forwarding every request as it is, with no layer, no event and no header handling.
+//!   (hyper-util's connection builder and an axum router, the gateway's per-thread upstream
+//!   pool, one runtime per core) forwarding every request as it is, with no layer, no event
+//!   and no header handling.
 //!
-//! Each prints `ready` once it listens, then serves until killed.
+//! Each prints `ready` once it listens, then serves until killed. `WARDEN_BENCH_LOG=1` installs
+//! the `warden` binary's log subscriber and default filter first.
 //!
 //! The gateway runs one single-threaded Tokio runtime per core (`WARDEN_BENCH_THREADS`,
 //! default: the number of CPUs), all accepting on the same listening socket and serving the
@@ -25,6 +27,14 @@ mod setup;
 use std::net::SocketAddr;
 
 fn main() {
+    // `WARDEN_BENCH_LOG=1`: log as the `warden` binary does (its subscriber and default filter),
+    // so the request span and the log filter are paid as in production.
+    if std::env::var("WARDEN_BENCH_LOG").as_deref() == Ok("1") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("warn,warden=info"))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let addr = |i: usize| -> SocketAddr {
         args.get(i)
@@ -61,42 +71,40 @@ fn main() {
     }
 }
 
-/// A plain reverse proxy on the gateway's stack, served like the gateway (one single-threaded
-/// runtime per CPU, all accepting on one listener, one pooled client per thread).
+/// A plain reverse proxy on the gateway's stack, served like the gateway: one single-threaded
+/// runtime per CPU, all accepting on one listener, connections served by hyper-util's HTTP/1 +
+/// HTTP/2 builder through an axum router, upstream calls on the gateway's own per-thread
+/// connection pool (`warden_gateway::upstream`).
 fn plain_proxy(listen: SocketAddr, backend: SocketAddr) {
-    use axum::body::Body;
     use axum::extract::Request;
-    use axum::http::{StatusCode, Uri};
+    use axum::http::uri::Authority;
+    use axum::http::{HeaderValue, StatusCode, Uri, header};
     use axum::response::{IntoResponse, Response};
-    thread_local! {
-        static CLIENT: hyper_util::client::legacy::Client<
-            hyper_util::client::legacy::connect::HttpConnector,
-            Body,
-        > = {
-            let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
-            connector.set_nodelay(true);
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build(connector)
-        };
-    }
-    async fn forward(backend: SocketAddr, mut req: Request) -> Response {
-        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        let Ok(uri) = format!("http://{backend}{path}").parse::<Uri>() else {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::service::TowerToHyperService;
+
+    async fn forward(backend: Authority, host: HeaderValue, req: Request) -> Response {
+        let (mut parts, body) = req.into_parts();
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let Ok(uri) = target.parse::<Uri>() else {
             return StatusCode::BAD_REQUEST.into_response();
         };
-        *req.uri_mut() = uri;
-        let call = CLIENT.with(|c| c.request(req));
-        match call.await {
-            Ok(resp) => resp.map(Body::new),
+        parts.uri = uri;
+        parts.headers.insert(header::HOST, host);
+        match warden_gateway::upstream::send(&backend, Request::from_parts(parts, body)).await {
+            Ok(resp) => resp,
             Err(_) => StatusCode::BAD_GATEWAY.into_response(),
         }
     }
+    let authority: Authority = backend.to_string().parse().expect("authority");
+    let host = HeaderValue::from_str(authority.as_str()).expect("host");
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let listener = std::net::TcpListener::bind(listen).expect("bind proxy");
     listener.set_nonblocking(true).expect("non-blocking");
     let workers: Vec<_> = (0..threads)
         .map(|_| {
             let listener = listener.try_clone().expect("listener");
+            let (authority, host) = (authority.clone(), host.clone());
             std::thread::spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -104,9 +112,22 @@ fn plain_proxy(listen: SocketAddr, backend: SocketAddr) {
                     .expect("runtime");
                 rt.block_on(async move {
                     let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                    let app =
-                        axum::Router::new().fallback(move |req: Request| forward(backend, req));
-                    axum::serve(listener, app).await.expect("serve");
+                    let app = axum::Router::new().fallback(move |req: Request| {
+                        forward(authority.clone(), host.clone(), req)
+                    });
+                    loop {
+                        let Ok((tcp, _)) = listener.accept().await else {
+                            continue;
+                        };
+                        let _ = tcp.set_nodelay(true);
+                        let service = TowerToHyperService::new(app.clone());
+                        tokio::spawn(async move {
+                            let _ =
+                                hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                                    .serve_connection(TokioIo::new(tcp), service)
+                                    .await;
+                        });
+                    }
                 });
             })
         })

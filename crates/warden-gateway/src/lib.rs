@@ -23,6 +23,7 @@ mod server;
 mod shed;
 mod spool;
 mod tls;
+pub mod upstream;
 pub mod validate;
 
 pub use admin::Admin;

@@ -1,38 +1,15 @@
-//! Forwarding to upstreams over a pooled HTTP client.
+//! Forwarding to upstreams over pooled connections (`upstream.rs`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response, header};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use tracing::debug;
 
 use crate::body::{Counters, LimitedBody};
 use crate::routes::Route;
-use crate::{Reject, names};
-
-pub type HttpClient = Client<HttpConnector, Body>;
-
-thread_local! {
-    /// One pooled client per thread: a pooled upstream connection's task runs on the thread
-    /// (and runtime) that opened it, so a request that reuses a connection of its own thread
-    /// needs no cross-thread wake-ups (two per proxied request otherwise, each an `eventfd`
-    /// write and often a context switch). The cost: up to one pool of idle connections per
-    /// thread.
-    static CLIENT: HttpClient = client();
-}
-
-pub fn client() -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(std::time::Duration::from_secs(3)));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(std::time::Duration::from_secs(30))
-        .build(connector)
-}
+use crate::{Reject, names, upstream};
 
 /// Headers that apply to one connection only (RFC 9110 §7.6.1) and never cross a proxy.
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -80,8 +57,9 @@ pub async fn forward(
 ) -> Result<Response<Body>, Reject> {
     let (mut parts, body) = req.into_parts();
     let uri = route
-        .upstream_uri(parts.uri.path(), parts.uri.query())
+        .upstream_target(parts.uri.path(), parts.uri.query())
         .ok_or(Reject::BadPath)?;
+
     strip_hop_by_hop(&mut parts.headers);
     // Identity headers are the gateway's to set: never pass a client's own.
     let spoofable: Vec<HeaderName> = parts
@@ -93,9 +71,9 @@ pub async fn forward(
     for k in spoofable {
         parts.headers.remove(k);
     }
-    parts.headers.remove(header::HOST);
     parts.headers.remove("x-api-key");
     let h = &mut parts.headers;
+    h.insert(header::HOST, route.upstream_host().clone());
     if let Ok(v) = HeaderValue::from_str(fwd.request_id) {
         h.insert(names::X_REQUEST_ID, v);
     }
@@ -117,9 +95,9 @@ pub async fn forward(
     parts.uri = uri;
     parts.version = axum::http::Version::HTTP_11;
     let body = Body::new(LimitedBody::new(body, max_body, counters.clone()));
-    let upstream = Request::from_parts(parts, body);
+    let outgoing = Request::from_parts(parts, body);
 
-    let sent = CLIENT.with(|c| c.request(upstream));
+    let sent = upstream::send(route.upstream_authority(), outgoing);
     let resp = match tokio::time::timeout(route.timeout, sent).await {
         Err(_) => return Err(Reject::UpstreamTimeout),
         Ok(Err(e)) => {

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use axum::http::{Method, Uri};
+use axum::http::uri::Authority;
+use axum::http::{HeaderValue, Method, Uri};
 use warden_config::{RouteAuth, RouteConfig};
 
 /// A compiled route.
@@ -11,6 +12,9 @@ pub struct Route {
     pub name: String,
     prefix: String,
     upstream: Uri,
+    /// The upstream's `host:port`, and the same as a `Host` header value.
+    authority: Authority,
+    host: HeaderValue,
     pub timeout: Duration,
     strip_prefix: bool,
     pub auth: RouteAuth,
@@ -22,8 +26,9 @@ impl Route {
         self.methods.is_empty() || self.methods.contains(method)
     }
 
-    /// The upstream URI for `path_and_query` (which starts with this route's prefix).
-    pub fn upstream_uri(&self, path: &str, query: Option<&str>) -> Option<Uri> {
+    /// The request target to send upstream (origin form: path and query) for `path`, which
+    /// starts with this route's prefix.
+    pub fn upstream_target(&self, path: &str, query: Option<&str>) -> Option<Uri> {
         let rest = if self.strip_prefix {
             let r = &path[self.prefix.len().min(path.len())..];
             if r.starts_with('/') {
@@ -40,13 +45,17 @@ impl Route {
             pq.push('?');
             pq.push_str(q);
         }
-        let authority = self.upstream.authority()?.clone();
-        Uri::builder()
-            .scheme("http")
-            .authority(authority)
-            .path_and_query(pq)
-            .build()
-            .ok()
+        Uri::builder().path_and_query(pq).build().ok()
+    }
+
+    /// The upstream's `host:port`.
+    pub fn upstream_authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    /// The `Host` header for the upstream.
+    pub fn upstream_host(&self) -> &HeaderValue {
+        &self.host
     }
 }
 
@@ -62,10 +71,15 @@ impl RouteTable {
         let mut routes: Vec<Route> = configs
             .iter()
             .filter_map(|c| {
+                let upstream: Uri = c.upstream.parse().ok()?;
+                let authority = upstream.authority()?.clone();
+                let host = HeaderValue::from_str(authority.as_str()).ok()?;
                 Some(Route {
                     name: c.name.clone(),
                     prefix: c.prefix.trim_end_matches('/').to_string(),
-                    upstream: c.upstream.parse().ok()?,
+                    upstream,
+                    authority,
+                    host,
                     timeout: Duration::from_millis(c.timeout_ms),
                     strip_prefix: c.strip_prefix,
                     auth: c.auth,
@@ -126,20 +140,22 @@ mod tests {
     }
 
     #[test]
-    fn upstream_uri_joins_base_and_strips() {
+    fn upstream_target_joins_base_and_strips() {
         let t = RouteTable::new(&[route("api", "/api/", "http://up:9/base/", true)]);
         let r = t.find("/api/v1/x").expect("route");
         assert_eq!(
-            r.upstream_uri("/api/v1/x", Some("a=1"))
+            r.upstream_target("/api/v1/x", Some("a=1"))
                 .expect("uri")
                 .to_string(),
-            "http://up:9/base/v1/x?a=1"
+            "/base/v1/x?a=1"
         );
+        assert_eq!(r.upstream_authority().as_str(), "up:9");
+        assert_eq!(r.upstream_host(), "up:9");
         let keep = RouteTable::new(&[route("api", "/api", "http://up:9", false)]);
         let r = keep.find("/api/v1").expect("route");
         assert_eq!(
-            r.upstream_uri("/api/v1", None).expect("uri").to_string(),
-            "http://up:9/api/v1"
+            r.upstream_target("/api/v1", None).expect("uri").to_string(),
+            "/api/v1"
         );
     }
 }

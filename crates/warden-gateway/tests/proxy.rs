@@ -446,3 +446,95 @@ async fn refuses_oversize_bodies_bad_credentials_and_quarantined_subjects() {
     let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, (0..events.len() as u64).collect::<Vec<_>>());
 }
+
+/// A raw HTTP/1.1 upstream that counts the connections it accepts. Every response is
+/// `200 ok`; `/dead/close-later` closes the connection 50 ms after its response (without
+/// saying so, like an upstream's keep-alive timeout), `/dead/close` answers with
+/// `Connection: close`.
+async fn counting_upstream() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let mut chunk = [0u8; 1024];
+                    let n = match tcp.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    buf.extend_from_slice(&chunk[..n]);
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                    buf.drain(..end + 4);
+                    let path = head.split(' ').nth(1).unwrap_or("").to_string();
+                    let close = path == "/dead/close";
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n{}\r\nok",
+                        if close { "connection: close\r\n" } else { "" }
+                    );
+                    if tcp.write_all(reply.as_bytes()).await.is_err() || close {
+                        return;
+                    }
+                    if path == "/dead/close-later" {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+// One serving thread: its pool holds the upstream connections.
+#[tokio::test]
+async fn reuses_upstream_connections_and_replaces_those_the_upstream_closed() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let (up, accepted) = counting_upstream().await;
+    let h = start(up, EventFormat::Compact).await;
+    let get = |path: &'static str| {
+        let req = h.client.get(h.url(path));
+        async move {
+            let resp = req.send().await.expect("send");
+            (
+                resp.status().as_u16(),
+                resp.text().await.unwrap_or_default(),
+            )
+        }
+    };
+    // Sequential requests share one upstream connection.
+    for _ in 0..10 {
+        assert_eq!(get("/dead/keep").await, (200, "ok".into()));
+    }
+    assert_eq!(accepted.load(SeqCst), 1);
+
+    // The upstream closes each connection after its response (the first one on the kept
+    // connection): the next request gets a new one instead of failing on the closed one.
+    for i in 0..5 {
+        assert_eq!(get("/dead/close-later").await, (200, "ok".into()), "{i}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(accepted.load(SeqCst), 5);
+    // `Connection: close` responses: a new connection each time, and none kept.
+    for _ in 0..3 {
+        assert_eq!(get("/dead/close").await, (200, "ok".into()));
+    }
+    assert_eq!(accepted.load(SeqCst), 8);
+    for _ in 0..3 {
+        assert_eq!(get("/dead/keep").await, (200, "ok".into()));
+    }
+    assert_eq!(accepted.load(SeqCst), 9);
+
+    let events = h.stop_and_events().await;
+    assert_eq!(events.len(), 21);
+    assert!(events.iter().all(|e| e.status == 200), "{events:?}");
+}

@@ -26,7 +26,7 @@ use super::verifier::REFUSED_CERT;
 use super::{ConnInfo, Rejection, TlsConn, TlsRuntime};
 use crate::identity::cert::PeerCert;
 
-/// Time a client has to send a complete HTTP/1 request head on a TLS connection.
+/// Time a client has to send a complete HTTP/1 request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A refused handshake, for the event the gateway emits.
@@ -139,17 +139,21 @@ pub(crate) async fn serve(
     }
 }
 
-/// Serve HTTP/1.1 and HTTP/2 (by ALPN) with `router` on an accepted TLS connection until it
-/// closes or `watcher`'s shutdown ends it. Each request gets the peer's address and whatever
-/// `tag` inserts (the connection's certificate details); `what` names the listener in logs.
-pub(crate) async fn serve_connection<F>(
-    stream: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+/// Serve HTTP/1.1 and HTTP/2 (by ALPN on TLS, by the client's preface on plain TCP) with
+/// `router` on an accepted connection until it closes or `watcher`'s shutdown ends it. Each
+/// request gets the peer's address and whatever `tag` inserts (the connection's certificate
+/// details); `what` names the listener in logs. Upgrades (WebSocket and the like) are not
+/// served: the gateway strips `Upgrade` as a hop-by-hop header, and hyper's per-request
+/// upgrade channel would be paid by every request for nothing.
+pub(crate) async fn serve_connection<S, F>(
+    stream: S,
     router: Router,
     watcher: Watcher,
     peer: SocketAddr,
     what: &'static str,
     tag: F,
 ) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     F: Fn(&mut axum::http::Extensions) + Clone + Send + Sync + 'static,
 {
     let service = router.map_request(move |mut req: axum::http::Request<Incoming>| {
@@ -165,7 +169,7 @@ pub(crate) async fn serve_connection<F>(
         .header_read_timeout(HEADER_READ_TIMEOUT);
     builder.http2().timer(TokioTimer::new());
     let conn = builder
-        .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
+        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
         .into_owned();
     if let Err(e) = watcher.watch(conn).await {
         debug!(%peer, error = %e, "{what} connection ended with an error.");
