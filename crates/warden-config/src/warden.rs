@@ -470,6 +470,11 @@ fn check_upstream(url: &str) -> Result<(), String> {
     if uri.authority().is_none_or(|a| a.host().is_empty()) {
         return Err(format!("`{url}` has no host"));
     }
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(format!(
+            "`{url}` must not carry credentials (`user@`): they would travel in the Host header"
+        ));
+    }
     if uri.query().is_some() {
         return Err(format!("`{url}` must not have a query"));
     }

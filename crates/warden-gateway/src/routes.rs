@@ -73,7 +73,12 @@ impl RouteTable {
             .filter_map(|c| {
                 let upstream: Uri = c.upstream.parse().ok()?;
                 let authority = upstream.authority()?.clone();
-                let host = HeaderValue::from_str(authority.as_str()).ok()?;
+                // `host[:port]` only (config validation refuses `user@` in upstreams).
+                let host = match authority.port() {
+                    Some(port) => format!("{}:{port}", authority.host()),
+                    None => authority.host().to_string(),
+                };
+                let host = HeaderValue::from_str(&host).ok()?;
                 Some(Route {
                     name: c.name.clone(),
                     prefix: c.prefix.trim_end_matches('/').to_string(),

@@ -391,42 +391,12 @@ async fn serve_listeners(
 }
 
 /// Accept plain connections until `shutdown`, then let open connections finish (up to 10 s):
-/// the same connection handling as the TLS listener (`tls::serve_connection`), with Nagle's
-/// algorithm off like every other socket of the gateway.
+/// the same connection handling as the TLS listener (`tls::serve_connection`).
 async fn serve_plain(listener: TcpListener, router: Router, shutdown: impl Future<Output = ()>) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    warn!(error = %e, "Accept failed.");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let _ = tcp.set_nodelay(true);
-        let conn = crate::tls::serve_connection(
-            tcp,
-            router.clone(),
-            graceful.watcher(),
-            peer,
-            "HTTP",
-            |_| {},
-        );
-        tokio::spawn(conn);
-    }
-    drop(listener);
-    if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown())
-        .await
-        .is_err()
-    {
-        warn!("Connections still open 10 s after shutdown; closing them.");
-    }
+    crate::tls::accept_loop(listener, shutdown, "HTTP", move |tcp, peer, watcher| {
+        crate::tls::serve_connection(tcp, router.clone(), watcher, peer, "HTTP", |_| {})
+    })
+    .await;
 }
 
 /// Refused TLS handshakes about client certificates become events: no identity (a refused

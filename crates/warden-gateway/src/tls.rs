@@ -29,7 +29,9 @@ use warden_config::{TlsConfig, TlsVersion};
 
 use crate::identity::cert::{CertProblem, PeerCert};
 
-pub(crate) use serve::{FailureSink, HandshakeFailure, classify, serve, serve_connection};
+pub(crate) use serve::{
+    FailureSink, HandshakeFailure, accept_loop, classify, serve, serve_connection,
+};
 use verifier::RecordingVerifier;
 
 /// Why a TLS handshake was refused.

@@ -12,8 +12,10 @@
 //! the load bench a plain proxy went from 1.3–1.5× nginx's CPU per request to about nginx's
 //! (docs/BENCHMARKS.md).
 //!
-//! Idle connections are closed after [`IDLE_TIMEOUT`] by their own task, and at most
-//! [`MAX_IDLE`] are kept per upstream and thread. A request sent on a pooled connection that
+//! A connection goes back only if it can take the next request at once: one whose request
+//! body hyper is still writing (the upstream answered early) is closed instead, so no request
+//! ever waits behind another's body. Idle connections are closed after [`IDLE_TIMEOUT`] by
+//! their own task, and at most [`MAX_IDLE`] are kept per upstream and thread. A request sent on a pooled connection that
 //! the upstream closed meanwhile (a keep-alive race) is sent again on another connection when
 //! hyper reports that none of it was written; a fresh connection is never retried.
 
@@ -82,6 +84,19 @@ fn now_ms() -> u64 {
 }
 
 impl IdleSince {
+    /// How long from `now` (ms) until the connection would expire if it stays idle (the whole
+    /// timeout while it is leased).
+    fn until_expiry(&self, now: u64) -> Duration {
+        let since = self.0.load(Ordering::Acquire);
+        if since == IN_USE {
+            return IDLE_TIMEOUT;
+        }
+        let idle = Duration::from_millis(now.saturating_sub(since));
+        IDLE_TIMEOUT
+            .saturating_sub(idle)
+            .max(Duration::from_millis(1))
+    }
+
     /// Whether the connection has been idle for at least `IDLE_TIMEOUT` at `now` (ms).
     fn expired(&self, now: u64) -> bool {
         let since = self.0.load(Ordering::Acquire);
@@ -101,13 +116,14 @@ pub async fn send(
             Some(c) => (c, true),
             None => (connect(upstream).await?, false),
         };
-        // A pooled connection is ready at once unless its previous response is still being
-        // wound up by its task (or the upstream closed it).
-        if let Err(e) = conn.sender.ready().await {
-            if reused {
+        if reused {
+            // Pooled connections went back ready (see `Leased::release`); one that is not
+            // ready now was closed meanwhile.
+            if !conn.sender.is_ready() {
                 continue;
             }
-            return Err(e.into());
+        } else {
+            conn.sender.ready().await?;
         }
         match conn.sender.try_send_request(req).await {
             Ok(resp) => {
@@ -158,7 +174,8 @@ fn checkin(upstream: Authority, conn: Conn) {
     }
     let now = now_ms();
     conn.idle.0.store(now, Ordering::Release);
-    POOL.with(|pool| {
+    // `try_with`: a response dropped while the thread's locals are torn down just closes.
+    let _ = POOL.try_with(|pool| {
         let mut pool = pool.borrow_mut();
         let idle = pool.entry(upstream).or_default();
         // The oldest are at the front: drop those that expired or closed meanwhile.
@@ -201,6 +218,7 @@ async fn connect(upstream: &Authority) -> Result<Conn, UpstreamError> {
     // the pool for `IDLE_TIMEOUT` (then dropping it closes the socket).
     tokio::spawn(async move {
         let mut conn = std::pin::pin!(conn);
+        let mut wait = IDLE_TIMEOUT;
         loop {
             tokio::select! {
                 ended = &mut conn => {
@@ -209,10 +227,12 @@ async fn connect(upstream: &Authority) -> Result<Conn, UpstreamError> {
                     }
                     return;
                 }
-                () = tokio::time::sleep(IDLE_TIMEOUT) => {
-                    if watched.expired(now_ms()) {
+                () = tokio::time::sleep(wait) => {
+                    let now = now_ms();
+                    if watched.expired(now) {
                         return;
                     }
+                    wait = watched.until_expiry(now);
                 }
             }
         }
@@ -233,8 +253,14 @@ struct Leased {
 }
 
 impl Leased {
+    /// The response has been read to its end: the connection goes back to the pool if it can
+    /// take the next request now. It cannot while hyper is still writing this request's body
+    /// (an upstream may answer before reading all of it); such a connection is dropped rather
+    /// than pooled, so that no other request waits behind a body it does not own.
     fn release(&mut self) {
-        if let Some(l) = self.lease.take() {
+        if let Some(l) = self.lease.take()
+            && l.conn.sender.is_ready()
+        {
             checkin(l.upstream, l.conn);
         }
     }
@@ -260,7 +286,10 @@ impl http_body::Body for Leased {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(None) => self.release(),
-            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.release(),
+            // Trailers are a body's last frame (hyper reports no end after them).
+            Poll::Ready(Some(Ok(f))) if f.is_trailers() || self.inner.is_end_stream() => {
+                self.release();
+            }
             Poll::Ready(Some(Err(_))) => {
                 // The connection is broken; let it go.
                 self.lease = None;

@@ -114,6 +114,16 @@ async fn start(dead_upstream: SocketAddr, format: EventFormat) -> Harness {
             methods: vec!["GET".into()],
             require_mtls: false,
         },
+        RouteConfig {
+            name: "raw".into(),
+            prefix: "/raw".into(),
+            upstream: format!("http://{dead_upstream}"),
+            timeout_ms: 500,
+            strip_prefix: false,
+            auth: RouteAuth::None,
+            methods: vec![],
+            require_mtls: false,
+        },
     ];
     config.api_keys = vec![key("k1", KEY, "dev-1"), key("k2", OTHER_KEY, "dev-2")];
     config.validate().expect("valid");
@@ -450,7 +460,8 @@ async fn refuses_oversize_bodies_bad_credentials_and_quarantined_subjects() {
 /// A raw HTTP/1.1 upstream that counts the connections it accepts. Every response is
 /// `200 ok`; `/dead/close-later` closes the connection 50 ms after its response (without
 /// saying so, like an upstream's keep-alive timeout), `/dead/close` answers with
-/// `Connection: close`.
+/// `Connection: close`, `/raw/early` answers before reading the request body and then
+/// neither reads nor closes.
 async fn counting_upstream() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -486,6 +497,10 @@ async fn counting_upstream() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>
                     }
                     if path == "/dead/close-later" {
                         tokio::time::sleep(Duration::from_millis(50)).await;
+                        return;
+                    }
+                    if path == "/raw/early" {
+                        tokio::time::sleep(Duration::from_secs(10)).await;
                         return;
                     }
                 }
@@ -537,4 +552,47 @@ async fn reuses_upstream_connections_and_replaces_those_the_upstream_closed() {
     let events = h.stop_and_events().await;
     assert_eq!(events.len(), 21);
     assert!(events.iter().all(|e| e.status == 200), "{events:?}");
+}
+
+// One serving thread, so the second request would get the first one's connection if it
+// were pooled.
+#[tokio::test]
+async fn a_connection_still_sending_a_request_body_is_not_given_to_another_request() {
+    let (up, accepted) = counting_upstream().await;
+    let h = start(up, EventFormat::Compact).await;
+    // A client announces 100 bytes, sends 10 and stalls; the upstream answers at once.
+    let mut slow = tokio::net::TcpStream::connect(h.addr)
+        .await
+        .expect("connect");
+    slow.write_all(
+        b"POST /raw/early HTTP/1.1\r\nhost: gw\r\ncontent-length: 100\r\n\r\n0123456789",
+    )
+    .await
+    .expect("write");
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 512];
+    while !String::from_utf8_lossy(&head).ends_with("ok") {
+        let n = tokio::time::timeout(Duration::from_secs(5), slow.read(&mut chunk))
+            .await
+            .expect("response in time")
+            .expect("read");
+        assert!(n > 0, "gateway closed: {}", String::from_utf8_lossy(&head));
+        head.extend_from_slice(&chunk[..n]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    // Another request meanwhile: served on a new upstream connection, not stuck behind the
+    // stalled body until the route's timeout.
+    let resp = h
+        .client
+        .get(h.url("/dead/keep"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    drop(slow);
 }

@@ -72,6 +72,10 @@ fn semantic_problems_are_all_reported() {
         prefix = "/b"
         upstream = "http://x"
         methods = ["get"]
+        [[routes]]
+        name = "c"
+        prefix = "/c"
+        upstream = "http://user:secret@up:9000"
         [[api_keys]]
         id = "k"
         sha256 = "nothex"
@@ -85,6 +89,7 @@ fn semantic_problems_are_all_reported() {
         "routes[0].upstream",
         "routes[1].name",
         "routes[1].methods[0]",
+        "routes[2].upstream",
         "api_keys[0].sha256",
         "api_keys[0].identity",
     ] {

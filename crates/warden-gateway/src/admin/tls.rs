@@ -19,7 +19,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::server::graceful::GracefulShutdown;
 use parking_lot::{Mutex, RwLock};
 use rustls::ServerConfig;
 use rustls::server::WebPkiClientVerifier;
@@ -31,7 +30,9 @@ use warden_config::{AdminTlsConfig, CertField, TlsVersion};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use crate::identity::cert::PeerCert;
-use crate::tls::{TlsStats, classify, read_cert_and_key, read_roots, serve_connection};
+use crate::tls::{
+    TlsStats, accept_loop, classify, read_cert_and_key, read_roots, serve_connection,
+};
 
 struct Generation {
     id: u64,
@@ -226,79 +227,63 @@ pub(crate) async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()>,
 ) {
-    let graceful = GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
     let timeout = Duration::from_millis(tls.config.handshake_timeout_ms);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    warn!(error = %e, "Admin TLS accept failed.");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
-        };
-        let _ = tcp.set_nodelay(true);
-        let tls = tls.clone();
-        let router = router.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let generation = tls.current();
-            let acceptor = tokio_rustls::TlsAcceptor::from(generation.server.clone());
-            let stream = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    let reason = classify(&e);
-                    tls.stats.count(reason);
-                    // Audited like a refused call: an operator's certificate was refused.
-                    warn!(
-                        target: "warden::audit",
-                        client_ip = %peer.ip(),
-                        reason = reason.as_str(),
-                        "Admin TLS handshake refused."
-                    );
-                    debug!(%peer, error = %e, "Admin TLS handshake refused.");
-                    return;
-                }
-                Err(_) => {
-                    tls.stats.count_timeout();
-                    return;
-                }
-            };
-            tls.stats.count_handshake();
-            let chain: Vec<_> = stream
-                .get_ref()
-                .1
-                .peer_certificates()
-                .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
-                .unwrap_or_default();
-            let operator = chain.first().map(|leaf| names(leaf)).and_then(|names| {
-                PeerCert::read(chain.clone(), CertField::SubjectCn, "").map(|peer| {
-                    OperatorConn(Arc::new(OperatorInner {
-                        peer,
-                        names,
-                        verified: Mutex::new((generation.id, true)),
-                    }))
+    accept_loop(
+        listener,
+        shutdown,
+        "Admin TLS",
+        move |tcp, peer, watcher| {
+            let tls = tls.clone();
+            let router = router.clone();
+            async move {
+                let generation = tls.current();
+                let acceptor = tokio_rustls::TlsAcceptor::from(generation.server.clone());
+                let stream = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        let reason = classify(&e);
+                        tls.stats.count(reason);
+                        // Audited like a refused call: an operator's certificate was refused.
+                        warn!(
+                            target: "warden::audit",
+                            client_ip = %peer.ip(),
+                            reason = reason.as_str(),
+                            "Admin TLS handshake refused."
+                        );
+                        debug!(%peer, error = %e, "Admin TLS handshake refused.");
+                        return;
+                    }
+                    Err(_) => {
+                        tls.stats.count_timeout();
+                        return;
+                    }
+                };
+                tls.stats.count_handshake();
+                let chain: Vec<_> = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+                    .unwrap_or_default();
+                let operator = chain.first().map(|leaf| names(leaf)).and_then(|names| {
+                    PeerCert::read(chain.clone(), CertField::SubjectCn, "").map(|peer| {
+                        OperatorConn(Arc::new(OperatorInner {
+                            peer,
+                            names,
+                            verified: Mutex::new((generation.id, true)),
+                        }))
+                    })
+                });
+                serve_connection(stream, router, watcher, peer, "Admin TLS", move |ext| {
+                    if let Some(op) = &operator {
+                        ext.insert(op.clone());
+                    }
                 })
-            });
-            serve_connection(stream, router, watcher, peer, "Admin TLS", move |ext| {
-                if let Some(op) = &operator {
-                    ext.insert(op.clone());
-                }
-            })
-            .await;
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown())
-        .await
-        .is_err()
-    {
-        warn!("Admin TLS connections still open 10 s after shutdown; closing them.");
-    }
+                .await;
+            }
+        },
+    )
+    .await;
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use sha2::{Digest, Sha256};
 use warden_config::ApiKeyConfig;
 
 /// What a key says about its holder.
@@ -30,10 +31,11 @@ pub(crate) enum KeyError {
     Expired,
 }
 
-/// API keys by hash.
+/// API keys by SHA-256 digest (the configured hex decoded once, so a lookup hashes the
+/// presented key and compares 32 bytes, with no hex string per request).
 #[derive(Debug, Default)]
 pub(crate) struct KeyStore {
-    by_hash: HashMap<String, KeyEntry>,
+    by_hash: HashMap<[u8; 32], KeyEntry>,
 }
 
 impl KeyStore {
@@ -46,9 +48,12 @@ impl KeyStore {
         };
         let by_hash = keys
             .iter()
-            .map(|k| {
-                (
-                    k.sha256.clone(),
+            .filter_map(|k| {
+                // Validation accepts only 64 hex digits; anything else leaves the key unusable.
+                let mut digest = [0u8; 32];
+                hex::decode_to_slice(&k.sha256, &mut digest).ok()?;
+                Some((
+                    digest,
                     KeyEntry {
                         id: k.id.clone(),
                         identity: k.identity.clone(),
@@ -58,7 +63,7 @@ impl KeyStore {
                         not_before: time(&k.not_before, i64::MAX),
                         expires_at: time(&k.expires_at, i64::MIN),
                     },
-                )
+                ))
             })
             .collect();
         Self { by_hash }
@@ -68,7 +73,7 @@ impl KeyStore {
     pub fn authenticate(&self, key: &str, now: i64) -> Result<&KeyEntry, KeyError> {
         let entry = self
             .by_hash
-            .get(&warden_config::hash_api_key(key))
+            .get::<[u8; 32]>(&Sha256::digest(key.as_bytes()).into())
             .ok_or(KeyError::Unknown)?;
         if entry.not_before.is_some_and(|t| now < t) {
             return Err(KeyError::NotYetValid);
@@ -106,6 +111,17 @@ mod tests {
                 .map(|p| p.identity.as_str()),
             Ok("dev-1")
         );
+        assert_eq!(store.authenticate("secret-2", 0), Err(KeyError::Unknown));
+    }
+
+    #[test]
+    fn hex_case_does_not_matter_and_a_malformed_hash_makes_its_key_unusable() {
+        let mut upper = key("k", "secret-1", None, None);
+        upper.sha256 = upper.sha256.to_uppercase();
+        let mut broken = key("b", "secret-2", None, None);
+        broken.sha256.replace_range(..2, "zz");
+        let store = KeyStore::new(&[upper, broken]);
+        assert!(store.authenticate("secret-1", 0).is_ok());
         assert_eq!(store.authenticate("secret-2", 0), Err(KeyError::Unknown));
     }
 

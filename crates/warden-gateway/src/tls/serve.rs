@@ -41,6 +41,49 @@ pub(crate) struct HandshakeFailure {
 /// Receives refused handshakes that were about client certificates.
 pub(crate) type FailureSink = Arc<dyn Fn(HandshakeFailure) + Send + Sync>;
 
+/// Accept on `listener` until `shutdown`, handing each connection (Nagle's algorithm off) to
+/// `serve` with a watcher of the graceful shutdown; then let open connections finish for up
+/// to 10 s and end the rest. `what` names the listener in logs.
+pub(crate) async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    what: &'static str,
+    mut serve: F,
+) where
+    F: FnMut(tokio::net::TcpStream, SocketAddr, Watcher) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    // The connections' tasks, so that those still open after the drain can be ended.
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!(error = %e, "{what} accept failed.");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        while conns.try_join_next().is_some() {}
+        conns.spawn(serve(tcp, peer, graceful.watcher()));
+    }
+    drop(listener);
+    if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        warn!("{what} connections still open 10 s after shutdown; closing them.");
+        conns.abort_all();
+    }
+}
+
 /// Accept TLS connections until `shutdown`, then let open connections finish (up to 10 s).
 pub(crate) async fn serve(
     listener: TcpListener,
@@ -49,8 +92,6 @@ pub(crate) async fn serve(
     failures: FailureSink,
     shutdown: impl Future<Output = ()>,
 ) {
-    let graceful = GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
     let (field, prefix) = match &tls.config.client_auth {
         Some(c) => (
             c.identity_field,
@@ -58,26 +99,12 @@ pub(crate) async fn serve(
         ),
         None => (CertField::SubjectCn, Arc::<str>::from("")),
     };
-    loop {
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    warn!(error = %e, "TLS accept failed.");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
-        };
-        let _ = tcp.set_nodelay(true);
+    accept_loop(listener, shutdown, "TLS", move |tcp, peer, watcher| {
         let tls = tls.clone();
         let router = router.clone();
         let failures = failures.clone();
         let prefix = prefix.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
+        async move {
             let generation = tls.current();
             let acceptor = tokio_rustls::TlsAcceptor::from(generation.server.clone());
             let (result, refused) = REFUSED_CERT
@@ -128,15 +155,9 @@ pub(crate) async fn serve(
                 ext.insert(info.clone());
             })
             .await;
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown())
-        .await
-        .is_err()
-    {
-        warn!("TLS connections still open 10 s after shutdown; closing them.");
-    }
+        }
+    })
+    .await;
 }
 
 /// Serve HTTP/1.1 and HTTP/2 (by ALPN on TLS, by the client's preface on plain TCP) with
