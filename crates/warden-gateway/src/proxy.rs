@@ -59,7 +59,6 @@ pub async fn forward(
     let uri = route
         .upstream_target(parts.uri.path(), parts.uri.query())
         .ok_or(Reject::BadPath)?;
-
     strip_hop_by_hop(&mut parts.headers);
     // Identity headers are the gateway's to set: never pass a client's own.
     let spoofable: Vec<HeaderName> = parts

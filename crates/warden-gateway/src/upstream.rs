@@ -69,6 +69,15 @@ struct Conn {
     idle: Arc<IdleSince>,
 }
 
+impl Conn {
+    /// Whether the connection can take a request now: open, not busy, not idle too long. A
+    /// pooled connection went back ready (`Leased::release`), so one that is not ready now
+    /// was closed by the upstream meanwhile.
+    fn usable(&self, now: u64) -> bool {
+        self.sender.is_ready() && !self.idle.expired(now)
+    }
+}
+
 /// Milliseconds since [`epoch`] at which the connection went idle; `IN_USE` while leased.
 struct IdleSince(AtomicU64);
 
@@ -116,13 +125,7 @@ pub async fn send(
             Some(c) => (c, true),
             None => (connect(upstream).await?, false),
         };
-        if reused {
-            // Pooled connections went back ready (see `Leased::release`); one that is not
-            // ready now was closed meanwhile.
-            if !conn.sender.is_ready() {
-                continue;
-            }
-        } else {
+        if !reused {
             conn.sender.ready().await?;
         }
         match conn.sender.try_send_request(req).await {
@@ -150,14 +153,14 @@ pub async fn send(
     }
 }
 
-/// The newest idle connection to `upstream` that is still open, if any.
+/// The newest idle connection to `upstream` that is still usable, if any.
 fn checkout(upstream: &Authority) -> Option<Conn> {
     POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
         let idle = pool.get_mut(upstream)?;
         let now = now_ms();
         while let Some(c) = idle.pop_back() {
-            if c.sender.is_closed() || c.idle.expired(now) {
+            if !c.usable(now) {
                 continue;
             }
             c.idle.0.store(IN_USE, Ordering::Release);
@@ -167,11 +170,8 @@ fn checkout(upstream: &Authority) -> Option<Conn> {
     })
 }
 
-/// Return a connection whose response was read to the end.
+/// Return a connection whose response was read to the end and that is ready for the next.
 fn checkin(upstream: Authority, conn: Conn) {
-    if conn.sender.is_closed() {
-        return;
-    }
     let now = now_ms();
     conn.idle.0.store(now, Ordering::Release);
     // `try_with`: a response dropped while the thread's locals are torn down just closes.
@@ -179,10 +179,7 @@ fn checkin(upstream: Authority, conn: Conn) {
         let mut pool = pool.borrow_mut();
         let idle = pool.entry(upstream).or_default();
         // The oldest are at the front: drop those that expired or closed meanwhile.
-        while idle
-            .front()
-            .is_some_and(|c| c.sender.is_closed() || c.idle.expired(now))
-        {
+        while idle.front().is_some_and(|c| !c.usable(now)) {
             idle.pop_front();
         }
         if idle.len() < MAX_IDLE {
