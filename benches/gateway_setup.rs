@@ -150,7 +150,7 @@ pub async fn gateway(config: &WardenConfig, quarantined: usize) -> Gateway {
 /// A one-hour quarantine of `identity` decided at `now`.
 pub fn quarantine(identity: &str, now: i64) -> Decision {
     Decision {
-        v: 1,
+        v: warden_event::SCHEMA_VERSION,
         id: format!("bench-{identity}-{now}"),
         subject: Subject::identity(identity),
         action: Action::Quarantine,
@@ -160,5 +160,6 @@ pub fn quarantine(identity: &str, now: i64) -> Decision {
         score: 0.0,
         evidence: serde_json::Value::Null,
         decided_at: now,
+        limit: None,
     }
 }

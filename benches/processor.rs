@@ -45,7 +45,7 @@ fn events(span_ns: i64) -> Vec<RequestEvent> {
             let d = i % IDENTITIES;
             let failed = i % 100 == 7;
             RequestEvent {
-                v: 1,
+                v: warden_event::SCHEMA_VERSION,
                 id: format!("{i:016x}"),
                 gateway: "gw-1".into(),
                 seq: i as u64,
@@ -87,6 +87,9 @@ fn events(span_ns: i64) -> Vec<RequestEvent> {
                 bytes_out: 60 + (i % 7) as u64 * 10,
                 user_agent: Some("acme-fw/2.3.1".into()),
                 tls: None,
+                reason: warden_event::Reason::None,
+                query: String::new(),
+                query_hash: 0,
             }
         })
         .collect()

@@ -41,7 +41,7 @@ const IDENTITIES: usize = 1_000;
 fn event(i: usize) -> RequestEvent {
     let d = i % IDENTITIES;
     RequestEvent {
-        v: 1,
+        v: warden_event::SCHEMA_VERSION,
         id: format!("0190c0de-0000-7000-8000-{i:012x}"),
         gateway: "gw-bench".into(),
         seq: 0,
@@ -65,6 +65,9 @@ fn event(i: usize) -> RequestEvent {
         bytes_out: 120,
         user_agent: Some("warden-sim/1.0".into()),
         tls: None,
+        reason: warden_event::Reason::None,
+        query: String::new(),
+        query_hash: 0,
     }
 }
 

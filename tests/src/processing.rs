@@ -46,7 +46,7 @@ max_quarantines_per_minute = 1000
 /// A request event of `identity` now, with a unique id.
 pub fn event(identity: &str, seq: u64) -> RequestEvent {
     RequestEvent {
-        v: 1,
+        v: warden_event::SCHEMA_VERSION,
         id: format!("{identity}-{seq}-{}", warden_event::now_ns()),
         gateway: "gw-test".into(),
         seq,
@@ -70,6 +70,9 @@ pub fn event(identity: &str, seq: u64) -> RequestEvent {
         bytes_out: 10,
         user_agent: None,
         tls: None,
+        reason: warden_event::Reason::None,
+        query: String::new(),
+        query_hash: 0,
     }
 }
 

@@ -229,7 +229,7 @@ async fn a_restarted_gateway_refuses_quarantined_devices_from_its_first_request(
     assert_eq!(post(gw, &devices[0]).await.expect("send").status(), 200);
     let now = warden_event::now_ns();
     let decision = Decision {
-        v: 1,
+        v: warden_event::SCHEMA_VERSION,
         id: "q-1".into(),
         subject: Subject::identity(devices[0].identity.clone()),
         action: Action::Quarantine,
@@ -239,6 +239,7 @@ async fn a_restarted_gateway_refuses_quarantined_devices_from_its_first_request(
         score: 1.0,
         evidence: serde_json::Value::Null,
         decided_at: now,
+        limit: None,
     };
     bus.producer()
         .send(
@@ -376,7 +377,7 @@ async fn decisions_reach_every_gateway_quickly() {
         let subject = Subject::identity(format!("device-{i}"));
         let now = warden_event::now_ns();
         let d = Decision {
-            v: 1,
+            v: warden_event::SCHEMA_VERSION,
             id: format!("p-{i}"),
             subject: subject.clone(),
             action: Action::Quarantine,
@@ -386,6 +387,7 @@ async fn decisions_reach_every_gateway_quickly() {
             score: 1.0,
             evidence: serde_json::Value::Null,
             decided_at: now,
+            limit: None,
         };
         let started = Instant::now();
         bus.producer()

@@ -214,6 +214,30 @@ impl PipelineConfig {
             ));
         }
         self.decision.check(self.detector.len(), &mut errs);
+        if let Some(name) = &self.decision.throttle_baseline {
+            match features.get(name.as_str()) {
+                None => errs.push(ConfigError::new(
+                    "decision.throttle_baseline",
+                    format!("unknown feature `{name}`"),
+                )),
+                Some(f) if f.type_name() != "rate" => errs.push(ConfigError::new(
+                    "decision.throttle_baseline",
+                    format!("feature `{name}` is a `{}`, not a `rate`", f.type_name()),
+                )),
+                Some(f) => {
+                    let key = windows.get(f.window()).map(|w| w.key);
+                    if key.is_some_and(|k| k == WindowKey::IdentityRoute || k == WindowKey::Route) {
+                        errs.push(ConfigError::new(
+                            "decision.throttle_baseline",
+                            format!(
+                                "feature `{name}` is over a window keyed by {}: a throttle's subject is an identity, address or tenant",
+                                key.map_or("", |k| k.as_str())
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
         if errs.is_empty() {
             Ok(())
         } else {

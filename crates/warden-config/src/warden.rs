@@ -63,6 +63,12 @@ pub struct GatewayConfig {
     pub decisions_bootstrap_timeout_ms: u64,
     /// Take the client IP from `X-Forwarded-For` (only behind a trusted load balancer).
     pub trust_forwarded_for: bool,
+    /// Key of the query-string hashes in events (`query_hash`): a secret shared by every
+    /// gateway of a deployment, so equal queries hash alike everywhere but nobody without it
+    /// can confirm a guessed value by hashing it. Empty: a built-in key (hashes are then
+    /// consistent but guessable for low-entropy values; set one in production).
+    #[serde(default)]
+    pub query_hash_key: String,
     /// The durable local spool for events the bus has not acknowledged yet.
     pub spool: SpoolSettings,
     /// The TLS listener (absent: plain HTTP only).

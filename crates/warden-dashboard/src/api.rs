@@ -111,6 +111,7 @@ async fn release(
         score: 0.0,
         evidence: serde_json::json!({}),
         decided_at: warden_event::now_ns(),
+        limit: None,
     };
     let key = decision.subject.key();
     let payload = warden_event::encode(&decision);

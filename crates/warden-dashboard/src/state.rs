@@ -131,7 +131,7 @@ mod tests {
 
     fn decision(action: Action, until: Option<i64>, at: i64) -> Decision {
         Decision {
-            v: 1,
+            v: warden_event::SCHEMA_VERSION,
             id: format!("d{at}"),
             subject: Subject::identity("dev-1"),
             action,
@@ -141,6 +141,7 @@ mod tests {
             score: 0.0,
             evidence: serde_json::Value::Null,
             decided_at: at,
+            limit: None,
         }
     }
 

@@ -36,7 +36,7 @@ async fn setup(max_alerts: usize) -> (WardenConfig, Arc<dyn Bus>) {
 
 fn alert(identity: &str, ts: i64) -> Alert {
     Alert {
-        v: 1,
+        v: warden_event::SCHEMA_VERSION,
         id: format!("alert-{identity}-{ts}"),
         ts,
         pipeline: "default".into(),
@@ -53,7 +53,7 @@ fn alert(identity: &str, ts: i64) -> Alert {
 
 fn quarantine(identity: &str, until: i64) -> Decision {
     Decision {
-        v: 1,
+        v: warden_event::SCHEMA_VERSION,
         id: format!("q-{identity}"),
         subject: Subject::identity(identity),
         action: Action::Quarantine,
@@ -63,6 +63,7 @@ fn quarantine(identity: &str, until: i64) -> Decision {
         score: 7.5,
         evidence: serde_json::json!({}),
         decided_at: warden_event::now_ns(),
+        limit: None,
     }
 }
 

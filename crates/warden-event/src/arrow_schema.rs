@@ -38,6 +38,11 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("user_agent", DataType::Utf8, true),
         Field::new("tls_version", dict(), true),
         Field::new("client_cert_fingerprint", DataType::Utf8, true),
+        // Schema version 2. Nullable: archives written before have no such columns, and
+        // readers see nulls there.
+        Field::new("reason", dict(), true),
+        Field::new("query", dict(), true),
+        Field::new("query_hash", DataType::UInt32, true),
     ]))
 });
 

@@ -16,14 +16,14 @@ use arrow::array::{
     ArrayRef, ArrowPrimitiveType, DictionaryArray, Int32Array, NullBufferBuilder, PrimitiveArray,
     StringArray, StringBuilder,
 };
-use arrow::datatypes::{Int32Type, TimestampNanosecondType, UInt16Type, UInt64Type};
+use arrow::datatypes::{Int32Type, TimestampNanosecondType, UInt16Type, UInt32Type, UInt64Type};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use serde::Deserialize;
 
 use crate::{
-    ANONYMOUS, AuthInfo, AuthMethod, AuthResult, DecodeError, Outcome, Protocol, RequestEvent,
-    SCHEMA_VERSION, request_event_schema,
+    ANONYMOUS, AuthInfo, AuthMethod, AuthResult, DecodeError, Outcome, Protocol, Reason,
+    RequestEvent, readable_version, request_event_schema,
 };
 
 /// A [`RequestEvent`] whose strings borrow from the JSON payload it was decoded from.
@@ -63,6 +63,12 @@ pub struct RequestEventRef<'a> {
     pub user_agent: Option<Cow<'a, str>>,
     #[serde(borrow)]
     pub tls: Option<TlsInfoRef<'a>>,
+    #[serde(default)]
+    pub reason: Reason,
+    #[serde(borrow, default)]
+    pub query: Cow<'a, str>,
+    #[serde(default)]
+    pub query_hash: u32,
 }
 
 /// [`crate::TlsInfo`], borrowed.
@@ -95,9 +101,12 @@ impl<'a> RequestEventRef<'a> {
         if let Some(body) = bytes.strip_prefix(&[crate::COMPACT_TAG]) {
             return crate::compact::decode_ref(body);
         }
-        let e: Self = serde_json::from_slice(bytes)?;
-        if e.v != SCHEMA_VERSION {
+        let mut e: Self = serde_json::from_slice(bytes)?;
+        if !readable_version(e.v) {
             return Err(DecodeError::Version { found: e.v });
+        }
+        if e.v < 2 {
+            e.reason = Reason::infer(e.decision, e.status);
         }
         Ok(e)
     }
@@ -138,6 +147,9 @@ impl<'a> RequestEventRef<'a> {
                 version: Cow::Borrowed(&t.version),
                 client_cert_fingerprint: t.client_cert_fingerprint.as_deref().map(Cow::Borrowed),
             }),
+            reason: e.reason,
+            query: Cow::Borrowed(&e.query),
+            query_hash: e.query_hash,
         }
     }
 
@@ -168,6 +180,9 @@ impl<'a> RequestEventRef<'a> {
                 version: t.version.to_string(),
                 client_cert_fingerprint: t.client_cert_fingerprint.as_deref().map(str::to_string),
             }),
+            reason: self.reason,
+            query: self.query.to_string(),
+            query_hash: self.query_hash,
         }
     }
 }
@@ -345,6 +360,20 @@ const DECISIONS: [&str; 7] = [
     Outcome::UpstreamError.as_str(),
 ];
 
+const REASONS: [&str; 11] = [
+    Reason::None.as_str(),
+    Reason::Auth.as_str(),
+    Reason::Rbac.as_str(),
+    Reason::Quarantine.as_str(),
+    Reason::Throttle.as_str(),
+    Reason::RateLimit.as_str(),
+    Reason::Overload.as_str(),
+    Reason::Invalid.as_str(),
+    Reason::Path.as_str(),
+    Reason::Route.as_str(),
+    Reason::Upstream.as_str(),
+];
+
 /// Column builders of a batch of request events ([`request_event_schema`]): append events
 /// (owned, borrowed, or JSON payloads) and [`RequestBatchBuilder::finish`] the batch.
 pub struct RequestBatchBuilder {
@@ -371,6 +400,9 @@ pub struct RequestBatchBuilder {
     user_agent: StringBuilder,
     tls_version: Dict,
     fingerprint: StringBuilder,
+    reason: Dict,
+    query: Dict,
+    query_hash: Column<UInt32Type>,
 }
 
 impl Default for RequestBatchBuilder {
@@ -406,6 +438,9 @@ impl RequestBatchBuilder {
             user_agent: StringBuilder::with_capacity(n, n * 16),
             tls_version: Dict::with_capacity(n),
             fingerprint: StringBuilder::new(),
+            reason: Dict::enumeration(&REASONS, n),
+            query: Dict::with_capacity(n),
+            query_hash: Column::with_capacity(n),
         }
     }
 
@@ -455,6 +490,9 @@ impl RequestBatchBuilder {
                 .as_ref()
                 .and_then(|t| t.client_cert_fingerprint.as_deref()),
         );
+        self.reason.append_index(e.reason as usize);
+        self.query.append_value(&e.query);
+        self.query_hash.0.push(e.query_hash);
     }
 
     /// Append an owned event.
@@ -489,6 +527,9 @@ impl RequestBatchBuilder {
             Arc::new(self.user_agent.finish()),
             Arc::new(self.tls_version.finish()?),
             Arc::new(self.fingerprint.finish()),
+            Arc::new(self.reason.finish()?),
+            Arc::new(self.query.finish()?),
+            Arc::new(self.query_hash.finish()),
         ];
         RecordBatch::try_new(request_event_schema(), columns)
     }

@@ -29,6 +29,20 @@ pub struct Decision {
     pub evidence: serde_json::Value,
     /// When the decision was made, nanoseconds since the Unix epoch.
     pub decided_at: i64,
+    /// For a `throttle`: the rate the subject is held to, set relative to its normal rate by
+    /// the processor (absent: the gateway's configured `limits.throttled`). Version 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<ThrottleLimit>,
+}
+
+/// The rate a throttled subject is held to.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ThrottleLimit {
+    /// Sustained requests per second.
+    pub per_s: f64,
+    /// Requests allowed at once.
+    pub burst: u32,
 }
 
 impl Versioned for Decision {

@@ -12,6 +12,7 @@ mod arrow_schema;
 mod columnar;
 pub mod compact;
 mod decision;
+pub mod query;
 mod request;
 #[cfg(test)]
 mod test_events;
@@ -20,13 +21,27 @@ pub use alert::{Alert, Evidence, Severity};
 pub use arrow_schema::{request_event_schema, to_record_batch};
 pub use columnar::{RequestBatchBuilder, RequestEventRef, TlsInfoRef};
 pub use compact::{COMPACT_TAG, EventFormat, encode_event};
-pub use decision::{Action, Decision, Subject, SubjectKind};
+pub use decision::{Action, Decision, Subject, SubjectKind, ThrottleLimit};
 pub use request::{
-    ANONYMOUS, AuthInfo, AuthMethod, AuthResult, Outcome, Protocol, RequestEvent, TlsInfo,
+    ANONYMOUS, AuthInfo, AuthMethod, AuthResult, Outcome, Protocol, Reason, RequestEvent, TlsInfo,
 };
 
-/// Version of the JSON wire format written in the `v` field of every object.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version of the wire format written in the `v` field of every object.
+///
+/// Version 2 added to request events why a request was refused (`reason`) and the shape and
+/// hash of its query string (`query`, `query_hash`), and to throttle decisions the rate they
+/// allow (`limit`). Readers accept every version from [`MIN_SCHEMA_VERSION`] on: the fields a
+/// version 1 object lacks take their defaults, and a version 1 event's `reason` is inferred
+/// from its decision and status ([`Reason::infer`]).
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// The oldest version readers accept.
+pub const MIN_SCHEMA_VERSION: u32 = 1;
+
+/// Whether this build reads objects of version `v`.
+pub const fn readable_version(v: u32) -> bool {
+    v >= MIN_SCHEMA_VERSION && v <= SCHEMA_VERSION
+}
 
 /// Errors decoding a wire object.
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +54,9 @@ pub enum DecodeError {
     TrailingBytes { count: usize },
     #[error("this object has no compact form")]
     NoCompactForm,
-    #[error("unsupported schema version {found} (this build reads {SCHEMA_VERSION})")]
+    #[error(
+        "unsupported schema version {found} (this build reads {MIN_SCHEMA_VERSION} to {SCHEMA_VERSION})"
+    )]
     Version { found: u32 },
 }
 
@@ -49,12 +66,13 @@ pub fn decode<T: serde::de::DeserializeOwned + Versioned>(bytes: &[u8]) -> Resul
     if let Some(body) = bytes.strip_prefix(&[COMPACT_TAG]) {
         return T::decode_compact(body);
     }
-    let value: T = serde_json::from_slice(bytes)?;
-    if value.version() != SCHEMA_VERSION {
+    let mut value: T = serde_json::from_slice(bytes)?;
+    if !readable_version(value.version()) {
         return Err(DecodeError::Version {
             found: value.version(),
         });
     }
+    value.upgrade();
     Ok(value)
 }
 
@@ -68,6 +86,9 @@ pub fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
 /// Wire objects carry their schema version.
 pub trait Versioned: Sized {
     fn version(&self) -> u32;
+
+    /// Fill what an object of an older version lacks (after decoding it).
+    fn upgrade(&mut self) {}
 
     /// Decode the compact form (the payload after [`COMPACT_TAG`]); only objects that have one
     /// override this.
@@ -84,6 +105,7 @@ pub fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
+/// An object without `v` predates versioning: version 1.
 fn default_version() -> u32 {
-    SCHEMA_VERSION
+    MIN_SCHEMA_VERSION
 }

@@ -51,6 +51,20 @@ pub struct RequestEvent {
     pub user_agent: Option<String>,
     /// TLS details when the request came over TLS.
     pub tls: Option<TlsInfo>,
+    /// Why the gateway refused the request (`none` when it was served). Read from version 1
+    /// events, it is inferred from `decision` and `status` ([`Reason::infer`]).
+    #[serde(default)]
+    pub reason: Reason,
+    /// The shape of the query string: its parameter names, in order, each with the class of
+    /// its value (`page=int&sort=str`), never the values themselves (see [`crate::query`]).
+    /// Empty without a query.
+    #[serde(default)]
+    pub query: String,
+    /// A keyed 32-bit hash of the whole query string, names and values (0 without a query):
+    /// distinct queries on one path count as distinct resources without the values being
+    /// recorded.
+    #[serde(default)]
+    pub query_hash: u32,
 }
 
 impl Versioned for RequestEvent {
@@ -60,6 +74,12 @@ impl Versioned for RequestEvent {
 
     fn decode_compact(body: &[u8]) -> Result<Self, crate::DecodeError> {
         crate::compact::decode_owned(body)
+    }
+
+    fn upgrade(&mut self) {
+        if self.v < 2 {
+            self.reason = Reason::infer(self.decision, self.status);
+        }
     }
 }
 
@@ -186,6 +206,116 @@ impl Outcome {
             Outcome::Quarantined => "quarantined",
             Outcome::Invalid => "invalid",
             Outcome::UpstreamError => "upstream_error",
+        }
+    }
+}
+
+/// Why a request was refused: who in the gateway refused it, so detectors can tell a client's
+/// behaviour (a wrong key, a forbidden route, an unknown path) from Warden's own enforcement
+/// (a quarantine, a throttle, a rate limit, load shedding), which they do not count as the
+/// client's errors unless a pipeline asks for it.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// Not refused: served (or failed upstream, see `upstream`).
+    #[default]
+    None,
+    /// Credentials missing or refused (401), or a refused client certificate.
+    Auth,
+    /// The RBAC policy does not allow the request (403).
+    Rbac,
+    /// A quarantined identity, key, tenant or client IP (403).
+    Quarantine,
+    /// The reduced rate of a subject under a `throttle` decision (429).
+    Throttle,
+    /// A configured rate limit (429).
+    RateLimit,
+    /// Load shedding: too many requests in flight (503).
+    Overload,
+    /// Invalid request: headers, body size, media type or body against the route's schema.
+    Invalid,
+    /// A path refused by normalisation (dot segments, encoded separators…) (400).
+    Path,
+    /// No route serves the path, or the route does not allow the method (404/405).
+    Route,
+    /// The upstream failed or timed out (502/504).
+    Upstream,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 11] = [
+        Reason::None,
+        Reason::Auth,
+        Reason::Rbac,
+        Reason::Quarantine,
+        Reason::Throttle,
+        Reason::RateLimit,
+        Reason::Overload,
+        Reason::Invalid,
+        Reason::Path,
+        Reason::Route,
+        Reason::Upstream,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Reason::None => "none",
+            Reason::Auth => "auth",
+            Reason::Rbac => "rbac",
+            Reason::Quarantine => "quarantine",
+            Reason::Throttle => "throttle",
+            Reason::RateLimit => "rate_limit",
+            Reason::Overload => "overload",
+            Reason::Invalid => "invalid",
+            Reason::Path => "path",
+            Reason::Route => "route",
+            Reason::Upstream => "upstream",
+        }
+    }
+
+    /// The reason of a name (as serialised).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == name)
+    }
+
+    /// Whether the refusal is Warden's own enforcement (quarantine, throttle, rate limit,
+    /// load shedding) rather than something the client did wrong.
+    pub const fn is_enforcement(self) -> bool {
+        matches!(
+            self,
+            Reason::Quarantine | Reason::Throttle | Reason::RateLimit | Reason::Overload
+        )
+    }
+
+    /// The reason of a version 1 event, which had none: from its decision and status (a 429
+    /// is taken as a rate limit, a 503 as load shedding, a 404 or 405 as a route refusal, any
+    /// other invalid request as `invalid`).
+    pub const fn infer(decision: Outcome, status: u16) -> Self {
+        match decision {
+            Outcome::Allowed => Reason::None,
+            Outcome::DeniedAuth => Reason::Auth,
+            Outcome::DeniedRbac => Reason::Rbac,
+            Outcome::Quarantined => Reason::Quarantine,
+            Outcome::Throttled if status == 503 => Reason::Overload,
+            Outcome::Throttled => Reason::RateLimit,
+            Outcome::UpstreamError => Reason::Upstream,
+            Outcome::Invalid => match status {
+                404 | 405 => Reason::Route,
+                _ => Reason::Invalid,
+            },
         }
     }
 }

@@ -1,8 +1,8 @@
 //! Events covering every field's variants, for the codecs' tests.
 
 use crate::{
-    ANONYMOUS, AuthInfo, AuthMethod, AuthResult, Outcome, Protocol, RequestEvent, SCHEMA_VERSION,
-    TlsInfo,
+    ANONYMOUS, AuthInfo, AuthMethod, AuthResult, Outcome, Protocol, Reason, RequestEvent,
+    SCHEMA_VERSION, TlsInfo,
 };
 
 /// Event `i`: its fields cycle through every enum variant, optional fields present and absent,
@@ -55,5 +55,16 @@ pub(crate) fn event(i: u64) -> RequestEvent {
             version: "TLSv1.3".into(),
             client_cert_fingerprint: (i % 4 == 0).then(|| format!("sha256:{i:x}")),
         }),
+        reason: Reason::ALL[i as usize % Reason::ALL.len()],
+        query: if i % 3 == 0 {
+            String::new()
+        } else {
+            format!("page=int&q{}=str", i % 7)
+        },
+        query_hash: if i % 3 == 0 {
+            0
+        } else {
+            (i as u32).wrapping_mul(2_654_435_761) | 1
+        },
     }
 }

@@ -70,12 +70,15 @@ pub fn sample_event() -> RequestEvent {
             version: "TLSv1.3".into(),
             client_cert_fingerprint: None,
         }),
+        reason: warden_event::Reason::None,
+        query: String::new(),
+        query_hash: 0,
     }
 }
 
 #[test]
 fn request_event_schema_matches_values() {
-    let schema = check_file::<RequestEvent>("request_event.v1.json");
+    let schema = check_file::<RequestEvent>("request_event.v2.json");
     let event = sample_event();
     let value = serde_json::to_value(&event).expect("json");
     assert_valid(&schema, &value);
@@ -85,7 +88,25 @@ fn request_event_schema_matches_values() {
     anonymous.auth.result = AuthResult::Missing;
     anonymous.user_agent = None;
     anonymous.tls = None;
+    anonymous.reason = Reason::Auth;
     assert_valid(&schema, &serde_json::to_value(&anonymous).expect("json"));
+    // A scraper's query: its shape and hash, as the gateway records them.
+    let mut scraped = event.clone();
+    scraped.query = warden_event::query::shape("page=7&sort=name");
+    scraped.query_hash = warden_event::query::hash(b"k", "page=7&sort=name");
+    let scraped = serde_json::to_value(&scraped).expect("json");
+    assert_eq!(scraped["query"], json!("page=int&sort=str"));
+    assert_valid(&schema, &scraped);
+    // Version 1 objects (without the new fields) are valid too.
+    let mut v1 = serde_json::to_value(&event).expect("json");
+    for k in ["reason", "query", "query_hash"] {
+        v1.as_object_mut().expect("object").remove(k);
+    }
+    v1["v"] = json!(1);
+    assert_valid(&schema, &v1);
+    let mut bad_reason = serde_json::to_value(&event).expect("json");
+    bad_reason["reason"] = json!("because");
+    assert_invalid(&schema, &bad_reason);
 
     let mut missing = value.clone();
     missing.as_object_mut().expect("object").remove("seq");
@@ -100,8 +121,8 @@ fn request_event_schema_matches_values() {
 
 #[test]
 fn decision_and_alert_schemas_match_values() {
-    let d_schema = check_file::<Decision>("decision.v1.json");
-    let a_schema = check_file::<Alert>("alert.v1.json");
+    let d_schema = check_file::<Decision>("decision.v2.json");
+    let a_schema = check_file::<Alert>("alert.v2.json");
     let decision = Decision {
         v: SCHEMA_VERSION,
         id: "d-1".into(),
@@ -113,6 +134,7 @@ fn decision_and_alert_schemas_match_values() {
         score: 42.5,
         evidence: json!({"features": {"request_rate": 50.0}}),
         decided_at: 1_700_000_000_000_000_000,
+        limit: None,
     };
     assert_valid(&d_schema, &serde_json::to_value(&decision).expect("json"));
     let release = Decision {
@@ -121,6 +143,20 @@ fn decision_and_alert_schemas_match_values() {
         ..decision.clone()
     };
     assert_valid(&d_schema, &serde_json::to_value(&release).expect("json"));
+    let throttle = Decision {
+        action: Action::Throttle,
+        limit: Some(ThrottleLimit {
+            per_s: 0.2,
+            burst: 5,
+        }),
+        ..decision.clone()
+    };
+    let t = serde_json::to_value(&throttle).expect("json");
+    assert_eq!(t["limit"], json!({"per_s": 0.2, "burst": 5}));
+    assert_valid(&d_schema, &t);
+    let back: Decision =
+        warden_event::decode(&serde_json::to_vec(&t).expect("bytes")).expect("decode");
+    assert_eq!(back, throttle);
     let mut bad = serde_json::to_value(&decision).expect("json");
     bad["subject"]["kind"] = json!("planet");
     assert_invalid(&d_schema, &bad);
@@ -158,9 +194,9 @@ fn wire_round_trip_and_version_check() {
     let back: RequestEvent = decode(&bytes).expect("decode");
     assert_eq!(back, event);
     let mut future: Value = serde_json::from_slice(&bytes).expect("json");
-    future["v"] = json!(2);
-    let err = decode::<RequestEvent>(&serde_json::to_vec(&future).expect("json")).expect_err("v2");
-    assert!(matches!(err, DecodeError::Version { found: 2 }));
+    future["v"] = json!(3);
+    let err = decode::<RequestEvent>(&serde_json::to_vec(&future).expect("json")).expect_err("v3");
+    assert!(matches!(err, DecodeError::Version { found: 3 }));
     assert!(decode::<RequestEvent>(b"{not json").is_err());
 }
 

@@ -310,6 +310,15 @@ async fn handle(
             version: "unknown".to_string(),
             client_cert_fingerprint: fingerprint.cloned(),
         }),
+        reason: match (auth, status) {
+            (AuthResult::Ok, 200..=399) => warden_event::Reason::None,
+            (AuthResult::Ok, 404 | 405) => warden_event::Reason::Route,
+            (AuthResult::Ok, 500..) => warden_event::Reason::Upstream,
+            (AuthResult::Ok, _) => warden_event::Reason::Invalid,
+            _ => warden_event::Reason::Auth,
+        },
+        query: String::new(),
+        query_hash: 0,
     });
     response
 }

@@ -1,6 +1,6 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use warden_event::Outcome;
+use warden_event::{Outcome, Reason};
 
 /// Errors starting a gateway.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +53,8 @@ pub enum Reject {
         limit: u32,
         /// Seconds until the quota is whole again (`RateLimit-Reset`).
         reset_s: u64,
+        /// The limit of a `throttle` decision, not a configured limit.
+        by_decision: bool,
     },
     /// Too many requests in flight (load shedding): 503 with `Retry-After: 1`.
     Overloaded,
@@ -130,6 +132,29 @@ impl Reject {
         }
     }
 
+    /// Who refused the request, for the event.
+    pub fn reason(self) -> Reason {
+        match self {
+            Reject::BadPath => Reason::Path,
+            Reject::NoRoute | Reject::MethodNotAllowed => Reason::Route,
+            Reject::BadHeader
+            | Reject::AmbiguousLength
+            | Reject::BodyTooLarge
+            | Reject::BadBody
+            | Reject::UnsupportedMediaType
+            | Reject::HeadersTooLarge => Reason::Invalid,
+            Reject::MissingCredentials | Reject::BadCredentials => Reason::Auth,
+            Reject::Quarantined => Reason::Quarantine,
+            Reject::Forbidden => Reason::Rbac,
+            Reject::Throttled {
+                by_decision: true, ..
+            } => Reason::Throttle,
+            Reject::Throttled { .. } => Reason::RateLimit,
+            Reject::Overloaded => Reason::Overload,
+            Reject::UpstreamTimeout | Reject::UpstreamUnavailable => Reason::Upstream,
+        }
+    }
+
     /// The generic client response: `{"error": {"status", "code", "request_id"}}`.
     pub fn into_response(self, request_id: &str) -> Response {
         let status = self.status();
@@ -148,6 +173,7 @@ impl Reject {
                 retry_after_s,
                 limit,
                 reset_s,
+                ..
             } => {
                 let h = resp.headers_mut();
                 h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));

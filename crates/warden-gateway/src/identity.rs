@@ -391,8 +391,39 @@ impl Authenticator {
         route: &Route,
         now_ns: i64,
     ) -> Result<(Option<Principal>, AuthInfo), Denied> {
+        self.authenticate_for(headers, conn, &route.name, route.auth, now_ns)
+            .await
+    }
+
+    /// Who the presented credentials name, for a request refused before its route was known
+    /// (a refused path, no route, a method the route does not allow): any credential the
+    /// gateway accepts anywhere is checked, so the event is attributed, and nothing of the
+    /// outcome reaches the client. `None` when no valid credential was presented.
+    pub async fn attribute(
+        &self,
+        headers: &HeaderMap,
+        conn: Option<&TlsConn>,
+        now_ns: i64,
+    ) -> (Option<Principal>, AuthInfo) {
+        match self
+            .authenticate_for(headers, conn, "", RouteAuth::None, now_ns)
+            .await
+        {
+            Ok(found) => found,
+            Err(denied) => (None, denied.auth),
+        }
+    }
+
+    async fn authenticate_for(
+        &self,
+        headers: &HeaderMap,
+        conn: Option<&TlsConn>,
+        route_name: &str,
+        route_auth: RouteAuth,
+        now_ns: i64,
+    ) -> Result<(Option<Principal>, AuthInfo), Denied> {
         let now = now_ns.div_euclid(1_000_000_000);
-        let require_mtls = self.mtls_routes.contains(&route.name);
+        let require_mtls = self.mtls_routes.contains(route_name);
 
         // The client certificate, re-checked for this request.
         let peer = conn.and_then(|c| c.0.peer.as_ref().map(|p| (c, p)));
@@ -413,7 +444,7 @@ impl Authenticator {
         }
 
         let header = header_credential(headers);
-        match (route.auth, &header) {
+        match (route_auth, &header) {
             (auth, HeaderCredential::Malformed) => {
                 let reject = if auth == RouteAuth::None {
                     Reject::BadHeader

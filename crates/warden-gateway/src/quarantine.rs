@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::RwLock;
 use serde::Serialize;
-use warden_event::{Action, Decision, Subject, SubjectKind};
+use warden_event::{Action, Decision, Subject, SubjectKind, ThrottleLimit};
 
 /// Shards per subject kind.
 pub const SHARDS: usize = 64;
@@ -25,6 +25,7 @@ struct Entry {
     decision_id: String,
     detector: String,
     reason: String,
+    limit: Option<ThrottleLimit>,
 }
 
 impl Entry {
@@ -45,16 +46,18 @@ pub struct QuarantineSet {
 }
 
 /// What the set says about a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
     Pass,
     Quarantined {
         subject: Subject,
         decision_id: String,
     },
-    /// Under a `throttle` decision: the reduced rate applies to `subject`.
+    /// Under a `throttle` decision: the reduced rate applies to `subject`, the decision's
+    /// own limit when it has one.
     Throttled {
         subject: Subject,
+        limit: Option<ThrottleLimit>,
     },
 }
 
@@ -69,6 +72,9 @@ pub struct LiveDecision {
     pub decision_id: String,
     pub detector: String,
     pub reason: String,
+    /// The rate a `throttle` holds the subject to, when the decision set one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<ThrottleLimit>,
 }
 
 const KINDS: [SubjectKind; 5] = [
@@ -136,6 +142,7 @@ impl QuarantineSet {
             decision_id: d.id.clone(),
             detector: d.detector.clone(),
             reason: d.reason.clone(),
+            limit: d.limit,
         };
         if shard
             .insert(d.subject.value.as_str().into(), entry)
@@ -171,12 +178,12 @@ impl QuarantineSet {
                         decision_id: e.decision_id.clone(),
                     };
                 }
-                Action::Throttle if throttled.is_none() => throttled = Some(subject()),
+                Action::Throttle if throttled.is_none() => throttled = Some((subject(), e.limit)),
                 _ => {}
             }
         }
         match throttled {
-            Some(subject) => Verdict::Throttled { subject },
+            Some((subject, limit)) => Verdict::Throttled { subject, limit },
             None => Verdict::Pass,
         }
     }
@@ -211,6 +218,7 @@ impl QuarantineSet {
                             decision_id: e.decision_id.clone(),
                             detector: e.detector.clone(),
                             reason: e.reason.clone(),
+                            limit: e.limit,
                         }),
                 );
             }
@@ -238,7 +246,7 @@ mod tests {
 
     fn decision(subject: Subject, action: Action, until: Option<i64>, at: i64) -> Decision {
         Decision {
-            v: 1,
+            v: warden_event::SCHEMA_VERSION,
             id: format!("d{at}"),
             subject,
             action,
@@ -248,6 +256,7 @@ mod tests {
             score: 0.0,
             evidence: serde_json::Value::Null,
             decided_at: at,
+            limit: None,
         }
     }
 
@@ -325,7 +334,8 @@ mod tests {
                 subject: Subject {
                     kind: SubjectKind::Tenant,
                     value: "acme".into()
-                }
+                },
+                limit: None,
             }
         );
         set.apply(&decision(

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use warden_config::{KeyedRate, LimitsConfig, Rate};
-use warden_event::Subject;
+use warden_event::{Subject, ThrottleLimit};
 
 use gcra::{GcraTable, Outcome, Params};
 
@@ -95,14 +95,21 @@ pub struct LimitKey<'a> {
     pub device_type: &'a str,
     pub route: &'a str,
     pub ip: IpAddr,
-    /// The subject of a live `throttle` decision, if any.
-    pub throttled: Option<&'a Subject>,
+    /// The subject of a live `throttle` decision, if any, and the decision's own limit.
+    pub throttled: Option<(&'a Subject, Option<ThrottleLimit>)>,
 }
 
 #[derive(Debug)]
 struct Single {
     table: GcraTable,
     params: Params,
+}
+
+impl Single {
+    /// The sustained rate of `params`, requests per second.
+    fn params_rate(&self) -> f64 {
+        1e9 / self.params.interval_ns.max(1) as f64
+    }
 }
 
 #[derive(Debug)]
@@ -243,10 +250,20 @@ impl RateLimits {
                 }
             }
         }
-        if let Some(s) = k.throttled {
+        if let Some((s, limit)) = k.throttled {
             let t = &self.throttled;
             let key = t.table.hash((s.kind.as_str(), s.value.as_str()));
-            applied[n] = Some((&t.table, key, t.params, Scope::Decision));
+            let params = limit.map_or(t.params, |l| {
+                Params::new(Rate {
+                    rate_per_s: if l.per_s.is_finite() && l.per_s > 0.0 {
+                        l.per_s
+                    } else {
+                        t.params_rate()
+                    },
+                    burst: l.burst,
+                })
+            });
+            applied[n] = Some((&t.table, key, params, Scope::Decision));
             n += 1;
         }
         if n == 0 {

@@ -1,22 +1,32 @@
 //! The gateway process: bootstrap decisions, serve requests, emit events.
 //!
-//! Phases of a request, in order (each may end it with a [`Reject`]):
-//! 1. request id, client IP, and the event draft (so even a refused request is evented);
+//! Phases of a request, in order (each may end it with a [`Reject`], whose [`Reject::reason`]
+//! the event records):
+//! 1. request id, client IP, query shape, and the event draft (so even a refused request is
+//!    evented);
 //! 2. global load shedding (503) and header limits (431): the cheapest refusals first;
-//! 3. path normalisation ([`path`]) — refuse rather than rewrite anything that could bypass a
+//! 3. quarantine of the client IP (403) — before anything about the request is checked, so a
+//!    quarantined address gets the same 403 for a valid key, a wrong key and no key, and for
+//!    any path: it can no longer learn which keys are valid (no oracle);
+//! 4. path normalisation ([`path`]) — refuse rather than rewrite anything that could bypass a
 //!    route or a rule; the policy snapshot is taken here, so a reload never changes the rules
-//!    under a request in flight;
-//! 4. route match, method allow list, per-route load shedding;
-//! 5. identity (API key, JWT, client certificate) — before quarantine, so a quarantined device
-//!    is recognised;
-//! 6. quarantine check on identity, key, tenant and client IP (403), which also finds live
-//!    `throttle` decisions;
-//! 7. rate limits (429) — after identity so limits are per device, before RBAC so a flood of
+//!    under a request in flight; then route match and the route's method allow list. A
+//!    request refused here (400/404/405) is still *attributed*: the credentials it presents
+//!    are checked ([`Authenticator::attribute`]) so the event names the device that probed,
+//!    a quarantined identity still gets its 403, and its probes count against its rate
+//!    limits — but the client sees the same refusal whatever its credentials were;
+//! 5. per-route load shedding;
+//! 6. identity (API key, JWT, client certificate) — before the remaining quarantine checks,
+//!    so a quarantined device is recognised;
+//! 7. quarantine check on identity, key and tenant (403), which also finds live `throttle`
+//!    decisions and the rate they allow;
+//! 8. rate limits (429; the event says `throttle` for a decision's limit, `rate_limit` for a
+//!    configured one) — after identity so limits are per device, before RBAC so a flood of
 //!    forbidden requests is throttled too;
-//! 8. RBAC on the normalised path (403), shadow policy counted;
-//! 9. validation: body size (declared length now, streamed length while proxying), content
-//!    type, JSON Schema;
-//! 10. proxy to the upstream.
+//! 9. RBAC on the normalised path (403), shadow policy counted;
+//! 10. validation: body size (declared length now, streamed length while proxying), content
+//!     type, JSON Schema;
+//! 11. proxy to the upstream.
 //!
 //! The single rescue point is [`Reject::into_response`]: generic JSON body with the request id.
 //! The event is finished when the response body ends, with the bytes really sent.
@@ -37,7 +47,7 @@ use tracing::{Instrument, debug, debug_span, info, info_span, warn};
 use warden_bus::Bus;
 use warden_config::WardenConfig;
 use warden_event::{
-    ANONYMOUS, AuthInfo, AuthMethod, AuthResult, Decision, Outcome, Protocol, RequestEvent,
+    ANONYMOUS, AuthInfo, AuthMethod, AuthResult, Decision, Outcome, Protocol, Reason, RequestEvent,
     SubjectKind,
 };
 
@@ -67,7 +77,12 @@ struct Shared {
     shedder: Shedder,
     limits: RateLimits,
     policies: Arc<PolicyStore>,
+    /// Key of the query hashes in events.
+    query_hash_key: Vec<u8>,
 }
+
+/// Key of the query hashes when `gateway.query_hash_key` is empty.
+const BUILT_IN_QUERY_HASH_KEY: &[u8] = b"warden-query-hash";
 
 /// A running gateway (decisions bootstrapped, publisher and decision follower started).
 pub struct Gateway {
@@ -166,6 +181,11 @@ impl Gateway {
             shedder: Shedder::new(&config.limits),
             limits: RateLimits::new(&config.limits, Arc::new(MonotonicClock::default())),
             policies: policies.clone(),
+            query_hash_key: if config.gateway.query_hash_key.is_empty() {
+                BUILT_IN_QUERY_HASH_KEY.to_vec()
+            } else {
+                config.gateway.query_hash_key.as_bytes().to_vec()
+            },
         });
         let policy_watch = (config.rbac.reload_interval_ms > 0).then(|| {
             policies
@@ -439,6 +459,9 @@ fn handshake_sink(shared: Arc<Shared>) -> crate::tls::FailureSink {
                 version: "unknown".to_string(),
                 client_cert_fingerprint: f.fingerprint,
             }),
+            reason: Reason::Auth,
+            query: String::new(),
+            query_hash: 0,
         });
     })
 }
@@ -467,6 +490,9 @@ struct Draft {
     method: String,
     route: String,
     path: String,
+    /// Shape and keyed hash of the query string (`warden_event::query`).
+    query: String,
+    query_hash: u32,
     user_agent: Option<String>,
     /// Load-shedding slots, held until the event is finished.
     slots: Vec<Slot>,
@@ -498,6 +524,15 @@ async fn handle(
         method: req.method().as_str().to_string(),
         route: "unmatched".to_string(),
         path: req.uri().path().to_string(),
+        query: req
+            .uri()
+            .query()
+            .map(warden_event::query::shape)
+            .unwrap_or_default(),
+        query_hash: req
+            .uri()
+            .query()
+            .map_or(0, |q| warden_event::query::hash(&gw.query_hash_key, q)),
         user_agent: req
             .headers()
             .get(header::USER_AGENT)
@@ -514,11 +549,15 @@ async fn handle(
     let result = phases(&gw, req, &mut draft, counters.clone())
         .instrument(span.clone())
         .await;
-    let (mut response, outcome) = match result {
-        Ok(resp) => (resp, Outcome::Allowed),
+    let (mut response, outcome, reason) = match result {
+        Ok(resp) => (resp, Outcome::Allowed, Reason::None),
         Err(reject) => {
             debug!(parent: &span, code = reject.code(), "Request refused.");
-            (reject.into_response(&request_id), reject.outcome())
+            (
+                reject.into_response(&request_id),
+                reject.outcome(),
+                reject.reason(),
+            )
         }
     };
     if let Ok(v) = HeaderValue::from_str(&request_id) {
@@ -562,6 +601,9 @@ async fn handle(
             bytes_out: c.bytes_out.load(Ordering::Relaxed),
             user_agent: draft.user_agent,
             tls: tls_info,
+            reason,
+            query: draft.query,
+            query_hash: draft.query_hash,
         });
     };
     response.map(|body| Body::new(FinishBody::new(body, counters, finish)))
@@ -598,6 +640,7 @@ fn rate_limited(l: crate::ratelimit::Limited) -> Reject {
         retry_after_s: l.retry_after_s,
         limit: l.quota.limit,
         reset_s: l.quota.reset_s,
+        by_decision: l.scope == crate::ratelimit::Scope::Decision,
     }
 }
 
@@ -615,6 +658,69 @@ fn client_ip(req: &Request, peer: SocketAddr, trust_forwarded_for: bool) -> IpAd
     peer.ip()
 }
 
+/// The live decision on a principal's identity, API key and tenant (the client IP was checked
+/// first): a quarantine of any wins over a throttle.
+fn principal_quarantine(gw: &Shared, principal: Option<&Principal>) -> Verdict {
+    let Some(p) = principal else {
+        return Verdict::Pass;
+    };
+    // At most three subjects (identity, API key, tenant), on the stack.
+    let mut subjects = [(SubjectKind::Identity, p.identity.as_str()); 3];
+    let mut n = 1;
+    if let Some(k) = &p.key_id {
+        subjects[n] = (SubjectKind::ApiKey, k);
+        n += 1;
+    }
+    if !p.tenant.is_empty() {
+        subjects[n] = (SubjectKind::Tenant, &p.tenant);
+        n += 1;
+    }
+    gw.quarantine.check(warden_event::now_ns(), &subjects[..n])
+}
+
+/// A request refused before its route was known (refused path, no route, method not allowed):
+/// attribute it to the identity its credentials name, if they are valid, so a probing device's
+/// probes count against it; refuse a quarantined identity with its 403; count the request
+/// against the identity's (or, anonymous, the address's) rate limits. The client sees
+/// `reject` (or the 403/429) whatever its credentials were.
+async fn refuse_attributed(
+    gw: &Shared,
+    headers: &axum::http::HeaderMap,
+    tls: Option<&TlsConn>,
+    draft: &mut Draft,
+    reject: Reject,
+    ip_throttle: Option<(warden_event::Subject, Option<warden_event::ThrottleLimit>)>,
+) -> Reject {
+    let (principal, auth) = gw.identity.attribute(headers, tls, draft.ts).await;
+    draft.auth = auth;
+    let Some(p) = principal else {
+        return match gw.limits.check_unauthenticated(draft.client_ip) {
+            Ok(()) => reject,
+            Err(l) => rate_limited(l),
+        };
+    };
+    draft.identity = p.identity.clone();
+    draft.tenant = p.tenant.clone();
+    draft.device_type = p.device_type.clone();
+    let throttled = match principal_quarantine(gw, Some(&p)) {
+        Verdict::Quarantined { .. } => return Reject::Quarantined,
+        Verdict::Throttled { subject, limit } => Some((subject, limit)),
+        Verdict::Pass => ip_throttle,
+    };
+    let key = LimitKey {
+        identity: Some(&p.identity),
+        tenant: &p.tenant,
+        device_type: &p.device_type,
+        route: "",
+        ip: draft.client_ip,
+        throttled: throttled.as_ref().map(|(s, l)| (s, *l)),
+    };
+    match gw.limits.check(&key) {
+        Ok(_) => reject,
+        Err(l) => rate_limited(l),
+    }
+}
+
 async fn phases(
     gw: &Shared,
     req: Request,
@@ -625,17 +731,44 @@ async fn phases(
         draft.slots.push(slot);
     }
     gw.headers.check(req.headers())?;
+    // A quarantined address gets the same 403 whatever it presents (see the module docs).
+    let ip_subject = [(SubjectKind::Ip, draft.client_ip_text.as_str())];
+    let ip_throttle = match gw.quarantine.check(warden_event::now_ns(), &ip_subject) {
+        Verdict::Quarantined { subject, .. } => {
+            debug!(%subject, "Quarantined address refused.");
+            return Err(Reject::Quarantined);
+        }
+        Verdict::Throttled { subject, limit } => Some((subject, limit)),
+        Verdict::Pass => None,
+    };
     let normal = path::normalise(req.uri().path(), &gw.paths).map_err(|e| {
         debug!(error = %e, "Path refused.");
         Reject::BadPath
-    })?;
+    });
     let policies = gw.policies.snapshot();
-    let route = gw.routes.find(req.uri().path()).ok_or(Reject::NoRoute)?;
-    draft.route = route.name.clone();
-    tracing::Span::current().record("route", route.name.as_str());
-    if !route.allows(req.method()) {
-        return Err(Reject::MethodNotAllowed);
-    }
+    let found = match &normal {
+        Ok(_) => gw.routes.find(req.uri().path()).ok_or(Reject::NoRoute),
+        Err(reject) => Err(*reject),
+    };
+    let route = match found {
+        Ok(route) => {
+            draft.route = route.name.clone();
+            tracing::Span::current().record("route", route.name.as_str());
+            if route.allows(req.method()) {
+                Ok(route)
+            } else {
+                Err(Reject::MethodNotAllowed)
+            }
+        }
+        Err(reject) => Err(reject),
+    };
+    let (route, normal) = match (route, normal) {
+        (Ok(route), Ok(normal)) => (route, normal),
+        (Err(reject), _) | (_, Err(reject)) => {
+            let (headers, tls) = (req.headers(), req.extensions().get::<TlsConn>());
+            return Err(refuse_attributed(gw, headers, tls, draft, reject, ip_throttle).await);
+        }
+    };
     if let Some(slot) = gw
         .shedder
         .enter_route(&route.name)
@@ -675,29 +808,13 @@ async fn phases(
         tracing::Span::current().record("identity", p.identity.as_str());
     }
 
-    // At most four subjects (IP, identity, API key, tenant), on the stack.
-    let ip = (SubjectKind::Ip, draft.client_ip_text.as_str());
-    let mut subjects = [ip; 4];
-    let mut n = 1;
-    if let Some(p) = principal {
-        subjects[n] = (SubjectKind::Identity, &p.identity);
-        n += 1;
-        if let Some(k) = &p.key_id {
-            subjects[n] = (SubjectKind::ApiKey, k);
-            n += 1;
-        }
-        if !p.tenant.is_empty() {
-            subjects[n] = (SubjectKind::Tenant, &p.tenant);
-            n += 1;
-        }
-    }
-    let throttled = match gw.quarantine.check(warden_event::now_ns(), &subjects[..n]) {
+    let throttled = match principal_quarantine(gw, principal) {
         Verdict::Quarantined { subject, .. } => {
             debug!(%subject, "Quarantined subject refused.");
             return Err(Reject::Quarantined);
         }
-        Verdict::Throttled { subject } => Some(subject),
-        Verdict::Pass => None,
+        Verdict::Throttled { subject, limit } => Some((subject, limit)),
+        Verdict::Pass => ip_throttle,
     };
 
     let limit_key = LimitKey {
@@ -706,7 +823,7 @@ async fn phases(
         device_type: principal.map_or("", |p| p.device_type.as_str()),
         route: &route.name,
         ip: draft.client_ip,
-        throttled: throttled.as_ref(),
+        throttled: throttled.as_ref().map(|(s, l)| (s, *l)),
     };
     draft.quota = gw.limits.check(&limit_key).map_err(rate_limited)?;
 

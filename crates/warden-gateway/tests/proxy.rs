@@ -392,7 +392,7 @@ async fn refuses_oversize_bodies_bad_credentials_and_quarantined_subjects() {
 
     // A quarantine published on the bus is enforced within a moment, for that identity only.
     let decision = Decision {
-        v: 1,
+        v: warden_event::SCHEMA_VERSION,
         id: "d1".into(),
         subject: Subject::identity("dev-1"),
         action: Action::Quarantine,
@@ -402,6 +402,7 @@ async fn refuses_oversize_bodies_bad_credentials_and_quarantined_subjects() {
         score: 1.0,
         evidence: Value::Null,
         decided_at: warden_event::now_ns(),
+        limit: None,
     };
     h.bus
         .producer()

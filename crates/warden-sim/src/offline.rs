@@ -15,7 +15,7 @@ use std::path::Path;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use warden_event::{
-    ANONYMOUS, AuthInfo, AuthMethod, AuthResult, Decision, Outcome, Protocol, RequestEvent,
+    ANONYMOUS, AuthInfo, AuthMethod, AuthResult, Decision, Outcome, Protocol, Reason, RequestEvent,
     SCHEMA_VERSION, Subject, SubjectKind,
 };
 
@@ -43,6 +43,9 @@ pub struct Offline {
     keys: HashMap<String, usize>,
     /// Active quarantines: subject → until (epoch ns).
     quarantine: HashMap<Subject, i64>,
+    /// Active throttles: subject → (until, the GCRA's theoretical arrival time in ns,
+    /// emission interval in ns, burst tolerance in ns).
+    throttles: HashMap<Subject, Throttle>,
     seq: u64,
     /// A request taken from the plan but not yet handed out (it belongs to the next batch).
     held: Option<Planned>,
@@ -66,6 +69,7 @@ impl Offline {
             rng: StdRng::seed_from_u64(mix_seed(seed, 0x000F_F11E)),
             keys,
             quarantine: HashMap::new(),
+            throttles: HashMap::new(),
             seq: 0,
             held: None,
             last_ts: start_ns,
@@ -106,17 +110,51 @@ impl Offline {
         out
     }
 
-    /// Enforce a decision from now on, as every gateway would.
+    /// Enforce a decision from now on, as every gateway would: a quarantine refuses the
+    /// subject, a throttle holds it to the decision's rate (the gateway's default, 1 request/s
+    /// with a burst of 5, when the decision has none).
     pub fn apply_decision(&mut self, d: &Decision) {
+        let until = d.until.unwrap_or(i64::MAX);
         match d.action {
             warden_event::Action::Release => {
                 self.quarantine.remove(&d.subject);
+                self.throttles.remove(&d.subject);
             }
-            _ => {
-                self.quarantine
-                    .insert(d.subject.clone(), d.until.unwrap_or(i64::MAX));
+            warden_event::Action::Quarantine => {
+                self.throttles.remove(&d.subject);
+                self.quarantine.insert(d.subject.clone(), until);
+            }
+            warden_event::Action::Throttle => {
+                self.quarantine.remove(&d.subject);
+                let (per_s, burst) = d.limit.map_or((1.0, 5), |l| (l.per_s, l.burst));
+                let interval = (1e9 / per_s.max(1e-6)).min(1e15) as i64;
+                self.throttles.insert(
+                    d.subject.clone(),
+                    Throttle {
+                        until,
+                        tat: 0,
+                        interval,
+                        tolerance: interval.saturating_mul(i64::from(burst.max(1)) - 1),
+                    },
+                );
             }
         }
+    }
+
+    /// Count a request of `subject` against its throttle, if any: `false` when refused.
+    fn throttle_allows(&mut self, subject: &Subject, now: i64) -> bool {
+        let Some(t) = self.throttles.get_mut(subject) else {
+            return true;
+        };
+        if t.until <= now {
+            return true;
+        }
+        let tat = t.tat.max(now);
+        if tat - now > t.tolerance {
+            return false;
+        }
+        t.tat = tat + t.interval;
+        true
     }
 
     /// The labels of the run, once [`Offline::next_batch`] returned nothing.
@@ -132,6 +170,16 @@ impl Offline {
                 ended_at: self.start_ns + self.plan.duration_ns(),
             },
         )
+    }
+
+    /// Whether device `d`'s identity, key or tenant is quarantined.
+    fn quarantined_device(&self, d: usize, now: i64) -> bool {
+        let d = &self.plan.fleet().devices[d];
+        self.quarantined(SubjectKind::Identity, &d.identity, now)
+            || d.credential
+                .key_id()
+                .is_some_and(|k| self.quarantined(SubjectKind::ApiKey, k, now))
+            || self.quarantined(SubjectKind::Tenant, &d.tenant, now)
     }
 
     fn quarantined(&self, kind: SubjectKind, value: &str, now: i64) -> bool {
@@ -180,7 +228,14 @@ impl Offline {
             bytes_out: 0,
             user_agent: Some(r.user_agent.to_string()),
             tls: None,
+            reason: Reason::None,
+            query: String::new(),
+            query_hash: 0,
         };
+        if let Some(q) = query {
+            e.query = warden_event::query::shape(q);
+            e.query_hash = warden_event::query::hash(QUERY_HASH_KEY, q);
+        }
         self.seq += 1;
         let (seen, bytes_out) = self.gateway(&mut e, p, path, query, &ip, ts);
         e.bytes_out = bytes_out;
@@ -189,6 +244,9 @@ impl Offline {
             Seen::Refused => 403,
             Seen::Failed => 502,
         };
+        if e.reason == Reason::None && e.status >= 500 {
+            e.reason = Reason::Upstream;
+        }
         // Latency: a couple of milliseconds plus transfer time at ~50 MB/s.
         let transfer = (e.bytes_in + e.bytes_out) / 50;
         e.latency_us = 800 + self.rng.random_range(0..4_000) + transfer;
@@ -211,6 +269,12 @@ impl Offline {
     ) -> (Seen, u64) {
         const ERROR_BODY: u64 = 110;
         let r = &p.request;
+        // A quarantined address learns nothing: the same 403 whatever it presents.
+        if self.quarantined(SubjectKind::Ip, ip, now) {
+            e.decision = Outcome::Quarantined;
+            e.reason = Reason::Quarantine;
+            return (Seen::Refused, ERROR_BODY);
+        }
         let route = SIM_ROUTES
             .iter()
             .filter(|(_, prefix, _)| {
@@ -220,15 +284,13 @@ impl Offline {
                         .is_some_and(|rest| rest.starts_with('/'))
             })
             .max_by_key(|(_, prefix, _)| prefix.len());
-        let Some((name, _, methods)) = route else {
-            e.decision = Outcome::Invalid;
-            return (Seen::Gateway(404), ERROR_BODY);
+        let refused_route = match route {
+            None => Some(404),
+            Some((name, _, methods)) => {
+                e.route = (*name).to_string();
+                (!methods.is_empty() && !methods.contains(&r.method)).then_some(405)
+            }
         };
-        e.route = (*name).to_string();
-        if !methods.is_empty() && !methods.contains(&r.method) {
-            e.decision = Outcome::Invalid;
-            return (Seen::Gateway(405), ERROR_BODY);
-        }
         let device = match &r.auth {
             Auth::None => None,
             Auth::Device(d) => Some(Some(*d)),
@@ -242,36 +304,53 @@ impl Offline {
             },
             _ => AuthMethod::ApiKey,
         };
-        let d = match device {
-            None => {
-                e.auth.result = AuthResult::Missing;
-                e.decision = Outcome::DeniedAuth;
-                return (Seen::Gateway(401), ERROR_BODY);
-            }
-            Some(None) => {
-                e.auth.result = AuthResult::Failed;
-                e.decision = Outcome::DeniedAuth;
-                return (Seen::Gateway(401), ERROR_BODY);
-            }
-            Some(Some(d)) => &self.plan.fleet().devices[d],
+        e.auth.result = match device {
+            None => AuthResult::Missing,
+            Some(None) => AuthResult::Failed,
+            Some(Some(_)) => AuthResult::Ok,
         };
-        e.auth.result = AuthResult::Ok;
-        e.identity = d.identity.clone();
-        e.tenant = d.tenant.clone();
-        e.device_type = d.device_type.as_str().to_string();
-        let refused = self.quarantined(SubjectKind::Identity, &d.identity, now)
-            || d.credential
-                .key_id()
-                .is_some_and(|k| self.quarantined(SubjectKind::ApiKey, k, now))
-            || self.quarantined(SubjectKind::Tenant, &d.tenant, now)
-            || self.quarantined(SubjectKind::Ip, ip, now);
-        if refused {
-            e.decision = Outcome::Quarantined;
-            return (Seen::Refused, ERROR_BODY);
+        if let Some(Some(d)) = device {
+            // Attributed even when the route is refused: a probing device's probes count.
+            let d = &self.plan.fleet().devices[d];
+            e.identity = d.identity.clone();
+            e.tenant = d.tenant.clone();
+            e.device_type = d.device_type.as_str().to_string();
+        }
+        let d = match (device, refused_route) {
+            (Some(Some(d)), _) if self.quarantined_device(d, now) => {
+                e.decision = Outcome::Quarantined;
+                e.reason = Reason::Quarantine;
+                return (Seen::Refused, ERROR_BODY);
+            }
+            (_, Some(status)) => {
+                e.decision = Outcome::Invalid;
+                e.reason = Reason::Route;
+                return (Seen::Gateway(status), ERROR_BODY);
+            }
+            (None | Some(None), None) => {
+                e.decision = Outcome::DeniedAuth;
+                e.reason = Reason::Auth;
+                return (Seen::Gateway(401), ERROR_BODY);
+            }
+            (Some(Some(d)), None) => d,
+        };
+        let d = &self.plan.fleet().devices[d];
+        let throttled = [
+            Subject::identity(d.identity.clone()),
+            Subject {
+                kind: SubjectKind::Tenant,
+                value: d.tenant.clone(),
+            },
+        ];
+        if !throttled.iter().all(|s| self.throttle_allows(s, now)) {
+            e.decision = Outcome::Throttled;
+            e.reason = Reason::Throttle;
+            return (Seen::Gateway(429), ERROR_BODY);
         }
         let body_len = u64::from(r.body.len);
         if body_len > MAX_BODY_BYTES {
             e.decision = Outcome::Invalid;
+            e.reason = Reason::Invalid;
             return (Seen::Gateway(413), ERROR_BODY);
         }
         e.bytes_in = body_len;
@@ -280,6 +359,18 @@ impl Offline {
         (Seen::Through(reply.status), reply.len())
     }
 }
+
+/// A `throttle` decision as a GCRA (see the gateway's `ratelimit::gcra`).
+#[derive(Debug, Clone, Copy)]
+struct Throttle {
+    until: i64,
+    tat: i64,
+    interval: i64,
+    tolerance: i64,
+}
+
+/// Key of the query hashes of accelerated runs.
+pub const QUERY_HASH_KEY: &[u8] = b"warden-sim";
 
 /// Write an accelerated run's events to `path` as Parquet; see [`ParquetSink`].
 pub fn parquet_sink(path: &Path) -> Result<ParquetSink, crate::SimError> {

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{ArrayRef, AsArray};
+use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::compute::cast;
 use arrow::datatypes::TimestampNanosecondType;
 use arrow::record_batch::RecordBatch;
@@ -99,7 +99,48 @@ fn conform(batch: &RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError>
             }
         })
         .collect::<Result<_, _>>()?;
-    RecordBatch::try_new(schema, columns)
+    let batch = RecordBatch::try_new(schema, columns)?;
+    infer_reasons(batch)
+}
+
+/// Events archived before schema version 2 have no `reason` (null): infer it from the
+/// decision and status, as readers of version 1 payloads do (`Reason::infer`).
+fn infer_reasons(batch: RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError> {
+    use arrow::datatypes::{DataType, UInt16Type};
+    let Some(at) = batch.schema().index_of("reason").ok() else {
+        return Ok(batch);
+    };
+    if batch.column(at).null_count() == 0 {
+        return Ok(batch);
+    }
+    let reasons = cast(batch.column(at), &DataType::Utf8)?;
+    let reasons = reasons.as_string::<i32>();
+    let decisions = cast(
+        batch
+            .column_by_name("decision")
+            .ok_or_else(|| arrow::error::ArrowError::SchemaError("missing decision".into()))?,
+        &DataType::Utf8,
+    )?;
+    let decisions = decisions.as_string::<i32>();
+    let status = batch
+        .column_by_name("status")
+        .ok_or_else(|| arrow::error::ArrowError::SchemaError("missing status".into()))?
+        .as_primitive::<UInt16Type>();
+    let filled: arrow::array::StringArray = (0..batch.num_rows())
+        .map(|i| {
+            if reasons.is_valid(i) {
+                return Some(reasons.value(i));
+            }
+            let decision = warden_event::Outcome::ALL
+                .into_iter()
+                .find(|o| o.as_str() == decisions.value(i))?;
+            Some(warden_event::Reason::infer(decision, status.value(i)).as_str())
+        })
+        .collect();
+    let field = batch.schema().field(at).clone();
+    let mut columns = batch.columns().to_vec();
+    columns[at] = cast(&filled, field.data_type())?;
+    RecordBatch::try_new(batch.schema(), columns)
 }
 
 /// Replay every event of the archive in `dir` (in event-time order) through `pipeline`.

@@ -25,6 +25,7 @@ use warden_config::{
 use warden_detect::{Detector, EventView, Firing, KeyId, Sample};
 use warden_event::{
     ANONYMOUS, Action, Alert, Decision, Evidence, SCHEMA_VERSION, Severity, Subject, SubjectKind,
+    ThrottleLimit,
 };
 
 pub use reload::ReloadReport;
@@ -126,6 +127,88 @@ pub struct Engine {
     provisional_at: Option<(i64, i64)>,
     stats: EngineStats,
     scratch: Scratch,
+    /// Normal rates for relative throttles (`decision.throttle_baseline`).
+    rates: Option<RateMemory>,
+}
+
+/// Per key of one window, the long-run level of a `rate` feature: the subject's normal rate,
+/// which a throttle decision is set relative to (`decision.throttle_baseline`).
+///
+/// A running *median* of the key's complete samples (8 bytes per key): after a plain average of
+/// the first [`RateMemory::WARM`] samples, each sample moves the level up or down by the same
+/// small relative step, whatever its size (stochastic approximation of the median, step
+/// `max(1/n, slide / MEMORY_MS)` of the level). An attack in progress — a minority of the
+/// key's samples, however large — moves it by at most that step per sample: the level is what
+/// the key usually sends, not its mean with the attack in it. Not checkpointed: after a
+/// restart a throttle falls back to `throttle_rate_per_s` until levels are learned again.
+pub(crate) struct RateMemory {
+    pub(crate) window: usize,
+    pub(crate) feature: usize,
+    alpha: f64,
+    /// (level, samples) by key id.
+    pub(crate) levels: Vec<(f32, u32)>,
+}
+
+impl RateMemory {
+    const MEMORY_MS: f64 = 30.0 * 60.0 * 1000.0;
+    /// Samples averaged before the median steps begin, and before a level is used.
+    const WARM: u32 = 10;
+
+    fn new(pipeline: &PipelineConfig, windows: &[WindowRt]) -> Option<Self> {
+        let name = pipeline.decision.throttle_baseline.as_deref()?;
+        let (window, feature) = windows.iter().enumerate().find_map(|(wi, w)| {
+            w.plan
+                .names
+                .iter()
+                .position(|n| n == name)
+                .map(|fi| (wi, fi))
+        })?;
+        let slide = windows[window].state.config.slide_ms as f64;
+        Some(Self {
+            window,
+            feature,
+            alpha: (slide / Self::MEMORY_MS).clamp(1e-6, 1.0),
+            levels: Vec::new(),
+        })
+    }
+
+    fn learn(&mut self, id: KeyId, value: f64) {
+        if !value.is_finite() {
+            return;
+        }
+        let i = id as usize;
+        if self.levels.len() <= i {
+            self.levels.resize(i + 1, (0.0, 0));
+        }
+        let (level, n) = self.levels[i];
+        let level = f64::from(level);
+        let n = n.saturating_add(1);
+        let step = self.alpha.max(1.0 / f64::from(n));
+        let next = if n <= Self::WARM || level <= 0.0 {
+            level + (value - level) / f64::from(n.min(Self::WARM))
+        } else if value > level {
+            level * (1.0 + step)
+        } else if value < level {
+            (level * (1.0 - step)).max(value)
+        } else {
+            level
+        };
+        self.levels[i] = (next as f32, n);
+    }
+
+    fn forget(&mut self, id: KeyId) {
+        if let Some(l) = self.levels.get_mut(id as usize) {
+            *l = (0.0, 0);
+        }
+    }
+
+    /// The key's normal rate, once learned.
+    fn level(&self, id: KeyId) -> Option<f64> {
+        self.levels
+            .get(id as usize)
+            .filter(|(l, n)| *n >= Self::WARM && *l > 0.0)
+            .map(|(l, _)| f64::from(*l))
+    }
 }
 
 /// A detector fired for a key.
@@ -263,6 +346,11 @@ impl Engine {
             provisional_at: None,
             stats: EngineStats::default(),
             scratch: Scratch::default(),
+            rates: None,
+        })
+        .map(|mut e| {
+            e.rates = RateMemory::new(pipeline, &e.windows);
+            e
         })
     }
 
@@ -600,9 +688,26 @@ impl Engine {
             w.state.live(&mut ids);
             self.stats.samples += ids.len() as u64;
             round(w, wi, &ids, slot, true, &mut self.scratch, fired)?;
+            if let Some(m) = self.rates.as_mut().filter(|m| m.window == wi)
+                && !ids.is_empty()
+            {
+                if !w.detectors.iter().any(|d| !d.inputs.is_empty()) {
+                    // `round` computed no features: no detector samples this window.
+                    features_of(w, &ids, slot, Read::Complete, &mut self.scratch)?;
+                }
+                let nf = w.plan.outputs.len();
+                for (r, id) in ids.iter().enumerate() {
+                    if let Some(v) = self.scratch.features.get(r * nf + m.feature) {
+                        m.learn(*id, *v);
+                    }
+                }
+            }
             self.scratch.ids = ids;
             let end = w.state.slot_end(slot);
             for id in w.state.trim(slot, end) {
+                if let Some(m) = self.rates.as_mut().filter(|m| m.window == wi) {
+                    m.forget(id);
+                }
                 for d in w.detectors.iter_mut() {
                     d.detector.forget(id);
                 }
@@ -684,6 +789,38 @@ impl Engine {
             window: w.state.config.name.clone(),
             window_end: f.window_end,
         };
+        // A throttle holds its subject to a multiple of its own normal rate, when known.
+        let c = self.policy.config();
+        let normal_rate = self.rates.as_ref().and_then(|m| {
+            let w = &self.windows[m.window];
+            let same_kind = matches!(
+                (w.state.config.key, subject.kind),
+                (WindowKey::Identity, SubjectKind::Identity)
+                    | (WindowKey::ClientIp, SubjectKind::Ip)
+                    | (WindowKey::Tenant, SubjectKind::Tenant)
+            );
+            if !same_kind {
+                return None;
+            }
+            m.level(w.state.id(&subject.value)?)
+        });
+        let limit = (action == Some(Action::Throttle)).then(|| ThrottleLimit {
+            per_s: normal_rate.map_or(c.throttle_rate_per_s, |n| {
+                (n * c.throttle_rate_factor).max(c.throttle_min_rate_per_s)
+            }),
+            burst: c.throttle_burst,
+        });
+        if let Some(l) = &limit {
+            message.push_str(&format!(
+                " at {} requests/s{}",
+                fmt_rate(l.per_s),
+                normal_rate.map_or(String::new(), |n| format!(
+                    " ({}× its normal {}/s)",
+                    c.throttle_rate_factor,
+                    fmt_rate(n)
+                ))
+            ));
+        }
         let decision = action.map(|action| {
             let mut ev = serde_json::to_value(&evidence).unwrap_or_default();
             if let serde_json::Value::Object(m) = &mut ev {
@@ -691,11 +828,13 @@ impl Engine {
                     m.insert("offense".into(), (*offense).into());
                     m.insert("detectors".into(), detectors.clone().into());
                 }
-                if action == Action::Throttle {
-                    m.insert(
-                        "rate_limit_per_s".into(),
-                        self.policy.config().throttle_rate_per_s.into(),
-                    );
+                if action == Action::Throttle
+                    && let Some(l) = &limit
+                {
+                    m.insert("rate_limit_per_s".into(), l.per_s.into());
+                    if let Some(normal) = normal_rate {
+                        m.insert("normal_rate_per_s".into(), normal.into());
+                    }
                 }
             }
             Decision {
@@ -709,6 +848,7 @@ impl Engine {
                 score: f.firing.score,
                 evidence: ev,
                 decided_at: now,
+                limit,
             }
         });
         self.stats.alerts += 1;
@@ -737,6 +877,17 @@ impl Engine {
             decision_id: decision.as_ref().map(|d| d.id.clone()),
         };
         Some(Output { alert, decision })
+    }
+}
+
+/// A rate for messages: 3 significant digits.
+fn fmt_rate(r: f64) -> String {
+    if r >= 100.0 {
+        format!("{r:.0}")
+    } else if r >= 1.0 {
+        format!("{r:.2}")
+    } else {
+        format!("{r:.3}")
     }
 }
 

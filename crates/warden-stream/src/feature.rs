@@ -113,6 +113,9 @@ pub enum InputKind {
     Number,
     /// As a 64-bit hash (distinct counts).
     Hash,
+    /// As a 64-bit hash of the value and the event's `query_hash` together (distinct
+    /// resources: path and query).
+    HashWithQuery,
     /// Only whether it is present (1, or NaN when null): `count(x)`.
     Presence,
 }
@@ -194,6 +197,8 @@ pub fn physical(
 fn column(f: Field) -> Expr {
     col(match f {
         Field::Outcome => "decision",
+        // Hashed with `query_hash` where distinct values are counted (see `sketch`).
+        Field::Resource => "path",
         other => other.as_str(),
     })
 }
@@ -235,7 +240,30 @@ pub fn filter_expr(f: &FilterConfig) -> Option<Expr> {
     if !f.route.is_empty() {
         parts.push(list("route", f.route.clone()));
     }
+    if !f.reason.is_empty() {
+        parts.push(list(
+            "reason",
+            f.reason.iter().map(|r| r.as_str().to_string()).collect(),
+        ));
+    }
+    if f.excludes_enforced() {
+        parts.push(not_enforced());
+    }
     parts.into_iter().reduce(Expr::and)
+}
+
+/// Events not refused by Warden's own enforcement (quarantine, throttle, rate limit, load
+/// shedding).
+pub fn not_enforced() -> Expr {
+    in_list(
+        col("reason"),
+        warden_event::Reason::ALL
+            .into_iter()
+            .filter(|r| r.is_enforcement())
+            .map(|r| lit(r.as_str()))
+            .collect(),
+        true,
+    )
 }
 
 impl WindowPlan {
@@ -299,6 +327,22 @@ impl WindowPlan {
         Ok(self.scalars.len() - 1)
     }
 
+    /// A sketch of an event field (`resource`: path and query hash together).
+    fn sketch_field(
+        &mut self,
+        c: &Compiler,
+        kind: SketchKind,
+        field: Field,
+        filter: Option<Expr>,
+    ) -> Result<usize, DataFusionError> {
+        let input_kind = match kind {
+            SketchKind::Distinct if field == Field::Resource => InputKind::HashWithQuery,
+            SketchKind::Distinct => InputKind::Hash,
+            SketchKind::Quantiles => InputKind::Number,
+        };
+        self.sketch_of(c, kind, column(field), input_kind, filter)
+    }
+
     fn sketch(
         &mut self,
         c: &Compiler,
@@ -306,21 +350,29 @@ impl WindowPlan {
         input: Expr,
         filter: Option<Expr>,
     ) -> Result<usize, DataFusionError> {
+        let input_kind = match kind {
+            SketchKind::Distinct => InputKind::Hash,
+            SketchKind::Quantiles => InputKind::Number,
+        };
+        self.sketch_of(c, kind, input, input_kind, filter)
+    }
+
+    fn sketch_of(
+        &mut self,
+        c: &Compiler,
+        kind: SketchKind,
+        input: Expr,
+        input_kind: InputKind,
+        filter: Option<Expr>,
+    ) -> Result<usize, DataFusionError> {
         let key = format!(
-            "{kind:?}({input})|{}",
+            "{kind:?}({input}, {input_kind:?})|{}",
             filter.as_ref().map(Expr::to_string).unwrap_or_default()
         );
         if let Some(i) = self.sketch_keys.get(&key) {
             return Ok(*i);
         }
-        let input = self.input(
-            c,
-            input,
-            match kind {
-                SketchKind::Distinct => InputKind::Hash,
-                SketchKind::Quantiles => InputKind::Number,
-            },
-        )?;
+        let input = self.input(c, input, input_kind)?;
         let filter = self.filter(c, filter)?;
         self.sketches.push(SketchAgg {
             kind,
@@ -381,7 +433,9 @@ impl WindowPlan {
                 Output::Ratio { num, den }
             }
             FeatureConfig::ErrorRatio(x) => {
-                let e = col("status").gt_eq(lit(x.error_status()));
+                let e = col("status")
+                    .gt_eq(lit(x.error_status()))
+                    .and(not_enforced());
                 let num = self.count(c, Some(e)).map_err(df("min_status"))?;
                 let den = self.count(c, None).map_err(df("min_status"))?;
                 Output::Ratio { num, den }
@@ -398,23 +452,13 @@ impl WindowPlan {
             }
             FeatureConfig::Distinct(x) => {
                 let s = self
-                    .sketch(
-                        c,
-                        SketchKind::Distinct,
-                        column(x.field),
-                        filter_of(&x.filter),
-                    )
+                    .sketch_field(c, SketchKind::Distinct, x.field, filter_of(&x.filter))
                     .map_err(df("field"))?;
                 Output::Value(self.value(AggValue::Distinct(s)))
             }
             FeatureConfig::Percentile(x) => {
                 let s = self
-                    .sketch(
-                        c,
-                        SketchKind::Quantiles,
-                        column(x.field),
-                        filter_of(&x.filter),
-                    )
+                    .sketch_field(c, SketchKind::Quantiles, x.field, filter_of(&x.filter))
                     .map_err(df("field"))?;
                 Output::Value(self.value(AggValue::Quantile(s, x.quantile)))
             }
@@ -485,6 +529,19 @@ impl WindowPlan {
                     let mut h = vec![0u64; n];
                     datafusion::common::hash_utils::create_hashes_with_hasher(
                         [&a],
+                        &hasher(),
+                        &mut h,
+                    )?;
+                    hashes.push((h, a.logical_nulls()));
+                    numbers.push(Vec::new());
+                }
+                InputKind::HashWithQuery => {
+                    let mut h = vec![0u64; n];
+                    let query = batch.column_by_name("query_hash").ok_or_else(|| {
+                        DataFusionError::Plan("the batch has no query_hash column".into())
+                    })?;
+                    datafusion::common::hash_utils::create_hashes_with_hasher(
+                        [&a, query],
                         &hasher(),
                         &mut h,
                     )?;

@@ -42,10 +42,29 @@ pub struct DecisionConfig {
     /// How long a throttle lasts, seconds.
     #[serde(default = "default_throttle_ttl")]
     pub throttle_ttl_s: u64,
-    /// Requests per second a throttled subject is allowed (written in the decision's
-    /// evidence as `rate_limit_per_s` for gateways to enforce).
+    /// Requests per second a throttled subject is allowed when its normal rate is not known
+    /// (no `throttle_baseline`, or a subject too new to have one).
     #[serde(default = "default_throttle_rate")]
     pub throttle_rate_per_s: f64,
+    /// The `rate` feature whose long-run level per key is a subject's normal rate: a throttle
+    /// then holds its subject to `throttle_rate_factor` × that rate (at least
+    /// `throttle_min_rate_per_s`), so it bites at any scale — a fixed rate is far above what
+    /// a slow device sends and far below what a busy one does. The level is a slow moving
+    /// average (memory ≈ 30 minutes of samples) of the key's complete samples, not learned
+    /// while the subject is under a decision. The decision carries the rate (`limit`) and
+    /// every gateway enforces it.
+    #[serde(default)]
+    pub throttle_baseline: Option<String>,
+    /// Multiple of the subject's normal rate a throttle allows (e.g. 1: its usual pace, so an
+    /// identity scraping at twice its rate loses half its requests).
+    #[serde(default = "default_throttle_factor")]
+    pub throttle_rate_factor: f64,
+    /// Lowest rate a relative throttle sets, requests per second.
+    #[serde(default = "default_throttle_min_rate")]
+    pub throttle_min_rate_per_s: f64,
+    /// Requests a throttled subject may send at once.
+    #[serde(default = "default_throttle_burst")]
+    pub throttle_burst: u32,
     /// After a manual release, the subject is not enforced on again for this long, seconds.
     #[serde(default = "default_cooldown")]
     pub cooldown_s: u64,
@@ -102,6 +121,15 @@ fn default_throttle_ttl() -> u64 {
 fn default_throttle_rate() -> f64 {
     1.0
 }
+fn default_throttle_factor() -> f64 {
+    1.0
+}
+fn default_throttle_min_rate() -> f64 {
+    0.05
+}
+fn default_throttle_burst() -> u32 {
+    5
+}
 fn default_cooldown() -> u64 {
     300
 }
@@ -127,6 +155,10 @@ impl DecisionConfig {
             offense_memory_s: default_offense_memory(),
             throttle_ttl_s: default_throttle_ttl(),
             throttle_rate_per_s: default_throttle_rate(),
+            throttle_baseline: None,
+            throttle_rate_factor: default_throttle_factor(),
+            throttle_min_rate_per_s: default_throttle_min_rate(),
+            throttle_burst: default_throttle_burst(),
             cooldown_s: default_cooldown(),
             allowlist: Vec::new(),
             max_quarantines_per_minute: default_max_per_minute(),
@@ -155,6 +187,18 @@ impl DecisionConfig {
         }
         if !(self.throttle_rate_per_s.is_finite() && self.throttle_rate_per_s > 0.0) {
             bad("throttle_rate_per_s", "must be a positive number".into());
+        }
+        if !(self.throttle_rate_factor.is_finite() && self.throttle_rate_factor > 0.0) {
+            bad("throttle_rate_factor", "must be a positive number".into());
+        }
+        if !(self.throttle_min_rate_per_s.is_finite() && self.throttle_min_rate_per_s > 0.0) {
+            bad(
+                "throttle_min_rate_per_s",
+                "must be a positive number".into(),
+            );
+        }
+        if self.throttle_burst == 0 {
+            bad("throttle_burst", "must be at least 1".into());
         }
         if self.min_firings == 0 {
             bad("min_firings", "must be at least 1".into());

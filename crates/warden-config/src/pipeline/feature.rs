@@ -2,7 +2,7 @@
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use warden_event::{AuthResult, Outcome};
+use warden_event::{AuthResult, Outcome, Reason};
 
 use crate::ConfigError;
 
@@ -144,6 +144,18 @@ pub struct FilterConfig {
     /// Routes matched.
     #[serde(default)]
     pub route: Vec<String>,
+    /// Why the gateway refused the request, e.g. `["route", "path", "rbac"]` (`none`: not
+    /// refused).
+    #[serde(default)]
+    pub reason: Vec<Reason>,
+    /// Whether a filter on status or outcome also matches Warden's own enforcement: requests
+    /// refused by a quarantine, a throttle, a rate limit or load shedding. Off by default: a
+    /// 403 of a quarantine or a 429 of a throttle is what Warden did, not what the client did,
+    /// and counting it would flag a device again for the refusals of its own quarantine (or
+    /// of another subject's, e.g. its address). A filter listing `reason`s matches exactly
+    /// those.
+    #[serde(default)]
+    pub include_enforced: bool,
 }
 
 /// An event field.
@@ -165,6 +177,13 @@ pub enum Field {
     AuthResult,
     /// The gateway's decision (`allowed`, `denied_auth`, …), column `decision`.
     Outcome,
+    /// Why the gateway refused the request (`none`, `auth`, `quarantine`…).
+    Reason,
+    /// The shape of the query string (`page=int&sort=str`).
+    Query,
+    /// The resource a request read or wrote: its path and its query (by the query's keyed
+    /// hash). For distinct counts: `?page=1`, `?page=2`… are distinct resources.
+    Resource,
 }
 
 impl Field {
@@ -185,6 +204,9 @@ impl Field {
             Field::LatencyUs => "latency_us",
             Field::AuthResult => "auth_result",
             Field::Outcome => "outcome",
+            Field::Reason => "reason",
+            Field::Query => "query",
+            Field::Resource => "resource",
         }
     }
 
@@ -201,6 +223,14 @@ impl FilterConfig {
     /// Whether the filter matches every event.
     pub fn is_empty(&self) -> bool {
         self == &FilterConfig::default()
+    }
+
+    /// Whether enforcement refusals are left out (see [`FilterConfig::include_enforced`]):
+    /// the filter selects by status or outcome, lists no reason, and does not ask for them.
+    pub fn excludes_enforced(&self) -> bool {
+        let by_result =
+            self.min_status.is_some() || self.max_status.is_some() || !self.outcome.is_empty();
+        by_result && self.reason.is_empty() && !self.include_enforced
     }
 
     fn check(&self, at: &str, errs: &mut Vec<ConfigError>) {

@@ -72,7 +72,10 @@ fn accepts_and_refuses_what_decode_does() {
         m.remove("v");
     });
     with(&|m| {
-        m.insert("v".into(), 2.into());
+        m.insert("v".into(), 3.into());
+    });
+    with(&|m| {
+        m.insert("reason".into(), "because".into());
     });
     with(&|m| {
         m.insert("extra".into(), 1.into());

@@ -69,8 +69,8 @@ fn damaged_compact_payloads_are_refused_and_append_nothing() {
     ];
     // A future schema version: `v` is the first varint after the tag.
     let mut future = good.clone();
-    future[1] = 2;
-    cases.push(("version 2", future));
+    future[1] = 3;
+    cases.push(("version 3", future));
     // An enum variant index this build does not know (`protocol` of event 2 is `coap` = 2):
     // find the byte by changing the event and comparing the encodings.
     let mut other = event(2);
@@ -118,10 +118,25 @@ fn the_format_is_configured_by_name() {
     assert!(serde_json::from_str::<C>(r#"{"f":"avro"}"#).is_err());
 }
 
-/// The reference: postcard's own decoder, the whole body, a known version.
-fn postcard_decode(body: &[u8]) -> Option<RequestEventRef<'_>> {
-    let (e, rest) = postcard::take_from_bytes::<RequestEventRef>(body).ok()?;
-    (rest.is_empty() && e.v == crate::SCHEMA_VERSION).then_some(e)
+/// The reference: postcard's own decoder, the whole body, a known version. A version 1 body
+/// ends before the version 2 fields: it is read with them appended at their defaults (reason
+/// 0, empty query, hash 0), and the reason is inferred as the fast decoder does.
+fn postcard_decode(body: &[u8]) -> Option<RequestEvent> {
+    let v1 = postcard::take_from_bytes::<u32>(body).is_ok_and(|(v, _)| v == 1);
+    let padded = if v1 {
+        [body, &[0, 0, 0]].concat()
+    } else {
+        body.to_vec()
+    };
+    let (e, rest) = postcard::take_from_bytes::<RequestEventRef>(&padded).ok()?;
+    if !rest.is_empty() || e.v != if v1 { 1 } else { crate::SCHEMA_VERSION } {
+        return None;
+    }
+    let mut owned = e.to_owned_event();
+    if v1 {
+        owned.reason = crate::Reason::infer(owned.decision, owned.status);
+    }
+    Some(owned)
 }
 
 #[test]
@@ -159,7 +174,7 @@ fn the_fast_decoder_reads_exactly_what_postcard_reads() {
                     _ => m.truncate(at),
                 }
             }
-            let fast = decode_ref(&m).ok();
+            let fast = decode_ref(&m).ok().map(|e| e.to_owned_event());
             let reference = postcard_decode(&m);
             assert_eq!(fast, reference, "{m:02x?}");
             if fast.is_some() {
@@ -189,8 +204,65 @@ fn varints_past_their_width_are_refused() {
         assert!(decode_ref(&m).is_err());
         assert!(postcard_decode(&m).is_none());
     }
-    // A redundant but in-width spelling of 1 is read as 1 by both.
-    let m = [&[0x81, 0x00][..], &body[1..]].concat();
-    assert_eq!(decode_ref(&m).ok(), postcard_decode(&m));
+    // A redundant but in-width spelling of 2 is read as 2 by both.
+    let m = [&[0x82, 0x00][..], &body[1..]].concat();
+    assert_eq!(
+        decode_ref(&m).ok().map(|e| e.to_owned_event()),
+        postcard_decode(&m)
+    );
     assert!(decode_ref(&m).is_ok());
+}
+
+#[test]
+fn version_1_events_are_read_in_both_forms_with_their_reason_inferred() {
+    let mut e = event(7);
+    e.reason = crate::Reason::None;
+    e.query = String::new();
+    e.query_hash = 0;
+    e.decision = crate::Outcome::Quarantined;
+    e.status = 403;
+    // Compact: a version 1 body is a version 2 body without the three last fields (here all
+    // zero bytes) and with `v` = 1.
+    let body = encode_event(&e, EventFormat::Compact)[1..].to_vec();
+    assert_eq!(&body[body.len() - 3..], &[0, 0, 0]);
+    let mut v1 = body[..body.len() - 3].to_vec();
+    v1[0] = 1;
+    let payload = [&[COMPACT_TAG][..], &v1].concat();
+    let mut expected = e.clone();
+    expected.v = 1;
+    expected.reason = crate::Reason::Quarantine;
+    assert_eq!(
+        decode::<RequestEvent>(&payload).expect("v1 compact"),
+        expected
+    );
+    assert_eq!(
+        RequestEventRef::decode(&payload)
+            .expect("v1 compact")
+            .to_owned_event(),
+        expected
+    );
+    // JSON: the fields are absent.
+    let mut json = serde_json::to_value(&e).expect("json");
+    {
+        let obj = json.as_object_mut().expect("object");
+        for k in ["reason", "query", "query_hash"] {
+            obj.remove(k);
+        }
+        obj.insert("v".into(), 1.into());
+    }
+    let bytes = serde_json::to_vec(&json).expect("bytes");
+    assert_eq!(decode::<RequestEvent>(&bytes).expect("v1 json"), expected);
+    assert_eq!(
+        RequestEventRef::decode(&bytes)
+            .expect("v1 json")
+            .to_owned_event(),
+        expected
+    );
+    // And a version this build does not know is refused.
+    json["v"] = 3.into();
+    let bytes = serde_json::to_vec(&json).expect("bytes");
+    assert!(matches!(
+        decode::<RequestEvent>(&bytes),
+        Err(DecodeError::Version { found: 3 })
+    ));
 }

@@ -186,6 +186,7 @@ fn decision(
         score: 0.0,
         evidence: json!({ "request_id": request_id }),
         decided_at: now,
+        limit: None,
     }
 }
 

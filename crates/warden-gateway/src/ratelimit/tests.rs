@@ -133,9 +133,30 @@ fn throttle_decisions_apply_the_reduced_rate_to_their_subject() {
     };
     let mut k = key(Some("d"), "", "a");
     assert_eq!(passed(&l, &c, &k, 100, 10, 0), 100, "no decision, no limit");
-    k.throttled = Some(&s);
+    k.throttled = Some((&s, None));
     // 1 s at 100/s against 2/s, burst 1: 1 + floor(0.99 × 2) = 2.
     assert_eq!(passed(&l, &c, &k, 100, 10, 10_000), 2);
+}
+
+#[test]
+fn a_throttle_decision_with_its_own_limit_holds_the_subject_to_it() {
+    let (l, c) = limits("[limits]\nthrottled = { rate_per_s = 1.0, burst = 5 }\n");
+    let s = Subject {
+        kind: SubjectKind::Identity,
+        value: "d".into(),
+    };
+    let mut k = key(Some("d"), "", "a");
+    // The decision: 10/s, burst 2 (the identity's normal rate); the client sends 20/s for
+    // 10 s, twice its normal rate: about half is refused.
+    k.throttled = Some((
+        &s,
+        Some(warden_event::ThrottleLimit {
+            per_s: 10.0,
+            burst: 2,
+        }),
+    ));
+    let passed_n = passed(&l, &c, &k, 200, 50, 10_000);
+    assert!((100..=102).contains(&passed_n), "{passed_n}");
 }
 
 #[test]

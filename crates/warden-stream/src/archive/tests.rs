@@ -14,7 +14,7 @@ const T0: i64 = 1_767_603_600 * 1_000_000_000;
 
 fn event(i: u64, ts: i64) -> RequestEvent {
     RequestEvent {
-        v: 1,
+        v: warden_event::SCHEMA_VERSION,
         id: format!("e{i}"),
         gateway: "gw".into(),
         seq: i,
@@ -42,6 +42,9 @@ fn event(i: u64, ts: i64) -> RequestEvent {
         bytes_out: 20,
         user_agent: Some("fw/1".into()),
         tls: None,
+        reason: warden_event::Reason::None,
+        query: String::new(),
+        query_hash: 0,
     }
 }
 
@@ -76,6 +79,7 @@ async fn files_are_hourly_size_bounded_and_queryable() {
                 .unwrap_or_default()
         })
         .collect();
+    hours.sort();
     hours.dedup();
     assert_eq!(
         hours,
@@ -221,7 +225,12 @@ async fn the_archiver_consumes_the_topic_and_commits_after_closing() {
     }));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while stats.events.load(Ordering::Relaxed) < 500 {
-        assert!(tokio::time::Instant::now() < deadline, "archiver stalled");
+        if tokio::time::Instant::now() >= deadline {
+            if task.is_finished() {
+                panic!("archiver stopped: {:?}", task.await);
+            }
+            panic!("archiver stalled");
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Nothing is visible (or committed) before the files close…

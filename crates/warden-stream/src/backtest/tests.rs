@@ -8,7 +8,7 @@ const T0: i64 = 1_767_603_600 * S;
 
 fn event(identity: &str, ts: i64) -> RequestEvent {
     RequestEvent {
-        v: 1,
+        v: warden_event::SCHEMA_VERSION,
         id: format!("{identity}-{ts}"),
         gateway: "gw".into(),
         seq: 0,
@@ -32,6 +32,9 @@ fn event(identity: &str, ts: i64) -> RequestEvent {
         bytes_out: 10,
         user_agent: None,
         tls: None,
+        reason: warden_event::Reason::None,
+        query: String::new(),
+        query_hash: 0,
     }
 }
 

@@ -213,7 +213,7 @@ quarantine_ttl_s = 600
 
     pub(super) fn event(identity: &str, id: &str, ts: i64) -> RequestEvent {
         RequestEvent {
-            v: 1,
+            v: warden_event::SCHEMA_VERSION,
             id: id.into(),
             gateway: "gw".into(),
             seq: 0,
@@ -237,6 +237,9 @@ quarantine_ttl_s = 600
             bytes_out: 1,
             user_agent: None,
             tls: None,
+            reason: warden_event::Reason::None,
+            query: String::new(),
+            query_hash: 0,
         }
     }
 

@@ -46,6 +46,15 @@ impl Engine {
     pub fn reconfigure(&mut self, pipeline: &PipelineConfig) -> Result<ReloadReport, ConfigErrors> {
         let mut next = Engine::new(pipeline)?;
         let mut report = ReloadReport::default();
+        // The window holding the normal rates, and the feature, before the reload.
+        let old_rates = self.rates.take().map(|m| {
+            let w = &self.windows[m.window];
+            (
+                w.state.config.name.clone(),
+                w.plan.names.get(m.feature).cloned(),
+                m,
+            )
+        });
         let mut old = std::mem::take(&mut self.windows);
         for w in next.windows.iter_mut() {
             let name = w.state.config.name.clone();
@@ -84,6 +93,16 @@ impl Engine {
         std::mem::swap(&mut self.policy, &mut next.policy);
         self.policy.reconfigure(pipeline.decision.clone());
         self.windows = next.windows;
+        self.rates = next.rates;
+        if let (Some(n), Some((window, feature, o))) = (&mut self.rates, old_rates) {
+            let w = &self.windows[n.window];
+            if w.state.config.name == window
+                && report.windows_kept.contains(&window)
+                && w.plan.names.get(n.feature) == feature.as_ref()
+            {
+                n.levels = o.levels;
+            }
+        }
         // `source` applies after a restart (the runner reads batches with the old one, and
         // whether a batch is full is judged against it).
         let source = std::mem::take(&mut self.config.source);

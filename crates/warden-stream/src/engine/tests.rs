@@ -30,7 +30,7 @@ const RATE_DETECTORS: [(&str, &str); 2] = [("rate_spike", "request_rate"), ("bur
 
 fn event(identity: &str, ts: i64, status: u16) -> RequestEvent {
     RequestEvent {
-        v: 1,
+        v: warden_event::SCHEMA_VERSION,
         id: format!("{identity}-{ts}"),
         gateway: "gw".into(),
         seq: 0,
@@ -54,6 +54,9 @@ fn event(identity: &str, ts: i64, status: u16) -> RequestEvent {
         bytes_out: 10,
         user_agent: None,
         tls: None,
+        reason: warden_event::Reason::None,
+        query: String::new(),
+        query_hash: 0,
     }
 }
 
@@ -184,7 +187,7 @@ fn benign_fleet_never_fires_and_late_events_are_counted() {
 fn a_release_starts_a_cooldown() {
     let mut engine = Engine::new(&pipeline(8.0, "enforce")).expect("engine");
     engine.apply_decision(&Decision {
-        v: 1,
+        v: warden_event::SCHEMA_VERSION,
         id: "r".into(),
         subject: Subject::identity("dev-7"),
         action: Action::Release,
@@ -194,6 +197,7 @@ fn a_release_starts_a_cooldown() {
         score: 0.0,
         evidence: serde_json::Value::Null,
         decided_at: 1_700_000_000 * S,
+        limit: None,
     });
     let outputs = run(&mut engine, 60, Some(40 * S));
     assert!(!outputs.is_empty());

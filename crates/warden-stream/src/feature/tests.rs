@@ -5,7 +5,7 @@ use super::*;
 
 fn event(i: u64) -> RequestEvent {
     RequestEvent {
-        v: 1,
+        v: warden_event::SCHEMA_VERSION,
         id: format!("e{i}"),
         gateway: "gw".into(),
         seq: i,
@@ -37,12 +37,23 @@ fn event(i: u64) -> RequestEvent {
         bytes_out: 100 * (i + 1),
         user_agent: (i % 3 == 0).then(|| "fw/1.0".to_string()),
         tls: None,
+        reason: warden_event::Reason::None,
+        query: String::new(),
+        query_hash: 0,
     }
 }
 
 /// Compile the features of `toml` (one window `w` of 10 s), feed 100 events into one bucket,
 /// and return the feature values by name.
 fn features(features_toml: &str) -> Result<BTreeMap<String, f64>, String> {
+    features_over(features_toml, (0..100).map(event).collect())
+}
+
+/// [`features`] over the given events.
+fn features_over(
+    features_toml: &str,
+    events: Vec<RequestEvent>,
+) -> Result<BTreeMap<String, f64>, String> {
     let text = format!(
         r#"
 name = "t"
@@ -68,13 +79,12 @@ quarantine_ttl_s = 60
         plan.add(&compiler, f)
             .map_err(|e| format!("{}: {}", e.key, e.reason))?;
     }
-    let events: Vec<RequestEvent> = (0..100).map(event).collect();
     let batch = warden_event::to_record_batch(&events).map_err(|e| e.to_string())?;
     let inputs = plan.evaluate(&batch).map_err(|e| e.to_string())?;
     let (mut scalars, mut sketches) = (Vec::new(), Vec::new());
     plan.new_scalars(&mut scalars);
     plan.new_sketches(&mut sketches);
-    for row in 0..100 {
+    for row in 0..events.len() {
         plan.update(&mut scalars, &mut sketches, &inputs, row);
     }
     let mut values = vec![0.0; plan.values.len()];
@@ -205,4 +215,70 @@ fn identical_aggregates_are_shared() {
     assert_eq!(plan.scalars.len(), 2, "count(*) and count(*) filter (…)");
     let f = features(&toml).expect("features");
     assert_eq!((f["x"], f["n"], f["e"]), (10.0, 100.0, 0.25));
+}
+
+#[test]
+fn distinct_resources_count_paths_and_queries() {
+    let distinct = |events: Vec<RequestEvent>, field: &str| {
+        let toml = feature(&format!("type = \"distinct\"\nfield = \"{field}\""));
+        features_over(&toml, events).unwrap_or_else(|e| panic!("{e}"))["x"]
+    };
+    // 7 paths, no query: 7 resources, as many as paths.
+    let plain: Vec<RequestEvent> = (0..100).map(event).collect();
+    assert_eq!(distinct(plain.clone(), "resource"), 7.0);
+    // One path with the same query everywhere: one resource.
+    let same: Vec<RequestEvent> = (0..100)
+        .map(|i| {
+            let mut e = event(i);
+            e.path = "/api/meters/m-1/history".into();
+            e.query = warden_event::query::shape("limit=48");
+            e.query_hash = warden_event::query::hash(b"k", "limit=48");
+            e
+        })
+        .collect();
+    assert_eq!(distinct(same, "resource"), 1.0);
+    // One path scraped page by page: one path, 40 resources, one query shape.
+    let scraped: Vec<RequestEvent> = (0..100)
+        .map(|i| {
+            let mut e = event(i);
+            e.path = "/api/items".into();
+            let q = format!("page={}", i % 40);
+            e.query = warden_event::query::shape(&q);
+            e.query_hash = warden_event::query::hash(b"k", &q);
+            e
+        })
+        .collect();
+    assert_eq!(distinct(scraped.clone(), "path"), 1.0);
+    assert_eq!(distinct(scraped.clone(), "resource"), 40.0);
+    assert_eq!(distinct(scraped, "query"), 1.0);
+}
+
+#[test]
+fn status_filters_leave_out_wardens_own_refusals() {
+    use warden_event::Reason;
+    // 100 events: 40 refused by a quarantine (403), 20 by a throttle (429), 10 by RBAC
+    // (403), 30 served.
+    let events: Vec<RequestEvent> = (0..100)
+        .map(|i| {
+            let mut e = event(i);
+            (e.status, e.reason) = match i {
+                0..40 => (403, Reason::Quarantine),
+                40..60 => (429, Reason::Throttle),
+                60..70 => (403, Reason::Rbac),
+                _ => (200, Reason::None),
+            };
+            e
+        })
+        .collect();
+    let count = |filter: &str| {
+        let toml = feature(&format!("type = \"count\"\nfilter = {{ {filter} }}"));
+        features_over(&toml, events.clone()).unwrap_or_else(|e| panic!("{e}"))["x"]
+    };
+    assert_eq!(count("min_status = 400, max_status = 499"), 10.0);
+    assert_eq!(
+        count("min_status = 400, max_status = 499, include_enforced = true"),
+        70.0
+    );
+    assert_eq!(count("reason = [\"quarantine\", \"throttle\"]"), 60.0);
+    assert_eq!(count("min_status = 200, max_status = 299"), 30.0);
 }

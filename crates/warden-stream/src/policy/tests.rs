@@ -40,7 +40,7 @@ fn enforced(v: &Verdict) -> Option<(Action, i64, u32)> {
 
 fn decision(subject: Subject, action: Action, at: i64, until: Option<i64>) -> Decision {
     Decision {
-        v: 1,
+        v: warden_event::SCHEMA_VERSION,
         id: format!("{at}"),
         subject,
         action,
@@ -50,6 +50,7 @@ fn decision(subject: Subject, action: Action, at: i64, until: Option<i64>) -> De
         score: 0.0,
         evidence: serde_json::Value::Null,
         decided_at: at,
+        limit: None,
     }
 }
 

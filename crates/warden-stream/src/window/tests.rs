@@ -63,7 +63,7 @@ fn window(plan: &WindowPlan) -> WindowState {
 
 fn event(ts: i64, status: u16, path: &str) -> RequestEvent {
     RequestEvent {
-        v: 1,
+        v: warden_event::SCHEMA_VERSION,
         id: "e".into(),
         gateway: "gw".into(),
         seq: 0,
@@ -87,6 +87,9 @@ fn event(ts: i64, status: u16, path: &str) -> RequestEvent {
         bytes_out: 0,
         user_agent: None,
         tls: None,
+        reason: warden_event::Reason::None,
+        query: String::new(),
+        query_hash: 0,
     }
 }
 

@@ -29,7 +29,7 @@ pub async fn bus(partitions: i32) -> (Arc<dyn Bus>, TopicsConfig) {
 /// Request `i` of `identity`, at event time `ts`.
 pub fn event(identity: &str, i: u64, ts: i64) -> RequestEvent {
     RequestEvent {
-        v: 1,
+        v: warden_event::SCHEMA_VERSION,
         id: format!("{identity}-{i}"),
         gateway: "gw".into(),
         seq: i,
@@ -53,6 +53,9 @@ pub fn event(identity: &str, i: u64, ts: i64) -> RequestEvent {
         bytes_out: 1,
         user_agent: None,
         tls: None,
+        reason: warden_event::Reason::None,
+        query: String::new(),
+        query_hash: 0,
     }
 }
 
