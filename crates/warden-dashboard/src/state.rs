@@ -30,6 +30,9 @@ pub struct ActiveDecision {
     pub score: f64,
     pub decided_at: i64,
     pub decision_id: String,
+    /// The rate a throttle holds the subject to, when the decision set one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<warden_event::ThrottleLimit>,
 }
 
 impl From<&Decision> for ActiveDecision {
@@ -43,6 +46,7 @@ impl From<&Decision> for ActiveDecision {
             score: d.score,
             decided_at: d.decided_at,
             decision_id: d.id.clone(),
+            limit: d.limit,
         }
     }
 }
@@ -162,5 +166,22 @@ mod tests {
         );
         s.prune(1_000, 100);
         assert!(s.decision(&Subject::identity("dev-1")).is_none());
+    }
+
+    #[test]
+    fn throttles_are_listed_with_the_rate_they_hold_to() {
+        let s = DashboardState::new(10);
+        let mut d = decision(Action::Throttle, Some(100), 10);
+        d.limit = Some(warden_event::ThrottleLimit {
+            per_s: 0.2,
+            burst: 5,
+        });
+        s.apply_decision(d);
+        let listed = serde_json::to_value(s.active(50)).expect("json");
+        assert_eq!(listed[0]["action"], "throttle");
+        assert_eq!(
+            listed[0]["limit"],
+            serde_json::json!({"per_s": 0.2, "burst": 5})
+        );
     }
 }

@@ -269,3 +269,45 @@ async fn the_archiver_consumes_the_topic_and_commits_after_closing() {
     );
     let _ = Int64Array::from(vec![0]);
 }
+
+#[tokio::test]
+async fn the_archive_holds_refusal_reasons_and_query_shapes_never_query_values() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut w = ArchiveWriter::new(dir.path().to_path_buf(), 64 * 1024 * 1024).expect("writer");
+    let events: Vec<RequestEvent> = (0..100u64)
+        .map(|i| {
+            let mut e = event(i, T0 + i as i64 * 1_000_000);
+            let q = format!("page={i}&token=s3cr3tvalue");
+            e.query = warden_event::query::shape(&q);
+            e.query_hash = warden_event::query::hash(b"k", &q);
+            if i % 4 == 0 {
+                e.status = 403;
+                e.decision = Outcome::Quarantined;
+                e.reason = warden_event::Reason::Quarantine;
+            }
+            e
+        })
+        .collect();
+    w.write(&warden_event::to_record_batch(&events).expect("batch"))
+        .expect("write");
+    w.close_all().expect("close");
+    let b = query(
+        dir.path(),
+        "select count(*) from events where reason = 'quarantine' and query = 'page=int&token=str'",
+    )
+    .await
+    .expect("query");
+    assert_eq!(count(&b), 25);
+    let b = query(dir.path(), "select count(distinct query_hash) from events")
+        .await
+        .expect("query");
+    assert_eq!(count(&b), 100);
+    let all = query(dir.path(), "select * from events")
+        .await
+        .expect("query");
+    let text = render(&all, Format::Csv).expect("csv");
+    assert!(
+        !text.contains("s3cr3t") && !text.contains("page=7"),
+        "{text}"
+    );
+}
