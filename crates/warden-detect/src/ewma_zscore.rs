@@ -1,23 +1,106 @@
 //! `ewma_zscore`: exponentially weighted moving mean and variance per key; fires when a
-//! sample is more than `threshold` standard deviations above the mean, the key is past its
-//! warm-up, the value is at least `min_value` and at least `min_deviation` above the mean.
+//! sample is more than `threshold` standard deviations from the mean in `direction` (default
+//! up), the key is past its warm-up, the value is at least `min_value` (deviations up) and at
+//! least `min_deviation` from the mean.
 //!
 //! During warm-up the weight of a new sample is `max(alpha, 1/n)`, so the baseline starts as
 //! a plain average of the first samples instead of being dragged by the very first one. It
 //! learns from partial windows too (a key's first window length): the warm-up absorbs the
 //! window filling, and a flood right after a device appears is still caught.
+//!
+//! **Scale.** The standard deviation is floored at `min_std`, at `min_rel_std` ×
+//! max(|mean|, |value|) and (`resolution_floor`) at the key's resolution, the smallest
+//! non-zero step between consecutive samples (see `scale.rs`).
+//!
+//! **Re-baselining.** Firing samples are not learned (an attack must not become the
+//! baseline), but a sustained level shift is accepted: after `rebaseline_after` consecutive
+//! complete samples at least `threshold / 2` from the baseline on the same side, at least one
+//! of them firing, the mean moves by their mean deviation. 0 turns this off.
+//!
+//! **Seasonality.** With `period_ms` > 0 (default: a day) the key also keeps a mean per phase
+//! of the period (`buckets`, linearly interpolated between bucket centres, each learned with
+//! weight `season_alpha`) and the variance of the residuals around it. Once the key has been
+//! seen for `season_warmup` periods and the seasonal residuals have less than half the
+//! variance of the moving mean's, samples are scored against the seasonal mean: a value
+//! normal for the day but not for the hour fires.
+//!
+//! **Score** ([`Detector::score`], what `warden backtest --series` writes): |z|, the number of
+//! standard deviations from the baseline whichever the side, 0 during warm-up. Under a stable
+//! Gaussian baseline `P(score > s) ≈ 2(1 − Φ(s))`: the same value means the same on any
+//! series.
+//!
+//! **State per key**: 80 bytes, plus 48 bytes and 8 per bucket with a seasonal baseline
+//! (24 buckets: about 320 bytes in all; the maximum, 96 buckets, about 900).
 
 use serde::{Deserialize, Serialize};
-use warden_config::EwmaZscoreConfig;
+use warden_config::{Direction, EwmaZscoreConfig};
 
+use crate::scale::{Resolution, Run, fires, floor};
 use crate::{DetectError, Detector, Firing, KeyId, Keyed, Sample, baseline, num};
 
-/// Per-key state: 24 bytes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+/// Per-key state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 struct Baseline {
     mean: f64,
     var: f64,
     samples: u32,
+    res: Resolution,
+    run: Run,
+    season: Option<Season>,
+}
+
+/// A mean per phase of the period and the variance of the residuals around them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+struct Season {
+    first_at: i64,
+    var: f64,
+    /// Residuals learned into `var`.
+    n: u32,
+    /// (mean, weight learned) per bucket.
+    buckets: Vec<[f32; 2]>,
+}
+
+/// Where a time falls in the period: the two buckets around it and the weight of the second.
+#[derive(Debug, Clone, Copy)]
+struct Phase {
+    b0: usize,
+    b1: usize,
+    f: f64,
+}
+
+impl Season {
+    fn expected(&self, p: Phase) -> Option<f64> {
+        let ([m0, w0], [m1, w1]) = (self.buckets[p.b0], self.buckets[p.b1]);
+        match (w0 > 0.0, w1 > 0.0) {
+            (true, true) => Some(f64::from(m0) * (1.0 - p.f) + f64::from(m1) * p.f),
+            (true, false) => Some(f64::from(m0)),
+            (false, true) => Some(f64::from(m1)),
+            (false, false) => None,
+        }
+    }
+
+    fn learn(&mut self, p: Phase, value: f64, alpha: f64) {
+        for (b, w) in [(p.b0, 1.0 - p.f), (p.b1, p.f)] {
+            if w <= 0.0 {
+                continue;
+            }
+            let [m, seen] = &mut self.buckets[b];
+            *seen += w as f32;
+            let rate = (w / f64::from(*seen)).max(alpha * w).min(1.0);
+            *m += (rate * (value - f64::from(*m))) as f32;
+        }
+    }
+}
+
+/// The baseline a sample is scored against.
+#[derive(Debug, Clone, Copy)]
+struct Score {
+    expected: f64,
+    std: f64,
+    z: f64,
+    seasonal: bool,
 }
 
 pub struct EwmaZscore {
@@ -33,36 +116,130 @@ impl EwmaZscore {
         }
     }
 
-    fn z(&self, b: &Baseline, value: f64) -> (f64, f64) {
-        let std = b.var.sqrt().max(self.config.min_std);
-        ((value - b.mean) / std, std)
-    }
-
-    fn fire(&self, b: &Baseline, value: f64) -> Option<Firing> {
+    fn phase(&self, at: i64) -> Option<Phase> {
         let c = &self.config;
-        if b.samples < c.warmup_samples || value < c.min_value || value - b.mean < c.min_deviation {
+        if c.period_ms == 0 {
             return None;
         }
-        let (z, std) = self.z(b, value);
-        (z > c.threshold).then(|| Firing {
-            score: z,
+        let period = (c.period_ms as i64).saturating_mul(1_000_000);
+        let n = c.buckets.max(1) as usize;
+        let pos = at.rem_euclid(period) as f64 / period as f64 * n as f64 - 0.5;
+        let fl = pos.floor();
+        let b0 = (fl as i64).rem_euclid(n as i64) as usize;
+        Some(Phase {
+            b0,
+            b1: (b0 + 1) % n,
+            f: pos - fl,
+        })
+    }
+
+    /// The seasonal baseline, if warm and better than the moving mean: (expected, variance).
+    fn seasonal(&self, b: &Baseline, at: i64) -> Option<(f64, f64)> {
+        let c = &self.config;
+        let s = b.season.as_ref()?;
+        let period = (c.period_ms as i64).saturating_mul(1_000_000);
+        let warm = at.saturating_sub(s.first_at)
+            >= period.saturating_mul(i64::from(c.season_warmup))
+            && s.n >= c.warmup_samples.max(2);
+        if !warm || s.var >= 0.5 * b.var {
+            return None;
+        }
+        Some((s.expected(self.phase(at)?)?, s.var))
+    }
+
+    fn score_of(&self, b: &Baseline, value: f64, at: i64) -> Score {
+        let c = &self.config;
+        let (expected, var, seasonal) = match self.seasonal(b, at) {
+            Some((e, v)) => (e, v, true),
+            None => (b.mean, b.var, false),
+        };
+        let res = c.resolution_floor.then_some(&b.res);
+        let std = var
+            .sqrt()
+            .max(floor(c.min_std, c.min_rel_std, expected, value, res));
+        Score {
+            expected,
+            std,
+            z: (value - expected) / std,
+            seasonal,
+        }
+    }
+
+    fn warm(&self, b: &Baseline) -> bool {
+        b.samples >= self.config.warmup_samples
+    }
+
+    fn fire(&self, b: &Baseline, value: f64, at: i64) -> Option<Firing> {
+        let c = &self.config;
+        if !self.warm(b) {
+            return None;
+        }
+        let s = self.score_of(b, value, at);
+        let dev = value - s.expected;
+        let (up, down) = (dev > 0.0 && value >= c.min_value, dev < 0.0);
+        let side_ok = match c.direction {
+            Direction::Up => up,
+            Direction::Down => down,
+            Direction::Both => up || down,
+        };
+        if !side_ok || dev.abs() < c.min_deviation || !fires(c.direction, s.z, c.threshold) {
+            return None;
+        }
+        let what = if s.seasonal {
+            "its seasonal mean for this time"
+        } else {
+            "its moving mean"
+        };
+        Some(Firing {
+            score: s.z.abs(),
             value,
             threshold: c.threshold,
             baseline: baseline([
-                ("mean", b.mean),
-                ("std", std),
+                ("mean", s.expected),
+                ("std", s.std),
                 ("samples", f64::from(b.samples)),
+                ("seasonal", f64::from(u8::from(s.seasonal))),
             ]),
             explanation: format!(
-                "{} {} is {:.1} standard deviations above its moving mean {} (std {}, threshold {})",
+                "{} {} is {:.1} standard deviations {} {what} {} (std {}, threshold {})",
                 c.feature,
                 num(value),
-                z,
-                num(b.mean),
-                num(std),
+                s.z.abs(),
+                if dev > 0.0 { "above" } else { "below" },
+                num(s.expected),
+                num(s.std),
                 num(c.threshold)
             ),
         })
+    }
+
+    /// Learn a sample that did not fire.
+    fn learn(&self, b: &mut Baseline, value: f64, at: i64, full: bool) {
+        let c = &self.config;
+        let n = b.samples.saturating_add(1);
+        let alpha = c.alpha.max(1.0 / f64::from(n));
+        let diff = value - b.mean;
+        let incr = alpha * diff;
+        b.mean += incr;
+        b.var = (1.0 - alpha) * (b.var + diff * incr);
+        b.samples = n;
+        if !full {
+            return;
+        }
+        if let Some(p) = self.phase(at) {
+            let s = b.season.get_or_insert_with(|| Season {
+                first_at: at,
+                buckets: vec![[0.0; 2]; c.buckets as usize],
+                ..Season::default()
+            });
+            if let Some(e) = s.expected(p) {
+                s.n = s.n.saturating_add(1);
+                let beta = c.alpha.max(1.0 / f64::from(s.n));
+                let r = value - e;
+                s.var = (1.0 - beta) * (s.var + beta * r * r);
+            }
+            s.learn(p, value, c.season_alpha);
+        }
     }
 }
 
@@ -76,23 +253,35 @@ impl Detector for EwmaZscore {
         if !value.is_finite() {
             return None;
         }
-        let b = self.keys.get(s.key).copied().unwrap_or_default();
-        if let Some(f) = self.fire(&b, value) {
-            return Some(f);
+        let mut b = self.keys.remove(s.key).unwrap_or_default();
+        let firing = self.fire(&b, value, s.at);
+        if s.full && self.warm(&b) {
+            let sc = self.score_of(&b, value, s.at);
+            if sc.z.abs() >= self.config.threshold / 2.0 {
+                b.run.push(value - sc.expected, firing.is_some());
+            } else {
+                b.run.clear();
+            }
+            if b.run.due(self.config.rebaseline_after) {
+                // A sustained shift: its level is the new normal, for every phase.
+                let shift = b.run.shift;
+                b.mean += shift;
+                if let Some(season) = b.season.as_mut() {
+                    for [m, _] in season.buckets.iter_mut() {
+                        *m += shift as f32;
+                    }
+                }
+                b.run.clear();
+            }
         }
-        let n = b.samples.saturating_add(1);
-        let alpha = self.config.alpha.max(1.0 / f64::from(n));
-        let diff = value - b.mean;
-        let incr = alpha * diff;
-        self.keys.insert(
-            s.key,
-            Baseline {
-                mean: b.mean + incr,
-                var: (1.0 - alpha) * (b.var + diff * incr),
-                samples: n,
-            },
-        );
-        None
+        if firing.is_none() {
+            self.learn(&mut b, value, s.at, s.full);
+        }
+        if s.full {
+            b.res.learn(value);
+        }
+        self.keys.insert(s.key, b);
+        firing
     }
 
     fn peek(&self, s: &Sample) -> Option<Firing> {
@@ -100,12 +289,14 @@ impl Detector for EwmaZscore {
         if !value.is_finite() {
             return None;
         }
-        self.fire(self.keys.get(s.key)?, value)
+        self.fire(self.keys.get(s.key)?, value, s.at)
     }
 
     fn score(&self, s: &Sample) -> f64 {
         match self.keys.get(s.key) {
-            Some(b) if s.value().is_finite() => self.z(b, s.value()).0,
+            Some(b) if self.warm(b) && s.value().is_finite() => {
+                self.score_of(b, s.value(), s.at).z.abs()
+            }
             _ => 0.0,
         }
     }
@@ -120,6 +311,12 @@ impl Detector for EwmaZscore {
 
     fn state_bytes(&self) -> usize {
         self.keys.slot_bytes()
+            + self
+                .keys
+                .iter()
+                .filter_map(|b| b.season.as_ref())
+                .map(|s| s.buckets.capacity() * 8)
+                .sum::<usize>()
     }
 
     fn save_key(&self, key: KeyId) -> Option<serde_json::Value> {

@@ -18,6 +18,7 @@ mod keyed;
 pub mod mad;
 pub mod novelty;
 pub mod peer_percentile;
+mod scale;
 pub mod threshold;
 
 use std::collections::BTreeMap;

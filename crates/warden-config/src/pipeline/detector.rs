@@ -116,11 +116,48 @@ pub struct EwmaZscoreConfig {
     /// The feature must also be at least this large to fire (e.g. a minimum request rate), so
     /// that tiny keys with near-zero variance do not fire on noise.
     pub min_value: f64,
-    /// Floor of the standard deviation used in the z-score.
+    /// Floor of the standard deviation used in the z-score (absolute; see also `min_rel_std`
+    /// and `resolution_floor`, the largest floor wins).
     pub min_std: f64,
-    /// The value must also be at least this far above the mean (absolute deviation).
+    /// The value must also be at least this far from the mean (absolute deviation, in the
+    /// direction that fires).
     #[serde(default)]
     pub min_deviation: f64,
+    /// Which deviations fire. `min_value` applies to deviations up only. The score
+    /// (`warden backtest --series`) is the z-score's magnitude whatever the direction.
+    #[serde(default)]
+    pub direction: Direction,
+    /// Floor of the standard deviation relative to the level: `min_rel_std` ×
+    /// max(|mean|, |value|), in [0, 1). Bounds the score of a series that was flat so far.
+    #[serde(default = "default_min_rel_std")]
+    pub min_rel_std: f64,
+    /// Floor the standard deviation at the key's resolution: the smallest non-zero step
+    /// between consecutive samples it has shown (1 for counts). A one-step change then never
+    /// scores above 1 on its own, so a mostly-zero series does not fire on every 1.
+    #[serde(default = "yes")]
+    pub resolution_floor: bool,
+    /// After this many consecutive complete samples at least `threshold / 2` from the
+    /// baseline on the same side (at least one of them firing), the baseline moves to their
+    /// level: a sustained level shift stops firing. 0 never re-baselines (an attack that
+    /// lasts never becomes the baseline).
+    #[serde(default = "default_rebaseline_after")]
+    pub rebaseline_after: u32,
+    /// Period of the seasonal baseline, milliseconds of event time (default one day; 0 turns
+    /// it off). Next to the moving mean, the detector keeps a mean per phase of the period
+    /// (`buckets` of it, interpolated) and scores against it once it has seen
+    /// `season_warmup` periods and it explains at least half of the variance the moving mean
+    /// leaves.
+    #[serde(default = "default_period_ms")]
+    pub period_ms: u64,
+    /// Phases of the period with a mean each (2..=96; 4 bytes each per key).
+    #[serde(default = "default_buckets")]
+    pub buckets: u32,
+    /// Weight of a sample in the mean of its phase, in (0, 1].
+    #[serde(default = "default_season_alpha")]
+    pub season_alpha: f64,
+    /// Whole periods a key must have been seen before its seasonal baseline is used (≥ 1).
+    #[serde(default = "default_season_warmup")]
+    pub season_warmup: u32,
     /// Per-detector override of the pipeline mode.
     #[serde(default)]
     pub mode: Option<Mode>,
@@ -146,14 +183,29 @@ pub struct MadConfig {
     pub threshold: f64,
     /// Samples per key before the detector may fire (at most `history`).
     pub warmup_samples: u32,
-    /// Floor of `1.4826 · MAD`, so constant keys do not fire on noise (> 0).
+    /// Floor of `1.4826 · MAD`, so constant keys do not fire on noise (> 0). When the MAD
+    /// is 0 (more than half the history equal), `1.2533 ·` the mean absolute deviation from
+    /// the median is used instead; `min_rel_mad` and `resolution_floor` are floors too.
     pub min_mad: f64,
     /// The value must also be at least this large to fire (`up`/`both`).
     #[serde(default)]
     pub min_value: f64,
-    /// Which deviations fire.
+    /// Which deviations fire. The score is the robust z-score's magnitude either way.
     #[serde(default)]
     pub direction: Direction,
+    /// Floor of the scale relative to the level: `min_rel_mad` × max(|median|, |value|), in
+    /// [0, 1).
+    #[serde(default = "default_min_rel_std")]
+    pub min_rel_mad: f64,
+    /// Floor the scale at the key's resolution (smallest non-zero step between consecutive
+    /// samples).
+    #[serde(default = "yes")]
+    pub resolution_floor: bool,
+    /// After this many consecutive complete samples at least `threshold / 2` from the median
+    /// on the same side (at least one firing), the history is moved to their level (its
+    /// spread kept). 0 never re-baselines.
+    #[serde(default = "default_rebaseline_after")]
+    pub rebaseline_after: u32,
     /// Per-detector override of the pipeline mode.
     #[serde(default)]
     pub mode: Option<Mode>,
@@ -182,11 +234,25 @@ pub struct CusumConfig {
     pub h: f64,
     /// Samples per key (plain mean and variance) before the detector may fire.
     pub warmup_samples: u32,
-    /// Floor of the standard deviation (> 0).
+    /// Floor of the standard deviation (> 0; see also `min_rel_std` and `resolution_floor`).
     pub min_std: f64,
     /// Which shifts fire.
     #[serde(default = "default_both")]
     pub direction: Direction,
+    /// Floor of the standard deviation relative to the level: `min_rel_std` ×
+    /// max(|mean|, |value|), in [0, 1).
+    #[serde(default = "default_min_rel_std")]
+    pub min_rel_std: f64,
+    /// Floor the standard deviation at the key's resolution (smallest non-zero step between
+    /// consecutive samples).
+    #[serde(default = "yes")]
+    pub resolution_floor: bool,
+    /// A shift is accepted as the new level once the detector has been in alarm for this
+    /// many complete samples (from a firing until the sum drains back to 0 on that side): the
+    /// mean moves to the level seen since the first firing. 0 never re-baselines (the
+    /// detector then fires every few samples for as long as the shift lasts).
+    #[serde(default = "default_rebaseline_after")]
+    pub rebaseline_after: u32,
     /// Per-detector override of the pipeline mode.
     #[serde(default)]
     pub mode: Option<Mode>,
@@ -200,6 +266,31 @@ pub struct CusumConfig {
 
 fn default_both() -> Direction {
     Direction::Both
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_min_rel_std() -> f64 {
+    0.001
+}
+fn default_rebaseline_after() -> u32 {
+    20
+}
+fn default_period_ms() -> u64 {
+    86_400_000
+}
+fn default_buckets() -> u32 {
+    24
+}
+fn default_season_alpha() -> f64 {
+    0.1
+}
+fn default_season_warmup() -> u32 {
+    2
+}
+fn default_tail_peers() -> u32 {
+    5
 }
 
 /// `type = "threshold"`.
@@ -357,13 +448,21 @@ pub struct PeerPercentileConfig {
     pub feature: String,
     /// Who a key is compared with.
     pub peers: PeerGroup,
-    /// Quantile of the peers' values of the previous complete sample, in (0, 1].
+    /// Quantile of the *other* peers' values of the previous complete sample, in (0, 1]
+    /// (interpolated; lowered to keep `tail_peers` peers above it).
     pub quantile: f64,
     /// Fire when the value is above `factor` × that quantile (≥ 1).
     #[serde(default = "default_factor")]
     pub factor: f64,
-    /// Peers (with a value) the group needs before anyone is compared.
+    /// Peers (with a value, the key itself not counted) the group needs before anyone is
+    /// compared.
     pub min_peers: u32,
+    /// Peers that may sit above the reference without moving it: the quantile used is at
+    /// most `1 − tail_peers / n` of the n other peers, so in a small group p99 is not simply
+    /// the maximum (a second attacker, or the heaviest legitimate peer). 0 keeps `quantile`
+    /// as is.
+    #[serde(default = "default_tail_peers")]
+    pub tail_peers: u32,
     /// The value must also be at least this to fire.
     #[serde(default)]
     pub min_value: f64,
@@ -479,6 +578,22 @@ impl DetectorConfig {
                 if !non_negative(c.min_deviation) {
                     bad("min_deviation", "must be zero or positive");
                 }
+                if !(0.0..1.0).contains(&c.min_rel_std) {
+                    bad("min_rel_std", "must be in [0, 1)");
+                }
+                if c.period_ms > 0 {
+                    if !(2..=96).contains(&c.buckets) {
+                        bad("buckets", "must be in 2..=96");
+                    } else if c.period_ms < u64::from(c.buckets) {
+                        bad("period_ms", "must be at least one millisecond per bucket");
+                    }
+                    if c.season_alpha.is_nan() || c.season_alpha <= 0.0 || c.season_alpha > 1.0 {
+                        bad("season_alpha", "must be in (0, 1]");
+                    }
+                    if c.season_warmup == 0 {
+                        bad("season_warmup", "must be at least 1");
+                    }
+                }
             }
             DetectorConfig::Mad(c) => {
                 if !(8..=1024).contains(&c.history) {
@@ -496,6 +611,9 @@ impl DetectorConfig {
                 if !non_negative(c.min_value) {
                     bad("min_value", "must be zero or positive");
                 }
+                if !(0.0..1.0).contains(&c.min_rel_mad) {
+                    bad("min_rel_mad", "must be in [0, 1)");
+                }
             }
             DetectorConfig::Cusum(c) => {
                 if !(0.0..=1.0).contains(&c.alpha) {
@@ -512,6 +630,9 @@ impl DetectorConfig {
                 }
                 if c.warmup_samples < 2 {
                     bad("warmup_samples", "must be at least 2");
+                }
+                if !(0.0..1.0).contains(&c.min_rel_std) {
+                    bad("min_rel_std", "must be in [0, 1)");
                 }
             }
             DetectorConfig::Threshold(c) => {
@@ -576,6 +697,9 @@ impl DetectorConfig {
                 }
                 if c.min_peers < 2 {
                     bad("min_peers", "must be at least 2");
+                }
+                if c.tail_peers >= c.min_peers {
+                    bad("tail_peers", "must be below min_peers");
                 }
                 if !non_negative(c.min_value) {
                     bad("min_value", "must be zero or positive");

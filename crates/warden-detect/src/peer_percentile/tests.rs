@@ -13,6 +13,7 @@ fn detector() -> PeerPercentile {
         factor: 3.0,
         min_peers: 20,
         min_value: 1000.0,
+        tail_peers: 5,
         mode: None,
         action: DetectorAction::Quarantine,
         weight: 1.0,
