@@ -1,18 +1,38 @@
 //! `mad`: robust z-score of a sample against the median and the median absolute deviation
-//! (MAD) of the key's last `history` samples: `(value − median) / max(1.4826 · MAD, min_mad)`.
-//! One outlier cannot move a median, so the baseline resists the very attacks it watches for;
-//! firing samples are not learned either.
+//! (MAD) of the key's last `history` samples: `(value − median) / scale`. One outlier cannot
+//! move a median, so the baseline resists the very attacks it watches for; firing samples are
+//! not learned either.
+//!
+//! **Scale**: `1.4826 · MAD` (the standard deviation of a normal distribution); when the MAD
+//! is 0 (more than half the history is one value, e.g. a mostly-zero count) `1.2533 ·` the
+//! mean absolute deviation from the median instead (IBM's modified z-score); floored at
+//! `min_mad`, at `min_rel_mad` × max(|median|, |value|) and (`resolution_floor`) at the key's
+//! smallest non-zero step between consecutive samples.
+//!
+//! **Re-baselining**: after `rebaseline_after` consecutive complete samples at least
+//! `threshold / 2` from the median on one side (one of them firing), the whole history is
+//! moved by their mean deviation: the new level is accepted with the spread the key had.
+//!
+//! **Score**: |robust z| once warm, else 0 (comparable across series like a z-score).
+//!
+//! **State per key**: 4 bytes per sample of history plus 88 (`history = 200`: about 900
+//! bytes). Each complete sample costs O(history) (two selections over a reused scratch
+//! buffer, no allocation).
 
 use serde::{Deserialize, Serialize};
 use warden_config::{Direction, MadConfig};
 
+use crate::scale::{Resolution, Run, fires, floor};
 use crate::{DetectError, Detector, Firing, KeyId, Keyed, Sample, baseline, num};
 
 /// Scale that makes the MAD of a normal distribution its standard deviation.
 const MAD_SCALE: f64 = 1.4826;
+/// The same for the mean absolute deviation (√(π/2)).
+const MEAN_AD_SCALE: f64 = 1.2533;
 
 /// Per-key state: a ring of the last samples (f32) and the cached median and MAD.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 struct History {
     ring: Vec<f32>,
     /// Next write position once the ring is full.
@@ -20,6 +40,10 @@ struct History {
     samples: u32,
     median: f64,
     mad: f64,
+    /// Mean absolute deviation from the median.
+    mean_ad: f64,
+    res: Resolution,
+    run: Run,
 }
 
 pub struct Mad {
@@ -38,21 +62,28 @@ impl Mad {
     }
 
     fn robust_z(&self, h: &History, value: f64) -> (f64, f64) {
-        let scale = (MAD_SCALE * h.mad).max(self.config.min_mad);
+        let c = &self.config;
+        let spread = if h.mad > 0.0 {
+            MAD_SCALE * h.mad
+        } else {
+            MEAN_AD_SCALE * h.mean_ad
+        };
+        let res = c.resolution_floor.then_some(&h.res);
+        let scale = spread.max(floor(c.min_mad, c.min_rel_mad, h.median, value, res));
         ((value - h.median) / scale, scale)
+    }
+
+    fn warm(&self, h: &History) -> bool {
+        h.samples >= self.config.warmup_samples.max(1)
     }
 
     fn fire(&self, h: &History, value: f64) -> Option<Firing> {
         let c = &self.config;
-        if h.samples < c.warmup_samples.max(1) {
+        if !self.warm(h) {
             return None;
         }
         let (z, scale) = self.robust_z(h, value);
-        let hit = match c.direction {
-            Direction::Up => z > c.threshold && value >= c.min_value,
-            Direction::Down => -z > c.threshold,
-            Direction::Both => (z > c.threshold && value >= c.min_value) || -z > c.threshold,
-        };
+        let hit = fires(c.direction, z, c.threshold) && (z < 0.0 || value >= c.min_value);
         hit.then(|| Firing {
             score: z.abs(),
             value,
@@ -99,16 +130,35 @@ impl Detector for Mad {
         if !value.is_finite() {
             return None;
         }
-        if let Some(h) = self.keys.get(s.key)
-            && let Some(f) = self.fire(h, value)
-        {
-            return Some(f);
-        }
+        let firing = self.keys.get(s.key).and_then(|h| self.fire(h, value));
         if !s.full {
-            return None;
+            return firing;
+        }
+        let (threshold, after) = (self.config.threshold, self.config.rebaseline_after);
+        let z = match self.keys.get(s.key) {
+            Some(h) if self.warm(h) => self.robust_z(h, value).0,
+            _ => 0.0,
+        };
+        let h = self.keys.get_or_default(s.key);
+        h.res.learn(value);
+        if z.abs() >= threshold / 2.0 {
+            h.run.push(value - h.median, firing.is_some());
+        } else {
+            h.run.clear();
+        }
+        if h.run.due(after) {
+            // A sustained shift: move the history to the new level, spread kept.
+            let shift = h.run.shift;
+            for x in h.ring.iter_mut() {
+                *x = (f64::from(*x) + shift) as f32;
+            }
+            h.median += shift;
+            h.run.clear();
+        }
+        if firing.is_some() {
+            return firing;
         }
         let cap = self.config.history as usize;
-        let h = self.keys.get_or_default(s.key);
         if h.ring.len() < cap {
             h.ring.push(value as f32);
         } else {
@@ -119,10 +169,14 @@ impl Detector for Mad {
         self.scratch.clear();
         self.scratch.extend_from_slice(&h.ring);
         let med = median(&mut self.scratch);
+        let mut sum = 0.0;
         for x in self.scratch.iter_mut() {
-            *x = (f64::from(*x) - med).abs() as f32;
+            let d = (f64::from(*x) - med).abs();
+            sum += d;
+            *x = d as f32;
         }
         h.median = med;
+        h.mean_ad = sum / self.scratch.len() as f64;
         h.mad = median(&mut self.scratch);
         None
     }
@@ -137,7 +191,7 @@ impl Detector for Mad {
 
     fn score(&self, s: &Sample) -> f64 {
         match self.keys.get(s.key) {
-            Some(h) if s.value().is_finite() => self.robust_z(h, s.value()).0,
+            Some(h) if self.warm(h) && s.value().is_finite() => self.robust_z(h, s.value()).0.abs(),
             _ => 0.0,
         }
     }

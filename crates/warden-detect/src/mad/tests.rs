@@ -104,3 +104,59 @@ fn min_mad_floors_constant_keys_and_history_rolls() {
     assert_eq!(d.save_key(0).expect("state")["median"], 5.0);
     assert_eq!(d.score(&Sample::of(0, &[5.0], 0)), 0.0);
 }
+
+fn series(direction: Direction) -> MadConfig {
+    MadConfig {
+        history: 200,
+        threshold: 5.0,
+        warmup_samples: 30,
+        min_mad: 1e-9,
+        ..config(direction)
+    }
+}
+
+#[test]
+fn a_zero_mad_falls_back_to_the_mean_deviation_and_the_resolution() {
+    let mut d = Mad::new(series(Direction::Both));
+    for t in 0..300 {
+        let v = if t % 29 == 3 {
+            1.0 + (t % 3) as f64
+        } else {
+            0.0
+        };
+        assert!(obs(&mut d, t, v).is_none(), "benign {v} at {t}");
+    }
+    let h = d.save_key(0).expect("state");
+    assert_eq!(
+        (h["median"].as_f64(), h["mad"].as_f64()),
+        (Some(0.0), Some(0.0))
+    );
+    let three = d.score(&Sample::of(0, &[3.0], 0));
+    assert!((three - 3.0).abs() < 1e-9, "one step is 1: {three}");
+    let f = obs(&mut d, 300, 25.0).expect("a blip fires");
+    assert_eq!(f.baseline["scale"], 1.0);
+}
+
+#[test]
+fn a_sustained_shift_moves_the_history_with_its_spread() {
+    let mut d = Mad::new(series(Direction::Both));
+    for t in 0..100 {
+        obs(&mut d, t, 100.0 + (t % 5) as f64);
+    }
+    let before = d.save_key(0).expect("state")["mad"].clone();
+    let fired: Vec<bool> = (100..160)
+        .map(|t| obs(&mut d, t, 50.0 + (t % 5) as f64).is_some())
+        .collect();
+    assert_eq!(fired.iter().rposition(|f| *f), Some(19), "{fired:?}");
+    let h = d.save_key(0).expect("state");
+    assert!(
+        (h["median"].as_f64().unwrap_or(0.0) - 52.0).abs() <= 1.0,
+        "{h}"
+    );
+    assert_eq!(h["mad"], before);
+    assert!(d.peek(&Sample::of(0, &[52.0], 0)).is_none());
+    assert!(
+        d.peek(&Sample::of(0, &[100.0], 0)).is_some(),
+        "the old level is now off"
+    );
+}
