@@ -5,14 +5,31 @@
 //!
 //! The baseline is a plain mean and variance over the warm-up, then an exponentially weighted
 //! one (`alpha`) learned from non-firing samples. After firing, the sums restart from 0.
+//!
+//! **Scale**: the standard deviation is floored at `min_std`, at `min_rel_std` ×
+//! max(|mean|, |value|) and (`resolution_floor`) at the key's smallest non-zero step between
+//! consecutive samples (see `scale.rs`).
+//!
+//! **Re-baselining**: a firing opens an alarm that lasts while the sum on its side stays
+//! above 0 (it restarts at 0 on firing and keeps growing while the shift lasts). After
+//! `rebaseline_after` complete samples in alarm, the mean moves to the level seen since the
+//! alarm opened and the sums restart: a lasting shift fires a few times, then is the new
+//! normal. 0 turns this off (the detector then fires every few samples while the shift lasts).
+//!
+//! **Score**: the larger cumulative sum after the sample (of the side(s) `direction` watches),
+//! in standard deviations; 0 during warm-up. It fires above `h`.
+//!
+//! **State per key**: 88 bytes.
 
 use serde::{Deserialize, Serialize};
 use warden_config::{CusumConfig, Direction};
 
+use crate::scale::{Resolution, Run, floor};
 use crate::{DetectError, Detector, Firing, KeyId, Keyed, Sample, baseline, num};
 
-/// Per-key state: 40 bytes.
+/// Per-key state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 struct State {
     mean: f64,
     /// Variance (during warm-up: Welford's sum of squared deviations).
@@ -20,6 +37,10 @@ struct State {
     samples: u32,
     hi: f64,
     lo: f64,
+    /// Side of the open alarm: 1 up, -1 down, 0 none.
+    alarm: i8,
+    run: Run,
+    res: Resolution,
 }
 
 pub struct Cusum {
@@ -48,7 +69,12 @@ impl Cusum {
     }
 
     fn step(&self, s: &State, value: f64) -> Step {
-        let std = s.var.sqrt().max(self.config.min_std);
+        let c = &self.config;
+        let res = c.resolution_floor.then_some(&s.res);
+        let std = s
+            .var
+            .sqrt()
+            .max(floor(c.min_std, c.min_rel_std, s.mean, value, res));
         let z = (value - s.mean) / std;
         Step {
             z,
@@ -108,6 +134,17 @@ impl Cusum {
     }
 }
 
+impl Cusum {
+    /// The level seen since the alarm opened is the new mean; the sums restart.
+    fn rebaseline(s: &mut State) {
+        s.mean += s.run.shift;
+        s.hi = 0.0;
+        s.lo = 0.0;
+        s.alarm = 0;
+        s.run.clear();
+    }
+}
+
 impl Detector for Cusum {
     fn name(&self) -> &str {
         &self.config.name
@@ -118,16 +155,47 @@ impl Detector for Cusum {
         if !value.is_finite() {
             return None;
         }
-        let s = self.keys.get(sample.key).copied().unwrap_or_default();
+        let mut s = self.keys.get(sample.key).copied().unwrap_or_default();
         if !sample.full {
             return self.fire(&s, value);
         }
+        let after = self.config.rebaseline_after;
         if let Some(f) = self.fire(&s, value) {
-            let st = self.keys.get_or_default(sample.key);
-            st.hi = 0.0;
-            st.lo = 0.0;
+            if s.alarm == 0 {
+                s.run.clear();
+            }
+            s.alarm = if f.baseline["cusum_up"] >= f.baseline["cusum_down"] {
+                1
+            } else {
+                -1
+            };
+            s.run.extend(value - s.mean, true);
+            s.hi = 0.0;
+            s.lo = 0.0;
+            if s.run.due(after) {
+                Self::rebaseline(&mut s);
+            }
+            s.res.learn(value);
+            self.keys.insert(sample.key, s);
             return Some(f);
         }
+        if s.alarm != 0 && self.warm(&s) {
+            let st = self.step(&s, value);
+            let sum = if s.alarm > 0 { st.hi } else { st.lo };
+            if sum > 0.0 {
+                s.run.extend(value - s.mean, false);
+            } else {
+                s.alarm = 0;
+                s.run.clear();
+            }
+            if s.run.due(after) {
+                Self::rebaseline(&mut s);
+                s.res.learn(value);
+                self.keys.insert(sample.key, s);
+                return None;
+            }
+        }
+        s.res.learn(value);
         let next = if !self.warm(&s) {
             // Welford: `var` holds the sum of squared deviations until the warm-up ends.
             let n = s.samples + 1;
@@ -141,6 +209,7 @@ impl Detector for Cusum {
                 samples: n,
                 hi: 0.0,
                 lo: 0.0,
+                ..s
             }
         } else {
             let st = self.step(&s, value);
@@ -152,6 +221,7 @@ impl Detector for Cusum {
                 samples: s.samples.saturating_add(1),
                 hi: st.hi,
                 lo: st.lo,
+                ..s
             }
         };
         self.keys.insert(sample.key, next);

@@ -20,7 +20,7 @@
 //! buffer, no allocation).
 
 use serde::{Deserialize, Serialize};
-use warden_config::{Direction, MadConfig};
+use warden_config::MadConfig;
 
 use crate::scale::{Resolution, Run, fires, floor};
 use crate::{DetectError, Detector, Firing, KeyId, Keyed, Sample, baseline, num};

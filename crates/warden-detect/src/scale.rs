@@ -80,6 +80,14 @@ impl Run {
         self.shift += (deviation - self.shift) / f64::from(self.n);
     }
 
+    /// Add a sample whatever its side (a CUSUM alarm lasts while its sum stays positive,
+    /// through single samples on the other side of the mean).
+    pub(crate) fn extend(&mut self, deviation: f64, fired: bool) {
+        self.n += 1;
+        self.fired |= fired;
+        self.shift += (deviation - self.shift) / f64::from(self.n);
+    }
+
     pub(crate) fn clear(&mut self) {
         *self = Run::default();
     }

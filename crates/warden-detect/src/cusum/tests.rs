@@ -15,7 +15,9 @@ fn config(direction: Direction) -> CusumConfig {
         min_std: 0.1,
         direction,
         min_rel_std: 0.001,
-        resolution_floor: true,
+        // The tests alternate 9 and 11 to get a standard deviation of exactly 1; their step
+        // (2) would floor it at 2. `resolution_floor_bounds_integer_keys` covers the floor.
+        resolution_floor: false,
         rebaseline_after: 20,
         mode: None,
         action: DetectorAction::Alert,
@@ -157,4 +159,51 @@ fn clears_once_the_level_returns() {
         "upper sum drained: {s}"
     );
     assert!(d.score(&Sample::of(0, &[10.0], 0)) < 1.0);
+}
+
+#[test]
+fn resolution_floor_bounds_integer_keys() {
+    let mut d = Cusum::new(CusumConfig {
+        resolution_floor: true,
+        min_std: 1e-9,
+        h: 10.0,
+        alpha: 0.005,
+        ..config(Direction::Both)
+    });
+    // A mostly-zero count: the occasional 1 or 2 is one or two steps, not a shift.
+    for t in 0..600 {
+        let v = if t % 31 == 7 {
+            1.0 + (t % 2) as f64
+        } else {
+            0.0
+        };
+        assert!(obs(&mut d, t, v).is_none(), "benign {v} at {t}");
+    }
+    assert!(obs(&mut d, 600, 30.0).is_some(), "a blip of 30 steps fires");
+}
+
+#[test]
+fn a_lasting_shift_fires_a_few_times_then_is_the_new_level() {
+    let mut d = Cusum::new(config(Direction::Both));
+    warm(&mut d);
+    let fired: Vec<usize> = (20..200)
+        .filter(|t| obs(&mut d, *t as i64, if t % 2 == 0 { 12.0 } else { 14.0 }).is_some())
+        .collect();
+    assert!(fired.len() >= 2 && fired.len() <= 8, "{fired:?}");
+    assert!(fired.iter().all(|t| *t < 45), "{fired:?}");
+    let mean = d.save_key(0).expect("state")["mean"]
+        .as_f64()
+        .unwrap_or(0.0);
+    assert!((mean - 13.0).abs() < 0.5, "{mean}");
+    // Off: it keeps firing.
+    let mut d = Cusum::new(CusumConfig {
+        rebaseline_after: 0,
+        ..config(Direction::Both)
+    });
+    warm(&mut d);
+    let late = (20..200)
+        .filter(|t| obs(&mut d, *t as i64, if t % 2 == 0 { 12.0 } else { 14.0 }).is_some())
+        .filter(|t| *t > 150)
+        .count();
+    assert!(late > 5, "{late}");
 }

@@ -1,4 +1,4 @@
-use warden_config::DetectorAction;
+use warden_config::{DetectorAction, Direction};
 
 use super::*;
 
