@@ -6,15 +6,43 @@
 //! the group has `min_peers` members with a value. Firing values are left out of the next
 //! distribution.
 //!
-//! State is per group, not per key: a sorted vector of the last round's values (8 bytes per
-//! member) and the round being collected. After a restart the groups are known again one
-//! complete sample later.
+//! **Reference**: the key's own value of the previous round is left out (a key is compared
+//! with the *others*, never with itself), and the quantile is interpolated and lowered to at
+//! most `1 − tail_peers / n` of the n others: `tail_peers` peers always sit above the
+//! reference, so in a group of 50 the p99 is the p90 — not the maximum, which may be another
+//! attacker or the heaviest legitimate peer. With 20 peers and the default 5, it is the p75.
+//!
+//! **Score**: the value as a multiple of that reference (fires above `factor`).
+//!
+//! State is per group: a sorted vector of the last round's values (8 bytes per member) and the
+//! round being collected; per key 24 bytes (its last two values, to leave itself out). After a
+//! restart the groups are known again one complete sample later.
 
 use std::collections::HashMap;
 
 use warden_config::{PeerGroup, PeerPercentileConfig};
 
-use crate::{DetectError, Detector, Firing, KeyId, Sample, baseline, num};
+use crate::{DetectError, Detector, Firing, KeyId, Keyed, Sample, baseline, num};
+
+/// The values a key contributed to its group's distributions.
+#[derive(Debug, Clone, Copy)]
+struct Own {
+    /// Round of `current`.
+    round: u32,
+    /// Value of the round before `round` (NaN if none).
+    previous: f64,
+    current: f64,
+}
+
+impl Default for Own {
+    fn default() -> Self {
+        Self {
+            round: u32::MAX,
+            previous: f64::NAN,
+            current: f64::NAN,
+        }
+    }
+}
 
 #[derive(Debug, Default)]
 struct Group {
@@ -27,6 +55,9 @@ struct Group {
 pub struct PeerPercentile {
     config: PeerPercentileConfig,
     groups: HashMap<u32, Group>,
+    own: Keyed<Own>,
+    /// Rounds ended so far.
+    round: u32,
 }
 
 impl PeerPercentile {
@@ -34,22 +65,56 @@ impl PeerPercentile {
         Self {
             config,
             groups: HashMap::new(),
+            own: Keyed::default(),
+            round: 0,
         }
     }
 
-    /// Nearest-rank quantile of sorted values.
-    fn quantile(sorted: &[f64], q: f64) -> f64 {
-        let n = sorted.len();
-        let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
-        sorted[rank - 1]
+    /// Interpolated quantile `q` of sorted values, leaving out the one at `skip`.
+    fn quantile(sorted: &[f64], skip: Option<usize>, q: f64) -> f64 {
+        let m = sorted.len() - usize::from(skip.is_some());
+        let at = |r: usize| match skip {
+            Some(s) if r >= s => sorted[r + 1],
+            _ => sorted[r],
+        };
+        let pos = q.clamp(0.0, 1.0) * (m - 1) as f64;
+        let lo = pos.floor() as usize;
+        let hi = (lo + 1).min(m - 1);
+        at(lo) + (at(hi) - at(lo)) * (pos - lo as f64)
     }
 
-    /// (peer quantile, peers) of a group with enough members.
-    fn reference(&self, peer: u32) -> Option<(f64, usize)> {
+    /// The key's own value in the last complete round, if it is in the distribution.
+    fn own_previous(&self, key: KeyId) -> Option<f64> {
+        let o = self.own.get(key)?;
+        let v = if o.round == self.round {
+            o.previous
+        } else if o.round.wrapping_add(1) == self.round {
+            o.current
+        } else {
+            return None;
+        };
+        v.is_finite().then_some(v)
+    }
+
+    /// (reference, other peers, quantile used) of a group with enough members, the key left
+    /// out.
+    fn reference(&self, peer: u32, key: KeyId) -> Option<(f64, usize, f64)> {
+        let c = &self.config;
         let g = self.groups.get(&peer)?;
-        let n = g.previous.len();
-        (n >= self.config.min_peers as usize && n > 0)
-            .then(|| (Self::quantile(&g.previous, self.config.quantile), n))
+        let skip = self.own_previous(key).and_then(|v| {
+            let i = g.previous.partition_point(|x| x.total_cmp(&v).is_lt());
+            (g.previous.get(i) == Some(&v)).then_some(i)
+        });
+        let n = g.previous.len() - usize::from(skip.is_some());
+        if n < (c.min_peers as usize).max(1) {
+            return None;
+        }
+        let q = if c.tail_peers > 0 {
+            c.quantile.min(1.0 - f64::from(c.tail_peers) / n as f64)
+        } else {
+            c.quantile
+        };
+        Some((Self::quantile(&g.previous, skip, q), n, q))
     }
 
     fn fire(&self, s: &Sample) -> Option<Firing> {
@@ -58,7 +123,7 @@ impl PeerPercentile {
         if !value.is_finite() || value < c.min_value {
             return None;
         }
-        let (q, peers) = self.reference(s.peer)?;
+        let (q, peers, quantile) = self.reference(s.peer, s.key)?;
         let ratio = value / q.max(f64::MIN_POSITIVE);
         (value > c.factor * q).then(|| Firing {
             score: ratio,
@@ -66,11 +131,11 @@ impl PeerPercentile {
             threshold: c.factor,
             baseline: baseline([
                 ("peer_quantile", q),
-                ("quantile", c.quantile),
+                ("quantile", quantile),
                 ("peers", peers as f64),
             ]),
             explanation: format!(
-                "{} {} is {} the p{} ({}) of its {} peers{} (fires above {}×)",
+                "{} {} is {} the p{} ({}) of its {} other peers{} (fires above {}×)",
                 c.feature,
                 num(value),
                 if q > 0.0 {
@@ -78,7 +143,7 @@ impl PeerPercentile {
                 } else {
                     "above".to_string()
                 },
-                num(c.quantile * 100.0),
+                percent(quantile),
                 num(q),
                 peers,
                 if s.peer_name.is_empty() {
@@ -89,6 +154,16 @@ impl PeerPercentile {
                 num(c.factor)
             ),
         })
+    }
+}
+
+/// `99`, `89.8`: a quantile as a percentile name.
+fn percent(q: f64) -> String {
+    let p = q * 100.0;
+    if (p - p.round()).abs() < 0.05 {
+        format!("{p:.0}")
+    } else {
+        format!("{p:.1}")
     }
 }
 
@@ -105,6 +180,17 @@ impl Detector for PeerPercentile {
         let f = self.fire(s);
         if f.is_none() {
             self.groups.entry(s.peer).or_default().current.push(value);
+            let round = self.round;
+            let o = self.own.get_or_default(s.key);
+            if o.round != round {
+                o.previous = if o.round.wrapping_add(1) == round {
+                    o.current
+                } else {
+                    f64::NAN
+                };
+            }
+            o.round = round;
+            o.current = value;
         }
         f
     }
@@ -114,13 +200,14 @@ impl Detector for PeerPercentile {
     }
 
     fn score(&self, s: &Sample) -> f64 {
-        match self.reference(s.peer) {
-            Some((q, _)) if q > 0.0 => s.value() / q,
+        match self.reference(s.peer, s.key) {
+            Some((q, _, _)) if q > 0.0 && s.value().is_finite() => s.value() / q,
             _ => 0.0,
         }
     }
 
     fn end_round(&mut self, _at: i64) {
+        self.round = self.round.wrapping_add(1);
         self.groups.retain(|_, g| {
             g.previous.clear();
             std::mem::swap(&mut g.previous, &mut g.current);
@@ -133,7 +220,9 @@ impl Detector for PeerPercentile {
         Some(self.config.peers)
     }
 
-    fn forget(&mut self, _key: KeyId) {}
+    fn forget(&mut self, key: KeyId) {
+        self.own.remove(key);
+    }
 
     fn len(&self) -> usize {
         self.groups.len()
@@ -143,7 +232,8 @@ impl Detector for PeerPercentile {
         self.groups
             .values()
             .map(|g| 48 + 8 * (g.current.capacity() + g.previous.capacity()))
-            .sum()
+            .sum::<usize>()
+            + self.own.slot_bytes()
     }
 
     fn save_key(&self, _key: KeyId) -> Option<serde_json::Value> {

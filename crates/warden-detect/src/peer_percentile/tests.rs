@@ -48,11 +48,21 @@ fn round(d: &mut PeerPercentile, n: u32, peer: u32, f: impl Fn(u32) -> f64) -> V
 }
 
 #[test]
-fn nearest_rank_quantile() {
-    let v: Vec<f64> = (1..=100).map(f64::from).collect();
-    assert_eq!(PeerPercentile::quantile(&v, 0.99), 99.0);
-    assert_eq!(PeerPercentile::quantile(&v, 1.0), 100.0);
-    assert_eq!(PeerPercentile::quantile(&v, 0.001), 1.0);
+fn interpolated_quantile_leaving_one_out() {
+    let v: Vec<f64> = (1..=101).map(f64::from).collect();
+    assert_eq!(PeerPercentile::quantile(&v, None, 0.99), 100.0);
+    assert_eq!(PeerPercentile::quantile(&v, None, 1.0), 101.0);
+    assert_eq!(PeerPercentile::quantile(&v, None, 0.5), 51.0);
+    assert_eq!(
+        PeerPercentile::quantile(&v, Some(100), 1.0),
+        100.0,
+        "the max left out"
+    );
+    assert_eq!(PeerPercentile::quantile(&[1.0, 2.0, 10.0], None, 0.75), 6.0);
+    assert_eq!(
+        PeerPercentile::quantile(&[1.0, 2.0, 10.0], Some(0), 0.5),
+        6.0
+    );
 }
 
 #[test]
@@ -68,19 +78,20 @@ fn compares_a_key_with_its_own_group_of_the_previous_round() {
     assert_eq!(fired, vec![7]);
     assert!(round(&mut d, 50, 1, |_| 200_000.0).is_empty());
     let f = d.peek(&sample(7, &[50_000.0], 0)).expect("still above");
-    assert_eq!(f.baseline["peer_quantile"], 2049.0);
-    assert_eq!(f.baseline["peers"], 50.0);
+    // Its own 2007 of round 1 left out: 49 others, p99 lowered to keep 5 above it (p89.8).
+    assert!((f.baseline["peer_quantile"] - 2044.102).abs() < 1e-3);
+    assert_eq!(f.baseline["peers"], 49.0);
     assert_eq!(f.threshold, 3.0);
     assert!(
         f.explanation.starts_with(
-            "bytes_out 50000 is 24.4× the p99 (2049) of its 50 peers (device_type=sensor)"
+            "bytes_out 50000 is 24.5× the p89.8 (2044.1) of its 49 other peers (device_type=sensor)"
         ),
         "{}",
         f.explanation
     );
     // The firing value did not enter the next reference.
     d.end_round(2 * S);
-    let (q, n) = d.reference(0).expect("reference");
+    let (q, n, _) = d.reference(0, 999).expect("reference");
     assert_eq!((q, n), (2000.0, 49));
 }
 
@@ -117,7 +128,24 @@ fn clears_when_the_key_is_back_among_its_peers() {
     // Next round key 3 is normal again: nobody fires, and the reference is still the peers'.
     assert!(round(&mut d, 50, 0, |_| 2100.0).is_empty());
     d.end_round(3 * S);
-    let (q, n) = d.reference(0).expect("reference");
+    let (q, n, _) = d.reference(0, 999).expect("reference");
     assert_eq!((q, n), (2100.0, 50));
     assert!(d.peek(&sample(3, &[2100.0], 0)).is_none());
+}
+
+#[test]
+fn a_key_is_never_its_own_reference_nor_are_a_few_accomplices() {
+    let mut d = detector();
+    // 30 sensors at 2 kB; keys 0..3 exfiltrate 1 MB each in round 1 (not yet compared).
+    let big = |k: u32| if k < 3 { 1e6 } else { 2000.0 };
+    assert!(round(&mut d, 30, 0, big).is_empty());
+    d.end_round(S);
+    // Old nearest-rank p99 of 30 would be 1 MB (an accomplice, or the key itself): nobody
+    // fires. Now the reference keeps 5 peers above it: 2 kB, and all three fire.
+    assert_eq!(round(&mut d, 30, 0, big), vec![0, 1, 2]);
+    let (q, n, quantile) = d.reference(0, 0).expect("reference");
+    assert_eq!((q, n), (2000.0, 29));
+    assert!((quantile - (1.0 - 5.0 / 29.0)).abs() < 1e-12);
+    // Score: the multiple of the reference.
+    assert!((d.score(&sample(0, &[1e6], 0)) - 500.0).abs() < 1e-9);
 }
