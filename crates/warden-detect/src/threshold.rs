@@ -2,6 +2,11 @@
 //! Defender's rules: the alarm is raised after `alarm_after` consecutive breaching samples and
 //! cleared after `clear_after` consecutive normal ones. While alarmed, every breaching sample
 //! fires (the decision policy suppresses repeats).
+//!
+//! **Score**: how far the value is toward its bound, 1 at the bound: `value / above` for an
+//! upper bound, `below / value` for a lower one, the larger of the two with both (so a drop
+//! below `below` scores like a rise above `above`). No baseline, no floors: the bounds are the
+//! user's. **State per key**: 12 bytes, only while a key breaches or is alarmed.
 
 use serde::{Deserialize, Serialize};
 use warden_config::ThresholdConfig;
@@ -125,10 +130,24 @@ impl Detector for Threshold {
 
     fn score(&self, s: &Sample) -> f64 {
         let v = s.value();
-        match (self.config.above, self.config.below) {
-            (Some(a), _) if a != 0.0 => v / a,
-            (_, Some(b)) if v != 0.0 => b / v,
-            _ => v,
+        if !v.is_finite() {
+            return 0.0;
+        }
+        let up = match self.config.above {
+            Some(a) if a != 0.0 => Some(v / a),
+            Some(_) => Some(v),
+            None => None,
+        };
+        let down = match self.config.below {
+            Some(b) if v != 0.0 => Some(b / v),
+            // 0 under a lower bound: far below it, but a bounded score.
+            Some(_) => Some(1e3),
+            None => None,
+        };
+        match (up, down) {
+            (Some(u), Some(d)) => u.max(d),
+            (Some(x), None) | (None, Some(x)) => x,
+            (None, None) => v,
         }
     }
 

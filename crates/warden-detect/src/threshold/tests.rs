@@ -76,3 +76,21 @@ fn below_bounds_and_untouched_keys_cost_nothing() {
     assert!(!obs(&mut d, 11, 2.0));
     assert!(d.is_empty());
 }
+
+#[test]
+fn the_score_is_two_sided_with_both_bounds() {
+    let d = Threshold::new(ThresholdConfig {
+        above: Some(10.0),
+        below: Some(2.0),
+        ..config(1, 1)
+    });
+    let score = |v: f64| d.score(&Sample::of(0, &[v], 0));
+    assert_eq!(score(20.0), 2.0);
+    assert_eq!(
+        score(1.0),
+        2.0,
+        "half the lower bound scores like twice the upper"
+    );
+    assert_eq!(score(5.0), 0.5);
+    assert_eq!(score(f64::NAN), 0.0);
+}
