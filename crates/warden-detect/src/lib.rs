@@ -127,7 +127,10 @@ pub trait Detector: Send + Sync {
     /// Score a provisional sample without learning.
     fn peek(&self, sample: &Sample) -> Option<Firing>;
 
-    /// The anomaly score a sample would get now, firing or not (series backtests).
+    /// The anomaly score a sample would get now, firing or not (series backtests). Baseline
+    /// detectors score the magnitude of the deviation in standard deviations (two-sided,
+    /// whatever `direction` fires on, 0 during warm-up), so scores compare across series;
+    /// each module documents its own.
     fn score(&self, sample: &Sample) -> f64;
 
     /// Every key of the window has been observed for the complete sample ending at `at`.

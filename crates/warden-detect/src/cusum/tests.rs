@@ -207,3 +207,10 @@ fn a_lasting_shift_fires_a_few_times_then_is_the_new_level() {
         .count();
     assert!(late > 5, "{late}");
 }
+
+#[test]
+fn state_per_key_stays_small() {
+    let slot = std::mem::size_of::<Option<State>>();
+    assert!(slot <= 128, "{slot}");
+    println!("cusum slot {slot} B");
+}

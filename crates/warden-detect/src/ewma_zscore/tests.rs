@@ -297,3 +297,11 @@ fn state_saved_before_the_new_fields_still_loads() {
     .expect("old state");
     assert!(d.peek(&Sample::of(3, &[50.0], 0)).is_some());
 }
+
+#[test]
+fn state_per_key_stays_small() {
+    let slot = std::mem::size_of::<Option<Baseline>>();
+    let season = 24 * 8;
+    assert!(slot + season <= 1024, "{slot} + {season}");
+    println!("ewma_zscore slot {slot} B");
+}

@@ -160,3 +160,10 @@ fn a_sustained_shift_moves_the_history_with_its_spread() {
         "the old level is now off"
     );
 }
+
+#[test]
+fn state_per_key_stays_small() {
+    let slot = std::mem::size_of::<Option<History>>();
+    assert!(slot + 200 * 4 <= 1024, "{slot}");
+    println!("mad slot {slot} B");
+}
