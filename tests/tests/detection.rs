@@ -114,3 +114,33 @@ fn every_scenario_is_detected_as_expected_with_no_false_quarantine() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// Scenarios written apart from the detectors (`tests/scenarios/unseen/`): other fleets, mixes,
+/// rates and times of day, every class of attack the default pipeline claims, each with a
+/// firmware rollout and a reconnect storm; each file says what it expects.
+/// `DETECTION_SCENARIO=name` runs one.
+#[test]
+fn unseen_scenarios_are_detected_as_expected_with_no_false_quarantine() {
+    let pipeline = default_pipeline();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/unseen");
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 10, "the unseen scenarios are there");
+    let only = std::env::var("DETECTION_SCENARIO").ok();
+    let mut problems = Vec::new();
+    for path in files {
+        let scenario =
+            ScenarioConfig::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        if only.as_deref().is_some_and(|o| o != scenario.name) {
+            continue;
+        }
+        let (p, summary) = evaluate(&scenario, &pipeline);
+        eprintln!("{summary}");
+        problems.extend(p);
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

@@ -84,7 +84,17 @@ fn run(
     }
     events.sort_by_key(|e| e.ts);
     let (mut alerts, mut decisions) = (Vec::new(), Vec::new());
-    for chunk in events.chunks(512) {
+    // Batches of at most 512 events and one second of event time, as a processor keeping up
+    // reads them (a batch spanning minutes would skip the slides in between).
+    let mut batches: Vec<&[RequestEvent]> = Vec::new();
+    let mut start = 0;
+    for i in 1..=events.len() {
+        if i == events.len() || i - start == 512 || events[i].ts - events[start].ts >= S {
+            batches.push(&events[start..i]);
+            start = i;
+        }
+    }
+    for chunk in batches {
         let batch: RecordBatch = warden_event::to_record_batch(chunk).expect("batch");
         let now = chunk.last().map_or(T0, |e| e.ts);
         for o in engine.process(&batch, now).expect("process") {
@@ -237,4 +247,28 @@ fn query_string_scraping_raises_distinct_resources() {
     // Raw query values never reach an alert.
     let text = serde_json::to_string(&alerts).expect("json");
     assert!(!text.contains("page=1"), "{text}");
+}
+
+#[test]
+fn a_low_rate_flood_is_caught_against_the_devices_own_pace() {
+    // Sensors reporting every 30 s; from 300 s sensor-0 sends 12 reports per 30 s (0.4/s):
+    // far under any absolute floor, 12× its own pace.
+    let flood = |e: &mut RequestEvent, k: u64| {
+        (0..12)
+            .map(|j| {
+                let mut r = e.clone();
+                r.id = format!("{}-f{j}", e.id);
+                r.ts += j * 2_500_000_000;
+                r.seq = k * 12 + j as u64;
+                r
+            })
+            .collect()
+    };
+    let (alerts, decisions) = run(60, 30.0, 720, (300, 600), &flood);
+    let by: Vec<&str> = alerts.iter().map(|a| a.detector.as_str()).collect();
+    assert!(by.contains(&"route_pace"), "{by:?}");
+    assert!(
+        decisions.iter().any(|d| d.action == Action::Quarantine),
+        "{decisions:#?}"
+    );
 }

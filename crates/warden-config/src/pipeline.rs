@@ -214,6 +214,14 @@ impl PipelineConfig {
             ));
         }
         self.decision.check(self.detector.len(), &mut errs);
+        for (i, name) in self.decision.fleet_context.iter().enumerate() {
+            if !detectors.contains(name.as_str()) {
+                errs.push(ConfigError::new(
+                    format!("decision.fleet_context[{i}]"),
+                    format!("unknown detector `{name}`"),
+                ));
+            }
+        }
         if let Some(name) = &self.decision.throttle_baseline {
             match features.get(name.as_str()) {
                 None => errs.push(ConfigError::new(

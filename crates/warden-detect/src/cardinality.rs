@@ -1,7 +1,8 @@
 //! `cardinality`: too many distinct values for a key — an identity enumerating other devices'
 //! resources (BOLA scraping) or walking every route. Fires when a `distinct` feature is above
 //! an absolute `limit`, or above `factor` × the key's own moving mean after warm-up (and at
-//! least `min_value`). Firing samples are not learned.
+//! least `min_value`). Firing samples are not learned, and once warm a sample is learned as at
+//! most √`factor` × the usual value (a ramp into an attack does not drag the baseline along).
 
 use serde::{Deserialize, Serialize};
 use warden_config::CardinalityConfig;
@@ -94,6 +95,12 @@ impl Detector for Cardinality {
             return None;
         }
         let m = self.keys.get(s.key).copied().unwrap_or_default();
+        if std::env::var_os("ZZ").is_some() {
+            eprintln!(
+                "ZZ {} v={value} full={} m={:?}",
+                self.config.name, s.full, m
+            );
+        }
         if let Some(f) = self.fire(&m, value) {
             return Some(f);
         }
@@ -101,13 +108,22 @@ impl Detector for Cardinality {
             return None;
         }
         // Only the `factor` rule needs a baseline.
-        self.config.factor?;
+        let factor = self.config.factor?;
         let n = m.samples.saturating_add(1);
         let a = self.config.alpha.max(1.0 / f64::from(n));
+        // Once warm, a sample is learned as at most √factor × the usual value: a ramp up to
+        // an attack (a window filling with a flood, a pace that keeps doubling) moves the
+        // baseline by at most that much per sample's weight instead of dragging it along, so
+        // the attack still stands out when it gets there.
+        let learned = if m.samples >= self.config.warmup_samples {
+            value.min(factor.sqrt() * Self::usual(&m))
+        } else {
+            value
+        };
         self.keys.insert(
             s.key,
             Mean {
-                mean: m.mean + a * (value - m.mean),
+                mean: m.mean + a * (learned - m.mean),
                 samples: n,
             },
         );

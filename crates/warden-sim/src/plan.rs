@@ -125,6 +125,8 @@ pub struct Plan {
     heads: Vec<Option<Planned>>,
     /// `(at_ns, actor)` of every head.
     queue: BinaryHeap<Reverse<(i64, usize)>>,
+    /// Devices that send nothing of their own before this time (cold-start attackers).
+    silent_until: std::collections::HashMap<usize, i64>,
 }
 
 impl Plan {
@@ -142,8 +144,16 @@ impl Plan {
         let mut rng = StdRng::seed_from_u64(mix_seed(seed, 0x00A7_7AC4));
         let mut taken = HashSet::new();
         let mut ips = AttackerIps::default();
+        let mut silent_until = std::collections::HashMap::new();
         for (ai, a) in scenario.attack.iter().enumerate() {
             let (plan, kinds) = attack::resolve(a, &fleet, &mut rng, &mut taken, &mut ips);
+            if let crate::scenario::AttackConfig::DeviceFlood(c) = a
+                && c.cold
+            {
+                for d in plan.attackers.iter().filter_map(|x| x.device) {
+                    silent_until.insert(d, plan.start_ns);
+                }
+            }
             for (k, kind) in kinds.into_iter().enumerate() {
                 actors.push(Box::new(attack::Paced::new(
                     &plan,
@@ -163,6 +173,7 @@ impl Plan {
             duration_ns,
             actors,
             queue: BinaryHeap::new(),
+            silent_until,
         };
         for i in 0..plan.actors.len() {
             let head = plan.actors[i].next(&plan.fleet);
@@ -202,6 +213,11 @@ impl Iterator for Plan {
                 self.queue.push(Reverse((n.at_ns, i)));
             }
             self.heads[i] = next;
+            if let Source::Benign(d) = p.source
+                && self.silent_until.get(&d).is_some_and(|t| p.at_ns < *t)
+            {
+                continue;
+            }
             if p.at_ns < self.duration_ns {
                 return Some(p);
             }

@@ -746,6 +746,7 @@ impl Engine {
             mode: d.mode,
             action: d.config.action(),
             weight: d.config.weight(),
+            population: w.state.len(),
         };
         let verdict = self.policy.decide(&subject, &src, enforceable, now);
         let mut message = format!("{subject}");

@@ -40,6 +40,8 @@ pub struct Source<'a> {
     pub mode: Mode,
     pub action: DetectorAction,
     pub weight: f64,
+    /// Live keys of the detector's window (the population of fleet context).
+    pub population: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -57,6 +59,9 @@ struct Firing {
     action: DetectorAction,
 }
 
+/// Subjects a fleet-context detector fired on: (first, last) firing.
+type FleetFirings = HashMap<Subject, (i64, i64)>;
+
 #[derive(Debug)]
 pub struct Policy {
     config: DecisionConfig,
@@ -69,6 +74,9 @@ pub struct Policy {
     evidence: HashMap<Subject, VecDeque<Firing>>,
     last_alert: HashMap<(Subject, String), i64>,
     recent_quarantines: VecDeque<i64>,
+    /// Per fleet-context detector, the population it last saw and the subjects it fired on
+    /// within the evidence window: (first, last) firing.
+    fleet: HashMap<String, (usize, FleetFirings)>,
 }
 
 impl Policy {
@@ -82,6 +90,7 @@ impl Policy {
             evidence: HashMap::new(),
             last_alert: HashMap::new(),
             recent_quarantines: VecDeque::new(),
+            fleet: HashMap::new(),
         }
     }
 
@@ -275,8 +284,20 @@ impl Policy {
         {
             return Verdict::AlertOnly("released recently (cooldown)".into());
         }
+        if let Some(why) = self.fleet_check(subject, src, now) {
+            return Verdict::AlertOnly(why);
+        }
         if !met {
             return Verdict::AlertOnly(format!("not enough evidence yet ({missing})"));
+        }
+        // Firings of fleet-context detectors held back (fleet-wide, or within their grace)
+        // are evidence for alerts, not for enforcement by another detector's firing.
+        let detectors: Vec<(String, DetectorAction)> = detectors
+            .into_iter()
+            .filter(|(d, _)| !self.fleet_held(d, subject, now))
+            .collect();
+        if detectors.is_empty() {
+            return Verdict::AlertOnly("held back by fleet context".into());
         }
         let strongest = detectors
             .iter()
@@ -327,6 +348,59 @@ impl Policy {
         }
     }
 
+    /// Fleet context (`decision.fleet_context`): why a firing of a fleet-context detector is
+    /// not enforced — the fleet is firing it together, or the subject has not fired it for
+    /// `fleet_grace_s` yet — or `None`.
+    fn fleet_check(&mut self, subject: &Subject, src: &Source, now: i64) -> Option<String> {
+        if !self.config.fleet_context.iter().any(|d| d == src.detector) {
+            return None;
+        }
+        let window = Self::secs(self.config.evidence_window_s);
+        let grace = Self::secs(self.config.fleet_grace_s);
+        let (population, fired) = self.fleet.entry(src.detector.to_string()).or_default();
+        *population = src.population;
+        fired.retain(|_, (_, last)| now - *last < window);
+        let first = fired
+            .entry(subject.clone())
+            .and_modify(|(_, last)| *last = now)
+            .or_insert((now, now))
+            .0;
+        let n = fired.len();
+        let share = (self.config.fleet_share * src.population as f64).ceil() as usize;
+        let threshold = share.max(self.config.fleet_min_subjects as usize);
+        if n >= threshold {
+            return Some(format!(
+                "fleet-wide: {n} of {} keys fired {} within {} s (the fleet acting together, e.g. a rollout or a reconnect storm)",
+                src.population, src.detector, self.config.evidence_window_s
+            ));
+        }
+        (now - first < grace).then(|| {
+            format!(
+                "watching: enforced if it goes on for {} s while unlike the fleet",
+                self.config.fleet_grace_s
+            )
+        })
+    }
+
+    /// Whether firings of fleet-context `detector` on `subject` are held back at `now`.
+    fn fleet_held(&self, detector: &str, subject: &Subject, now: i64) -> bool {
+        let Some((population, fired)) = self.fleet.get(detector) else {
+            return false;
+        };
+        let window = Self::secs(self.config.evidence_window_s);
+        let live = fired
+            .values()
+            .filter(|(_, last)| now - last < window)
+            .count();
+        let share = (self.config.fleet_share * *population as f64).ceil() as usize;
+        if live >= share.max(self.config.fleet_min_subjects as usize) {
+            return true;
+        }
+        fired
+            .get(subject)
+            .is_some_and(|(first, _)| now - first < Self::secs(self.config.fleet_grace_s))
+    }
+
     /// The number this offense would have (1 for a first offense).
     fn offense_number(&self, subject: &Subject, now: i64) -> u32 {
         match self.offenses.get(subject) {
@@ -356,6 +430,9 @@ impl Policy {
         let window = Self::secs(self.config.evidence_window_s);
         self.evidence
             .retain(|_, l| l.back().is_some_and(|f| now - f.at < window));
+        for (_, fired) in self.fleet.values_mut() {
+            fired.retain(|_, (_, last)| now - *last < window);
+        }
     }
 }
 

@@ -579,7 +579,9 @@ fn archive_consumes_the_events_topic_into_hourly_parquet() {
         .collect();
     assert_eq!(events.len(), 5, "{lines}");
     assert!(
-        events.iter().all(|e| e.v == 1 && !e.id.is_empty()),
+        events
+            .iter()
+            .all(|e| e.v == warden_event::SCHEMA_VERSION && !e.id.is_empty()),
         "{lines}"
     );
     // Without Kafka there is nothing to read from another process: a clear error.

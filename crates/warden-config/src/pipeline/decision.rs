@@ -79,6 +79,26 @@ pub struct DecisionConfig {
     /// this long, seconds.
     #[serde(default = "default_alert_interval")]
     pub alert_interval_s: u64,
+    /// Detectors judged in fleet context: when many keys of the window fire the same one
+    /// within `evidence_window_s` — at least `fleet_min_subjects` and `fleet_share` of the
+    /// window's live keys — it is the fleet doing something together (a firmware rollout's
+    /// chunked downloads, a reconnect storm), not one device misbehaving, and their firings
+    /// only alert. To let the fleet show itself, a subject is enforced on by these detectors
+    /// only after firing for `fleet_grace_s`. Meant for the slow, peer-relative detectors
+    /// (breadth, volume), not for floods.
+    #[serde(default)]
+    pub fleet_context: Vec<String>,
+    /// Share of a window's live keys firing one fleet-context detector at once that makes it
+    /// fleet-wide.
+    #[serde(default = "default_fleet_share")]
+    pub fleet_share: f64,
+    /// Fewest keys firing one fleet-context detector at once that can be fleet-wide.
+    #[serde(default = "default_fleet_min")]
+    pub fleet_min_subjects: u32,
+    /// How long a fleet-context detector must keep firing on a subject before it is
+    /// enforced on, seconds.
+    #[serde(default = "default_fleet_grace")]
+    pub fleet_grace_s: u64,
 }
 
 /// How detector firings on one subject combine.
@@ -139,6 +159,15 @@ fn default_max_per_minute() -> u32 {
 fn default_alert_interval() -> u64 {
     60
 }
+fn default_fleet_share() -> f64 {
+    0.02
+}
+fn default_fleet_min() -> u32 {
+    5
+}
+fn default_fleet_grace() -> u64 {
+    30
+}
 
 impl DecisionConfig {
     /// A config with the defaults and the given quarantine TTL.
@@ -163,6 +192,10 @@ impl DecisionConfig {
             allowlist: Vec::new(),
             max_quarantines_per_minute: default_max_per_minute(),
             alert_interval_s: default_alert_interval(),
+            fleet_context: Vec::new(),
+            fleet_share: default_fleet_share(),
+            fleet_min_subjects: default_fleet_min(),
+            fleet_grace_s: default_fleet_grace(),
         }
     }
 
@@ -199,6 +232,12 @@ impl DecisionConfig {
         }
         if self.throttle_burst == 0 {
             bad("throttle_burst", "must be at least 1".into());
+        }
+        if !(self.fleet_share.is_finite() && self.fleet_share > 0.0 && self.fleet_share <= 1.0) {
+            bad("fleet_share", "must be in (0, 1]".into());
+        }
+        if self.fleet_min_subjects < 2 {
+            bad("fleet_min_subjects", "must be at least 2".into());
         }
         if self.min_firings == 0 {
             bad("min_firings", "must be at least 1".into());

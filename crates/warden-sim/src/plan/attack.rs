@@ -55,6 +55,12 @@ pub enum AttackKind {
     Replay { device: usize, ip: IpAddr },
     /// Device `device` probes firmware and admin routes.
     Probe { device: usize },
+    /// Client `user` pages through the history of `target` (`?page=N`).
+    PageScrape {
+        user: usize,
+        target: String,
+        page_size: u32,
+    },
 }
 
 fn identity(fleet: &Fleet, d: usize) -> Subject {
@@ -100,6 +106,26 @@ pub(super) fn resolve(
         AttackConfig::DeviceFlood(c) => {
             for d in pick(fleet, c.device_type, 1, rng, taken) {
                 as_device(d, vec![], AttackKind::Flood { device: d });
+            }
+        }
+        AttackConfig::QueryScrape(c) => {
+            for d in pick(fleet, c.device_type, c.attackers, rng, taken) {
+                // A meter it owns (app users), else itself.
+                let dev = &fleet.devices[d];
+                let target = dev
+                    .owned
+                    .iter()
+                    .find(|o| fleet.devices[**o].device_type == DeviceType::SmartMeter)
+                    .map_or(dev.identity.clone(), |o| fleet.devices[*o].identity.clone());
+                as_device(
+                    d,
+                    vec![],
+                    AttackKind::PageScrape {
+                        user: d,
+                        target,
+                        page_size: c.page_size,
+                    },
+                );
             }
         }
         AttackConfig::Enumeration(c) => {
@@ -212,6 +238,7 @@ fn rate_of(a: &AttackConfig, attackers: usize) -> f64 {
         AttackConfig::Drift(c) => c.rate_per_s,
         AttackConfig::TokenReplay(c) => c.rate_per_s / n,
         AttackConfig::FirmwareProbe(c) => c.rate_per_s,
+        AttackConfig::QueryScrape(c) => c.rate_per_s,
     }
 }
 
@@ -226,6 +253,8 @@ pub(super) struct Paced {
     interval_ns: f64,
     /// Drifts ramp their rate up from 0 over the window.
     ramp: bool,
+    /// Growing floods double their rate every this many ns.
+    doubling_ns: Option<f64>,
     next_ns: i64,
     sent: u64,
 }
@@ -242,6 +271,10 @@ impl Paced {
         let mut rng = StdRng::seed_from_u64(seed);
         let interval_ns = NS / rate_of(config, plan.attackers.len());
         let ramp = matches!(kind, AttackKind::Drift { .. });
+        let doubling_ns = match config {
+            AttackConfig::DeviceFlood(c) => c.doubling_s.map(|d| d * NS),
+            _ => None,
+        };
         let offset = if ramp {
             0.0
         } else {
@@ -255,6 +288,7 @@ impl Paced {
             end_ns: plan.end_ns,
             interval_ns,
             ramp,
+            doubling_ns,
             next_ns: plan.start_ns + offset as i64,
             sent: 0,
         };
@@ -267,6 +301,10 @@ impl Paced {
     /// Interval after a request at `t`.
     fn interval_at(&mut self, t: i64) -> f64 {
         let jitter = 0.8 + 0.4 * self.rng.random::<f64>();
+        if let Some(d) = self.doubling_ns {
+            let growth = ((t - self.start_ns) as f64 / d).exp2().min(1e6);
+            return self.interval_ns / growth * jitter;
+        }
         if self.ramp {
             let share = ((t - self.start_ns) as f64 / (self.end_ns - self.start_ns).max(1) as f64)
                 .clamp(0.05, 1.0);
@@ -393,6 +431,25 @@ impl Paced {
                 r.fault = None;
                 r.body.malformed = false;
                 r
+            }
+            AttackKind::PageScrape {
+                user,
+                target,
+                page_size,
+            } => {
+                let d = &fleet.devices[*user];
+                SimRequest {
+                    method: "GET",
+                    path: format!(
+                        "/api/v1/meters/{target}/history?page={}&limit={page_size}",
+                        n + 1
+                    ),
+                    auth: Auth::Device(*user),
+                    body: Payload::EMPTY,
+                    ip: d.ips[0],
+                    user_agent: d.device_type.profile().user_agent,
+                    fault: None,
+                }
             }
             AttackKind::Probe { device } => {
                 let d = &fleet.devices[*device];

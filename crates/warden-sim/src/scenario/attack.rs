@@ -29,6 +29,9 @@ pub enum AttackConfig {
     TokenReplay(TokenReplay),
     /// A sensor probing firmware and admin routes it never uses.
     FirmwareProbe(FirmwareProbe),
+    /// App users page through a collection with `?page=N`, one page after another, faster
+    /// than they ever read: one path, many resources.
+    QueryScrape(QueryScrape),
 }
 
 /// The attack classes, as written in labels and reports.
@@ -46,6 +49,7 @@ pub enum AttackClass {
     Drift,
     TokenReplay,
     FirmwareProbe,
+    QueryScrape,
 }
 
 impl AttackClass {
@@ -60,6 +64,7 @@ impl AttackClass {
             AttackClass::Drift => "drift",
             AttackClass::TokenReplay => "token_replay",
             AttackClass::FirmwareProbe => "firmware_probe",
+            AttackClass::QueryScrape => "query_scrape",
         }
     }
 }
@@ -102,6 +107,7 @@ macro_rules! each {
             AttackConfig::Drift($a) => $e,
             AttackConfig::TokenReplay($a) => $e,
             AttackConfig::FirmwareProbe($a) => $e,
+            AttackConfig::QueryScrape($a) => $e,
         }
     };
 }
@@ -122,6 +128,7 @@ impl AttackConfig {
             AttackConfig::Drift(_) => AttackClass::Drift,
             AttackConfig::TokenReplay(_) => AttackClass::TokenReplay,
             AttackConfig::FirmwareProbe(_) => AttackClass::FirmwareProbe,
+            AttackConfig::QueryScrape(_) => AttackClass::QueryScrape,
         }
     }
 
@@ -204,8 +211,16 @@ pub struct DeviceFlood {
     /// Type of the compromised device (chosen with the seed).
     #[serde(default = "sensor")]
     pub device_type: DeviceType,
-    /// Requests per second it sends.
+    /// Requests per second it sends (at the start, when it grows).
     pub rate_per_s: f64,
+    /// The device sends nothing before the attack: it floods from its very first request
+    /// (a new device, or a stolen key first used by the attacker), so it has no history of
+    /// its own to be compared with.
+    #[serde(default)]
+    pub cold: bool,
+    /// The rate doubles every this many seconds (a slow drift rather than a step).
+    #[serde(default)]
+    pub doubling_s: Option<f64>,
 }
 
 /// `type = "credential_stuffing"`.
@@ -353,4 +368,35 @@ pub struct FirmwareProbe {
     pub device_type: DeviceType,
     /// Probes per second.
     pub rate_per_s: f64,
+}
+
+fn mobile_app() -> DeviceType {
+    DeviceType::MobileApp
+}
+fn page_size() -> u32 {
+    100
+}
+
+/// `type = "query_scrape"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueryScrape {
+    /// Attack name (unique in the scenario).
+    pub name: String,
+    /// Start, seconds from the start of the run.
+    pub start_s: f64,
+    /// End, seconds from the start of the run.
+    pub end_s: f64,
+    /// What detection is expected.
+    pub expect: Expect,
+    /// Clients paging through a collection (chosen with the seed).
+    pub attackers: usize,
+    /// Their type (app users page through their meters' histories).
+    #[serde(default = "mobile_app")]
+    pub device_type: DeviceType,
+    /// Pages per second of each attacker.
+    pub rate_per_s: f64,
+    /// Rows per page.
+    #[serde(default = "page_size")]
+    pub page_size: u32,
 }

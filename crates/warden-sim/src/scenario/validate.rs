@@ -185,6 +185,11 @@ pub(super) fn scenario(s: &ScenarioConfig) -> Vec<ConfigError> {
             AttackConfig::DeviceFlood(c) => {
                 rate_check(&mut extra, at("rate_per_s"), c.rate_per_s);
                 need(c.device_type, 1, "device_type", &mut extra);
+                if let Some(d) = c.doubling_s
+                    && !(d.is_finite() && d >= 1.0)
+                {
+                    extra.push((at("doubling_s"), "must be at least 1 second".into()));
+                }
             }
             AttackConfig::CredentialStuffing(c) => {
                 rate_check(&mut extra, at("rate_per_s"), c.rate_per_s);
@@ -234,6 +239,11 @@ pub(super) fn scenario(s: &ScenarioConfig) -> Vec<ConfigError> {
             AttackConfig::FirmwareProbe(c) => {
                 rate_check(&mut extra, at("rate_per_s"), c.rate_per_s);
                 need(c.device_type, 1, "device_type", &mut extra);
+            }
+            AttackConfig::QueryScrape(c) => {
+                rate_check(&mut extra, at("rate_per_s"), c.rate_per_s);
+                need(c.device_type, c.attackers, "attackers", &mut extra);
+                limit_check(&mut extra, at("page_size"), c.page_size);
             }
         }
         for (k, r) in extra {

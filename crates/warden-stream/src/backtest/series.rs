@@ -29,7 +29,7 @@ pub struct SeriesRow {
 fn defaults(kind: &str) -> Option<&'static str> {
     Some(match kind {
         "ewma_zscore" => {
-            "alpha = 0.05\nthreshold = 4.0\nwarmup_samples = 30\nmin_value = 0.0\nmin_std = 1e-9\n"
+            "alpha = 0.05\nthreshold = 4.0\nwarmup_samples = 30\nmin_value = 0.0\nmin_std = 1e-9\ndirection = \"both\"\n"
         }
         "mad" => {
             "history = 200\nthreshold = 5.0\nwarmup_samples = 30\nmin_mad = 1e-9\ndirection = \"both\"\n"

@@ -19,6 +19,7 @@ fn src(detector: &str, action: DetectorAction, weight: f64) -> Source<'_> {
         mode: Mode::Enforce,
         action,
         weight,
+        population: 1000,
     }
 }
 
@@ -265,4 +266,59 @@ fn prune_forgets_expired_state() {
     p.prune(100_000 * S);
     assert!(p.active.is_empty() && p.evidence.is_empty() && p.last_alert.is_empty());
     assert!(p.offenses.is_empty());
+}
+
+#[test]
+fn fleet_context_holds_back_what_the_fleet_does_together() {
+    let mut c = config();
+    c.fleet_context = vec!["breadth".into()];
+    c.fleet_share = 0.02;
+    c.fleet_min_subjects = 5;
+    c.fleet_grace_s = 30;
+    c.evidence_window_s = 120;
+    c.max_quarantines_per_minute = 1000;
+    let mut p = Policy::new(c);
+    let breadth = src("breadth", DetectorAction::Throttle, 1.0);
+    // One device, alone: watched for the grace, then throttled.
+    let lone = Subject::identity("lone");
+    assert!(matches!(
+        p.decide(&lone, &breadth, true, 0),
+        Verdict::AlertOnly(w) if w.starts_with("watching")
+    ));
+    assert!(matches!(
+        p.decide(&lone, &breadth, true, 31 * S),
+        Verdict::Enforce {
+            action: Action::Throttle,
+            ..
+        }
+    ));
+    // A rollout: 30 of the 1000 keys fire within seconds; none is enforced on, even after the
+    // grace, and the alerts say why.
+    let mut verdicts = Vec::new();
+    for round in 0..3i64 {
+        for i in 0..30 {
+            let s = Subject::identity(format!("dev-{i}"));
+            verdicts.push(p.decide(&s, &breadth, true, 40 * S + round * 20 * S + i * S / 10));
+        }
+    }
+    assert!(
+        verdicts
+            .iter()
+            .all(|v| !matches!(v, Verdict::Enforce { .. })),
+        "{verdicts:?}"
+    );
+    assert!(
+        verdicts
+            .iter()
+            .any(|v| matches!(v, Verdict::AlertOnly(w) if w.starts_with("fleet-wide")))
+    );
+    // Another detector is not held back: a flood detector still quarantines at once.
+    let flood = src("flood", DetectorAction::Quarantine, 1.0);
+    assert!(matches!(
+        p.decide(&Subject::identity("dev-3"), &flood, true, 100 * S),
+        Verdict::Enforce {
+            action: Action::Quarantine,
+            ..
+        }
+    ));
 }
