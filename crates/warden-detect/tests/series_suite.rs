@@ -2,7 +2,7 @@
 //! --series` gives it, over generated series with labelled anomalies.
 //!
 //! Run `cargo test -p warden-detect --test series_suite -- --nocapture` for the table. The
-//! scoring rule is in `crates/warden-detect/SERIES.md` and repeated here:
+//! scoring rule is in docs/BENCHMARKS.md ("Series detectors on a synthetic suite") and repeated here:
 //!
 //! - Each series is fed sample by sample: `score()` first (what the backtest writes), then
 //!   `observe()` (whether it fired).
@@ -416,7 +416,7 @@ fn table(rows: &[Row]) -> String {
 
 /// Floors the detectors' series defaults must meet: (detector, families or `ALL`, minimum
 /// recall, maximum false alarms per 1000 benign samples, minimum pooled AP). The defaults
-/// before re-baselining, scale floors and two-sided scores met none of them (SERIES.md).
+/// before re-baselining, scale floors and two-sided scores met none of them (docs/BENCHMARKS.md).
 const FLOORS: &[(&str, &str, f64, f64, f64)] = &[
     ("ewma_zscore", "ALL", 0.9, 1.0, 0.8),
     ("mad", "ALL", 0.8, 1.0, 0.7),
