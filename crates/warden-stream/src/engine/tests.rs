@@ -21,6 +21,10 @@ fn pipeline(threshold: f64, mode: &str) -> PipelineConfig {
                 c.threshold = threshold;
             }
         }
+        // The pace detectors (against the identity's own long-run pace and its peers') also
+        // catch the test's flood: they go too, so the z-score threshold alone decides.
+        p.detector
+            .retain(|d| !matches!(d.name(), "route_pace" | "pace_vs_peers"));
     }
     p
 }
