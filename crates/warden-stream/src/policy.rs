@@ -59,6 +59,13 @@ struct Firing {
     action: DetectorAction,
 }
 
+/// Keys firing one fleet-context detector at once that make it fleet-wide, in a window of
+/// `population` live keys.
+fn fleet_threshold(c: &DecisionConfig, population: usize) -> usize {
+    let share = (c.fleet_share * population as f64).ceil() as usize;
+    share.max(c.fleet_min_subjects as usize)
+}
+
 /// Subjects a fleet-context detector fired on: (first, last) firing.
 type FleetFirings = HashMap<Subject, (i64, i64)>;
 
@@ -366,9 +373,7 @@ impl Policy {
             .or_insert((now, now))
             .0;
         let n = fired.len();
-        let share = (self.config.fleet_share * src.population as f64).ceil() as usize;
-        let threshold = share.max(self.config.fleet_min_subjects as usize);
-        if n >= threshold {
+        if n >= fleet_threshold(&self.config, src.population) {
             return Some(format!(
                 "fleet-wide: {n} of {} keys fired {} within {} s (the fleet acting together, e.g. a rollout or a reconnect storm)",
                 src.population, src.detector, self.config.evidence_window_s
@@ -392,8 +397,7 @@ impl Policy {
             .values()
             .filter(|(_, last)| now - last < window)
             .count();
-        let share = (self.config.fleet_share * *population as f64).ceil() as usize;
-        if live >= share.max(self.config.fleet_min_subjects as usize) {
+        if live >= fleet_threshold(&self.config, *population) {
             return true;
         }
         fired
