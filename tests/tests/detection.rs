@@ -118,11 +118,15 @@ fn every_scenario_is_detected_as_expected_with_no_false_quarantine() {
 /// Scenarios written apart from the detectors (`tests/scenarios/unseen/`): other fleets, mixes,
 /// rates and times of day, every class of attack the default pipeline claims, each with a
 /// firmware rollout and a reconnect storm; each file says what it expects.
-/// `DETECTION_SCENARIO=name` runs one.
+/// `DETECTION_SCENARIO=name` runs one; `DETECTION_DIR=DIR` runs another folder of scenario
+/// files (variants with other seeds, rates and fleet sizes).
 #[test]
 fn unseen_scenarios_are_detected_as_expected_with_no_false_quarantine() {
     let pipeline = default_pipeline();
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/unseen");
+    let dir = std::env::var_os("DETECTION_DIR").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/unseen"),
+        std::path::PathBuf::from,
+    );
     let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .filter_map(|e| e.ok().map(|e| e.path()))

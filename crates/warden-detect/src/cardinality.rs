@@ -3,17 +3,28 @@
 //! an absolute `limit`, or above `factor` × the key's own moving mean after warm-up (and at
 //! least `min_value`). Firing samples are not learned, and once warm a sample is learned as at
 //! most √`factor` × the usual value (a ramp into an attack does not drag the baseline along).
+//!
+//! The usual value is the moving mean, or — for a bursty key — its recent peak over
+//! √`factor`, whichever is larger: the peak is the largest value learned (a window not yet
+//! full counts too: its count is a lower bound), decaying by `alpha` / 10 per sample (a
+//! half-life of ≈ 7 / `alpha` samples); once warm it learns at most √`factor` × the usual value
+//! like the mean, so a ramp cannot lift it step by step. An app user whose sessions are bursts
+//! of ten requests a minute against a mean near zero is judged against its bursts, not against
+//! its idle minutes; a sensor that always sends two is judged against two.
 
 use serde::{Deserialize, Serialize};
 use warden_config::CardinalityConfig;
 
 use crate::{DetectError, Detector, Firing, KeyId, Keyed, Sample, baseline, num};
 
-/// Per-key state: 16 bytes.
+/// Per-key state: 24 bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 struct Mean {
     mean: f64,
     samples: u32,
+    /// Largest learned value, decaying (see the module docs); absent in older checkpoints.
+    #[serde(default)]
+    peak: f64,
 }
 
 pub struct Cardinality {
@@ -29,9 +40,11 @@ impl Cardinality {
         }
     }
 
-    /// The usual value of a key, floored at 1 so a key that saw nothing is not divided by 0.
-    fn usual(m: &Mean) -> f64 {
-        m.mean.max(1.0)
+    /// The usual value of a key: its mean, or its recent peak over √factor when larger;
+    /// floored at 1 so a key that saw nothing is not divided by 0.
+    fn usual(&self, m: &Mean) -> f64 {
+        let peak = self.config.factor.map_or(0.0, |f| m.peak / f.sqrt());
+        m.mean.max(peak).max(1.0)
     }
 
     fn fire(&self, m: &Mean, value: f64) -> Option<Firing> {
@@ -42,6 +55,7 @@ impl Cardinality {
             threshold,
             baseline: baseline([
                 ("mean", m.mean),
+                ("peak", m.peak),
                 ("samples", f64::from(m.samples)),
                 ("limit", c.limit.unwrap_or(f64::NAN)),
             ]),
@@ -66,7 +80,7 @@ impl Cardinality {
         if m.samples < c.warmup_samples || value < c.min_value {
             return None;
         }
-        let ratio = value / Self::usual(m);
+        let ratio = value / self.usual(m);
         (ratio > factor).then(|| {
             base(
                 ratio,
@@ -76,7 +90,7 @@ impl Cardinality {
                     c.feature,
                     num(value),
                     ratio,
-                    num(m.mean),
+                    num(self.usual(m)),
                     num(factor)
                 ),
             )
@@ -95,20 +109,20 @@ impl Detector for Cardinality {
             return None;
         }
         let m = self.keys.get(s.key).copied().unwrap_or_default();
-        if std::env::var_os("ZZ").is_some() {
-            eprintln!(
-                "ZZ {} v={value} full={} m={:?}",
-                self.config.name, s.full, m
-            );
-        }
         if let Some(f) = self.fire(&m, value) {
             return Some(f);
         }
-        if !s.full {
-            return None;
-        }
         // Only the `factor` rule needs a baseline.
         let factor = self.config.factor?;
+        let peak_decay = 1.0 - self.config.alpha / 10.0;
+        if !s.full {
+            // A window not yet full undercounts: not a mean, but a peak at least this high
+            // (a key's first session).
+            if value > m.peak {
+                self.keys.insert(s.key, Mean { peak: value, ..m });
+            }
+            return None;
+        }
         let n = m.samples.saturating_add(1);
         let a = self.config.alpha.max(1.0 / f64::from(n));
         // Once warm, a sample is learned as at most √factor × the usual value: a ramp up to
@@ -116,7 +130,7 @@ impl Detector for Cardinality {
         // baseline by at most that much per sample's weight instead of dragging it along, so
         // the attack still stands out when it gets there.
         let learned = if m.samples >= self.config.warmup_samples {
-            value.min(factor.sqrt() * Self::usual(&m))
+            value.min(factor.sqrt() * self.usual(&m))
         } else {
             value
         };
@@ -125,6 +139,7 @@ impl Detector for Cardinality {
             Mean {
                 mean: m.mean + a * (learned - m.mean),
                 samples: n,
+                peak: learned.max(m.peak * peak_decay),
             },
         );
         None
@@ -142,7 +157,7 @@ impl Detector for Cardinality {
     fn score(&self, s: &Sample) -> f64 {
         let m = self.keys.get(s.key).copied().unwrap_or_default();
         match (self.config.limit, self.config.factor) {
-            (_, Some(_)) => s.value() / Self::usual(&m),
+            (_, Some(_)) => s.value() / self.usual(&m),
             (Some(limit), None) if limit > 0.0 => s.value() / limit,
             _ => s.value(),
         }
