@@ -1,9 +1,9 @@
 //! Backtests: replay archived events through a pipeline at full speed and report what it
-//! would have alerted and enforced ([`replay`]); run one detector over a `timestamp,value`
-//! metric series and score every row ([`run_series`]) to compare detectors on public
-//! benchmark series.
+//! would have alerted and enforced ([`replay`]); run detectors over `timestamp,value[,label]`
+//! metric series and score every row ([`series`]) to compare detectors on public benchmark
+//! series.
 
-mod series;
+pub mod series;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -19,7 +19,7 @@ use serde::Serialize;
 use warden_config::{ConfigErrors, PipelineConfig};
 use warden_event::Action;
 
-pub use series::{SeriesRow, render_series, run_series, series_detector};
+pub use series::{SeriesError, SeriesReport, series_detector};
 
 use crate::query::{QueryError, session};
 use crate::{Engine, EngineError};
@@ -37,8 +37,6 @@ pub enum BacktestError {
     Arrow(#[from] arrow::error::ArrowError),
     #[error("{0}")]
     Engine(#[from] EngineError),
-    #[error("series line {line}: {reason}")]
-    Series { line: usize, reason: String },
 }
 
 /// One alert the pipeline would have raised.
