@@ -38,8 +38,11 @@ enum Command {
     Eval(commands::eval::EvalArgs),
     /// Archive events from the bus into hourly Parquet files (for `query` and `backtest`).
     Archive(commands::archive::ArchiveArgs),
-    /// Replay archived events through a pipeline, or score a metric series with a detector.
+    /// Replay archived events through a pipeline, or score metric series (a CSV file or a
+    /// folder of them) with detectors.
     Backtest(commands::backtest::BacktestArgs),
+    /// List every detector type with its parameters, defaults and meaning.
+    Detectors(commands::detectors::DetectorsArgs),
     /// Run DataFusion SQL over the event archive (table `events`).
     Query(commands::query::QueryArgs),
     /// Print the request events on a Kafka bus as JSON lines (compact or JSON on the bus).
@@ -125,6 +128,15 @@ fn main() -> ExitCode {
     if let Command::Check(args) = &cli.command {
         return commands::check::run(args);
     }
+    if let Command::Detectors(args) = &cli.command {
+        return match commands::detectors::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Command::HashKey { key } = &cli.command {
         println!("{}", warden_config::hash_api_key(key));
         return ExitCode::SUCCESS;
@@ -147,7 +159,7 @@ fn main() -> ExitCode {
             Command::Backtest(args) => commands::backtest::run(args).await,
             Command::Query(args) => commands::query::run(args).await,
             Command::Events(args) => commands::events::run(args).await,
-            Command::Check(_) | Command::HashKey { .. } => Ok(()),
+            Command::Check(_) | Command::HashKey { .. } | Command::Detectors(_) => Ok(()),
         }
         .map(|()| ExitCode::SUCCESS)
     });

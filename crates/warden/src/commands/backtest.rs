@@ -1,15 +1,17 @@
 //! `warden backtest`: replay archived events through a pipeline (what would it have alerted,
-//! quarantined, throttled?), or score a `timestamp,value` metric series with one detector.
+//! quarantined, throttled?), or score `timestamp,value[,label]` metric series with detectors
+//! (`super::series`).
 
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use warden_stream::backtest::{render_series, replay, run_series, series_detector};
+use warden_stream::backtest::replay;
 
 use super::common::load_pipeline;
 
 #[derive(Args)]
+#[command(after_long_help = SERIES_HELP)]
 pub struct BacktestArgs {
     /// Pipeline to replay events through (default: the built-in default pipeline).
     #[arg(long, conflicts_with = "series")]
@@ -17,24 +19,43 @@ pub struct BacktestArgs {
     /// Archive directory (as written by `warden archive`) whose events are replayed.
     #[arg(long, conflicts_with = "series", required_unless_present = "series")]
     pub events: Option<PathBuf>,
-    /// A CSV metric series with `timestamp` and `value` columns, scored row by row.
-    #[arg(long, requires = "detector")]
-    pub series: Option<PathBuf>,
-    /// Detector type for --series: ewma_zscore, mad, cusum, threshold or cardinality.
+    /// A CSV metric series (`timestamp,value[,label]`), or a folder of them (every `*.csv`
+    /// below it), scored row by row.
     #[arg(long)]
-    pub detector: Option<String>,
-    /// Detector parameter for --series, `key=value` (repeatable), e.g. `--param threshold=6`.
+    pub series: Option<PathBuf>,
+    /// Detector type(s) for --series (repeatable or comma-separated; default ewma_zscore,
+    /// mad, cusum). `warden detectors` lists them with their parameters.
+    #[arg(long = "detector", value_name = "TYPE", value_delimiter = ',')]
+    pub detectors: Vec<String>,
+    /// Detector parameter for --series, `KEY=VALUE` (every detector run that has KEY) or
+    /// `TYPE.KEY=VALUE` (repeatable), e.g. `--param threshold=6 --param cusum.h=8`.
     #[arg(long = "param", value_name = "KEY=VALUE")]
     pub params: Vec<String>,
-    /// Output: `table` or `json` (events); series always write CSV.
-    #[arg(long, default_value = "table")]
-    pub format: String,
-    /// Write the output to this file instead of standard output.
+    /// Output: `table` or `json` (events: default table); `csv`, `table` or `json` (series:
+    /// default csv for one file, table for a folder).
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Write the output to this file instead of standard output; with a folder of series (or
+    /// an existing folder), the folder to write each scored file, `summary.json` and
+    /// `summary.md` into.
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
 
-fn emit(out: Option<&PathBuf>, text: &str) -> anyhow::Result<()> {
+const SERIES_HELP: &str = "\
+Series (--series FILE|DIR):
+  Columns are found by header name (timestamp|time|ts|datetime|date, value|val|y, optional
+  label|is_anomaly|anomaly) or, without a header, taken as timestamp,value[,label].
+  Timestamps: RFC 3339, `YYYY-MM-DD HH:MM:SS` (UTC) or epoch seconds/ms/µs/ns.
+  Rows with an empty (or NA/null) value and NaN/inf values are skipped and reported; a row
+  that cannot be read stops the file with FILE:LINE. Rows out of time order are sorted
+  (stably) and reported; duplicate timestamps are kept and reported, as are gaps longer than
+  3 × the median interval and irregular sampling.
+  Scored CSV: timestamp,value,score,flag[,label] (score_TYPE,flag_TYPE per detector when
+  several run). With labels, the summary gives point precision/recall/F1 and labelled ranges
+  detected. Every detector's parameters and series defaults: `warden detectors`.";
+
+pub(crate) fn emit(out: Option<&PathBuf>, text: &str) -> anyhow::Result<()> {
     match out {
         Some(p) => std::fs::write(p, text).with_context(|| format!("writing {}", p.display())),
         None => {
@@ -46,36 +67,19 @@ fn emit(out: Option<&PathBuf>, text: &str) -> anyhow::Result<()> {
 
 pub async fn run(args: BacktestArgs) -> anyhow::Result<()> {
     if let Some(series) = &args.series {
-        let kind = args
-            .detector
-            .as_deref()
-            .context("--series needs --detector")?;
-        let params = args
-            .params
-            .iter()
-            .map(|p| {
-                p.split_once('=')
-                    .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-                    .with_context(|| format!("--param {p}: expected KEY=VALUE"))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let detector = series_detector(kind, &params).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let text = std::fs::read_to_string(series)
-            .with_context(|| format!("reading {}", series.display()))?;
-        let rows = run_series(&detector, &text).with_context(|| series.display().to_string())?;
-        return emit(args.out.as_ref(), &render_series(&rows));
+        return super::series::run(series, &args);
     }
     let Some(events) = &args.events else {
-        bail!("give --events DIR or --series FILE");
+        bail!("give --events DIR or --series FILE|DIR");
     };
-    if !args.params.is_empty() || args.detector.is_some() {
+    if !args.params.is_empty() || !args.detectors.is_empty() {
         bail!("--detector and --param apply to --series");
     }
     let pipeline = load_pipeline(args.pipeline.as_deref())?;
     let report = replay(&pipeline, events)
         .await
         .with_context(|| format!("replaying {}", events.display()))?;
-    let text = match args.format.as_str() {
+    let text = match args.format.as_deref().unwrap_or("table") {
         "table" => report.table(),
         "json" => format!("{}\n", serde_json::to_string_pretty(&report)?),
         other => bail!("unknown format `{other}` (table, json)"),

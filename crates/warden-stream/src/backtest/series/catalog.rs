@@ -366,23 +366,45 @@ pub fn render_catalog(detectors: &[DetectorInfo]) -> String {
     for d in detectors {
         let series = if d.series { "  [--series]" } else { "" };
         out.push_str(&format!("{}{series}\n  {}\n", d.kind, d.meaning));
-        out.push_str(&format!(
-            "  {:<18} {:<14} {:<12} {:<10} meaning\n",
-            "parameter", "kind", "default", "series"
-        ));
+        let mut rows = vec![[
+            "parameter".to_string(),
+            "kind".into(),
+            "default".into(),
+            "series".into(),
+            "meaning".into(),
+        ]];
         for p in &d.params {
             let default = if p.required {
                 "required".to_string()
             } else {
                 show(&p.default)
             };
-            out.push_str(&format!(
-                "  {:<18} {:<14} {:<12} {:<10} {}\n",
-                p.name,
-                p.kind,
+            rows.push([
+                p.name.clone(),
+                p.kind.clone(),
                 default,
                 show(&p.series),
-                p.meaning
+                p.meaning.clone(),
+            ]);
+        }
+        let mut widths = [0usize; 4];
+        for r in &rows {
+            for (w, c) in widths.iter_mut().zip(r) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+        for r in &rows {
+            out.push_str(&format!(
+                "  {:<a$}  {:<b$}  {:<c$}  {:<d$}  {}\n",
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                a = widths[0],
+                b = widths[1],
+                c = widths[2],
+                d = widths[3]
             ));
         }
         out.push('\n');

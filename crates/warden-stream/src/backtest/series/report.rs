@@ -78,7 +78,10 @@ impl FileReport {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Pooled {
     pub detector: String,
+    /// Files scored, and how many of them have labels (`labels` sums those).
     pub files: usize,
+    pub labelled_files: usize,
+    pub points: usize,
     pub flags: usize,
     pub labels: Option<LabelScore>,
 }
@@ -142,14 +145,7 @@ impl SeriesReport {
                 continue;
             }
             for d in &f.detectors {
-                rows.push(row(
-                    &f.file,
-                    d.detector.clone(),
-                    d.points,
-                    d.flags,
-                    d,
-                    d.labels,
-                ));
+                rows.push(row(&f.file, d));
             }
         }
         let mut out = String::new();
@@ -165,9 +161,9 @@ impl SeriesReport {
                 .map(|p| {
                     let l = p.labels.unwrap_or_default();
                     let mut r = vec![
-                        format!("{} file(s)", p.files),
+                        format!("{} file(s), {} labelled", p.files, p.labelled_files),
                         p.detector.clone(),
-                        "".into(),
+                        p.points.to_string(),
                         p.flags.to_string(),
                         "".into(),
                         "".into(),
@@ -229,24 +225,20 @@ fn pool(detector: &str, files: &[FileReport]) -> Pooled {
     Pooled {
         detector: detector.to_string(),
         files: runs.len(),
+        labelled_files: labelled.len(),
+        points: runs.iter().map(|(_, d)| d.points).sum(),
         flags: runs.iter().map(|(_, d)| d.flags).sum(),
         labels,
     }
 }
 
-fn row(
-    file: &str,
-    detector: String,
-    points: usize,
-    flags: usize,
-    d: &RunSummary,
-    labels: Option<LabelScore>,
-) -> Vec<String> {
+fn row(file: &str, d: &RunSummary) -> Vec<String> {
+    let labels = d.labels;
     let mut r = vec![
         file.to_string(),
-        detector,
-        points.to_string(),
-        flags.to_string(),
+        d.detector.clone(),
+        d.points.to_string(),
+        d.flags.to_string(),
         num(d.max_score),
         num(d.p99_score),
     ];
