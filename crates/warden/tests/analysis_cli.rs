@@ -1,6 +1,7 @@
 //! The analysis commands as users run them: `warden archive` (a real Kafka-protocol broker,
 //! Tansu, between `warden up` and the archiver), `warden query` (table, CSV, JSON),
-//! `warden backtest --events DIR` (table, JSON) and `warden backtest --series FILE.csv`.
+//! `warden backtest --events DIR` (table, JSON); `warden backtest --series` is in
+//! `series_cli.rs`.
 //!
 //! The archive for `query` and `backtest` is a simulated run (`warden simulate --accelerated
 //! --parquet`): one sensor floods at 200 req/s among 60 devices, with labels naming it.
@@ -269,108 +270,6 @@ fn backtest_replays_an_archive_and_reports_what_would_have_happened() {
     assert_eq!(o.status.code(), Some(1));
     assert!(
         stderr(&o).contains("unknown format `xml`"),
-        "{}",
-        stderr(&o)
-    );
-}
-
-/// 120 one-minute rows around 10 with a spike to 60 at row 90.
-fn series_csv() -> String {
-    let mut s = String::from("timestamp,value\n");
-    for i in 0..120 {
-        let v = if i == 90 {
-            60.0
-        } else {
-            10.0 + ((i * 7) % 5) as f64 * 0.2
-        };
-        s.push_str(&format!("2014-04-01 {:02}:{:02}:00,{v}\n", i / 60, i % 60));
-    }
-    s
-}
-
-#[test]
-fn backtest_scores_a_metric_series_row_by_row() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let series = dir.path().join("series.csv");
-    std::fs::write(&series, series_csv()).expect("write");
-    for detector in ["ewma_zscore", "mad", "cusum"] {
-        let out = ok(warden()
-            .args(["backtest", "--detector", detector, "--series"])
-            .arg(&series));
-        let mut lines = out.lines();
-        assert_eq!(lines.next(), Some("timestamp,value,score,anomaly"));
-        let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
-        assert_eq!(rows.len(), 120, "{detector}: one row per input row");
-        assert!(rows.iter().all(|r| r.len() == 4), "{out}");
-        assert_eq!(rows[90][0], "2014-04-01 01:30:00");
-        assert_eq!(rows[90][1], "60");
-        let fired: Vec<usize> = rows
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r[3] == "1")
-            .map(|(i, _)| i)
-            .collect();
-        assert_eq!(fired.first(), Some(&90), "{detector}: {fired:?}\n{out}");
-        let score = |i: usize| rows[i][2].parse::<f64>().expect("score");
-        assert!(
-            score(90) > 3.0 * score(89).abs().max(1.0),
-            "{detector}\n{out}"
-        );
-    }
-
-    // Parameters override the detector's series defaults; output to a file.
-    let out_file = dir.path().join("scores.csv");
-    ok(warden()
-        .args([
-            "backtest",
-            "--detector",
-            "threshold",
-            "--param",
-            "above=50",
-            "--series",
-        ])
-        .arg(&series)
-        .arg("--out")
-        .arg(&out_file));
-    let scored = std::fs::read_to_string(&out_file).expect("scores");
-    let anomalies: Vec<&str> = scored.lines().filter(|l| l.ends_with(",1")).collect();
-    assert_eq!(anomalies, ["2014-04-01 01:30:00,60,1.200000,1"], "{scored}");
-
-    // Mistakes: every bad parameter with its key; a bad row with its line number.
-    let o = run(warden()
-        .args([
-            "backtest",
-            "--detector",
-            "mad",
-            "--param",
-            "threshold=-1",
-            "--param",
-            "history=2",
-            "--series",
-        ])
-        .arg(&series));
-    assert_eq!(o.status.code(), Some(1));
-    let err = stderr(&o);
-    assert!(
-        err.contains("threshold") && err.contains("history"),
-        "{err}"
-    );
-    std::fs::write(&series, "timestamp,value\n1396310400,1\n1396310460,many\n").expect("write");
-    let o = run(warden()
-        .args(["backtest", "--detector", "mad", "--series"])
-        .arg(&series));
-    assert_eq!(o.status.code(), Some(1));
-    assert!(
-        stderr(&o).contains("series line 3: value `many` is not a number"),
-        "{}",
-        stderr(&o)
-    );
-    let o = run(warden()
-        .args(["backtest", "--detector", "novelty", "--series"])
-        .arg(&series));
-    assert_eq!(o.status.code(), Some(1));
-    assert!(
-        stderr(&o).contains("cannot score a metric series"),
         "{}",
         stderr(&o)
     );

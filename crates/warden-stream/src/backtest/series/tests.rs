@@ -208,7 +208,7 @@ fn labels_give_precision_recall_and_ranges() {
         text.push_str(&format!("{i},{v},{l}\n"));
     }
     let d = series_detector("mad", &[]).expect("mad");
-    let (s, runs) = run_file("s.csv", text.as_bytes(), &[d.clone()]).expect("run");
+    let (s, runs) = run_file("s.csv", text.as_bytes(), std::slice::from_ref(&d)).expect("run");
     let sum = RunSummary::of(&s, &runs[0]);
     let l = sum.labels.expect("labelled");
     assert_eq!((l.point.tp, l.point.fp, l.point.fn_), (1, 0, 2));
