@@ -319,6 +319,35 @@ fn a_folder_in_gives_a_folder_out() {
     let md = std::fs::read_to_string(out.join("summary.md")).expect("md");
     assert!(md.contains("## Data quality"), "{md}");
 
+    // Labels apart from the data (NAB's windows file): the quirky file's spike is a window.
+    let windows = dir.path().join("windows.json");
+    write(
+        &windows,
+        r#"{"artificial/quirky.csv": [["2014-04-01 01:29:00.000000", "2014-04-01 01:35:00.000000"]],
+            "realKnownCause/machine.csv": []}"#,
+    );
+    let o = run(warden()
+        .args([
+            "backtest",
+            "--format",
+            "json",
+            "--detector",
+            "mad",
+            "--series",
+        ])
+        .arg(&input)
+        .arg("--labels")
+        .arg(&windows));
+    let report = json(&stdout(&o));
+    let quirky = &report["files"][1]["detectors"][0]["labels"];
+    assert_eq!(quirky["range"]["ranges"], 1, "{report}");
+    assert_eq!(quirky["range"]["detected"], 1, "{report}");
+    let machine = &report["files"][2]["detectors"][0]["labels"];
+    assert_eq!(
+        machine["range"]["ranges"], 0,
+        "windows replace the label column"
+    );
+
     // Without --out: the summary only, as JSON on request; a second run over the same
     // folder does not read its own output.
     let o = run(warden()

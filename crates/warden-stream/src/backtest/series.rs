@@ -10,12 +10,14 @@
 //! - [`score`] runs one detector, each point with its own timestamp; [`SeriesReport`] sums
 //!   up a run over many files (JSON, table, Markdown) and [`render_scored`] writes the
 //!   scored rows.
+//! - Labels come from a `label` column or from a windows file ([`Windows`], NAB's format).
 
 mod catalog;
 mod quality;
 mod read;
 mod report;
 mod score;
+mod windows;
 
 pub use catalog::{
     DEFAULT_SERIES_DETECTORS, DetectorInfo, ParamInfo, SERIES_DEFAULTS, catalog, render_catalog,
@@ -25,6 +27,7 @@ pub use quality::{GAP_FACTOR, Gap, Lines, Quality, Sampling};
 pub use read::{Point, Series, read_series};
 pub use report::{DetectorUsed, FileReport, Pooled, REPORT_VERSION, SeriesReport, render_scored};
 pub use score::{DetectorRun, LabelScore, PointScore, RangeScore, RunSummary, score};
+pub use windows::Windows;
 
 use warden_config::DetectorConfig;
 
@@ -46,13 +49,18 @@ pub enum SeriesError {
     Params(Vec<String>),
 }
 
-/// Read `bytes` as the series `name` and run every detector over it.
+/// Read `bytes` as the series `name`, label it from `windows` if they name it, and run every
+/// detector over it.
 pub fn run_file(
     name: &str,
     bytes: &[u8],
     detectors: &[DetectorConfig],
+    windows: Option<&Windows>,
 ) -> Result<(Series, Vec<DetectorRun>), SeriesError> {
-    let series = read_series(name, bytes)?;
+    let mut series = read_series(name, bytes)?;
+    if let Some(w) = windows {
+        w.apply(&mut series);
+    }
     let runs = detectors.iter().map(|d| score(d, &series)).collect();
     Ok((series, runs))
 }

@@ -31,6 +31,11 @@ pub struct BacktestArgs {
     /// `TYPE.KEY=VALUE` (repeatable), e.g. `--param threshold=6 --param cusum.h=8`.
     #[arg(long = "param", value_name = "KEY=VALUE")]
     pub params: Vec<String>,
+    /// Labels for --series kept apart from the data: anomaly windows per file, as the
+    /// Numenta Anomaly Benchmark's `labels/combined_windows.json` (`{"dir/file.csv":
+    /// [["start", "end"], …]}`); they replace a file's label column.
+    #[arg(long, requires = "series", value_name = "FILE.json")]
+    pub labels: Option<PathBuf>,
     /// Output: `table` or `json` (events: default table); `csv`, `table` or `json` (series:
     /// default csv for one file, table for a folder).
     #[arg(long)]

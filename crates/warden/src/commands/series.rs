@@ -8,7 +8,9 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use warden_config::DetectorConfig;
 use warden_stream::backtest::SeriesReport;
-use warden_stream::backtest::series::{FileReport, render_scored, run_file, series_detectors};
+use warden_stream::backtest::series::{
+    FileReport, Windows, render_scored, run_file, series_detectors,
+};
 
 use super::backtest::{BacktestArgs, emit};
 
@@ -72,6 +74,15 @@ fn progress_bar(len: u64) -> ProgressBar {
 
 pub fn run(series: &Path, args: &BacktestArgs) -> anyhow::Result<()> {
     let detectors = series_detectors(&args.detectors, &params(&args.params)?)?;
+    let windows = match &args.labels {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            Some(Windows::parse(&p.display().to_string(), &text)?)
+        }
+        None => None,
+    };
+    let windows = windows.as_ref();
     let format = args.format.as_deref();
     if let Some(f) = format.filter(|f| !["csv", "json", "table"].contains(f)) {
         bail!("unknown format `{f}` for --series (csv, json, table)");
@@ -81,6 +92,7 @@ pub fn run(series: &Path, args: &BacktestArgs) -> anyhow::Result<()> {
         return one_file(
             series,
             &detectors,
+            windows,
             format.unwrap_or("csv"),
             args.out.as_ref(),
         );
@@ -120,6 +132,7 @@ pub fn run(series: &Path, args: &BacktestArgs) -> anyhow::Result<()> {
             path,
             &name,
             &detectors,
+            windows,
             out_dir.map(PathBuf::as_path),
         ));
         bar.inc(1);
@@ -157,11 +170,12 @@ fn score_file(
     path: &Path,
     name: &str,
     detectors: &[DetectorConfig],
+    windows: Option<&Windows>,
     out_dir: Option<&Path>,
 ) -> FileReport {
     let result = std::fs::read(path)
         .map_err(|e| format!("{name}: {e}"))
-        .and_then(|bytes| run_file(name, &bytes, detectors).map_err(|e| e.to_string()));
+        .and_then(|bytes| run_file(name, &bytes, detectors, windows).map_err(|e| e.to_string()));
     let (series, runs) = match result {
         Ok(r) => r,
         Err(e) => return FileReport::failed(name.to_string(), e),
@@ -187,12 +201,13 @@ fn score_file(
 fn one_file(
     path: &Path,
     detectors: &[DetectorConfig],
+    windows: Option<&Windows>,
     format: &str,
     out: Option<&PathBuf>,
 ) -> anyhow::Result<()> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let name = path.display().to_string();
-    let (series, runs) = run_file(&name, &bytes, detectors)?;
+    let (series, runs) = run_file(&name, &bytes, detectors, windows)?;
     let text = match format {
         "csv" => {
             for w in series.quality.warnings() {

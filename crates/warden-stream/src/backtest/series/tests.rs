@@ -31,7 +31,7 @@ fn a_series_gets_a_score_per_row_and_the_spike_fires() {
     let text = csv(&spiky());
     for kind in DEFAULT_SERIES_DETECTORS {
         let d = series_detector(kind, &[]).unwrap_or_else(|e| panic!("{e}"));
-        let (series, runs) = run_file("s.csv", text.as_bytes(), &[d]).expect("run");
+        let (series, runs) = run_file("s.csv", text.as_bytes(), &[d], None).expect("run");
         let run = &runs[0];
         assert_eq!(run.scores.len(), 200);
         let fired: Vec<usize> = (0..200).filter(|i| run.flags[*i]).collect();
@@ -40,7 +40,7 @@ fn a_series_gets_a_score_per_row_and_the_spike_fires() {
         assert_eq!(series.points[0].timestamp, "2014-04-01 00:00:00");
     }
     let d = series_detector("threshold", &[("above".into(), "50".into())]).expect("threshold");
-    let (series, runs) = run_file("s.csv", text.as_bytes(), &[d]).expect("run");
+    let (series, runs) = run_file("s.csv", text.as_bytes(), &[d], None).expect("run");
     assert_eq!(runs[0].flags.iter().filter(|f| **f).count(), 1);
     let out = render_scored(&series, &runs);
     assert!(
@@ -208,7 +208,8 @@ fn labels_give_precision_recall_and_ranges() {
         text.push_str(&format!("{i},{v},{l}\n"));
     }
     let d = series_detector("mad", &[]).expect("mad");
-    let (s, runs) = run_file("s.csv", text.as_bytes(), std::slice::from_ref(&d)).expect("run");
+    let (s, runs) =
+        run_file("s.csv", text.as_bytes(), std::slice::from_ref(&d), None).expect("run");
     let sum = RunSummary::of(&s, &runs[0]);
     let l = sum.labels.expect("labelled");
     assert_eq!((l.point.tp, l.point.fp, l.point.fn_), (1, 0, 2));
@@ -396,4 +397,47 @@ fn example(kind: &str) -> serde_json::Value {
         "boolean" => true.into(),
         choices => choices.split('|').next().unwrap_or_default().into(),
     }
+}
+
+#[test]
+fn windows_label_a_series_by_its_name() {
+    let windows = Windows::parse(
+        "windows.json",
+        r#"{"realKnownCause/a.csv": [["1970-01-01 00:02:30.000000", "1970-01-01 00:03:00"]],
+            "artificial/b.csv": []}"#,
+    )
+    .expect("windows");
+    let d = series_detector("mad", &[]).expect("mad");
+    // Found by its key, a path ending with the key, or its file name alone.
+    for name in ["realKnownCause/a.csv", "data/realKnownCause/a.csv", "a.csv"] {
+        let w = windows.of(name).expect(name);
+        assert_eq!(w[0].1 - w[0].0, 30_000_000_000, "{name}");
+    }
+    assert_eq!(
+        windows.of("b.csv"),
+        Some(&[][..]),
+        "a file without anomalies"
+    );
+    assert_eq!(windows.of("other/c.csv"), None);
+    let mut text = String::from("timestamp,value\n");
+    for (i, v) in spiky().iter().enumerate() {
+        text.push_str(&format!("{},{v}\n", i));
+    }
+    let (s, runs) = run_file("a.csv", text.as_bytes(), &[d], Some(&windows)).expect("run");
+    let labelled: Vec<usize> = (0..s.points.len())
+        .filter(|i| s.points[*i].label == Some(true))
+        .collect();
+    assert_eq!(labelled, (150..=180).collect::<Vec<_>>());
+    let l = LabelScore::of(&s, &runs[0]).expect("labelled");
+    assert_eq!((l.range.ranges, l.range.detected), (1, 1));
+    let (s, _) = run_file("c.csv", text.as_bytes(), &[], Some(&windows)).expect("run");
+    assert!(!s.labelled, "not in the windows file");
+    let e = Windows::parse("w.json", r#"{"a.csv": [["2014-01-01"]]}"#).expect_err("bad");
+    assert!(
+        e.to_string()
+            .contains("w.json: a.csv: window 0 has 1 timestamps"),
+        "{e}"
+    );
+    let e = Windows::parse("w.json", "[]").expect_err("bad");
+    assert!(e.to_string().starts_with("w.json: "), "{e}");
 }
