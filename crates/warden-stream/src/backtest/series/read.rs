@@ -96,7 +96,8 @@ pub fn read_series(name: &str, bytes: &[u8]) -> Result<Series, SeriesError> {
         }
         let cells: Vec<String> = first.iter().map(str::to_string).collect();
         let numeric = |i: usize| cells.get(i).is_some_and(|c| c.parse::<f64>().is_ok());
-        if numeric(1) || (cells.len() >= 2 && is_missing(&cells[1]) && numeric(0)) {
+        let is_time = |c: &String| timestamps(&[c.as_str()]).is_ok();
+        if numeric(1) || (cells.len() >= 2 && is_missing(&cells[1]) && is_time(&cells[0])) {
             pending = Some(first);
             break Columns {
                 time: 0,

@@ -74,6 +74,13 @@ fn a_file_without_header_is_timestamp_value_label() {
     assert_eq!(s.points[1].at, 1_396_310_460 * 1_000_000_000);
     assert_eq!(s.points[1].label, Some(true));
     assert_eq!(s.quality.missing_values.lines, [3]);
+    // CRLF line ends, and a first row without a value is still data.
+    let s = read("2014-04-01 00:00:00,\r\n2014-04-01 00:01:00,6\r\n");
+    assert!(!s.quality.header);
+    assert_eq!(
+        (s.points.len(), s.quality.missing_values.lines.as_slice()),
+        (1, &[1][..])
+    );
     // Milliseconds are recognised by their magnitude.
     let ms = read("1396310400000,5\n1396310460000,6\n");
     assert_eq!(ms.points[1].at, 1_396_310_460 * 1_000_000_000);
