@@ -323,6 +323,10 @@ fn kind_of(p: &Value, defs: &Value) -> String {
         }
     }
     match p.get("type") {
+        Some(Value::String(t)) if t == "array" => {
+            let items = p.get("items").map_or("value".into(), |i| kind_of(i, defs));
+            format!("[{items}]")
+        }
         Some(Value::String(t)) => t.clone(),
         Some(Value::Array(ts)) => ts
             .iter()

@@ -1,5 +1,6 @@
 //! Reading a metric series from CSV with the `csv` crate: quoted fields, a UTF-8 BOM, a header
-//! or none, missing and non-finite values (skipped and reported), optional labels.
+//! or none, `,` (or `;` or tab) separated, missing and non-finite values (skipped and
+//! reported), optional labels.
 
 use std::sync::Arc;
 
@@ -73,7 +74,19 @@ pub fn read_series(name: &str, bytes: &[u8]) -> Result<Series, SeriesError> {
         line,
         reason,
     };
+    let delimiter = delimiter(bytes);
+    // `;`-separated exports write decimal commas.
+    let number = |cell: &str| -> Option<f64> {
+        match cell.parse() {
+            Ok(v) => Some(v),
+            Err(_) if delimiter == b';' && !cell.contains('.') => {
+                cell.replacen(',', ".", 1).parse().ok()
+            }
+            Err(_) => None,
+        }
+    };
     let mut reader = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
         .has_headers(false)
         .flexible(true)
         .trim(csv::Trim::All)
@@ -95,7 +108,7 @@ pub fn read_series(name: &str, bytes: &[u8]) -> Result<Series, SeriesError> {
             continue;
         }
         let cells: Vec<String> = first.iter().map(str::to_string).collect();
-        let numeric = |i: usize| cells.get(i).is_some_and(|c| c.parse::<f64>().is_ok());
+        let numeric = |i: usize| cells.get(i).is_some_and(|c| number(c).is_some());
         let is_time = |c: &String| timestamps(&[c.as_str()]).is_ok();
         if numeric(1) || (cells.len() >= 2 && is_missing(&cells[1]) && is_time(&cells[0])) {
             pending = Some(first);
@@ -155,9 +168,8 @@ pub fn read_series(name: &str, bytes: &[u8]) -> Result<Series, SeriesError> {
             quality.missing_values.push(line);
             continue;
         }
-        let value: f64 = v
-            .parse()
-            .map_err(|_| row_err(line, format!("value `{v}` is not a number")))?;
+        let value =
+            number(v).ok_or_else(|| row_err(line, format!("value `{v}` is not a number")))?;
         if !value.is_finite() {
             quality.non_finite_values.push(line);
             continue;
@@ -200,6 +212,20 @@ pub fn read_series(name: &str, bytes: &[u8]) -> Result<Series, SeriesError> {
         points,
         quality,
     })
+}
+
+/// `,` unless the first line has none and has `;` or tabs (European and TSV exports).
+fn delimiter(bytes: &[u8]) -> u8 {
+    let first = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
+    if first.contains(&b',') {
+        b','
+    } else if first.contains(&b';') {
+        b';'
+    } else if first.contains(&b'\t') {
+        b'\t'
+    } else {
+        b','
+    }
 }
 
 fn line_of(record: &csv::StringRecord) -> usize {

@@ -203,6 +203,36 @@ fn bad_rows_name_the_file_and_line() {
 }
 
 #[test]
+fn odd_input_is_an_error_never_a_panic() {
+    for text in [
+        "timestamp,value\n+275760-09-13 00:00:00,1\n",
+        "timestamp,value\n2014-13-45 99:99:99,1\n",
+        "timestamp,value\n1e400,1\n",
+        "timestamp,value\n-1e300,1\n",
+        "timestamp,value\n1e18,1\n-1e18,2\n",
+        "timestamp,value\n\"1,2\n",
+        "\"\n",
+        ",\n,\n",
+        "timestamp,value\n1,1e400\n",
+        "timestamp,value,label\n1,1,\n2,2,1\n",
+        "\u{feff}",
+        "timestamp;value\n1;2\n",
+    ] {
+        let _ = read_series("odd.csv", text.as_bytes());
+    }
+    // Epoch values at the edge of the representable range are refused, not wrapped.
+    assert!(err("1e11,1\n9.3e18,2\n").contains("out of range"));
+    // Semicolons and tabs separate when the first line has no comma.
+    assert_eq!(
+        read("timestamp;value\n1;2,5\n").points[0].value,
+        2.5,
+        "decimal comma"
+    );
+    assert!(err("timestamp;value\n1;2,5\n2;x\n").contains("s.csv:3: value `x`"));
+    assert_eq!(read("timestamp\tvalue\n1\t2\n").points[0].value, 2.0);
+}
+
+#[test]
 fn labels_give_precision_recall_and_ranges() {
     let mut text = String::from("timestamp,value,is_anomaly\n");
     for i in 0..200 {
@@ -402,6 +432,8 @@ fn example(kind: &str) -> serde_json::Value {
         "integer" => 2.into(),
         "number" => 0.5.into(),
         "boolean" => true.into(),
+        list if list.starts_with('[') => serde_json::json!([]),
+        "object" => serde_json::json!({}),
         choices => choices.split('|').next().unwrap_or_default().into(),
     }
 }
