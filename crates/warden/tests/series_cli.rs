@@ -401,4 +401,9 @@ fn detectors_lists_parameters_and_defaults() {
     assert!(err.contains("unknown detector type `madd`"), "{err}");
     let help = stdout(&ok(warden().args(["backtest", "--help"])));
     assert!(help.contains("warden detectors"), "{help}");
+    assert!(help.contains("  mad: history=200 threshold=5.0"), "{help}");
+    assert!(
+        help.contains("  threshold: above=- alarm_after=1"),
+        "{help}"
+    );
 }

@@ -21,7 +21,7 @@ mod windows;
 
 pub use catalog::{
     DEFAULT_SERIES_DETECTORS, DetectorInfo, ParamInfo, SERIES_DEFAULTS, catalog, render_catalog,
-    series_detectors, series_params,
+    series_defaults_text, series_detectors, series_params,
 };
 pub use quality::{GAP_FACTOR, Gap, Lines, Quality, Sampling};
 pub use read::{Point, Series, read_series};

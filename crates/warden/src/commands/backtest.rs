@@ -11,7 +11,7 @@ use warden_stream::backtest::replay;
 use super::common::load_pipeline;
 
 #[derive(Args)]
-#[command(after_long_help = SERIES_HELP)]
+#[command(after_long_help = series_help())]
 pub struct BacktestArgs {
     /// Pipeline to replay events through (default: the built-in default pipeline).
     #[arg(long, conflicts_with = "series")]
@@ -58,7 +58,18 @@ Series (--series FILE|DIR):
   3 × the median interval and irregular sampling.
   Scored CSV: timestamp,value,score,flag[,label] (score_TYPE,flag_TYPE per detector when
   several run). With labels, the summary gives point precision/recall/F1 and labelled ranges
-  detected. Every detector's parameters and series defaults: `warden detectors`.";
+  detected. docs/SERIES.md has the details.
+
+Series detectors and the parameters they run with (`-` = unset; meanings: `warden detectors`):
+";
+
+/// The long help's series section, with the series defaults taken from the code.
+fn series_help() -> String {
+    format!(
+        "{SERIES_HELP}{}",
+        warden_stream::backtest::series::series_defaults_text()
+    )
+}
 
 pub(crate) fn emit(out: Option<&PathBuf>, text: &str) -> anyhow::Result<()> {
     match out {

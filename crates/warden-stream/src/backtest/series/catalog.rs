@@ -242,6 +242,11 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 /// Every detector type with its parameters, from the config schema and the series defaults.
 pub fn catalog() -> Vec<DetectorInfo> {
+    static CATALOG: std::sync::OnceLock<Vec<DetectorInfo>> = std::sync::OnceLock::new();
+    CATALOG.get_or_init(build_catalog).clone()
+}
+
+fn build_catalog() -> Vec<DetectorInfo> {
     let schema = serde_json::to_value(schemars::schema_for!(DetectorConfig)).unwrap_or_default();
     let defs = schema.get("$defs").cloned().unwrap_or_default();
     let variants = schema
@@ -362,6 +367,31 @@ fn show(v: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
+}
+
+/// The series detectors with every parameter at the value `--series` uses, wrapped for a
+/// terminal (the `--help` of `warden backtest`).
+pub fn series_defaults_text() -> String {
+    let mut out = String::new();
+    for d in catalog().iter().filter(|d| d.series) {
+        let mut line = format!("  {}:", d.kind);
+        for p in d
+            .params
+            .iter()
+            .filter(|p| !FIXED.contains(&p.name.as_str()))
+        {
+            let item = format!(" {}={}", p.name, show(&p.series));
+            if line.chars().count() + item.chars().count() > 92 {
+                out.push_str(&line);
+                out.push('\n');
+                line = "   ".to_string();
+            }
+            line.push_str(&item);
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
 }
 
 /// The catalogue for people: one block per detector type.
