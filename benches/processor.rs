@@ -392,6 +392,13 @@ fn bench(c: &mut Criterion) {
         EVENTS as f64 / secs,
         loadavg()
     );
+    for (name, window, detectors) in engine.state_breakdown() {
+        eprintln!(
+            "180s state of window {name}: {:.0} bytes per identity in buckets and caches, {:.0} in detectors",
+            window as f64 / IDENTITIES as f64,
+            detectors as f64 / IDENTITIES as f64
+        );
+    }
 }
 
 criterion_group!(benches, bench);

@@ -59,6 +59,32 @@ fn evaluate(scenario: &ScenarioConfig, pipeline: &PipelineConfig) -> (Vec<String
         }
         eprintln!("{}: {by:?}", scenario.name);
         let only = std::env::var("DETECTION_DEBUG").unwrap_or_default();
+        // The watched detector's alerts on attackers and on everyone else.
+        let attackers: std::collections::BTreeSet<&str> = run
+            .labels
+            .attacks
+            .iter()
+            .flat_map(|a| a.attackers.iter())
+            .flat_map(|a| a.subjects.iter().map(|s| s.value.as_str()))
+            .collect();
+        let (on, off): (Vec<_>, Vec<_>) = run
+            .alerts
+            .iter()
+            .filter(|a| a.detector == only)
+            .partition(|a| attackers.contains(a.subject.value.as_str()));
+        let subjects = |v: &[&warden_event::Alert]| {
+            v.iter()
+                .map(|a| a.subject.value.as_str())
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+        };
+        eprintln!(
+            "  {only}: {} alerts on {} attackers, {} on {} others",
+            on.len(),
+            subjects(&on),
+            off.len(),
+            subjects(&off)
+        );
         let who = std::env::var("DETECTION_WHO").unwrap_or_default();
         for a in run
             .alerts
@@ -133,7 +159,10 @@ fn unseen_scenarios_are_detected_as_expected_with_no_false_quarantine() {
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
         .collect();
     files.sort();
-    assert!(files.len() >= 10, "the unseen scenarios are there");
+    assert!(
+        files.len() >= 10 || std::env::var_os("DETECTION_DIR").is_some(),
+        "the unseen scenarios are there"
+    );
     let only = std::env::var("DETECTION_SCENARIO").ok();
     let mut problems = Vec::new();
     for path in files {

@@ -14,15 +14,15 @@ use serde::{Deserialize, Serialize};
 
 pub use decision::{Combine, DecisionConfig};
 pub use detector::{
-    AuthFailuresConfig, CardinalityConfig, CusumConfig, DetectorAction, DetectorConfig, Direction,
-    EwmaZscoreConfig, MadConfig, NoveltyConfig, NoveltyField, PeerGroup, PeerPercentileConfig,
-    ThresholdConfig,
+    AuthFailuresConfig, CardinalityConfig, CohortConfig, CusumConfig, DetectorAction,
+    DetectorConfig, Direction, EwmaZscoreConfig, MadConfig, NoveltyConfig, NoveltyField, PeerGroup,
+    PeerPercentileConfig, ThresholdConfig,
 };
 pub use feature::{
     CountFeature, ErrorRatioFeature, FeatureConfig, Field, FieldFeature, FilterConfig,
     PercentileFeature, RatioFeature, SqlFeature,
 };
-pub use window::{WindowConfig, WindowKey};
+pub use window::{Sampling, WindowConfig, WindowKey};
 
 use crate::schema::{check_and_parse, parse_toml};
 use crate::{ConfigError, ConfigErrors};
@@ -288,10 +288,11 @@ impl PipelineConfig {
                     format!("unknown window `{}`", c.window),
                 ));
             }
-            DetectorConfig::PeerPercentile(c) => {
+            DetectorConfig::PeerPercentile(PeerPercentileConfig { peers, .. })
+            | DetectorConfig::Cohort(CohortConfig { peers, .. }) => {
                 let key = window_of_inputs.and_then(|w| windows.get(w)).map(|w| w.key);
                 if let Some(key) = key
-                    && c.peers != PeerGroup::All
+                    && *peers != PeerGroup::All
                     && !key.is_per_identity()
                 {
                     errs.push(ConfigError::new(

@@ -12,6 +12,7 @@
 
 pub mod auth_failures;
 pub mod cardinality;
+pub mod cohort;
 pub mod cusum;
 pub mod ewma_zscore;
 mod keyed;
@@ -185,6 +186,7 @@ pub fn build(config: &DetectorConfig, window_ms: u64) -> Box<dyn Detector> {
         DetectorConfig::PeerPercentile(c) => {
             Box::new(peer_percentile::PeerPercentile::new(c.clone()))
         }
+        DetectorConfig::Cohort(c) => Box::new(cohort::Cohort::new(c.clone())),
     }
 }
 

@@ -322,6 +322,27 @@ impl Engine {
             .sum()
     }
 
+    /// Approximate bytes of state per window: (window, its keys' buckets and caches, its
+    /// detectors' state).
+    pub fn state_breakdown(&self) -> Vec<(String, usize, usize)> {
+        self.windows
+            .iter()
+            .map(|w| {
+                (
+                    w.state.config.name.clone(),
+                    w.state.state_bytes()
+                        + w.marked.capacity()
+                        + w.touched.capacity() * 4
+                        + w.link.capacity() * 4,
+                    w.detectors
+                        .iter()
+                        .map(|d| d.detector.state_bytes())
+                        .sum::<usize>(),
+                )
+            })
+            .collect()
+    }
+
     /// Learn a decision from the decisions topic (releases start a cooldown; quarantines
     /// published by another processor are not repeated and count as offenses).
     pub fn apply_decision(&mut self, d: &Decision) {
@@ -607,7 +628,11 @@ impl Engine {
             .max(last - w.state.slides());
         for slot in from..=last {
             let mut ids = std::mem::take(&mut self.scratch.ids);
-            w.state.live(&mut ids);
+            if w.state.samples_active() {
+                w.state.active_keys(slot, &mut ids);
+            } else {
+                w.state.live(&mut ids);
+            }
             self.stats.samples += ids.len() as u64;
             round(w, wi, &ids, slot, true, &mut self.scratch, fired)?;
             if let Some(m) = self.rates.as_mut().filter(|m| m.window == wi)
@@ -624,7 +649,13 @@ impl Engine {
                     }
                 }
             }
+            if w.state.samples_active() {
+                w.state.trim_keys(&ids, slot);
+            }
             self.scratch.ids = ids;
+            if !w.state.sweep_due(slot) {
+                continue;
+            }
             let end = w.state.slot_end(slot);
             for id in w.state.trim(slot, end) {
                 if let Some(m) = self.rates.as_mut().filter(|m| m.window == wi) {

@@ -75,7 +75,9 @@ pub struct Policy {
     allowlist: HashSet<String>,
     active: HashMap<Subject, Active>,
     /// Manual releases by subject (decided_at).
-    released: HashMap<Subject, i64>,
+    /// Subjects released by an operator: when, and the detectors whose decision the
+    /// release ended (empty: every detector).
+    released: HashMap<Subject, (i64, Vec<String>)>,
     /// Quarantines per subject within the offense memory: (count, last decided_at).
     offenses: HashMap<Subject, (u32, i64)>,
     evidence: HashMap<Subject, VecDeque<Firing>>,
@@ -84,6 +86,17 @@ pub struct Policy {
     /// Per fleet-context detector, the population it last saw and the subjects it fired on
     /// within the evidence window: (first, last) firing.
     fleet: HashMap<String, (usize, FleetFirings)>,
+    /// Per fleet-context detector, when a fleet-wide event of it was last alerted on: the
+    /// other subjects of the event are not alerted one by one.
+    fleet_alerted: HashMap<String, i64>,
+}
+
+/// How fleet context sees a firing (see [`Policy::fleet_check`]).
+enum FleetView {
+    /// The fleet is firing the detector together.
+    Wide(String),
+    /// The subject fired it for less than the grace.
+    Watching(String),
 }
 
 impl Policy {
@@ -98,6 +111,7 @@ impl Policy {
             last_alert: HashMap::new(),
             recent_quarantines: VecDeque::new(),
             fleet: HashMap::new(),
+            fleet_alerted: HashMap::new(),
         }
     }
 
@@ -122,7 +136,7 @@ impl Policy {
                 let newer = self
                     .released
                     .get(&d.subject)
-                    .is_none_or(|r| *r < d.decided_at)
+                    .is_none_or(|r| r.0 < d.decided_at)
                     && self
                         .active
                         .get(&d.subject)
@@ -154,7 +168,18 @@ impl Policy {
                     .is_none_or(|a| a.decided_at <= d.decided_at)
                 {
                     self.active.remove(&d.subject);
-                    self.released.insert(d.subject.clone(), d.decided_at);
+                    let detectors = d
+                        .evidence
+                        .get("released_detectors")
+                        .and_then(|v| v.as_array())
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|x| x.as_str().map(String::from))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    self.released
+                        .insert(d.subject.clone(), (d.decided_at, detectors));
                 }
             }
         }
@@ -284,15 +309,34 @@ impl Policy {
         if self.allowlisted(subject) {
             return Verdict::AlertOnly("allowlisted".into());
         }
-        if self
-            .released
-            .get(subject)
-            .is_some_and(|at| now - at < Self::secs(self.config.cooldown_s))
-        {
+        // The cooldown after a release holds back the detectors whose decision was released
+        // (an operator judged them wrong about this subject), not an independent detection.
+        if self.released.get(subject).is_some_and(|(at, detectors)| {
+            now - at < Self::secs(self.config.cooldown_s)
+                && (detectors.is_empty() || detectors.iter().any(|d| d == src.detector))
+        }) {
             return Verdict::AlertOnly("released recently (cooldown)".into());
         }
-        if let Some(why) = self.fleet_check(subject, src, now) {
-            return Verdict::AlertOnly(why);
+        match self.fleet_check(subject, src, now) {
+            Some(FleetView::Wide(why)) => {
+                // One alert per fleet-wide event and evidence window, not one per subject
+                // (a rollout would otherwise alert on every device it updates).
+                let window = Self::secs(self.config.evidence_window_s);
+                if self
+                    .fleet_alerted
+                    .get(src.detector)
+                    .is_some_and(|t| now - t < window)
+                {
+                    return Verdict::Suppress;
+                }
+                self.fleet_alerted.insert(src.detector.to_string(), now);
+                return Verdict::AlertOnly(format!(
+                    "{why}; the event's other subjects are not alerted on one by one for {} s",
+                    self.config.evidence_window_s
+                ));
+            }
+            Some(FleetView::Watching(why)) => return Verdict::AlertOnly(why),
+            None => {}
         }
         if !met {
             return Verdict::AlertOnly(format!("not enough evidence yet ({missing})"));
@@ -358,7 +402,7 @@ impl Policy {
     /// Fleet context (`decision.fleet_context`): why a firing of a fleet-context detector is
     /// not enforced — the fleet is firing it together, or the subject has not fired it for
     /// `fleet_grace_s` yet — or `None`.
-    fn fleet_check(&mut self, subject: &Subject, src: &Source, now: i64) -> Option<String> {
+    fn fleet_check(&mut self, subject: &Subject, src: &Source, now: i64) -> Option<FleetView> {
         if !self.config.fleet_context.iter().any(|d| d == src.detector) {
             return None;
         }
@@ -374,16 +418,16 @@ impl Policy {
             .0;
         let n = fired.len();
         if n >= fleet_threshold(&self.config, src.population) {
-            return Some(format!(
+            return Some(FleetView::Wide(format!(
                 "fleet-wide: {n} of {} keys fired {} within {} s (the fleet acting together, e.g. a rollout or a reconnect storm)",
                 src.population, src.detector, self.config.evidence_window_s
-            ));
+            )));
         }
         (now - first < grace).then(|| {
-            format!(
+            FleetView::Watching(format!(
                 "watching: enforced if it goes on for {} s while unlike the fleet",
                 self.config.fleet_grace_s
-            )
+            ))
         })
     }
 
@@ -426,7 +470,7 @@ impl Policy {
     pub fn prune(&mut self, now: i64) {
         self.active.retain(|_, a| a.until > now);
         let cooldown = Self::secs(self.config.cooldown_s);
-        self.released.retain(|_, at| now - *at < cooldown);
+        self.released.retain(|_, (at, _)| now - *at < cooldown);
         let interval = Self::secs(self.config.alert_interval_s);
         self.last_alert.retain(|_, t| now - *t < interval);
         let memory = Self::secs(self.config.offense_memory_s);

@@ -3,7 +3,7 @@
 
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
-use warden_config::WindowConfig;
+use warden_config::{Sampling, WindowConfig};
 use warden_detect::KeyId;
 
 use crate::feature::WindowPlan;
@@ -110,7 +110,18 @@ pub struct WindowState {
     /// empty when the plan's aggregates depend on folding order.
     swag: Vec<Swag>,
     use_swag: bool,
+    /// `sample = "active"`: slot → the keys that got their first event of that slot (a new
+    /// bucket), i.e. the keys its complete sample covers. `None` with `sample = "all"`.
+    active: Option<std::collections::BTreeMap<i64, Vec<KeyId>>>,
+    /// With `sample = "active"`, every key is trimmed (idle expiry, old buckets) only every
+    /// `sweep_slides` slides; the keys a sample covers are trimmed at once.
+    sweep_slides: i64,
+    last_sweep: Option<i64>,
 }
+
+/// How often keys that are not sampled are swept for idle expiry and old buckets, at most
+/// (event time): a quiet key keeps at most a window of buckets this long.
+const SWEEP_NS: i64 = 60_000_000_000;
 
 /// A key's complete-sample window as a two-stack sliding aggregate: complete samples come
 /// slide after slide, each window one bucket newer and one older than the last, so instead of
@@ -262,6 +273,76 @@ impl WindowState {
             prefix: Vec::new(),
             swag: Vec::new(),
             use_swag: plan.order_free(),
+            active: (config.sample == Sampling::Active).then(Default::default),
+            sweep_slides: (SWEEP_NS.min(ms(config.idle_expiry_ms) / 4)
+                / ms(config.slide_ms).max(1))
+            .max(1),
+            last_sweep: None,
+        }
+    }
+
+    /// Whether complete samples cover only the keys active in their slide.
+    pub fn samples_active(&self) -> bool {
+        self.active.is_some()
+    }
+
+    /// The keys a complete sample of `slot` covers with `sample = "active"` (those with events
+    /// in `slot`), sorted; forgets the keys listed for `slot` and any earlier slot.
+    pub fn active_keys(&mut self, slot: i64, out: &mut Vec<KeyId>) {
+        out.clear();
+        let Some(active) = self.active.as_mut() else {
+            return;
+        };
+        while let Some(e) = active.first_entry() {
+            if *e.key() > slot {
+                break;
+            }
+            let (s, ids) = e.remove_entry();
+            if s == slot {
+                out.extend(ids);
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        let states = &self.states;
+        out.retain(|id| {
+            states
+                .get(*id as usize)
+                .and_then(Option::as_ref)
+                .is_some_and(|k| k.slots.binary_search(&slot).is_ok())
+        });
+    }
+
+    /// Drop the buckets of `ids` that no window ending at or after `slot` covers (the keys a
+    /// sample just covered, with `sample = "active"`).
+    pub fn trim_keys(&mut self, ids: &[KeyId], slot: i64) {
+        let oldest = slot - self.slides;
+        let (ns, nk) = (self.nscalars, self.nsketches);
+        for id in ids {
+            let Some(k) = self.states.get_mut(*id as usize).and_then(Option::as_mut) else {
+                continue;
+            };
+            let n = k.slots.partition_point(|s| *s <= oldest);
+            if n > 0 {
+                k.slots.drain(..n);
+                k.scalars.drain(..n * ns);
+                k.sketches.drain(..n * nk);
+            }
+        }
+    }
+
+    /// With `sample = "active"`, whether every key should be swept ([`WindowState::trim`])
+    /// after the sample of `slot`; records the sweep. Always true with `sample = "all"`.
+    pub fn sweep_due(&mut self, slot: i64) -> bool {
+        if self.active.is_none() {
+            return true;
+        }
+        match self.last_sweep {
+            Some(s) if slot < s + self.sweep_slides => false,
+            _ => {
+                self.last_sweep = Some(slot);
+                true
+            }
         }
     }
 
@@ -389,12 +470,21 @@ impl WindowState {
         };
         if k.slots.get(pos) != Some(&slot) {
             k.slots.insert(pos, slot);
-            let mut s = Vec::with_capacity(ns);
-            plan.new_scalars(&mut s);
-            k.scalars.splice(pos * ns..pos * ns, s);
-            let mut sk = Vec::with_capacity(nk);
-            plan.new_sketches(&mut sk);
-            k.sketches.splice(pos * nk..pos * nk, sk);
+            if let Some(active) = self.active.as_mut() {
+                active.entry(slot).or_default().push(id);
+            }
+            if pos + 1 == k.slots.len() {
+                // The newest bucket (events in order): appended in place.
+                plan.new_scalars(&mut k.scalars);
+                plan.new_sketches(&mut k.sketches);
+            } else {
+                let mut s = Vec::with_capacity(ns);
+                plan.new_scalars(&mut s);
+                k.scalars.splice(pos * ns..pos * ns, s);
+                let mut sk = Vec::with_capacity(nk);
+                plan.new_sketches(&mut sk);
+                k.sketches.splice(pos * nk..pos * nk, sk);
+            }
         }
         plan.update(
             &mut k.scalars[pos * ns..(pos + 1) * ns],
@@ -499,12 +589,14 @@ impl WindowState {
         let through_before = w.through;
         match w.through {
             Some(t) if t == slot && lo < w.split => {}
-            Some(t) if t == slot - 1 && lo < w.split => {
-                // One newer bucket joins `back`.
-                if let Some(i) = k.slots.iter().rposition(|s| *s == slot) {
-                    if w.back_scalars.len() != ns || w.back_sketches.len() != nk {
-                        reset(plan, nk, &mut w.back_scalars, &mut w.back_sketches);
-                    }
+            Some(t) if t < slot && lo < w.split => {
+                // The newer buckets join `back` (one, when samples come slide after slide).
+                let a = k.slots.partition_point(|s| *s <= t);
+                let b = k.slots.partition_point(|s| *s <= slot);
+                if a < b && (w.back_scalars.len() != ns || w.back_sketches.len() != nk) {
+                    reset(plan, nk, &mut w.back_scalars, &mut w.back_sketches);
+                }
+                for i in a..b {
                     merge_bucket(k, sizes, i, plan, &mut w.back_scalars, &mut w.back_sketches);
                 }
                 w.through = Some(slot);
@@ -661,6 +753,15 @@ impl WindowState {
             *slot = Some(state);
         }
         self.forget_prefix(id);
+        if let Some(active) = self.active.as_mut()
+            && let Some(k) = self.states.get(id as usize).and_then(Option::as_ref)
+        {
+            // Slots not sampled yet cover the key again.
+            let done = self.sampled_through.unwrap_or(i64::MIN);
+            for s in k.slots.iter().filter(|s| **s > done) {
+                active.entry(*s).or_default().push(id);
+            }
+        }
         id
     }
 }

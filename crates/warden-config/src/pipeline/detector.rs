@@ -32,6 +32,9 @@ pub enum DetectorConfig {
     AuthFailures(AuthFailuresConfig),
     /// A key against the distribution of its peers (same device type or tenant).
     PeerPercentile(PeerPercentileConfig),
+    /// Many keys of a peer group above their own normal at once: a coordinated rise no key
+    /// shows alone (a botnet of devices each a few times over their own pace).
+    Cohort(CohortConfig),
 }
 
 /// What a detector asks the decision policy for when it fires.
@@ -481,6 +484,78 @@ fn default_factor() -> f64 {
     1.0
 }
 
+/// `type = "cohort"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CohortConfig {
+    /// Detector name (in alerts and decisions).
+    pub name: String,
+    /// Feature watched (over a window keyed by `identity` unless `peers = "all"`).
+    pub feature: String,
+    /// The population keys deviate together in.
+    pub peers: PeerGroup,
+    /// A key deviates when its value is at least `factor` × its own normal (> 1) and above
+    /// its usual bursts (three standard deviations of its log-level up).
+    #[serde(default = "default_cohort_factor")]
+    pub factor: f64,
+    /// Weight of each complete sample in a key's normal (a running mean of log(1 + value)).
+    #[serde(default = "default_cohort_alpha")]
+    pub alpha: f64,
+    /// Complete samples a key needs before it can deviate.
+    #[serde(default = "default_cohort_warmup")]
+    pub warmup_samples: u32,
+    /// A deviating value must also be at least this.
+    #[serde(default)]
+    pub min_value: f64,
+    /// A key counts as deviating once it has deviated in this many complete samples (a
+    /// leaky count: each sample that does not deviate takes two off): set it past the
+    /// window's length in slides, so that one burst (a reconnect flushing a backlog, a
+    /// session) is not a deviation, a sustained rise is.
+    #[serde(default = "default_cohort_sustain")]
+    pub sustain_samples: u32,
+    /// A group surges when at least this many of its keys deviate in one round…
+    #[serde(default = "default_cohort_min_keys")]
+    pub min_keys: u32,
+    /// …they are at least this share of the group's keys sampled in that round…
+    #[serde(default = "default_cohort_min_share")]
+    pub min_share: f64,
+    /// …and this many times the group's usual number of deviating keys (a running mean over
+    /// rounds, surging ones counting a tenth).
+    #[serde(default = "default_cohort_surge")]
+    pub surge_factor: f64,
+    /// Per-detector override of the pipeline mode.
+    #[serde(default)]
+    pub mode: Option<Mode>,
+    /// What to ask the decision policy for.
+    #[serde(default)]
+    pub action: DetectorAction,
+    /// Weight in `combine = "weighted"`.
+    #[serde(default = "default_weight")]
+    pub weight: f64,
+}
+
+fn default_cohort_factor() -> f64 {
+    3.0
+}
+fn default_cohort_alpha() -> f64 {
+    0.01
+}
+fn default_cohort_warmup() -> u32 {
+    60
+}
+fn default_cohort_sustain() -> u32 {
+    1
+}
+fn default_cohort_min_keys() -> u32 {
+    5
+}
+fn default_cohort_min_share() -> f64 {
+    0.05
+}
+fn default_cohort_surge() -> f64 {
+    3.0
+}
+
 macro_rules! each {
     ($self:expr, $c:ident => $e:expr) => {
         match $self {
@@ -492,6 +567,7 @@ macro_rules! each {
             DetectorConfig::Cardinality($c) => $e,
             DetectorConfig::AuthFailures($c) => $e,
             DetectorConfig::PeerPercentile($c) => $e,
+            DetectorConfig::Cohort($c) => $e,
         }
     };
 }
@@ -524,6 +600,7 @@ impl DetectorConfig {
             DetectorConfig::Cardinality(_) => "cardinality",
             DetectorConfig::AuthFailures(_) => "auth_failures",
             DetectorConfig::PeerPercentile(_) => "peer_percentile",
+            DetectorConfig::Cohort(_) => "cohort",
         }
     }
 
@@ -541,6 +618,7 @@ impl DetectorConfig {
                 ("requests", c.requests.as_str()),
             ],
             DetectorConfig::PeerPercentile(c) => vec![("feature", c.feature.as_str())],
+            DetectorConfig::Cohort(c) => vec![("feature", c.feature.as_str())],
         }
     }
 
@@ -703,6 +781,29 @@ impl DetectorConfig {
                 }
                 if !non_negative(c.min_value) {
                     bad("min_value", "must be zero or positive");
+                }
+            }
+            DetectorConfig::Cohort(c) => {
+                if !(c.factor.is_finite() && c.factor > 1.0) {
+                    bad("factor", "must be above 1");
+                }
+                if !(c.alpha > 0.0 && c.alpha <= 1.0) {
+                    bad("alpha", "must be in (0, 1]");
+                }
+                if !non_negative(c.min_value) {
+                    bad("min_value", "must be zero or positive");
+                }
+                if c.min_keys < 2 {
+                    bad("min_keys", "must be at least 2");
+                }
+                if c.sustain_samples < 1 {
+                    bad("sustain_samples", "must be at least 1");
+                }
+                if !(0.0..=1.0).contains(&c.min_share) {
+                    bad("min_share", "must be in [0, 1]");
+                }
+                if !(c.surge_factor.is_finite() && c.surge_factor >= 1.0) {
+                    bad("surge_factor", "must be at least 1");
                 }
             }
         }

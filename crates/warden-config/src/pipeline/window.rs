@@ -30,6 +30,24 @@ pub struct WindowConfig {
     /// lateness, for the cost of one feature evaluation per touched key and batch.
     #[serde(default = "yes")]
     pub provisional: bool,
+    /// Which keys a complete sample covers: `all` (every key the window holds, at every
+    /// slide: a key that went quiet is sampled too, so detectors see drops) or `active` (only
+    /// the keys with events in the slide that ends the sample: the cost follows the events,
+    /// not the number of keys times the slides, and a key's baseline is its windows as they
+    /// stand when it is active). See pipelines/README.md.
+    #[serde(default)]
+    pub sample: Sampling,
+}
+
+/// Which keys a window's complete samples cover (see [`WindowConfig::sample`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Sampling {
+    /// Every key the window holds, at every slide.
+    #[default]
+    All,
+    /// The keys with events in the slide that ends the sample.
+    Active,
 }
 
 fn yes() -> bool {

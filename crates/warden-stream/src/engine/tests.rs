@@ -681,3 +681,47 @@ fn a_reload_keeps_keys_waiting_for_scoring_and_the_source_in_effect() {
     engine.flush(t0).expect("flush");
     assert_eq!(engine.stats().provisional, 3 * provisional_for(4));
 }
+
+/// `sample = "active"`: complete samples cover the keys with events in their slide; the
+/// others are neither sampled nor lost, and a threshold still fires on an active key.
+#[test]
+fn active_sampling_samples_the_keys_with_events_and_still_detects() {
+    let detector = r#"
+[[detector]]
+name = "busy"
+type = "threshold"
+feature = "hits"
+above = 30
+"#;
+    let all = small_pipeline(detector);
+    let mut active = all.clone();
+    active.window[0].sample = warden_config::Sampling::Active;
+    let base = 1_700_000_000 * S;
+    // 50 identities send once in the first second; then dev-0 alone sends 40 over 4 s.
+    let mut events = one_each(0..50, base);
+    events.extend((0..40).map(|i| event("dev-0", base + S + i * 100 * MS, 200)));
+    // A later event moves the watermark past every slide of the window.
+    events.push(event("dev-0", base + 30 * S, 200));
+    let mut samples = Vec::new();
+    let mut fired = Vec::new();
+    for p in [&all, &active] {
+        let mut engine = Engine::new(p).expect("engine");
+        let mut outs = Vec::new();
+        for chunk in events.chunks(16) {
+            outs.extend(process(&mut engine, chunk, base + 40 * S));
+        }
+        samples.push(engine.stats().samples);
+        fired.push(
+            outs.iter()
+                .filter(|o| o.alert.subject.value == "dev-0")
+                .count(),
+        );
+        assert!(
+            outs.iter().all(|o| o.alert.subject.value == "dev-0"),
+            "only the busy identity fires"
+        );
+    }
+    assert!(fired.iter().all(|n| *n >= 1), "{fired:?}");
+    // Every slide of 50 keys against the slides where a key had events.
+    assert!(samples[1] * 10 < samples[0], "{samples:?}");
+}

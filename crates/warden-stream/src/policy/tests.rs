@@ -307,11 +307,26 @@ fn fleet_context_holds_back_what_the_fleet_does_together() {
             .all(|v| !matches!(v, Verdict::Enforce { .. })),
         "{verdicts:?}"
     );
-    assert!(
-        verdicts
-            .iter()
-            .any(|v| matches!(v, Verdict::AlertOnly(w) if w.starts_with("fleet-wide")))
-    );
+    // One alert names the fleet-wide event; its other subjects are not alerted one by one
+    // within the evidence window (the first subjects, before the event was fleet-wide, were
+    // watched and alerted as such).
+    let wide = verdicts
+        .iter()
+        .filter(|v| matches!(v, Verdict::AlertOnly(w) if w.starts_with("fleet-wide")))
+        .count();
+    assert_eq!(wide, 1, "{verdicts:?}");
+    let alerts = verdicts
+        .iter()
+        .filter(|v| !matches!(v, Verdict::Suppress))
+        .count();
+    // Those watched before the event reached the fleet threshold (2 % of 1000 keys: 20),
+    // and the one naming the event.
+    assert!(alerts <= 21, "{alerts} alerts for one rollout");
+    // After the evidence window a fleet-wide event still going on is named again.
+    assert!(matches!(
+        p.decide(&Subject::identity("dev-29"), &breadth, true, 200 * S),
+        Verdict::AlertOnly(w) if w.starts_with("fleet-wide")
+    ));
     // Another detector is not held back: a flood detector still quarantines at once.
     let flood = src("flood", DetectorAction::Quarantine, 1.0);
     assert!(matches!(
@@ -321,4 +336,24 @@ fn fleet_context_holds_back_what_the_fleet_does_together() {
             ..
         }
     ));
+}
+
+/// A release names the detectors whose decision it ended: only they are held back for the
+/// cooldown; an independent detection of the subject is enforced at once.
+#[test]
+fn a_release_holds_back_the_released_detectors_only() {
+    let mut p = Policy::new(config());
+    let s = Subject::identity("dev-9");
+    p.apply(&decision(s.clone(), Action::Quarantine, 0, Some(300 * S)));
+    let mut release = decision(s.clone(), Action::Release, 5 * S, None);
+    release.evidence = serde_json::json!({ "released_detectors": ["rate"] });
+    p.apply(&release);
+    assert_eq!(
+        p.decide(&s, &q("rate"), true, 10 * S),
+        Verdict::AlertOnly("released recently (cooldown)".into())
+    );
+    assert!(
+        enforced(&p.decide(&s, &q("exfil"), true, 11 * S)).is_some(),
+        "another detector is not held back"
+    );
 }

@@ -1,4 +1,4 @@
-use warden_config::{PipelineConfig, WindowConfig, WindowKey};
+use warden_config::{PipelineConfig, Sampling, WindowConfig, WindowKey};
 use warden_event::{AuthInfo, AuthMethod, AuthResult, Outcome, Protocol, RequestEvent};
 
 use super::*;
@@ -56,6 +56,7 @@ fn window(plan: &WindowPlan) -> WindowState {
             allowed_lateness_ms: 0,
             idle_expiry_ms: 10_000,
             provisional: true,
+            sample: Sampling::All,
         },
         plan,
     )
@@ -267,4 +268,62 @@ fn key_states_are_two_cache_lines() {
     assert_eq!(std::mem::size_of::<Option<KeyState>>(), 128);
     assert_eq!(std::mem::align_of::<Option<KeyState>>(), 64);
     assert_eq!(std::mem::size_of::<Prefix>(), 64);
+}
+
+#[test]
+fn active_sampling_covers_the_keys_with_events_in_the_slot() {
+    let plan = plan();
+    let config = WindowConfig {
+        name: "w".into(),
+        key: WindowKey::Identity,
+        size_ms: 3000,
+        slide_ms: 1000,
+        allowed_lateness_ms: 0,
+        idle_expiry_ms: 10_000,
+        provisional: true,
+        sample: Sampling::Active,
+    };
+    let mut w = WindowState::new(&config, &plan);
+    assert!(w.samples_active());
+    let batch = warden_event::to_record_batch(&[event(0, 200, "/a")]).expect("batch");
+    let inputs = plan.evaluate(&batch).expect("inputs");
+    let (a, b) = (w.intern("a", 0), w.intern("b", 0));
+    w.add(a, 0, &plan, &inputs, 0);
+    w.add(a, 10, &plan, &inputs, 0);
+    w.add(b, 0, &plan, &inputs, 0);
+    w.add(a, S, &plan, &inputs, 0);
+    w.add(a, 3 * S, &plan, &inputs, 0);
+    w.add(b, 3 * S + 5, &plan, &inputs, 0);
+    let mut ids = Vec::new();
+    w.active_keys(0, &mut ids);
+    assert_eq!(
+        ids,
+        vec![a, b],
+        "both had events in slot 0, listed once each"
+    );
+    w.active_keys(1, &mut ids);
+    assert_eq!(ids, vec![a]);
+    w.active_keys(2, &mut ids);
+    assert!(ids.is_empty(), "nobody had events in slot 2");
+    // Samples with gaps between them still fold the whole window.
+    let (mut x, mut xk) = (Vec::new(), Vec::new());
+    let (mut y, mut yk) = (Vec::new(), Vec::new());
+    w.fold_complete(a, 1, &plan, &mut x, &mut xk);
+    w.fold_complete(a, 3, &plan, &mut x, &mut xk);
+    w.fold(a, 3, &plan, &mut y, &mut yk);
+    assert_eq!(x, y);
+    w.trim_keys(&[a], 3);
+    assert_eq!(features(&w, &plan, a, 3)[0], 2.0, "slots 1 and 3");
+    assert_eq!(w.key(a).map(|k| k.slots.len()), Some(2), "slot 0 dropped");
+    w.active_keys(3, &mut ids);
+    assert_eq!(ids, vec![a, b]);
+    // Every key is swept at the first sample, then once per sweep period.
+    assert!(w.sweep_due(3));
+    assert!(!w.sweep_due(4));
+    // A restored key is sampled again for the slots not yet sampled.
+    w.sampled_through = Some(2);
+    let saved = w.key(b).cloned().expect("b");
+    w.restore_key(saved);
+    w.active_keys(3, &mut ids);
+    assert_eq!(ids, vec![b]);
 }
