@@ -54,8 +54,18 @@ pub fn config(
         require_mtls: false,
     }];
     c.api_keys = devices.iter().map(|d| d.config.clone()).collect();
+    c.dashboard.operators = vec![warden_config::OperatorConfig {
+        name: "e2e".into(),
+        role: warden_config::ConsoleRole::Viewer,
+        token_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+            CONSOLE_TOKEN.as_bytes(),
+        )),
+    }];
     c
 }
+
+/// The console token of the test's viewer (`Authorization: Bearer`).
+pub const CONSOLE_TOKEN: &str = "e2e-console-viewer-token";
 
 /// Send a raw request line (so the path is not normalised by a client library); returns the
 /// status, the `x-request-id` header and the body.
@@ -287,6 +297,7 @@ pub async fn full_loop(base: WardenConfig) -> anyhow::Result<()> {
     let client = reqwest::Client::builder().no_proxy().build()?;
     let q: Value = client
         .get(format!("http://{dash}/api/quarantine"))
+        .bearer_auth(CONSOLE_TOKEN)
         .send()
         .await?
         .json()
@@ -303,6 +314,7 @@ pub async fn full_loop(base: WardenConfig) -> anyhow::Result<()> {
     );
     let alerts: Value = client
         .get(format!("http://{dash}/api/alerts"))
+        .bearer_auth(CONSOLE_TOKEN)
         .send()
         .await?
         .json()

@@ -6,6 +6,7 @@
 //! wrong types, missing keys), then deserialised, then checked for semantic problems
 //! (duplicate names, dangling references, bad URLs, impossible windows).
 
+mod dashboard;
 mod error;
 mod identity;
 mod layer;
@@ -23,11 +24,11 @@ pub use identity::{
 };
 pub use layer::env_overrides;
 pub use pipeline::{
-    AuthFailuresConfig, CardinalityConfig, Combine, CountFeature, CusumConfig, DecisionConfig,
-    DetectorAction, DetectorConfig, Direction, ErrorRatioFeature, EwmaZscoreConfig, FeatureConfig,
-    Field, FieldFeature, FilterConfig, MadConfig, Mode, NoveltyConfig, NoveltyField, PeerGroup,
-    PeerPercentileConfig, PercentileFeature, PipelineConfig, RatioFeature, SourceConfig,
-    SqlFeature, ThresholdConfig, WindowConfig, WindowKey,
+    AuthFailuresConfig, CardinalityConfig, CohortConfig, Combine, CountFeature, CusumConfig,
+    DecisionConfig, DetectorAction, DetectorConfig, Direction, ErrorRatioFeature, EwmaZscoreConfig,
+    FeatureConfig, Field, FieldFeature, FilterConfig, MadConfig, Mode, NoveltyConfig, NoveltyField,
+    PeerGroup, PeerPercentileConfig, PercentileFeature, PipelineConfig, RatioFeature, Sampling,
+    SourceConfig, SqlFeature, ThresholdConfig, WindowConfig, WindowKey,
 };
 pub use policy::{
     AdminConfig, DenyRule, DeviceTypeBinding, Grant, KeyedRate, LimitsConfig, PathCase,
@@ -44,7 +45,7 @@ pub fn parse_strict<T: schemars::JsonSchema + serde::de::DeserializeOwned>(
 }
 
 pub use warden::{
-    ApiKeyConfig, BusConfig, BusKind, DashboardConfig, FsyncMode, GatewayConfig, MetricsConfig,
-    RouteAuth, RouteConfig, SpoolEnabled, SpoolOverflow, SpoolSettings, TopicsConfig, WardenConfig,
-    hash_api_key,
+    ApiKeyConfig, BusConfig, BusKind, ConsoleRole, DashboardConfig, FsyncMode, GatewayConfig,
+    MetricsConfig, OperatorConfig, RouteAuth, RouteConfig, SpoolEnabled, SpoolOverflow,
+    SpoolSettings, TopicsConfig, WardenConfig, hash_api_key,
 };

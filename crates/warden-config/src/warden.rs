@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use crate::dashboard::{ConsoleRole, DashboardConfig, OperatorConfig};
 use crate::layer::merge;
 use crate::schema::{check_and_parse, parse_toml};
 use crate::{ConfigError, ConfigErrors};
@@ -171,16 +172,6 @@ pub struct MetricsConfig {
     pub listen: Option<SocketAddr>,
 }
 
-/// The dashboard endpoint.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct DashboardConfig {
-    /// Address of the dashboard listener.
-    pub listen: SocketAddr,
-    /// Recent alerts kept for display.
-    pub max_alerts: usize,
-}
-
 /// One upstream route.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -341,6 +332,7 @@ impl WardenConfig {
                 "must be at least 1",
             ));
         }
+        self.dashboard.check(&mut errs);
         if g.listen == self.dashboard.listen && g.listen.port() != 0 {
             errs.push(ConfigError::new(
                 "dashboard.listen",

@@ -4,16 +4,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 use warden_bus::Producer;
-use warden_event::{Action, Alert, Decision, Subject, SubjectKind};
+use warden_event::{Action, Alert, Decision, Evidence, Severity, Subject, SubjectKind};
 
+use crate::auth::{self, Auth, Operator};
 use crate::error::ApiError;
 use crate::state::DashboardState;
 
@@ -24,6 +25,10 @@ const DEFAULT_LIMIT: usize = 100;
 const MAX_SUBJECT_LEN: usize = 512;
 /// Time allowed for the bus to acknowledge a release.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest reason accepted for a release or a manual quarantine.
+const MAX_REASON_LEN: usize = 1_000;
+/// Longest manual quarantine, seconds (a week).
+const MAX_MANUAL_TTL_S: u64 = 7 * 86_400;
 
 /// Reports the status of the components running beside the dashboard (e.g. the processor's
 /// pipeline and its last refused reload), as JSON.
@@ -35,19 +40,62 @@ pub(crate) struct AppState {
     pub(crate) state: Arc<DashboardState>,
     pub(crate) producer: Arc<dyn Producer>,
     pub(crate) decisions_topic: String,
+    pub(crate) alerts_topic: String,
     pub(crate) status: Option<StatusFn>,
+    pub(crate) auth: Arc<Auth>,
 }
 
 pub(crate) fn router(app: AppState) -> Router {
+    let auth = app.auth.clone();
+    let signin = Router::new()
+        .route("/login", get(auth::login_page).post(auth::login))
+        .route("/logout", post(auth::logout))
+        .with_state(auth.clone());
     Router::new()
         .route("/", get(page))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/api/session", get(session))
         .route("/api/alerts", get(alerts))
-        .route("/api/quarantine", get(quarantine))
+        .route("/api/quarantine", get(quarantine).post(manual_quarantine))
         .route("/api/quarantine/release", post(release))
         .route("/api/devices/{identity}", get(device))
         .route("/api/status", get(status))
         .with_state(app)
+        .merge(signin)
+        .layer(axum::middleware::from_fn_with_state(auth, auth::gate))
+}
+
+/// Who is signed in, and the CSRF token the page sends with state changes.
+#[derive(Debug, Serialize)]
+struct SessionView {
+    name: String,
+    role: warden_config::ConsoleRole,
+    csrf: Option<String>,
+}
+
+async fn session(Extension(op): Extension<Operator>) -> Json<SessionView> {
+    Json(SessionView {
+        name: op.name,
+        role: op.role,
+        csrf: op.csrf,
+    })
+}
+
+/// Security headers of every page.
+pub(crate) fn page_headers(headers: &mut HeaderMap) {
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+             connect-src 'self'; form-action 'self'; frame-ancestors 'none'",
+        ),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
 }
 
 async fn status(State(app): State<AppState>) -> Json<serde_json::Value> {
@@ -60,15 +108,7 @@ async fn status(State(app): State<AppState>) -> Json<serde_json::Value> {
 
 async fn page() -> Response {
     let mut resp = Html(PAGE).into_response();
-    let headers = resp.headers_mut();
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
-             connect-src 'self'; frame-ancestors 'none'",
-        ),
-    );
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    page_headers(resp.headers_mut());
     resp
 }
 
@@ -94,45 +134,219 @@ async fn quarantine(State(app): State<AppState>) -> impl IntoResponse {
     Json(app.state.active(warden_event::now_ns()))
 }
 
+/// A release: who, and why (recorded with the operator's name).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReleaseRequest {
+    kind: SubjectKind,
+    value: String,
+    #[serde(default)]
+    reason: String,
+}
+
+/// A manual quarantine.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuarantineRequest {
+    kind: SubjectKind,
+    value: String,
+    ttl_s: u64,
+    reason: String,
+}
+
+fn check_reason(reason: &str, required: bool) -> Result<(), ApiError> {
+    if reason.len() > MAX_REASON_LEN || (required && reason.trim().is_empty()) {
+        return Err(ApiError::BadRequest(format!(
+            "reason must be {} to {MAX_REASON_LEN} bytes",
+            usize::from(required)
+        )));
+    }
+    Ok(())
+}
+
+/// Publish `decision` and an audit alert recording who made it and why; apply it locally.
+async fn publish(
+    app: &AppState,
+    decision: Decision,
+    op: &Operator,
+    what: &str,
+) -> Result<(), ApiError> {
+    let send = |topic: &str, key: String, payload: Vec<u8>| {
+        let producer = app.producer.clone();
+        let topic = topic.to_string();
+        async move {
+            match tokio::time::timeout(
+                PUBLISH_TIMEOUT,
+                producer.send(&topic, key.as_bytes(), &payload),
+            )
+            .await
+            {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(ApiError::Unavailable(format!("publishing a {what}: {e}"))),
+                Err(_) => Err(ApiError::Unavailable(format!(
+                    "publishing a {what} timed out"
+                ))),
+            }
+        }
+    };
+    send(
+        &app.decisions_topic,
+        decision.subject.key(),
+        warden_event::encode(&decision),
+    )
+    .await?;
+    let audit = Alert {
+        v: warden_event::SCHEMA_VERSION,
+        id: uuid::Uuid::now_v7().to_string(),
+        ts: decision.decided_at,
+        pipeline: "console".into(),
+        detector: "console".into(),
+        subject: decision.subject.clone(),
+        score: 0.0,
+        severity: Severity::Low,
+        message: format!(
+            "{} by {} ({}): {}",
+            what,
+            op.name,
+            role_name(op),
+            decision.reason
+        ),
+        evidence: Evidence::default(),
+        action: Some(decision.action),
+        decision_id: Some(decision.id.clone()),
+    };
+    // The decision is what counts; an audit record that cannot be published is logged.
+    if let Err(e) = send(
+        &app.alerts_topic,
+        audit.subject.key(),
+        warden_event::encode(&audit),
+    )
+    .await
+    {
+        tracing::warn!(error = ?e, decision_id = %decision.id, "The audit record of a console action was not published.");
+    } else {
+        app.state.apply_alert(audit);
+    }
+    info!(subject = %decision.subject, action = ?decision.action, operator = %op.name, decision_id = %decision.id, reason = %decision.reason, "Console action.");
+    app.state.apply_decision(decision);
+    Ok(())
+}
+
+fn role_name(op: &Operator) -> &'static str {
+    match op.role {
+        warden_config::ConsoleRole::Viewer => "viewer",
+        warden_config::ConsoleRole::Operator => "operator",
+    }
+}
+
+/// `POST /api/quarantine/release`: end the subject's active quarantine or throttle (404 when
+/// it has none). The release names the operator and the detectors whose decision it ends:
+/// processors hold back only those detectors for their cooldown, so any other detection of
+/// the subject is enforced at once.
 async fn release(
     State(app): State<AppState>,
-    body: Result<Json<Subject>, JsonRejection>,
+    Extension(op): Extension<Operator>,
+    body: Result<Json<ReleaseRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Decision>), ApiError> {
-    let Json(subject) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    check_value(&subject.value)?;
+    if !op.may_act() {
+        return Err(ApiError::Forbidden("viewers cannot release".into()));
+    }
+    let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    check_value(&req.value)?;
+    check_reason(&req.reason, false)?;
+    let subject = Subject {
+        kind: req.kind,
+        value: req.value,
+    };
+    let now = warden_event::now_ns();
+    let Some(active) = app.state.decision(&subject).filter(|d| d.is_active(now)) else {
+        return Err(ApiError::NotFound(format!(
+            "{subject} is not quarantined or throttled"
+        )));
+    };
+    let reason = if req.reason.trim().is_empty() {
+        format!("released by {}", op.name)
+    } else {
+        format!("released by {}: {}", op.name, req.reason.trim())
+    };
     let decision = Decision {
         v: warden_event::SCHEMA_VERSION,
         id: uuid::Uuid::now_v7().to_string(),
         subject,
         action: Action::Release,
         until: None,
-        reason: "released from the dashboard".into(),
-        detector: "dashboard".into(),
+        reason,
+        detector: "console".into(),
         score: 0.0,
-        evidence: serde_json::json!({}),
-        decided_at: warden_event::now_ns(),
+        evidence: serde_json::json!({
+            "operator": op.name,
+            "released_decision": active.id,
+            "released_detectors": released_detectors(&active),
+        }),
+        decided_at: now,
         limit: None,
     };
-    let key = decision.subject.key();
-    let payload = warden_event::encode(&decision);
-    let sent = tokio::time::timeout(
-        PUBLISH_TIMEOUT,
-        app.producer
-            .send(&app.decisions_topic, key.as_bytes(), &payload),
-    )
-    .await;
-    match sent {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(ApiError::Unavailable(format!("publishing a release: {e}"))),
-        Err(_) => {
-            return Err(ApiError::Unavailable(
-                "publishing a release timed out".into(),
-            ));
-        }
+    publish(&app, decision.clone(), &op, "release").await?;
+    Ok((StatusCode::ACCEPTED, Json(decision)))
+}
+
+/// The detectors whose firings made `d` (its evidence's `detectors`, else its detector).
+fn released_detectors(d: &Decision) -> Vec<String> {
+    let listed: Vec<String> = d
+        .evidence
+        .get("detectors")
+        .and_then(|v| v.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    if listed.is_empty() {
+        vec![d.detector.clone()]
+    } else {
+        listed
     }
-    info!(subject = %decision.subject, decision_id = %decision.id, "Subject released from the dashboard.");
-    // The follower will read it back; applying it now makes the next refresh reflect it.
-    app.state.apply_decision(decision.clone());
+}
+
+/// `POST /api/quarantine`: quarantine a subject by hand for `ttl_s` seconds.
+async fn manual_quarantine(
+    State(app): State<AppState>,
+    Extension(op): Extension<Operator>,
+    body: Result<Json<QuarantineRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<Decision>), ApiError> {
+    if !op.may_act() {
+        return Err(ApiError::Forbidden("viewers cannot quarantine".into()));
+    }
+    let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    check_value(&req.value)?;
+    check_reason(&req.reason, true)?;
+    if req.ttl_s == 0 || req.ttl_s > MAX_MANUAL_TTL_S {
+        return Err(ApiError::BadRequest(format!(
+            "ttl_s must be 1 to {MAX_MANUAL_TTL_S}"
+        )));
+    }
+    let now = warden_event::now_ns();
+    let ttl_ns = i64::try_from(req.ttl_s)
+        .unwrap_or(i64::MAX / 2)
+        .saturating_mul(1_000_000_000);
+    let decision = Decision {
+        v: warden_event::SCHEMA_VERSION,
+        id: uuid::Uuid::now_v7().to_string(),
+        subject: Subject {
+            kind: req.kind,
+            value: req.value,
+        },
+        action: Action::Quarantine,
+        until: Some(now.saturating_add(ttl_ns)),
+        reason: format!("quarantined by {}: {}", op.name, req.reason.trim()),
+        detector: "console".into(),
+        score: 0.0,
+        evidence: serde_json::json!({ "operator": op.name }),
+        decided_at: now,
+        limit: None,
+    };
+    publish(&app, decision.clone(), &op, "manual quarantine").await?;
     Ok((StatusCode::ACCEPTED, Json(decision)))
 }
 

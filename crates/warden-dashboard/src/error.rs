@@ -26,6 +26,10 @@ pub(crate) enum ApiError {
     BadRequest(String),
     /// The decision could not be published.
     Unavailable(String),
+    /// The operator's role does not allow it.
+    Forbidden(String),
+    /// No such subject (or nothing to release).
+    NotFound(String),
 }
 
 impl ApiError {
@@ -33,6 +37,8 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
         }
     }
 
@@ -40,6 +46,8 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound(_) => "not_found",
         }
     }
 }
@@ -51,7 +59,10 @@ impl IntoResponse for ApiError {
         let request_id = uuid::Uuid::now_v7().to_string();
         let status = self.status();
         match &self {
-            ApiError::BadRequest(detail) => debug!(%request_id, %detail, "Bad API request."),
+            ApiError::BadRequest(detail) | ApiError::NotFound(detail) => {
+                debug!(%request_id, %detail, "Bad API request.");
+            }
+            ApiError::Forbidden(detail) => warn!(%request_id, %detail, "API request refused."),
             ApiError::Unavailable(detail) => warn!(%request_id, %detail, "API request failed."),
         }
         let body = serde_json::json!({

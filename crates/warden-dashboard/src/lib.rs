@@ -17,11 +17,13 @@
 //! cross-origin without a CORS preflight (which the dashboard never grants).
 
 mod api;
+mod auth;
 mod error;
 mod server;
 mod state;
 
 pub use api::StatusFn;
+pub use auth::one_time_operator;
 pub use error::DashboardError;
 pub use server::Dashboard;
 pub use state::{ActiveDecision, DashboardState};

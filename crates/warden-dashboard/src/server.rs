@@ -44,6 +44,11 @@ impl Dashboard {
     /// `gateway.decisions_bootstrap_timeout_ms`), then keep following both in spawned tasks.
     /// The tasks stop when the dashboard is dropped (or [`Dashboard::serve`] returns).
     pub async fn start(config: &WardenConfig, bus: Arc<dyn Bus>) -> Result<Self, DashboardError> {
+        if config.dashboard.operators.is_empty() {
+            warn!(
+                "No console operators are configured ([[dashboard.operators]]): every sign-in is refused."
+            );
+        }
         let state = Arc::new(DashboardState::new(config.dashboard.max_alerts));
         let timeout = Duration::from_millis(config.gateway.decisions_bootstrap_timeout_ms);
         let topics = &config.bus.topics;
@@ -111,7 +116,9 @@ impl Dashboard {
                 state,
                 producer: bus.producer(),
                 decisions_topic: topics.decisions.clone(),
+                alerts_topic: topics.alerts.clone(),
                 status: None,
+                auth: Arc::new(crate::auth::Auth::new(&config.dashboard)),
             },
             listen: config.dashboard.listen,
             _tasks: tasks,

@@ -13,9 +13,17 @@ use warden_config::WardenConfig;
 use warden_dashboard::Dashboard;
 use warden_event::{Action, Alert, Decision, Evidence, Severity, Subject};
 
+/// The operator token every request of these tests sends (`Authorization: Bearer`).
+const TOKEN: &str = "operator-token-for-the-api-tests";
+
 async fn setup(max_alerts: usize) -> (WardenConfig, Arc<dyn Bus>) {
     let mut config = WardenConfig::default();
     config.dashboard.max_alerts = max_alerts;
+    config.dashboard.operators = vec![warden_config::OperatorConfig {
+        name: "ops".into(),
+        role: warden_config::ConsoleRole::Operator,
+        token_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(TOKEN.as_bytes())),
+    }];
     config.gateway.decisions_bootstrap_timeout_ms = 5_000;
     let bus = EmbeddedBus::new(EmbeddedConfig::default());
     let t = &config.bus.topics;
@@ -75,7 +83,11 @@ async fn publish<T: serde::Serialize>(bus: &Arc<dyn Bus>, topic: &str, key: &str
         .expect("publish");
 }
 
-async fn call(router: &Router, req: Request<Body>) -> (StatusCode, String) {
+async fn call(router: &Router, mut req: Request<Body>) -> (StatusCode, String) {
+    req.headers_mut().insert(
+        header::AUTHORIZATION,
+        format!("Bearer {TOKEN}").parse().expect("header"),
+    );
     let resp = router.clone().oneshot(req).await.expect("infallible");
     let status = resp.status();
     let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
@@ -159,7 +171,16 @@ async fn followed_alert_and_quarantine_show_and_release_lifts_it() {
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let released: Decision = serde_json::from_str(&body).expect("a decision");
     assert_eq!(released.action, Action::Release);
-    assert_eq!(released.detector, "dashboard");
+    assert_eq!(released.detector, "console");
+    assert!(
+        released.reason.starts_with("released by ops"),
+        "{}",
+        released.reason
+    );
+    assert_eq!(
+        released.evidence["released_detectors"],
+        serde_json::json!(["request_rate"])
+    );
     assert_eq!(released.subject, Subject::identity("dev-1"));
     assert!(released.until.is_none() && released.decided_at >= q.decided_at);
     assert!(uuid::Uuid::parse_str(&released.id).is_ok());

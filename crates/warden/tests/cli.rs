@@ -126,13 +126,16 @@ fn up_demo_quarantines_the_flooder() {
     let mut dashboard = None;
     let mut curl = None;
     let mut flooder = None;
+    let mut token = None;
     let deadline = Instant::now() + Duration::from_secs(90);
     let result = (|| {
-        while dashboard.is_none() || curl.is_none() || flooder.is_none() {
+        while dashboard.is_none() || curl.is_none() || flooder.is_none() || token.is_none() {
             let line = rx
                 .recv_timeout(Duration::from_secs(60))
                 .map_err(|e| format!("no startup output: {e}"))?;
-            if let Some(rest) = line.strip_prefix("dashboard  ") {
+            if let Some(rest) = line.strip_prefix("console    token ") {
+                token = rest.split_whitespace().next().map(str::to_owned);
+            } else if let Some(rest) = line.strip_prefix("dashboard  ") {
                 dashboard = Some(rest.trim().trim_end_matches('/').to_string());
             } else if line.starts_with("try: curl") {
                 curl = Some(line);
@@ -150,9 +153,10 @@ fn up_demo_quarantines_the_flooder() {
             if Instant::now() > deadline {
                 return Err("flooder not quarantined within 90 s".to_string());
             }
-            let body = http_get(&format!("{dashboard}/api/quarantine"))?;
+            let token = token.clone().ok_or("no console token")?;
+            let body = http_get(&format!("{dashboard}/api/quarantine"), &token)?;
             if body.contains(&format!("\"value\":\"{flooder}\"")) {
-                let alerts = http_get(&format!("{dashboard}/api/alerts"))?;
+                let alerts = http_get(&format!("{dashboard}/api/alerts"), &token)?;
                 if !alerts.contains(&flooder) {
                     return Err(format!("quarantine without alert: {alerts}"));
                 }
@@ -181,9 +185,10 @@ fn up_demo_quarantines_the_flooder() {
     }
 }
 
-fn http_get(url: &str) -> Result<String, String> {
+fn http_get(url: &str, token: &str) -> Result<String, String> {
+    let auth = format!("Authorization: Bearer {token}");
     let out = Command::new("curl")
-        .args(["-s", "--max-time", "5", url])
+        .args(["-s", "--max-time", "5", "-H", &auth, url])
         .output()
         .map_err(|e| e.to_string())?;
     Ok(String::from_utf8_lossy(&out.stdout).to_string())

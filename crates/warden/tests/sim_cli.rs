@@ -27,9 +27,9 @@ impl Drop for Up {
     }
 }
 
-/// `warden up --scenario … ` on free ports; returns it with its gateway, dashboard and the
-/// `simulate` line it printed.
-fn up(dir: &Path, args: &[&str]) -> (Up, String, String, String) {
+/// `warden up` with `args`: the process, the gateway and dashboard URLs, the `simulate` line
+/// it printed and its one-time console token.
+fn up(dir: &Path, args: &[&str]) -> (Up, String, String, String, String) {
     let config = dir.join("warden.toml");
     std::fs::write(
         &config,
@@ -55,8 +55,8 @@ fn up(dir: &Path, args: &[&str]) -> (Up, String, String, String) {
             }
         }
     });
-    let (mut gateway, mut dashboard, mut simulate) = (None, None, None);
-    while gateway.is_none() || dashboard.is_none() || simulate.is_none() {
+    let (mut gateway, mut dashboard, mut simulate, mut token) = (None, None, None, None);
+    while gateway.is_none() || dashboard.is_none() || simulate.is_none() || token.is_none() {
         let line = rx
             .recv_timeout(Duration::from_secs(60))
             .expect("startup output");
@@ -66,6 +66,8 @@ fn up(dir: &Path, args: &[&str]) -> (Up, String, String, String) {
             dashboard = Some(rest.trim().trim_end_matches('/').to_string());
         } else if let Some(rest) = line.strip_prefix("simulate: ") {
             simulate = Some(rest.to_string());
+        } else if let Some(rest) = line.strip_prefix("console    token ") {
+            token = rest.split_whitespace().next().map(str::to_owned);
         }
     }
     (
@@ -73,6 +75,7 @@ fn up(dir: &Path, args: &[&str]) -> (Up, String, String, String) {
         gateway.unwrap_or_default(),
         dashboard.unwrap_or_default(),
         simulate.unwrap_or_default(),
+        token.unwrap_or_default(),
     )
 }
 
@@ -82,7 +85,7 @@ fn up(dir: &Path, args: &[&str]) -> (Up, String, String, String) {
 #[test]
 fn up_simulate_eval_agree_on_the_fleet() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_up, gateway, dashboard, simulate) =
+    let (_up, gateway, dashboard, simulate, token) =
         up(dir.path(), &["--scenario", "benign", "--devices", "40"]);
     // The fleet's cameras present client certificates on the TLS listener `up` opened.
     let (plain, tls) = simulate
@@ -109,6 +112,7 @@ fn up_simulate_eval_agree_on_the_fleet() {
     let json = dir.path().join("report.json");
     let (code, out) = run(warden()
         .args(["eval", "--check", "--dashboard", &dashboard, "--labels"])
+        .env("WARDEN_CONSOLE_TOKEN", &token)
         .arg(&labels)
         .arg("--json")
         .arg(&json));

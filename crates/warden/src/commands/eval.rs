@@ -24,6 +24,9 @@ pub struct EvalArgs {
     /// Dashboard to read alerts and quarantines from (the default source).
     #[arg(long, conflicts_with_all = ["brokers", "alerts"])]
     pub dashboard: Option<String>,
+    /// A console operator's token for the dashboard (sent as `Authorization: Bearer`).
+    #[arg(long, env = "WARDEN_CONSOLE_TOKEN", hide_env_values = true)]
+    pub dashboard_token: Option<String>,
     /// Kafka bootstrap servers: read the alerts and decisions topics instead.
     #[arg(long, conflicts_with = "alerts")]
     pub brokers: Option<String>,
@@ -58,7 +61,10 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
         from_bus(args.config.as_deref(), brokers.clone()).await?
     } else {
         let url = args.dashboard.as_deref().unwrap_or(DEFAULT_DASHBOARD);
-        from_dashboard(url).await?
+        let token = args.dashboard_token.as_deref().context(
+            "the dashboard needs an operator's token: --dashboard-token or WARDEN_CONSOLE_TOKEN",
+        )?;
+        from_dashboard(url, token).await?
     };
     let report = evaluate(&labels, &found, (args.grace * 1_000_000_000) as i64);
     print!("{}", markdown(&report));
@@ -101,7 +107,7 @@ struct Active {
     decided_at: i64,
 }
 
-async fn from_dashboard(url: &str) -> anyhow::Result<Vec<Finding>> {
+async fn from_dashboard(url: &str, token: &str) -> anyhow::Result<Vec<Finding>> {
     let url = url.trim_end_matches('/');
     let client = reqwest::Client::builder()
         .no_proxy()
@@ -109,6 +115,7 @@ async fn from_dashboard(url: &str) -> anyhow::Result<Vec<Finding>> {
         .build()?;
     let alerts: Vec<Alert> = client
         .get(format!("{url}/api/alerts?limit=1000000"))
+        .bearer_auth(token)
         .send()
         .await
         .and_then(|r| r.error_for_status())
@@ -118,6 +125,7 @@ async fn from_dashboard(url: &str) -> anyhow::Result<Vec<Finding>> {
         .context("the dashboard's /api/alerts")?;
     let active: Vec<Active> = client
         .get(format!("{url}/api/quarantine"))
+        .bearer_auth(token)
         .send()
         .await
         .and_then(|r| r.error_for_status())

@@ -49,6 +49,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             .configure(&mut config, upstream_addr)
             .map_err(|e| anyhow::anyhow!("simulated fleet: {e}"))?;
     }
+    // Without configured operators, this run makes a one-time one and prints its token.
+    let console_token = if config.dashboard.operators.is_empty() {
+        Some(
+            warden_dashboard::one_time_operator(&mut config.dashboard, "admin")
+                .context("making a console token")?,
+        )
+    } else {
+        None
+    };
     let bus = make_bus(&config)?;
     ensure_topics(&*bus, &config).await?;
     let archive = args
@@ -75,6 +84,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     .await?;
     println!("Warden is up ({:?} bus).", config.bus.kind);
     stack.announce();
+    if let (Some(token), Some(a)) = (&console_token, stack.dashboard_addr) {
+        println!(
+            "console    token {token} (sign in at http://{a}/login; scripts: Authorization: Bearer)"
+        );
+    }
     println!("demo upstream http://{upstream_addr}/");
     if let Some(d) = devices.first() {
         println!(

@@ -1,0 +1,389 @@
+//! The console from the attacker's side, over a real socket: nothing without a session or an
+//! operator token, sessions only from a sign-in (no fixation), CSRF tokens on state changes,
+//! roles, releases of unknown subjects refused, releases recorded with who made them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use warden_bus::{Bus, EmbeddedBus, EmbeddedConfig, TopicSpec};
+use warden_config::{ConsoleRole, OperatorConfig, WardenConfig};
+use warden_dashboard::Dashboard;
+use warden_event::{Action, Decision, Subject};
+
+const OPERATOR: &str = "op-7f3a9c0e-token";
+const VIEWER: &str = "viewer-51b2d8-token";
+
+fn operator(name: &str, role: ConsoleRole, token: &str) -> OperatorConfig {
+    OperatorConfig {
+        name: name.into(),
+        role,
+        token_sha256: hex::encode(Sha256::digest(token.as_bytes())),
+    }
+}
+
+struct Console {
+    url: String,
+    bus: Arc<dyn Bus>,
+    config: WardenConfig,
+    http: reqwest::Client,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn console() -> Console {
+    let mut config = WardenConfig::default();
+    config.gateway.decisions_bootstrap_timeout_ms = 5_000;
+    config.dashboard.operators = vec![
+        operator("alice", ConsoleRole::Operator, OPERATOR),
+        operator("victor", ConsoleRole::Viewer, VIEWER),
+    ];
+    let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::new(EmbeddedConfig::default()));
+    let t = &config.bus.topics;
+    let spec = |name: &str, compacted| TopicSpec {
+        name: name.into(),
+        partitions: 1,
+        compacted,
+    };
+    bus.ensure_topics(&[
+        spec(&t.events, false),
+        spec(&t.decisions, true),
+        spec(&t.alerts, false),
+    ])
+    .await
+    .expect("topics");
+    let dashboard = Dashboard::start(&config, bus.clone()).await.expect("start");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(dashboard.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    Console {
+        url,
+        bus,
+        config,
+        http,
+        _stop: stop,
+    }
+}
+
+/// Sign in with `token`; the session cookie (`name=value`).
+async fn sign_in(c: &Console, token: &str, bring: Option<&str>) -> (StatusCode, Option<String>) {
+    let mut req = c
+        .http
+        .post(format!("{}/login", c.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={token}"));
+    if let Some(cookie) = bring {
+        req = req.header(COOKIE, cookie);
+    }
+    let resp = req.send().await.expect("sign in");
+    let cookie = resp
+        .headers()
+        .get(SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    (resp.status(), cookie)
+}
+
+fn cookie_pair(set_cookie: &str) -> String {
+    set_cookie
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
+async fn quarantine(c: &Console, identity: &str) {
+    let d = Decision {
+        v: warden_event::SCHEMA_VERSION,
+        id: format!("q-{identity}"),
+        subject: Subject::identity(identity),
+        action: Action::Quarantine,
+        until: Some(warden_event::now_ns() + 600_000_000_000),
+        reason: "flood".into(),
+        detector: "burst".into(),
+        score: 9.0,
+        evidence: serde_json::json!({ "detectors": ["burst", "rate_spike"] }),
+        decided_at: warden_event::now_ns(),
+        limit: None,
+    };
+    c.bus
+        .producer()
+        .send(
+            &c.config.bus.topics.decisions,
+            d.subject.key().as_bytes(),
+            &warden_event::encode(&d),
+        )
+        .await
+        .expect("publish");
+    // Wait until the console follows it.
+    for _ in 0..100 {
+        let active: Value = c
+            .http
+            .get(format!("{}/api/quarantine", c.url))
+            .bearer_auth(OPERATOR)
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
+        if active.as_array().is_some_and(|a| !a.is_empty()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the quarantine never showed");
+}
+
+#[tokio::test]
+async fn nothing_is_served_without_a_session_or_an_operator_token() {
+    let c = console().await;
+    let gets = [
+        "/api/alerts",
+        "/api/quarantine",
+        "/api/devices/dev-1",
+        "/api/status",
+        "/api/session",
+        "/api/openapi.json",
+    ];
+    for path in gets {
+        for auth in [None, Some("wrong-token")] {
+            let mut req = c.http.get(format!("{}{path}", c.url));
+            if let Some(t) = auth {
+                req = req.bearer_auth(t);
+            }
+            let resp = req.send().await.expect("get");
+            assert_eq!(
+                resp.status(),
+                StatusCode::UNAUTHORIZED,
+                "GET {path} with {auth:?}"
+            );
+        }
+    }
+    // Pages send the browser to the sign-in page.
+    for path in ["/", "/identities/dev-1", "/anything"] {
+        let resp = c
+            .http
+            .get(format!("{}{path}", c.url))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER, "GET {path}");
+        assert_eq!(resp.headers()[LOCATION], "/login");
+    }
+    for path in ["/api/quarantine/release", "/api/quarantine", "/logout"] {
+        let resp = c
+            .http
+            .post(format!("{}{path}", c.url))
+            .header("content-type", "application/json")
+            .body(r#"{"kind":"identity","value":"dev-1","reason":"x","ttl_s":60}"#)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "POST {path}");
+    }
+    // Only the sign-in page and the health probe are public.
+    for path in ["/login", "/healthz"] {
+        let resp = c
+            .http
+            .get(format!("{}{path}", c.url))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(resp.status(), StatusCode::OK, "GET {path}");
+    }
+    // A forged session cookie is no session.
+    let resp = c
+        .http
+        .get(format!("{}/api/alerts", c.url))
+        .header(COOKIE, "warden_session=0123456789abcdef")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn sign_in_gives_a_fresh_strict_http_only_session() {
+    let c = console().await;
+    let (status, cookie) = sign_in(&c, "not-a-token", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(cookie.is_none());
+    // An attacker plants a session id before the victim signs in: the sign-in ignores it.
+    let planted = "warden_session=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let (status, cookie) = sign_in(&c, OPERATOR, Some(planted)).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let cookie = cookie.expect("a session cookie");
+    for attr in ["HttpOnly", "SameSite=Strict", "Secure", "Path=/"] {
+        assert!(cookie.contains(attr), "{attr} missing: {cookie}");
+    }
+    let session = cookie_pair(&cookie);
+    assert_ne!(session, planted);
+    assert_eq!(session.len(), "warden_session=".len() + 64);
+    let me: Value = c
+        .http
+        .get(format!("{}/api/session", c.url))
+        .header(COOKIE, &session)
+        .send()
+        .await
+        .expect("session")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(me["name"], "alice");
+    assert_eq!(me["role"], "operator");
+    assert_eq!(me["csrf"].as_str().map(str::len), Some(64));
+    let resp = c
+        .http
+        .get(format!("{}/api/alerts", c.url))
+        .header(COOKIE, planted)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(
+        resp.status(),
+        StatusCode::UNAUTHORIZED,
+        "the planted id is no session"
+    );
+    // Signing out ends the session.
+    let csrf = me["csrf"].as_str().unwrap_or_default();
+    let resp = c
+        .http
+        .post(format!("{}/logout", c.url))
+        .header(COOKIE, &session)
+        .header("x-csrf-token", csrf)
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let resp = c
+        .http
+        .get(format!("{}/api/alerts", c.url))
+        .header(COOKIE, &session)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn state_changes_need_the_csrf_token_an_operator_and_an_active_decision() {
+    let c = console().await;
+    quarantine(&c, "dev-1").await;
+    let (_, cookie) = sign_in(&c, OPERATOR, None).await;
+    let session = cookie_pair(&cookie.expect("cookie"));
+    let me: Value = c
+        .http
+        .get(format!("{}/api/session", c.url))
+        .header(COOKIE, &session)
+        .send()
+        .await
+        .expect("session")
+        .json()
+        .await
+        .expect("json");
+    let csrf = me["csrf"].as_str().unwrap_or_default().to_string();
+    let release = |value: &str, token: Option<&str>, cookie: Option<&str>| {
+        let mut req = c
+            .http
+            .post(format!("{}/api/quarantine/release", c.url))
+            .header("content-type", "application/json")
+            .body(format!(
+                r#"{{"kind":"identity","value":"{value}","reason":"false positive"}}"#
+            ));
+        if let Some(t) = token {
+            req = req.header("x-csrf-token", t);
+        }
+        if let Some(k) = cookie {
+            req = req.header(COOKIE, k);
+        }
+        req.send()
+    };
+    // A cross-site request rides the cookie but cannot know the token.
+    for token in [None, Some("0".repeat(64).as_str()), Some("")] {
+        let resp = release("dev-1", token, Some(&session)).await.expect("post");
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "token {token:?}");
+    }
+    // A viewer may look, not release.
+    let resp = c
+        .http
+        .post(format!("{}/api/quarantine/release", c.url))
+        .bearer_auth(VIEWER)
+        .header("content-type", "application/json")
+        .body(r#"{"kind":"identity","value":"dev-1"}"#)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    // Nothing to release: 404, nothing published.
+    let resp = release("nobody", Some(&csrf), Some(&session))
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    // The operator's release, recorded with who and why.
+    let resp = release("dev-1", Some(&csrf), Some(&session))
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let d: Decision = resp.json().await.expect("decision");
+    assert_eq!(d.action, Action::Release);
+    assert_eq!(d.reason, "released by alice: false positive");
+    assert_eq!(d.evidence["operator"], "alice");
+    assert_eq!(
+        d.evidence["released_detectors"],
+        serde_json::json!(["burst", "rate_spike"])
+    );
+    // Released twice: the second finds nothing active.
+    let resp = release("dev-1", Some(&csrf), Some(&session))
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    // The audit record is an alert on the bus and on the console.
+    let alerts: Value = c
+        .http
+        .get(format!("{}/api/alerts?subject=identity:dev-1", c.url))
+        .bearer_auth(VIEWER)
+        .send()
+        .await
+        .expect("alerts")
+        .json()
+        .await
+        .expect("json");
+    let audit = alerts
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["detector"] == "console"))
+        .cloned()
+        .expect("an audit alert");
+    assert!(
+        audit["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("release by alice (operator)")),
+        "{audit}"
+    );
+    // A manual quarantine by the operator (bearer: scripts need no CSRF token).
+    let resp = c
+        .http
+        .post(format!("{}/api/quarantine", c.url))
+        .bearer_auth(OPERATOR)
+        .header("content-type", "application/json")
+        .body(r#"{"kind":"ip","value":"203.0.113.9","ttl_s":600,"reason":"scanner"}"#)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let q: Decision = resp.json().await.expect("decision");
+    assert_eq!(q.action, Action::Quarantine);
+    assert_eq!(q.reason, "quarantined by alice: scanner");
+}
