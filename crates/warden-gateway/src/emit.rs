@@ -52,15 +52,21 @@ pub struct EmitStats {
     pub decision_lag_ms_last: AtomicU64,
     /// Largest such time seen, milliseconds.
     pub decision_lag_ms_max: AtomicU64,
+    /// Requests by route, method class, status, outcome and reason; latency histograms.
+    pub requests: crate::metrics::RequestMetrics,
 }
 
 impl EmitStats {
     /// Record that a decision made at `decided_at_ns` is now enforced.
     pub fn decision_applied(&self, decided_at_ns: i64) {
-        let lag = (warden_event::now_ns() - decided_at_ns).max(0) as u64 / 1_000_000;
+        let lag_ns = (warden_event::now_ns() - decided_at_ns).max(0) as u64;
+        let lag = lag_ns / 1_000_000;
         self.decisions_applied.fetch_add(1, Ordering::Relaxed);
         self.decision_lag_ms_last.store(lag, Ordering::Relaxed);
         self.decision_lag_ms_max.fetch_max(lag, Ordering::Relaxed);
+        self.requests
+            .decision_propagation
+            .observe(lag_ns as f64 / 1e9);
     }
 }
 
@@ -107,6 +113,7 @@ impl Emitter {
     pub fn emit(&self, mut event: RequestEvent) {
         event.seq = self.seq.fetch_add(1, Ordering::Relaxed);
         self.stats.emitted.fetch_add(1, Ordering::Relaxed);
+        self.stats.requests.observe(&event);
         if self.tx.try_send(event).is_err() {
             let dropped = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if dropped.is_power_of_two() {

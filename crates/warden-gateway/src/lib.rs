@@ -11,6 +11,7 @@ mod body;
 mod emit;
 mod error;
 mod identity;
+pub mod metrics;
 mod names;
 pub mod path;
 mod proxy;

@@ -56,7 +56,7 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    const ALL: [Rejection; 8] = [
+    pub const ALL: [Rejection; 8] = [
         Rejection::Expired,
         Rejection::NotYetValid,
         Rejection::Revoked,

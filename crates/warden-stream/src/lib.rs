@@ -27,7 +27,10 @@ use warden_config::{ConfigErrors, PipelineConfig};
 pub use engine::{
     Engine, EngineError, EngineSnapshot, EngineStats, KeySnapshot, Output, ReloadReport, check,
 };
-pub use runner::{PipelineStatus, Processor, ProcessorStats, ReloadFailure, StreamError};
+pub use runner::{
+    FiringLabels, PipelineStatus, Processor, ProcessorHistograms, ProcessorStats, ReloadFailure,
+    StreamError,
+};
 
 /// Load a pipeline file and check everything the processor will need: the structural and
 /// semantic checks of [`PipelineConfig::load`] plus the compilation of SQL features. Every

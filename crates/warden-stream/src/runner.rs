@@ -114,6 +114,46 @@ pub struct ProcessorStats {
     /// Consumer lag per assigned partition, at the last measurement.
     pub lag: Mutex<BTreeMap<i32, u64>>,
     pub pipeline: Mutex<PipelineStatus>,
+    /// Batch duration and event-to-decision latency histograms, firings by detector.
+    pub histograms: ProcessorHistograms,
+}
+
+/// Label of `warden_processor_detector_firings_total`: the detector's name from the pipeline
+/// (a closed set) and the action its firing led to.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct FiringLabels {
+    pub detector: String,
+    /// `alert`, `throttle` or `quarantine`.
+    pub action: &'static str,
+}
+
+/// The processor's histograms and labelled counters on `prometheus-client` (clones share
+/// their series).
+#[derive(Clone, Debug)]
+pub struct ProcessorHistograms {
+    /// Time to run one batch through the engine, seconds.
+    pub batch_duration: prometheus_client::metrics::histogram::Histogram,
+    /// From the event time of the window end a detector fired on to its decision being
+    /// acknowledged by the bus, seconds (the processor's share of event-to-enforcement).
+    pub event_to_decision: prometheus_client::metrics::histogram::Histogram,
+    /// Alerts by detector and action.
+    pub firings: prometheus_client::metrics::family::Family<
+        FiringLabels,
+        prometheus_client::metrics::counter::Counter,
+    >,
+}
+
+impl Default for ProcessorHistograms {
+    fn default() -> Self {
+        use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+        Self {
+            // 10 µs … ~0.3 s.
+            batch_duration: Histogram::new(exponential_buckets(0.00001, 2.0, 16)),
+            // 1 ms … ~33 s.
+            event_to_decision: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            firings: Default::default(),
+        }
+    }
 }
 
 impl ProcessorStats {
@@ -655,7 +695,12 @@ impl Processor {
         let record_batch = batch.finish()?;
         self.engine.set_watermark_cap(self.watermark_cap(&oldest));
         let late_before = self.engine.stats().late_events;
+        let started = Instant::now();
         let outputs = self.engine.process(&record_batch, warden_event::now_ns())?;
+        self.stats
+            .histograms
+            .batch_duration
+            .observe(started.elapsed().as_secs_f64());
         self.stats.late_events.fetch_add(
             self.engine.stats().late_events - late_before,
             Ordering::Relaxed,
@@ -905,6 +950,13 @@ impl Processor {
             )
             .await;
             self.stats.decisions.fetch_add(1, Ordering::Relaxed);
+            let since_event = warden_event::now_ns()
+                .saturating_sub(out.alert.evidence.window_end)
+                .max(0);
+            self.stats
+                .histograms
+                .event_to_decision
+                .observe(since_event as f64 / 1e9);
             info!(subject = %d.subject, action = ?d.action, detector = %d.detector, score = d.score, "Decision published.");
         }
         debug!(subject = %out.alert.subject, detector = %out.alert.detector, "Alert published.");
@@ -916,6 +968,19 @@ impl Processor {
         )
         .await;
         self.stats.alerts.fetch_add(1, Ordering::Relaxed);
+        let action = match out.alert.action {
+            Some(warden_event::Action::Quarantine) => "quarantine",
+            Some(warden_event::Action::Throttle) => "throttle",
+            _ => "alert",
+        };
+        self.stats
+            .histograms
+            .firings
+            .get_or_create(&FiringLabels {
+                detector: out.alert.detector.clone(),
+                action,
+            })
+            .inc();
     }
 }
 

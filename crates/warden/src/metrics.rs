@@ -1,17 +1,27 @@
-//! Prometheus metrics of the components a process runs, served as text on `[metrics] listen`.
+//! Prometheus metrics of the components a process runs, served on `[metrics] listen` in the
+//! Prometheus text format (0.0.4) by the `prometheus-client` crate.
 //!
-//! Counters and gauges come straight from the components' atomic counters, so scraping costs
-//! nothing on the request path.
+//! Two kinds of series: the components' atomic counters and gauges, read at scrape time by a
+//! [`Collector`] (so scraping costs nothing on the request path), and the histograms and
+//! labelled counter families the gateway and processor record into directly
+//! ([`warden_gateway::metrics::RequestMetrics`], [`warden_stream::ProcessorHistograms`]),
+//! registered once with a `gateway` or `pipeline` label.
 
-use std::fmt::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use axum::routing::get;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use warden_gateway::EmitStats;
+use warden_gateway::{EmitStats, QuarantineSet};
 use warden_stream::ProcessorStats;
 
 /// What a process exposes.
@@ -23,271 +33,459 @@ pub struct Sources {
     pub processor: Option<(String, Arc<ProcessorStats>)>,
     /// The gateway's TLS listeners (`gateway`, `admin`) and their handshake counters.
     pub tls: Vec<(&'static str, Arc<warden_gateway::TlsStats>)>,
-}
-
-fn metric(out: &mut String, name: &str, kind: &str, help: &str, label: (&str, &str), value: u64) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-    let _ = writeln!(out, "{name}{{{}=\"{}\"}} {value}", label.0, label.1);
+    /// The gateway's quarantine set (its size is exported).
+    pub quarantine: Option<Arc<QuarantineSet>>,
 }
 
 fn get_u(a: &AtomicU64) -> u64 {
     a.load(Ordering::Relaxed)
 }
 
-/// The metrics in Prometheus text format.
-pub fn render(sources: &Sources) -> String {
-    let mut out = String::new();
-    if let Some((id, s)) = &sources.gateway {
-        let l = ("gateway", id.as_str());
-        for (name, kind, help, v) in [
-            (
-                "warden_gateway_events_emitted_total",
-                "counter",
-                "Events handed to the event queue (one per request).",
-                get_u(&s.emitted),
-            ),
-            (
-                "warden_gateway_events_spooled_total",
-                "counter",
-                "Events written to the durable spool.",
-                get_u(&s.spooled),
-            ),
-            (
-                "warden_gateway_events_published_total",
-                "counter",
-                "Events acknowledged by the bus.",
-                get_u(&s.published),
-            ),
-            (
-                "warden_gateway_events_dropped_total",
-                "counter",
-                "Events lost (queue full or spool overflow); stays 0 unless a cap is hit.",
-                get_u(&s.dropped),
-            ),
-            (
-                "warden_gateway_publish_failures_total",
-                "counter",
-                "Failed publish attempts (each retried).",
-                get_u(&s.failed_attempts),
-            ),
-            (
-                "warden_gateway_spool_errors_total",
-                "counter",
-                "Spool I/O errors.",
-                get_u(&s.spool_errors),
-            ),
-            (
-                "warden_gateway_spool_bytes",
-                "gauge",
-                "Bytes in the spool.",
-                get_u(&s.spool_bytes),
-            ),
-            (
-                "warden_gateway_spool_pending_events",
-                "gauge",
-                "Spooled events not yet acknowledged by the bus.",
-                get_u(&s.spool_pending),
-            ),
-            (
-                "warden_gateway_oldest_unsent_milliseconds",
-                "gauge",
-                "Age of the oldest unacknowledged spooled event.",
-                get_u(&s.oldest_unsent_ms),
-            ),
-            (
-                "warden_gateway_decisions_applied_total",
-                "counter",
-                "Decisions applied from the decisions topic since start.",
-                get_u(&s.decisions_applied),
-            ),
-            (
-                "warden_gateway_decision_lag_milliseconds",
-                "gauge",
-                "Time from the last decision being made to this gateway enforcing it.",
-                get_u(&s.decision_lag_ms_last),
-            ),
-            (
-                "warden_gateway_decision_lag_max_milliseconds",
-                "gauge",
-                "Largest decision-to-enforcement time seen.",
-                get_u(&s.decision_lag_ms_max),
-            ),
-        ] {
-            metric(&mut out, name, kind, help, l, v);
-        }
-        let queued = get_u(&s.emitted)
-            .saturating_sub(get_u(&s.spooled).max(get_u(&s.published)) + get_u(&s.dropped));
-        metric(
-            &mut out,
-            "warden_gateway_events_queued",
-            "gauge",
-            "Events in the in-memory queue (approximate).",
-            l,
-            queued,
-        );
-        let tls: Vec<(&str, &warden_gateway::TlsStats)> =
-            sources.tls.iter().map(|(l, s)| (*l, &**s)).collect();
-        if !tls.is_empty() {
-            warden_gateway::TlsStats::render_listeners(id, &tls, &mut out);
+/// A sample value: counts as integers, durations as floats.
+#[derive(Clone, Copy)]
+enum V {
+    N(u64),
+    F(f64),
+}
+
+/// One family of constant samples. `name` may end in `_total` (counters; the encoder adds the
+/// suffix itself) and `help` in a full stop (the encoder adds one).
+fn family<L: EncodeLabelSet>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    samples: &[(L, V)],
+) -> std::fmt::Result {
+    let name = name.strip_suffix("_total").unwrap_or(name);
+    let help = help.strip_suffix('.').unwrap_or(help);
+    let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
+    for (labels, v) in samples {
+        let sample = metric.encode_family(labels)?;
+        match (kind, *v) {
+            (MetricType::Counter, V::N(n)) => ConstCounter::new(n).encode(sample)?,
+            (MetricType::Counter, V::F(f)) => ConstCounter::new(f).encode(sample)?,
+            (_, V::N(n)) => ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX)).encode(sample)?,
+            (_, V::F(f)) => ConstGauge::new(f).encode(sample)?,
         }
     }
-    if let Some((pipeline, s)) = &sources.processor {
-        let l = ("pipeline", pipeline.as_str());
-        for (name, kind, help, v) in [
-            (
-                "warden_processor_events_total",
-                "counter",
-                "Events processed.",
-                get_u(&s.events),
-            ),
-            (
-                "warden_processor_undecodable_events_total",
-                "counter",
-                "Events skipped as unreadable.",
-                get_u(&s.undecodable),
-            ),
-            (
-                "warden_processor_late_events_total",
-                "counter",
-                "Events older than the watermark minus the allowed lateness.",
-                get_u(&s.late_events),
-            ),
-            (
-                "warden_processor_batches_total",
-                "counter",
-                "Batches processed.",
-                get_u(&s.batches),
-            ),
-            (
-                "warden_processor_alerts_total",
-                "counter",
-                "Alerts published.",
-                get_u(&s.alerts),
-            ),
-            (
-                "warden_processor_decisions_total",
-                "counter",
-                "Decisions published.",
-                get_u(&s.decisions),
-            ),
-            (
-                "warden_processor_commits_total",
-                "counter",
-                "Offset commits (after the batch's decisions were acknowledged).",
-                get_u(&s.commits),
-            ),
-            (
-                "warden_processor_reloads_total",
-                "counter",
-                "Pipeline reloads applied.",
-                get_u(&s.reloads),
-            ),
-            (
-                "warden_processor_reload_failures_total",
-                "counter",
-                "Pipeline changes refused as invalid.",
-                get_u(&s.reload_failures),
-            ),
-            (
-                "warden_processor_state_bytes",
-                "gauge",
-                "Approximate bytes of window and detector state.",
-                get_u(&s.state_bytes),
-            ),
-            (
-                "warden_processor_duplicate_events_total",
-                "counter",
-                "Events skipped because an event with the same id was already processed.",
-                get_u(&s.duplicates),
-            ),
-            (
-                "warden_processor_redelivered_records_total",
-                "counter",
-                "Records skipped because their offset was already in the restored state.",
-                get_u(&s.redelivered),
-            ),
-            (
-                "warden_processor_dedup_evicted_ids_total",
-                "counter",
-                "Event ids forgotten early because a partition's dedup set was full.",
-                get_u(&s.dedup_evicted),
-            ),
-            (
-                "warden_processor_checkpoints_total",
-                "counter",
-                "Partition checkpoints written and acknowledged.",
-                get_u(&s.checkpoints),
-            ),
-            (
-                "warden_processor_checkpoint_bytes_total",
-                "counter",
-                "Bytes of checkpoint records written.",
-                get_u(&s.checkpoint_bytes),
-            ),
-            (
-                "warden_processor_checkpoint_failures_total",
-                "counter",
-                "Checkpoint writes or offset commits that failed (retried next round).",
-                get_u(&s.checkpoint_failures),
-            ),
-            (
-                "warden_processor_restores_total",
-                "counter",
-                "Partitions whose state was restored from a checkpoint.",
-                get_u(&s.restores),
-            ),
-            (
-                "warden_processor_assigned_partitions",
-                "gauge",
-                "Partitions of the events topic assigned to this processor.",
-                get_u(&s.assigned_partitions),
-            ),
-            (
-                "warden_processor_uncommitted_partitions",
-                "gauge",
-                "Partitions with processed events not committed (and checkpointed) yet.",
-                get_u(&s.uncommitted_partitions),
-            ),
-            (
-                "warden_processor_events_per_second",
-                "gauge",
-                "Events processed per second (measured every 2 s).",
-                get_u(&s.events_per_second),
-            ),
-            (
-                "warden_processor_consumer_lag",
-                "gauge",
-                "Records of the assigned partitions not processed yet (all partitions).",
-                get_u(&s.lag_total),
-            ),
-        ] {
-            metric(&mut out, name, kind, help, l, v);
+    Ok(())
+}
+
+/// Reads the components' atomics at scrape time.
+#[derive(Clone)]
+struct Atomics(Sources);
+
+impl std::fmt::Debug for Atomics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Atomics")
+    }
+}
+
+const C: MetricType = MetricType::Counter;
+const G: MetricType = MetricType::Gauge;
+
+impl Collector for Atomics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let sources = &self.0;
+        if let Some((id, s)) = &sources.gateway {
+            let l = [("gateway", id.as_str())];
+            let ms = |a: &AtomicU64| V::F(get_u(a) as f64 / 1e3);
+            let n = |a: &AtomicU64| V::N(get_u(a));
+            let queued = get_u(&s.emitted)
+                .saturating_sub(get_u(&s.spooled).max(get_u(&s.published)) + get_u(&s.dropped));
+            for (name, kind, help, v) in [
+                (
+                    "warden_gateway_events_emitted_total",
+                    C,
+                    "Events handed to the event queue (one per request).",
+                    n(&s.emitted),
+                ),
+                (
+                    "warden_gateway_events_spooled_total",
+                    C,
+                    "Events written to the durable spool.",
+                    n(&s.spooled),
+                ),
+                (
+                    "warden_gateway_events_published_total",
+                    C,
+                    "Events acknowledged by the bus.",
+                    n(&s.published),
+                ),
+                (
+                    "warden_gateway_events_dropped_total",
+                    C,
+                    "Events lost (queue full or spool overflow); stays 0 unless a cap is hit.",
+                    n(&s.dropped),
+                ),
+                (
+                    "warden_gateway_publish_failures_total",
+                    C,
+                    "Failed publish attempts (each retried).",
+                    n(&s.failed_attempts),
+                ),
+                (
+                    "warden_gateway_spool_errors_total",
+                    C,
+                    "Spool I/O errors.",
+                    n(&s.spool_errors),
+                ),
+                (
+                    "warden_gateway_spool_bytes",
+                    G,
+                    "Bytes in the spool.",
+                    n(&s.spool_bytes),
+                ),
+                (
+                    "warden_gateway_spool_pending_events",
+                    G,
+                    "Spooled events not yet acknowledged by the bus.",
+                    n(&s.spool_pending),
+                ),
+                (
+                    "warden_gateway_oldest_unsent_seconds",
+                    G,
+                    "Age of the oldest unacknowledged spooled event.",
+                    ms(&s.oldest_unsent_ms),
+                ),
+                (
+                    "warden_gateway_events_queued",
+                    G,
+                    "Events in the in-memory queue (approximate).",
+                    V::N(queued),
+                ),
+                (
+                    "warden_gateway_decisions_applied_total",
+                    C,
+                    "Decisions applied from the decisions topic since start.",
+                    n(&s.decisions_applied),
+                ),
+                (
+                    "warden_gateway_decision_lag_seconds",
+                    G,
+                    "Time from the last decision being made to this gateway enforcing it.",
+                    ms(&s.decision_lag_ms_last),
+                ),
+                (
+                    "warden_gateway_decision_lag_max_seconds",
+                    G,
+                    "Largest decision-to-enforcement time seen.",
+                    ms(&s.decision_lag_ms_max),
+                ),
+            ] {
+                family(&mut encoder, name, help, kind, &[(l, v)])?;
+            }
+            if let Some(q) = &sources.quarantine {
+                family(
+                    &mut encoder,
+                    "warden_gateway_quarantine_entries",
+                    "Quarantine and throttle entries held (live or not yet pruned).",
+                    G,
+                    &[(l, V::N(q.len() as u64))],
+                )?;
+            }
+            self.encode_tls(&mut encoder, id)?;
         }
-        let lag = s.lag_by_partition();
-        let name = "warden_processor_partition_lag";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Records of one assigned partition not processed yet."
+        if let Some((pipeline, s)) = &sources.processor {
+            let l = [("pipeline", pipeline.as_str())];
+            for (name, kind, help, v) in [
+                (
+                    "warden_processor_events_total",
+                    C,
+                    "Events processed.",
+                    &s.events,
+                ),
+                (
+                    "warden_processor_undecodable_events_total",
+                    C,
+                    "Events skipped as unreadable.",
+                    &s.undecodable,
+                ),
+                (
+                    "warden_processor_late_events_total",
+                    C,
+                    "Events older than the watermark minus the allowed lateness.",
+                    &s.late_events,
+                ),
+                (
+                    "warden_processor_batches_total",
+                    C,
+                    "Batches processed.",
+                    &s.batches,
+                ),
+                (
+                    "warden_processor_alerts_total",
+                    C,
+                    "Alerts published.",
+                    &s.alerts,
+                ),
+                (
+                    "warden_processor_decisions_total",
+                    C,
+                    "Decisions published.",
+                    &s.decisions,
+                ),
+                (
+                    "warden_processor_commits_total",
+                    C,
+                    "Offset commits (after the batch's decisions were acknowledged).",
+                    &s.commits,
+                ),
+                (
+                    "warden_processor_reloads_total",
+                    C,
+                    "Pipeline reloads applied.",
+                    &s.reloads,
+                ),
+                (
+                    "warden_processor_reload_failures_total",
+                    C,
+                    "Pipeline changes refused as invalid.",
+                    &s.reload_failures,
+                ),
+                (
+                    "warden_processor_state_bytes",
+                    G,
+                    "Approximate bytes of window and detector state.",
+                    &s.state_bytes,
+                ),
+                (
+                    "warden_processor_duplicate_events_total",
+                    C,
+                    "Events skipped because an event with the same id was already processed.",
+                    &s.duplicates,
+                ),
+                (
+                    "warden_processor_redelivered_records_total",
+                    C,
+                    "Records skipped because their offset was already in the restored state.",
+                    &s.redelivered,
+                ),
+                (
+                    "warden_processor_dedup_evicted_ids_total",
+                    C,
+                    "Event ids forgotten early because a partition's dedup set was full.",
+                    &s.dedup_evicted,
+                ),
+                (
+                    "warden_processor_checkpoints_total",
+                    C,
+                    "Partition checkpoints written and acknowledged.",
+                    &s.checkpoints,
+                ),
+                (
+                    "warden_processor_checkpoint_bytes_total",
+                    C,
+                    "Bytes of checkpoint records written.",
+                    &s.checkpoint_bytes,
+                ),
+                (
+                    "warden_processor_checkpoint_failures_total",
+                    C,
+                    "Checkpoint writes or offset commits that failed (retried next round).",
+                    &s.checkpoint_failures,
+                ),
+                (
+                    "warden_processor_restores_total",
+                    C,
+                    "Partitions whose state was restored from a checkpoint.",
+                    &s.restores,
+                ),
+                (
+                    "warden_processor_assigned_partitions",
+                    G,
+                    "Partitions of the events topic assigned to this processor.",
+                    &s.assigned_partitions,
+                ),
+                (
+                    "warden_processor_uncommitted_partitions",
+                    G,
+                    "Partitions with processed events not committed (and checkpointed) yet.",
+                    &s.uncommitted_partitions,
+                ),
+                (
+                    "warden_processor_events_per_second",
+                    G,
+                    "Events processed per second (measured every 2 s).",
+                    &s.events_per_second,
+                ),
+                (
+                    "warden_processor_consumer_lag",
+                    G,
+                    "Records of the assigned partitions not processed yet (all partitions).",
+                    &s.lag_total,
+                ),
+            ] {
+                family(&mut encoder, name, help, kind, &[(l, V::N(get_u(v)))])?;
+            }
+            let lag: Vec<([(&str, String); 2], V)> = s
+                .lag_by_partition()
+                .into_iter()
+                .map(|(p, v)| {
+                    (
+                        [("pipeline", pipeline.clone()), ("partition", p.to_string())],
+                        V::N(v),
+                    )
+                })
+                .collect();
+            family(
+                &mut encoder,
+                "warden_processor_partition_lag",
+                "Records of one assigned partition not processed yet.",
+                G,
+                &lag,
+            )?;
+            let status = s.pipeline_status();
+            family(
+                &mut encoder,
+                "warden_processor_pipeline_loaded_timestamp_seconds",
+                "When the running pipeline was loaded (Unix time).",
+                G,
+                &[(l, V::F(status.loaded_at as f64 / 1e9))],
+            )?;
+            family(
+                &mut encoder,
+                "warden_processor_pipeline_reload_failing",
+                "1 while the pipeline file holds a change that was refused.",
+                G,
+                &[(l, V::N(u64::from(status.last_failure.is_some())))],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl Atomics {
+    /// Completed handshakes, timeouts and refusals by reason (every reason, zeros included,
+    /// so rates work from the start) of each TLS listener.
+    fn encode_tls(&self, encoder: &mut DescriptorEncoder, gateway: &str) -> std::fmt::Result {
+        let tls = &self.0.tls;
+        if tls.is_empty() {
+            return Ok(());
+        }
+        let per = |f: &dyn Fn(&warden_gateway::TlsStats) -> u64| -> Vec<([(&str, &str); 2], V)> {
+            tls.iter()
+                .map(|(l, s)| ([("gateway", gateway), ("listener", *l)], V::N(f(s))))
+                .collect()
+        };
+        family(
+            encoder,
+            "warden_gateway_tls_handshakes_total",
+            "Completed TLS handshakes.",
+            C,
+            &per(&|s| s.handshakes()),
+        )?;
+        family(
+            encoder,
+            "warden_gateway_tls_handshake_timeouts_total",
+            "TLS handshakes not completed within handshake_timeout_ms.",
+            C,
+            &per(&|s| s.timeouts()),
+        )?;
+        let mut refused = Vec::new();
+        for (l, s) in tls {
+            for reason in warden_gateway::TlsRejection::ALL {
+                refused.push((
+                    [
+                        ("gateway", gateway),
+                        ("listener", *l),
+                        ("reason", reason.as_str()),
+                    ],
+                    V::N(s.rejected(reason)),
+                ));
+            }
+        }
+        family(
+            encoder,
+            "warden_gateway_tls_handshakes_refused_total",
+            "Refused TLS handshakes, by reason (client certificate expired, not yet valid, \
+             revoked, from an unknown CA, denied by fingerprint, missing, otherwise bad; or a \
+             protocol error).",
+            C,
+            &refused,
+        )
+    }
+}
+
+/// The registry of everything `sources` exposes.
+pub fn registry(sources: &Sources) -> Registry {
+    let mut registry = Registry::default();
+    registry.register(
+        "warden_build",
+        "Warden's version",
+        Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+    );
+    registry.register_collector(Box::new(Atomics(sources.clone())));
+    if let Some((id, s)) = &sources.gateway {
+        let r = registry.sub_registry_with_label(("gateway".into(), id.clone().into()));
+        let m = &s.requests;
+        r.register(
+            "warden_gateway_requests",
+            "Requests by route, method class (read, write, other), status class, outcome and \
+             refusal reason",
+            m.requests.clone(),
         );
-        let _ = writeln!(out, "# TYPE {name} gauge");
-        for (partition, v) in lag {
-            let _ = writeln!(
-                out,
-                "{name}{{pipeline=\"{pipeline}\",partition=\"{partition}\"}} {v}"
-            );
-        }
+        r.register(
+            "warden_gateway_request_duration_seconds",
+            "Time from request start to the end of the response, by route",
+            m.duration.clone(),
+        );
+        r.register(
+            "warden_gateway_decision_propagation_seconds",
+            "Time from a decision being made by a processor to this gateway enforcing it \
+             (clock skew between hosts adds to it)",
+            m.decision_propagation.clone(),
+        );
+    }
+    if let Some((pipeline, s)) = &sources.processor {
+        let r = registry.sub_registry_with_label(("pipeline".into(), pipeline.clone().into()));
+        let h = &s.histograms;
+        r.register(
+            "warden_processor_batch_duration_seconds",
+            "Time to run one batch of events through the windows and detectors",
+            h.batch_duration.clone(),
+        );
+        r.register(
+            "warden_processor_event_to_decision_seconds",
+            "From the event time of the window end a detector fired on to its decision being \
+             acknowledged by the bus",
+            h.event_to_decision.clone(),
+        );
+        r.register(
+            "warden_processor_detector_firings",
+            "Alerts by detector and the action they led to (alert, throttle, quarantine)",
+            h.firings.clone(),
+        );
+    }
+    registry
+}
+
+/// The metrics in the Prometheus text format.
+pub fn render(registry: &Registry) -> String {
+    let mut out = String::new();
+    if let Err(e) = prometheus_client::encoding::prometheus_text::encode(&mut out, registry) {
+        tracing::warn!(error = %e, "Encoding metrics failed.");
     }
     out
 }
 
 /// Serve `/metrics` on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, sources: Sources) -> std::io::Result<()> {
+    let registry = Arc::new(registry(&sources));
     let app = Router::new().route(
         "/metrics",
         get(move || {
-            let body = render(&sources);
-            async move { ([("content-type", "text/plain; version=0.0.4")], body) }
+            let body = render(&registry);
+            async move {
+                (
+                    [(
+                        "content-type",
+                        prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+                    )],
+                    body,
+                )
+            }
         }),
     );
     axum::serve(listener, app).await
@@ -311,11 +509,10 @@ mod tests {
         stats.duplicates.store(3, Ordering::Relaxed);
         stats.checkpoints.store(9, Ordering::Relaxed);
         *stats.lag.lock() = [(0, 40), (3, 2)].into_iter().collect();
-        let text = render(&Sources {
-            gateway: None,
+        let text = render(&registry(&Sources {
             processor: Some(("default".into(), stats)),
-            tls: Vec::new(),
-        });
+            ..Sources::default()
+        }));
         for line in [
             "# TYPE warden_processor_events_per_second gauge",
             "warden_processor_events_per_second{pipeline=\"default\"} 1234",
@@ -328,7 +525,10 @@ mod tests {
             "warden_processor_partition_lag{pipeline=\"default\",partition=\"0\"} 40",
             "warden_processor_partition_lag{pipeline=\"default\",partition=\"3\"} 2",
         ] {
-            assert!(text.contains(line), "missing `{line}` in:\n{text}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing `{line}` in:\n{text}"
+            );
         }
         // Every metric is declared once.
         let types: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE")).collect();
@@ -342,11 +542,35 @@ mod tests {
     fn tls_listener_counters_are_exported_with_the_gateway() {
         let emit = Arc::new(warden_gateway::EmitStats::default());
         let tls = Arc::new(warden_gateway::TlsStats::default());
-        let text = render(&Sources {
+        emit.requests.observe_parts(
+            "telemetry",
+            "GET",
+            200,
+            warden_event::Outcome::Allowed,
+            warden_event::Reason::None,
+            900,
+        );
+        let text = render(&registry(&Sources {
             gateway: Some(("gw-1".into(), emit.clone())),
-            processor: None,
             tls: vec![("gateway", tls.clone()), ("admin", tls)],
-        });
+            ..Sources::default()
+        }));
+        for line in [
+            "# TYPE warden_gateway_requests_total counter",
+            "# TYPE warden_gateway_request_duration_seconds histogram",
+            "# TYPE warden_gateway_decision_propagation_seconds histogram",
+            "# TYPE warden_build_info",
+        ] {
+            assert!(text.contains(line), "missing `{line}` in:\n{text}");
+        }
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("warden_gateway_requests_total{")
+                    && l.contains("gateway=\"gw-1\"")
+                    && l.contains("route=\"telemetry\"")
+                    && l.ends_with(" 1")),
+            "{text}"
+        );
         for line in [
             "# TYPE warden_gateway_tls_handshakes_total counter",
             "# TYPE warden_gateway_tls_handshakes_refused_total counter",
@@ -363,11 +587,10 @@ mod tests {
             );
         }
         // Without a gateway there is nothing to label them with.
-        let none = render(&Sources {
-            gateway: None,
-            processor: None,
+        let none = render(&registry(&Sources {
             tls: vec![("gateway", Arc::new(warden_gateway::TlsStats::default()))],
-        });
+            ..Sources::default()
+        }));
         assert!(!none.contains("warden_gateway_tls"), "{none}");
     }
 }

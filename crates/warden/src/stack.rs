@@ -259,6 +259,7 @@ impl Stack {
                     .map(|s| (config.gateway.id.clone(), s)),
                 processor: stack.processor_stats.clone().map(|s| (pipeline_name, s)),
                 tls: tls_stats.clone(),
+                quarantine: stack.quarantine.clone(),
             };
             let mut shutdown = rx.clone();
             stack.tasks.push((
