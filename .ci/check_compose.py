@@ -32,6 +32,11 @@ for name, svc in services.items():
         if not df.exists():
             problems.append(f"{name}: dockerfile {df} missing")
     if not image.startswith("warden:"):
+        # Other services: their bind-mounted repo files exist.
+        for v in svc.get("volumes", []):
+            host = v.split(":")[0]
+            if host.startswith((".", "/")) and not (root / host).exists():
+                problems.append(f"{name}: mounted {host} does not exist")
         continue
     cmd = svc.get("command", [])
     if not cmd or cmd[0] not in subcommands:
@@ -67,6 +72,29 @@ for name, svc in services.items():
         text = "".join(c.read_text() for c in cfgs if c.exists())
         if f":{container}\"" not in text:
             problems.append(f"{name}: port {container} is not a listen address in its config")
+
+# Prometheus scrapes every warden service on its metrics port; Grafana's provisioned
+# dashboards are valid JSON and query only warden metrics the docs list.
+prom = yaml.safe_load((root / "dashboards/prometheus.yml").read_text())
+targets = set()
+for job in prom.get("scrape_configs", []):
+    for sc in job.get("static_configs", []):
+        targets.update(sc.get("targets", []))
+    for sd in job.get("dns_sd_configs", []):
+        targets.update(f"{n}:{sd.get('port')}" for n in sd.get("names", []))
+for name, svc in services.items():
+    if svc.get("image", "").startswith("warden:") and f"{name}:9464" not in targets:
+        problems.append(f"{name}: not scraped by dashboards/prometheus.yml")
+import json
+docs = (root / "docs/METRICS.md").read_text() if (root / "docs/METRICS.md").exists() else ""
+for d in sorted((root / "dashboards").glob("*.json")):
+    board = json.loads(d.read_text())
+    for panel in board.get("panels", []):
+        for t in panel.get("targets", []):
+            for m in re.findall(r"\b(warden_[a-z0-9_]+)", t.get("expr", "")):
+                base = re.sub(r"_(bucket|sum|count)$", "", m)
+                if f"`{base}`" not in docs and f"`{m}`" not in docs:
+                    problems.append(f"{d.name}: {m} is not documented in docs/METRICS.md")
 
 for p in problems:
     print("docker-compose.yml:", p)

@@ -43,6 +43,7 @@ pub fn config(
     c.gateway.id = gateway_id.into();
     c.gateway.listen = "127.0.0.1:0".parse().expect("addr");
     c.dashboard.listen = "127.0.0.1:0".parse().expect("addr");
+    c.metrics.listen = Some("127.0.0.1:0".parse().expect("addr"));
     c.routes = vec![RouteConfig {
         name: "devices".into(),
         prefix: "/api".into(),
@@ -365,6 +366,26 @@ pub async fn full_loop(base: WardenConfig) -> anyhow::Result<()> {
     ensure!(
         post_telemetry(&client, gw_b, &normal).await? / 100 == 2,
         "gateway b refused a normal device"
+    );
+
+    // The metrics of a stack that served, refused and quarantined: everything documented and
+    // everything the Grafana dashboards query is there.
+    let scrape = client
+        .get(format!(
+            "http://{}/metrics",
+            stack.metrics_addr.context("metrics")?
+        ))
+        .send()
+        .await?
+        .text()
+        .await?;
+    crate::metrics::check_scrape(&scrape).with_context(|| scrape.clone())?;
+    ensure!(
+        scrape.lines().any(
+            |l| l.starts_with("warden_processor_detector_firings_total{")
+                && l.contains("action=\"quarantine\"")
+        ),
+        "no quarantine firing counted"
     );
 
     // Stopping drains every queued event to the bus.

@@ -14,3 +14,6 @@ pub mod scenarios;
 
 /// Events, pipeline and decisions of the processor durability tests.
 pub mod processing;
+
+/// Exported metrics checked against docs/METRICS.md and the Grafana dashboards.
+pub mod metrics;
