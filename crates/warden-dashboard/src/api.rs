@@ -60,9 +60,33 @@ pub(crate) fn router(app: AppState) -> Router {
         .route("/api/quarantine/release", post(release))
         .route("/api/devices/{identity}", get(device))
         .route("/api/status", get(status))
+        .route("/api/stream", get(stream))
         .with_state(app)
         .merge(signin)
         .layer(axum::middleware::from_fn_with_state(auth, auth::gate))
+}
+
+/// `GET /api/stream`: server-sent events, one `update` event (JSON [`LiveUpdate`]) per new
+/// alert or decision, a `resync` event when this console fell behind (reload the lists), and a
+/// keep-alive comment every 15 s.
+///
+/// [`LiveUpdate`]: crate::state::LiveUpdate
+async fn stream(State(app): State<AppState>) -> impl IntoResponse {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use tokio::sync::broadcast::error::RecvError;
+    let rx = app.state.subscribe();
+    let events = futures::stream::unfold(rx, |mut rx| async move {
+        let event = match rx.recv().await {
+            Ok(update) => Event::default()
+                .event("update")
+                .json_data(&update)
+                .unwrap_or_else(|_| Event::default().event("resync").data("")),
+            Err(RecvError::Lagged(_)) => Event::default().event("resync").data(""),
+            Err(RecvError::Closed) => return None,
+        };
+        Some((Ok::<_, std::convert::Infallible>(event), rx))
+    });
+    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
 /// Who is signed in, and the CSRF token the page sends with state changes.

@@ -16,7 +16,27 @@ pub struct DashboardState {
     /// Latest decision per subject, releases and expired ones included, so that an older
     /// decision replayed later never overrides a newer one.
     decisions: RwLock<HashMap<Subject, Decision>>,
+    /// New alerts and decisions, pushed to the console's live stream (`/api/stream`).
+    live: tokio::sync::broadcast::Sender<LiveUpdate>,
 }
+
+/// One change pushed to the console: what happened, about whom, and when (nanoseconds).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LiveUpdate {
+    /// `alert` or `decision`.
+    pub kind: &'static str,
+    pub id: String,
+    pub subject: Subject,
+    /// The alert's detector, or the decision's.
+    pub detector: String,
+    /// For decisions: `quarantine`, `throttle` or `release`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<Action>,
+    pub ts: i64,
+}
+
+/// Updates buffered per console before a slow one is told to resynchronise.
+const LIVE_BUFFER: usize = 1024;
 
 /// An active quarantine (or throttle), as listed by `GET /api/quarantine`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -58,7 +78,13 @@ impl DashboardState {
             max_alerts,
             alerts: RwLock::new(VecDeque::new()),
             decisions: RwLock::new(HashMap::new()),
+            live: tokio::sync::broadcast::channel(LIVE_BUFFER).0,
         }
+    }
+
+    /// Subscribe to new alerts and decisions.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<LiveUpdate> {
+        self.live.subscribe()
     }
 
     /// Record an alert, dropping the oldest beyond `max_alerts`.
@@ -71,8 +97,19 @@ impl DashboardState {
         if at >= self.max_alerts {
             return;
         }
+        let update = LiveUpdate {
+            kind: "alert",
+            id: alert.id.clone(),
+            subject: alert.subject.clone(),
+            detector: alert.detector.clone(),
+            action: alert.action,
+            ts: alert.ts,
+        };
         alerts.insert(at, alert);
         alerts.truncate(self.max_alerts);
+        drop(alerts);
+        // No console listening is not an error.
+        let _ = self.live.send(update);
     }
 
     /// Apply a decision: the latest `decided_at` per subject wins (ties: the later one
@@ -84,7 +121,17 @@ impl DashboardState {
         {
             return;
         }
+        let update = LiveUpdate {
+            kind: "decision",
+            id: decision.id.clone(),
+            subject: decision.subject.clone(),
+            detector: decision.detector.clone(),
+            action: Some(decision.action),
+            ts: decision.decided_at,
+        };
         decisions.insert(decision.subject.clone(), decision);
+        drop(decisions);
+        let _ = self.live.send(update);
     }
 
     /// Up to `limit` alerts, newest first, optionally only those about `subject`.
@@ -166,6 +213,17 @@ mod tests {
         );
         s.prune(1_000, 100);
         assert!(s.decision(&Subject::identity("dev-1")).is_none());
+    }
+
+    #[test]
+    fn new_alerts_and_decisions_are_pushed_but_replays_are_not() {
+        let s = DashboardState::new(10);
+        let mut rx = s.subscribe();
+        s.apply_decision(decision(Action::Quarantine, Some(100), 10));
+        s.apply_decision(decision(Action::Quarantine, Some(100), 5));
+        let first = rx.try_recv().expect("pushed");
+        assert_eq!((first.kind, first.ts), ("decision", 10));
+        assert!(rx.try_recv().is_err(), "an older decision is not news");
     }
 
     #[test]

@@ -156,6 +156,7 @@ async fn nothing_is_served_without_a_session_or_an_operator_token() {
         "/api/devices/dev-1",
         "/api/status",
         "/api/session",
+        "/api/stream",
         "/api/openapi.json",
     ];
     for path in gets {
@@ -386,4 +387,46 @@ async fn state_changes_need_the_csrf_token_an_operator_and_an_active_decision() 
     let q: Decision = resp.json().await.expect("decision");
     assert_eq!(q.action, Action::Quarantine);
     assert_eq!(q.reason, "quarantined by alice: scanner");
+}
+
+#[tokio::test]
+async fn new_decisions_are_pushed_to_a_signed_in_console() {
+    let c = console().await;
+    let mut resp = c
+        .http
+        .get(format!("{}/api/stream", c.url))
+        .bearer_auth(VIEWER)
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .is_ok_and(|t| t.starts_with("text/event-stream")),
+        "{:?}",
+        resp.headers()
+    );
+    quarantine(&c, "dev-live").await;
+    let mut seen = String::new();
+    let got = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(Some(chunk)) = resp.chunk().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if seen.contains("\n\n") && seen.contains("dev-live") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(got, Ok(true), "stream so far: {seen:?}");
+    let data = seen
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .expect("a data line");
+    let update: Value = serde_json::from_str(data).expect("json");
+    assert!(seen.contains("event: update"), "{seen}");
+    assert_eq!(update["kind"], "decision");
+    assert_eq!(update["action"], "quarantine");
+    assert_eq!(update["subject"]["value"], "dev-live");
 }
