@@ -380,6 +380,14 @@ pub async fn full_loop(base: WardenConfig) -> anyhow::Result<()> {
         .text()
         .await?;
     crate::metrics::check_scrape(&scrape).with_context(|| scrape.clone())?;
+    let ready = client
+        .get(format!(
+            "http://{}/readyz",
+            stack.metrics_addr.context("metrics")?
+        ))
+        .send()
+        .await?;
+    ensure!(ready.status() == 200, "not ready: {}", ready.text().await?);
     ensure!(
         scrape.lines().any(
             |l| l.starts_with("warden_processor_detector_firings_total{")

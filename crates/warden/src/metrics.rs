@@ -470,24 +470,79 @@ pub fn render(registry: &Registry) -> String {
     out
 }
 
-/// Serve `/metrics` on `listener` until the task is dropped.
+/// Longest a spooled event may wait for the bus before the process reports itself not ready.
+const READY_MAX_UNSENT_MS: u64 = 60_000;
+
+/// Readiness of what this process runs: the gateway is ready when its events reach the bus
+/// (nothing unsent for over a minute — it read the live decisions before its listener
+/// opened), the processor when its pipeline is loaded. Returns whether all are ready and the
+/// checks as JSON.
+pub fn readiness(sources: &Sources) -> (bool, serde_json::Value) {
+    let mut checks = serde_json::Map::new();
+    let mut ready = true;
+    if let Some((id, s)) = &sources.gateway {
+        let unsent_ms = get_u(&s.oldest_unsent_ms);
+        let ok = unsent_ms <= READY_MAX_UNSENT_MS;
+        ready &= ok;
+        checks.insert(
+            "gateway".into(),
+            serde_json::json!({ "id": id, "ready": ok, "oldest_unsent_seconds": unsent_ms as f64 / 1e3 }),
+        );
+    }
+    if let Some((pipeline, s)) = &sources.processor {
+        let status = s.pipeline_status();
+        let ok = status.loaded_at > 0;
+        ready &= ok;
+        checks.insert(
+            "processor".into(),
+            serde_json::json!({
+                "pipeline": pipeline,
+                "ready": ok,
+                "reload_failing": status.last_failure.is_some(),
+                "consumer_lag": get_u(&s.lag_total),
+            }),
+        );
+    }
+    (
+        ready,
+        serde_json::json!({ "ready": ready, "checks": checks }),
+    )
+}
+
+/// Serve `/metrics`, `/healthz` (alive) and `/readyz` ([`readiness`]: `200` or `503` with the
+/// checks as JSON) on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, sources: Sources) -> std::io::Result<()> {
     let registry = Arc::new(registry(&sources));
-    let app = Router::new().route(
-        "/metrics",
-        get(move || {
-            let body = render(&registry);
-            async move {
-                (
-                    [(
-                        "content-type",
-                        prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
-                    )],
-                    body,
-                )
-            }
-        }),
-    );
+    let probes = sources.clone();
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let (ready, body) = readiness(&probes);
+                let status = if ready {
+                    axum::http::StatusCode::OK
+                } else {
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE
+                };
+                async move { (status, axum::Json(body)) }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let body = render(&registry);
+                async move {
+                    (
+                        [(
+                            "content-type",
+                            prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+                        )],
+                        body,
+                    )
+                }
+            }),
+        );
     axum::serve(listener, app).await
 }
 
@@ -536,6 +591,26 @@ mod tests {
         unique.sort();
         unique.dedup();
         assert_eq!(types.len(), unique.len());
+    }
+
+    #[test]
+    fn readiness_follows_the_event_path_and_the_pipeline() {
+        let emit = Arc::new(EmitStats::default());
+        let processor = Arc::new(ProcessorStats::default());
+        let sources = Sources {
+            gateway: Some(("gw-1".into(), emit.clone())),
+            processor: Some(("default".into(), processor.clone())),
+            ..Sources::default()
+        };
+        let (ready, body) = readiness(&sources);
+        assert!(!ready, "no pipeline loaded yet: {body}");
+        processor.pipeline.lock().loaded_at = 1;
+        assert!(readiness(&sources).0);
+        emit.oldest_unsent_ms.store(61_000, Ordering::Relaxed);
+        let (ready, body) = readiness(&sources);
+        assert!(!ready);
+        assert_eq!(body["checks"]["gateway"]["ready"], false, "{body}");
+        assert_eq!(body["checks"]["processor"]["ready"], true, "{body}");
     }
 
     #[test]

@@ -110,8 +110,9 @@ fn up_demo_quarantines_the_flooder() {
             "--config",
         ])
         .arg(&config)
+        .env("WARDEN_LOG_FORMAT", "json")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("stderr.log")).expect("log file"))
         .spawn()
         .expect("spawn");
     let stdout = child.stdout.take().expect("stdout");
@@ -183,6 +184,21 @@ fn up_demo_quarantines_the_flooder() {
     if let Err(e) = result {
         panic!("{e}");
     }
+    // `WARDEN_LOG_FORMAT=json`: every log line is one JSON object, colourless; the decision
+    // that quarantined the flooder is among them with its fields.
+    let logs = std::fs::read_to_string(dir.path().join("stderr.log")).expect("logs");
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(!logs.contains('\u{1b}'), "ANSI escapes in logs");
+    assert!(
+        lines.iter().any(|l| l["message"] == "Decision published."
+            && l["level"] == "INFO"
+            && l["action"] == "Quarantine"),
+        "no decision in the JSON logs: {logs}"
+    );
 }
 
 fn http_get(url: &str, token: &str) -> Result<String, String> {
