@@ -10,6 +10,7 @@ mod admin;
 mod body;
 mod emit;
 mod error;
+mod hygiene;
 mod identity;
 mod names;
 pub mod path;
