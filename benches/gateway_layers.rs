@@ -40,6 +40,7 @@ use warden_gateway::reexport::{rustls, rustls_pki_types, tokio_rustls};
 
 fn request(path: &str, body: &'static str) -> Request<Body> {
     let mut req = Request::builder()
+        .header("host", "gw")
         .method(Method::POST)
         .uri(path)
         .header("x-api-key", setup::KEY)
@@ -100,6 +101,7 @@ fn full_stack(c: &mut Criterion) {
         b.to_async(&rt).iter_batched(
             || {
                 Request::builder()
+                    .header("host", "gw")
                     .method(Method::POST)
                     .uri(format!("http://{backend}{}", setup::PATH))
                     .header("content-type", "application/json")
@@ -326,6 +328,7 @@ fn identity(c: &mut Criterion) {
             b.to_async(&rt).iter_batched(
                 || {
                     let mut req = Request::builder()
+                        .header("host", "gw")
                         .method(Method::GET)
                         .uri(DENIED_PATH)
                         .header(header, value.as_str())

@@ -53,6 +53,8 @@ pub fn config(
         auth: RouteAuth::ApiKey,
         methods: vec![],
         require_mtls: false,
+        forward_bearer: false,
+        allow_underscore_headers: false,
     }];
     c.api_keys = devices.iter().map(|d| d.config.clone()).collect();
     c.dashboard.operators = vec![warden_config::OperatorConfig {

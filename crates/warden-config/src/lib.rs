@@ -45,7 +45,7 @@ pub fn parse_strict<T: schemars::JsonSchema + serde::de::DeserializeOwned>(
 }
 
 pub use warden::{
-    ApiKeyConfig, BusConfig, BusKind, ConsoleRole, DashboardConfig, FsyncMode, GatewayConfig,
-    MetricsConfig, OperatorConfig, RouteAuth, RouteConfig, SpoolEnabled, SpoolOverflow,
-    SpoolSettings, TopicsConfig, WardenConfig, hash_api_key,
+    ApiKeyConfig, BusConfig, BusKind, ConnectionLimits, ConsoleRole, DashboardConfig, FsyncMode,
+    GatewayConfig, MethodOverride, MetricsConfig, OperatorConfig, RouteAuth, RouteConfig,
+    SpoolEnabled, SpoolOverflow, SpoolSettings, TopicsConfig, WardenConfig, hash_api_key,
 };

@@ -75,6 +75,12 @@ pub struct GatewayConfig {
     /// The TLS listener (absent: plain HTTP only).
     #[serde(default)]
     pub tls: Option<crate::TlsConfig>,
+    /// Deadlines and caps of client connections.
+    #[serde(default)]
+    pub connections: ConnectionLimits,
+    /// Method-override headers and `?_method=`: `refuse` (default) or `authorize`.
+    #[serde(default)]
+    pub method_override: MethodOverride,
 }
 
 /// Where events wait when the bus is slow or down (see `warden_bus::spool`).
@@ -198,6 +204,15 @@ pub struct RouteConfig {
     /// over plain HTTP) is refused with 401.
     #[serde(default)]
     pub require_mtls: bool,
+    /// Forward the caller's `Authorization: Bearer` token to the upstream (every other
+    /// credential the gateway consumed, and a bearer token on other routes, is removed).
+    #[serde(default)]
+    pub forward_bearer: bool,
+    /// Accept request header names containing `_` (refused with 400 by default: CGI/WSGI
+    /// backends read `X_Foo` as `X-Foo`). Variants of the gateway's own headers are removed
+    /// even then.
+    #[serde(default)]
+    pub allow_underscore_headers: bool,
 }
 
 fn default_timeout_ms() -> u64 {
@@ -308,6 +323,7 @@ impl WardenConfig {
         if g.spool.dir.trim().is_empty() {
             errs.push(ConfigError::new("gateway.spool.dir", "must not be empty"));
         }
+        errs.extend(g.connections.problems());
         if g.spool.segment_bytes < 4096 {
             errs.push(ConfigError::new(
                 "gateway.spool.segment_bytes",
@@ -478,6 +494,9 @@ fn check_upstream(url: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+mod connections;
+pub use connections::{ConnectionLimits, MethodOverride};
 
 #[cfg(test)]
 mod tests;

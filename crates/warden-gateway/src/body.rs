@@ -5,9 +5,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use tokio::time::Sleep;
 
 /// Shared between the request path and the body wrappers.
 #[derive(Debug, Default)]
@@ -16,20 +18,31 @@ pub struct Counters {
     pub bytes_out: AtomicU64,
     /// The request body went over the limit.
     pub too_large: AtomicBool,
+    /// The client's body stream failed (bad chunk, cut short): a client fault.
+    pub client_failed: AtomicBool,
+    /// The client sent nothing for the body's idle time: a client fault.
+    pub client_stalled: AtomicBool,
+    /// The body is waiting for the client right now.
+    pub body_waiting: AtomicBool,
 }
 
-/// Counts request body bytes and fails the stream once `limit` is exceeded.
+/// Counts request body bytes, fails the stream once `limit` is exceeded or when the client
+/// sends nothing for `idle` while the body is being read, and records client faults.
 pub struct LimitedBody<B> {
     inner: B,
     limit: u64,
+    idle: Duration,
+    stall: Option<Pin<Box<Sleep>>>,
     counters: Arc<Counters>,
 }
 
 impl<B> LimitedBody<B> {
-    pub fn new(inner: B, limit: u64, counters: Arc<Counters>) -> Self {
+    pub fn new(inner: B, limit: u64, idle: Duration, counters: Arc<Counters>) -> Self {
         Self {
             inner,
             limit,
+            idle,
+            stall: None,
             counters,
         }
     }
@@ -38,6 +51,10 @@ impl<B> LimitedBody<B> {
 #[derive(Debug, thiserror::Error)]
 #[error("request body over the limit")]
 pub struct TooLarge;
+
+#[derive(Debug, thiserror::Error)]
+#[error("client stalled while sending the request body")]
+pub struct Stalled;
 
 impl<B> Body for LimitedBody<B>
 where
@@ -51,7 +68,24 @@ where
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        match Pin::new(&mut self.inner).poll_frame(cx) {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let waiting = polled.is_pending();
+        self.counters.body_waiting.store(waiting, Ordering::Relaxed);
+        if !waiting {
+            self.stall = None;
+        }
+        match polled {
+            Poll::Pending => {
+                let idle = self.idle;
+                let stall = self
+                    .stall
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                if stall.as_mut().poll(cx).is_ready() {
+                    self.counters.client_stalled.store(true, Ordering::Relaxed);
+                    return Poll::Ready(Some(Err(Box::new(Stalled))));
+                }
+                Poll::Pending
+            }
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     let total = self
@@ -66,8 +100,11 @@ where
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-            other => other.map(|o| o.map(|r| r.map_err(Into::into))),
+            Poll::Ready(Some(Err(e))) => {
+                self.counters.client_failed.store(true, Ordering::Relaxed);
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
         }
     }
 

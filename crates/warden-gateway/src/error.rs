@@ -67,14 +67,30 @@ pub enum Reject {
     /// Both `Content-Length` and `Transfer-Encoding`: the framing is ambiguous (request
     /// smuggling); 400 and the connection is closed (RFC 9112 §6.1).
     AmbiguousLength,
+    /// The method is not an upper-case token (`delete`, `Delete`): 400.
+    BadMethod,
+    /// No `Host`, several, or an invalid one (RFC 9112 §3.2): 400.
+    BadHost,
+    /// A method-override header or `?_method=` that is refused (or malformed): 400.
+    MethodOverride,
+    /// The client's request body was malformed or cut short (bad chunk, half-close): 400, a
+    /// client fault, never an upstream failure.
+    ClientBody,
+    /// The client stalled while sending its request body: 408.
+    ClientTimeout,
 }
 
 impl Reject {
     pub fn status(self) -> StatusCode {
         match self {
-            Reject::BadPath | Reject::BadHeader | Reject::AmbiguousLength => {
-                StatusCode::BAD_REQUEST
-            }
+            Reject::BadPath
+            | Reject::BadHeader
+            | Reject::AmbiguousLength
+            | Reject::BadMethod
+            | Reject::BadHost
+            | Reject::MethodOverride
+            | Reject::ClientBody => StatusCode::BAD_REQUEST,
+            Reject::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             Reject::NoRoute => StatusCode::NOT_FOUND,
             Reject::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Reject::MissingCredentials | Reject::BadCredentials => StatusCode::UNAUTHORIZED,
@@ -110,6 +126,11 @@ impl Reject {
             Reject::BadBody => "invalid_body",
             Reject::UnsupportedMediaType => "unsupported_media_type",
             Reject::HeadersTooLarge => "headers_too_large",
+            Reject::BadMethod => "bad_method",
+            Reject::BadHost => "bad_host",
+            Reject::MethodOverride => "method_override",
+            Reject::ClientBody => "bad_request_body",
+            Reject::ClientTimeout => "request_timeout",
         }
     }
 
@@ -123,7 +144,12 @@ impl Reject {
             | Reject::BadBody
             | Reject::UnsupportedMediaType
             | Reject::HeadersTooLarge
-            | Reject::AmbiguousLength => Outcome::Invalid,
+            | Reject::AmbiguousLength
+            | Reject::BadMethod
+            | Reject::BadHost
+            | Reject::MethodOverride
+            | Reject::ClientBody
+            | Reject::ClientTimeout => Outcome::Invalid,
             Reject::Forbidden => Outcome::DeniedRbac,
             Reject::Throttled { .. } | Reject::Overloaded => Outcome::Throttled,
             Reject::MissingCredentials | Reject::BadCredentials => Outcome::DeniedAuth,
@@ -142,7 +168,12 @@ impl Reject {
             | Reject::BodyTooLarge
             | Reject::BadBody
             | Reject::UnsupportedMediaType
-            | Reject::HeadersTooLarge => Reason::Invalid,
+            | Reject::HeadersTooLarge
+            | Reject::BadMethod
+            | Reject::BadHost
+            | Reject::MethodOverride
+            | Reject::ClientBody
+            | Reject::ClientTimeout => Reason::Invalid,
             Reject::MissingCredentials | Reject::BadCredentials => Reason::Auth,
             Reject::Quarantined => Reason::Quarantine,
             Reject::Forbidden => Reason::Rbac,
@@ -185,7 +216,7 @@ impl Reject {
                 resp.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(1u32));
             }
-            Reject::AmbiguousLength => {
+            Reject::AmbiguousLength | Reject::ClientBody | Reject::ClientTimeout => {
                 resp.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }

@@ -10,6 +10,7 @@ mod admin;
 mod body;
 mod emit;
 mod error;
+mod hygiene;
 mod identity;
 pub mod metrics;
 mod names;

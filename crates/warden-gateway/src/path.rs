@@ -32,6 +32,10 @@ pub enum PathError {
     Semicolon,
     #[error("upper case in a case-insensitive path")]
     UpperCase,
+    #[error("segment of only dots and spaces (`...`, ` ..`)")]
+    DotVariant,
+    #[error("a character some backends fold into `.`, `/`, `\\` or `%` (full-width, leaders)")]
+    Confusable,
 }
 
 /// The normal form of an accepted path: decoded, no trailing slash (except `/` itself).
@@ -97,6 +101,13 @@ pub fn normalise(raw: &str, rules: &PathsConfig) -> Result<NormalPath, PathError
             if bare == "." || bare == ".." {
                 return Err(PathError::DotSegment);
             }
+            // Windows and trimming backends read `...`, ` ..` and `.. ` as `..`.
+            if bare.contains('.') && bare.chars().all(|c| c == '.' || c.is_whitespace()) {
+                return Err(PathError::DotVariant);
+            }
+            if seg.chars().any(is_confusable) {
+                return Err(PathError::Confusable);
+            }
         }
     }
     Ok(NormalPath(path))
@@ -105,6 +116,30 @@ pub fn normalise(raw: &str, rules: &PathsConfig) -> Result<NormalPath, PathError
 /// RFC 3986 unreserved: escaping them is never needed, and normalisers decode them.
 fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// Characters that Unicode compatibility normalisation (NFKC, as some frameworks and
+/// filesystems apply it) turns into `.`, `/`, `\\`, `%` or `;`, or that render as dots.
+fn is_confusable(c: char) -> bool {
+    matches!(
+        c,
+        '\u{FF0E}' // full-width full stop
+            | '\u{FF0F}' // full-width solidus
+            | '\u{FF3C}' // full-width reverse solidus
+            | '\u{FF05}' // full-width percent
+            | '\u{FF1B}' // full-width semicolon
+            | '\u{FE52}' // small full stop
+            | '\u{FE68}' // small reverse solidus
+            | '\u{FE6A}' // small percent
+            | '\u{2024}' // one dot leader
+            | '\u{2025}' // two dot leader
+            | '\u{2026}' // horizontal ellipsis
+            | '\u{2215}' // division slash
+            | '\u{2044}' // fraction slash
+            | '\u{29F5}' // reverse solidus operator
+            | '\u{3002}' // ideographic full stop
+            | '\u{FF61}' // half-width ideographic full stop
+    )
 }
 
 fn is_control(b: u8) -> bool {
@@ -167,6 +202,15 @@ mod tests {
             ("/a%", BadEscape),
             ("/a%c3", NotUtf8),
             ("api", NotAbsolute),
+            ("/api/%EF%BC%8E%EF%BC%8E/admin", Confusable),
+            ("/api/a%EF%BC%8Fb", Confusable),
+            ("/api/%E2%80%A5/admin", Confusable),
+            ("/api/%E2%80%A6", Confusable),
+            ("/api/%20../admin", DotVariant),
+            ("/api/..%20/admin", DotVariant),
+            ("/api/.../admin", DotVariant),
+            ("/api/..../admin", DotVariant),
+            ("/api/. ./admin", DotVariant),
         ] {
             assert_eq!(norm(raw), Err(why), "{raw}");
         }

@@ -53,6 +53,7 @@ pub async fn forward(
     req: Request<Body>,
     fwd: Forwarded<'_>,
     max_body: u64,
+    body_idle: std::time::Duration,
     counters: Arc<Counters>,
 ) -> Result<Response<Body>, Reject> {
     let (mut parts, body) = req.into_parts();
@@ -60,17 +61,8 @@ pub async fn forward(
         .upstream_target(parts.uri.path(), parts.uri.query())
         .ok_or(Reject::BadPath)?;
     strip_hop_by_hop(&mut parts.headers);
-    // Identity headers are the gateway's to set: never pass a client's own.
-    let spoofable: Vec<HeaderName> = parts
-        .headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("x-warden-"))
-        .cloned()
-        .collect();
-    for k in spoofable {
-        parts.headers.remove(k);
-    }
-    parts.headers.remove("x-api-key");
+    // Consumed credentials and the gateway's own headers (any variant) never pass.
+    crate::hygiene::strip_for_upstream(&mut parts.headers, route);
     let h = &mut parts.headers;
     h.insert(header::HOST, route.upstream_host().clone());
     if let Ok(v) = HeaderValue::from_str(fwd.request_id) {
@@ -93,15 +85,34 @@ pub async fn forward(
     }
     parts.uri = uri;
     parts.version = axum::http::Version::HTTP_11;
-    let body = Body::new(LimitedBody::new(body, max_body, counters.clone()));
+    let body = Body::new(LimitedBody::new(
+        body,
+        max_body,
+        body_idle,
+        counters.clone(),
+    ));
     let outgoing = Request::from_parts(parts, body);
 
     let sent = upstream::send(route.upstream_authority(), outgoing);
     let resp = match tokio::time::timeout(route.timeout, sent).await {
+        // Waiting on the client's body when the time ran out: the client stalled.
+        Err(_) if counters.body_waiting.load(Ordering::Relaxed) => {
+            debug!(route = %route.name, "Client stalled mid-body.");
+            return Err(Reject::ClientTimeout);
+        }
         Err(_) => return Err(Reject::UpstreamTimeout),
         Ok(Err(e)) => {
             if counters.too_large.load(Ordering::Relaxed) {
                 return Err(Reject::BodyTooLarge);
+            }
+            // The client's body failed, not the upstream: a client fault.
+            if counters.client_stalled.load(Ordering::Relaxed) {
+                debug!(route = %route.name, "Client stalled mid-body.");
+                return Err(Reject::ClientTimeout);
+            }
+            if counters.client_failed.load(Ordering::Relaxed) {
+                debug!(route = %route.name, error = %e, "Client body failed.");
+                return Err(Reject::ClientBody);
             }
             debug!(route = %route.name, error = %e, "Upstream request failed.");
             return Err(Reject::UpstreamUnavailable);

@@ -19,6 +19,10 @@ pub struct Route {
     strip_prefix: bool,
     pub auth: RouteAuth,
     methods: Vec<Method>,
+    /// Forward a bearer token to the upstream.
+    pub forward_bearer: bool,
+    /// Accept header names with `_`.
+    pub allow_underscore_headers: bool,
 }
 
 impl Route {
@@ -93,6 +97,8 @@ impl RouteTable {
                         .iter()
                         .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
                         .collect(),
+                    forward_bearer: c.forward_bearer,
+                    allow_underscore_headers: c.allow_underscore_headers,
                 })
             })
             .collect();
@@ -125,6 +131,8 @@ mod tests {
             auth: RouteAuth::ApiKey,
             methods: vec![],
             require_mtls: false,
+            forward_bearer: false,
+            allow_underscore_headers: false,
         }
     }
 

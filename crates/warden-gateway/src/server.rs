@@ -82,6 +82,10 @@ struct Shared {
     policies: Arc<PolicyStore>,
     /// Key of the query hashes in events.
     query_hash_key: Vec<u8>,
+    /// Method-override headers: refused or authorized.
+    method_override: warden_config::MethodOverride,
+    /// Longest wait for the next bytes of a request body.
+    body_idle: Duration,
 }
 
 /// Key of the query hashes when `gateway.query_hash_key` is empty.
@@ -189,6 +193,8 @@ impl Gateway {
             } else {
                 config.gateway.query_hash_key.as_bytes().to_vec()
             },
+            method_override: config.gateway.method_override,
+            body_idle: Duration::from_millis(config.gateway.connections.body_read_timeout_ms),
         });
         let policy_watch = (config.rbac.reload_interval_ms > 0).then(|| {
             policies
@@ -671,6 +677,9 @@ async fn phases(
         draft.slots.push(slot);
     }
     gw.headers.check(req.headers())?;
+    // Heads a backend could read differently from the gateway (see `hygiene`).
+    crate::hygiene::check_method(req.method())?;
+    crate::hygiene::check_host(&req)?;
     // A quarantined address gets the same 403 whatever it presents (see the module docs).
     let ip_subject = [(SubjectKind::Ip, draft.client_ip_text.as_str())];
     let ip_throttle = match gw.quarantine.check(warden_event::now_ns(), &ip_subject) {
@@ -690,15 +699,15 @@ async fn phases(
         Ok(_) => gw.routes.find(req.uri().path()).ok_or(Reject::NoRoute),
         Err(reject) => Err(*reject),
     };
+    let mut overridden = None;
     let route = match found {
         Ok(route) => {
             draft.route = route.name.clone();
             tracing::Span::current().record("route", route.name.as_str());
-            if route.allows(req.method()) {
-                Ok(route)
-            } else {
-                Err(Reject::MethodNotAllowed)
-            }
+            route_checks(gw, route, &req).map(|m| {
+                overridden = m;
+                route
+            })
         }
         Err(reject) => Err(reject),
     };
@@ -767,14 +776,17 @@ async fn phases(
     };
     draft.quota = gw.limits.check(&limit_key).map_err(rate_limited)?;
 
-    crate::rbac::authorize(
-        &policies,
-        &gw.policies.shadow_stats,
-        principal,
-        req.method(),
-        &normal,
-        &draft.id,
-    )?;
+    // An authorized method override must be allowed as well as the real method.
+    for method in std::iter::once(req.method()).chain(overridden.as_ref()) {
+        crate::rbac::authorize(
+            &policies,
+            &gw.policies.shadow_stats,
+            principal,
+            method,
+            &normal,
+            &draft.id,
+        )?;
+    }
 
     let fallback;
     let rules = match policies.routes.get(&route.name) {
@@ -791,7 +803,7 @@ async fn phases(
     let needs_body = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH);
     let req = if rules.has_schema() && (has_body || needs_body) {
         let (parts, body) = req.into_parts();
-        let bytes = rules.read_and_validate(body).await?;
+        let bytes = rules.read_and_validate(body, gw.body_idle).await?;
         Request::from_parts(parts, Body::from(bytes))
     } else {
         req
@@ -803,7 +815,28 @@ async fn phases(
         identity: principal.map(|p| p.identity.as_str()),
         tenant: principal.map(|p| p.tenant.as_str()),
     };
-    proxy::forward(route, req, fwd, rules.max_body, counters).await
+    proxy::forward(route, req, fwd, rules.max_body, gw.body_idle, counters).await
+}
+
+/// The route's own checks of the head: its method allow list, header names with `_`, and a
+/// method override (returned when authorized: the route must allow it too).
+fn route_checks(
+    gw: &Shared,
+    route: &crate::routes::Route,
+    req: &Request,
+) -> Result<Option<Method>, Reject> {
+    if !route.allows(req.method()) {
+        return Err(Reject::MethodNotAllowed);
+    }
+    crate::hygiene::check_header_names(req.headers(), route)?;
+    let overridden =
+        crate::hygiene::method_override(req.headers(), req.uri().query(), gw.method_override)?;
+    if let Some(m) = &overridden
+        && !route.allows(m)
+    {
+        return Err(Reject::MethodNotAllowed);
+    }
+    Ok(overridden)
 }
 
 #[cfg(test)]

@@ -9,11 +9,16 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, header};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
 use warden_config::{ConfigError, ConfigErrors, RouteValidation, WardenConfig};
 
 use crate::Reject;
+
+mod json;
+pub use json::unique_keys;
 
 /// Header limits (they apply to every request).
 #[derive(Debug, Clone, Copy)]
@@ -130,20 +135,35 @@ impl RouteRules {
         }
     }
 
-    /// Read the body up to the route's limit (413 beyond it, without reading further) and, on
-    /// a route with a schema, parse it as JSON and check it (400). Returns the bytes to forward.
-    pub async fn read_and_validate(&self, body: Body) -> Result<Bytes, Reject> {
+    /// Read the body up to the route's limit (413 beyond it, without reading further; 408
+    /// when the client sends nothing for `idle`; 400 when its body is malformed or cut short)
+    /// and, on a route with a schema, parse it as JSON — refusing duplicate object keys,
+    /// compared after unescaping, at any depth — and check it (400). Returns the bytes to
+    /// forward.
+    pub async fn read_and_validate(&self, body: Body, idle: Duration) -> Result<Bytes, Reject> {
         let limit = usize::try_from(self.max_body).unwrap_or(usize::MAX);
-        let bytes = match Limited::new(body, limit).collect().await {
-            Ok(c) => c.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                return Err(Reject::BodyTooLarge);
+        let mut body = body;
+        let mut buf = BytesMut::new();
+        loop {
+            match tokio::time::timeout(idle, body.frame()).await {
+                Err(_) => return Err(Reject::ClientTimeout),
+                Ok(None) => break,
+                Ok(Some(Err(_))) => return Err(Reject::ClientBody),
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        if buf.len().saturating_add(data.len()) > limit {
+                            return Err(Reject::BodyTooLarge);
+                        }
+                        buf.extend_from_slice(&data);
+                    }
+                }
             }
-            Err(_) => return Err(Reject::BadBody),
-        };
+        }
+        let bytes = buf.freeze();
         let Some(schema) = &self.schema else {
             return Ok(bytes);
         };
+        crate::validate::unique_keys(&bytes).map_err(|_| Reject::BadBody)?;
         let value: serde_json::Value =
             serde_json::from_slice(&bytes).map_err(|_| Reject::BadBody)?;
         if schema.is_valid(&value) {
@@ -210,6 +230,8 @@ fn load_schema(path: &Path) -> Result<jsonschema::Validator, String> {
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+
+    const IDLE: Duration = Duration::from_secs(5);
 
     fn rules(content_types: &[&str], schema: Option<serde_json::Value>) -> RouteRules {
         RouteRules {
@@ -307,18 +329,25 @@ mod tests {
                 "additionalProperties": false
             })),
         );
-        let ok = r.read_and_validate(Body::from(r#"{"t":21.5}"#)).await;
+        let ok = r.read_and_validate(Body::from(r#"{"t":21.5}"#), IDLE).await;
         assert_eq!(ok.as_deref(), Ok(&br#"{"t":21.5}"#[..]));
-        for bad in [r#"{"t":"hot"}"#, r#"{"t":1,"x":2}"#, "{not json", ""] {
+        for bad in [
+            r#"{"t":"hot"}"#,
+            r#"{"t":1,"x":2}"#,
+            "{not json",
+            "",
+            r#"{"t":500,"t":20}"#,
+            r#"{"t":500,"\u0074":20}"#,
+        ] {
             assert_eq!(
-                r.read_and_validate(Body::from(bad)).await,
+                r.read_and_validate(Body::from(bad), IDLE).await,
                 Err(Reject::BadBody),
                 "{bad}"
             );
         }
         let big = format!(r#"{{"t":1{}}}"#, " ".repeat(100));
         assert_eq!(
-            r.read_and_validate(Body::from(big)).await,
+            r.read_and_validate(Body::from(big), IDLE).await,
             Err(Reject::BodyTooLarge)
         );
     }

@@ -103,6 +103,8 @@ async fn start(dead_upstream: SocketAddr, format: EventFormat) -> Harness {
             auth: RouteAuth::ApiKey,
             methods: vec![],
             require_mtls: false,
+            forward_bearer: false,
+            allow_underscore_headers: false,
         },
         RouteConfig {
             name: "dead".into(),
@@ -113,6 +115,8 @@ async fn start(dead_upstream: SocketAddr, format: EventFormat) -> Harness {
             auth: RouteAuth::None,
             methods: vec!["GET".into()],
             require_mtls: false,
+            forward_bearer: false,
+            allow_underscore_headers: false,
         },
         RouteConfig {
             name: "raw".into(),
@@ -123,6 +127,8 @@ async fn start(dead_upstream: SocketAddr, format: EventFormat) -> Harness {
             auth: RouteAuth::None,
             methods: vec![],
             require_mtls: false,
+            forward_bearer: false,
+            allow_underscore_headers: false,
         },
     ];
     config.api_keys = vec![key("k1", KEY, "dev-1"), key("k2", OTHER_KEY, "dev-2")];

@@ -30,6 +30,8 @@ pub fn demo_config(
         auth: RouteAuth::ApiKey,
         methods: vec![],
         require_mtls: false,
+        forward_bearer: false,
+        allow_underscore_headers: false,
     });
     base.api_keys
         .extend(devices.iter().map(|d| d.config.clone()));

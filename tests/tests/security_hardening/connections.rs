@@ -1,0 +1,1 @@
+//! Connections (issue 18, item 9).
