@@ -1,0 +1,148 @@
+//! Gaussian mixture (linfa-clustering, full covariances): the score is the negative
+//! log-likelihood of a scaled vector; each feature contributes its squared standardised
+//! difference from the mean of the component most likely to have produced the vector.
+
+use linfa::prelude::*;
+use linfa_clustering::GaussianMixtureModel;
+use ndarray::Array2;
+use rand_xoshiro::Xoshiro256Plus;
+use rand_xoshiro::rand_core::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use crate::MlError;
+
+const LN_2PI: f64 = 1.837_877_066_409_345_3;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GmmModel {
+    pub weights: Vec<f64>,
+    pub means: Vec<Vec<f64>>,
+    /// Full covariance matrices, row-major (`dims × dims` each).
+    pub covariances: Vec<Vec<f64>>,
+    /// Lower Cholesky factors of the covariances and their log-determinants, computed at
+    /// load.
+    #[serde(skip)]
+    prepared: Vec<(Vec<f64>, f64)>,
+}
+
+impl GmmModel {
+    pub fn fit(x: &Array2<f64>, k: usize, seed: u64) -> Result<Self, MlError> {
+        let k = k.clamp(1, x.nrows().max(1));
+        let data = DatasetBase::from(x.clone());
+        let model = GaussianMixtureModel::params_with_rng(k, Xoshiro256Plus::seed_from_u64(seed))
+            .n_runs(2)
+            .max_n_iterations(200)
+            .tolerance(1e-3)
+            // Regularises near-constant features (a feature that never varies in training).
+            .reg_covariance(1e-3)
+            .fit(&data)
+            .map_err(|e| MlError::Fit(format!("Gaussian mixture: {e}")))?;
+        let d = x.ncols();
+        let mut m = Self {
+            weights: model.weights().to_vec(),
+            means: model.means().outer_iter().map(|r| r.to_vec()).collect(),
+            covariances: model
+                .covariances()
+                .outer_iter()
+                .map(|c| c.iter().copied().collect())
+                .collect(),
+            prepared: Vec::new(),
+        };
+        m.prepare(d).map_err(MlError::Fit)?;
+        Ok(m)
+    }
+
+    /// Check the parameters and factor the covariances.
+    pub(crate) fn prepare(&mut self, dims: usize) -> Result<(), String> {
+        let k = self.weights.len();
+        if k == 0 || self.means.len() != k || self.covariances.len() != k {
+            return Err("Gaussian mixture needs as many weights, means and covariances".into());
+        }
+        if self.weights.iter().any(|w| !(w.is_finite() && *w >= 0.0)) {
+            return Err("Gaussian mixture weights must be finite and non-negative".into());
+        }
+        self.prepared.clear();
+        for (mean, cov) in self.means.iter().zip(&self.covariances) {
+            if mean.len() != dims || cov.len() != dims * dims {
+                return Err(format!(
+                    "Gaussian mixture components must have {dims} features"
+                ));
+            }
+            let l = cholesky(cov, dims)
+                .ok_or("a Gaussian mixture covariance is not positive definite")?;
+            let logdet = 2.0 * (0..dims).map(|i| l[i * dims + i].ln()).sum::<f64>();
+            self.prepared.push((l, logdet));
+        }
+        Ok(())
+    }
+
+    /// Log-density of each component plus its log-weight, into `out`.
+    fn component_logs(&self, x: &[f64], out: &mut Vec<f64>) {
+        let d = x.len();
+        out.clear();
+        let mut y = [0.0f64; 32];
+        for ((w, mean), (l, logdet)) in self.weights.iter().zip(&self.means).zip(&self.prepared) {
+            // Solve L y = x − μ; the Mahalanobis distance is |y|².
+            let mut maha = 0.0;
+            for i in 0..d.min(y.len()) {
+                let mut s = x[i] - mean[i];
+                for (j, yj) in y.iter().enumerate().take(i) {
+                    s -= l[i * d + j] * yj;
+                }
+                y[i] = s / l[i * d + i];
+                maha += y[i] * y[i];
+            }
+            out.push(w.ln() - 0.5 * (d as f64 * LN_2PI + logdet + maha));
+        }
+    }
+
+    pub fn score(&self, x: &[f64]) -> f64 {
+        let mut logs = Vec::with_capacity(self.weights.len());
+        self.component_logs(x, &mut logs);
+        let max = logs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        if !max.is_finite() {
+            return f64::NAN;
+        }
+        let sum: f64 = logs.iter().map(|v| (v - max).exp()).sum();
+        -(max + sum.ln())
+    }
+
+    pub fn contributions(&self, x: &[f64], out: &mut [f64]) {
+        let d = x.len();
+        let mut logs = Vec::with_capacity(self.weights.len());
+        self.component_logs(x, &mut logs);
+        let Some((k, _)) = logs.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)) else {
+            return;
+        };
+        for (j, o) in out.iter_mut().enumerate().take(d) {
+            let var = self.covariances[k][j * d + j].max(1e-12);
+            let diff = x[j] - self.means[k][j];
+            *o = diff * diff / var;
+        }
+    }
+}
+
+/// Lower Cholesky factor of a symmetric positive-definite row-major matrix.
+fn cholesky(a: &[f64], n: usize) -> Option<Vec<f64>> {
+    if n > 32 || a.iter().any(|v| !v.is_finite()) {
+        return None;
+    }
+    let mut l = vec![0.0; n * n];
+    for i in 0..n {
+        for j in 0..=i {
+            let mut s = a[i * n + j];
+            for k in 0..j {
+                s -= l[i * n + k] * l[j * n + k];
+            }
+            if i == j {
+                if s <= 0.0 {
+                    return None;
+                }
+                l[i * n + i] = s.sqrt();
+            } else {
+                l[i * n + j] = s / l[j * n + j];
+            }
+        }
+    }
+    Some(l)
+}
