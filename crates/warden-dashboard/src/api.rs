@@ -53,6 +53,12 @@ pub(crate) fn router(app: AppState) -> Router {
         .with_state(auth.clone());
     Router::new()
         .route("/", get(page))
+        // Subject pages: the same page, opened on the subject the URL names.
+        .route("/identities/{subject}", get(page))
+        .route("/ips/{subject}", get(page))
+        .route("/tenants/{subject}", get(page))
+        .route("/keys/{subject}", get(page))
+        .route("/routes/{subject}", get(page))
         .route("/healthz", get(|| async { "ok" }))
         .route("/api/session", get(session))
         .route("/api/alerts", get(alerts))

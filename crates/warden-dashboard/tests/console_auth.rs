@@ -430,3 +430,33 @@ async fn new_decisions_are_pushed_to_a_signed_in_console() {
     assert_eq!(update["action"], "quarantine");
     assert_eq!(update["subject"]["value"], "dev-live");
 }
+
+#[tokio::test]
+async fn subject_pages_have_urls_of_their_own_behind_the_sign_in() {
+    let c = console().await;
+    for path in [
+        "/identities/dev-1",
+        "/ips/203.0.113.9",
+        "/tenants/acme",
+        "/keys/k-1",
+        "/routes/telemetry",
+    ] {
+        let signed_in = c
+            .http
+            .get(format!("{}{path}", c.url))
+            .bearer_auth(VIEWER)
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(signed_in.status(), StatusCode::OK, "GET {path}");
+        let page = signed_in.text().await.expect("body");
+        assert!(page.contains("Fleet overview"), "{path}: {page}");
+        let anonymous = c
+            .http
+            .get(format!("{}{path}", c.url))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(anonymous.status(), StatusCode::SEE_OTHER, "GET {path}");
+    }
+}
