@@ -31,6 +31,57 @@ pub struct DashboardConfig {
     /// Turn off only behind a TLS-terminating proxy on a trusted network.
     #[serde(default = "yes")]
     pub secure_cookie: bool,
+    /// Signed webhooks that receive new alerts and decisions (SIEM, on-call).
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// A webhook receiving every new alert at or above a severity, and every decision, as JSON
+/// `POST`s signed with HMAC-SHA256 (`X-Warden-Signature: sha256=HEX` over
+/// `TIMESTAMP.BODY`, the timestamp in `X-Warden-Timestamp`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Name in logs and metrics.
+    pub name: String,
+    /// `http://` or `https://` URL.
+    pub url: String,
+    /// Environment variable holding the HMAC secret (never the secret itself in the file)…
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// …or a file holding it (e.g. a Docker secret); exactly one of the two. Surrounding
+    /// whitespace is ignored.
+    #[serde(default)]
+    pub secret_file: Option<String>,
+    /// Lowest alert severity delivered: `low`, `medium` or `high`.
+    #[serde(default = "default_min_severity")]
+    pub min_severity: String,
+    /// Also deliver decisions (quarantine, throttle, release).
+    #[serde(default = "yes")]
+    pub decisions: bool,
+    /// Per-attempt timeout, milliseconds.
+    #[serde(default = "default_webhook_timeout")]
+    pub timeout_ms: u64,
+    /// Attempts before a notification is given up and counted as dead-lettered (backing off
+    /// 0.5 s, 1 s, 2 s … between them, at most 30 s).
+    #[serde(default = "default_webhook_attempts")]
+    pub max_attempts: u32,
+    /// Notifications queued for this webhook before new ones are dead-lettered.
+    #[serde(default = "default_webhook_queue")]
+    pub queue: usize,
+}
+
+fn default_min_severity() -> String {
+    "medium".into()
+}
+fn default_webhook_timeout() -> u64 {
+    5_000
+}
+fn default_webhook_attempts() -> u32 {
+    6
+}
+fn default_webhook_queue() -> usize {
+    10_000
 }
 
 fn default_session_idle() -> u64 {
@@ -86,6 +137,37 @@ impl DashboardConfig {
                 errs.push(ConfigError::new(
                     at("token_sha256"),
                     "is another operator's token",
+                ));
+            }
+        }
+        let mut hook_names = HashSet::new();
+        for (i, w) in self.webhooks.iter().enumerate() {
+            let at = |k: &str| format!("dashboard.webhooks[{i}].{k}");
+            if w.name.trim().is_empty() || !hook_names.insert(w.name.as_str()) {
+                errs.push(ConfigError::new(at("name"), "must be non-empty and unique"));
+            }
+            if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
+                errs.push(ConfigError::new(
+                    at("url"),
+                    "must be an http:// or https:// URL",
+                ));
+            }
+            if w.secret_env.is_some() == w.secret_file.is_some() {
+                errs.push(ConfigError::new(
+                    at("secret_env"),
+                    "set exactly one of secret_env and secret_file (where the HMAC secret is)",
+                ));
+            }
+            if !matches!(w.min_severity.as_str(), "low" | "medium" | "high") {
+                errs.push(ConfigError::new(
+                    at("min_severity"),
+                    "must be low, medium or high",
+                ));
+            }
+            if w.max_attempts == 0 || w.timeout_ms == 0 || w.queue == 0 {
+                errs.push(ConfigError::new(
+                    at("max_attempts"),
+                    "max_attempts, timeout_ms and queue must be at least 1",
                 ));
             }
         }

@@ -47,5 +47,6 @@ pub fn parse_strict<T: schemars::JsonSchema + serde::de::DeserializeOwned>(
 pub use warden::{
     ApiKeyConfig, BusConfig, BusKind, ConnectionLimits, ConsoleRole, DashboardConfig, FsyncMode,
     GatewayConfig, MethodOverride, MetricsConfig, OperatorConfig, RouteAuth, RouteConfig,
-    SpoolEnabled, SpoolOverflow, SpoolSettings, TopicsConfig, WardenConfig, hash_api_key,
+    SpoolEnabled, SpoolOverflow, SpoolSettings, TopicsConfig, WardenConfig, WebhookConfig,
+    hash_api_key,
 };

@@ -16,6 +16,9 @@ pub enum DashboardError {
     /// The listener failed.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
+    /// A setting cannot be used (e.g. a webhook's secret is missing from the environment).
+    #[error("{0}")]
+    Config(String),
 }
 
 /// Why an API request failed. Each maps to one status and a short public code; the detail

@@ -20,6 +20,7 @@ mod api;
 mod auth;
 mod error;
 mod server;
+pub mod sink;
 mod state;
 
 pub use api::StatusFn;

@@ -24,6 +24,7 @@ const KEEP_INACTIVE_NS: i64 = 3_600 * 1_000_000_000;
 /// A running dashboard: both topics read to their end, followers started.
 pub struct Dashboard {
     app: AppState,
+    webhooks: Arc<crate::sink::Webhooks>,
     listen: SocketAddr,
     _tasks: Tasks,
 }
@@ -49,6 +50,8 @@ impl Dashboard {
                 "No console operators are configured ([[dashboard.operators]]): every sign-in is refused."
             );
         }
+        // Sinks get what arrives from now on (not the history read at start).
+        let webhooks = Arc::new(crate::sink::Webhooks::start(&config.dashboard.webhooks)?);
         let state = Arc::new(DashboardState::new(config.dashboard.max_alerts));
         let timeout = Duration::from_millis(config.gateway.decisions_bootstrap_timeout_ms);
         let topics = &config.bus.topics;
@@ -81,18 +84,20 @@ impl Dashboard {
             "Alerts and decisions loaded."
         );
 
-        let s = state.clone();
+        let (s, hooks) = (state.clone(), webhooks.clone());
         let follow_alerts = follow(alerts_reader, move |m| {
             if let Some(a) = decode::<Alert>(m) {
                 debug!(subject = %a.subject, detector = %a.detector, "Alert received.");
+                hooks.alert(&a);
                 s.apply_alert(a);
             }
         })
         .instrument(info_span!("alerts"));
-        let s = state.clone();
+        let (s, hooks) = (state.clone(), webhooks.clone());
         let follow_decisions = follow(decisions_reader, move |m| {
             if let Some(d) = decode::<Decision>(m) {
                 debug!(subject = %d.subject, action = ?d.action, "Decision applied.");
+                hooks.decision(&d);
                 s.apply_decision(d);
             }
         })
@@ -112,6 +117,7 @@ impl Dashboard {
         ]);
 
         Ok(Self {
+            webhooks,
             app: AppState {
                 state,
                 producer: bus.producer(),
@@ -128,6 +134,11 @@ impl Dashboard {
     /// What the dashboard knows (alerts and decisions), as the API serves it.
     pub fn state(&self) -> &Arc<DashboardState> {
         &self.app.state
+    }
+
+    /// The webhooks' names and delivery counters.
+    pub fn webhook_stats(&self) -> Vec<(String, Arc<crate::sink::WebhookStats>)> {
+        self.webhooks.stats()
     }
 
     /// Serve `status()` at `/api/status` and show it on the page (pipeline reload problems).
