@@ -67,6 +67,7 @@ pub(crate) fn router(app: AppState) -> Router {
         .route("/api/devices/{identity}", get(device))
         .route("/api/status", get(status))
         .route("/api/stream", get(stream))
+        .route("/api/openapi.json", get(crate::openapi::serve))
         .with_state(app)
         .merge(signin)
         .layer(axum::middleware::from_fn_with_state(auth, auth::gate))
@@ -96,8 +97,8 @@ async fn stream(State(app): State<AppState>) -> impl IntoResponse {
 }
 
 /// Who is signed in, and the CSRF token the page sends with state changes.
-#[derive(Debug, Serialize)]
-struct SessionView {
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct SessionView {
     name: String,
     role: warden_config::ConsoleRole,
     csrf: Option<String>,
@@ -165,9 +166,9 @@ async fn quarantine(State(app): State<AppState>) -> impl IntoResponse {
 }
 
 /// A release: who, and why (recorded with the operator's name).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ReleaseRequest {
+pub(crate) struct ReleaseRequest {
     kind: SubjectKind,
     value: String,
     #[serde(default)]
@@ -175,9 +176,9 @@ struct ReleaseRequest {
 }
 
 /// A manual quarantine.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct QuarantineRequest {
+pub(crate) struct QuarantineRequest {
     kind: SubjectKind,
     value: String,
     ttl_s: u64,
@@ -381,8 +382,8 @@ async fn manual_quarantine(
 }
 
 /// The drill-down of one identity.
-#[derive(Debug, Serialize)]
-struct DeviceView {
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct DeviceView {
     subject: Subject,
     alerts: Vec<Alert>,
     /// The latest decision about the identity, active or not.

@@ -19,6 +19,7 @@
 mod api;
 mod auth;
 mod error;
+pub mod openapi;
 mod server;
 pub mod sink;
 mod state;

@@ -39,7 +39,7 @@ pub struct LiveUpdate {
 const LIVE_BUFFER: usize = 1024;
 
 /// An active quarantine (or throttle), as listed by `GET /api/quarantine`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct ActiveDecision {
     pub subject: Subject,
     pub action: Action,

@@ -460,3 +460,79 @@ async fn subject_pages_have_urls_of_their_own_behind_the_sign_in() {
         assert_eq!(anonymous.status(), StatusCode::SEE_OTHER, "GET {path}");
     }
 }
+
+/// Validate `body` against the OpenAPI document's schema for `path` / `method` / `status`.
+fn check_against_openapi(doc: &Value, path: &str, method: &str, status: u16, body: &Value) {
+    let schema = &doc["paths"][path][method]["responses"][status.to_string()]["content"]["application/json"]
+        ["schema"];
+    assert!(schema.is_object(), "no schema for {method} {path} {status}");
+    let mut root = schema.clone();
+    root["components"] = doc["components"].clone();
+    let validator = jsonschema::validator_for(&root)
+        .unwrap_or_else(|e| panic!("schema of {method} {path}: {e}"));
+    let errors: Vec<String> = validator.iter_errors(body).map(|e| e.to_string()).collect();
+    assert!(
+        errors.is_empty(),
+        "{method} {path} {status} does not match the document: {errors:?}\n{body}"
+    );
+}
+
+#[tokio::test]
+async fn real_responses_match_the_openapi_document() {
+    let c = console().await;
+    let get = |path: &str| {
+        let req = c.http.get(format!("{}{path}", c.url)).bearer_auth(OPERATOR);
+        async move {
+            let resp = req.send().await.expect("get");
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.expect("json"))
+        }
+    };
+    let (status, doc) = get("/api/openapi.json").await;
+    assert_eq!(status, 200);
+    assert_eq!(doc["openapi"], "3.1.0");
+    quarantine(&c, "dev-doc").await;
+    for path in ["/api/quarantine", "/api/devices/dev-doc", "/api/session"] {
+        let (status, body) = get(path).await;
+        let template = if path.starts_with("/api/devices/") {
+            "/api/devices/{identity}"
+        } else {
+            path
+        };
+        check_against_openapi(&doc, template, "get", status, &body);
+    }
+    let resp = c
+        .http
+        .post(format!("{}/api/quarantine/release", c.url))
+        .bearer_auth(OPERATOR)
+        .json(&serde_json::json!({"kind": "identity", "value": "dev-doc", "reason": "checked"}))
+        .send()
+        .await
+        .expect("release");
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.expect("json");
+    check_against_openapi(&doc, "/api/quarantine/release", "post", status, &body);
+    // The release left an audit alert; an unknown subject is a documented 404.
+    let mut alerts = Value::Null;
+    for _ in 0..100 {
+        alerts = get("/api/alerts").await.1;
+        if alerts.as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(alerts.as_array().is_some_and(|a| !a.is_empty()), "{alerts}");
+    check_against_openapi(&doc, "/api/alerts", "get", 200, &alerts);
+    let resp = c
+        .http
+        .post(format!("{}/api/quarantine/release", c.url))
+        .bearer_auth(OPERATOR)
+        .json(&serde_json::json!({"kind": "identity", "value": "nobody", "reason": "x"}))
+        .send()
+        .await
+        .expect("release");
+    let status = resp.status().as_u16();
+    assert_eq!(status, 404);
+    let body: Value = resp.json().await.expect("json");
+    check_against_openapi(&doc, "/api/quarantine/release", "post", status, &body);
+}
