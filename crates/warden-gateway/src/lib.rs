@@ -8,6 +8,7 @@
 
 mod admin;
 mod body;
+mod conns;
 mod emit;
 mod error;
 mod hygiene;
@@ -29,6 +30,7 @@ pub mod upstream;
 pub mod validate;
 
 pub use admin::Admin;
+pub use conns::ConnStats;
 pub use emit::{EmitStats, Emitter, EventTopic};
 pub use error::{GatewayError, Reject};
 pub use identity::{IdentityHandle, Principal, ReloadReport};

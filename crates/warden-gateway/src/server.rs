@@ -102,6 +102,8 @@ pub struct Gateway {
     admin: crate::admin::Admin,
     /// Watches the policy files.
     policy_watch: Option<tokio::task::JoinHandle<()>>,
+    /// Open client connections, their caps and deadlines (every listener and thread).
+    conns: Arc<crate::conns::Tracker>,
 }
 
 impl Gateway {
@@ -210,7 +212,16 @@ impl Gateway {
             shared.emitter.clone(),
         )
         .map_err(GatewayError::Identity)?;
+        let limits = crate::conns::Limits::new(&config.gateway.connections);
+        info!(
+            max_total = limits.max_total,
+            max_per_ip = limits.max_per_ip,
+            first_request_ms = limits.first_request.as_millis() as u64,
+            idle_ms = limits.idle.as_millis() as u64,
+            "Connection limits set."
+        );
         Ok(Self {
+            conns: crate::conns::Tracker::new(limits),
             shared,
             identity: started.handle,
             identity_tasks: started.tasks,
@@ -239,6 +250,11 @@ impl Gateway {
     /// The event emitter (for its counters).
     pub fn emitter(&self) -> &Emitter {
         &self.shared.emitter
+    }
+
+    /// Counters of client connections (admitted, evicted, refused, timed out).
+    pub fn conn_stats(&self) -> Arc<crate::ConnStats> {
+        self.conns.stats.clone()
     }
 
     /// The request router (every path goes through the phases above).
@@ -273,6 +289,7 @@ impl Gateway {
             tls_listener.zip(tls),
             self.router(),
             handshake_sink(self.shared.clone()),
+            self.conns.clone(),
             shutdown.shared(),
         )
         .await?;
@@ -299,6 +316,7 @@ impl Gateway {
         let shutdown = shutdown.shared();
         let router = self.router();
         let sink = handshake_sink(self.shared.clone());
+        let tracker = self.conns.clone();
         let mut done = Vec::new();
         for i in 0..threads.max(1) {
             // Each thread registers its own handle of the same socket with its runtime; the
@@ -309,6 +327,7 @@ impl Gateway {
                 _ => None,
             };
             let (router, sink, shutdown) = (router.clone(), sink.clone(), shutdown.clone());
+            let tracker = tracker.clone();
             let (tx, rx) = tokio::sync::oneshot::channel();
             std::thread::Builder::new()
                 .name(format!("warden-gw-{i}"))
@@ -325,7 +344,8 @@ impl Gateway {
                                         Some((l, rt)) => Some((TcpListener::from_std(l)?, rt)),
                                         None => None,
                                     };
-                                    serve_listeners(plain, secure, router, sink, shutdown).await
+                                    serve_listeners(plain, secure, router, sink, tracker, shutdown)
+                                        .await
                                 }
                                 .instrument(info_span!("gateway", worker = i)),
                             )
@@ -401,6 +421,7 @@ async fn serve_listeners(
     tls: Option<(TcpListener, Arc<crate::tls::TlsRuntime>)>,
     router: Router,
     sink: crate::tls::FailureSink,
+    tracker: Arc<crate::conns::Tracker>,
     shutdown: futures::future::Shared<impl Future<Output = ()> + Send + 'static>,
 ) -> Result<(), GatewayError> {
     let tls_task = tls.map(|(l, rt)| {
@@ -409,10 +430,11 @@ async fn serve_listeners(
             rt,
             router.clone(),
             sink,
+            tracker.clone(),
             shutdown.clone(),
         ))
     });
-    serve_plain(listener, router, shutdown).await;
+    serve_plain(listener, router, tracker, shutdown).await;
     if let Some(t) = tls_task {
         let _ = t.await;
     }
@@ -421,10 +443,28 @@ async fn serve_listeners(
 
 /// Accept plain connections until `shutdown`, then let open connections finish (up to 10 s):
 /// the same connection handling as the TLS listener (`tls::serve_connection`).
-async fn serve_plain(listener: TcpListener, router: Router, shutdown: impl Future<Output = ()>) {
-    crate::tls::accept_loop(listener, shutdown, "HTTP", move |tcp, peer, watcher| {
-        crate::tls::serve_connection(tcp, router.clone(), watcher, peer, "HTTP", |_| {})
-    })
+async fn serve_plain(
+    listener: TcpListener,
+    router: Router,
+    tracker: Arc<crate::conns::Tracker>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let limits = tracker.limits;
+    crate::tls::accept_loop(
+        listener,
+        shutdown,
+        "HTTP",
+        tracker,
+        move |tcp, peer, watcher, conn| {
+            let on = crate::tls::Served {
+                watcher,
+                peer,
+                conn,
+                limits,
+            };
+            crate::tls::serve_connection(tcp, router.clone(), on, "HTTP", |_| {})
+        },
+    )
     .await;
 }
 

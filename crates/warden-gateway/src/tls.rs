@@ -30,7 +30,7 @@ use warden_config::{TlsConfig, TlsVersion};
 use crate::identity::cert::{CertProblem, PeerCert};
 
 pub(crate) use serve::{
-    FailureSink, HandshakeFailure, accept_loop, classify, serve, serve_connection,
+    FailureSink, HandshakeFailure, Served, accept_loop, classify, serve, serve_connection,
 };
 use verifier::RecordingVerifier;
 

@@ -100,9 +100,20 @@ impl Archiver {
         let mut retention = tokio::time::interval(Duration::from_secs(60));
         retention.tick().await;
         tokio::pin!(shutdown);
+        // At shutdown, read what is already on the bus (until a poll comes back empty), then
+        // close the files: events published just before the stop are archived too.
+        let mut draining = false;
         loop {
-            let polled = tokio::select! {
-                _ = &mut shutdown => break,
+            let polled = if draining {
+                consumer
+                    .poll(c.batch_max_events, Duration::from_millis(200))
+                    .await
+            } else {
+                tokio::select! {
+                _ = &mut shutdown => {
+                    draining = true;
+                    continue;
+                }
                 _ = roll.tick() => {
                     self.close_and_commit(&mut writer, &mut pending, &mut *consumer).await?;
                     continue;
@@ -112,9 +123,14 @@ impl Archiver {
                     continue;
                 }
                 p = consumer.poll(c.batch_max_events, Duration::from_millis(200)) => p,
+                }
             };
             let msgs = match polled {
                 Ok(m) => m,
+                Err(e) if draining => {
+                    warn!(error = %e, "Reading the last events at shutdown failed.");
+                    break;
+                }
                 Err(e) if e.is_retriable() => {
                     warn!(error = %e, "Polling events failed; retrying.");
                     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -123,6 +139,9 @@ impl Archiver {
                 Err(e) => return Err(e.into()),
             };
             if msgs.is_empty() {
+                if draining {
+                    break;
+                }
                 continue;
             }
             // Payloads (compact or JSON) straight into the batch's columns.

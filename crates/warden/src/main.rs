@@ -140,6 +140,25 @@ pub struct CheckArgs {
     pub pipeline: Vec<PathBuf>,
 }
 
+/// Raise the soft `RLIMIT_NOFILE` to the hard limit (every client connection holds a
+/// descriptor; distributions often start services with 1024) and report it: the gateway
+/// derives its connection cap from it.
+fn raise_nofile_limit() {
+    let before = rlimit::getrlimit(rlimit::Resource::NOFILE).map(|(soft, _)| soft);
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(now) => tracing::info!(
+            before = before.unwrap_or(0),
+            now,
+            "File-descriptor limit (RLIMIT_NOFILE) raised."
+        ),
+        Err(e) => tracing::warn!(
+            error = %e,
+            limit = before.unwrap_or(0),
+            "Cannot raise the file-descriptor limit (RLIMIT_NOFILE)."
+        ),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(cli.log_format);
@@ -159,6 +178,7 @@ fn main() -> ExitCode {
         println!("{}", warden_config::hash_api_key(key));
         return ExitCode::SUCCESS;
     }
+    raise_nofile_limit();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

@@ -92,10 +92,17 @@ pub struct Stack {
     pub metrics_addr: Option<SocketAddr>,
     pub quarantine: Option<Arc<QuarantineSet>>,
     pub emit_stats: Option<Arc<EmitStats>>,
+    /// The gateway's client-connection counters (admitted, evicted, refused, timed out).
+    pub conn_stats: Option<Arc<warden_gateway::ConnStats>>,
     pub processor_stats: Option<Arc<ProcessorStats>>,
     stop: watch::Sender<bool>,
+    /// Stops the event consumers (processor, archive), once the producers have drained.
+    stop_consumers: watch::Sender<bool>,
     tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
 }
+
+/// Tasks that consume events: stopped after everything that produces them.
+const CONSUMERS: [&str; 2] = ["processor", "archive"];
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
@@ -121,6 +128,7 @@ impl Stack {
         extras: StackExtras,
     ) -> anyhow::Result<Self> {
         let (stop, rx) = watch::channel(false);
+        let (stop_consumers, consumers_rx) = watch::channel(false);
         let mut stack = Stack {
             gateway_addr: None,
             gateway_tls_addr: None,
@@ -131,8 +139,10 @@ impl Stack {
             metrics_addr: None,
             quarantine: None,
             emit_stats: None,
+            conn_stats: None,
             processor_stats: None,
             stop,
+            stop_consumers,
             tasks: Vec::new(),
         };
         let pipeline_name = parts
@@ -148,7 +158,7 @@ impl Stack {
             }
             stack.processor_stats = Some(processor.stats());
             let bus = bus.clone();
-            let shutdown = stopped(rx.clone());
+            let shutdown = stopped(consumers_rx.clone());
             stack.tasks.push((
                 "processor",
                 tokio::spawn(
@@ -160,7 +170,7 @@ impl Stack {
             let archiver =
                 warden_stream::archive::Archiver::new(archive, config.bus.topics.events.clone());
             let bus = bus.clone();
-            let shutdown = stopped(rx.clone());
+            let shutdown = stopped(consumers_rx.clone());
             stack.tasks.push((
                 "archive",
                 tokio::spawn(async move { archiver.run(bus, shutdown).await.context("archive") }),
@@ -198,6 +208,7 @@ impl Stack {
                 .context("starting the gateway")?;
             stack.quarantine = Some(gateway.quarantine().clone());
             stack.emit_stats = Some(gateway.emitter().stats().clone());
+            stack.conn_stats = Some(gateway.conn_stats());
             let listener = TcpListener::bind(config.gateway.listen)
                 .await
                 .with_context(|| format!("binding the gateway to {}", config.gateway.listen))?;
@@ -318,8 +329,18 @@ impl Stack {
 
     /// Stop every component gracefully (the gateway drains its events to the bus).
     pub async fn stop(mut self) -> anyhow::Result<()> {
+        // Producers first: the gateway answers its in-flight requests and publishes their
+        // events; only then do the processor and the archive stop (the archive reads what is
+        // left on the bus and closes its file), so no completed request's event is lost.
         let _ = self.stop.send(true);
-        for (name, task) in std::mem::take(&mut self.tasks) {
+        let (consumers, producers): (Vec<_>, Vec<_>) = std::mem::take(&mut self.tasks)
+            .into_iter()
+            .partition(|(name, _)| CONSUMERS.contains(name));
+        for (name, task) in producers {
+            task.await.with_context(|| format!("{name} task"))??;
+        }
+        let _ = self.stop_consumers.send(true);
+        for (name, task) in consumers {
             task.await.with_context(|| format!("{name} task"))??;
         }
         Ok(())

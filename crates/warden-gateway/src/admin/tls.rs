@@ -228,11 +228,17 @@ pub(crate) async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let timeout = Duration::from_millis(tls.config.handshake_timeout_ms);
+    // The admin listener keeps the default connection limits.
+    let tracker = crate::conns::Tracker::new(crate::conns::Limits::new(
+        &warden_config::ConnectionLimits::default(),
+    ));
+    let limits = tracker.limits;
     accept_loop(
         listener,
         shutdown,
         "Admin TLS",
-        move |tcp, peer, watcher| {
+        tracker,
+        move |tcp, peer, watcher, conn| {
             let tls = tls.clone();
             let router = router.clone();
             async move {
@@ -274,7 +280,13 @@ pub(crate) async fn serve(
                         }))
                     })
                 });
-                serve_connection(stream, router, watcher, peer, "Admin TLS", move |ext| {
+                let on = crate::tls::Served {
+                    watcher,
+                    peer,
+                    conn,
+                    limits,
+                };
+                serve_connection(stream, router, on, "Admin TLS", move |ext| {
                     if let Some(op) = &operator {
                         ext.insert(op.clone());
                     }

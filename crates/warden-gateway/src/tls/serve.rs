@@ -24,10 +24,8 @@ use warden_config::CertField;
 
 use super::verifier::REFUSED_CERT;
 use super::{ConnInfo, Rejection, TlsConn, TlsRuntime};
+use crate::conns::{ActiveBody, Conn, Limits, Tracker};
 use crate::identity::cert::PeerCert;
-
-/// Time a client has to send a complete HTTP/1 request head.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A refused handshake, for the event the gateway emits.
 #[derive(Debug, Clone)]
@@ -41,38 +39,66 @@ pub(crate) struct HandshakeFailure {
 /// Receives refused handshakes that were about client certificates.
 pub(crate) type FailureSink = Arc<dyn Fn(HandshakeFailure) + Send + Sync>;
 
-/// Accept on `listener` until `shutdown`, handing each connection (Nagle's algorithm off) to
-/// `serve` with a watcher of the graceful shutdown; then let open connections finish for up
-/// to 10 s and end the rest. `what` names the listener in logs.
+/// Accept on `listener` until `shutdown`, admitting each connection against `tracker`'s caps
+/// (see `conns`) and handing it (Nagle's algorithm off) to `serve` with a watcher of the
+/// graceful shutdown, until it ends or `tracker` closes it (first-request deadline, idle
+/// timeout, eviction); then let open connections finish for up to 10 s and end the rest.
+/// Accept errors (out of descriptors and the like) close the oldest idle connection and back
+/// off exponentially (1 ms to 1 s), with one warning a second at most. `what` names the
+/// listener in logs.
 pub(crate) async fn accept_loop<F, Fut>(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
     what: &'static str,
+    tracker: Arc<Tracker>,
     mut serve: F,
 ) where
-    F: FnMut(tokio::net::TcpStream, SocketAddr, Watcher) -> Fut,
+    F: FnMut(tokio::net::TcpStream, SocketAddr, Watcher, Arc<Conn>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     // The connections' tasks, so that those still open after the drain can be ended.
     let mut conns = tokio::task::JoinSet::new();
+    let mut backoff = Duration::from_millis(1);
+    let mut failures = 0u64;
+    let mut last_warning: Option<std::time::Instant> = None;
     loop {
         let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(c) => c,
                 Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    warn!(error = %e, "{what} accept failed.");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    failures += 1;
+                    let freed = out_of_resources(&e) && tracker.evict_oldest_idle();
+                    if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                        warn!(error = %e, failures, freed_idle = freed, backoff_ms = backoff.as_millis() as u64, "{what} accept failed; backing off.");
+                        last_warning = Some(std::time::Instant::now());
+                        failures = 0;
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = &mut shutdown => break,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
                     continue;
                 }
             },
             () = &mut shutdown => break,
         };
+        backoff = Duration::from_millis(1);
+        let Some(admitted) = tracker.admit(peer.ip()) else {
+            drop(tcp);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         while conns.try_join_next().is_some() {}
-        conns.spawn(serve(tcp, peer, graceful.watcher()));
+        let served = serve(tcp, peer, graceful.watcher(), admitted.conn.clone());
+        conns.spawn(async move {
+            tokio::select! {
+                () = served => {}
+                () = admitted.expired() => {}
+            }
+        });
     }
     drop(listener);
     if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown())
@@ -84,12 +110,19 @@ pub(crate) async fn accept_loop<F, Fut>(
     }
 }
 
+/// Errors of `accept` that a closed connection can relieve (Linux: EMFILE, ENFILE, ENOBUFS,
+/// ENOMEM).
+fn out_of_resources(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12))
+}
+
 /// Accept TLS connections until `shutdown`, then let open connections finish (up to 10 s).
 pub(crate) async fn serve(
     listener: TcpListener,
     tls: Arc<TlsRuntime>,
     router: Router,
     failures: FailureSink,
+    tracker: Arc<Tracker>,
     shutdown: impl Future<Output = ()>,
 ) {
     let (field, prefix) = match &tls.config.client_auth {
@@ -99,7 +132,8 @@ pub(crate) async fn serve(
         ),
         None => (CertField::SubjectCn, Arc::<str>::from("")),
     };
-    accept_loop(listener, shutdown, "TLS", move |tcp, peer, watcher| {
+    let limits = tracker.limits;
+    accept_loop(listener, shutdown, "TLS", tracker, move |tcp, peer, watcher, conn| {
         let tls = tls.clone();
         let router = router.clone();
         let failures = failures.clone();
@@ -151,7 +185,8 @@ pub(crate) async fn serve(
                 peer: PeerCert::read(chain, field, &prefix),
                 verified: Mutex::new((generation.id, true)),
             }));
-            serve_connection(stream, router, watcher, peer, "TLS", move |ext| {
+            let on = Served { watcher, peer, conn, limits };
+            serve_connection(stream, router, on, "TLS", move |ext| {
                 ext.insert(info.clone());
             })
             .await;
@@ -160,35 +195,64 @@ pub(crate) async fn serve(
     .await;
 }
 
+/// Where a connection is served: its graceful-shutdown watcher, peer, tracked state and the
+/// deadlines of its protocol.
+pub(crate) struct Served {
+    pub watcher: Watcher,
+    pub peer: SocketAddr,
+    pub conn: Arc<Conn>,
+    pub limits: Limits,
+}
+
 /// Serve HTTP/1.1 and HTTP/2 (by ALPN on TLS, by the client's preface on plain TCP) with
-/// `router` on an accepted connection until it closes or `watcher`'s shutdown ends it. Each
+/// `router` on an accepted connection until it closes or the watcher's shutdown ends it. Each
 /// request gets the peer's address and whatever `tag` inserts (the connection's certificate
-/// details); `what` names the listener in logs. Upgrades (WebSocket and the like) are not
+/// details), and is counted in flight on the connection until its response body ends (see
+/// `conns`); `what` names the listener in logs. Upgrades (WebSocket and the like) are not
 /// served: the gateway strips `Upgrade` as a hop-by-hop header, and hyper's per-request
 /// upgrade channel would be paid by every request for nothing.
 pub(crate) async fn serve_connection<S, F>(
     stream: S,
     router: Router,
-    watcher: Watcher,
-    peer: SocketAddr,
+    on: Served,
     what: &'static str,
     tag: F,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     F: Fn(&mut axum::http::Extensions) + Clone + Send + Sync + 'static,
 {
-    let service = router.map_request(move |mut req: axum::http::Request<Incoming>| {
-        req.extensions_mut().insert(ConnectInfo(peer));
-        tag(req.extensions_mut());
-        req
-    });
+    let Served {
+        watcher,
+        peer,
+        conn,
+        limits,
+    } = on;
+    let service = router
+        .map_request(move |mut req: axum::http::Request<Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            tag(req.extensions_mut());
+            req
+        })
+        .map_future(move |fut| {
+            let in_flight = conn.enter();
+            async move {
+                fut.await.map(|resp: axum::response::Response| {
+                    resp.map(|b| axum::body::Body::new(ActiveBody::new(b, in_flight)))
+                })
+            }
+        });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // A client that connects and then trickles its request head is cut off.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    builder.http2().timer(TokioTimer::new());
+        .header_read_timeout(limits.header_read);
+    // Pings find dead HTTP/2 peers; the tracker closes idle ones.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(limits.h2_keepalive_interval)
+        .keep_alive_timeout(limits.h2_keepalive_timeout);
     let conn = builder
         .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
         .into_owned();

@@ -59,7 +59,8 @@ pub async fn run(args: ArchiveArgs) -> anyhow::Result<()> {
     );
     archiver
         .run(bus, async {
-            let _ = tokio::signal::ctrl_c().await;
+            let name = super::common::shutdown_signal().await;
+            eprintln!("{name}: closing the archive…");
         })
         .await?;
     Ok(())

@@ -22,10 +22,29 @@ pub fn load_pipeline(path: Option<&Path>) -> anyhow::Result<PipelineConfig> {
     }
 }
 
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM (what `kill`, systemd and container runtimes send),
+/// with the signal's name: every long-running command stops the same way on both (drain
+/// in-flight requests, flush events and the spool, close archive files). Should SIGTERM not
+/// be available, only Ctrl-C is awaited.
+pub async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            return tokio::select! {
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            };
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    "SIGINT"
+}
+
 pub async fn run_until_signal(mut stack: Stack) -> anyhow::Result<()> {
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {
-            eprintln!("shutting down…");
+        name = shutdown_signal() => {
+            eprintln!("{name}: shutting down…");
             stack.stop().await
         }
         e = stack.wait_failure() => Err(e),

@@ -130,10 +130,9 @@ async fn live(
     let cancel = CancellationToken::new();
     let c = cancel.clone();
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("stopping (labels are written for what ran)…");
-            c.cancel();
-        }
+        let name = super::common::shutdown_signal().await;
+        eprintln!("{name}: stopping (labels are written for what ran)…");
+        c.cancel();
     });
     let duration = scenario.duration_s;
     let bar = progress_bar(duration.ceil() as u64, "s");
