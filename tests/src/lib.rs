@@ -14,3 +14,6 @@ pub mod scenarios;
 
 /// Events, pipeline and decisions of the processor durability tests.
 pub mod processing;
+
+/// ML detectors: benign archives, training, scenario runs and their outcomes.
+pub mod ml;

@@ -140,8 +140,9 @@ impl ModelHandle {
     }
 }
 
-/// An ML detector: fires when a key's complete sample scores above the calibrated threshold
-/// (× `threshold_factor`) `sustain_samples` times in a row.
+/// An ML detector: fires when a key's complete samples score above the calibrated threshold
+/// (× `threshold_factor`) for `sustain_samples` (a leaky count: each sample below takes one
+/// off).
 pub struct MlDetector {
     config: MlConfig,
     handle: ModelHandle,
@@ -228,7 +229,7 @@ impl MlDetector {
                 threshold,
                 m.sha256.get(..12).unwrap_or(""),
                 if self.config.sustain_samples > 1 {
-                    format!("{} samples in a row", self.config.sustain_samples)
+                    format!("sustained over {} samples", self.config.sustain_samples)
                 } else {
                     "one sample".into()
                 },
@@ -258,8 +259,10 @@ impl Detector for MlDetector {
         if self.streak.len() <= i {
             self.streak.resize(i + 1, 0);
         }
+        // A leaky count: a sample above the threshold adds one, one below takes one off, so
+        // a deviation that lasts fires even if a sample now and then dips under the bar.
         if score <= threshold {
-            self.streak[i] = 0;
+            self.streak[i] = self.streak[i].saturating_sub(1);
             return None;
         }
         self.streak[i] = self.streak[i].saturating_add(1);

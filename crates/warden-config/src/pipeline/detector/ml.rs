@@ -25,8 +25,8 @@ pub struct MlConfig {
     /// Input features, in the model's order, all over one window (complete samples of each
     /// key of that window are scored).
     pub features: Vec<String>,
-    /// Complete samples in a row above the model's threshold before the detector fires (1:
-    /// at once).
+    /// Complete samples above the model's threshold before the detector fires (1: at once).
+    /// A leaky count: each sample above adds one, each below takes one off.
     #[serde(default = "one")]
     pub sustain_samples: u32,
     /// Multiple of the model's calibrated threshold used (1: as calibrated; higher trades
