@@ -17,3 +17,6 @@ pub mod processing;
 
 /// Exported metrics checked against docs/METRICS.md and the Grafana dashboards.
 pub mod metrics;
+
+/// ML detectors: benign archives, training, scenario runs and their outcomes.
+pub mod ml;

@@ -26,9 +26,10 @@ pub use layer::env_overrides;
 pub use pipeline::{
     AuthFailuresConfig, CardinalityConfig, CohortConfig, Combine, CountFeature, CusumConfig,
     DecisionConfig, DetectorAction, DetectorConfig, Direction, ErrorRatioFeature, EwmaZscoreConfig,
-    FeatureConfig, Field, FieldFeature, FilterConfig, MadConfig, Mode, NoveltyConfig, NoveltyField,
-    PeerGroup, PeerPercentileConfig, PercentileFeature, PipelineConfig, RatioFeature, Sampling,
-    SourceConfig, SqlFeature, ThresholdConfig, WindowConfig, WindowKey,
+    FeatureConfig, Field, FieldFeature, FilterConfig, MAX_ML_FEATURES, MadConfig, MlConfig, Mode,
+    NoveltyConfig, NoveltyField, PeerGroup, PeerPercentileConfig, PercentileFeature,
+    PipelineConfig, RatioFeature, Sampling, SourceConfig, SqlFeature, ThresholdConfig,
+    WindowConfig, WindowKey,
 };
 pub use policy::{
     AdminConfig, DenyRule, DeviceTypeBinding, Grant, KeyedRate, LimitsConfig, PathCase,

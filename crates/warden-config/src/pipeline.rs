@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 pub use decision::{Combine, DecisionConfig};
 pub use detector::{
     AuthFailuresConfig, CardinalityConfig, CohortConfig, CusumConfig, DetectorAction,
-    DetectorConfig, Direction, EwmaZscoreConfig, MadConfig, NoveltyConfig, NoveltyField, PeerGroup,
-    PeerPercentileConfig, ThresholdConfig,
+    DetectorConfig, Direction, EwmaZscoreConfig, MAX_ML_FEATURES, MadConfig, MlConfig,
+    NoveltyConfig, NoveltyField, PeerGroup, PeerPercentileConfig, ThresholdConfig,
 };
 pub use feature::{
     CountFeature, ErrorRatioFeature, FeatureConfig, Field, FieldFeature, FilterConfig,

@@ -21,6 +21,7 @@ pub mod novelty;
 pub mod peer_percentile;
 mod scale;
 pub mod threshold;
+pub mod unloaded;
 
 use std::collections::BTreeMap;
 
@@ -187,6 +188,10 @@ pub fn build(config: &DetectorConfig, window_ms: u64) -> Box<dyn Detector> {
             Box::new(peer_percentile::PeerPercentile::new(c.clone()))
         }
         DetectorConfig::Cohort(c) => Box::new(cohort::Cohort::new(c.clone())),
+        DetectorConfig::Kmeans(c)
+        | DetectorConfig::Gmm(c)
+        | DetectorConfig::OneClassSvm(c)
+        | DetectorConfig::IsolationForest(c) => Box::new(unloaded::Unloaded::new(&c.name)),
     }
 }
 

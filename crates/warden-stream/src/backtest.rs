@@ -148,7 +148,16 @@ pub async fn replay(
     pipeline: &PipelineConfig,
     dir: &Path,
 ) -> Result<BacktestReport, BacktestError> {
-    let mut engine = Engine::new(pipeline)?;
+    replay_through(Engine::new(pipeline)?, pipeline, dir).await
+}
+
+/// [`replay`] through an engine built by the caller (e.g. one recording an ML detector's
+/// samples for training, see [`crate::ml::Models`]).
+pub async fn replay_through(
+    mut engine: Engine,
+    pipeline: &PipelineConfig,
+    dir: &Path,
+) -> Result<BacktestReport, BacktestError> {
     let ctx = session(dir).await?;
     let columns: Vec<String> = warden_event::request_event_schema()
         .fields()

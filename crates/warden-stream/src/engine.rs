@@ -10,6 +10,7 @@
 //! [`Engine::flush`]).
 //! Event-level detectors (`novelty`) see each event as it is added.
 
+mod models;
 mod rates;
 mod reload;
 mod snapshot;
@@ -35,6 +36,7 @@ pub use snapshot::{EngineSnapshot, KeySnapshot};
 
 use crate::columns::{Columns, StrCol};
 use crate::feature::{Compiler, WindowPlan, hasher};
+use crate::ml::{MlDetector, ModelHandle, Models, RecordingDetector};
 use crate::policy::{Policy, Source, Verdict};
 use crate::sketch::Sketch;
 use crate::window::WindowState;
@@ -81,6 +83,9 @@ struct DetectorRt {
     mode: Mode,
     peer: Option<PeerGroup>,
     novelty: Option<NoveltyField>,
+    /// The served model of an ML detector (checked for changes by
+    /// [`Engine::refresh_models`]).
+    model: Option<ModelHandle>,
 }
 
 /// A window with its features, state and detectors.
@@ -181,27 +186,39 @@ pub fn check(pipeline: &PipelineConfig) -> Result<(), ConfigErrors> {
 }
 
 impl WindowRt {
-    fn new(config: &WindowConfig, pipeline: &PipelineConfig, plan: WindowPlan) -> Self {
+    fn new(
+        config: &WindowConfig,
+        pipeline: &PipelineConfig,
+        plan: WindowPlan,
+        models: &Models,
+    ) -> Result<Self, Vec<ConfigError>> {
         let features = pipeline
             .feature
             .iter()
             .filter(|f| f.window() == config.name)
             .cloned()
             .collect();
-        let detectors: Vec<DetectorRt> = pipeline
-            .detector
-            .iter()
-            .filter(|d| {
-                pipeline
-                    .detector_window(d)
-                    .is_some_and(|w| w.name == config.name)
-            })
-            .map(|d| build_detector(d, pipeline, &plan, config))
-            .collect();
+        let mut detectors: Vec<DetectorRt> = Vec::new();
+        let mut errs = Vec::new();
+        for (i, d) in pipeline.detector.iter().enumerate() {
+            if !pipeline
+                .detector_window(d)
+                .is_some_and(|w| w.name == config.name)
+            {
+                continue;
+            }
+            match build_detector(d, pipeline, &plan, config, models) {
+                Ok(d) => detectors.push(d),
+                Err(e) => errs.push(ConfigError::new(format!("detector[{i}].model"), e)),
+            }
+        }
+        if !errs.is_empty() {
+            return Err(errs);
+        }
         let track_peers = detectors
             .iter()
             .any(|d| matches!(d.peer, Some(PeerGroup::DeviceType | PeerGroup::Tenant)));
-        Self {
+        Ok(Self {
             state: WindowState::new(config, &plan),
             features,
             plan,
@@ -211,7 +228,7 @@ impl WindowRt {
             marked: Vec::new(),
             leader: None,
             link: Vec::new(),
-        }
+        })
     }
 }
 
@@ -220,14 +237,27 @@ fn build_detector(
     pipeline: &PipelineConfig,
     plan: &WindowPlan,
     window: &WindowConfig,
-) -> DetectorRt {
-    let detector = warden_detect::build(d, window.size_ms);
+    models: &Models,
+) -> Result<DetectorRt, String> {
+    let mut model = None;
+    let detector: Box<dyn Detector> = match (d.ml(), crate::ml::kind_of(d), models) {
+        (Some(c), Some(_), Models::Record(name, rec)) if *name == c.name => {
+            Box::new(RecordingDetector::new(&c.name, rec.clone()))
+        }
+        (Some(_), _, Models::Record(..)) => warden_detect::build(d, window.size_ms),
+        (Some(c), Some(kind), Models::Load) => {
+            let h = ModelHandle::open(kind, c).map_err(|e| e.to_string())?;
+            model = Some(h.clone());
+            Box::new(MlDetector::new(c.clone(), h))
+        }
+        _ => warden_detect::build(d, window.size_ms),
+    };
     let inputs = d
         .features()
         .iter()
         .filter_map(|f| plan.names.iter().position(|n| n == f))
         .collect();
-    DetectorRt {
+    Ok(DetectorRt {
         peer: detector.peer_group(),
         novelty: match d {
             DetectorConfig::Novelty(c) => Some(c.field),
@@ -237,20 +267,32 @@ fn build_detector(
         inputs,
         mode: d.mode().unwrap_or(pipeline.mode),
         config: d.clone(),
-    }
+        model,
+    })
 }
 
 impl Engine {
     /// Build the engine a validated pipeline declares; fails only on what
     /// [`PipelineConfig::validate`] cannot see (SQL feature expressions, see [`check`]).
     pub fn new(pipeline: &PipelineConfig) -> Result<Self, ConfigErrors> {
+        Self::with_models(pipeline, Models::Load)
+    }
+
+    /// Build the engine with ML detectors built as `models` says: served from their model
+    /// files (what [`Engine::new`] does), or recording their samples for training.
+    pub fn with_models(pipeline: &PipelineConfig, models: Models) -> Result<Self, ConfigErrors> {
         let plans = compile_errors(pipeline)?;
-        let mut windows: Vec<WindowRt> = pipeline
-            .window
-            .iter()
-            .zip(plans)
-            .map(|(w, plan)| WindowRt::new(w, pipeline, plan))
-            .collect();
+        let mut windows: Vec<WindowRt> = Vec::new();
+        let mut errs = Vec::new();
+        for (w, plan) in pipeline.window.iter().zip(plans) {
+            match WindowRt::new(w, pipeline, plan, &models) {
+                Ok(w) => windows.push(w),
+                Err(e) => errs.extend(e),
+            }
+        }
+        if !errs.is_empty() {
+            return Err(ConfigErrors(errs));
+        }
         for wi in 0..windows.len() {
             let key = windows[wi].state.config.key;
             // `identity|route` keys are built per row: not linked.
@@ -1016,7 +1058,8 @@ fn round(
     let nf = w.plan.outputs.len();
     let at = w.state.slot_end(slot);
     let size_ns = w.state.size_ns();
-    let mut buf = [f64::NAN; 4];
+    // Detectors read at most 16 features (ML detectors; the others one or two).
+    let mut buf = [f64::NAN; 16];
     for (di, d) in w.detectors.iter_mut().enumerate() {
         if d.inputs.is_empty() {
             continue;

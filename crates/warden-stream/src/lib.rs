@@ -14,6 +14,7 @@ mod columns;
 pub mod dedup;
 mod engine;
 mod feature;
+pub mod ml;
 mod policy;
 pub mod query;
 mod runner;

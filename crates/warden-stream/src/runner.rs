@@ -326,6 +326,9 @@ impl Processor {
             .map_or(Duration::from_secs(3600), |r| r.every);
         let mut reload_tick = tokio::time::interval(every);
         reload_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // ML detectors' model files are checked for a new model this often (hot swap).
+        let mut model_tick = tokio::time::interval(Duration::from_secs(5));
+        model_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_checkpoint = Instant::now();
         let mut rate = Rate::new(&self.stats);
         tokio::pin!(shutdown);
@@ -335,6 +338,10 @@ impl Processor {
                 _ = &mut shutdown => break,
                 _ = reload_tick.tick(), if self.reload.is_some() => {
                     self.check_reload();
+                    continue;
+                }
+                _ = model_tick.tick(), if self.engine.has_models() => {
+                    self.engine.refresh_models();
                     continue;
                 }
                 polled = events.poll(self.pipeline.source.batch_max_events, wait) => polled,

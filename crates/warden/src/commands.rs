@@ -12,4 +12,5 @@ pub mod query;
 pub mod series;
 pub mod sim_setup;
 pub mod simulate;
+pub mod train;
 pub mod up;

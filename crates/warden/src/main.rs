@@ -65,6 +65,9 @@ enum Command {
     /// Replay archived events through a pipeline, or score metric series (a CSV file or a
     /// folder of them) with detectors.
     Backtest(commands::backtest::BacktestArgs),
+    /// Fit an ML detector's model (k-means, Gaussian mixture, one-class SVM, isolation
+    /// forest) on archived benign traffic and calibrate it for a target false-positive rate.
+    Train(commands::train::TrainArgs),
     /// List every detector type with its parameters, defaults and meaning.
     Detectors(commands::detectors::DetectorsArgs),
     /// Run DataFusion SQL over the event archive (table `events`).
@@ -195,6 +198,7 @@ fn main() -> ExitCode {
             Command::Eval(args) => return commands::eval::run(args).await,
             Command::Archive(args) => commands::archive::run(args).await,
             Command::Backtest(args) => commands::backtest::run(args).await,
+            Command::Train(args) => commands::train::run(args).await,
             Command::Query(args) => commands::query::run(args).await,
             Command::Events(args) => commands::events::run(args).await,
             Command::Check(_) | Command::HashKey { .. } | Command::Detectors(_) => Ok(()),

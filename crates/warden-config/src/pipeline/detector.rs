@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 use crate::ConfigError;
 use crate::pipeline::Mode;
 
+mod ml;
+
+pub use ml::{MAX_ML_FEATURES, MlConfig};
+
 /// A detector, selected by `type`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -35,6 +39,16 @@ pub enum DetectorConfig {
     /// Many keys of a peer group above their own normal at once: a coordinated rise no key
     /// shows alone (a botnet of devices each a few times over their own pace).
     Cohort(CohortConfig),
+    /// Distance of a key's feature vector to the nearest k-means centroid of benign traffic
+    /// (a model from `warden train`).
+    Kmeans(MlConfig),
+    /// Negative log-likelihood of a key's feature vector under a Gaussian mixture of benign
+    /// traffic.
+    Gmm(MlConfig),
+    /// Margin of a key's feature vector outside a one-class SVM's support of benign traffic.
+    OneClassSvm(MlConfig),
+    /// How easily an isolation forest of benign traffic isolates a key's feature vector.
+    IsolationForest(MlConfig),
 }
 
 /// What a detector asks the decision policy for when it fires.
@@ -98,7 +112,7 @@ impl NoveltyField {
     }
 }
 
-fn default_weight() -> f64 {
+pub(crate) fn default_weight() -> f64 {
     1.0
 }
 
@@ -568,6 +582,10 @@ macro_rules! each {
             DetectorConfig::AuthFailures($c) => $e,
             DetectorConfig::PeerPercentile($c) => $e,
             DetectorConfig::Cohort($c) => $e,
+            DetectorConfig::Kmeans($c)
+            | DetectorConfig::Gmm($c)
+            | DetectorConfig::OneClassSvm($c)
+            | DetectorConfig::IsolationForest($c) => $e,
         }
     };
 }
@@ -601,6 +619,21 @@ impl DetectorConfig {
             DetectorConfig::AuthFailures(_) => "auth_failures",
             DetectorConfig::PeerPercentile(_) => "peer_percentile",
             DetectorConfig::Cohort(_) => "cohort",
+            DetectorConfig::Kmeans(_) => "kmeans",
+            DetectorConfig::Gmm(_) => "gmm",
+            DetectorConfig::OneClassSvm(_) => "one_class_svm",
+            DetectorConfig::IsolationForest(_) => "isolation_forest",
+        }
+    }
+
+    /// The ML detector's config, for `kmeans`, `gmm`, `one_class_svm`, `isolation_forest`.
+    pub fn ml(&self) -> Option<&MlConfig> {
+        match self {
+            DetectorConfig::Kmeans(c)
+            | DetectorConfig::Gmm(c)
+            | DetectorConfig::OneClassSvm(c)
+            | DetectorConfig::IsolationForest(c) => Some(c),
+            _ => None,
         }
     }
 
@@ -619,6 +652,14 @@ impl DetectorConfig {
             ],
             DetectorConfig::PeerPercentile(c) => vec![("feature", c.feature.as_str())],
             DetectorConfig::Cohort(c) => vec![("feature", c.feature.as_str())],
+            DetectorConfig::Kmeans(c)
+            | DetectorConfig::Gmm(c)
+            | DetectorConfig::OneClassSvm(c)
+            | DetectorConfig::IsolationForest(c) => c
+                .features
+                .iter()
+                .map(|f| ("features", f.as_str()))
+                .collect(),
         }
     }
 
@@ -806,6 +847,10 @@ impl DetectorConfig {
                     bad("surge_factor", "must be at least 1");
                 }
             }
+            DetectorConfig::Kmeans(c)
+            | DetectorConfig::Gmm(c)
+            | DetectorConfig::OneClassSvm(c)
+            | DetectorConfig::IsolationForest(c) => c.check(&mut bad),
         }
     }
 }

@@ -55,6 +55,13 @@ pub enum AttackKind {
     Replay { device: usize, ip: IpAddr },
     /// Device `device` probes firmware and admin routes.
     Probe { device: usize },
+    /// Device `device` sends every request on its action `action`, with bodies of `body`
+    /// bytes when set.
+    RouteMix {
+        device: usize,
+        action: usize,
+        body: Option<[u32; 2]>,
+    },
     /// Client `user` pages through the history of `target` (`?page=N`).
     PageScrape {
         user: usize,
@@ -174,6 +181,26 @@ pub(super) fn resolve(
                 as_device(d, vec![], AttackKind::Probe { device: d });
             }
         }
+        AttackConfig::RouteMix(c) => {
+            let action = c
+                .device_type
+                .profile()
+                .actions
+                .iter()
+                .position(|a| a.path == c.route)
+                .unwrap_or(0);
+            for d in pick(fleet, c.device_type, c.devices, rng, taken) {
+                as_device(
+                    d,
+                    vec![],
+                    AttackKind::RouteMix {
+                        device: d,
+                        action,
+                        body: c.body_bytes,
+                    },
+                );
+            }
+        }
         AttackConfig::TokenReplay(c) => {
             for d in pick(fleet, c.device_type, 1, rng, taken) {
                 for _ in 0..c.ips {
@@ -239,6 +266,7 @@ fn rate_of(a: &AttackConfig, attackers: usize) -> f64 {
         AttackConfig::TokenReplay(c) => c.rate_per_s / n,
         AttackConfig::FirmwareProbe(c) => c.rate_per_s,
         AttackConfig::QueryScrape(c) => c.rate_per_s,
+        AttackConfig::RouteMix(c) => c.rate_per_s,
     }
 }
 
@@ -423,6 +451,25 @@ impl Paced {
                     },
                     fault: None,
                 }
+            }
+            AttackKind::RouteMix {
+                device,
+                action,
+                body,
+            } => {
+                let d = &fleet.devices[*device];
+                let actions = d.device_type.profile().actions;
+                let a = &actions[(*action).min(actions.len().saturating_sub(1))];
+                let mut r = device_request(fleet, *device, a, d.ips[0], rng);
+                r.fault = None;
+                r.body.malformed = false;
+                if let Some([lo, hi]) = *body {
+                    r.body.len = rng.random_range(lo..=hi.max(lo));
+                    if r.body.kind == BodyKind::Empty && r.body.len > 0 {
+                        r.body.kind = BodyKind::Binary;
+                    }
+                }
+                r
             }
             AttackKind::Replay { device, ip } => {
                 let d = &fleet.devices[*device];

@@ -32,6 +32,10 @@ pub enum AttackConfig {
     /// App users page through a collection with `?page=N`, one page after another, faster
     /// than they ever read: one path, many resources.
     QueryScrape(QueryScrape),
+    /// A compromised device keeps its pace but changes what it sends: every request on one
+    /// of its own routes (e.g. a sensor polling its config route as a command channel), with
+    /// its own payload sizes or `body_bytes`. No new route, no new address, no more requests.
+    RouteMix(RouteMix),
 }
 
 /// The attack classes, as written in labels and reports.
@@ -50,6 +54,7 @@ pub enum AttackClass {
     TokenReplay,
     FirmwareProbe,
     QueryScrape,
+    RouteMix,
 }
 
 impl AttackClass {
@@ -65,6 +70,7 @@ impl AttackClass {
             AttackClass::TokenReplay => "token_replay",
             AttackClass::FirmwareProbe => "firmware_probe",
             AttackClass::QueryScrape => "query_scrape",
+            AttackClass::RouteMix => "route_mix",
         }
     }
 }
@@ -108,6 +114,7 @@ macro_rules! each {
             AttackConfig::TokenReplay($a) => $e,
             AttackConfig::FirmwareProbe($a) => $e,
             AttackConfig::QueryScrape($a) => $e,
+            AttackConfig::RouteMix($a) => $e,
         }
     };
 }
@@ -129,6 +136,7 @@ impl AttackConfig {
             AttackConfig::TokenReplay(_) => AttackClass::TokenReplay,
             AttackConfig::FirmwareProbe(_) => AttackClass::FirmwareProbe,
             AttackConfig::QueryScrape(_) => AttackClass::QueryScrape,
+            AttackConfig::RouteMix(_) => AttackClass::RouteMix,
         }
     }
 
@@ -399,4 +407,32 @@ pub struct QueryScrape {
     /// Rows per page.
     #[serde(default = "page_size")]
     pub page_size: u32,
+}
+
+/// `type = "route_mix"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteMix {
+    /// Attack name (unique in the scenario).
+    pub name: String,
+    /// Start, seconds from the start of the run.
+    pub start_s: f64,
+    /// End, seconds from the start of the run.
+    pub end_s: f64,
+    /// What detection is expected.
+    pub expect: Expect,
+    /// Compromised devices (chosen with the seed among devices of `device_type`).
+    #[serde(default = "one")]
+    pub devices: usize,
+    /// Type of the compromised devices.
+    #[serde(default = "sensor")]
+    pub device_type: DeviceType,
+    /// Requests per second each sends (set it to the type's usual pace).
+    pub rate_per_s: f64,
+    /// The route template every request uses: one of the type's own (e.g.
+    /// `/api/v1/config/{id}`).
+    pub route: String,
+    /// Body size range `[min, max]` of each request, bytes (default: the route's own).
+    #[serde(default)]
+    pub body_bytes: Option<[u32; 2]>,
 }

@@ -245,6 +245,30 @@ pub(super) fn scenario(s: &ScenarioConfig) -> Vec<ConfigError> {
                 need(c.device_type, c.attackers, "attackers", &mut extra);
                 limit_check(&mut extra, at("page_size"), c.page_size);
             }
+            AttackConfig::RouteMix(c) => {
+                rate_check(&mut extra, at("rate_per_s"), c.rate_per_s);
+                need(c.device_type, c.devices, "devices", &mut extra);
+                let routes = c.device_type.profile().actions;
+                if !routes.iter().any(|a| a.path == c.route) {
+                    let own: Vec<&str> = routes.iter().map(|a| a.path).collect();
+                    extra.push((
+                        at("route"),
+                        format!(
+                            "not a route of {}: one of {}",
+                            c.device_type,
+                            own.join(", ")
+                        ),
+                    ));
+                }
+                if let Some([lo, hi]) = c.body_bytes
+                    && (lo > hi || hi > 10_000_000)
+                {
+                    extra.push((
+                        at("body_bytes"),
+                        "must be [min, max] with min ≤ max ≤ 10 MB".into(),
+                    ));
+                }
+            }
         }
         for (k, r) in extra {
             err(k, r);

@@ -1,0 +1,421 @@
+//! ML detectors served by the engine: a model file from `warden train` scores each complete
+//! window sample of a key (its feature vector as a whole) and explains each firing with the
+//! features that contributed most, their values and their robust distance from normal.
+//!
+//! The model lives behind a [`ModelHandle`] shared by the detector and the engine: the engine
+//! checks the file now and then ([`crate::Engine::refresh_models`]); a changed file is loaded
+//! and validated (format, hash, kind, features) and swapped in, a bad one is refused and the
+//! model already loaded keeps serving.
+//!
+//! Training replays archived events through the same engine, with a [`Recorder`] in place of
+//! the detector: the rows a model is fitted on are the samples it will be served.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+pub mod train;
+
+use parking_lot::{Mutex, RwLock};
+use warden_config::{DetectorConfig, MlConfig, PeerGroup};
+use warden_detect::{DetectError, Detector, Firing, KeyId, Sample};
+use warden_ml::{MlError, Model, ModelKind};
+
+/// The model kind a detector `type` needs.
+pub fn kind_of(d: &DetectorConfig) -> Option<ModelKind> {
+    match d {
+        DetectorConfig::Kmeans(_) => Some(ModelKind::Kmeans),
+        DetectorConfig::Gmm(_) => Some(ModelKind::Gmm),
+        DetectorConfig::OneClassSvm(_) => Some(ModelKind::OneClassSvm),
+        DetectorConfig::IsolationForest(_) => Some(ModelKind::IsolationForest),
+        _ => None,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    modified: Option<SystemTime>,
+    len: u64,
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let m = std::fs::metadata(path).ok()?;
+    Some(Stamp {
+        modified: m.modified().ok(),
+        len: m.len(),
+    })
+}
+
+struct Shared {
+    model: RwLock<Arc<Model>>,
+    generation: AtomicU64,
+    /// The file as last read (loaded or refused).
+    seen: Mutex<Option<Stamp>>,
+}
+
+/// A served model and the file it came from.
+#[derive(Clone)]
+pub struct ModelHandle {
+    path: PathBuf,
+    kind: ModelKind,
+    features: Vec<String>,
+    shared: Arc<Shared>,
+}
+
+/// What a model refresh did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelRefresh {
+    /// The new file was valid and is served (its SHA-256).
+    Swapped { detector: String, sha256: String },
+    /// The new file was refused; the previous model keeps serving.
+    Refused { detector: String, error: String },
+}
+
+impl ModelHandle {
+    /// Load and validate the model of an ML detector config.
+    pub fn open(kind: ModelKind, c: &MlConfig) -> Result<Self, MlError> {
+        let path = PathBuf::from(&c.model);
+        let seen = stamp(&path);
+        let model = Self::validate(&path, kind, &c.features)?;
+        Ok(Self {
+            path,
+            kind,
+            features: c.features.clone(),
+            shared: Arc::new(Shared {
+                model: RwLock::new(Arc::new(model)),
+                generation: AtomicU64::new(0),
+                seen: Mutex::new(seen),
+            }),
+        })
+    }
+
+    fn validate(path: &Path, kind: ModelKind, features: &[String]) -> Result<Model, MlError> {
+        let model = Model::load(path)?;
+        if model.kind() != kind {
+            return Err(MlError::Io {
+                path: path.display().to_string(),
+                reason: format!(
+                    "a {} model, the detector is {}",
+                    model.kind().as_str(),
+                    kind.as_str()
+                ),
+            });
+        }
+        let names: Vec<&str> = features.iter().map(String::as_str).collect();
+        model.check_features(&names).map_err(|e| e.in_file(path))?;
+        Ok(model)
+    }
+
+    pub fn current(&self) -> Arc<Model> {
+        self.shared.model.read().clone()
+    }
+
+    fn generation(&self) -> u64 {
+        self.shared.generation.load(Ordering::Acquire)
+    }
+
+    /// Reload the file if it changed since last read: `None` when unchanged.
+    pub fn refresh(&self) -> Option<Result<String, MlError>> {
+        let now = stamp(&self.path);
+        {
+            let mut seen = self.shared.seen.lock();
+            if *seen == now {
+                return None;
+            }
+            *seen = now;
+        }
+        match Self::validate(&self.path, self.kind, &self.features) {
+            Ok(m) => {
+                let sha = m.sha256.clone();
+                if self.current().sha256 == sha {
+                    return None;
+                }
+                *self.shared.model.write() = Arc::new(m);
+                self.shared.generation.fetch_add(1, Ordering::AcqRel);
+                Some(Ok(sha))
+            }
+            Err(e) => Some(Err(e)),
+        }
+    }
+}
+
+/// An ML detector: fires when a key's complete samples score above the calibrated threshold
+/// (× `threshold_factor`) for `sustain_samples` (a leaky count: each sample below takes one
+/// off).
+pub struct MlDetector {
+    config: MlConfig,
+    handle: ModelHandle,
+    model: Arc<Model>,
+    generation: u64,
+    streak: Vec<u16>,
+    scaled: Vec<f64>,
+}
+
+impl MlDetector {
+    pub fn new(config: MlConfig, handle: ModelHandle) -> Self {
+        let model = handle.current();
+        let dims = model.body.features.len();
+        Self {
+            generation: handle.generation(),
+            config,
+            handle,
+            model,
+            streak: Vec::new(),
+            scaled: vec![0.0; dims],
+        }
+    }
+
+    pub fn handle(&self) -> &ModelHandle {
+        &self.handle
+    }
+
+    fn sync(&mut self) {
+        let g = self.handle.generation();
+        if g != self.generation {
+            self.model = self.handle.current();
+            self.generation = g;
+        }
+    }
+
+    /// Score against the key's group model: `(score, threshold)`; `None` for a sample the
+    /// model does not judge (window not yet full, a feature without a value).
+    fn judge(&mut self, s: &Sample) -> Option<(f64, f64)> {
+        if !s.full || s.values.len() != self.scaled.len() {
+            return None;
+        }
+        let g = self.model.group(s.peer_name);
+        let score = g.score(s.values, &mut self.scaled);
+        score.is_finite().then(|| {
+            (
+                score,
+                g.calibration.threshold * self.config.threshold_factor,
+            )
+        })
+    }
+
+    fn firing(&self, s: &Sample, score: f64, threshold: f64) -> Firing {
+        let m = &self.model;
+        let g = m.group(s.peer_name);
+        let top = g.explain(&m.body.features, s.values, self.config.explain_top as usize);
+        let mut baseline = std::collections::BTreeMap::new();
+        baseline.insert("model_target_fpr".to_string(), g.calibration.target_fpr);
+        baseline.insert("model_achieved_fpr".to_string(), g.calibration.achieved_fpr);
+        let parts: Vec<String> = top
+            .iter()
+            .map(|c| {
+                baseline.insert(format!("z.{}", c.feature), c.z);
+                baseline.insert(format!("share.{}", c.feature), c.share);
+                format!(
+                    "{} = {} ({:+.1} IQR from normal, {:.0} %)",
+                    c.feature,
+                    num(c.value),
+                    c.z,
+                    c.share * 100.0
+                )
+            })
+            .collect();
+        let group = g.device_type.as_deref().unwrap_or("all device types");
+        Firing {
+            score,
+            value: s.values.first().copied().unwrap_or(f64::NAN),
+            threshold,
+            baseline,
+            explanation: format!(
+                "{} {} {:.3} above {:.3} (model of {group}, {} {}); most unusual: {}",
+                m.kind().as_str(),
+                m.kind().score_unit(),
+                score,
+                threshold,
+                m.sha256.get(..12).unwrap_or(""),
+                if self.config.sustain_samples > 1 {
+                    format!("sustained over {} samples", self.config.sustain_samples)
+                } else {
+                    "one sample".into()
+                },
+                parts.join("; ")
+            ),
+        }
+    }
+}
+
+fn num(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+impl Detector for MlDetector {
+    fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    fn observe(&mut self, s: &Sample) -> Option<Firing> {
+        self.sync();
+        let (score, threshold) = self.judge(s)?;
+        let i = s.key as usize;
+        if self.streak.len() <= i {
+            self.streak.resize(i + 1, 0);
+        }
+        // A leaky count: a sample above the threshold adds one, one below takes one off, so
+        // a deviation that lasts fires even if a sample now and then dips under the bar.
+        if score <= threshold {
+            self.streak[i] = self.streak[i].saturating_sub(1);
+            return None;
+        }
+        self.streak[i] = self.streak[i].saturating_add(1);
+        (u32::from(self.streak[i]) >= self.config.sustain_samples)
+            .then(|| self.firing(s, score, threshold))
+    }
+
+    /// Models judge complete samples only.
+    fn peek(&self, _s: &Sample) -> Option<Firing> {
+        None
+    }
+
+    fn score(&self, s: &Sample) -> f64 {
+        if s.values.len() != self.scaled.len() {
+            return f64::NAN;
+        }
+        let mut scaled = vec![0.0; s.values.len()];
+        self.model.group(s.peer_name).score(s.values, &mut scaled)
+    }
+
+    fn peer_group(&self) -> Option<PeerGroup> {
+        Some(PeerGroup::DeviceType)
+    }
+
+    fn forget(&mut self, key: KeyId) {
+        if let Some(s) = self.streak.get_mut(key as usize) {
+            *s = 0;
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.streak.iter().filter(|s| **s > 0).count()
+    }
+
+    fn state_bytes(&self) -> usize {
+        self.streak.capacity() * 2
+    }
+
+    fn save_key(&self, key: KeyId) -> Option<serde_json::Value> {
+        self.streak
+            .get(key as usize)
+            .filter(|s| **s > 0)
+            .map(|s| serde_json::Value::from(*s))
+    }
+
+    fn load_key(&mut self, key: KeyId, state: serde_json::Value) -> Result<(), DetectError> {
+        let n: u16 = serde_json::from_value(state).map_err(|source| DetectError::State {
+            detector: self.config.name.clone(),
+            source,
+        })?;
+        let i = key as usize;
+        if self.streak.len() <= i {
+            self.streak.resize(i + 1, 0);
+        }
+        self.streak[i] = n;
+        Ok(())
+    }
+}
+
+/// One complete sample as the ML detector would see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedSample {
+    /// The key's id in its window ([`crate::Engine::key_name`] names it while it lives).
+    pub key: KeyId,
+    /// The key's device type ("" when unknown).
+    pub device_type: String,
+    /// End of the window, ns.
+    pub at: i64,
+    pub values: Vec<f64>,
+    /// Whether the window covered a whole window length of the key's life.
+    pub full: bool,
+}
+
+/// Collects the samples of one detector (training, tests).
+#[derive(Clone, Default)]
+pub struct Recorder {
+    samples: Arc<Mutex<Vec<RecordedSample>>>,
+}
+
+impl Recorder {
+    pub fn take(&self) -> Vec<RecordedSample> {
+        std::mem::take(&mut *self.samples.lock())
+    }
+
+    pub fn len(&self) -> usize {
+        self.samples.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Records complete samples in place of an ML detector; never fires.
+pub struct RecordingDetector {
+    name: String,
+    recorder: Recorder,
+}
+
+impl RecordingDetector {
+    pub fn new(name: &str, recorder: Recorder) -> Self {
+        Self {
+            name: name.to_string(),
+            recorder,
+        }
+    }
+}
+
+impl Detector for RecordingDetector {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn observe(&mut self, s: &Sample) -> Option<Firing> {
+        self.recorder.samples.lock().push(RecordedSample {
+            key: s.key,
+            device_type: s.peer_name.to_string(),
+            at: s.at,
+            values: s.values.to_vec(),
+            full: s.full,
+        });
+        None
+    }
+    fn peek(&self, _s: &Sample) -> Option<Firing> {
+        None
+    }
+    fn score(&self, _s: &Sample) -> f64 {
+        f64::NAN
+    }
+    fn peer_group(&self) -> Option<PeerGroup> {
+        Some(PeerGroup::DeviceType)
+    }
+    fn forget(&mut self, _key: KeyId) {}
+    fn len(&self) -> usize {
+        0
+    }
+    fn state_bytes(&self) -> usize {
+        0
+    }
+    fn save_key(&self, _key: KeyId) -> Option<serde_json::Value> {
+        None
+    }
+    fn load_key(&mut self, _key: KeyId, _state: serde_json::Value) -> Result<(), DetectError> {
+        Ok(())
+    }
+}
+
+/// How the engine builds ML detectors.
+#[derive(Clone, Default)]
+pub enum Models {
+    /// Load each detector's model file (serving).
+    #[default]
+    Load,
+    /// Record the samples of detector `.0` into `.1`; other ML detectors stay idle (their
+    /// models may not exist yet).
+    Record(String, Recorder),
+}

@@ -1,0 +1,155 @@
+//! Training data from the archive: the archived events are read with DataFusion and replayed,
+//! in event-time order and in the batches a live processor would see, through the pipeline's
+//! own engine, with a [`Recorder`] in place of the ML detector. The rows are therefore the
+//! very feature vectors the detector is served online — one definition of every feature (the
+//! window and feature code of the engine), executed twice.
+
+use std::path::Path;
+
+use warden_config::{DetectorConfig, PipelineConfig};
+use warden_ml::{ModelKind, Row, TrainOptions, TrainingInfo};
+
+use super::{Models, RecordedSample, Recorder, kind_of};
+use crate::Engine;
+use crate::backtest::{BacktestError, replay_through};
+
+/// Errors collecting training rows.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    #[error(
+        "pipeline `{0}` has no ML detector (kmeans, gmm, one_class_svm, isolation_forest); see pipelines/ml.toml"
+    )]
+    NoMlDetector(String),
+    #[error("pipeline has no ML detector named `{0}` (ML detectors: {1})")]
+    UnknownDetector(String, String),
+    #[error("{0}")]
+    Replay(#[from] BacktestError),
+    #[error("the archive has no events")]
+    Empty,
+}
+
+/// Rows for one ML detector, and what was left out.
+#[derive(Debug, Clone, Default)]
+pub struct TrainingSet {
+    pub detector: String,
+    pub kind: Option<ModelKind>,
+    pub features: Vec<String>,
+    pub window: String,
+    pub rows: Vec<Row>,
+    /// Samples of windows not yet full (a key seen for less than a window length).
+    pub partial: usize,
+    /// Samples where a feature had no value (NaN), per feature.
+    pub missing: Vec<(String, usize)>,
+    pub events: u64,
+    pub from_ns: i64,
+    pub to_ns: i64,
+}
+
+/// The ML detector named `name`, or the pipeline's first.
+pub fn ml_detector<'a>(
+    pipeline: &'a PipelineConfig,
+    name: Option<&str>,
+) -> Result<&'a DetectorConfig, CollectError> {
+    let mut ml = pipeline.detector.iter().filter(|d| d.ml().is_some());
+    match name {
+        None => ml
+            .next()
+            .ok_or_else(|| CollectError::NoMlDetector(pipeline.name.clone())),
+        Some(n) => {
+            let all: Vec<&str> = ml.clone().map(|d| d.name()).collect();
+            ml.find(|d| d.name() == n)
+                .ok_or_else(|| CollectError::UnknownDetector(n.into(), all.join(", ")))
+        }
+    }
+}
+
+/// Keep full samples whose features all have a value.
+pub fn rows_of(
+    samples: Vec<RecordedSample>,
+    features: &[String],
+) -> (Vec<Row>, usize, Vec<(String, usize)>) {
+    let mut partial = 0;
+    let mut missing = vec![0usize; features.len()];
+    let mut rows = Vec::with_capacity(samples.len());
+    for s in samples {
+        if !s.full {
+            partial += 1;
+            continue;
+        }
+        if let Some(j) = s.values.iter().position(|v| !v.is_finite()) {
+            if let Some(m) = missing.get_mut(j) {
+                *m += 1;
+            }
+            continue;
+        }
+        rows.push(Row {
+            device_type: s.device_type,
+            values: s.values,
+        });
+    }
+    let missing = features
+        .iter()
+        .cloned()
+        .zip(missing)
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    (rows, partial, missing)
+}
+
+/// Replay the archive in `dir` through `pipeline`, recording detector `name`'s samples.
+pub async fn collect(
+    pipeline: &PipelineConfig,
+    name: Option<&str>,
+    dir: &Path,
+) -> Result<TrainingSet, CollectError> {
+    let d = ml_detector(pipeline, name)?;
+    let c = d
+        .ml()
+        .ok_or_else(|| CollectError::NoMlDetector(pipeline.name.clone()))?;
+    let recorder = Recorder::default();
+    let engine = Engine::with_models(pipeline, Models::Record(c.name.clone(), recorder.clone()))
+        .map_err(BacktestError::from)?;
+    let report = replay_through(engine, pipeline, dir).await?;
+    if report.events == 0 {
+        return Err(CollectError::Empty);
+    }
+    let (rows, partial, missing) = rows_of(recorder.take(), &c.features);
+    Ok(TrainingSet {
+        detector: c.name.clone(),
+        kind: kind_of(d),
+        features: c.features.clone(),
+        window: pipeline
+            .detector_window(d)
+            .map(|w| w.name.clone())
+            .unwrap_or_default(),
+        rows,
+        partial,
+        missing,
+        events: report.events,
+        from_ns: report.from.unwrap_or_default(),
+        to_ns: report.to.unwrap_or_default(),
+    })
+}
+
+impl TrainingSet {
+    /// Options to fit this set with (target FPR, seed and the rest at their defaults).
+    pub fn options(&self, pipeline: &str, target_fpr: f64, seed: u64) -> Option<TrainOptions> {
+        let mut o = TrainOptions::new(self.kind?, self.features.clone(), self.window.clone());
+        o.target_fpr = target_fpr;
+        o.seed = seed;
+        o.training = TrainingInfo {
+            pipeline: pipeline.to_string(),
+            detector: self.detector.clone(),
+            from_ns: self.from_ns,
+            to_ns: self.to_ns,
+            events: self.events,
+            rows: self.rows.len(),
+            rows_skipped: self.partial + self.missing.iter().map(|m| m.1).sum::<usize>(),
+            seed,
+            trained_at_s: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        };
+        Some(o)
+    }
+}
