@@ -15,6 +15,8 @@ mod hygiene;
 mod identity;
 mod names;
 pub mod path;
+#[cfg(test)]
+mod props;
 mod proxy;
 mod quarantine;
 pub mod ratelimit;
