@@ -14,7 +14,7 @@
 pub(crate) mod api_key;
 pub(crate) mod cert;
 mod jwks;
-mod jwt;
+pub(crate) mod jwt;
 pub(crate) mod watch;
 
 use std::collections::HashSet;

@@ -16,6 +16,8 @@ mod identity;
 pub mod metrics;
 mod names;
 pub mod path;
+#[cfg(test)]
+mod props;
 mod proxy;
 mod quarantine;
 pub mod ratelimit;

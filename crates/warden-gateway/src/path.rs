@@ -6,7 +6,10 @@
 //! resolve differently is **refused** (400), never rewritten into another route: dot segments
 //! (`/a/../admin`), encoded dots or separators (`%2e%2e`, `%2F`, `%5C`), double encoding (`%25`),
 //! encoded unreserved characters (`%61dmin`), `//`, `\`, control bytes, `;` path parameters
-//! (`/api/..;/admin`) unless allowed, and upper case where paths are case-insensitive.
+//! (`/api/..;/admin`) unless allowed, upper case where paths are case-insensitive, segments
+//! that end in a dot or a space or start with a space (`...`, `%20..`, `admin.`: Windows and
+//! trimming backends drop them), and Unicode look-alikes of `.`, `/`, `\\`, `%`, `;`
+//! (`%EF%BC%8E`, full-width and leader dots) that NFKC-normalising backends fold.
 //! Escapes that must stay escaped (a space, UTF-8, `?`, `#`…) are accepted and decoded for matching.
 
 use warden_config::{PathCase, PathsConfig};
@@ -32,7 +35,9 @@ pub enum PathError {
     Semicolon,
     #[error("upper case in a case-insensitive path")]
     UpperCase,
-    #[error("segment of only dots and spaces (`...`, ` ..`)")]
+    #[error(
+        "segment ending in a dot or a space, or starting with a space (`...`, ` ..`, `admin.`)"
+    )]
     DotVariant,
     #[error("a character some backends fold into `.`, `/`, `\\` or `%` (full-width, leaders)")]
     Confusable,
@@ -101,8 +106,13 @@ pub fn normalise(raw: &str, rules: &PathsConfig) -> Result<NormalPath, PathError
             if bare == "." || bare == ".." {
                 return Err(PathError::DotSegment);
             }
-            // Windows and trimming backends read `...`, ` ..` and `.. ` as `..`.
-            if bare.contains('.') && bare.chars().all(|c| c == '.' || c.is_whitespace()) {
+            // Windows and trimming backends read `...`, ` ..` and `.. ` as `..`, and
+            // `admin.` or `admin ` as `admin`: a segment may not end in a dot or a space, nor
+            // start with a space.
+            if bare.ends_with('.')
+                || bare.ends_with(char::is_whitespace)
+                || bare.starts_with(char::is_whitespace)
+            {
                 return Err(PathError::DotVariant);
             }
             if seg.chars().any(is_confusable) {
@@ -211,6 +221,9 @@ mod tests {
             ("/api/.../admin", DotVariant),
             ("/api/..../admin", DotVariant),
             ("/api/. ./admin", DotVariant),
+            ("/api/admin./x", DotVariant),
+            ("/api/admin%20/x", DotVariant),
+            ("/api/%20admin/x", DotVariant),
         ] {
             assert_eq!(norm(raw), Err(why), "{raw}");
         }
