@@ -332,14 +332,16 @@ pub fn eval_rows(
     rows.push(row("statistics (default.toml)", &so, &|_| true, None));
     let mo = Outcome::of(served);
     for (i, (name, _)) in models.iter().enumerate() {
-        let (pos, neg): (Vec<(&String, f64)>, Vec<(&String, f64)>) = scores
-            .iter()
-            .map(|(k, v)| (k, v.get(i).copied().unwrap_or(f64::NEG_INFINITY)))
-            .partition(|(k, _)| mo.attackers.contains(*k));
-        let a = auc(
-            &pos.iter().map(|p| p.1).collect::<Vec<_>>(),
-            &neg.iter().map(|p| p.1).collect::<Vec<_>>(),
-        );
+        let (mut pos, mut neg) = (Vec::new(), Vec::new());
+        for (k, v) in scores {
+            let x = v.get(i).copied().unwrap_or(f64::NEG_INFINITY);
+            if mo.attackers.contains(k) {
+                pos.push(x);
+            } else {
+                neg.push(x);
+            }
+        }
+        let a = auc(&pos, &neg);
         rows.push(row(name, &mo, &|d| d == name, a));
     }
     rows.push(row("ml.toml (all detectors)", &mo, &|_| true, None));
