@@ -201,9 +201,9 @@ impl WindowRt {
         let mut detectors: Vec<DetectorRt> = Vec::new();
         let mut errs = Vec::new();
         for (i, d) in pipeline.detector.iter().enumerate() {
-            if !pipeline
+            if pipeline
                 .detector_window(d)
-                .is_some_and(|w| w.name == config.name)
+                .is_none_or(|w| w.name != config.name)
             {
                 continue;
             }

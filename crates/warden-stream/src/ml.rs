@@ -186,12 +186,10 @@ impl MlDetector {
         }
         let g = self.model.group(s.peer_name);
         let score = g.score(s.values, &mut self.scaled);
-        score.is_finite().then(|| {
-            (
-                score,
-                g.calibration.threshold * self.config.threshold_factor,
-            )
-        })
+        score.is_finite().then_some((
+            score,
+            g.calibration.threshold * self.config.threshold_factor,
+        ))
     }
 
     fn firing(&self, s: &Sample, score: f64, threshold: f64) -> Firing {

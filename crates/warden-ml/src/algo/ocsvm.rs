@@ -26,7 +26,7 @@ pub struct OneClassSvmModel {
 
 impl OneClassSvmModel {
     pub fn fit(x: &Array2<f64>, nu: f64, eps: f64) -> Result<Self, MlError> {
-        if !(nu > 0.0 && nu <= 1.0) || !(eps.is_finite() && eps > 0.0) {
+        if !(nu > 0.0 && nu <= 1.0 && eps.is_finite() && eps > 0.0) {
             return Err(MlError::Fit(
                 "one-class SVM: nu must be in (0, 1], eps positive".into(),
             ));

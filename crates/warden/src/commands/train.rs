@@ -59,7 +59,9 @@ pub async fn run(args: TrainArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("reading {}", args.events.display()))?;
     let replay_s = started.elapsed().as_secs_f64();
-    bar.println(format!(
+    // Printed around the spinner (and also when standard output is not a terminal).
+    let say = |line: String| bar.suspend(|| println!("{line}"));
+    say(format!(
         "{} events → {} complete samples of `{}` over window `{}` ({} windows not yet full, {} with a feature without value) in {replay_s:.1} s",
         set.events,
         set.rows.len(),
@@ -69,7 +71,7 @@ pub async fn run(args: TrainArgs) -> anyhow::Result<()> {
         set.missing.iter().map(|m| m.1).sum::<usize>()
     ));
     for (f, n) in &set.missing {
-        bar.println(format!("  feature `{f}` had no value in {n} samples"));
+        say(format!("  feature `{f}` had no value in {n} samples"));
     }
     let Some(mut opts) = set.options(&pipeline.name, args.target_fpr, args.seed) else {
         bail!("detector `{}` is not an ML detector", set.detector);
