@@ -323,16 +323,7 @@ async fn release(
 
 /// The detectors whose firings made `d` (its evidence's `detectors`, else its detector).
 fn released_detectors(d: &Decision) -> Vec<String> {
-    let listed: Vec<String> = d
-        .evidence
-        .get("detectors")
-        .and_then(|v| v.as_array())
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
+    let listed = d.evidence_strings("detectors");
     if listed.is_empty() {
         vec![d.detector.clone()]
     } else {

@@ -52,6 +52,19 @@ impl Versioned for Decision {
 }
 
 impl Decision {
+    /// The strings listed under `key` in the evidence (e.g. `detectors`), empty when absent.
+    pub fn evidence_strings(&self, key: &str) -> Vec<String> {
+        self.evidence
+            .get(key)
+            .and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Whether this decision restricts its subject at time `now_ns`.
     pub fn is_active(&self, now_ns: i64) -> bool {
         match self.action {

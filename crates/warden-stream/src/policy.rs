@@ -168,16 +168,7 @@ impl Policy {
                     .is_none_or(|a| a.decided_at <= d.decided_at)
                 {
                     self.active.remove(&d.subject);
-                    let detectors = d
-                        .evidence
-                        .get("released_detectors")
-                        .and_then(|v| v.as_array())
-                        .map(|a| {
-                            a.iter()
-                                .filter_map(|x| x.as_str().map(String::from))
-                                .collect()
-                        })
-                        .unwrap_or_default();
+                    let detectors = d.evidence_strings("released_detectors");
                     self.released
                         .insert(d.subject.clone(), (d.decided_at, detectors));
                 }
