@@ -120,11 +120,13 @@ pub async fn gateway(config: &WardenConfig, quarantined: usize) -> Gateway {
             name: t.events.clone(),
             partitions: 4,
             compacted: false,
+            retention_ms: None,
         },
         TopicSpec {
             name: t.decisions.clone(),
             partitions: 4,
             compacted: true,
+            retention_ms: None,
         },
     ])
     .await

@@ -77,6 +77,7 @@ async fn run(name: &str, bus: Arc<dyn Bus>, spool: Option<Spool>, n: usize) -> f
         name: TOPIC.into(),
         partitions: 4,
         compacted: false,
+        retention_ms: None,
     }])
     .await
     .unwrap_or_else(|e| panic!("{name}: topics: {e}"));

@@ -40,6 +40,7 @@ fn spec(name: &str, partitions: i32, compacted: bool) -> TopicSpec {
         name: name.into(),
         partitions,
         compacted,
+        retention_ms: None,
     }
 }
 

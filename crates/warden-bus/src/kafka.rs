@@ -269,9 +269,14 @@ impl Bus for KafkaBus {
             return Err(BusError::UnknownTopic(missing[0].name.clone()));
         }
 
+        let retention: Vec<Option<String>> = missing
+            .iter()
+            .map(|spec| spec.retention_ms.map(|ms| ms.to_string()))
+            .collect();
         let new_topics: Vec<NewTopic<'_>> = missing
             .iter()
-            .map(|spec| {
+            .enumerate()
+            .map(|(i, spec)| {
                 let partitions = if spec.partitions > 0 {
                     spec.partitions
                 } else {
@@ -282,10 +287,14 @@ impl Bus for KafkaBus {
                     partitions,
                     TopicReplication::Fixed(self.inner.config.replication_factor),
                 );
-                if spec.compacted {
+                let topic = if spec.compacted {
                     topic.set("cleanup.policy", "compact")
                 } else {
                     topic
+                };
+                match &retention[i] {
+                    Some(ms) => topic.set("retention.ms", ms),
+                    None => topic,
                 }
             })
             .collect();

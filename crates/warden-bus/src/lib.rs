@@ -47,6 +47,9 @@ pub struct TopicSpec {
     pub partitions: i32,
     /// Keep only the latest record per key (Kafka `cleanup.policy=compact`).
     pub compacted: bool,
+    /// How long records are kept (Kafka `retention.ms`; `None`: the broker's default). Set
+    /// only when Warden creates the topic; an existing topic's settings are left alone.
+    pub retention_ms: Option<i64>,
 }
 
 /// A record read from the bus.

@@ -140,6 +140,12 @@ pub struct BusConfig {
     pub partitions: i32,
     /// Replication factor of topics Warden creates.
     pub replication_factor: i32,
+    /// Hours the events topic keeps records, when Warden creates it (0: the broker's
+    /// default). Events are the processors' input and the archive's source: keep enough to
+    /// replay a processor's state after an outage.
+    pub events_retention_hours: u32,
+    /// Hours the alerts topic keeps records, when Warden creates it (0: the broker's default).
+    pub alerts_retention_hours: u32,
     pub topics: TopicsConfig,
     /// How gateways encode request events: `compact` (binary, ≈ 3.5× faster for the processor
     /// to read) or `json` (readable by any consumer, see `schemas/`). Processors read both,

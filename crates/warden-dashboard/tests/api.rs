@@ -31,6 +31,7 @@ async fn setup(max_alerts: usize) -> (WardenConfig, Arc<dyn Bus>) {
         name: name.into(),
         partitions: 2,
         compacted,
+        retention_ms: None,
     };
     bus.ensure_topics(&[
         spec(&t.events, false),

@@ -46,6 +46,7 @@ async fn console() -> Console {
         name: name.into(),
         partitions: 1,
         compacted,
+        retention_ms: None,
     };
     bus.ensure_topics(&[
         spec(&t.events, false),

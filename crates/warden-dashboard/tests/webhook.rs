@@ -78,6 +78,7 @@ async fn start(hooks: Vec<WebhookConfig>) -> (Dashboard, Arc<dyn Bus>, WardenCon
         name: name.into(),
         partitions: 1,
         compacted,
+        retention_ms: None,
     };
     bus.ensure_topics(&[spec(&t.decisions, true), spec(&t.alerts, false)])
         .await

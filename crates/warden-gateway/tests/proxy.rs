@@ -140,11 +140,13 @@ async fn start(dead_upstream: SocketAddr, format: EventFormat) -> Harness {
             name: t.events.clone(),
             partitions: 2,
             compacted: false,
+            retention_ms: None,
         },
         TopicSpec {
             name: t.decisions.clone(),
             partitions: 2,
             compacted: true,
+            retention_ms: None,
         },
     ])
     .await

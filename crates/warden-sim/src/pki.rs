@@ -116,6 +116,13 @@ impl SimPki {
         if !ip.is_loopback() && !ip.is_unspecified() {
             p.subject_alt_names.push(SanType::IpAddress(ip));
         }
+        // The machine's host name too, so devices reaching the gateway by that name (a
+        // container's `hostname:` in compose) verify it.
+        if let Some(host) = host_name() {
+            if let Ok(name) = host.as_str().try_into() {
+                p.subject_alt_names.push(SanType::DnsName(name));
+            }
+        }
         p.distinguished_name
             .push(DnType::CommonName, "warden simulated gateway");
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
@@ -156,4 +163,19 @@ impl SimPki {
             key_pem: key.serialize_pem(),
         })
     }
+}
+
+/// This machine's host name, if it is a plain DNS name other than `localhost`.
+fn host_name() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())?;
+    let name = name.trim().to_ascii_lowercase();
+    let plain = !name.is_empty()
+        && name != "localhost"
+        && name.len() <= 253
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    plain.then_some(name)
 }

@@ -3,7 +3,7 @@
 //! S --seed N` registers exactly the keys `warden simulate --scenario S --seed N` sends.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
 use rand::rngs::StdRng;
@@ -240,7 +240,7 @@ impl Fleet {
     pub fn configure_in(
         &self,
         config: &mut WardenConfig,
-        upstream: SocketAddr,
+        upstream: impl std::fmt::Display,
         jwks_dir: &Path,
     ) -> Result<(), ConfigErrors> {
         if self
@@ -364,7 +364,7 @@ impl Fleet {
     pub fn configure(
         &self,
         config: &mut WardenConfig,
-        upstream: SocketAddr,
+        upstream: impl std::fmt::Display,
     ) -> Result<(), ConfigErrors> {
         self.configure_in(config, upstream, &std::env::temp_dir().join("warden-sim"))
     }
@@ -372,7 +372,7 @@ impl Fleet {
     fn configure_routes_and_keys(
         &self,
         config: &mut WardenConfig,
-        upstream: SocketAddr,
+        upstream: impl std::fmt::Display,
     ) -> Result<(), ConfigErrors> {
         let routes = sim_routes(upstream)?;
         config.routes.retain(|r| {
@@ -391,8 +391,8 @@ impl Fleet {
     }
 }
 
-/// The gateway routes of the simulated backend at `upstream`.
-pub fn sim_routes(upstream: SocketAddr) -> Result<Vec<RouteConfig>, ConfigErrors> {
+/// The gateway routes of the simulated backend at `upstream` (`host:port`).
+pub fn sim_routes(upstream: impl std::fmt::Display) -> Result<Vec<RouteConfig>, ConfigErrors> {
     SIM_ROUTES
         .iter()
         .map(|(name, prefix, methods)| {
@@ -495,7 +495,7 @@ mod tests {
             .count();
         assert!(with_keys < 50, "industrial gateways use tokens");
         let mut config = WardenConfig::default();
-        let upstream: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+        let upstream: std::net::SocketAddr = "127.0.0.1:9".parse().expect("addr");
         let dir = tempfile::tempdir().expect("dir");
         fleet
             .configure_in(&mut config, upstream, dir.path())

@@ -243,6 +243,7 @@ impl CheckpointStore {
             name: self.topic.clone(),
             partitions: 1,
             compacted: true,
+            retention_ms: None,
         }])
         .await
     }

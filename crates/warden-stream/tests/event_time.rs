@@ -52,6 +52,7 @@ async fn identity_on(bus: &dyn Bus, prefix: &str, partition: i32) -> String {
         name: topic.clone(),
         partitions: 2,
         compacted: false,
+        retention_ms: None,
     }])
     .await
     .expect("probe topic");

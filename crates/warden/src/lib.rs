@@ -6,4 +6,4 @@ pub mod demo;
 pub mod metrics;
 pub mod stack;
 
-pub use stack::{Stack, StackExtras, StackParts, ensure_topics, make_bus};
+pub use stack::{Stack, StackExtras, StackParts, ensure_topics, make_bus, topic_specs};

@@ -48,7 +48,7 @@ enum Command {
     /// Gateway + processor + dashboard in one process (embedded bus unless the config says kafka).
     Up(UpArgs),
     /// Run a gateway against Kafka.
-    Gateway(PartArgs),
+    Gateway(GatewayArgs),
     /// Run a stream processor (and the dashboard) against Kafka.
     Processor(ProcessorArgs),
     /// Validate a config and/or pipeline files; prints every problem, exit code 2 if any.
@@ -74,6 +74,16 @@ enum Command {
     Query(commands::query::QueryArgs),
     /// Print the request events on a Kafka bus as JSON lines (compact or JSON on the bus).
     Events(commands::events::EventsArgs),
+    /// Create the topics of a Kafka deployment (events, decisions, alerts, checkpoints) with
+    /// their partitions, compaction and retention; print them.
+    Topics(commands::topics::TopicsArgs),
+    /// Write a demo PKI: device CA, gateway server certificate, device and operator client
+    /// certificates, and the registry of those devices (kept if already there).
+    Certs(commands::certs::CertsArgs),
+    /// Serve the demo backend (what the simulated fleet's routes proxy to).
+    Backend(commands::backend::BackendArgs),
+    /// Probe a readiness endpoint (`/readyz`); exit code 0 when it answers 2xx.
+    Health(commands::health::HealthArgs),
 }
 
 #[derive(Args)]
@@ -120,6 +130,29 @@ pub struct PartArgs {
     /// Kafka bootstrap servers (sets bus.kind = "kafka").
     #[arg(long, env = "WARDEN_BROKERS")]
     pub brokers: Option<String>,
+}
+
+#[derive(Args)]
+pub struct GatewayArgs {
+    #[command(flatten)]
+    pub part: PartArgs,
+    /// Also register the keys, certificates and routes of this scenario's simulated fleet
+    /// (built-in name or file), for `warden simulate` with the same --scenario, --seed and
+    /// --devices/--rate: a gateway for demos and rehearsals, never for real devices.
+    #[arg(long, requires = "scenario_upstream")]
+    pub scenario: Option<String>,
+    /// With --scenario: the simulated backend the fleet's routes proxy to (`host:port`).
+    #[arg(long, requires = "scenario")]
+    pub scenario_upstream: Option<String>,
+    /// With --scenario: the fleet's seed.
+    #[arg(long, requires = "scenario")]
+    pub seed: Option<u64>,
+    /// With --scenario: devices in the fleet.
+    #[arg(long, requires = "scenario")]
+    pub devices: Option<usize>,
+    /// With --scenario: size the fleet to this mean request rate.
+    #[arg(long, requires = "scenario", conflicts_with = "devices")]
+    pub rate: Option<f64>,
 }
 
 #[derive(Args)]
@@ -177,6 +210,15 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Command::Certs(args) = &cli.command {
+        return match commands::certs::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Command::HashKey { key } = &cli.command {
         println!("{}", warden_config::hash_api_key(key));
         return ExitCode::SUCCESS;
@@ -201,7 +243,13 @@ fn main() -> ExitCode {
             Command::Train(args) => commands::train::run(args).await,
             Command::Query(args) => commands::query::run(args).await,
             Command::Events(args) => commands::events::run(args).await,
-            Command::Check(_) | Command::HashKey { .. } | Command::Detectors(_) => Ok(()),
+            Command::Topics(args) => commands::topics::run(args).await,
+            Command::Health(args) => commands::health::run(args).await,
+            Command::Backend(args) => commands::backend::run(args).await,
+            Command::Check(_)
+            | Command::HashKey { .. }
+            | Command::Detectors(_)
+            | Command::Certs(_) => Ok(()),
         }
         .map(|()| ExitCode::SUCCESS)
     });

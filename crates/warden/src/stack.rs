@@ -34,27 +34,44 @@ pub fn make_bus(config: &WardenConfig) -> anyhow::Result<Arc<dyn Bus>> {
 
 /// Create (or check) Warden's three topics.
 pub async fn ensure_topics(bus: &dyn Bus, config: &WardenConfig) -> anyhow::Result<()> {
+    bus.ensure_topics(&topic_specs(config))
+        .await
+        .context("creating or checking topics")
+}
+
+/// The topics a deployment uses, as Warden creates them: events and alerts with the
+/// configured retention, decisions compacted (all with `bus.partitions` partitions), and the
+/// processors' checkpoints (compacted, one partition).
+pub fn topic_specs(config: &WardenConfig) -> Vec<TopicSpec> {
     let t = &config.bus.topics;
     let n = config.bus.partitions;
-    bus.ensure_topics(&[
+    let hours = |h: u32| (h > 0).then(|| i64::from(h) * 3_600_000);
+    vec![
         TopicSpec {
             name: t.events.clone(),
             partitions: n,
             compacted: false,
+            retention_ms: hours(config.bus.events_retention_hours),
         },
         TopicSpec {
             name: t.decisions.clone(),
             partitions: n,
             compacted: true,
+            retention_ms: None,
         },
         TopicSpec {
             name: t.alerts.clone(),
             partitions: n,
             compacted: false,
+            retention_ms: hours(config.bus.alerts_retention_hours),
         },
-    ])
-    .await
-    .context("creating or checking topics")
+        TopicSpec {
+            name: warden_stream::checkpoint::checkpoint_topic(&t.events),
+            partitions: 1,
+            compacted: true,
+            retention_ms: None,
+        },
+    ]
 }
 
 /// Which components to run.

@@ -153,6 +153,7 @@ async fn a_killed_processor_resumes_with_its_state_and_decides_once() {
             name: (*t).to_string(),
             partitions: 4,
             compacted: *t == DECISIONS,
+            retention_ms: None,
         })
         .collect();
     bus.ensure_topics(&specs).await.expect("topics");

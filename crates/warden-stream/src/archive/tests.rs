@@ -188,6 +188,7 @@ async fn the_archiver_consumes_the_topic_and_commits_after_closing() {
         name: "events".into(),
         partitions: 4,
         compacted: false,
+        retention_ms: None,
     }])
     .await
     .expect("topics");

@@ -252,6 +252,7 @@ quarantine_ttl_s = 600
                 name: (*t).clone(),
                 partitions: 2,
                 compacted: *t == &topics.decisions,
+                retention_ms: None,
             })
             .collect();
         bus.ensure_topics(&specs).await.expect("topics");

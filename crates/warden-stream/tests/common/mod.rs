@@ -20,6 +20,7 @@ pub async fn bus(partitions: i32) -> (Arc<dyn Bus>, TopicsConfig) {
             name: (*t).clone(),
             partitions,
             compacted: *t == &topics.decisions,
+            retention_ms: None,
         })
         .collect();
     bus.ensure_topics(&specs).await.expect("topics");

@@ -3,10 +3,30 @@
 use warden::{Stack, StackExtras, StackParts, ensure_topics, make_bus};
 
 use super::common::{load_config, load_pipeline, run_until_signal};
-use crate::{PartArgs, ProcessorArgs};
+use super::sim_setup::{self, SimChoice};
+use crate::{GatewayArgs, ProcessorArgs};
 
-pub async fn gateway(args: PartArgs) -> anyhow::Result<()> {
-    let config = load_config(args.config.as_deref(), args.brokers)?;
+pub async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
+    let mut config = load_config(args.part.config.as_deref(), args.part.brokers)?;
+    if let (Some(scenario), Some(upstream)) = (&args.scenario, &args.scenario_upstream) {
+        let choice = SimChoice {
+            scenario: scenario.clone(),
+            seed: args.seed,
+            devices: args.devices,
+            rate: args.rate,
+            duration_s: None,
+        };
+        let (s, seed) = sim_setup::resolve(&choice)?;
+        let fleet = warden_sim::Fleet::new(&s, seed);
+        fleet
+            .configure(&mut config, upstream)
+            .map_err(|e| anyhow::anyhow!("simulated fleet: {e}"))?;
+        println!("{}", sim_setup::describe(&s, &fleet, seed));
+        println!(
+            "simulate: warden simulate {} --gateway http://<this gateway>",
+            sim_setup::flags(&choice, seed)
+        );
+    }
     let bus = make_bus(&config)?;
     ensure_topics(&*bus, &config).await?;
     let stack = Stack::start(
