@@ -25,3 +25,6 @@ echo "== tansu: $("$TANSU_BIN" --version 2>&1 | head -1)"
 
 echo "== cargo test"
 cargo test --workspace --locked -- --test-threads=2
+
+echo "== compose rehearsal: docker-compose.yml's services run natively (Tansu for Kafka)"
+python3 tests/compose.py rehearse
