@@ -17,10 +17,32 @@ fn repo(path: &str) -> PathBuf {
 
 #[test]
 fn check_accepts_the_shipped_files() {
+    // The compose config names container paths: the PKI `warden certs` writes, the RBAC
+    // policy mounted at /etc/warden.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = dir.path().join("pki");
+    let out = warden()
+        .arg("certs")
+        .arg("--out")
+        .arg(&pki)
+        .output()
+        .expect("certs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kafka = std::fs::read_to_string(repo("docs/examples/warden.kafka.toml"))
+        .expect("config")
+        .replace("/var/lib/warden/pki", &pki.display().to_string())
+        .replace(
+            "/etc/warden/rbac.toml",
+            &repo("docs/examples/rbac.toml").display().to_string(),
+        );
+    let kafka_path = dir.path().join("warden.kafka.toml");
+    std::fs::write(&kafka_path, kafka).expect("write");
     let mut cmd = warden();
-    cmd.arg("check")
-        .arg("--config")
-        .arg(repo("docs/examples/warden.kafka.toml"));
+    cmd.arg("check").arg("--config").arg(&kafka_path);
     for entry in std::fs::read_dir(repo("pipelines")).expect("pipelines") {
         let path = entry.expect("entry").path();
         if path.extension().is_some_and(|e| e == "toml") {

@@ -64,6 +64,16 @@ pub fn run(args: &CertsArgs) -> anyhow::Result<()> {
             bail!("`{name}` is not a valid name (letters, digits, `-`, `_`, `.`)");
         }
     }
+    for name in &args.server_names {
+        let dns = !name.is_empty()
+            && name.len() <= 253
+            && name
+                .split('.')
+                .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+        if name.parse::<std::net::IpAddr>().is_err() && !dns {
+            bail!("server name `{name}` is neither a DNS name nor an IP address");
+        }
+    }
     let marker = args.out.join("ca.pem");
     if marker.exists() && !args.force {
         println!(
@@ -218,10 +228,20 @@ fn write(path: &Path, body: &str, private: bool) -> anyhow::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(if private { 0o600 } else { 0o644 });
     }
-    let _ = private;
     let mut f = options
         .open(path)
         .with_context(|| format!("writing {}", path.display()))?;
+    // An existing file (`--force`) keeps its old mode through `open`: set it.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(if private {
+            0o600
+        } else {
+            0o644
+        }))
+        .with_context(|| format!("setting the mode of {}", path.display()))?;
+    }
     f.write_all(body.as_bytes())
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
