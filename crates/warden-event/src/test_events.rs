@@ -14,7 +14,7 @@ pub(crate) fn event(i: u64) -> RequestEvent {
         gateway: "gw-1".into(),
         seq: i,
         ts: 1_767_603_600_000_000_000 + i as i64,
-        identity: if i % 5 == 0 {
+        identity: if i.is_multiple_of(5) {
             ANONYMOUS.into()
         } else {
             format!("dev-{i}")
@@ -40,7 +40,7 @@ pub(crate) fn event(i: u64) -> RequestEvent {
         method: "GET".into(),
         route: "telemetry".into(),
         // Escapes and non-ASCII: these strings cannot be borrowed.
-        path: if i % 2 == 0 {
+        path: if i.is_multiple_of(2) {
             format!("/api/v1/telemetry/\"quoted\"\\{i}\n")
         } else {
             format!("/api/v1/capteur-é/{i}")
@@ -50,18 +50,18 @@ pub(crate) fn event(i: u64) -> RequestEvent {
         latency_us: 800 + i,
         bytes_in: 100,
         bytes_out: 2000 + i,
-        user_agent: (i % 3 != 0).then(|| "acme-fw/2.3.1".to_string()),
-        tls: (i % 2 == 0).then(|| TlsInfo {
+        user_agent: (!i.is_multiple_of(3)).then(|| "acme-fw/2.3.1".to_string()),
+        tls: (i.is_multiple_of(2)).then(|| TlsInfo {
             version: "TLSv1.3".into(),
-            client_cert_fingerprint: (i % 4 == 0).then(|| format!("sha256:{i:x}")),
+            client_cert_fingerprint: i.is_multiple_of(4).then(|| format!("sha256:{i:x}")),
         }),
         reason: Reason::ALL[i as usize % Reason::ALL.len()],
-        query: if i % 3 == 0 {
+        query: if i.is_multiple_of(3) {
             String::new()
         } else {
             format!("page=int&q{}=str", i % 7)
         },
-        query_hash: if i % 3 == 0 {
+        query_hash: if i.is_multiple_of(3) {
             0
         } else {
             (i as u32).wrapping_mul(2_654_435_761) | 1

@@ -118,10 +118,10 @@ impl SimPki {
         }
         // The machine's host name too, so devices reaching the gateway by that name (a
         // container's `hostname:` in compose) verify it.
-        if let Some(host) = host_name() {
-            if let Ok(name) = host.as_str().try_into() {
-                p.subject_alt_names.push(SanType::DnsName(name));
-            }
+        if let Some(host) = host_name()
+            && let Ok(name) = host.as_str().try_into()
+        {
+            p.subject_alt_names.push(SanType::DnsName(name));
         }
         p.distinguished_name
             .push(DnType::CommonName, "warden simulated gateway");

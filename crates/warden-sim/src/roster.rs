@@ -248,9 +248,10 @@ impl Fleet {
             .iter()
             .any(|d| matches!(d.credential, Credential::Jwt))
         {
-            if let Some(jwt) = &config.identity.jwt {
-                if jwt.issuer != SIM_ISSUER {
-                    return Err(ConfigError::new(
+            if let Some(jwt) = &config.identity.jwt
+                && jwt.issuer != SIM_ISSUER
+            {
+                return Err(ConfigError::new(
                         "identity.jwt",
                         format!(
                             "already configured for issuer {}; the simulated fleet's industrial gateways need the simulator's issuer ({SIM_ISSUER}): run the simulation against a gateway without [identity.jwt]",
@@ -258,7 +259,6 @@ impl Fleet {
                         ),
                     )
                     .into());
-                }
             }
             let file = self.issuer().write_jwks(jwks_dir)?;
             config.identity.jwt = Some(from_json(

@@ -272,10 +272,10 @@ identity = "dev-1"
             &self.config.bus.topics.events,
             Duration::from_secs(5),
             |m| {
-                if let Ok(e) = warden_event::decode::<RequestEvent>(&m.payload) {
-                    if e.route == "admin" {
-                        events.push(e);
-                    }
+                if let Ok(e) = warden_event::decode::<RequestEvent>(&m.payload)
+                    && e.route == "admin"
+                {
+                    events.push(e);
                 }
             },
         )

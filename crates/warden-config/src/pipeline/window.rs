@@ -108,7 +108,7 @@ impl WindowConfig {
         }
         if self.slide_ms == 0 {
             errs.push(ConfigError::new(at("slide_ms"), "must be at least 1"));
-        } else if self.size_ms < self.slide_ms || self.size_ms % self.slide_ms != 0 {
+        } else if self.size_ms < self.slide_ms || !self.size_ms.is_multiple_of(self.slide_ms) {
             errs.push(ConfigError::new(
                 at("size_ms"),
                 format!("must be a multiple of slide_ms ({})", self.slide_ms),

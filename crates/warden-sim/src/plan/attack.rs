@@ -359,7 +359,7 @@ impl Paced {
                 leaked,
                 leak_every,
             } => {
-                let auth = if *leak_every > 0 && (n + 1) % *leak_every == 0 {
+                let auth = if *leak_every > 0 && (n + 1).is_multiple_of(*leak_every) {
                     Auth::Device(leaked[(n / *leak_every) as usize % leaked.len()])
                 } else {
                     Auth::Key(Alphanumeric.sample_string(rng, 32))
@@ -444,7 +444,7 @@ impl Paced {
                     auth: Auth::Device(*device),
                     body: Payload::EMPTY,
                     ip: *ip,
-                    user_agent: if n % 2 == 0 {
+                    user_agent: if n.is_multiple_of(2) {
                         d.device_type.profile().user_agent
                     } else {
                         TOOL_AGENTS[0]

@@ -15,7 +15,7 @@ fn event(i: u64) -> RequestEvent {
         device_type: "sensor".into(),
         auth: AuthInfo {
             method: AuthMethod::ApiKey,
-            result: if i % 5 == 0 {
+            result: if i.is_multiple_of(5) {
                 AuthResult::Failed
             } else {
                 AuthResult::Ok
@@ -23,11 +23,11 @@ fn event(i: u64) -> RequestEvent {
         },
         client_ip: "10.0.0.1".into(),
         protocol: Protocol::Http,
-        method: if i % 2 == 0 { "GET" } else { "POST" }.into(),
+        method: if i.is_multiple_of(2) { "GET" } else { "POST" }.into(),
         route: "telemetry".into(),
         path: format!("/api/devices/d{}/state", i % 7),
-        status: if i % 4 == 0 { 503 } else { 200 },
-        decision: if i % 5 == 0 {
+        status: if i.is_multiple_of(4) { 503 } else { 200 },
+        decision: if i.is_multiple_of(5) {
             Outcome::DeniedAuth
         } else {
             Outcome::Allowed
@@ -35,7 +35,7 @@ fn event(i: u64) -> RequestEvent {
         latency_us: 100,
         bytes_in: 10,
         bytes_out: 100 * (i + 1),
-        user_agent: (i % 3 == 0).then(|| "fw/1.0".to_string()),
+        user_agent: i.is_multiple_of(3).then(|| "fw/1.0".to_string()),
         tls: None,
         reason: warden_event::Reason::None,
         query: String::new(),
