@@ -9,9 +9,19 @@
 //!
 //! Variants:
 //! - `embedded`: the embedded bus (no spool: `warden up`);
-//! - `kafka`: Tansu on loopback (SQLite storage), no spool;
-//! - `kafka+spool`: Tansu, through the durable spool (fsync every 100 ms) — the gateway's
+//! - `plain`: the reference — a plain librdkafka `FutureProducer` with the same settings
+//!   (idempotent, `acks=all`, lz4, `linger.ms=5`) sending the same encoded records, up to
+//!   100 000 sends in flight (librdkafka's own queue limit), into the same broker;
+//! - `kafka`: the gateway's emitter, no spool;
+//! - `kafka+spool`: the emitter through the durable spool (fsync every 100 ms) — the gateway's
 //!   default on Kafka.
+//!
+//! The three Kafka variants run on Tansu with SQLite storage and again with memory storage
+//! (a fresh broker per variant), and the bench prints the emitter's ratio to `plain` for each.
+//! Then `drain`: with the broker stopped, events arrive at a fixed rate for 60 s (5 s with
+//! `PRODUCER_BENCH_OUTAGE_S=5`) at 1 000 events/s (`PRODUCER_BENCH_DRAIN_RATE`) into the spool; the broker comes back while events keep
+//! arriving at that rate, and the bench reports how fast the backlog drains, as a multiple of
+//! the incoming rate.
 //!
 //! The Kafka variants need the Tansu binary (`TANSU_BIN`, or `tansu` on `PATH`); without it
 //! they are skipped with a message. Events are real encoded `RequestEvent`s (~450 bytes of
@@ -23,10 +33,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use futures::stream::{FuturesUnordered, StreamExt};
+use rdkafka::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use warden_bus::spool::{FsyncPolicy, OverflowPolicy, Spool, SpoolConfig};
 use warden_bus::{Bus, EmbeddedBus, EmbeddedConfig, KafkaBus, KafkaConfig, TopicSpec};
 use warden_event::{
-    AuthInfo, AuthMethod, AuthResult, EventFormat, Outcome, Protocol, RequestEvent,
+    AuthInfo, AuthMethod, AuthResult, EventFormat, Outcome, Protocol, RequestEvent, encode_event,
 };
 use warden_gateway::{Emitter, EventTopic};
 
@@ -71,8 +84,7 @@ fn event(i: usize) -> RequestEvent {
     }
 }
 
-/// Emit `n` events and wait until the bus acknowledged all of them; events/s.
-async fn run(name: &str, bus: Arc<dyn Bus>, spool: Option<Spool>, n: usize) -> f64 {
+async fn make_topic(name: &str, bus: &dyn Bus) {
     bus.ensure_topics(&[TopicSpec {
         name: TOPIC.into(),
         partitions: 4,
@@ -81,6 +93,57 @@ async fn run(name: &str, bus: Arc<dyn Bus>, spool: Option<Spool>, n: usize) -> f
     }])
     .await
     .unwrap_or_else(|e| panic!("{name}: topics: {e}"));
+}
+
+/// The reference: a plain librdkafka producer, the bus's settings, the same encoded records,
+/// keyed by identity like the emitter's; events/s until every one is acknowledged.
+async fn run_plain(name: &str, brokers: &str, n: usize) -> f64 {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "5")
+        .create()
+        .unwrap_or_else(|e| panic!("{name}: producer: {e}"));
+    let records: Vec<(String, Vec<u8>)> = (0..n)
+        .map(|i| {
+            let e = event(i);
+            (e.identity.clone(), encode_event(&e, EventFormat::default()))
+        })
+        .collect();
+    let started = Instant::now();
+    let mut in_flight = FuturesUnordered::new();
+    let mut acked = 0usize;
+    for (key, payload) in &records {
+        while in_flight.len() >= 100_000 {
+            if let Some(r) = in_flight.next().await {
+                let _: Result<_, _> = r;
+                acked += 1;
+            }
+        }
+        let record = FutureRecord::to(TOPIC)
+            .key(key.as_str())
+            .payload(payload.as_slice());
+        in_flight.push(producer.send(record, Duration::from_secs(60)));
+    }
+    while let Some(r) = in_flight.next().await {
+        if let Err((e, _)) = r {
+            panic!("{name}: delivery failed: {e}");
+        }
+        acked += 1;
+    }
+    let _ = producer.flush(Duration::from_secs(30));
+    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(acked, n);
+    let rate = n as f64 / secs;
+    println!("{name:<20} {n:>8} events in {secs:>7.2} s = {rate:>9.0} events/s");
+    rate
+}
+
+/// Emit `n` events and wait until the bus acknowledged all of them; events/s.
+async fn run(name: &str, bus: Arc<dyn Bus>, spool: Option<Spool>, n: usize) -> f64 {
+    make_topic(name, &*bus).await;
     let events: Vec<RequestEvent> = (0..n).map(event).collect();
     let topic = EventTopic {
         name: TOPIC.into(),
@@ -114,8 +177,66 @@ async fn run(name: &str, bus: Arc<dyn Bus>, spool: Option<Spool>, n: usize) -> f
     let _ = task.await;
     assert_eq!(stats.dropped.load(Ordering::Relaxed), 0, "{name}: drops");
     let rate = n as f64 / secs;
-    println!("{name:<12} {n:>8} events in {secs:>7.2} s = {rate:>9.0} events/s");
+    println!("{name:<20} {n:>8} events in {secs:>7.2} s = {rate:>9.0} events/s");
     rate
+}
+
+/// A 60 s (or `outage_s`) broker outage at `rate` events/s into the spool, then recovery with
+/// events still arriving at `rate`: how fast the backlog drains, as a multiple of `rate`.
+async fn run_drain(outage_s: f64, rate: f64) {
+    let mut broker = tansu::Tansu::start_sqlite();
+    let bus: Arc<dyn Bus> = Arc::new(
+        KafkaBus::connect(KafkaConfig::new(broker.brokers()))
+            .unwrap_or_else(|e| panic!("kafka: {e}")),
+    );
+    make_topic("drain", &*bus).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let topic = EventTopic {
+        name: TOPIC.into(),
+        format: EventFormat::default(),
+    };
+    let (emitter, task) = Emitter::start(bus.producer(), topic, QUEUE, Some(spool(dir.path())));
+    let stats = emitter.stats().clone();
+    broker.stop();
+    // Paced arrivals: event i is due at i / rate seconds.
+    let started = Instant::now();
+    let mut i = 0usize;
+    let emit_until = |until: f64, i: &mut usize| {
+        let due = (until * rate) as usize;
+        while *i < due {
+            emitter.emit(event(*i));
+            *i += 1;
+        }
+    };
+    while started.elapsed().as_secs_f64() < outage_s {
+        emit_until(started.elapsed().as_secs_f64(), &mut i);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let backlog = i as u64 - stats.published.load(Ordering::Relaxed);
+    broker.start_again();
+    let back = Instant::now();
+    // Drained when everything emitted so far is acknowledged, while arrivals continue.
+    loop {
+        emit_until(started.elapsed().as_secs_f64(), &mut i);
+        if stats.published.load(Ordering::Relaxed) >= i as u64 {
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(600),
+            "drain: backlog not drained after 10 minutes: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let drain_s = back.elapsed().as_secs_f64();
+    // Over the drain the publisher delivered the backlog plus what kept arriving.
+    let delivered_rate = (backlog as f64 + drain_s * rate) / drain_s;
+    assert_eq!(stats.dropped.load(Ordering::Relaxed), 0, "drain: drops");
+    println!(
+        "drain                {backlog:>8} events spooled during a {outage_s:.0} s outage at {rate:.0}/s; drained in {drain_s:.2} s with arrivals continuing: {delivered_rate:.0} events/s = {:.1}x the incoming rate",
+        delivered_rate / rate
+    );
+    drop(emitter);
+    let _ = task.await;
 }
 
 fn spool(dir: &std::path::Path) -> Spool {
@@ -160,21 +281,48 @@ fn main() {
             println!("kafka variants skipped: no Tansu binary (set TANSU_BIN)");
             return;
         }
-        for with_spool in [false, true] {
-            // A fresh broker per variant, so each starts from an empty log.
-            let broker = tansu::Tansu::start_sqlite();
+        for storage in ["sqlite", "memory"] {
+            let start = || {
+                if storage == "sqlite" {
+                    tansu::Tansu::start_sqlite()
+                } else {
+                    tansu::Tansu::start()
+                }
+            };
+            let broker = start();
             let bus: Arc<dyn Bus> = Arc::new(
                 KafkaBus::connect(KafkaConfig::new(broker.brokers()))
                     .unwrap_or_else(|e| panic!("kafka: {e}")),
             );
-            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-            let (name, s) = if with_spool {
-                ("kafka+spool", Some(spool(dir.path())))
-            } else {
-                ("kafka", None)
-            };
-            run(name, bus.clone(), s, n_kafka).await;
-            let _ = bus.producer().flush(Duration::from_secs(30)).await;
+            make_topic("plain", &*bus).await;
+            let plain = run_plain(&format!("plain ({storage})"), &broker.brokers(), n_kafka).await;
+            drop(broker);
+            for with_spool in [false, true] {
+                // A fresh broker per variant, so each starts from an empty log.
+                let broker = start();
+                let bus: Arc<dyn Bus> = Arc::new(
+                    KafkaBus::connect(KafkaConfig::new(broker.brokers()))
+                        .unwrap_or_else(|e| panic!("kafka: {e}")),
+                );
+                let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+                let (name, s) = if with_spool {
+                    (format!("kafka+spool ({storage})"), Some(spool(dir.path())))
+                } else {
+                    (format!("kafka ({storage})"), None)
+                };
+                let rate = run(&name, bus.clone(), s, n_kafka).await;
+                println!("{:<20} {:.2}x plain", "", rate / plain);
+                let _ = bus.producer().flush(Duration::from_secs(30)).await;
+            }
         }
+        let outage_s = std::env::var("PRODUCER_BENCH_OUTAGE_S")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(if quick { 2.0 } else { 60.0 });
+        let rate = std::env::var("PRODUCER_BENCH_DRAIN_RATE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1_000.0);
+        run_drain(outage_s, rate).await;
     });
 }
