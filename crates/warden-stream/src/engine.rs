@@ -1008,6 +1008,7 @@ fn features_of(
         &scratch.values,
         ids.len(),
         w.state.size_secs(),
+        w.state.slot_end(slot),
         &mut scratch.features,
     )?;
     Ok(())
