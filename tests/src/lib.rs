@@ -20,3 +20,6 @@ pub mod metrics;
 
 /// ML detectors: benign archives, training, scenario runs and their outcomes.
 pub mod ml;
+
+/// The ML loop over real sockets: a served model, a live fleet, the gateway refusing.
+pub mod ml_live;

@@ -28,11 +28,18 @@ pub fn benign_archive(dir: &Path, devices: usize, start_hour: f64, hours: f64, s
     s.fleet.start_hour = start_hour;
     s.seed = seed;
     s.validate().unwrap_or_else(|e| panic!("{e}"));
-    let mut o = AcceleratedOptions::new(&s);
-    o.parquet = Some(dir.join("benign.parquet"));
+    archive(&s, &dir.join("benign.parquet"))
+}
+
+/// Run `scenario` in simulated time (its own seed) and write its events to the Parquet file
+/// `path`; returns the number of events.
+pub fn archive(scenario: &ScenarioConfig, path: &Path) -> u64 {
+    let mut o = AcceleratedOptions::new(scenario);
+    o.parquet = Some(path.to_path_buf());
     o.batch_span_ns = 1_000_000_000;
     o.batch_max = 16_384;
-    let run = run_accelerated(&s, seed, &o, None, |_, _| {}).unwrap_or_else(|e| panic!("{e}"));
+    let run = run_accelerated(scenario, scenario.seed, &o, None, |_, _| {})
+        .unwrap_or_else(|e| panic!("{e}"));
     run.events
 }
 

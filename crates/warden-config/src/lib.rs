@@ -24,7 +24,8 @@ pub use identity::{
 };
 pub use layer::env_overrides;
 pub use pipeline::{
-    AuthFailuresConfig, CardinalityConfig, CohortConfig, Combine, CountFeature, CusumConfig,
+    AuthFailuresConfig, CardinalityConfig, CohortConfig, Combine, CountFeature, CusumConfig, Cyclic,
+    HourOfDayFeature,
     DecisionConfig, DetectorAction, DetectorConfig, Direction, ErrorRatioFeature, EwmaZscoreConfig,
     FeatureConfig, Field, FieldFeature, FilterConfig, MAX_ML_FEATURES, MadConfig, MlConfig, Mode,
     NoveltyConfig, NoveltyField, PeerGroup, PeerPercentileConfig, PercentileFeature,

@@ -19,8 +19,8 @@ pub use detector::{
     NoveltyConfig, NoveltyField, PeerGroup, PeerPercentileConfig, ThresholdConfig,
 };
 pub use feature::{
-    CountFeature, ErrorRatioFeature, FeatureConfig, Field, FieldFeature, FilterConfig,
-    PercentileFeature, RatioFeature, SqlFeature,
+    CountFeature, Cyclic, ErrorRatioFeature, FeatureConfig, Field, FieldFeature, FilterConfig,
+    HourOfDayFeature, PercentileFeature, RatioFeature, SqlFeature,
 };
 pub use window::{Sampling, WindowConfig, WindowKey};
 

@@ -1,12 +1,13 @@
-//! The fitted scaler saved with every model: `log1p` (counts, bytes and rates are heavy-tailed;
-//! Warden's features are never negative) then centre on the median and divide by the
-//! interquartile range. Robust: a few outliers in the training data move neither.
+//! The fitted scaler saved with every model: a signed `log1p` (counts, bytes and rates are
+//! heavy-tailed and never negative; the hour of the day's sine and cosine are in [−1, 1] and
+//! keep their sign and order) then centre on the median and divide by the interquartile range.
+//! Robust: a few outliers in the training data move neither.
 
 use serde::{Deserialize, Serialize};
 
 use crate::MlError;
 
-/// Median/IQR scaling of `log1p(max(x, 0))`, per feature.
+/// Median/IQR scaling of `sign(x)·log1p(|x|)`, per feature.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RobustScaler {
     /// Median of each transformed feature.
@@ -19,10 +20,11 @@ pub struct RobustScaler {
 /// Smallest scale: a feature constant in training gets this (in log1p units).
 pub const MIN_SCALE: f64 = 0.05;
 
-/// `log1p` of a feature value (negative values, which Warden's features never have, count as 0).
+/// `sign(x)·log1p(|x|)`: `log1p` of the non-negative features, monotone and symmetric for
+/// those that can be negative (the sine and cosine of the hour of the day).
 #[inline]
 pub fn transform(x: f64) -> f64 {
-    x.max(0.0).ln_1p()
+    x.abs().ln_1p().copysign(x)
 }
 
 impl RobustScaler {
@@ -101,5 +103,21 @@ mod tests {
         let mut out = [0.0; 2];
         s.apply(&[50.0, 5.0], &mut out);
         assert!(out[0].abs() < 0.05 && out[1] == 0.0);
+    }
+
+    #[test]
+    fn negative_values_keep_their_sign_and_order() {
+        assert_eq!(transform(0.0), 0.0);
+        assert!((transform(-1.0) + 2f64.ln()).abs() < 1e-12);
+        assert_eq!(transform(-0.5), -transform(0.5));
+        let xs = [-1.0, -0.7, -0.1, 0.0, 0.1, 0.7, 1.0];
+        assert!(xs.windows(2).all(|w| transform(w[0]) < transform(w[1])));
+        // An hour's sine over a day: the scaler centres it near 0.
+        let rows: Vec<Vec<f64>> = (0..240)
+            .map(|i| vec![(f64::from(i) / 240.0 * std::f64::consts::TAU).sin()])
+            .collect();
+        let s = RobustScaler::fit(&rows, 1).expect("fit");
+        assert!(s.median[0].abs() < 0.05, "{:?}", s.median);
+        assert!(s.scale[0] > 0.8, "{:?}", s.scale);
     }
 }

@@ -125,8 +125,9 @@ pub struct Plan {
     heads: Vec<Option<Planned>>,
     /// `(at_ns, actor)` of every head.
     queue: BinaryHeap<Reverse<(i64, usize)>>,
-    /// Devices that send nothing of their own before this time (cold-start attackers).
-    silent_until: std::collections::HashMap<usize, i64>,
+    /// Devices that send nothing of their own within `[from, to)` ns: cold-start attackers
+    /// before their attack, route-mix attackers that replace their traffic during it.
+    silent: std::collections::HashMap<usize, (i64, i64)>,
 }
 
 impl Plan {
@@ -144,14 +145,21 @@ impl Plan {
         let mut rng = StdRng::seed_from_u64(mix_seed(seed, 0x00A7_7AC4));
         let mut taken = HashSet::new();
         let mut ips = AttackerIps::default();
-        let mut silent_until = std::collections::HashMap::new();
+        let mut silent = std::collections::HashMap::new();
         for (ai, a) in scenario.attack.iter().enumerate() {
             let (plan, kinds) = attack::resolve(a, &fleet, &mut rng, &mut taken, &mut ips);
-            if let crate::scenario::AttackConfig::DeviceFlood(c) = a
-                && c.cold
-            {
+            let quiet = match a {
+                crate::scenario::AttackConfig::DeviceFlood(c) if c.cold => {
+                    Some((i64::MIN, plan.start_ns))
+                }
+                crate::scenario::AttackConfig::RouteMix(c) if c.replace => {
+                    Some((plan.start_ns, plan.end_ns))
+                }
+                _ => None,
+            };
+            if let Some(q) = quiet {
                 for d in plan.attackers.iter().filter_map(|x| x.device) {
-                    silent_until.insert(d, plan.start_ns);
+                    silent.insert(d, q);
                 }
             }
             for (k, kind) in kinds.into_iter().enumerate() {
@@ -173,7 +181,7 @@ impl Plan {
             duration_ns,
             actors,
             queue: BinaryHeap::new(),
-            silent_until,
+            silent,
         };
         for i in 0..plan.actors.len() {
             let head = plan.actors[i].next(&plan.fleet);
@@ -214,7 +222,10 @@ impl Iterator for Plan {
             }
             self.heads[i] = next;
             if let Source::Benign(d) = p.source
-                && self.silent_until.get(&d).is_some_and(|t| p.at_ns < *t)
+                && self
+                    .silent
+                    .get(&d)
+                    .is_some_and(|(from, to)| p.at_ns >= *from && p.at_ns < *to)
             {
                 continue;
             }

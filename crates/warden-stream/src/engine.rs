@@ -246,7 +246,7 @@ fn build_detector(
         }
         (Some(_), _, Models::Record(..)) => warden_detect::build(d, window.size_ms),
         (Some(c), Some(kind), Models::Load) => {
-            let h = ModelHandle::open(kind, c).map_err(|e| e.to_string())?;
+            let h = ModelHandle::open(kind, c, &window.name).map_err(|e| e.to_string())?;
             model = Some(h.clone());
             Box::new(MlDetector::new(c.clone(), h))
         }
@@ -1008,6 +1008,7 @@ fn features_of(
         &scratch.values,
         ids.len(),
         w.state.size_secs(),
+        w.state.slot_end(slot),
         &mut scratch.features,
     )?;
     Ok(())

@@ -26,7 +26,7 @@ use datafusion::error::DataFusionError;
 use datafusion::logical_expr::{Expr, col, in_list, lit};
 use datafusion::physical_plan::PhysicalExpr;
 use datafusion::prelude::SessionContext;
-use warden_config::{FeatureConfig, Field, FilterConfig};
+use warden_config::{Cyclic, FeatureConfig, Field, FilterConfig};
 
 use crate::sketch::{DdSketch, Hll, Sketch};
 
@@ -98,6 +98,8 @@ pub enum Output {
         num: usize,
         den: usize,
     },
+    /// A component of the hour of the day of the sample's time (the window's end).
+    HourOfDay(Cyclic),
     /// A DataFusion expression over columns `__agg_0..n` (the listed values).
     Sql {
         expr: Arc<dyn PhysicalExpr>,
@@ -462,6 +464,7 @@ impl WindowPlan {
                     .map_err(df("field"))?;
                 Output::Value(self.value(AggValue::Quantile(s, x.quantile)))
             }
+            FeatureConfig::HourOfDay(x) => Output::HourOfDay(x.component),
             FeatureConfig::Sql(x) => {
                 sql::compile(self, c, &x.expr).map_err(|reason| CompileError {
                     key: "expr",
@@ -668,13 +671,14 @@ impl WindowPlan {
         }
     }
 
-    /// Features of `rows` keys from their aggregate values (`values`: rows × values.len());
-    /// writes rows × outputs.len() into `out`.
+    /// Features of `rows` keys from their aggregate values (`values`: rows × values.len())
+    /// over the window ending at `at_ns` (event time); writes rows × outputs.len() into `out`.
     pub fn features(
         &self,
         values: &[f64],
         rows: usize,
         size_secs: f64,
+        at_ns: i64,
         out: &mut Vec<f64>,
     ) -> Result<(), DataFusionError> {
         let nv = self.values.len().max(1);
@@ -701,6 +705,12 @@ impl WindowPlan {
                         } else {
                             values[r * nv + num] / d
                         };
+                    }
+                }
+                Output::HourOfDay(c) => {
+                    let v = c.of_hour(at_ns);
+                    for r in 0..rows {
+                        out[r * nf + fi] = v;
                     }
                 }
                 Output::Sql { expr, schema, args } => {

@@ -18,7 +18,7 @@ use std::time::SystemTime;
 pub mod train;
 
 use parking_lot::{Mutex, RwLock};
-use warden_config::{DetectorConfig, MlConfig, PeerGroup};
+use warden_config::{ConfigError, DetectorConfig, MlConfig, PeerGroup, PipelineConfig};
 use warden_detect::{DetectError, Detector, Firing, KeyId, Sample};
 use warden_ml::{MlError, Model, ModelKind};
 
@@ -60,6 +60,8 @@ pub struct ModelHandle {
     path: PathBuf,
     kind: ModelKind,
     features: Vec<String>,
+    /// The pipeline window the detector's features are over.
+    window: String,
     shared: Arc<Shared>,
 }
 
@@ -73,15 +75,17 @@ pub enum ModelRefresh {
 }
 
 impl ModelHandle {
-    /// Load and validate the model of an ML detector config.
-    pub fn open(kind: ModelKind, c: &MlConfig) -> Result<Self, MlError> {
+    /// Load and validate the model of an ML detector config whose features are over the
+    /// pipeline window `window`.
+    pub fn open(kind: ModelKind, c: &MlConfig, window: &str) -> Result<Self, MlError> {
         let path = PathBuf::from(&c.model);
         let seen = stamp(&path);
-        let model = Self::validate(&path, kind, &c.features)?;
+        let model = Self::validate(&path, kind, &c.features, window)?;
         Ok(Self {
             path,
             kind,
             features: c.features.clone(),
+            window: window.to_string(),
             shared: Arc::new(Shared {
                 model: RwLock::new(Arc::new(model)),
                 generation: AtomicU64::new(0),
@@ -90,7 +94,24 @@ impl ModelHandle {
         })
     }
 
-    fn validate(path: &Path, kind: ModelKind, features: &[String]) -> Result<Model, MlError> {
+    fn validate(
+        path: &Path,
+        kind: ModelKind,
+        features: &[String],
+        window: &str,
+    ) -> Result<Model, MlError> {
+        if !path.exists() {
+            return Err(MlError::Io {
+                path: path.display().to_string(),
+                reason: format!(
+                    "no model file here (relative paths are from the working directory, {}); train one with `warden train --out {}`",
+                    std::env::current_dir()
+                        .map(|d| d.display().to_string())
+                        .unwrap_or_else(|_| "unknown".into()),
+                    path.display()
+                ),
+            });
+        }
         let model = Model::load(path)?;
         if model.kind() != kind {
             return Err(MlError::Io {
@@ -104,6 +125,15 @@ impl ModelHandle {
         }
         let names: Vec<&str> = features.iter().map(String::as_str).collect();
         model.check_features(&names).map_err(|e| e.in_file(path))?;
+        if model.body.window != window {
+            return Err(MlError::Io {
+                path: path.display().to_string(),
+                reason: format!(
+                    "trained on samples of window `{}`, the detector's features are over `{window}` (retrain the model)",
+                    model.body.window
+                ),
+            });
+        }
         Ok(model)
     }
 
@@ -125,7 +155,7 @@ impl ModelHandle {
             }
             *seen = now;
         }
-        match Self::validate(&self.path, self.kind, &self.features) {
+        match Self::validate(&self.path, self.kind, &self.features, &self.window) {
             Ok(m) => {
                 let sha = m.sha256.clone();
                 if self.current().sha256 == sha {
@@ -318,6 +348,30 @@ impl Detector for MlDetector {
         self.streak[i] = n;
         Ok(())
     }
+}
+
+/// Check every ML detector's model file as the processor will load it: it exists, parses,
+/// its hash, version and parameters are sound, its kind is the detector's type, its features
+/// are the detector's (names and order) and its window theirs. Every problem is reported, as
+/// `detector[i].model`.
+pub fn check_models(pipeline: &PipelineConfig) -> Vec<ConfigError> {
+    let mut errs = Vec::new();
+    for (i, d) in pipeline.detector.iter().enumerate() {
+        let (Some(c), Some(kind)) = (d.ml(), kind_of(d)) else {
+            continue;
+        };
+        let window = pipeline
+            .detector_window(d)
+            .map(|w| w.name.as_str())
+            .unwrap_or_default();
+        if let Err(e) = ModelHandle::open(kind, c, window) {
+            errs.push(ConfigError::new(
+                format!("detector[{i}].model"),
+                format!("`{}` ({}): {e}", c.name, kind.as_str()),
+            ));
+        }
+    }
+    errs
 }
 
 /// One complete sample as the ML detector would see it.

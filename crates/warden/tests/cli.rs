@@ -42,7 +42,8 @@ fn check_accepts_the_shipped_files() {
     let kafka_path = dir.path().join("warden.kafka.toml");
     std::fs::write(&kafka_path, kafka).expect("write");
     let mut cmd = warden();
-    cmd.arg("check").arg("--config").arg(&kafka_path);
+    // From the repository root, as a processor runs: `ml.toml`'s model paths are relative.
+    cmd.current_dir(repo("")).arg("check").arg("--config").arg(&kafka_path);
     for entry in std::fs::read_dir(repo("pipelines")).expect("pipelines") {
         let path = entry.expect("entry").path();
         if path.extension().is_some_and(|e| e == "toml") {
@@ -95,6 +96,81 @@ prefix = "/api"
         assert!(stdout.contains(needle), "missing `{needle}` in:\n{stdout}");
     }
     assert!(!stdout.contains("panicked"));
+}
+
+/// `warden check --pipeline` loads every ML detector's model file as the processor would
+/// (from the working directory): missing, another kind, other features, truncated — each
+/// reported with its detector; the shipped models pass.
+#[test]
+fn check_verifies_the_model_files_a_pipeline_references() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let models = dir.path().join("models");
+    std::fs::create_dir_all(&models).expect("dir");
+    let shipped = std::fs::read_to_string(repo("pipelines/ml.toml")).expect("ml.toml");
+    let check = |pipeline: &str| {
+        let path = dir.path().join("p.toml");
+        std::fs::write(&path, pipeline).expect("write");
+        let out = warden()
+            .current_dir(dir.path())
+            .args(["check", "--pipeline"])
+            .arg(&path)
+            .output()
+            .expect("run");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    };
+    let copy = |from: &str, to: &str| {
+        std::fs::copy(repo(from), models.join(to)).expect("copy");
+    };
+    // No model file at all.
+    let (code, out) = check(&shipped);
+    assert_eq!(code, Some(2), "{out}");
+    for name in [
+        "`ml_kmeans` (kmeans)",
+        "`ml_gmm` (gmm)",
+        "`ml_iforest` (isolation_forest)",
+    ] {
+        assert!(
+            out.lines().any(|l| l.contains(".model: ")
+                && l.contains(name)
+                && l.contains("no model file here")),
+            "{name} in:\n{out}"
+        );
+    }
+    assert!(out.contains("3 problem(s)"), "{out}");
+    // k-means valid but the detector lists its features in another order; a k-means model
+    // where the Gaussian mixture should be; a truncated forest.
+    copy("models/ml-kmeans.json", "ml-kmeans.json");
+    copy("models/ml-kmeans.json", "ml-gmm.json");
+    let forest = std::fs::read_to_string(repo("models/ml-iforest.json")).expect("forest");
+    std::fs::write(models.join("ml-iforest.json"), &forest[..forest.len() / 2]).expect("write");
+    let reordered = shipped.replacen(
+        "features = [\"requests_1m\", \"bytes_in_1m\", \"bytes_out_1m\"",
+        "features = [\"requests_1m\", \"bytes_out_1m\", \"bytes_in_1m\"",
+        1,
+    );
+    assert_ne!(reordered, shipped);
+    let (code, out) = check(&reordered);
+    assert_eq!(code, Some(2), "{out}");
+    for (name, why) in [
+        ("`ml_kmeans` (kmeans)", "do not match the pipeline's"),
+        ("`ml_gmm` (gmm)", "a kmeans model, the detector is gmm"),
+        ("`ml_iforest` (isolation_forest)", "not a Warden model file"),
+    ] {
+        assert!(
+            out.lines().any(|l| l.contains(name) && l.contains(why)),
+            "{name}: {why} in:\n{out}"
+        );
+    }
+    assert!(out.contains("3 problem(s)"), "{out}");
+    // The shipped models with the shipped pipeline.
+    copy("models/ml-gmm.json", "ml-gmm.json");
+    copy("models/ml-iforest.json", "ml-iforest.json");
+    let (code, out) = check(&shipped);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("p.toml: ok"), "{out}");
 }
 
 #[test]

@@ -33,6 +33,42 @@ pub enum FeatureConfig {
     Percentile(PercentileFeature),
     /// A DataFusion SQL aggregate expression over the window's events.
     Sql(SqlFeature),
+    /// The hour of the day of the sample (the end of its window, in event time, UTC) on the
+    /// unit circle: `sin` or `cos` of 2π·hour/24, so 23:59 and 00:00 are neighbours. For ML
+    /// detectors: a key's pace or route mix at an hour its device type is never like that.
+    HourOfDay(HourOfDayFeature),
+}
+
+/// `hour_of_day`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HourOfDayFeature {
+    /// Feature name, referenced by detectors and shown in alert evidence.
+    pub name: String,
+    /// Window whose samples it is read with (its value depends on the sample's time only).
+    pub window: String,
+    /// `sin` or `cos` of the hour's angle (a model needs both to place every hour).
+    pub component: Cyclic,
+}
+
+/// A component of an angle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Cyclic {
+    Sin,
+    Cos,
+}
+
+impl Cyclic {
+    /// The component of the hour of the day of `at_ns` (ns since the epoch, UTC).
+    pub fn of_hour(self, at_ns: i64) -> f64 {
+        const DAY_NS: i64 = 86_400_000_000_000;
+        let angle = at_ns.rem_euclid(DAY_NS) as f64 / DAY_NS as f64 * std::f64::consts::TAU;
+        match self {
+            Cyclic::Sin => angle.sin(),
+            Cyclic::Cos => angle.cos(),
+        }
+    }
 }
 
 /// `count`, `rate`, `denied_ratio`.
@@ -256,6 +292,7 @@ impl FeatureConfig {
             FeatureConfig::ErrorRatio(c) => &c.name,
             FeatureConfig::Percentile(c) => &c.name,
             FeatureConfig::Sql(c) => &c.name,
+            FeatureConfig::HourOfDay(c) => &c.name,
         }
     }
 
@@ -271,6 +308,7 @@ impl FeatureConfig {
             FeatureConfig::ErrorRatio(c) => &c.window,
             FeatureConfig::Percentile(c) => &c.window,
             FeatureConfig::Sql(c) => &c.window,
+            FeatureConfig::HourOfDay(c) => &c.window,
         }
     }
 
@@ -287,6 +325,7 @@ impl FeatureConfig {
             FeatureConfig::Distinct(_) => "distinct",
             FeatureConfig::Percentile(_) => "percentile",
             FeatureConfig::Sql(_) => "sql",
+            FeatureConfig::HourOfDay(_) => "hour_of_day",
         }
     }
 
@@ -337,7 +376,7 @@ impl FeatureConfig {
                 }
                 c.filter.check(&at("filter"), errs);
             }
-            FeatureConfig::ErrorRatio(_) => {}
+            FeatureConfig::ErrorRatio(_) | FeatureConfig::HourOfDay(_) => {}
             FeatureConfig::Percentile(c) => {
                 if !c.field.is_numeric() {
                     errs.push(ConfigError::new(

@@ -246,3 +246,58 @@ fn every_attack_class_sends_what_it_should() {
         }
     }
 }
+
+#[test]
+fn a_replacing_route_mix_silences_the_device_own_traffic_in_its_window_only() {
+    let text = |replace: bool| {
+        format!(
+            r#"
+name = "rm"
+description = "route mix"
+seed = 5
+duration_s = 600.0
+[fleet]
+devices = 20
+tenants = 1
+start_hour = 9.0
+period_scale = 1.0
+[fleet.mix]
+temperature_sensor = 1.0
+[[attack]]
+name = "beacon"
+type = "route_mix"
+start_s = 200.0
+end_s = 400.0
+devices = 1
+device_type = "temperature_sensor"
+rate_per_s = 0.033
+route = "/api/v1/config/{{id}}"
+replace = {replace}
+[attack.expect]
+detected = true
+[expect]
+max_false_quarantines = 0
+"#
+        )
+    };
+    for replace in [false, true] {
+        let s = ScenarioConfig::from_toml(&text(replace)).unwrap_or_else(|e| panic!("{e}"));
+        let plan = Plan::new(&s, 5);
+        let d = plan.attacks()[0].attackers[0].device.expect("a device");
+        let (mut own_before, mut own_during, mut own_after, mut attack) = (0, 0, 0, 0);
+        for p in plan {
+            match p.source {
+                Source::Benign(x) if x == d => match p.at_ns {
+                    t if t < 200_000_000_000 => own_before += 1,
+                    t if t < 400_000_000_000 => own_during += 1,
+                    _ => own_after += 1,
+                },
+                Source::Benign(_) => {}
+                _ => attack += 1,
+            }
+        }
+        assert!(own_before > 3 && own_after > 3, "{own_before} {own_after}");
+        assert!(attack > 3, "{attack}");
+        assert_eq!(own_during == 0, replace, "own reports during: {own_during}");
+    }
+}

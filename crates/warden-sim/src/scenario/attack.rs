@@ -435,4 +435,8 @@ pub struct RouteMix {
     /// Body size range `[min, max]` of each request, bytes (default: the route's own).
     #[serde(default)]
     pub body_bytes: Option<[u32; 2]>,
+    /// Whether the attack replaces the device's own traffic during its window (it keeps
+    /// exactly its pace: `rate_per_s` is all it sends) instead of adding to it.
+    #[serde(default)]
+    pub replace: bool,
 }

@@ -90,7 +90,7 @@ quarantine_ttl_s = 60
     let mut values = vec![0.0; plan.values.len()];
     plan.read_values(&scalars, &sketches, &mut values);
     let mut out = Vec::new();
-    plan.features(&values, 1, 10.0, &mut out)
+    plan.features(&values, 1, 10.0, 0, &mut out)
         .map_err(|e| e.to_string())?;
     Ok(plan.names.iter().cloned().zip(out).collect())
 }
@@ -281,4 +281,59 @@ fn status_filters_leave_out_wardens_own_refusals() {
     );
     assert_eq!(count("reason = [\"quarantine\", \"throttle\"]"), 60.0);
     assert_eq!(count("min_status = 200, max_status = 299"), 30.0);
+}
+
+#[test]
+fn hour_of_day_is_the_angle_of_the_window_end_on_the_unit_circle() {
+    let text = r#"
+name = "t"
+[[window]]
+name = "w"
+key = "identity"
+size_ms = 10000
+slide_ms = 1000
+[[feature]]
+name = "hour_sin"
+window = "w"
+type = "hour_of_day"
+component = "sin"
+[[feature]]
+name = "hour_cos"
+window = "w"
+type = "hour_of_day"
+component = "cos"
+[[detector]]
+name = "d"
+type = "threshold"
+feature = "hour_sin"
+above = 1.0
+[decision]
+quarantine_ttl_s = 60
+"#;
+    let pipeline = PipelineConfig::from_toml(text).unwrap_or_else(|e| panic!("{e}"));
+    let compiler = Compiler::new().expect("compiler");
+    let mut plan = WindowPlan::default();
+    for f in &pipeline.feature {
+        plan.add(&compiler, f).unwrap_or_else(|e| panic!("{}", e.reason));
+    }
+    const H: i64 = 3_600_000_000_000;
+    let day = 20_000 * 24 * H;
+    let at = |at_ns: i64| {
+        let mut out = Vec::new();
+        plan.features(&[], 2, 10.0, at_ns, &mut out).expect("features");
+        assert_eq!(out.len(), 4);
+        assert_eq!(out[..2], out[2..], "the same for every key of a round");
+        (out[0], out[1])
+    };
+    let close = |(s, c): (f64, f64), (es, ec): (f64, f64)| {
+        assert!((s - es).abs() < 1e-9 && (c - ec).abs() < 1e-9, "{s} {c}");
+    };
+    close(at(day), (0.0, 1.0));
+    close(at(day + 6 * H), (1.0, 0.0));
+    close(at(day + 12 * H), (0.0, -1.0));
+    close(at(day + 18 * H), (-1.0, 0.0));
+    // Midnight's neighbours are close on the circle; times before 1970 too.
+    let (a, b) = (at(day - 60_000_000_000), at(day + 60_000_000_000));
+    assert!((a.0 + b.0).abs() < 1e-9 && (a.1 - b.1).abs() < 1e-9);
+    close(at(-6 * H), (-1.0, 0.0));
 }

@@ -101,7 +101,7 @@ fn features(w: &WindowState, plan: &WindowPlan, id: KeyId, slot: i64) -> Vec<f64
     let mut values = vec![0.0; plan.values.len()];
     plan.read_values(&sc, &sk, &mut values);
     let mut out = Vec::new();
-    plan.features(&values, 1, w.size_secs(), &mut out)
+    plan.features(&values, 1, w.size_secs(), 0, &mut out)
         .expect("features");
     out
 }

@@ -45,8 +45,25 @@ pub fn run(args: &CheckArgs) -> ExitCode {
         }
     }
     for path in &args.pipeline {
-        match warden_stream::load_pipeline(path) {
-            Ok(_) => println!("{}: ok", path.display()),
+        // The pipeline, then the model files its ML detectors load (as the processor would,
+        // from the working directory).
+        let checked = warden_stream::load_pipeline(path).and_then(|p| {
+            let errs = warden_stream::ml::check_models(&p);
+            if errs.is_empty() {
+                Ok(())
+            } else {
+                Err(warden_config::ConfigErrors(
+                    errs.into_iter()
+                        .map(|mut e| {
+                            e.file = Some(path.clone());
+                            e
+                        })
+                        .collect(),
+                ))
+            }
+        });
+        match checked {
+            Ok(()) => println!("{}: ok", path.display()),
             Err(errs) => {
                 problems += errs.0.len();
                 for e in errs.0 {
