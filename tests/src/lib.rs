@@ -20,3 +20,6 @@ pub mod metrics;
 
 /// ML detectors: benign archives, training, scenario runs and their outcomes.
 pub mod ml;
+
+/// A headless Chromium driven over the Chrome DevTools protocol.
+pub mod cdp;

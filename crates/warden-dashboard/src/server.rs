@@ -24,6 +24,8 @@ const KEEP_INACTIVE_NS: i64 = 3_600 * 1_000_000_000;
 /// A running dashboard: both topics read to their end, followers started.
 pub struct Dashboard {
     app: AppState,
+    /// Ends the live streams when [`Dashboard::serve`] shuts down.
+    closing: tokio::sync::watch::Sender<bool>,
     webhooks: Arc<crate::sink::Webhooks>,
     listen: SocketAddr,
     _tasks: Tasks,
@@ -116,9 +118,12 @@ impl Dashboard {
             tokio::spawn(prune),
         ]);
 
+        let (closing, closing_rx) = tokio::sync::watch::channel(false);
         Ok(Self {
             webhooks,
+            closing,
             app: AppState {
+                closing: closing_rx,
                 state,
                 producer: bus.producer(),
                 decisions_topic: topics.decisions.clone(),
@@ -165,8 +170,13 @@ impl Dashboard {
     ) -> Result<(), DashboardError> {
         let addr = listener.local_addr()?;
         info!(%addr, url = %format!("http://{addr}/"), "Dashboard listening.");
+        let closing = self.closing.clone();
         axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                // Open event streams would hold the graceful shutdown forever.
+                closing.send_replace(true);
+            })
             .await?;
         info!(%addr, "Dashboard stopped.");
         Ok(())

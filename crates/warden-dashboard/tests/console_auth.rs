@@ -30,7 +30,8 @@ struct Console {
     bus: Arc<dyn Bus>,
     config: WardenConfig,
     http: reqwest::Client,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    served: tokio::task::JoinHandle<Result<(), warden_dashboard::DashboardError>>,
 }
 
 async fn console() -> Console {
@@ -60,7 +61,7 @@ async fn console() -> Console {
         .expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(dashboard.serve(listener, async {
+    let served = tokio::spawn(dashboard.serve(listener, async {
         let _ = stopped.await;
     }));
     let http = reqwest::Client::builder()
@@ -72,7 +73,8 @@ async fn console() -> Console {
         bus,
         config,
         http,
-        _stop: stop,
+        stop,
+        served,
     }
 }
 
@@ -429,6 +431,31 @@ async fn new_decisions_are_pushed_to_a_signed_in_console() {
     assert_eq!(update["kind"], "decision");
     assert_eq!(update["action"], "quarantine");
     assert_eq!(update["subject"]["value"], "dev-live");
+}
+
+#[tokio::test]
+async fn an_open_event_stream_does_not_hold_up_a_shutdown() {
+    let c = console().await;
+    let mut resp = c
+        .http
+        .get(format!("{}/api/stream", c.url))
+        .bearer_auth(VIEWER)
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let _ = c.stop.send(());
+    let served = tokio::time::timeout(Duration::from_secs(5), c.served).await;
+    assert!(
+        matches!(served, Ok(Ok(Ok(())))),
+        "the console did not stop with a stream open: {served:?}"
+    );
+    // The stream was ended, not cut.
+    let rest = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(Some(_)) = resp.chunk().await {}
+    })
+    .await;
+    assert!(rest.is_ok(), "the stream did not end");
 }
 
 #[tokio::test]
