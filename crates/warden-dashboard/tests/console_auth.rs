@@ -186,7 +186,8 @@ async fn nothing_is_served_without_a_session_or_an_operator_token() {
         assert_eq!(resp.status(), StatusCode::SEE_OTHER, "GET {path}");
         assert_eq!(resp.headers()[LOCATION], "/login");
     }
-    for path in ["/api/quarantine/release", "/api/quarantine", "/logout"] {
+    let posts = ["/api/quarantine/release", "/api/quarantine", "/logout"];
+    for path in posts {
         let resp = c
             .http
             .post(format!("{}{path}", c.url))
@@ -206,6 +207,31 @@ async fn nothing_is_served_without_a_session_or_an_operator_token() {
             .await
             .expect("get");
         assert_eq!(resp.status(), StatusCode::OK, "GET {path}");
+    }
+    // Every operation of the OpenAPI document is among those refused above, so a route added
+    // to the API (and documented, which a test requires) cannot be left out of this list.
+    let doc: Value = c
+        .http
+        .get(format!("{}/api/openapi.json", c.url))
+        .bearer_auth(VIEWER)
+        .send()
+        .await
+        .expect("doc")
+        .json()
+        .await
+        .expect("json");
+    let paths = doc["paths"].as_object().expect("paths");
+    assert!(paths.len() >= 8, "{paths:?}");
+    for (template, ops) in paths {
+        let path = template.replace("{identity}", "dev-1");
+        for method in ops.as_object().expect("operations").keys() {
+            let listed = match method.as_str() {
+                "get" => gets.contains(&path.as_str()),
+                "post" => posts.contains(&path.as_str()),
+                _ => false,
+            };
+            assert!(listed, "{method} {template} is not checked without a session");
+        }
     }
     // A forged session cookie is no session.
     let resp = c
