@@ -4,6 +4,7 @@
 #
 #   WARDEN_CACHE   where tools are kept (default: ~/.cache/warden)
 #   TANSU_BIN      use this Tansu binary instead of installing one
+#   WARDEN_CHROMIUM  use this Chromium/Chrome instead of installing Debian's `chromium`
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +23,17 @@ if [ -z "${TANSU_BIN:-}" ]; then
 fi
 export TANSU_BIN
 echo "== tansu: $("$TANSU_BIN" --version 2>&1 | head -1)"
+
+# The console's browser test drives a headless Chromium (Debian's `chromium`). Install it when
+# missing (as root, or through sudo), then require it: the test fails instead of skipping.
+if [ -z "${WARDEN_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1; then
+  echo "== installing chromium (the console browser test)"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium
+fi
+export WARDEN_REQUIRE_BROWSER=1
+echo "== browser: $("${WARDEN_CHROMIUM:-chromium}" --version 2>/dev/null | head -1)"
 
 echo "== cargo test"
 cargo test --workspace --locked -- --test-threads=2

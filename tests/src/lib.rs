@@ -23,3 +23,6 @@ pub mod ml;
 
 /// The ML loop over real sockets: a served model, a live fleet, the gateway refusing.
 pub mod ml_live;
+
+/// A headless Chromium driven over the Chrome DevTools protocol.
+pub mod cdp;

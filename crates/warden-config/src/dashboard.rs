@@ -34,6 +34,65 @@ pub struct DashboardConfig {
     /// Signed webhooks that receive new alerts and decisions (SIEM, on-call).
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
+    /// Syslog receivers (RFC 5424) that receive new alerts and decisions (SIEM).
+    #[serde(default)]
+    pub syslog: Vec<SyslogConfig>,
+}
+
+/// A syslog receiver: each new alert at or above a severity, and each decision, as one RFC 5424
+/// message (facility `facility`, severity from the alert's: high → critical, medium → warning,
+/// low → notice; decisions → warning, releases → notice) whose text is JSON or CEF.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SyslogConfig {
+    /// Name in logs and metrics.
+    pub name: String,
+    /// `udp://HOST:PORT` (one datagram per message, RFC 5426) or `tcp://HOST:PORT` (octet
+    /// counted frames, RFC 6587; reconnected on failure).
+    pub url: String,
+    /// The message text: `json` (the webhook body) or `cef` (ArcSight Common Event Format).
+    #[serde(default)]
+    pub format: SyslogFormat,
+    /// Syslog facility, 0 to 23 (default 10, security/authorization).
+    #[serde(default = "default_facility")]
+    pub facility: u8,
+    /// HOSTNAME field of the messages (default: the `HOSTNAME` environment variable, else `-`).
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// Lowest alert severity delivered: `low`, `medium` or `high`.
+    #[serde(default = "default_min_severity")]
+    pub min_severity: String,
+    /// Also deliver decisions (quarantine, throttle, release).
+    #[serde(default = "yes")]
+    pub decisions: bool,
+    /// Attempts per message before it is dead-lettered (TCP reconnects between them, backing
+    /// off 0.5 s, 1 s, 2 s …, at most 30 s).
+    #[serde(default = "default_syslog_attempts")]
+    pub max_attempts: u32,
+    /// Per-attempt timeout (connect and write), milliseconds.
+    #[serde(default = "default_webhook_timeout")]
+    pub timeout_ms: u64,
+    /// Messages queued for this receiver before new ones are dead-lettered.
+    #[serde(default = "default_webhook_queue")]
+    pub queue: usize,
+}
+
+/// The text of a syslog message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SyslogFormat {
+    /// `{"type":"alert","alert":{…}}` or `{"type":"decision","decision":{…}}`.
+    #[default]
+    Json,
+    /// `CEF:0|Warden|Warden|VERSION|ID|NAME|SEVERITY|EXTENSIONS`.
+    Cef,
+}
+
+fn default_facility() -> u8 {
+    10
+}
+fn default_syslog_attempts() -> u32 {
+    3
 }
 
 /// A webhook receiving every new alert at or above a severity, and every decision, as JSON
@@ -157,6 +216,40 @@ impl DashboardConfig {
                     at("secret_env"),
                     "set exactly one of secret_env and secret_file (where the HMAC secret is)",
                 ));
+            }
+            if !matches!(w.min_severity.as_str(), "low" | "medium" | "high") {
+                errs.push(ConfigError::new(
+                    at("min_severity"),
+                    "must be low, medium or high",
+                ));
+            }
+            if w.max_attempts == 0 || w.timeout_ms == 0 || w.queue == 0 {
+                errs.push(ConfigError::new(
+                    at("max_attempts"),
+                    "max_attempts, timeout_ms and queue must be at least 1",
+                ));
+            }
+        }
+        for (i, w) in self.syslog.iter().enumerate() {
+            let at = |k: &str| format!("dashboard.syslog[{i}].{k}");
+            if w.name.trim().is_empty() || !hook_names.insert(w.name.as_str()) {
+                errs.push(ConfigError::new(
+                    at("name"),
+                    "must be non-empty and unique among webhooks and syslog receivers",
+                ));
+            }
+            let target = w
+                .url
+                .strip_prefix("udp://")
+                .or_else(|| w.url.strip_prefix("tcp://"));
+            if !target.is_some_and(|t| t.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0))) {
+                errs.push(ConfigError::new(
+                    at("url"),
+                    "must be udp://HOST:PORT or tcp://HOST:PORT",
+                ));
+            }
+            if w.facility > 23 {
+                errs.push(ConfigError::new(at("facility"), "must be 0 to 23"));
             }
             if !matches!(w.min_severity.as_str(), "low" | "medium" | "high") {
                 errs.push(ConfigError::new(

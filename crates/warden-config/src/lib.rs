@@ -49,6 +49,6 @@ pub fn parse_strict<T: schemars::JsonSchema + serde::de::DeserializeOwned>(
 pub use warden::{
     ApiKeyConfig, BusConfig, BusKind, ConnectionLimits, ConsoleRole, DashboardConfig, FsyncMode,
     GatewayConfig, MethodOverride, MetricsConfig, OperatorConfig, RouteAuth, RouteConfig,
-    SpoolEnabled, SpoolOverflow, SpoolSettings, TopicsConfig, WardenConfig, WebhookConfig,
+    SpoolEnabled, SpoolOverflow, SpoolSettings, TopicsConfig, WardenConfig, WebhookConfig, SyslogConfig, SyslogFormat,
     hash_api_key,
 };

@@ -8,7 +8,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use crate::dashboard::{ConsoleRole, DashboardConfig, OperatorConfig, WebhookConfig};
+pub use crate::dashboard::{
+    ConsoleRole, DashboardConfig, OperatorConfig, SyslogConfig, SyslogFormat, WebhookConfig,
+};
 use crate::layer::merge;
 use crate::schema::{check_and_parse, parse_toml};
 use crate::{ConfigError, ConfigErrors};

@@ -43,6 +43,9 @@ pub(crate) struct AppState {
     pub(crate) alerts_topic: String,
     pub(crate) status: Option<StatusFn>,
     pub(crate) auth: Arc<Auth>,
+    /// Turns `true` when the server shuts down: live streams end then (a graceful shutdown
+    /// waits for every open connection, and an event stream never ends by itself).
+    pub(crate) closing: tokio::sync::watch::Receiver<bool>,
 }
 
 pub(crate) fn router(app: AppState) -> Router {
@@ -75,15 +78,20 @@ pub(crate) fn router(app: AppState) -> Router {
 
 /// `GET /api/stream`: server-sent events, one `update` event (JSON [`LiveUpdate`]) per new
 /// alert or decision, a `resync` event when this console fell behind (reload the lists), and a
-/// keep-alive comment every 15 s.
+/// keep-alive comment every 15 s. The stream ends when the console shuts down.
 ///
 /// [`LiveUpdate`]: crate::state::LiveUpdate
 async fn stream(State(app): State<AppState>) -> impl IntoResponse {
     use axum::response::sse::{Event, KeepAlive, Sse};
     use tokio::sync::broadcast::error::RecvError;
     let rx = app.state.subscribe();
-    let events = futures::stream::unfold(rx, |mut rx| async move {
-        let event = match rx.recv().await {
+    let closing = app.closing.clone();
+    let events = futures::stream::unfold((rx, closing), |(mut rx, mut closing)| async move {
+        let received = tokio::select! {
+            r = rx.recv() => r,
+            _ = closing.wait_for(|c| *c) => return None,
+        };
+        let event = match received {
             Ok(update) => Event::default()
                 .event("update")
                 .json_data(&update)
@@ -91,7 +99,7 @@ async fn stream(State(app): State<AppState>) -> impl IntoResponse {
             Err(RecvError::Lagged(_)) => Event::default().event("resync").data(""),
             Err(RecvError::Closed) => return None,
         };
-        Some((Ok::<_, std::convert::Infallible>(event), rx))
+        Some((Ok::<_, std::convert::Infallible>(event), (rx, closing)))
     });
     Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }

@@ -1,20 +1,29 @@
-//! The Warden dashboard: live alerts, the subjects currently quarantined (with a release
-//! button), and a drill-down per device.
+//! The Warden console: sign-in (operators and viewers), live alerts and decisions
+//! (server-sent events), a fleet overview, subject pages with URLs of their own, releases and
+//! manual quarantines, and alert sinks (signed webhooks).
 //!
 //! [`Dashboard::start`] reads the alerts and decisions topics from the beginning, then follows
-//! both; the page at `/` polls the JSON API every 2 s:
+//! both. Routes (all but `/login` and `/healthz` need a session or an operator's bearer token;
+//! state changes made with a session need its CSRF token):
 //!
 //! | Method | Path | Answer |
 //! |---|---|---|
+//! | `GET` | `/`, `/identities/{id}`, `/ips/{ip}`, `/tenants/{t}`, `/keys/{k}`, `/routes/{r}` | the page |
+//! | `GET`, `POST` | `/login` | the sign-in page; sign in with a token (form field `token`) |
+//! | `POST` | `/logout` | end the session |
+//! | `GET` | `/api/session` | who is signed in, and the CSRF token |
 //! | `GET` | `/api/alerts?limit=N&subject=kind:value` | recent [`Alert`](warden_event::Alert)s, newest first |
 //! | `GET` | `/api/quarantine` | active decisions ([`ActiveDecision`]) |
-//! | `POST` | `/api/quarantine/release` | body `{"kind","value"}`: publishes a release, `202` with the decision |
+//! | `POST` | `/api/quarantine` | quarantine a subject by hand (operators) |
+//! | `POST` | `/api/quarantine/release` | body `{"kind","value","reason"}`: publishes a release, `202` with the decision; `404` when nothing is active (operators) |
 //! | `GET` | `/api/devices/{identity}` | that identity's alerts and latest decision |
+//! | `GET` | `/api/status` | the processor's pipeline and reload status |
+//! | `GET` | `/api/stream` | server-sent events: new alerts and decisions |
+//! | `GET` | `/api/openapi.json` | the OpenAPI document of this API |
 //! | `GET` | `/healthz` | `ok` |
 //!
 //! Errors are a generic `{"error": {"status", "code", "request_id"}}`; details only go to the
-//! log. The release endpoint only takes `application/json`, which browsers cannot send
-//! cross-origin without a CORS preflight (which the dashboard never grants).
+//! log.
 
 mod api;
 mod auth;

@@ -24,7 +24,9 @@ const KEEP_INACTIVE_NS: i64 = 3_600 * 1_000_000_000;
 /// A running dashboard: both topics read to their end, followers started.
 pub struct Dashboard {
     app: AppState,
-    webhooks: Arc<crate::sink::Webhooks>,
+    /// Ends the live streams when [`Dashboard::serve`] shuts down.
+    closing: tokio::sync::watch::Sender<bool>,
+    sinks: Arc<crate::sink::Sinks>,
     listen: SocketAddr,
     _tasks: Tasks,
 }
@@ -51,7 +53,7 @@ impl Dashboard {
             );
         }
         // Sinks get what arrives from now on (not the history read at start).
-        let webhooks = Arc::new(crate::sink::Webhooks::start(&config.dashboard.webhooks)?);
+        let sinks = Arc::new(crate::sink::Sinks::start(&config.dashboard).await?);
         let state = Arc::new(DashboardState::new(config.dashboard.max_alerts));
         let timeout = Duration::from_millis(config.gateway.decisions_bootstrap_timeout_ms);
         let topics = &config.bus.topics;
@@ -84,7 +86,7 @@ impl Dashboard {
             "Alerts and decisions loaded."
         );
 
-        let (s, hooks) = (state.clone(), webhooks.clone());
+        let (s, hooks) = (state.clone(), sinks.clone());
         let follow_alerts = follow(alerts_reader, move |m| {
             if let Some(a) = decode::<Alert>(m) {
                 debug!(subject = %a.subject, detector = %a.detector, "Alert received.");
@@ -93,7 +95,7 @@ impl Dashboard {
             }
         })
         .instrument(info_span!("alerts"));
-        let (s, hooks) = (state.clone(), webhooks.clone());
+        let (s, hooks) = (state.clone(), sinks.clone());
         let follow_decisions = follow(decisions_reader, move |m| {
             if let Some(d) = decode::<Decision>(m) {
                 debug!(subject = %d.subject, action = ?d.action, "Decision applied.");
@@ -116,9 +118,12 @@ impl Dashboard {
             tokio::spawn(prune),
         ]);
 
+        let (closing, closing_rx) = tokio::sync::watch::channel(false);
         Ok(Self {
-            webhooks,
+            sinks,
+            closing,
             app: AppState {
+                closing: closing_rx,
                 state,
                 producer: bus.producer(),
                 decisions_topic: topics.decisions.clone(),
@@ -137,8 +142,17 @@ impl Dashboard {
     }
 
     /// The webhooks' names and delivery counters.
-    pub fn webhook_stats(&self) -> Vec<(String, Arc<crate::sink::WebhookStats>)> {
-        self.webhooks.stats()
+    pub fn webhook_stats(&self) -> Vec<(String, Arc<crate::sink::SinkStats>)> {
+        self.sink_stats()
+            .into_iter()
+            .filter(|(kind, _, _)| *kind == crate::sink::SinkKind::Webhook)
+            .map(|(_, name, stats)| (name, stats))
+            .collect()
+    }
+
+    /// Every alert sink's kind, name and delivery counters (webhooks, syslog receivers).
+    pub fn sink_stats(&self) -> Vec<(crate::sink::SinkKind, String, Arc<crate::sink::SinkStats>)> {
+        self.sinks.stats()
     }
 
     /// Serve `status()` at `/api/status` and show it on the page (pipeline reload problems).
@@ -165,8 +179,13 @@ impl Dashboard {
     ) -> Result<(), DashboardError> {
         let addr = listener.local_addr()?;
         info!(%addr, url = %format!("http://{addr}/"), "Dashboard listening.");
+        let closing = self.closing.clone();
         axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                // Open event streams would hold the graceful shutdown forever.
+                closing.send_replace(true);
+            })
             .await?;
         info!(%addr, "Dashboard stopped.");
         Ok(())

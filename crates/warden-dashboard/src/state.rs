@@ -87,14 +87,21 @@ impl DashboardState {
         self.live.subscribe()
     }
 
-    /// Record an alert, dropping the oldest beyond `max_alerts`.
+    /// Record an alert, dropping the oldest beyond `max_alerts`. An alert already held (same
+    /// id: a redelivery, or a console action's audit record applied when it was made and read
+    /// back from the bus) is not recorded twice.
     pub fn apply_alert(&self, alert: Alert) {
         if self.max_alerts == 0 {
             return;
         }
         let mut alerts = self.alerts.write();
         let at = alerts.partition_point(|a| a.ts > alert.ts);
-        if at >= self.max_alerts {
+        if at >= self.max_alerts
+            || alerts
+                .range(at..)
+                .take_while(|a| a.ts == alert.ts)
+                .any(|a| a.id == alert.id)
+        {
             return;
         }
         let update = LiveUpdate {
@@ -224,6 +231,35 @@ mod tests {
         let first = rx.try_recv().expect("pushed");
         assert_eq!((first.kind, first.ts), ("decision", 10));
         assert!(rx.try_recv().is_err(), "an older decision is not news");
+    }
+
+    #[test]
+    fn an_alert_seen_twice_is_held_and_pushed_once() {
+        let s = DashboardState::new(10);
+        let mut rx = s.subscribe();
+        let alert = |id: &str, ts: i64| Alert {
+            v: warden_event::SCHEMA_VERSION,
+            id: id.into(),
+            ts,
+            pipeline: "p".into(),
+            detector: "console".into(),
+            subject: Subject::identity("dev-1"),
+            score: 0.0,
+            severity: warden_event::Severity::Low,
+            message: String::new(),
+            evidence: warden_event::Evidence::default(),
+            action: None,
+            decision_id: None,
+        };
+        s.apply_alert(alert("a", 10));
+        s.apply_alert(alert("b", 10));
+        s.apply_alert(alert("a", 10));
+        s.apply_alert(alert("c", 5));
+        let ids: Vec<String> = s.alerts(10, None).into_iter().map(|a| a.id).collect();
+        assert_eq!(ids.len(), 3, "{ids:?}");
+        assert_eq!(ids.iter().filter(|i| *i == "a").count(), 1);
+        let pushed = std::iter::from_fn(|| rx.try_recv().ok()).count();
+        assert_eq!(pushed, 3);
     }
 
     #[test]

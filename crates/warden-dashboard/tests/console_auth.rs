@@ -30,7 +30,8 @@ struct Console {
     bus: Arc<dyn Bus>,
     config: WardenConfig,
     http: reqwest::Client,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    served: tokio::task::JoinHandle<Result<(), warden_dashboard::DashboardError>>,
 }
 
 async fn console() -> Console {
@@ -61,7 +62,7 @@ async fn console() -> Console {
         .expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(dashboard.serve(listener, async {
+    let served = tokio::spawn(dashboard.serve(listener, async {
         let _ = stopped.await;
     }));
     let http = reqwest::Client::builder()
@@ -73,7 +74,8 @@ async fn console() -> Console {
         bus,
         config,
         http,
-        _stop: stop,
+        stop,
+        served,
     }
 }
 
@@ -185,7 +187,8 @@ async fn nothing_is_served_without_a_session_or_an_operator_token() {
         assert_eq!(resp.status(), StatusCode::SEE_OTHER, "GET {path}");
         assert_eq!(resp.headers()[LOCATION], "/login");
     }
-    for path in ["/api/quarantine/release", "/api/quarantine", "/logout"] {
+    let posts = ["/api/quarantine/release", "/api/quarantine", "/logout"];
+    for path in posts {
         let resp = c
             .http
             .post(format!("{}{path}", c.url))
@@ -205,6 +208,31 @@ async fn nothing_is_served_without_a_session_or_an_operator_token() {
             .await
             .expect("get");
         assert_eq!(resp.status(), StatusCode::OK, "GET {path}");
+    }
+    // Every operation of the OpenAPI document is among those refused above, so a route added
+    // to the API (and documented, which a test requires) cannot be left out of this list.
+    let doc: Value = c
+        .http
+        .get(format!("{}/api/openapi.json", c.url))
+        .bearer_auth(VIEWER)
+        .send()
+        .await
+        .expect("doc")
+        .json()
+        .await
+        .expect("json");
+    let paths = doc["paths"].as_object().expect("paths");
+    assert!(paths.len() >= 8, "{paths:?}");
+    for (template, ops) in paths {
+        let path = template.replace("{identity}", "dev-1");
+        for method in ops.as_object().expect("operations").keys() {
+            let listed = match method.as_str() {
+                "get" => gets.contains(&path.as_str()),
+                "post" => posts.contains(&path.as_str()),
+                _ => false,
+            };
+            assert!(listed, "{method} {template} is not checked without a session");
+        }
     }
     // A forged session cookie is no session.
     let resp = c
@@ -430,6 +458,31 @@ async fn new_decisions_are_pushed_to_a_signed_in_console() {
     assert_eq!(update["kind"], "decision");
     assert_eq!(update["action"], "quarantine");
     assert_eq!(update["subject"]["value"], "dev-live");
+}
+
+#[tokio::test]
+async fn an_open_event_stream_does_not_hold_up_a_shutdown() {
+    let c = console().await;
+    let mut resp = c
+        .http
+        .get(format!("{}/api/stream", c.url))
+        .bearer_auth(VIEWER)
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let _ = c.stop.send(());
+    let served = tokio::time::timeout(Duration::from_secs(5), c.served).await;
+    assert!(
+        matches!(served, Ok(Ok(Ok(())))),
+        "the console did not stop with a stream open: {served:?}"
+    );
+    // The stream was ended, not cut.
+    let rest = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(Some(_)) = resp.chunk().await {}
+    })
+    .await;
+    assert!(rest.is_ok(), "the stream did not end");
 }
 
 #[tokio::test]

@@ -55,6 +55,18 @@ pub struct RequestMetrics {
     /// Time from a decision being made by a processor to this gateway enforcing it, seconds
     /// (clock skew between hosts adds to it).
     pub decision_propagation: Histogram,
+    /// Time from sending a request upstream to its response head (or its failure), by route
+    /// and result, seconds.
+    pub upstream_duration: HistogramFamily<UpstreamLabels>,
+}
+
+/// Labels of the upstream duration histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    pub route: RouteLabel,
+    /// `response` (any status), `timeout` or `error` (connection refused or reset, or the
+    /// client's body failed on the way).
+    pub result: &'static str,
 }
 
 /// 100 µs … ~3.3 s, doubling.
@@ -69,6 +81,7 @@ impl Default for RequestMetrics {
             duration: Family::new_with_constructor(latency_histogram),
             // 1 ms … ~33 s.
             decision_propagation: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            upstream_duration: Family::new_with_constructor(latency_histogram),
         }
     }
 }
@@ -95,6 +108,17 @@ pub fn status_class(status: u16) -> &'static str {
 }
 
 impl RequestMetrics {
+    /// Record one upstream exchange of `route`: `seconds` until its response head, its timeout
+    /// or its failure (`result`).
+    pub fn observe_upstream(&self, route: &str, result: &'static str, seconds: f64) {
+        self.upstream_duration
+            .get_or_create(&UpstreamLabels {
+                route: RouteLabel(compact_str::CompactString::new(route)),
+                result,
+            })
+            .observe(seconds);
+    }
+
     /// Count one request and record its duration.
     pub fn observe(&self, event: &RequestEvent) {
         self.observe_parts(
@@ -162,8 +186,15 @@ mod tests {
             Reason::Rbac,
             1500,
         );
+        m.observe_upstream("telemetry", "response", 0.003);
+        m.observe_upstream("telemetry", "timeout", 5.0);
         let mut reg = Registry::default();
         reg.register("warden_gateway_requests", "Requests.", m.requests.clone());
+        reg.register(
+            "warden_gateway_upstream_duration_seconds",
+            "Upstream.",
+            m.upstream_duration.clone(),
+        );
         reg.register(
             "warden_gateway_request_duration_seconds",
             "Duration.",
@@ -189,6 +220,18 @@ mod tests {
         );
         assert!(
             out.contains("warden_gateway_request_duration_seconds_count{route=\"telemetry\"} 3"),
+            "{out}"
+        );
+        for result in ["response", "timeout"] {
+            assert!(
+                out.contains(&format!(
+                    "warden_gateway_upstream_duration_seconds_count{{route=\"telemetry\",result=\"{result}\"}} 1"
+                )),
+                "{out}"
+            );
+        }
+        assert!(
+            out.contains("# TYPE warden_gateway_upstream_duration_seconds histogram"),
             "{out}"
         );
         assert!(

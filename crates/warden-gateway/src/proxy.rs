@@ -55,6 +55,7 @@ pub async fn forward(
     max_body: u64,
     body_idle: std::time::Duration,
     counters: Arc<Counters>,
+    metrics: &crate::metrics::RequestMetrics,
 ) -> Result<Response<Body>, Reject> {
     let (mut parts, body) = req.into_parts();
     let uri = route
@@ -94,7 +95,15 @@ pub async fn forward(
     let outgoing = Request::from_parts(parts, body);
 
     let sent = upstream::send(route.upstream_authority(), outgoing);
-    let resp = match tokio::time::timeout(route.timeout, sent).await {
+    let started = std::time::Instant::now();
+    let answer = tokio::time::timeout(route.timeout, sent).await;
+    let result = match &answer {
+        Ok(Ok(_)) => "response",
+        Ok(Err(_)) => "error",
+        Err(_) => "timeout",
+    };
+    metrics.observe_upstream(&route.name, result, started.elapsed().as_secs_f64());
+    let resp = match answer {
         // Waiting on the client's body when the time ran out: the client stalled.
         Err(_) if counters.body_waiting.load(Ordering::Relaxed) => {
             debug!(route = %route.name, "Client stalled mid-body.");

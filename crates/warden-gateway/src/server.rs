@@ -855,7 +855,8 @@ async fn phases(
         identity: principal.map(|p| p.identity.as_str()),
         tenant: principal.map(|p| p.tenant.as_str()),
     };
-    proxy::forward(route, req, fwd, rules.max_body, gw.body_idle, counters).await
+    let metrics = &gw.emitter.stats().requests;
+    proxy::forward(route, req, fwd, rules.max_body, gw.body_idle, counters, metrics).await
 }
 
 /// The route's own checks of the head: its method allow list, header names with `_`, and a

@@ -7,6 +7,10 @@
 //! ([`warden_gateway::metrics::RequestMetrics`], [`warden_stream::ProcessorHistograms`]),
 //! registered once with a `gateway` or `pipeline` label.
 
+mod sinks;
+
+pub use sinks::SinkSources;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +39,8 @@ pub struct Sources {
     pub tls: Vec<(&'static str, Arc<warden_gateway::TlsStats>)>,
     /// The gateway's quarantine set (its size is exported).
     pub quarantine: Option<Arc<QuarantineSet>>,
+    /// The console's alert sinks, when a console runs in this process.
+    pub sinks: Option<SinkSources>,
 }
 
 fn get_u(a: &AtomicU64) -> u64 {
@@ -186,6 +192,9 @@ impl Collector for Atomics {
                 )?;
             }
             self.encode_tls(&mut encoder, id)?;
+        }
+        if let Some(sinks) = &sources.sinks {
+            sinks::encode(&mut encoder, sinks)?;
         }
         if let Some((pipeline, s)) = &sources.processor {
             let l = [("pipeline", pipeline.as_str())];
@@ -430,6 +439,12 @@ pub fn registry(sources: &Sources) -> Registry {
             "warden_gateway_request_duration_seconds",
             "Time from request start to the end of the response, by route",
             m.duration.clone(),
+        );
+        r.register(
+            "warden_gateway_upstream_duration_seconds",
+            "Time from sending a request upstream to its response head, timeout or failure, \
+             by route and result (response, timeout, error)",
+            m.upstream_duration.clone(),
         );
         r.register(
             "warden_gateway_decision_propagation_seconds",

@@ -193,6 +193,7 @@ impl Stack {
                 tokio::spawn(async move { archiver.run(bus, shutdown).await.context("archive") }),
             ));
         }
+        let mut sink_stats = None;
         if parts.dashboard {
             let mut dashboard = warden_dashboard::Dashboard::start(config, bus.clone())
                 .await
@@ -207,6 +208,7 @@ impl Stack {
                 .await
                 .with_context(|| format!("binding the dashboard to {}", config.dashboard.listen))?;
             stack.dashboard_addr = Some(listener.local_addr()?);
+            sink_stats = Some(dashboard.sink_stats());
             let shutdown = stopped(rx.clone());
             stack.tasks.push((
                 "dashboard",
@@ -288,6 +290,7 @@ impl Stack {
                 processor: stack.processor_stats.clone().map(|s| (pipeline_name, s)),
                 tls: tls_stats.clone(),
                 quarantine: stack.quarantine.clone(),
+                sinks: sink_stats,
             };
             let mut shutdown = rx.clone();
             stack.tasks.push((
