@@ -34,8 +34,14 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     for seg in n.segments() {
-        assert!(!seg.is_empty() && seg != "." && seg != "..", "{raw:?} → {n:?}");
-        assert!(!seg.ends_with('.') && !seg.ends_with(' '), "{raw:?} → {n:?}");
+        assert!(
+            !seg.is_empty() && seg != "." && seg != "..",
+            "{raw:?} → {n:?}"
+        );
+        assert!(
+            !seg.ends_with('.') && !seg.ends_with(' '),
+            "{raw:?} → {n:?}"
+        );
         assert!(!seg.contains(['/', '\\', '\u{FF0E}', '\u{FF0F}', '\u{2024}', '\u{2025}']));
     }
     let roles = vec!["fleet_admin".to_string()];

@@ -49,8 +49,19 @@ pub fn encode_event(event: &RequestEvent, format: EventFormat) -> Vec<u8> {
         EventFormat::Compact => {
             let mut out = Vec::with_capacity(160);
             out.push(COMPACT_TAG);
+            // The body always has the current version's layout (every field), so it must say
+            // so: an event read from an older object (`v` = 1, its new fields filled in on
+            // reading) written with its old `v` would not decode (found by fuzzing).
             // Serialising these plain data types into a vector cannot fail.
-            postcard::to_extend(event, out).unwrap_or_default()
+            if event.v == crate::SCHEMA_VERSION {
+                postcard::to_extend(event, out).unwrap_or_default()
+            } else {
+                let current = RequestEvent {
+                    v: crate::SCHEMA_VERSION,
+                    ..event.clone()
+                };
+                postcard::to_extend(&current, out).unwrap_or_default()
+            }
         }
     }
 }

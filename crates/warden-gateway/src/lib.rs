@@ -11,6 +11,9 @@ mod body;
 mod conns;
 mod emit;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod hygiene;
 mod identity;
 pub mod metrics;

@@ -266,3 +266,20 @@ fn version_1_events_are_read_in_both_forms_with_their_reason_inferred() {
         Err(DecodeError::Version { found: 3 })
     ));
 }
+
+/// Found by fuzzing (fuzz/corpus/event_decode/regression-v1-json): an event read from a
+/// version 1 JSON object, written compact, did not decode ("3 bytes after the end"): the body
+/// had version 2's layout but said `v` = 1.
+#[test]
+fn version_1_events_re_encode_in_both_forms() {
+    let mut json = serde_json::to_value(event(0)).expect("json");
+    json["v"] = 1.into();
+    let old: RequestEvent = decode(&serde_json::to_vec(&json).expect("bytes")).expect("v1 json");
+    assert_eq!(old.v, 1);
+    let compact = encode_event(&old, EventFormat::Compact);
+    let back = decode::<RequestEvent>(&compact).expect("compact re-encoding decodes");
+    assert_eq!(back.v, crate::SCHEMA_VERSION);
+    assert_eq!(RequestEvent { v: 1, ..back }, old);
+    let again = decode::<RequestEvent>(&encode_event(&old, EventFormat::Json)).expect("json");
+    assert_eq!(again, old);
+}
