@@ -15,6 +15,8 @@ cd "$(dirname "$0")/.."
 WARDEN_CACHE="${WARDEN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/warden}"
 DENY_VERSION="0.20.2"
 DB_SRC="${WARDEN_ADVISORY_DB:-../shared/advisory-db}"
+# A clone elsewhere than beside shared/ (CI's clean clone) finds the machine's snapshot.
+[ -f "$DB_SRC/SNAPSHOT" ] || [ -n "${WARDEN_ADVISORY_DB:-}" ] || DB_SRC=/work/shared/advisory-db
 mkdir -p "$WARDEN_CACHE/tools"
 
 DENY_BIN="$WARDEN_CACHE/tools/bin/cargo-deny"

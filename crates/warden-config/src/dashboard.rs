@@ -242,7 +242,10 @@ impl DashboardConfig {
                 .url
                 .strip_prefix("udp://")
                 .or_else(|| w.url.strip_prefix("tcp://"));
-            if !target.is_some_and(|t| t.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0))) {
+            if !target.is_some_and(|t| {
+                t.rsplit_once(':')
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0))
+            }) {
                 errs.push(ConfigError::new(
                     at("url"),
                     "must be udp://HOST:PORT or tcp://HOST:PORT",

@@ -24,13 +24,12 @@ pub use identity::{
 };
 pub use layer::env_overrides;
 pub use pipeline::{
-    AuthFailuresConfig, CardinalityConfig, CohortConfig, Combine, CountFeature, CusumConfig, Cyclic,
-    HourOfDayFeature,
-    DecisionConfig, DetectorAction, DetectorConfig, Direction, ErrorRatioFeature, EwmaZscoreConfig,
-    FeatureConfig, Field, FieldFeature, FilterConfig, MAX_ML_FEATURES, MadConfig, MlConfig, Mode,
-    NoveltyConfig, NoveltyField, PeerGroup, PeerPercentileConfig, PercentileFeature,
-    PipelineConfig, RatioFeature, Sampling, SourceConfig, SqlFeature, ThresholdConfig,
-    WindowConfig, WindowKey,
+    AuthFailuresConfig, CardinalityConfig, CohortConfig, Combine, CountFeature, CusumConfig,
+    Cyclic, DecisionConfig, DetectorAction, DetectorConfig, Direction, ErrorRatioFeature,
+    EwmaZscoreConfig, FeatureConfig, Field, FieldFeature, FilterConfig, HourOfDayFeature,
+    MAX_ML_FEATURES, MadConfig, MlConfig, Mode, NoveltyConfig, NoveltyField, PeerGroup,
+    PeerPercentileConfig, PercentileFeature, PipelineConfig, RatioFeature, Sampling, SourceConfig,
+    SqlFeature, ThresholdConfig, WindowConfig, WindowKey,
 };
 pub use policy::{
     AdminConfig, DenyRule, DeviceTypeBinding, Grant, KeyedRate, LimitsConfig, PathCase,
@@ -49,6 +48,6 @@ pub fn parse_strict<T: schemars::JsonSchema + serde::de::DeserializeOwned>(
 pub use warden::{
     ApiKeyConfig, BusConfig, BusKind, ConnectionLimits, ConsoleRole, DashboardConfig, FsyncMode,
     GatewayConfig, MethodOverride, MetricsConfig, OperatorConfig, RouteAuth, RouteConfig,
-    SpoolEnabled, SpoolOverflow, SpoolSettings, TopicsConfig, WardenConfig, WebhookConfig, SyslogConfig, SyslogFormat,
-    hash_api_key,
+    SpoolEnabled, SpoolOverflow, SpoolSettings, SyslogConfig, SyslogFormat, TopicsConfig,
+    WardenConfig, WebhookConfig, hash_api_key,
 };

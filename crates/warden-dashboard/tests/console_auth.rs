@@ -231,7 +231,10 @@ async fn nothing_is_served_without_a_session_or_an_operator_token() {
                 "post" => posts.contains(&path.as_str()),
                 _ => false,
             };
-            assert!(listed, "{method} {template} is not checked without a session");
+            assert!(
+                listed,
+                "{method} {template} is not checked without a session"
+            );
         }
     }
     // A forged session cookie is no session.

@@ -39,6 +39,7 @@ async fn start(sinks: Vec<SyslogConfig>) -> (Dashboard, Arc<dyn Bus>, WardenConf
         name: name.into(),
         partitions: 1,
         compacted,
+        retention_ms: None,
     };
     bus.ensure_topics(&[spec(&t.decisions, true), spec(&t.alerts, false)])
         .await
@@ -214,10 +215,14 @@ async fn cef_over_tcp_is_framed_reconnects_and_dead_letters_when_the_receiver_is
     let url = format!("tcp://{addr}");
     let (dashboard, bus, config) = start(vec![syslog("arcsight", &url, SyslogFormat::Cef)]).await;
     let t = &config.bus.topics;
-    let a1 = alert("a-1", Severity::Medium, Subject {
-        kind: warden_event::SubjectKind::Ip,
-        value: "203.0.113.7".into(),
-    });
+    let a1 = alert(
+        "a-1",
+        Severity::Medium,
+        Subject {
+            kind: warden_event::SubjectKind::Ip,
+            value: "203.0.113.7".into(),
+        },
+    );
     publish(&bus, &t.alerts, warden_event::encode(&a1)).await;
     wait_for("the first frame", || seen.lock().len() == 1).await;
     publish(&bus, &t.decisions, warden_event::encode(&release("d-2"))).await;

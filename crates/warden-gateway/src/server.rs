@@ -856,7 +856,16 @@ async fn phases(
         tenant: principal.map(|p| p.tenant.as_str()),
     };
     let metrics = &gw.emitter.stats().requests;
-    proxy::forward(route, req, fwd, rules.max_body, gw.body_idle, counters, metrics).await
+    proxy::forward(
+        route,
+        req,
+        fwd,
+        rules.max_body,
+        gw.body_idle,
+        counters,
+        metrics,
+    )
+    .await
 }
 
 /// The route's own checks of the head: its method allow list, header names with `_`, and a

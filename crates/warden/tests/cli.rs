@@ -43,7 +43,10 @@ fn check_accepts_the_shipped_files() {
     std::fs::write(&kafka_path, kafka).expect("write");
     let mut cmd = warden();
     // From the repository root, as a processor runs: `ml.toml`'s model paths are relative.
-    cmd.current_dir(repo("")).arg("check").arg("--config").arg(&kafka_path);
+    cmd.current_dir(repo(""))
+        .arg("check")
+        .arg("--config")
+        .arg(&kafka_path);
     for entry in std::fs::read_dir(repo("pipelines")).expect("pipelines") {
         let path = entry.expect("entry").path();
         if path.extension().is_some_and(|e| e == "toml") {

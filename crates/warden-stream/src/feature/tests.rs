@@ -314,13 +314,15 @@ quarantine_ttl_s = 60
     let compiler = Compiler::new().expect("compiler");
     let mut plan = WindowPlan::default();
     for f in &pipeline.feature {
-        plan.add(&compiler, f).unwrap_or_else(|e| panic!("{}", e.reason));
+        plan.add(&compiler, f)
+            .unwrap_or_else(|e| panic!("{}", e.reason));
     }
     const H: i64 = 3_600_000_000_000;
     let day = 20_000 * 24 * H;
     let at = |at_ns: i64| {
         let mut out = Vec::new();
-        plan.features(&[], 2, 10.0, at_ns, &mut out).expect("features");
+        plan.features(&[], 2, 10.0, at_ns, &mut out)
+            .expect("features");
         assert_eq!(out.len(), 4);
         assert_eq!(out[..2], out[2..], "the same for every key of a round");
         (out[0], out[1])

@@ -76,7 +76,10 @@ mod tests {
             "warden_dashboard_sink_failed_attempts_total{type=\"syslog\",sink=\"siem\"} 2",
             "warden_dashboard_sink_delivered_total{type=\"syslog\",sink=\"siem\"} 0",
         ] {
-            assert!(text.lines().any(|l| l == line), "missing `{line}` in:\n{text}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing `{line}` in:\n{text}"
+            );
         }
         // Declared without sinks too; absent without a console.
         let none = render(&registry(&Sources {
