@@ -49,5 +49,9 @@ chmod -R u+w "$repo"
   cp .git/HEAD .git/FETCH_HEAD
 )
 
+# --offline also keeps cargo metadata offline: it needs every platform's crates (windows-sys…)
+# in the local registry cache, which a Linux build never downloads.
+cargo fetch --locked --quiet
+
 WARDEN_ADVISORY_DBS="$dbs" PATH="$WARDEN_CACHE/tools/bin:$PATH" \
   cargo deny --offline --color never check --show-stats
