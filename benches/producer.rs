@@ -118,7 +118,9 @@ async fn run_plain(name: &str, brokers: &str, n: usize) -> f64 {
     for (key, payload) in &records {
         while in_flight.len() >= 100_000 {
             if let Some(r) = in_flight.next().await {
-                let _: Result<_, _> = r;
+                if let Err((e, _)) = r {
+                    panic!("{name}: delivery failed: {e}");
+                }
                 acked += 1;
             }
         }
