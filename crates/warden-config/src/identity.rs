@@ -39,6 +39,10 @@ pub struct TlsConfig {
     /// Time a client has to complete the TLS handshake, in milliseconds.
     #[serde(default = "default_handshake_timeout_ms")]
     pub handshake_timeout_ms: u64,
+    /// Key exchange groups offered: `"hybrid"` prefers the post-quantum hybrid X25519MLKEM768
+    /// (then X25519, P-256, P-384 for clients without it); `"classical"` leaves it out.
+    #[serde(default)]
+    pub key_exchange: KeyExchange,
     /// Device (client) certificates. Absent: no client certificate is asked for.
     #[serde(default)]
     pub client_auth: Option<ClientAuthConfig>,
@@ -58,6 +62,18 @@ pub enum TlsVersion {
     /// TLS 1.3 only.
     #[serde(rename = "1.3")]
     Tls13,
+}
+
+/// Key exchange groups a TLS listener offers (TLS 1.3; TLS 1.2 clients use the classical ones).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyExchange {
+    /// X25519MLKEM768 (ML-KEM-768 with X25519, protecting recorded traffic against a future
+    /// quantum computer) first, then X25519, secp256r1, secp384r1.
+    #[default]
+    Hybrid,
+    /// X25519, secp256r1, secp384r1 only.
+    Classical,
 }
 
 /// Device certificates (mutual TLS).
@@ -125,6 +141,9 @@ pub struct AdminTlsConfig {
     /// Time a client has to complete the TLS handshake, in milliseconds.
     #[serde(default = "default_handshake_timeout_ms")]
     pub handshake_timeout_ms: u64,
+    /// Key exchange groups offered: `"hybrid"` (X25519MLKEM768 first) or `"classical"`.
+    #[serde(default)]
+    pub key_exchange: KeyExchange,
 }
 
 impl AdminTlsConfig {

@@ -18,9 +18,9 @@ mod warden;
 pub use error::{ConfigError, ConfigErrors};
 pub use identity::{
     AdminTlsConfig, CertField, ClaimsConfig, ClientAuthConfig, CredentialKind, IdentityConfig,
-    IdentityStatus, JwtAlgorithm, JwtConfig, RegistryConfig, RegistryEntry, RegistryFile,
-    TlsConfig, TlsVersion, UnknownIdentity, check_jwks, parse_certs, parse_crls, parse_fingerprint,
-    parse_fingerprint_list, parse_rfc3339, trim_secret,
+    IdentityStatus, JwtAlgorithm, JwtConfig, KeyExchange, RegistryConfig, RegistryEntry,
+    RegistryFile, TlsConfig, TlsVersion, UnknownIdentity, check_jwks, parse_certs, parse_crls,
+    parse_fingerprint, parse_fingerprint_list, parse_rfc3339, trim_secret,
 };
 pub use layer::env_overrides;
 pub use pipeline::{

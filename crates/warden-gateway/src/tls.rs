@@ -25,7 +25,7 @@ use rustls::server::danger::ClientCertVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
-use warden_config::{TlsConfig, TlsVersion};
+use warden_config::{KeyExchange, TlsConfig, TlsVersion};
 
 use crate::identity::cert::{CertProblem, PeerCert};
 
@@ -422,10 +422,28 @@ pub(crate) fn read_roots(files: &[PathBuf], problems: &mut Vec<String>) -> RootC
     roots
 }
 
+/// The crypto provider of every TLS listener: aws-lc-rs, the rustls provider with ML-KEM, so
+/// `hybrid` can offer X25519MLKEM768 (ring has no ML-KEM); `classical` keeps only the
+/// elliptic-curve groups. Certificates and signatures are the same either way.
+pub(crate) fn provider(kx: KeyExchange) -> rustls::crypto::CryptoProvider {
+    use rustls::crypto::aws_lc_rs::kx_group;
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    provider.kx_groups = match kx {
+        KeyExchange::Hybrid => vec![
+            kx_group::X25519MLKEM768,
+            kx_group::X25519,
+            kx_group::SECP256R1,
+            kx_group::SECP384R1,
+        ],
+        KeyExchange::Classical => vec![kx_group::X25519, kx_group::SECP256R1, kx_group::SECP384R1],
+    };
+    provider
+}
+
 fn build(config: &TlsConfig, deny: &Arc<DenyList>, id: u64) -> Result<Generation, Vec<String>> {
     let mut problems = Vec::new();
     let (certs, key) = read_cert_and_key(&config.cert_file, &config.key_file, &mut problems);
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(provider(config.key_exchange));
     let mut client_verifier = None;
     if let Some(ca) = &config.client_auth {
         let roots = read_roots(&ca.ca_files, &mut problems);
@@ -489,6 +507,19 @@ fn build(config: &TlsConfig, deny: &Arc<DenyList>, id: u64) -> Result<Generation
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hybrid_offers_ml_kem_first_and_classical_leaves_it_out() {
+        let names = |kx| -> Vec<rustls::NamedGroup> {
+            provider(kx).kx_groups.iter().map(|g| g.name()).collect()
+        };
+        let hybrid = names(KeyExchange::Hybrid);
+        assert_eq!(hybrid[0], rustls::NamedGroup::X25519MLKEM768);
+        assert!(hybrid.contains(&rustls::NamedGroup::X25519));
+        let classical = names(KeyExchange::Classical);
+        assert!(!classical.contains(&rustls::NamedGroup::X25519MLKEM768));
+        assert_eq!(classical[0], rustls::NamedGroup::X25519);
+    }
 
     /// `(name, labels) → value` of every sample line; panics on a malformed line.
     fn samples(text: &str) -> Vec<(String, String, u64)> {

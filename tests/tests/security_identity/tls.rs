@@ -186,3 +186,61 @@ async fn a_listener_that_requires_certificates_refuses_handshakes_without_one() 
     );
     Ok(())
 }
+
+/// Completes a handshake offering only `groups` and one request on `/open/x`; returns the
+/// group the server chose and the response's status line.
+async fn handshake_with_groups(
+    s: &Scenario,
+    groups: Vec<&'static dyn rustls::crypto::SupportedKxGroup>,
+) -> anyhow::Result<(Option<rustls::NamedGroup>, String)> {
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    provider.kx_groups = groups;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in warden_config::parse_certs(s.certs.server_ca.cert_pem.as_bytes())
+        .map_err(anyhow::Error::msg)?
+    {
+        roots.add(c)?;
+    }
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(s.https).await?;
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1")?.to_owned();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(client))
+        .connect(name, tcp)
+        .await?;
+    let group = tls
+        .get_ref()
+        .1
+        .negotiated_key_exchange_group()
+        .map(|g| g.name());
+    tls.write_all(b"GET /open/x HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut response = Vec::new();
+    tls.read_to_end(&mut response).await?;
+    let text = String::from_utf8_lossy(&response);
+    Ok((group, text.lines().next().unwrap_or_default().to_string()))
+}
+
+/// The listener offers the post-quantum hybrid X25519MLKEM768 (`key_exchange = "hybrid"`, the
+/// default) and still serves clients that only know X25519.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_negotiates_post_quantum_hybrid_key_exchange() -> anyhow::Result<()> {
+    use rustls::crypto::aws_lc_rs::kx_group;
+    let s = Scenario::start(60_000).await?;
+    let (group, status) = handshake_with_groups(&s, vec![kx_group::X25519MLKEM768]).await?;
+    ensure!(
+        group == Some(rustls::NamedGroup::X25519MLKEM768),
+        "a client offering only X25519MLKEM768 got {group:?}"
+    );
+    ensure!(status.starts_with("HTTP/1.1 200"), "{status}");
+    let (group, status) = handshake_with_groups(&s, vec![kx_group::X25519]).await?;
+    ensure!(group == Some(rustls::NamedGroup::X25519), "{group:?}");
+    ensure!(status.starts_with("HTTP/1.1 200"), "{status}");
+    ensure!(s.hits() == 2, "upstream hits {}", s.hits());
+    s.stop().await?;
+    Ok(())
+}

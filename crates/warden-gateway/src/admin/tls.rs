@@ -172,7 +172,7 @@ fn build(
     if !problems.is_empty() {
         return Err(problems);
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(crate::tls::provider(config.key_exchange));
     let mut b = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
     if token_configured {
         b = b.allow_unauthenticated();
