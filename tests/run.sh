@@ -40,3 +40,9 @@ cargo test --workspace --locked -- --test-threads=2
 
 echo "== compose rehearsal: docker-compose.yml's services run natively (Tansu for Kafka)"
 python3 tests/compose.py rehearse
+
+echo "== soak (short): 70 % of the measured capacity for 45 s — memory and error rate flat, no event lost"
+python3 tests/chaos.py soak --seconds 45
+
+echo "== chaos: broker frozen, processor SIGKILL, gateway restart, upstream stalled and killed, connection flood"
+python3 tests/chaos.py chaos --hold 8
