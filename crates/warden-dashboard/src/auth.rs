@@ -18,6 +18,7 @@ use ring::rand::SecureRandom;
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 use warden_config::{ConsoleRole, DashboardConfig};
+use warden_event::audit::AuditLog;
 
 /// The session cookie.
 pub(crate) const COOKIE: &str = "warden_session";
@@ -60,6 +61,8 @@ pub(crate) struct Auth {
     idle: Duration,
     max: Duration,
     secure: bool,
+    /// Where sign-ins are recorded (`[audit]`).
+    audit: Option<Arc<AuditLog>>,
 }
 
 /// 256 random bits from the operating system, as hex; `None` if the system cannot give them
@@ -81,7 +84,7 @@ fn same(a: &str, b: &str) -> bool {
 }
 
 impl Auth {
-    pub(crate) fn new(config: &DashboardConfig) -> Self {
+    pub(crate) fn new(config: &DashboardConfig, audit: Option<Arc<AuditLog>>) -> Self {
         let operators = config
             .operators
             .iter()
@@ -96,6 +99,7 @@ impl Auth {
             idle: Duration::from_secs(config.session_idle_s),
             max: Duration::from_secs(config.session_max_s),
             secure: config.secure_cookie,
+            audit,
         }
     }
 
@@ -290,7 +294,9 @@ pub(crate) async fn login(State(auth): State<Arc<Auth>>, body: Body) -> Response
         .await
         .unwrap_or_default();
     let token = form_field(&bytes, "token").unwrap_or_default();
-    match auth.sign_in(token.trim()) {
+    let signed_in = auth.sign_in(token.trim());
+    record_sign_in(&auth, signed_in.as_ref().map(|(name, _)| name.as_str())).await;
+    match signed_in {
         Some((name, cookie)) => {
             info!(operator = %name, "Operator signed in to the console.");
             let mut resp = Redirect::to("/").into_response();
@@ -306,6 +312,35 @@ pub(crate) async fn login(State(auth): State<Arc<Auth>>, body: Body) -> Response
                 !auth.has_operators(),
             )
         }
+    }
+}
+
+/// Record a sign-in (the operator's name and role) or a refused one (no name: the token is
+/// nobody's, and is never written) in the audit log, if there is one. A sign-in is not refused
+/// when it cannot be recorded (that is logged).
+async fn record_sign_in(auth: &Arc<Auth>, name: Option<&str>) {
+    let Some(log) = auth.audit.clone() else {
+        return;
+    };
+    let payload = match name {
+        Some(name) => {
+            let role = auth
+                .operators
+                .values()
+                .find(|(n, _)| n == name)
+                .map(|(_, r)| *r);
+            serde_json::json!({ "ok": true, "operator": name, "role": role })
+        }
+        None => serde_json::json!({ "ok": false }),
+    };
+    let appended = tokio::task::spawn_blocking(move || {
+        log.append(warden_event::audit::Kind::Signin, &payload)
+    })
+    .await;
+    match appended {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => warn!(error = %e, "A console sign-in could not be written to the audit log."),
+        Err(e) => warn!(error = %e, "A console sign-in could not be written to the audit log."),
     }
 }
 
