@@ -1,0 +1,106 @@
+//! `warden audit verify` on a sound log and on tampered ones.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use warden_event::audit::{AuditKey, AuditLog, Kind};
+
+fn verify(file: &Path, key: Option<&Path>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_warden"));
+    cmd.args(["audit", "verify", "--file"]).arg(file);
+    if let Some(k) = key {
+        cmd.arg("--key-file").arg(k);
+    }
+    cmd.output().expect("run warden")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A log of five records: decisions and a console release.
+fn write_log(path: &Path, key: Option<AuditKey>) {
+    let log = AuditLog::open(path, key).expect("open");
+    for i in 0..5 {
+        let kind = if i == 3 {
+            Kind::Operator
+        } else {
+            Kind::Decision
+        };
+        log.append(kind, &serde_json::json!({ "n": i, "operator": "ana" }))
+            .expect("append");
+    }
+}
+
+#[test]
+fn sound_log_exits_0_with_a_summary() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("audit.jsonl");
+    write_log(&path, None);
+    let out = verify(&path, None);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("sound, 5 records"), "{t}");
+    assert!(t.contains("first: ") && t.contains("(seq 5)"), "{t}");
+}
+
+#[test]
+fn edited_log_exits_1_naming_the_sequence_number() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("audit.jsonl");
+    write_log(&path, None);
+    let content = std::fs::read_to_string(&path).expect("read");
+    let mut lines: Vec<&str> = content.lines().collect();
+    let edited = lines[3].replace("\"ana\"", "\"eve\"");
+    lines[3] = &edited;
+    std::fs::write(&path, lines.join("\n") + "\n").expect("write");
+    let out = verify(&path, None);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("TAMPERED") && t.contains("seq 4"), "{t}");
+    assert!(t.contains("edited record"), "{t}");
+}
+
+#[test]
+fn deleted_record_and_wrong_key_are_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("audit.jsonl");
+    let key_path = dir.path().join("audit.key");
+    std::fs::write(
+        &key_path,
+        "5f1c0e9a7b3d2c4e6f8a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e\n",
+    )
+    .expect("key");
+    write_log(&path, Some(AuditKey::from_file(&key_path).expect("key")));
+    assert!(verify(&path, Some(&key_path)).status.success());
+    let wrong = dir.path().join("wrong.key");
+    std::fs::write(&wrong, "x".repeat(40)).expect("key");
+    let out = verify(&path, Some(&wrong));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("wrong key"), "{}", text(&out));
+    let out = verify(&path, None);
+    assert_eq!(out.status.code(), Some(1), "a keyed log needs its key");
+
+    let content = std::fs::read_to_string(&path).expect("read");
+    let kept: Vec<&str> = content
+        .lines()
+        .enumerate()
+        .filter(|(i, _)| *i != 1)
+        .map(|(_, l)| l)
+        .collect();
+    std::fs::write(&path, kept.join("\n") + "\n").expect("write");
+    let out = verify(&path, Some(&key_path));
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("seq 2") && t.contains("deleted record"), "{t}");
+}
+
+#[test]
+fn unreadable_file_exits_2() {
+    let out = verify(Path::new("/nonexistent/audit.jsonl"), None);
+    assert_eq!(out.status.code(), Some(2));
+}
