@@ -255,7 +255,12 @@ async fn publish(
             "operator": op.name,
             "role": role_name(op),
             "decision_id": decision.id,
-            "failed": format!("{e:?}"),
+            "failed": match &e {
+                ApiError::BadRequest(why)
+                | ApiError::Unavailable(why)
+                | ApiError::Forbidden(why)
+                | ApiError::NotFound(why) => why.clone(),
+            },
         });
         if let Err(e) = record(app, &failed).await {
             tracing::error!(error = %e, decision_id = %decision.id, "The failure of a console action could not be written to the audit log.");

@@ -112,9 +112,9 @@ impl Auth {
         self.operators.get(&digest(token)).cloned()
     }
 
-    /// Sign in with `token`: a new session (never one the client brought: no fixation) and
-    /// the `Set-Cookie` value for it.
-    pub(crate) fn sign_in(&self, token: &str) -> Option<(String, HeaderValue)> {
+    /// Sign in with `token`: the operator's name and role, and a new session (never one the
+    /// client brought: no fixation) as the `Set-Cookie` value for it.
+    pub(crate) fn sign_in(&self, token: &str) -> Option<(String, ConsoleRole, HeaderValue)> {
         let (name, role) = self.operator_of_token(token)?;
         let (id, csrf) = (random_hex()?, random_hex()?);
         let now = Instant::now();
@@ -143,7 +143,7 @@ impl Auth {
             self.max.as_secs(),
             if self.secure { "; Secure" } else { "" }
         );
-        Some((name, HeaderValue::from_str(&cookie).ok()?))
+        Some((name, role, HeaderValue::from_str(&cookie).ok()?))
     }
 
     /// End the session `id`.
@@ -295,9 +295,15 @@ pub(crate) async fn login(State(auth): State<Arc<Auth>>, body: Body) -> Response
         .unwrap_or_default();
     let token = form_field(&bytes, "token").unwrap_or_default();
     let signed_in = auth.sign_in(token.trim());
-    record_sign_in(&auth, signed_in.as_ref().map(|(name, _)| name.as_str())).await;
+    record_sign_in(
+        &auth,
+        signed_in
+            .as_ref()
+            .map(|(name, role, _)| (name.as_str(), *role)),
+    )
+    .await;
     match signed_in {
-        Some((name, cookie)) => {
+        Some((name, _, cookie)) => {
             info!(operator = %name, "Operator signed in to the console.");
             let mut resp = Redirect::to("/").into_response();
             resp.headers_mut().insert(header::SET_COOKIE, cookie);
@@ -318,19 +324,12 @@ pub(crate) async fn login(State(auth): State<Arc<Auth>>, body: Body) -> Response
 /// Record a sign-in (the operator's name and role) or a refused one (no name: the token is
 /// nobody's, and is never written) in the audit log, if there is one. A sign-in is not refused
 /// when it cannot be recorded (that is logged).
-async fn record_sign_in(auth: &Arc<Auth>, name: Option<&str>) {
+async fn record_sign_in(auth: &Arc<Auth>, who: Option<(&str, ConsoleRole)>) {
     let Some(log) = auth.audit.clone() else {
         return;
     };
-    let payload = match name {
-        Some(name) => {
-            let role = auth
-                .operators
-                .values()
-                .find(|(n, _)| n == name)
-                .map(|(_, r)| *r);
-            serde_json::json!({ "ok": true, "operator": name, "role": role })
-        }
+    let payload = match who {
+        Some((name, role)) => serde_json::json!({ "ok": true, "operator": name, "role": role }),
         None => serde_json::json!({ "ok": false }),
     };
     let appended = tokio::task::spawn_blocking(move || {
