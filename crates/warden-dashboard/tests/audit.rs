@@ -51,12 +51,13 @@ fn records(path: &std::path::Path) -> Vec<Record> {
     records
 }
 
-#[tokio::test]
-async fn release_and_sign_ins_are_recorded() {
-    let (config, bus) = setup().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("audit.jsonl");
-    let log = Arc::new(AuditLog::open(&path, None).expect("open"));
+/// Quarantine `dev-1` on the bus, start a console recording in `log`, wait until it sees the
+/// quarantine.
+async fn console_with_quarantine(
+    config: &WardenConfig,
+    bus: &Arc<dyn Bus>,
+    log: Arc<AuditLog>,
+) -> Dashboard {
     let quarantine = Decision {
         v: warden_event::SCHEMA_VERSION,
         id: "q-dev-1".into(),
@@ -78,10 +79,9 @@ async fn release_and_sign_ins_are_recorded() {
         )
         .await
         .expect("publish");
-    let dashboard = Dashboard::start_with_audit(&config, bus.clone(), Some(log.clone()))
+    let dashboard = Dashboard::start_with_audit(config, bus.clone(), Some(log))
         .await
         .expect("start");
-    let router = dashboard.router();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while dashboard.state().active(warden_event::now_ns()).is_empty() {
         assert!(
@@ -90,15 +90,28 @@ async fn release_and_sign_ins_are_recorded() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    dashboard
+}
 
-    let release = Request::post("/api/quarantine/release")
+fn release() -> Request<Body> {
+    Request::post("/api/quarantine/release")
         .header(header::CONTENT_TYPE, "application/json")
         .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
         .body(Body::from(
             r#"{"kind":"identity","value":"dev-1","reason":"false positive"}"#,
         ))
-        .expect("request");
-    let resp = router.clone().oneshot(release).await.expect("infallible");
+        .expect("request")
+}
+
+#[tokio::test]
+async fn release_and_sign_ins_are_recorded() {
+    let (config, bus) = setup().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("audit.jsonl");
+    let log = Arc::new(AuditLog::open(&path, None).expect("open"));
+    let dashboard = console_with_quarantine(&config, &bus, log).await;
+    let router = dashboard.router();
+    let resp = router.clone().oneshot(release()).await.expect("infallible");
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
 
     for token in ["not-a-token", TOKEN] {
@@ -136,4 +149,37 @@ async fn release_and_sign_ins_are_recorded() {
     assert_eq!(r[2].kind, Kind::Signin);
     assert_eq!(r[2].payload["ok"], true);
     assert_eq!(r[2].payload["operator"], "ops");
+}
+
+/// An action the audit log cannot record is not taken: 503, and nothing is published.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn an_unrecordable_release_is_refused() {
+    let (config, bus) = setup().await;
+    // Every write to /dev/full fails (ENOSPC).
+    let log = Arc::new(AuditLog::open(std::path::Path::new("/dev/full"), None).expect("open"));
+    let dashboard = console_with_quarantine(&config, &bus, log).await;
+    let resp = dashboard
+        .router()
+        .oneshot(release())
+        .await
+        .expect("infallible");
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let mut releases = 0;
+    warden_bus::read_to_end(
+        &*bus,
+        &config.bus.topics.decisions,
+        Duration::from_secs(5),
+        |m| {
+            if warden_event::decode::<Decision>(&m.payload)
+                .is_ok_and(|d| d.action == Action::Release)
+            {
+                releases += 1;
+            }
+        },
+    )
+    .await
+    .expect("read");
+    assert_eq!(releases, 0);
+    assert!(!dashboard.state().active(warden_event::now_ns()).is_empty());
 }
