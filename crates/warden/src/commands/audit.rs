@@ -57,7 +57,11 @@ fn run_verify(args: &VerifyArgs) -> ExitCode {
     };
     match verify(&content, key.as_ref()) {
         Ok(s) => {
-            let alg = if s.keyed { "HMAC-SHA256" } else { "SHA-256" };
+            let alg = match (s.records, s.keyed) {
+                (0, _) => "empty",
+                (_, true) => "HMAC-SHA256",
+                (_, false) => "SHA-256",
+            };
             println!(
                 "{}: sound, {} records ({alg})",
                 args.file.display(),
