@@ -104,3 +104,32 @@ fn unreadable_file_exits_2() {
     let out = verify(Path::new("/nonexistent/audit.jsonl"), None);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn check_loads_the_audit_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("audit.key");
+    std::fs::write(&key, "too short\n").expect("key");
+    let config = dir.path().join("warden.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[audit]\npath = \"{}\"\nkey_file = \"{}\"\n",
+            dir.path().join("audit.jsonl").display(),
+            key.display()
+        ),
+    )
+    .expect("config");
+    let out = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .arg("check")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("run warden");
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("audit.key_file") && t.contains("at least 32"),
+        "{t}"
+    );
+}
