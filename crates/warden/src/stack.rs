@@ -185,7 +185,9 @@ impl Stack {
             .unwrap_or_default();
         // One writer for the processor and the console of this process (one per file).
         let audit = match &config.audit {
-            Some(a) if parts.processor.is_some() || parts.dashboard => Some(open_audit(a)?),
+            Some(a) if parts.processor.is_some() || parts.dashboard || parts.gateway => {
+                Some(open_audit(a)?)
+            }
             _ => None,
         };
         if let Some(pipeline) = parts.processor {
@@ -250,6 +252,9 @@ impl Stack {
             let gateway = Gateway::start(config, bus.clone())
                 .await
                 .context("starting the gateway")?;
+            if let Some(log) = &audit {
+                gateway.admin().record_in(log.clone());
+            }
             stack.quarantine = Some(gateway.quarantine().clone());
             stack.emit_stats = Some(gateway.emitter().stats().clone());
             stack.conn_stats = Some(gateway.conn_stats());

@@ -133,3 +133,80 @@ fn check_loads_the_audit_key() {
         "{t}"
     );
 }
+
+/// A raw HTTP/1.1 request to `addr`; the status and body, or `None` if nothing answers.
+fn http(addr: &str, request: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .ok()?;
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, response))
+}
+
+#[test]
+fn up_records_admin_api_decisions() {
+    const TOKEN: &str = "admin-token-for-the-audit-test";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let admin = format!("127.0.0.1:{port}");
+    let log = dir.path().join("audit.jsonl");
+    let config = dir.path().join("warden.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[gateway]\nlisten = \"127.0.0.1:0\"\n[dashboard]\nlisten = \"127.0.0.1:0\"\n\
+             [admin]\nlisten = \"{admin}\"\ntoken_sha256 = \"{}\"\n[audit]\npath = \"{}\"\n",
+            warden_config::hash_api_key(TOKEN),
+            log.display()
+        ),
+    )
+    .expect("config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .arg("up")
+        .arg("--config")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("stderr.log")).expect("log file"))
+        .spawn()
+        .expect("spawn");
+    let body =
+        r#"{"subject":{"kind":"identity","value":"dev-x"},"ttl_s":60,"reason":"audit test"}"#;
+    let request = format!(
+        "POST /admin/quarantines HTTP/1.1\r\nHost: {admin}\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let answer = loop {
+        if let Some(a) = http(&admin, &request) {
+            break Some(a);
+        }
+        if std::time::Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let stderr = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+    let (status, response) = answer.unwrap_or_else(|| panic!("admin API never answered: {stderr}"));
+    assert_eq!(status, 201, "{response}\n{stderr}");
+    let out = verify(&log, None);
+    assert!(out.status.success(), "{}", text(&out));
+    let content = std::fs::read_to_string(&log).expect("log");
+    let record: serde_json::Value =
+        serde_json::from_str(content.lines().next().expect("a record")).expect("JSON");
+    assert_eq!(record["kind"], "operator");
+    assert_eq!(record["payload"]["via"], "admin_api");
+    assert_eq!(record["payload"]["operator"], "token");
+    assert_eq!(record["payload"]["action"], "quarantine");
+    assert_eq!(record["payload"]["decision"]["subject"]["value"], "dev-x");
+}
