@@ -42,15 +42,15 @@ pub struct WardenConfig {
     pub admin: crate::AdminConfig,
     /// Identity sources besides API keys (JWT, device registry) and file reloading.
     pub identity: crate::IdentityConfig,
-    /// The tamper-evident audit log of decisions and console actions (absent: none is
-    /// written).
+    /// The tamper-evident audit log of decisions, console and admin API actions and console
+    /// sign-ins (absent: none is written).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit: Option<AuditConfig>,
 }
 
 /// The audit log: a hash-chained JSON Lines file, one record per decision the processor
-/// publishes and per console action or sign-in, written by the processor and console of this
-/// process (`warden audit verify` checks it).
+/// publishes, per console or admin API action and per console sign-in, written by the
+/// processor, console and gateway of this process (`warden audit verify` checks it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub struct AuditConfig {

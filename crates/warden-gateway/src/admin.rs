@@ -17,6 +17,8 @@
 //! `route = "admin"`, `identity = "admin"` (or `anonymous` when the credentials were missing or
 //! wrong), `auth.method = api_key` (`client_cert` when a certificate was presented, with its
 //! fingerprint in `tls`), and the status; the log line names the operator certificate.
+//! With an audit log ([`Admin::record_in`]), every decision is also recorded there before it is
+//! published (`503`, and nothing published, when it cannot be).
 //! Errors are the gateway's generic body.
 
 mod handlers;
