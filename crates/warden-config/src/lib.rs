@@ -46,8 +46,8 @@ pub fn parse_strict<T: schemars::JsonSchema + serde::de::DeserializeOwned>(
 }
 
 pub use warden::{
-    ApiKeyConfig, BusConfig, BusKind, ConnectionLimits, ConsoleRole, DashboardConfig, FsyncMode,
-    GatewayConfig, MethodOverride, MetricsConfig, OperatorConfig, RouteAuth, RouteConfig,
-    SpoolEnabled, SpoolOverflow, SpoolSettings, SyslogConfig, SyslogFormat, TopicsConfig,
-    WardenConfig, WebhookConfig, hash_api_key,
+    ApiKeyConfig, AuditConfig, BusConfig, BusKind, ConnectionLimits, ConsoleRole, DashboardConfig,
+    FsyncMode, GatewayConfig, MethodOverride, MetricsConfig, OperatorConfig, RouteAuth,
+    RouteConfig, SpoolEnabled, SpoolOverflow, SpoolSettings, SyslogConfig, SyslogFormat,
+    TopicsConfig, WardenConfig, WebhookConfig, hash_api_key,
 };

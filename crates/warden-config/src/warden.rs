@@ -42,6 +42,26 @@ pub struct WardenConfig {
     pub admin: crate::AdminConfig,
     /// Identity sources besides API keys (JWT, device registry) and file reloading.
     pub identity: crate::IdentityConfig,
+    /// The tamper-evident audit log of decisions, console and admin API actions and console
+    /// sign-ins (absent: none is written).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<AuditConfig>,
+}
+
+/// The audit log: a hash-chained JSON Lines file, one record per decision the processor
+/// publishes, per console or admin API action and per console sign-in, written by the
+/// processor, console and gateway of this process (`warden audit verify` checks it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct AuditConfig {
+    /// File the records are appended to, created (mode 0600) if missing. One process per
+    /// file: a second one refuses to start.
+    pub path: String,
+    /// File holding the key records are signed with (HMAC-SHA256): its content, at least 32
+    /// bytes (e.g. `openssl rand -hex 32`). Absent: plain SHA-256, which anyone who can write
+    /// the log can recompute. A log is keyed or not from its first record on.
+    #[serde(default)]
+    pub key_file: Option<String>,
 }
 
 /// The gateway's listener and request handling.
@@ -462,6 +482,14 @@ impl WardenConfig {
                     at("identity"),
                     "must be a non-empty identity other than `anonymous`",
                 ));
+            }
+        }
+        if let Some(audit) = &self.audit {
+            if audit.path.trim().is_empty() {
+                errs.push(ConfigError::new("audit.path", "must not be empty"));
+            }
+            if audit.key_file.as_ref().is_some_and(|k| k.trim().is_empty()) {
+                errs.push(ConfigError::new("audit.key_file", "must not be empty"));
             }
         }
         crate::policy::validate(self, &mut errs);

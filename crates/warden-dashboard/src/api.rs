@@ -43,6 +43,8 @@ pub(crate) struct AppState {
     pub(crate) alerts_topic: String,
     pub(crate) status: Option<StatusFn>,
     pub(crate) auth: Arc<Auth>,
+    /// Where console actions are recorded before they are published (`[audit]`).
+    pub(crate) audit: Option<Arc<warden_event::audit::AuditLog>>,
     /// Turns `true` when the server shuts down: live streams end then (a graceful shutdown
     /// waits for every open connection, and an event stream never ends by itself).
     pub(crate) closing: tokio::sync::watch::Receiver<bool>,
@@ -204,12 +206,24 @@ fn check_reason(reason: &str, required: bool) -> Result<(), ApiError> {
 }
 
 /// Publish `decision` and an audit alert recording who made it and why; apply it locally.
+/// With an audit log, the action is written there first: an action that cannot be recorded
+/// is not taken (503).
 async fn publish(
     app: &AppState,
     decision: Decision,
     op: &Operator,
     what: &str,
 ) -> Result<(), ApiError> {
+    let action = serde_json::json!({
+        "action": what,
+        "operator": op.name,
+        "role": role_name(op),
+        "subject": decision.subject,
+        "decision": decision,
+    });
+    record(app, &action)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("recording a {what} in the audit log: {e}")))?;
     let send = |topic: &str, key: String, payload: Vec<u8>| {
         let producer = app.producer.clone();
         let topic = topic.to_string();
@@ -228,12 +242,31 @@ async fn publish(
             }
         }
     };
-    send(
+    if let Err(e) = send(
         &app.decisions_topic,
         decision.subject.key(),
         warden_event::encode(&decision),
     )
-    .await?;
+    .await
+    {
+        // The log already says it was requested: say it did not happen.
+        let failed = serde_json::json!({
+            "action": what,
+            "operator": op.name,
+            "role": role_name(op),
+            "decision_id": decision.id,
+            "failed": match &e {
+                ApiError::BadRequest(why)
+                | ApiError::Unavailable(why)
+                | ApiError::Forbidden(why)
+                | ApiError::NotFound(why) => why.clone(),
+            },
+        });
+        if let Err(e) = record(app, &failed).await {
+            tracing::error!(error = %e, decision_id = %decision.id, "The failure of a console action could not be written to the audit log.");
+        }
+        return Err(e);
+    }
     let audit = Alert {
         v: warden_event::SCHEMA_VERSION,
         id: uuid::Uuid::now_v7().to_string(),
@@ -269,6 +302,19 @@ async fn publish(
     info!(subject = %decision.subject, action = ?decision.action, operator = %op.name, decision_id = %decision.id, reason = %decision.reason, "Console action.");
     app.state.apply_decision(decision);
     Ok(())
+}
+
+/// Append an operator record to the audit log, if there is one.
+async fn record(app: &AppState, payload: &serde_json::Value) -> Result<(), String> {
+    let Some(log) = app.audit.clone() else {
+        return Ok(());
+    };
+    let payload = payload.clone();
+    tokio::task::spawn_blocking(move || log.append(warden_event::audit::Kind::Operator, &payload))
+        .await
+        .map_err(|e| e.to_string())?
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 fn role_name(op: &Operator) -> &'static str {

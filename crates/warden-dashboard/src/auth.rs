@@ -18,6 +18,7 @@ use ring::rand::SecureRandom;
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 use warden_config::{ConsoleRole, DashboardConfig};
+use warden_event::audit::AuditLog;
 
 /// The session cookie.
 pub(crate) const COOKIE: &str = "warden_session";
@@ -60,6 +61,8 @@ pub(crate) struct Auth {
     idle: Duration,
     max: Duration,
     secure: bool,
+    /// Where sign-ins are recorded (`[audit]`).
+    audit: Option<Arc<AuditLog>>,
 }
 
 /// 256 random bits from the operating system, as hex; `None` if the system cannot give them
@@ -81,7 +84,7 @@ fn same(a: &str, b: &str) -> bool {
 }
 
 impl Auth {
-    pub(crate) fn new(config: &DashboardConfig) -> Self {
+    pub(crate) fn new(config: &DashboardConfig, audit: Option<Arc<AuditLog>>) -> Self {
         let operators = config
             .operators
             .iter()
@@ -96,6 +99,7 @@ impl Auth {
             idle: Duration::from_secs(config.session_idle_s),
             max: Duration::from_secs(config.session_max_s),
             secure: config.secure_cookie,
+            audit,
         }
     }
 
@@ -108,9 +112,9 @@ impl Auth {
         self.operators.get(&digest(token)).cloned()
     }
 
-    /// Sign in with `token`: a new session (never one the client brought: no fixation) and
-    /// the `Set-Cookie` value for it.
-    pub(crate) fn sign_in(&self, token: &str) -> Option<(String, HeaderValue)> {
+    /// Sign in with `token`: the operator's name and role, and a new session (never one the
+    /// client brought: no fixation) as the `Set-Cookie` value for it.
+    pub(crate) fn sign_in(&self, token: &str) -> Option<(String, ConsoleRole, HeaderValue)> {
         let (name, role) = self.operator_of_token(token)?;
         let (id, csrf) = (random_hex()?, random_hex()?);
         let now = Instant::now();
@@ -139,7 +143,7 @@ impl Auth {
             self.max.as_secs(),
             if self.secure { "; Secure" } else { "" }
         );
-        Some((name, HeaderValue::from_str(&cookie).ok()?))
+        Some((name, role, HeaderValue::from_str(&cookie).ok()?))
     }
 
     /// End the session `id`.
@@ -290,8 +294,16 @@ pub(crate) async fn login(State(auth): State<Arc<Auth>>, body: Body) -> Response
         .await
         .unwrap_or_default();
     let token = form_field(&bytes, "token").unwrap_or_default();
-    match auth.sign_in(token.trim()) {
-        Some((name, cookie)) => {
+    let signed_in = auth.sign_in(token.trim());
+    record_sign_in(
+        &auth,
+        signed_in
+            .as_ref()
+            .map(|(name, role, _)| (name.as_str(), *role)),
+    )
+    .await;
+    match signed_in {
+        Some((name, _, cookie)) => {
             info!(operator = %name, "Operator signed in to the console.");
             let mut resp = Redirect::to("/").into_response();
             resp.headers_mut().insert(header::SET_COOKIE, cookie);
@@ -306,6 +318,28 @@ pub(crate) async fn login(State(auth): State<Arc<Auth>>, body: Body) -> Response
                 !auth.has_operators(),
             )
         }
+    }
+}
+
+/// Record a sign-in (the operator's name and role) or a refused one (no name: the token is
+/// nobody's, and is never written) in the audit log, if there is one. A sign-in is not refused
+/// when it cannot be recorded (that is logged).
+async fn record_sign_in(auth: &Arc<Auth>, who: Option<(&str, ConsoleRole)>) {
+    let Some(log) = auth.audit.clone() else {
+        return;
+    };
+    let payload = match who {
+        Some((name, role)) => serde_json::json!({ "ok": true, "operator": name, "role": role }),
+        None => serde_json::json!({ "ok": false }),
+    };
+    let appended = tokio::task::spawn_blocking(move || {
+        log.append(warden_event::audit::Kind::Signin, &payload)
+    })
+    .await;
+    match appended {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => warn!(error = %e, "A console sign-in could not be written to the audit log."),
+        Err(e) => warn!(error = %e, "A console sign-in could not be written to the audit log."),
     }
 }
 

@@ -24,6 +24,10 @@
 //!
 //! Errors are a generic `{"error": {"status", "code", "request_id"}}`; details only go to the
 //! log.
+//!
+//! With an audit log ([`Dashboard::start_with_audit`]), releases and manual quarantines are
+//! recorded there before they are published (`503`, and nothing published, when they cannot
+//! be), and so are sign-ins, successful or refused.
 
 mod api;
 mod auth;

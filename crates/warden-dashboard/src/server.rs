@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info, info_span, warn};
 use warden_bus::{Bus, Consumer, Message};
 use warden_config::WardenConfig;
+use warden_event::audit::AuditLog;
 use warden_event::{Alert, Decision, Versioned};
 
 use crate::api::{self, AppState};
@@ -47,6 +48,16 @@ impl Dashboard {
     /// `gateway.decisions_bootstrap_timeout_ms`), then keep following both in spawned tasks.
     /// The tasks stop when the dashboard is dropped (or [`Dashboard::serve`] returns).
     pub async fn start(config: &WardenConfig, bus: Arc<dyn Bus>) -> Result<Self, DashboardError> {
+        Self::start_with_audit(config, bus, None).await
+    }
+
+    /// [`Dashboard::start`], recording console actions and sign-ins in `audit` (the log the
+    /// processor of the same process writes its decisions to: one writer per file).
+    pub async fn start_with_audit(
+        config: &WardenConfig,
+        bus: Arc<dyn Bus>,
+        audit: Option<Arc<AuditLog>>,
+    ) -> Result<Self, DashboardError> {
         if config.dashboard.operators.is_empty() {
             warn!(
                 "No console operators are configured ([[dashboard.operators]]): every sign-in is refused."
@@ -129,7 +140,8 @@ impl Dashboard {
                 decisions_topic: topics.decisions.clone(),
                 alerts_topic: topics.alerts.clone(),
                 status: None,
-                auth: Arc::new(crate::auth::Auth::new(&config.dashboard)),
+                auth: Arc::new(crate::auth::Auth::new(&config.dashboard, audit.clone())),
+                audit,
             },
             listen: config.dashboard.listen,
             _tasks: tasks,

@@ -5,10 +5,12 @@
 //! Every type serialises to a versioned JSON object (`v`); the JSON Schemas under `schemas/` are
 //! generated from these types and checked by tests, so any Kafka consumer can read the topics.
 //! Request events, by far the most numerous, can also travel in a compact binary form
-//! ([`compact`], `bus.event_format`); [`decode`] reads either. This crate does no I/O.
+//! ([`compact`], `bus.event_format`); [`decode`] reads either. This crate does no I/O, except the
+//! [`audit`] log's writer (a local, hash-chained file of decisions and operator actions).
 
 mod alert;
 mod arrow_schema;
+pub mod audit;
 mod columnar;
 pub mod compact;
 mod decision;

@@ -17,6 +17,8 @@
 //! `route = "admin"`, `identity = "admin"` (or `anonymous` when the credentials were missing or
 //! wrong), `auth.method = api_key` (`client_cert` when a certificate was presented, with its
 //! fingerprint in `tls`), and the status; the log line names the operator certificate.
+//! With an audit log ([`Admin::record_in`]), every decision is also recorded there before it is
+//! published (`503`, and nothing published, when it cannot be).
 //! Errors are the gateway's generic body.
 
 mod handlers;
@@ -64,6 +66,8 @@ struct Inner {
     limits: LimitsConfig,
     /// `[admin.tls]`: HTTPS with operator certificates.
     tls: Option<Arc<AdminTls>>,
+    /// Where decisions made here are recorded (`[audit]`, set once by the process).
+    audit: std::sync::OnceLock<Arc<warden_event::audit::AuditLog>>,
 }
 
 /// The admin API of one gateway; cheap to clone.
@@ -155,12 +159,19 @@ impl Admin {
             api_keys: config.api_keys.clone(),
             limits: config.limits.clone(),
             tls,
+            audit: std::sync::OnceLock::new(),
         })))
     }
 
     /// Counters of the admin listener's TLS handshakes (with `[admin.tls]`).
     pub fn tls_stats(&self) -> Option<Arc<TlsStats>> {
         self.0.tls.as_ref().map(|t| t.stats().clone())
+    }
+
+    /// Record every decision made through this API in `log` before it is published (the log
+    /// the rest of the process writes to; only the first call takes effect).
+    pub fn record_in(&self, log: Arc<warden_event::audit::AuditLog>) {
+        let _ = self.0.audit.set(log);
     }
 
     /// Whether the admin listener serves HTTPS (`[admin.tls]`).
@@ -240,8 +251,12 @@ async fn handle(
         None => CertAuth::None,
     };
     let auth = combine(token, &cert);
+    let caller = match &cert {
+        CertAuth::Operator { name, .. } => name.clone(),
+        _ => "token".to_string(),
+    };
     let result = if auth == AuthResult::Ok {
-        handlers::dispatch(&admin, req, &request_id).await
+        handlers::dispatch(&admin, req, &request_id, &caller).await
     } else {
         Err(AdminError::Unauthenticated)
     };

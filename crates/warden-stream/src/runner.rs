@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use serde::Serialize;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 use warden_bus::{Bus, BusError, Consumer, Position, Producer};
 use warden_config::{ConfigErrors, PipelineConfig, TopicsConfig};
 use warden_event::{Decision, RequestBatchBuilder, RequestEventRef};
@@ -191,6 +191,8 @@ pub struct Processor {
     ends_stale: bool,
     checkpoint_seq: u64,
     scratch: String,
+    /// Where published decisions are recorded (`[audit]`).
+    audit: Option<Arc<warden_event::audit::AuditLog>>,
 }
 
 /// What the processor holds of one partition of the events topic.
@@ -247,6 +249,7 @@ impl Processor {
             ends_stale: false,
             checkpoint_seq: 0,
             scratch: String::new(),
+            audit: None,
         })
     }
 
@@ -269,6 +272,12 @@ impl Processor {
         let mut c = self.dedup.config();
         c.max_ids = max_ids.max(1);
         self.dedup.set_config(c);
+        self
+    }
+
+    /// Record every decision published in `log` (after the bus acknowledges it).
+    pub fn with_audit(mut self, log: Arc<warden_event::audit::AuditLog>) -> Self {
+        self.audit = Some(log);
         self
     }
 
@@ -965,6 +974,9 @@ impl Processor {
                 .event_to_decision
                 .observe(since_event as f64 / 1e9);
             info!(subject = %d.subject, action = ?d.action, detector = %d.detector, score = d.score, "Decision published.");
+            if let Some(log) = &self.audit {
+                record_decision(log.clone(), d.clone()).await;
+            }
         }
         debug!(subject = %out.alert.subject, detector = %out.alert.detector, "Alert published.");
         send_until_acked(
@@ -1020,6 +1032,23 @@ impl Rate {
         }
         self.at = Instant::now();
         self.events = events;
+    }
+}
+
+/// Append a published decision to the audit log; a failure is logged (the decision stands).
+async fn record_decision(log: Arc<warden_event::audit::AuditLog>, d: Decision) {
+    let id = d.id.clone();
+    let appended =
+        tokio::task::spawn_blocking(move || log.append(warden_event::audit::Kind::Decision, &d))
+            .await;
+    match appended {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            error!(error = %e, decision_id = %id, "The decision could not be written to the audit log.");
+        }
+        Err(e) => {
+            error!(error = %e, decision_id = %id, "The decision could not be written to the audit log.");
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod archive;
+pub mod audit;
 pub mod backend;
 pub mod backtest;
 pub mod certs;

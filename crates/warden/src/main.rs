@@ -84,6 +84,8 @@ enum Command {
     Backend(commands::backend::BackendArgs),
     /// Probe a readiness endpoint (`/readyz`); exit code 0 when it answers 2xx.
     Health(commands::health::HealthArgs),
+    /// The hash-chained audit log of decisions and console actions (`[audit]`).
+    Audit(commands::audit::AuditArgs),
 }
 
 #[derive(Args)]
@@ -219,6 +221,9 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Command::Audit(args) = &cli.command {
+        return commands::audit::run(args);
+    }
     if let Command::HashKey { key } = &cli.command {
         println!("{}", warden_config::hash_api_key(key));
         return ExitCode::SUCCESS;
@@ -249,6 +254,7 @@ fn main() -> ExitCode {
             Command::Check(_)
             | Command::HashKey { .. }
             | Command::Detectors(_)
+            | Command::Audit(_)
             | Command::Certs(_) => Ok(()),
         }
         .map(|()| ExitCode::SUCCESS)

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -11,6 +12,7 @@ use tokio::task::JoinHandle;
 use tracing::info;
 use warden_bus::{Bus, EmbeddedBus, EmbeddedConfig, KafkaBus, KafkaConfig, TopicSpec};
 use warden_config::{BusKind, PipelineConfig, WardenConfig};
+use warden_event::audit::{AuditKey, AuditLog};
 use warden_gateway::{EmitStats, Gateway, QuarantineSet};
 use warden_stream::{Processor, ProcessorStats};
 
@@ -30,6 +32,20 @@ pub fn make_bus(config: &WardenConfig) -> anyhow::Result<Arc<dyn Bus>> {
             Arc::new(KafkaBus::connect(k).context("connecting to Kafka")?)
         }
     })
+}
+
+/// Open the audit log `[audit]` names, with its key if it has one.
+fn open_audit(config: &warden_config::AuditConfig) -> anyhow::Result<Arc<AuditLog>> {
+    let key = match &config.key_file {
+        Some(k) => Some(
+            AuditKey::from_file(Path::new(k))
+                .map_err(|e| anyhow::anyhow!("audit.key_file: {e}"))?,
+        ),
+        None => None,
+    };
+    let log = AuditLog::open(Path::new(&config.path), key).context("opening the audit log")?;
+    info!(path = %config.path, records = log.last_seq(), keyed = config.key_file.is_some(), "Audit log open.");
+    Ok(Arc::new(log))
 }
 
 /// Create (or check) Warden's three topics.
@@ -167,9 +183,19 @@ impl Stack {
             .as_ref()
             .map(|p| p.name.clone())
             .unwrap_or_default();
+        // One writer for the processor and the console of this process (one per file).
+        let audit = match &config.audit {
+            Some(a) if parts.processor.is_some() || parts.dashboard || parts.gateway => {
+                Some(open_audit(a)?)
+            }
+            _ => None,
+        };
         if let Some(pipeline) = parts.processor {
             let mut processor = Processor::new(pipeline, config.bus.topics.clone())
                 .map_err(|e| anyhow::anyhow!("pipeline: {e}"))?;
+            if let Some(log) = &audit {
+                processor = processor.with_audit(log.clone());
+            }
             if let Some(path) = extras.pipeline_file {
                 processor = processor.with_reload(path, std::time::Duration::from_secs(1));
             }
@@ -195,9 +221,10 @@ impl Stack {
         }
         let mut sink_stats = None;
         if parts.dashboard {
-            let mut dashboard = warden_dashboard::Dashboard::start(config, bus.clone())
-                .await
-                .context("starting the dashboard")?;
+            let mut dashboard =
+                warden_dashboard::Dashboard::start_with_audit(config, bus.clone(), audit.clone())
+                    .await
+                    .context("starting the dashboard")?;
             // The processor in this process reports its pipeline (and refused reloads) there.
             if let Some(stats) = stack.processor_stats.clone() {
                 dashboard = dashboard.with_status(Arc::new(
@@ -225,6 +252,9 @@ impl Stack {
             let gateway = Gateway::start(config, bus.clone())
                 .await
                 .context("starting the gateway")?;
+            if let Some(log) = &audit {
+                gateway.admin().record_in(log.clone());
+            }
             stack.quarantine = Some(gateway.quarantine().clone());
             stack.emit_stats = Some(gateway.emitter().stats().clone());
             stack.conn_stats = Some(gateway.conn_stats());

@@ -129,3 +129,27 @@ fn api_key_hash_is_sha256_hex() {
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     );
 }
+
+#[test]
+fn audit_is_off_by_default_and_strict() {
+    assert_eq!(WardenConfig::default().audit, None);
+    let c = WardenConfig::from_toml(
+        r#"
+        [audit]
+        path = "/var/lib/warden/audit.jsonl"
+        key_file = "/etc/warden/audit.key"
+        "#,
+    )
+    .expect("valid");
+    let audit = c.audit.expect("audit");
+    assert_eq!(audit.path, "/var/lib/warden/audit.jsonl");
+    assert_eq!(audit.key_file.as_deref(), Some("/etc/warden/audit.key"));
+    let errs =
+        WardenConfig::from_toml("[audit]\npath = \"\"\nkeyfile = \"k\"\n").expect_err("invalid");
+    assert!(
+        errs.0.iter().any(|e| e.key == "audit"),
+        "unknown key: {errs}"
+    );
+    let errs = WardenConfig::from_toml("[audit]\npath = \" \"\n").expect_err("invalid");
+    assert!(errs.0.iter().any(|e| e.key == "audit.path"), "{errs}");
+}

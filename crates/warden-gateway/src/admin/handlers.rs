@@ -22,7 +22,14 @@ const DEFAULT_TTL_S: u64 = 3600;
 
 type Handled = Result<(Response, String), AdminError>;
 
-pub(super) async fn dispatch(admin: &Admin, req: Request, request_id: &str) -> Handled {
+/// `caller` names who is calling, for the audit log: the operator certificate's name, else
+/// `token`.
+pub(super) async fn dispatch(
+    admin: &Admin,
+    req: Request,
+    request_id: &str,
+    caller: &str,
+) -> Handled {
     let path = req.uri().path().to_string();
     let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     let method = req.method().clone();
@@ -30,11 +37,11 @@ pub(super) async fn dispatch(admin: &Admin, req: Request, request_id: &str) -> H
         ["admin", "quarantines"] if reads(&method) => list(admin),
         ["admin", "quarantines"] if method == Method::POST => {
             let body: AddRequest = read_json(req.into_body()).await?;
-            add(admin, body, request_id).await
+            add(admin, body, request_id, caller).await
         }
         ["admin", "quarantines", kind, value] if method == Method::DELETE => {
             let subject = subject(kind, &percent_decode(value)?)?;
-            release(admin, subject, request_id).await
+            release(admin, subject, request_id, caller).await
         }
         ["admin", "reload"] if method == Method::POST => reload(admin).await,
         ["admin", "policy", identity] if reads(&method) => {
@@ -109,7 +116,7 @@ fn subject(kind: &str, value: &str) -> Result<Subject, AdminError> {
     Ok(Subject { kind, value })
 }
 
-async fn add(admin: &Admin, body: AddRequest, request_id: &str) -> Handled {
+async fn add(admin: &Admin, body: AddRequest, request_id: &str, caller: &str) -> Handled {
     let subject = subject(&body.subject.kind, &body.subject.value)?;
     let action = match body.action.as_deref() {
         None | Some("quarantine") => Action::Quarantine,
@@ -133,7 +140,7 @@ async fn add(admin: &Admin, body: AddRequest, request_id: &str) -> Handled {
             .saturating_mul(1_000_000_000),
     );
     let d = decision(subject, action, Some(until), reason, request_id, now);
-    publish(admin, &d).await?;
+    publish(admin, &d, caller).await?;
     ok(
         StatusCode::CREATED,
         json!({ "decision": d }),
@@ -141,7 +148,7 @@ async fn add(admin: &Admin, body: AddRequest, request_id: &str) -> Handled {
     )
 }
 
-async fn release(admin: &Admin, subject: Subject, request_id: &str) -> Handled {
+async fn release(admin: &Admin, subject: Subject, request_id: &str, caller: &str) -> Handled {
     let now = warden_event::now_ns();
     let d = decision(
         subject,
@@ -151,7 +158,7 @@ async fn release(admin: &Admin, subject: Subject, request_id: &str) -> Handled {
         request_id,
         now,
     );
-    publish(admin, &d).await?;
+    publish(admin, &d, caller).await?;
     ok(
         StatusCode::OK,
         json!({ "decision": d }),
@@ -190,8 +197,34 @@ fn decision(
     }
 }
 
-/// Publish on the decisions topic (acknowledged), then apply here at once.
-async fn publish(admin: &Admin, d: &Decision) -> Result<(), AdminError> {
+/// Record in the audit log (if the process has one: an action that cannot be recorded is not
+/// taken), publish on the decisions topic (acknowledged), then apply here at once.
+async fn publish(admin: &Admin, d: &Decision, caller: &str) -> Result<(), AdminError> {
+    if let Some(log) = admin.0.audit.get().cloned() {
+        let payload = json!({
+            "action": action_name(d.action),
+            "operator": caller,
+            "role": "admin",
+            "via": "admin_api",
+            "subject": d.subject,
+            "decision": d,
+        });
+        let appended = tokio::task::spawn_blocking(move || {
+            log.append(warden_event::audit::Kind::Operator, &payload)
+        })
+        .await;
+        match appended {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                warn!(error = %e, subject = %d.subject, "An admin decision could not be recorded in the audit log; not published.");
+                return Err(AdminError::Unavailable);
+            }
+            Err(e) => {
+                warn!(error = %e, subject = %d.subject, "An admin decision could not be recorded in the audit log; not published.");
+                return Err(AdminError::Unavailable);
+            }
+        }
+    }
     let payload = warden_event::encode(d);
     admin
         .0

@@ -22,6 +22,15 @@ pub fn run(args: &CheckArgs) -> ExitCode {
                         errs.extend(e.0);
                     }
                 }
+                // The audit log's key, as a processor or console would load it.
+                if let Some(k) = config.audit.as_ref().and_then(|a| a.key_file.as_ref())
+                    && let Err(e) =
+                        warden_event::audit::AuditKey::from_file(std::path::Path::new(k))
+                {
+                    let mut e = warden_config::ConfigError::new("audit.key_file", e);
+                    e.file = Some(path.clone());
+                    errs.push(e);
+                }
                 if let Err(e) = warden_gateway::validate::compile(&config) {
                     errs.extend(e.0.into_iter().map(|mut e| {
                         e.file = Some(path.clone());
