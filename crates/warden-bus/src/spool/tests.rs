@@ -7,6 +7,7 @@ fn config(dir: &Path, segment_bytes: u64, max_bytes: u64, overflow: OverflowPoli
         max_bytes,
         fsync: FsyncPolicy::Always,
         overflow,
+        keys: None,
     }
 }
 
