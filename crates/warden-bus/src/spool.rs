@@ -73,8 +73,8 @@ pub enum SpoolError {
     #[error("record of {0} bytes is larger than the spool accepts")]
     TooLarge(usize),
     #[error(
-        "spool segment {path} is encrypted (key id {id}) but no key is configured; set \
-         at_rest.key_file (or old_key_files) to the key it was written with"
+        "spool segment {path} is encrypted (key id {id}) but encryption at rest is off; set \
+         at_rest.enabled = true with at_rest.key_file (or old_key_files) holding that key"
     )]
     Encrypted { path: PathBuf, id: KeyId },
     #[error("spool segment {path}: {source}")]

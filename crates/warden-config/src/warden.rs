@@ -42,6 +42,9 @@ pub struct WardenConfig {
     pub admin: crate::AdminConfig,
     /// Identity sources besides API keys (JWT, device registry) and file reloading.
     pub identity: crate::IdentityConfig,
+    /// Encryption at rest of the spool and the archive (off by default).
+    #[serde(default)]
+    pub at_rest: crate::AtRestConfig,
 }
 
 /// The gateway's listener and request handling.
@@ -332,6 +335,7 @@ impl WardenConfig {
             errs.push(ConfigError::new("gateway.spool.dir", "must not be empty"));
         }
         errs.extend(g.connections.problems());
+        errs.extend(self.at_rest.problems());
         if g.spool.segment_bytes < 4096 {
             errs.push(ConfigError::new(
                 "gateway.spool.segment_bytes",
