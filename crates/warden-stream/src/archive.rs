@@ -238,3 +238,5 @@ impl Archiver {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_sealed;
