@@ -57,3 +57,6 @@ pub fn open(config: &WardenConfig) -> Result<Option<Spool>, GatewayError> {
     );
     Ok(Some(spool))
 }
+
+#[cfg(test)]
+mod tests;
