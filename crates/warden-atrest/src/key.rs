@@ -36,9 +36,7 @@ pub enum KeyError {
          `openssl rand -hex 32 > {path}`)"
     )]
     Format { path: PathBuf, reason: String },
-    #[error(
-        "key file {path}: readable by group or others (mode {mode:o}); `chmod 600 {path}`"
-    )]
+    #[error("key file {path}: readable by group or others (mode {mode:o}); `chmod 600 {path}`")]
     Permissions { path: PathBuf, mode: u32 },
     #[error("key file {path}: same key as another configured key file (id {id})")]
     Duplicate { path: PathBuf, id: KeyId },
@@ -53,7 +51,9 @@ pub struct Key {
 
 impl fmt::Debug for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Key").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("Key")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 

@@ -401,7 +401,8 @@ impl Spool {
                 break;
             };
             let cipher = format.cipher.as_deref();
-            let Some((rec, len)) = read_record(f, cipher, self.read_number).map_err(io_err(&path))?
+            let Some((rec, len)) =
+                read_record(f, cipher, self.read_number).map_err(io_err(&path))?
             else {
                 // End of this segment's valid records: continue at the next segment (records
                 // between are gone — cut off as corrupt when the spool was opened).

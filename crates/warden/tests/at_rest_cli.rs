@@ -99,7 +99,10 @@ fn a_sealed_archive_is_read_with_the_configured_key_and_refused_without() {
     let config = dir.path().join("warden.toml");
     std::fs::write(
         &config,
-        format!("[at_rest]\nkey_file = {:?}\n", key_file.display().to_string()),
+        format!(
+            "[at_rest]\nkey_file = {:?}\n",
+            key_file.display().to_string()
+        ),
     )
     .expect("config");
     let o = count(&events, Some(&config));
@@ -118,7 +121,10 @@ fn a_sealed_archive_is_read_with_the_configured_key_and_refused_without() {
     let o = run(warden().arg("check").arg("--config").arg(&config));
     assert!(!o.status.success());
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains("chmod 600") && out.contains("at-rest.key"), "{out}");
+    assert!(
+        out.contains("chmod 600") && out.contains("at-rest.key"),
+        "{out}"
+    );
 }
 
 fn hex_line(bytes: &[u8]) -> String {

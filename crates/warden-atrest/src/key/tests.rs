@@ -20,8 +20,15 @@ fn write_key(dir: &Path, name: &str, contents: &[u8]) -> PathBuf {
 fn key_files_raw_or_hex_and_bad_ones_are_refused_clearly() {
     let dir = tempfile::tempdir().expect("dir");
     let raw = write_key(dir.path(), "raw", &[7u8; 32]);
-    let hexed = write_key(dir.path(), "hex", format!("{}\n", hex::encode([7u8; 32])).as_bytes());
-    assert_eq!(Key::load(&raw).expect("raw").id(), Key::load(&hexed).expect("hex").id());
+    let hexed = write_key(
+        dir.path(),
+        "hex",
+        format!("{}\n", hex::encode([7u8; 32])).as_bytes(),
+    );
+    assert_eq!(
+        Key::load(&raw).expect("raw").id(),
+        Key::load(&hexed).expect("hex").id()
+    );
     let short = write_key(dir.path(), "short", &[1u8; 31]);
     let err = Key::load(&short).expect_err("short").to_string();
     assert!(err.contains("31 bytes") && err.contains("short"), "{err}");
@@ -70,8 +77,16 @@ fn tampering_truncation_and_unknown_keys_are_refused() {
         assert!(open_envelope(&ring, &t).is_err(), "flip at {at}");
     }
     // Cut mid-chunk, at a chunk boundary, and down to the header.
-    for cut in [sealed.len() - 5, 52 + 65_536 + 16, 52 + 2 * (65_536 + 16), 52] {
-        assert!(open_envelope(&ring, &sealed[..cut]).is_err(), "cut at {cut}");
+    for cut in [
+        sealed.len() - 5,
+        52 + 65_536 + 16,
+        52 + 2 * (65_536 + 16),
+        52,
+    ] {
+        assert!(
+            open_envelope(&ring, &sealed[..cut]).is_err(),
+            "cut at {cut}"
+        );
     }
     // A chunk dropped from the middle.
     let mut dropped = sealed[..52 + 65_552].to_vec();
@@ -79,7 +94,9 @@ fn tampering_truncation_and_unknown_keys_are_refused() {
     assert!(open_envelope(&ring, &dropped).is_err());
     // Another key: the error names the id the file needs.
     let other = Keyring::new(key(2), vec![]);
-    let err = open_envelope(&other, &sealed).expect_err("wrong key").to_string();
+    let err = open_envelope(&other, &sealed)
+        .expect_err("wrong key")
+        .to_string();
     assert!(err.contains(&key(1).id().to_string()), "{err}");
 }
 

@@ -36,7 +36,10 @@ fn append(spool: &mut Spool, tags: std::ops::Range<u64>) {
         })
         .collect();
     let n = spool
-        .append(recs.iter().map(|(k, p, t)| (k.as_slice(), p.as_slice(), *t)))
+        .append(
+            recs.iter()
+                .map(|(k, p, t)| (k.as_slice(), p.as_slice(), *t)),
+        )
         .expect("append");
     assert_eq!(n, recs.len());
 }
@@ -86,7 +89,10 @@ fn records_are_sealed_on_disk_and_replay_after_a_restart() {
     let mut s = Spool::open(config(dir.path(), keys(1, &[]))).expect("reopen");
     assert_eq!(s.stats().corrupt_dropped, 0);
     let got = read_all(&mut s);
-    assert_eq!(got.iter().map(|r| r.0).collect::<Vec<_>>(), (5..20).collect::<Vec<_>>());
+    assert_eq!(
+        got.iter().map(|r| r.0).collect::<Vec<_>>(),
+        (5..20).collect::<Vec<_>>()
+    );
     assert_eq!(got[0].1, b"secret-identity-5");
     assert_eq!(s.max_tag(), Some(19));
 }
@@ -150,7 +156,10 @@ fn records_cannot_be_swapped_within_a_segment() {
     fs::write(seg, swapped).expect("write");
     let mut s = Spool::open(c).expect("reopen");
     assert_eq!(s.stats().corrupt_dropped, 1);
-    assert!(read_all(&mut s).is_empty(), "nothing out of order is replayed");
+    assert!(
+        read_all(&mut s).is_empty(),
+        "nothing out of order is replayed"
+    );
 }
 
 #[test]

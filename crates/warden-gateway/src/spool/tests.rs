@@ -44,7 +44,10 @@ impl Producer for Recording {
 
 fn config(spool: &std::path::Path, key_file: Option<&std::path::Path>) -> WardenConfig {
     let at_rest = key_file.map_or(String::new(), |k| {
-        format!("[at_rest]\nenabled = true\nkey_file = {:?}\n", k.display().to_string())
+        format!(
+            "[at_rest]\nenabled = true\nkey_file = {:?}\n",
+            k.display().to_string()
+        )
     });
     WardenConfig::from_toml(&format!(
         "[gateway]\nid = \"gw-sealed\"\n[gateway.spool]\nenabled = \"on\"\ndir = {:?}\n{at_rest}",
@@ -73,7 +76,10 @@ fn event(i: u64) -> RequestEvent {
 
 fn spool_bytes(dir: &std::path::Path) -> Vec<u8> {
     let mut out = Vec::new();
-    for e in std::fs::read_dir(dir.join("gw-sealed")).expect("dir").flatten() {
+    for e in std::fs::read_dir(dir.join("gw-sealed"))
+        .expect("dir")
+        .flatten()
+    {
         if e.path().extension().is_some_and(|x| x == "seg") {
             out.extend(std::fs::read(e.path()).expect("read"));
         }
@@ -123,7 +129,11 @@ async fn with_the_bus_down_spooled_events_are_sealed_and_replay_after_a_restart(
     let config = config(&sealed, Some(&key));
     spool_while_down(&config, 50).await;
     let bytes = spool_bytes(&sealed);
-    assert!(bytes.len() > 50 * 40, "events are on disk: {} bytes", bytes.len());
+    assert!(
+        bytes.len() > 50 * 40,
+        "events are on disk: {} bytes",
+        bytes.len()
+    );
     assert!(!contains(&bytes, SECRET.as_bytes()));
     assert!(!contains(&bytes, b"10.0.0.9"));
 
@@ -169,11 +179,17 @@ fn a_bad_key_file_stops_the_gateway_naming_the_file() {
         .err()
         .expect("refused")
         .to_string();
-    assert!(err.contains("short.key") && err.contains("16 bytes"), "{err}");
+    assert!(
+        err.contains("short.key") && err.contains("16 bytes"),
+        "{err}"
+    );
     let missing = dir.path().join("missing.key");
     let err = super::open(&config(dir.path(), Some(&missing)))
         .err()
         .expect("refused")
         .to_string();
-    assert!(err.contains("missing.key") && err.contains("cannot read"), "{err}");
+    assert!(
+        err.contains("missing.key") && err.contains("cannot read"),
+        "{err}"
+    );
 }

@@ -49,11 +49,21 @@ async fn sealed_files_hold_no_plaintext_and_query_like_plain_ones() {
     let files = write(dir.path(), Some(k.clone()), 0, 20_000);
     assert!(files.len() >= 2);
     for f in &files {
-        assert!(f.to_string_lossy().ends_with(".parquet.enc"), "{}", f.display());
+        assert!(
+            f.to_string_lossy().ends_with(".parquet.enc"),
+            "{}",
+            f.display()
+        );
         let bytes = std::fs::read(f).expect("read");
         assert!(bytes.starts_with(warden_atrest::ENVELOPE_MAGIC));
-        assert!(!bytes.windows(5).any(|w| w == b"dev-3"), "identity in clear");
-        assert!(!bytes.windows(4).any(|w| w == b"PAR1"), "Parquet footer in clear");
+        assert!(
+            !bytes.windows(5).any(|w| w == b"dev-3"),
+            "identity in clear"
+        );
+        assert!(
+            !bytes.windows(4).any(|w| w == b"PAR1"),
+            "Parquet footer in clear"
+        );
     }
     assert_eq!(count_all(dir.path(), Some(&k)).await, Ok(20_000));
     let ctx = session_with(dir.path(), Some(&k)).await.expect("session");
@@ -64,7 +74,11 @@ async fn sealed_files_hold_no_plaintext_and_query_like_plain_ones() {
         .collect()
         .await
         .expect("collect");
-    assert_eq!(count(&b), 11_000, "hour partitions still prune (10:00 to 10:36:40)");
+    assert_eq!(
+        count(&b),
+        11_000,
+        "hour partitions still prune (10:00 to 10:36:40)"
+    );
     // Files written in clear before encryption was on are read alongside.
     write(dir.path(), None, 20_000, 21_000);
     assert_eq!(count_all(dir.path(), Some(&k)).await, Ok(21_000));
@@ -97,7 +111,9 @@ async fn tampered_or_truncated_files_are_refused() {
     let err = count_all(dir.path(), Some(&k)).await.expect_err("tampered");
     assert!(err.contains("authentic") && err.contains("part-"), "{err}");
     std::fs::write(f, &good[..good.len() - 100]).expect("write");
-    let err = count_all(dir.path(), Some(&k)).await.expect_err("truncated");
+    let err = count_all(dir.path(), Some(&k))
+        .await
+        .expect_err("truncated");
     assert!(err.contains("authentic"), "{err}");
     std::fs::write(f, &good).expect("write");
     assert_eq!(count_all(dir.path(), Some(&k)).await, Ok(2_000));

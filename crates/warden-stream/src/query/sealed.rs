@@ -30,12 +30,16 @@ pub(super) fn default_keys() -> Option<&'static Keyring> {
 /// Archive files (`.parquet` and sealed), relative to `dir`: at the top and one level down
 /// (hour partitions). Temporary files (`.name.tmp`) are skipped.
 pub(super) fn archive_files(dir: &Path) -> Result<Vec<PathBuf>, QueryError> {
-    let err = |p: &Path, e: std::io::Error| QueryError::Archive(p.display().to_string(), e.to_string());
+    let err =
+        |p: &Path, e: std::io::Error| QueryError::Archive(p.display().to_string(), e.to_string());
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| err(dir, e))?.flatten() {
         let path = entry.path();
         if path.is_dir() {
-            for sub in std::fs::read_dir(&path).map_err(|e| err(&path, e))?.flatten() {
+            for sub in std::fs::read_dir(&path)
+                .map_err(|e| err(&path, e))?
+                .flatten()
+            {
                 out.push(sub.path());
             }
         } else {
@@ -81,8 +85,8 @@ pub(super) async fn load(
     };
     let store = Arc::new(InMemory::new());
     for path in files {
-        let bytes =
-            std::fs::read(path).map_err(|e| QueryError::Archive(path.display().to_string(), e.to_string()))?;
+        let bytes = std::fs::read(path)
+            .map_err(|e| QueryError::Archive(path.display().to_string(), e.to_string()))?;
         let bytes = if is_sealed(path) {
             warden_atrest::open_envelope(keys, &bytes)
                 .map_err(|e| QueryError::Archive(path.display().to_string(), e.to_string()))?
