@@ -77,3 +77,52 @@ impl AtRestConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::WardenConfig;
+
+    #[test]
+    fn off_by_default_and_checked_when_on() {
+        let c = WardenConfig::from_toml("").expect("defaults");
+        assert!(!c.at_rest.enabled);
+        assert!(c.at_rest.write_keyring().expect("no keys").is_none());
+        let err = WardenConfig::from_toml("[at_rest]\nenabled = true\n")
+            .expect_err("no key file")
+            .to_string();
+        assert!(err.contains("at_rest.key_file"), "{err}");
+        let err = WardenConfig::from_toml("[at_rest]\nkey_files = \"k\"\n")
+            .expect_err("typo")
+            .to_string();
+        assert!(err.contains("key_files"), "{err}");
+        let err = WardenConfig::from_toml("[at_rest]\nold_key_files = [\"old.key\"]\n")
+            .expect_err("old without current")
+            .to_string();
+        assert!(err.contains("at_rest.old_key_files"), "{err}");
+    }
+
+    #[test]
+    fn key_files_are_read_when_asked() {
+        let dir = tempfile::tempdir().expect("dir");
+        let key = dir.path().join("k");
+        std::fs::write(&key, [3u8; 32]).expect("write");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o400)).expect("chmod");
+        }
+        let c = WardenConfig::from_toml(&format!(
+            "[at_rest]\nenabled = true\nkey_file = {:?}\n",
+            key.display().to_string()
+        ))
+        .expect("config");
+        assert!(c.at_rest.write_keyring().expect("keys").is_some());
+        let mut off = c.at_rest.clone();
+        off.enabled = false;
+        assert!(off.write_keyring().expect("off").is_none());
+        assert!(off.keyring().expect("still readable").is_some());
+        off.old_key_files = vec![dir.path().join("gone").display().to_string()];
+        let err = off.keyring().expect_err("missing old key").to_string();
+        assert!(err.contains("gone"), "{err}");
+    }
+}
