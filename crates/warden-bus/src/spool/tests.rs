@@ -1,3 +1,5 @@
+use std::path::Path;
+
 use super::*;
 
 fn config(dir: &Path, segment_bytes: u64, max_bytes: u64, overflow: OverflowPolicy) -> SpoolConfig {

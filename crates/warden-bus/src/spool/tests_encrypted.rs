@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use warden_atrest::{Key, Keyring};
 
+use std::path::Path;
+
 use super::*;
 
 fn keys(current: u8, old: &[u8]) -> Option<Arc<Keyring>> {
