@@ -130,7 +130,7 @@ impl Key {
         let info = [info];
         let okm = prk
             .expand(&info, &aead::CHACHA20_POLY1305)
-            .map_err(|_| CryptError::Random)?;
+            .map_err(|_| CryptError::Derive)?;
         Ok(SubKey(LessSafeKey::new(UnboundKey::from(okm))))
     }
 }

@@ -35,6 +35,8 @@ pub enum CryptError {
     Corrupt(&'static str),
     #[error("the system random number generator failed")]
     Random,
+    #[error("deriving a sub-key failed")]
+    Derive,
 }
 
 /// Fresh random bytes from the OS.
