@@ -72,15 +72,10 @@ pub(super) fn segment_format(
         cipher: None,
         data_start: 0,
     };
-    if filled < SEGMENT_MAGIC.len() || &head[..8] != SEGMENT_MAGIC {
+    // A header cut short (torn while the segment was created, or truncated later) is read as
+    // plain records, which it is not: the segment is cut there and counted as corrupt.
+    if filled < SEGMENT_HEADER || &head[..8] != SEGMENT_MAGIC {
         return Ok(plain);
-    }
-    if filled < SEGMENT_HEADER {
-        // Torn while being created: holds no record; the segment counts as empty.
-        return Ok(SegmentFormat {
-            cipher: None,
-            data_start: filled as u64,
-        });
     }
     let mut id = [0u8; 8];
     id.copy_from_slice(&head[8..16]);
@@ -217,7 +212,7 @@ pub(super) fn scan(path: &Path, first: u64, keys: Option<&Keyring>) -> Result<Sc
     let file_len = file.metadata().map_err(io_err(path))?.len();
     let mut r = io::BufReader::new(file);
     let format = segment_format(path, &mut r, keys)?;
-    if format.cipher.is_none() && format.data_start == 0 {
+    if format.cipher.is_none() {
         // A plain segment: read again from its start.
         r = io::BufReader::new(File::open(path).map_err(io_err(path))?);
     }

@@ -233,3 +233,21 @@ fn a_spool_written_in_clear_is_replayed_once_encryption_is_on() {
     let got: Vec<u64> = read_all(&mut s).into_iter().map(|r| r.0).collect();
     assert_eq!(got, (4..8).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_header_cut_short_is_counted_as_corrupt_and_the_spool_goes_on() {
+    let dir = tempfile::tempdir().expect("dir");
+    {
+        let mut s = Spool::open(config(dir.path(), keys(1, &[]))).expect("open");
+        append(&mut s, 0..20);
+    }
+    let segs = segments(dir.path());
+    let bytes = fs::read(&segs[0]).expect("read");
+    fs::write(&segs[0], &bytes[..20]).expect("truncate");
+    let mut s = Spool::open(config(dir.path(), keys(1, &[]))).expect("reopen");
+    assert_eq!(s.stats().corrupt_dropped, 1);
+    let got: Vec<u64> = read_all(&mut s).into_iter().map(|r| r.0).collect();
+    assert!(!got.is_empty() && !got.contains(&0), "{got:?}");
+    append(&mut s, 20..21);
+    assert_eq!(read_all(&mut s).len(), 1, "appends go on");
+}
