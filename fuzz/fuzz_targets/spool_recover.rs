@@ -8,9 +8,8 @@
 //! every unacknowledged record; and a second open finds nothing left to cut.
 //!
 //! Half the inputs (first byte ≥ 128) use an encrypted spool (encryption at rest): the same
-//! properties hold, a record failing authentication counting as corrupt. Its header's key id
-//! is left alone: a changed key id reads as a key that is not configured, which makes open
-//! refuse the spool (unit-tested in `spool/tests_encrypted.rs`).
+//! properties hold, a record failing authentication (or a damaged segment header) counting as
+//! corrupt.
 #![no_main]
 
 use std::path::Path;
@@ -20,8 +19,8 @@ use libfuzzer_sys::fuzz_target;
 use warden_atrest::{Key, Keyring};
 use warden_bus::spool::{FsyncPolicy, OverflowPolicy, Spool, SpoolConfig, SpoolRecord};
 
-/// Bytes of an encrypted segment's header (magic, key id, salt).
-const SEALED_HEADER: usize = 48;
+/// Bytes of an encrypted segment's header (magic, key id, salt, crc32).
+const SEALED_HEADER: usize = 52;
 
 fn config(dir: &Path, segment_bytes: u64, sealed: bool) -> SpoolConfig {
     SpoolConfig {
@@ -138,9 +137,7 @@ fuzz_target!(|data: &[u8]| {
                     .iter()
                     .enumerate()
                 {
-                    let key_id = sealed && (8..16).contains(&(at + j));
                     if j <= usize::from(op[4] % 4)
-                        && !key_id
                         && let Some(b) = f.get_mut(at + j)
                     {
                         *b ^= mask;

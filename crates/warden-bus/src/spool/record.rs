@@ -4,12 +4,15 @@
 //! Plain record: `len: u32 | crc32(body): u32 | body`, body = `number: u64 | tag: u64 |
 //! key_len: u16 | key | payload`.
 //!
-//! Encrypted segment: a header `magic "WSPENC01" | key id (8) | salt (32)`, then sealed
+//! Encrypted segment: a header `magic "WSPENC01" | key id (8) | salt (32) | crc32 of those
+//! (4)`, then sealed
 //! records `len: u32 | crc32(rest): u32 | number: u64 | ChaCha20-Poly1305(body without its
 //! number) + tag`, sealed under the segment's sub-key (HKDF of the key and the salt) with the
 //! record number as nonce and `len | number` as AAD. The number is in clear (it is the nonce)
 //! and must be the next one of the segment, so records cannot be reordered, replayed from
-//! another position or have their framing changed without failing authentication. The magic
+//! another position or have their framing changed without failing authentication. A header
+//! whose checksum fails (torn, zeroed by a crash, bit rot) is corruption, cut and counted; a
+//! sound header naming a key that is not configured refuses the spool instead. The magic
 //! read as a plain length is far above [`MAX_RECORD`], so the two formats never mix up.
 
 use std::fs::File;
@@ -28,7 +31,7 @@ pub(super) const BODY_FIXED: usize = 8 + 8 + 2;
 /// Extra bytes of a sealed record over a plain one: the tag.
 pub(super) const SEALED_EXTRA: usize = TAG_LEN;
 pub(super) const SEGMENT_MAGIC: &[u8; 8] = b"WSPENC01";
-pub(super) const SEGMENT_HEADER: usize = 8 + 8 + SALT_LEN;
+pub(super) const SEGMENT_HEADER: usize = 8 + 8 + SALT_LEN + 4;
 const INFO: &[u8] = b"warden spool segment v1";
 
 /// How a segment's records are stored.
@@ -48,6 +51,8 @@ pub(super) fn new_segment_header(keys: &Keyring) -> Result<(Vec<u8>, SubKey), Sp
     header.extend_from_slice(SEGMENT_MAGIC);
     header.extend_from_slice(&key.id().0);
     header.extend_from_slice(&salt);
+    let crc = crc32fast::hash(&header);
+    header.extend_from_slice(&crc.to_le_bytes());
     Ok((header, key.subkey(&salt, INFO)?))
 }
 
@@ -72,9 +77,14 @@ pub(super) fn segment_format(
         cipher: None,
         data_start: 0,
     };
-    // A header cut short (torn while the segment was created, or truncated later) is read as
-    // plain records, which it is not: the segment is cut there and counted as corrupt.
-    if filled < SEGMENT_HEADER || &head[..8] != SEGMENT_MAGIC {
+    // A header cut short (torn while the segment was created, or truncated later) or damaged
+    // is read as plain records, which it is not: the segment is cut there and counted as
+    // corrupt (never refused for a key id that is only garbage).
+    let body = SEGMENT_HEADER - 4;
+    if filled < SEGMENT_HEADER
+        || &head[..8] != SEGMENT_MAGIC
+        || crc32fast::hash(&head[..body]).to_le_bytes() != head[body..]
+    {
         return Ok(plain);
     }
     let mut id = [0u8; 8];
@@ -90,7 +100,7 @@ pub(super) fn segment_format(
         path: path.to_path_buf(),
         source,
     })?;
-    let sub = key.subkey(&head[16..], INFO)?;
+    let sub = key.subkey(&head[16..body], INFO)?;
     Ok(SegmentFormat {
         cipher: Some(Arc::new(sub)),
         data_start: SEGMENT_HEADER as u64,

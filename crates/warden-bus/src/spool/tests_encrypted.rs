@@ -235,7 +235,7 @@ fn a_spool_written_in_clear_is_replayed_once_encryption_is_on() {
 }
 
 #[test]
-fn a_header_cut_short_is_counted_as_corrupt_and_the_spool_goes_on() {
+fn a_header_cut_short_or_damaged_is_counted_as_corrupt_and_the_spool_goes_on() {
     let dir = tempfile::tempdir().expect("dir");
     {
         let mut s = Spool::open(config(dir.path(), keys(1, &[]))).expect("open");
@@ -244,8 +244,12 @@ fn a_header_cut_short_is_counted_as_corrupt_and_the_spool_goes_on() {
     let segs = segments(dir.path());
     let bytes = fs::read(&segs[0]).expect("read");
     fs::write(&segs[0], &bytes[..20]).expect("truncate");
+    // A key id zeroed by a crash is damage (the header's checksum fails), not an unknown key.
+    let mut bytes = fs::read(&segs[1]).expect("read");
+    bytes[8..16].fill(0);
+    fs::write(&segs[1], &bytes).expect("zero");
     let mut s = Spool::open(config(dir.path(), keys(1, &[]))).expect("reopen");
-    assert_eq!(s.stats().corrupt_dropped, 1);
+    assert_eq!(s.stats().corrupt_dropped, 2);
     let got: Vec<u64> = read_all(&mut s).into_iter().map(|r| r.0).collect();
     assert!(!got.is_empty() && !got.contains(&0), "{got:?}");
     append(&mut s, 20..21);
