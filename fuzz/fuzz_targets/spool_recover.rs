@@ -162,7 +162,8 @@ fuzz_target!(|data: &[u8]| {
         std::fs::write(path, new).expect("write");
     }
 
-    let mut spool = Spool::open(config(dir.path(), segment_bytes, sealed)).expect("open a damaged spool");
+    let mut spool =
+        Spool::open(config(dir.path(), segment_bytes, sealed)).expect("open a damaged spool");
     let cut = spool.stats().corrupt_dropped;
     let got = read_all(&mut spool);
     let mut last = None;
