@@ -251,6 +251,7 @@ fn spool(dir: &std::path::Path) -> Spool {
         max_bytes: 4 << 30,
         fsync: FsyncPolicy::Interval(Duration::from_millis(100)),
         overflow: OverflowPolicy::DropNewest,
+        keys: None,
     })
     .unwrap_or_else(|e| panic!("spool: {e}"))
 }

@@ -6,20 +6,30 @@
 //! written (number, tag, key, payload), unacknowledged, in increasing order — never garbage;
 //! a damaged segment is detected and counted (`corrupt_dropped`); an undamaged spool replays
 //! every unacknowledged record; and a second open finds nothing left to cut.
+//!
+//! Half the inputs (first byte ≥ 128) use an encrypted spool (encryption at rest): the same
+//! properties hold, a record failing authentication (or a damaged segment header) counting as
+//! corrupt.
 #![no_main]
 
 use std::path::Path;
+use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
+use warden_atrest::{Key, Keyring};
 use warden_bus::spool::{FsyncPolicy, OverflowPolicy, Spool, SpoolConfig, SpoolRecord};
 
-fn config(dir: &Path, segment_bytes: u64) -> SpoolConfig {
+/// Bytes of an encrypted segment's header (magic, key id, salt, crc32).
+const SEALED_HEADER: usize = 52;
+
+fn config(dir: &Path, segment_bytes: u64, sealed: bool) -> SpoolConfig {
     SpoolConfig {
         dir: dir.to_path_buf(),
         segment_bytes,
         max_bytes: 1 << 30,
         fsync: FsyncPolicy::Never,
         overflow: OverflowPolicy::DropNewest,
+        keys: sealed.then(|| Arc::new(Keyring::new(Key::from_bytes([7; 32]), Vec::new()))),
     }
 }
 
@@ -49,9 +59,13 @@ fn encoded(i: u64) -> Vec<u8> {
 }
 
 /// Offsets where records start or end in a segment file.
-fn boundaries(bytes: &[u8]) -> Vec<usize> {
+fn boundaries(bytes: &[u8], sealed: bool) -> Vec<usize> {
     let mut at = vec![0];
     let mut i = 0;
+    if sealed {
+        at.push(SEALED_HEADER);
+        i = SEALED_HEADER;
+    }
     while i + 4 <= bytes.len() {
         let len = u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
         i += 8 + len as usize;
@@ -78,6 +92,7 @@ fuzz_target!(|data: &[u8]| {
     let n = 1 + u64::from(data[0] % 40);
     let segment_bytes = 64 + u64::from(data[1]) * 4;
     let acked = u64::from(data[2]) % (n + 1);
+    let sealed = data[0] >= 128;
     // In memory where the machine has it: the spool's files, not the disk, are under test.
     let shm = Path::new("/dev/shm");
     let dir = if shm.is_dir() {
@@ -87,7 +102,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let dir = dir.expect("tempdir");
     {
-        let mut spool = Spool::open(config(dir.path(), segment_bytes)).expect("open");
+        let mut spool = Spool::open(config(dir.path(), segment_bytes, sealed)).expect("open");
         let recs: Vec<(Vec<u8>, Vec<u8>, u64)> = (0..n).map(|i| (key(i), payload(i), i)).collect();
         let accepted = spool
             .append(
@@ -140,14 +155,15 @@ fuzz_target!(|data: &[u8]| {
     }
     let mut damaged = 0;
     for ((path, orig), new) in segs.iter().zip(&originals).zip(&files) {
-        let clean_cut = orig.starts_with(new) && boundaries(orig).contains(&new.len());
+        let clean_cut = orig.starts_with(new) && boundaries(orig, sealed).contains(&new.len());
         if !clean_cut {
             damaged += 1;
         }
         std::fs::write(path, new).expect("write");
     }
 
-    let mut spool = Spool::open(config(dir.path(), segment_bytes)).expect("open a damaged spool");
+    let mut spool =
+        Spool::open(config(dir.path(), segment_bytes, sealed)).expect("open a damaged spool");
     let cut = spool.stats().corrupt_dropped;
     let got = read_all(&mut spool);
     let mut last = None;
@@ -180,7 +196,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(cut, 0);
     }
     drop(spool);
-    let mut again = Spool::open(config(dir.path(), segment_bytes)).expect("reopen");
+    let mut again = Spool::open(config(dir.path(), segment_bytes, sealed)).expect("reopen");
     assert_eq!(
         again.stats().corrupt_dropped,
         0,

@@ -15,6 +15,7 @@ fn config(dir: &std::path::Path, fsync: FsyncPolicy) -> SpoolConfig {
         max_bytes: 1 << 30,
         fsync,
         overflow: OverflowPolicy::DropNewest,
+        keys: None,
     }
 }
 

@@ -13,91 +13,33 @@
 //! at most what was written since the last fsync). When the spool holds `max_bytes`, the
 //! [`OverflowPolicy`] applies and every lost record is counted.
 
+mod record;
+mod types;
+
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::io::{self, BufWriter, Seek, SeekFrom, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use tracing::warn;
+use tracing::{info, warn};
 
-const HEADER: usize = 8;
-const BODY_FIXED: usize = 8 + 8 + 2;
+use types::io_err;
+pub use types::{FsyncPolicy, OverflowPolicy, SpoolConfig, SpoolError, SpoolRecord, SpoolStats};
+
+use record::{
+    BODY_FIXED, HEADER, SEALED_EXTRA, SegmentFormat, encode, new_segment_header, read_acked,
+    read_record, scan, write_acked,
+};
+
 /// Largest record accepted (guards against a corrupt length field too).
 pub const MAX_RECORD: usize = 16 * 1024 * 1024;
-
-/// When appended records are forced to disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FsyncPolicy {
-    /// After every append call.
-    Always,
-    /// At most this long after a write.
-    Interval(Duration),
-    /// Never explicitly (the OS decides).
-    Never,
-}
-
-/// What happens when the spool is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OverflowPolicy {
-    /// Refuse new records.
-    DropNewest,
-    /// Delete the oldest segment to make room.
-    DropOldest,
-}
-
-/// Spool settings.
-#[derive(Debug, Clone)]
-pub struct SpoolConfig {
-    pub dir: PathBuf,
-    pub segment_bytes: u64,
-    pub max_bytes: u64,
-    pub fsync: FsyncPolicy,
-    pub overflow: OverflowPolicy,
-}
-
-/// Spool errors (I/O on the spool directory).
-#[derive(Debug, thiserror::Error)]
-pub enum SpoolError {
-    #[error("spool {path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
-    #[error("record of {0} bytes is larger than the spool accepts")]
-    TooLarge(usize),
-}
-
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
-    move |source| SpoolError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-/// A record read back from the spool.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SpoolRecord {
-    /// Position in the spool (consecutive from the first record ever written).
-    pub number: u64,
-    /// A caller-defined number stored with the record (Warden: the event's `seq`).
-    pub tag: u64,
-    pub key: Bytes,
-    pub payload: Bytes,
-}
-
-/// Counters of a spool.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SpoolStats {
-    /// Records appended.
-    pub appended: u64,
-    /// Records lost to the overflow policy.
-    pub dropped: u64,
-    /// Records cut off as torn or corrupt when the spool was opened.
-    pub corrupt_dropped: u64,
-}
 
 struct Segment {
     first: u64,
     path: PathBuf,
     bytes: u64,
+    format: SegmentFormat,
 }
 
 /// The spool. Not thread-safe: own it from one task (or behind a mutex).
@@ -155,7 +97,13 @@ impl Spool {
             stats: SpoolStats::default(),
         };
         for (first, path) in names {
-            let (count, valid_bytes, max_tag, file_len) = scan(&path)?;
+            let record::Scan {
+                format,
+                count,
+                valid_bytes,
+                max_tag,
+                file_len,
+            } = scan(&path, first, spool.config.keys.as_deref())?;
             if valid_bytes < file_len {
                 let f = OpenOptions::new()
                     .write(true)
@@ -170,12 +118,17 @@ impl Spool {
                 fs::remove_file(&path).map_err(io_err(&path))?;
                 continue;
             }
+            if spool.config.keys.is_some() && format.cipher.is_none() {
+                spool.stats.plaintext_segments += 1;
+                info!(path = %path.display(), "Replaying a spool segment written in clear (before encryption was on).");
+            }
             spool.max_tag = spool.max_tag.max(max_tag);
             spool.next_number = first + count;
             spool.segments.push(Segment {
                 first,
                 path,
                 bytes: valid_bytes,
+                format,
             });
         }
         // Reading starts at the first record on disk; acknowledged ones are skipped by `read`.
@@ -201,7 +154,12 @@ impl Spool {
             if body_len > MAX_RECORD || key.len() > u16::MAX as usize {
                 return Err(SpoolError::TooLarge(body_len));
             }
-            let rec_len = (HEADER + body_len) as u64;
+            let sealed = if self.config.keys.is_some() {
+                SEALED_EXTRA
+            } else {
+                0
+            };
+            let rec_len = (HEADER + body_len + sealed) as u64;
             if self.bytes() + rec_len > self.config.max_bytes && !self.make_room(rec_len)? {
                 self.stats.dropped += 1;
                 continue;
@@ -214,30 +172,19 @@ impl Spool {
             {
                 self.roll()?;
             }
-            let mut body = Vec::with_capacity(body_len);
-            body.extend_from_slice(&self.next_number.to_le_bytes());
-            body.extend_from_slice(&tag.to_le_bytes());
-            body.extend_from_slice(&(key.len() as u16).to_le_bytes());
-            body.extend_from_slice(key);
-            body.extend_from_slice(payload);
-            let crc = crc32fast::hash(&body);
-            let seg_path = self
+            let (seg_path, cipher) = self
                 .segments
                 .last()
-                .map(|s| s.path.clone())
+                .map(|s| (s.path.clone(), s.format.cipher.clone()))
                 .unwrap_or_default();
+            let bytes = encode(cipher.as_deref(), self.next_number, tag, key, payload)?;
             let w = self.writer.as_mut().ok_or_else(|| SpoolError::Io {
                 path: seg_path.clone(),
                 source: io::Error::other("no open segment"),
             })?;
-            let write = (|| {
-                w.write_all(&(body_len as u32).to_le_bytes())?;
-                w.write_all(&crc.to_le_bytes())?;
-                w.write_all(&body)
-            })();
-            write.map_err(io_err(&seg_path))?;
+            w.write_all(&bytes).map_err(io_err(&seg_path))?;
             if let Some(s) = self.segments.last_mut() {
-                s.bytes += rec_len;
+                s.bytes += bytes.len() as u64;
             }
             self.next_number += 1;
             self.max_tag = Some(self.max_tag.map_or(tag, |m| m.max(tag)));
@@ -293,16 +240,32 @@ impl Spool {
             .config
             .dir
             .join(format!("{:020}.seg", self.next_number));
+        // A segment of this name holds no valid record (else numbering would be past it).
         let file = OpenOptions::new()
             .create(true)
-            .append(true)
+            .write(true)
+            .truncate(true)
             .open(&path)
             .map_err(io_err(&path))?;
-        self.writer = Some(BufWriter::with_capacity(64 * 1024, file));
+        let mut writer = BufWriter::with_capacity(64 * 1024, file);
+        let mut format = SegmentFormat {
+            cipher: None,
+            data_start: 0,
+        };
+        if let Some(keys) = &self.config.keys {
+            let (header, sub) = new_segment_header(keys)?;
+            writer.write_all(&header).map_err(io_err(&path))?;
+            format = SegmentFormat {
+                cipher: Some(Arc::new(sub)),
+                data_start: header.len() as u64,
+            };
+        }
+        self.writer = Some(writer);
         self.segments.push(Segment {
             first: self.next_number,
             path,
-            bytes: 0,
+            bytes: format.data_start,
+            format,
         });
         Ok(())
     }
@@ -338,7 +301,8 @@ impl Spool {
             let Some(idx) = self.segment_of(self.read_number) else {
                 break;
             };
-            let (first, path) = (self.segments[idx].first, self.segments[idx].path.clone());
+            let seg = &self.segments[idx];
+            let (first, path, format) = (seg.first, seg.path.clone(), seg.format.clone());
             if self.reader.as_ref().is_none_or(|(f, _)| *f != first) {
                 // Records are contiguous: a new segment is entered at its first record.
                 let mut f = File::open(&path).map_err(io_err(&path))?;
@@ -346,7 +310,8 @@ impl Spool {
                     self.read_pos.1
                 } else {
                     0
-                };
+                }
+                .max(format.data_start);
                 f.seek(SeekFrom::Start(offset)).map_err(io_err(&path))?;
                 self.read_pos = (first, offset);
                 self.reader = Some((first, f));
@@ -354,7 +319,10 @@ impl Spool {
             let Some((_, f)) = self.reader.as_mut() else {
                 break;
             };
-            let Some((rec, len)) = read_record(f).map_err(io_err(&path))? else {
+            let cipher = format.cipher.as_deref();
+            let Some((rec, len)) =
+                read_record(f, cipher, self.read_number).map_err(io_err(&path))?
+            else {
                 // End of this segment's valid records: continue at the next segment (records
                 // between are gone — cut off as corrupt when the spool was opened).
                 match self.segments.get(idx + 1) {
@@ -438,101 +406,7 @@ impl Spool {
     }
 }
 
-/// The cursor file: acknowledged-below number and the largest tag ever appended (so tags keep
-/// growing across restarts even when every segment was acknowledged and deleted).
-fn read_acked(dir: &Path) -> Result<(u64, Option<u64>), SpoolError> {
-    let path = dir.join("acked");
-    match fs::read(&path) {
-        Ok(b) if b.len() == 21 => {
-            let (data, crc) = b.split_at(17);
-            let crc: [u8; 4] = crc.try_into().unwrap_or([0; 4]);
-            if crc32fast::hash(data) == u32::from_le_bytes(crc) {
-                let n = u64::from_le_bytes(data[0..8].try_into().unwrap_or([0; 8]));
-                let tag = u64::from_le_bytes(data[8..16].try_into().unwrap_or([0; 8]));
-                return Ok((n, (data[16] == 1).then_some(tag)));
-            }
-            warn!(path = %path.display(), "Spool ack cursor is corrupt; replaying from the start.");
-            Ok((0, None))
-        }
-        Ok(_) => Ok((0, None)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok((0, None)),
-        Err(e) => Err(io_err(&path)(e)),
-    }
-}
-
-fn write_acked(dir: &Path, n: u64, max_tag: Option<u64>) -> Result<(), SpoolError> {
-    let tmp = dir.join("acked.tmp");
-    let path = dir.join("acked");
-    let mut b = n.to_le_bytes().to_vec();
-    b.extend_from_slice(&max_tag.unwrap_or(0).to_le_bytes());
-    b.push(u8::from(max_tag.is_some()));
-    let crc = crc32fast::hash(&b);
-    b.extend_from_slice(&crc.to_le_bytes());
-    fs::write(&tmp, &b).map_err(io_err(&tmp))?;
-    fs::rename(&tmp, &path).map_err(io_err(&path))
-}
-
-/// Read one record; `None` at a clean end or a torn/corrupt tail.
-fn read_record(r: &mut impl Read) -> io::Result<Option<(SpoolRecord, u64)>> {
-    let mut header = [0u8; HEADER];
-    if !read_full(r, &mut header)? {
-        return Ok(None);
-    }
-    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-    if !(BODY_FIXED..=MAX_RECORD).contains(&len) {
-        return Ok(None);
-    }
-    let mut body = vec![0u8; len];
-    if !read_full(r, &mut body)? || crc32fast::hash(&body) != crc {
-        return Ok(None);
-    }
-    let u64_at = |i: usize| u64::from_le_bytes(body[i..i + 8].try_into().unwrap_or([0; 8]));
-    let number = u64_at(0);
-    let tag = u64_at(8);
-    let key_len = u16::from_le_bytes([body[16], body[17]]) as usize;
-    if BODY_FIXED + key_len > len {
-        return Ok(None);
-    }
-    let body = Bytes::from(body);
-    Ok(Some((
-        SpoolRecord {
-            number,
-            tag,
-            key: body.slice(BODY_FIXED..BODY_FIXED + key_len),
-            payload: body.slice(BODY_FIXED + key_len..),
-        },
-        (HEADER + len) as u64,
-    )))
-}
-
-/// Fill `buf`; false on EOF before the first byte or mid-buffer (a torn record).
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match r.read(&mut buf[filled..]) {
-            Ok(0) => return Ok(false),
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(true)
-}
-
-/// Valid records of a segment: (count, valid bytes, max tag, file length).
-fn scan(path: &Path) -> Result<(u64, u64, Option<u64>, u64), SpoolError> {
-    let file = File::open(path).map_err(io_err(path))?;
-    let len = file.metadata().map_err(io_err(path))?.len();
-    let mut r = io::BufReader::new(file);
-    let (mut count, mut bytes, mut max_tag) = (0u64, 0u64, None::<u64>);
-    while let Some((rec, n)) = read_record(&mut r).map_err(io_err(path))? {
-        count += 1;
-        bytes += n;
-        max_tag = Some(max_tag.map_or(rec.tag, |m| m.max(rec.tag)));
-    }
-    Ok((count, bytes, max_tag, len))
-}
-
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_encrypted;

@@ -6,6 +6,7 @@
 //! wrong types, missing keys), then deserialised, then checked for semantic problems
 //! (duplicate names, dangling references, bad URLs, impossible windows).
 
+mod at_rest;
 mod dashboard;
 mod error;
 mod identity;
@@ -15,6 +16,7 @@ mod policy;
 mod schema;
 mod warden;
 
+pub use at_rest::AtRestConfig;
 pub use error::{ConfigError, ConfigErrors};
 pub use identity::{
     AdminTlsConfig, CertField, ClaimsConfig, ClientAuthConfig, CredentialKind, IdentityConfig,

@@ -42,6 +42,9 @@ pub struct WardenConfig {
     pub admin: crate::AdminConfig,
     /// Identity sources besides API keys (JWT, device registry) and file reloading.
     pub identity: crate::IdentityConfig,
+    /// Encryption at rest of the spool and the archive (off by default).
+    #[serde(default)]
+    pub at_rest: crate::AtRestConfig,
     /// The tamper-evident audit log of decisions, console and admin API actions and console
     /// sign-ins (absent: none is written).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -352,6 +355,7 @@ impl WardenConfig {
             errs.push(ConfigError::new("gateway.spool.dir", "must not be empty"));
         }
         errs.extend(g.connections.problems());
+        errs.extend(self.at_rest.problems());
         if g.spool.segment_bytes < 4096 {
             errs.push(ConfigError::new(
                 "gateway.spool.segment_bytes",

@@ -17,6 +17,8 @@ pub enum GatewayError {
     Identity(Vec<String>),
     #[error("event spool: {0}")]
     Spool(#[from] warden_bus::spool::SpoolError),
+    #[error("encryption at rest: {0}")]
+    AtRest(warden_config::ConfigError),
 }
 
 /// Why a request was refused or failed. Each maps to one status, a short public code, and the

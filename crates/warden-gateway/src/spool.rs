@@ -1,6 +1,7 @@
 //! Opening the gateway's event spool from its config.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::info;
@@ -22,6 +23,14 @@ pub fn open(config: &WardenConfig) -> Result<Option<Spool>, GatewayError> {
         return Ok(None);
     }
     let dir = PathBuf::from(&s.dir).join(&config.gateway.id);
+    // Key files are read here, at start: a missing, short or group-readable key stops the
+    // gateway with the file named.
+    let keys = config
+        .at_rest
+        .write_keyring()
+        .map_err(GatewayError::AtRest)?
+        .map(Arc::new);
+    let encrypted = keys.is_some();
     let spool = Spool::open(SpoolConfig {
         dir: dir.clone(),
         segment_bytes: s.segment_bytes,
@@ -37,12 +46,17 @@ pub fn open(config: &WardenConfig) -> Result<Option<Spool>, GatewayError> {
             SpoolOverflow::DropNewest => OverflowPolicy::DropNewest,
             SpoolOverflow::DropOldest => OverflowPolicy::DropOldest,
         },
+        keys,
     })?;
     info!(
         dir = %dir.display(),
         pending = spool.pending(),
         bytes = spool.bytes(),
+        encrypted,
         "Event spool opened."
     );
     Ok(Some(spool))
 }
+
+#[cfg(test)]
+mod tests;

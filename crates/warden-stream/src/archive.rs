@@ -4,7 +4,9 @@
 //! and renamed when complete, so readers ([`crate::query`], backtests) never see a partial
 //! file. The [`Archiver`] consumes the events topic in its own consumer group and commits its
 //! offsets only once the events are in closed files (at-least-once: a crash may duplicate
-//! events in the archive, never lose them; `id` tells duplicates apart).
+//! events in the archive, never lose them; `id` tells duplicates apart). With encryption at
+//! rest ([`Archiver::with_keys`]) files are sealed envelopes named `part-….parquet.enc`, which
+//! [`crate::query`] decrypts in memory.
 
 mod config;
 mod writer;
@@ -20,7 +22,7 @@ use warden_bus::{Bus, BusError, Position};
 use warden_event::RequestBatchBuilder;
 
 pub use config::ArchiveConfig;
-pub use writer::{ArchiveWriter, hour_dir, prune};
+pub use writer::{ArchiveWriter, SEALED_EXTENSION, hour_dir, prune};
 
 /// Errors of the archive.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +38,8 @@ pub enum ArchiveError {
     Arrow(#[from] arrow::error::ArrowError),
     #[error("bus: {0}")]
     Bus(#[from] BusError),
+    #[error("encryption at rest: {0}")]
+    Crypt(#[from] warden_atrest::CryptError),
 }
 
 impl ArchiveError {
@@ -66,6 +70,7 @@ pub struct Archiver {
     config: ArchiveConfig,
     topic: String,
     stats: Arc<ArchiveStats>,
+    keys: Option<Arc<warden_atrest::Keyring>>,
 }
 
 impl Archiver {
@@ -75,7 +80,14 @@ impl Archiver {
             config,
             topic,
             stats: Arc::new(ArchiveStats::default()),
+            keys: None,
         }
+    }
+
+    /// Seal every file with the keyring's current key (encryption at rest).
+    pub fn with_keys(mut self, keys: Option<Arc<warden_atrest::Keyring>>) -> Self {
+        self.keys = keys;
+        self
     }
 
     pub fn stats(&self) -> Arc<ArchiveStats> {
@@ -89,7 +101,8 @@ impl Archiver {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ArchiveError> {
         let c = &self.config;
-        let mut writer = ArchiveWriter::new(c.dir.clone(), c.max_file_bytes)?;
+        let mut writer =
+            ArchiveWriter::new(c.dir.clone(), c.max_file_bytes)?.with_keys(self.keys.clone());
         // Hours that expired while no archiver ran go at once, then every minute.
         self.prune_now(&[]);
         let mut consumer = bus.group_consumer(&c.group, &[self.topic.as_str()]).await?;
@@ -225,3 +238,5 @@ impl Archiver {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_sealed;

@@ -1,7 +1,13 @@
 //! DataFusion SQL over the event archive: the table `events` has the columns of the request
 //! event schema (see `warden_event::request_event_schema`) plus, for an archive written by
 //! `warden archive`, the partition column `hour` (`YYYY-MM-DDTHH`, UTC), which prunes files
-//! when a query filters on it. A folder of plain Parquet files of events is read too.
+//! when a query filters on it. A folder of plain Parquet files of events is read too. Sealed
+//! files (`.parquet.enc`, encryption at rest) are decrypted in memory with the configured keys
+//! ([`session_with`], or the process default [`set_default_keys`]).
+
+mod sealed;
+
+pub use sealed::set_default_keys;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -46,8 +52,18 @@ pub enum QueryError {
     Archive(String, String),
 }
 
-/// A session with the archive in `dir` registered as `events`.
+/// A session with the archive in `dir` registered as `events` (sealed files read with the
+/// process's default keys).
 pub async fn session(dir: &Path) -> Result<SessionContext, QueryError> {
+    session_with(dir, sealed::default_keys()).await
+}
+
+/// A session with the archive in `dir` registered as `events`, sealed files decrypted with
+/// `keys` (an archive with sealed files and no keys is refused, naming the key id needed).
+pub async fn session_with(
+    dir: &Path,
+    keys: Option<&warden_atrest::Keyring>,
+) -> Result<SessionContext, QueryError> {
     let dir = std::fs::canonicalize(dir)
         .map_err(|e| QueryError::Archive(dir.display().to_string(), e.to_string()))?;
     let ctx = SessionContext::new_with_config(
@@ -57,7 +73,12 @@ pub async fn session(dir: &Path) -> Result<SessionContext, QueryError> {
             false,
         ),
     );
-    let url = ListingTableUrl::parse(format!("{}/", dir.display()))?;
+    let files = sealed::archive_files(&dir)?;
+    let url = if files.iter().any(|p| sealed::is_sealed(p)) {
+        sealed::load(&ctx, &dir, &files, keys).await?
+    } else {
+        ListingTableUrl::parse(format!("{}/", dir.display()))?
+    };
     // An archive written by `warden archive` is partitioned by hour; a folder of plain
     // Parquet files of events (e.g. `warden simulate --accelerated --parquet`) is read as is.
     let partitioned = std::fs::read_dir(&dir)

@@ -210,8 +210,14 @@ impl Stack {
             ));
         }
         if let Some(archive) = extras.archive {
+            let keys = config
+                .at_rest
+                .write_keyring()
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .map(Arc::new);
             let archiver =
-                warden_stream::archive::Archiver::new(archive, config.bus.topics.events.clone());
+                warden_stream::archive::Archiver::new(archive, config.bus.topics.events.clone())
+                    .with_keys(keys);
             let bus = bus.clone();
             let shutdown = stopped(consumers_rx.clone());
             stack.tasks.push((

@@ -1,3 +1,5 @@
+use std::path::Path;
+
 use super::*;
 
 fn config(dir: &Path, segment_bytes: u64, max_bytes: u64, overflow: OverflowPolicy) -> SpoolConfig {
@@ -7,6 +9,7 @@ fn config(dir: &Path, segment_bytes: u64, max_bytes: u64, overflow: OverflowPoli
         max_bytes,
         fsync: FsyncPolicy::Always,
         overflow,
+        keys: None,
     }
 }
 

@@ -8,11 +8,11 @@ use warden_event::{AuthInfo, AuthMethod, AuthResult, Outcome, Protocol, RequestE
 use super::*;
 use crate::query::{Format, query, render};
 
-const HOUR: i64 = 3_600_000_000_000;
+pub(super) const HOUR: i64 = 3_600_000_000_000;
 /// 2026-01-05T09:00Z
-const T0: i64 = 1_767_603_600 * 1_000_000_000;
+pub(super) const T0: i64 = 1_767_603_600 * 1_000_000_000;
 
-fn event(i: u64, ts: i64) -> RequestEvent {
+pub(super) fn event(i: u64, ts: i64) -> RequestEvent {
     RequestEvent {
         v: warden_event::SCHEMA_VERSION,
         id: format!("e{i}"),
@@ -48,7 +48,7 @@ fn event(i: u64, ts: i64) -> RequestEvent {
     }
 }
 
-fn count(batches: &[RecordBatch]) -> i64 {
+pub(super) fn count(batches: &[RecordBatch]) -> i64 {
     batches[0].column(0).as_primitive::<Int64Type>().value(0)
 }
 

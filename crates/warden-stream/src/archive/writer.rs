@@ -1,7 +1,10 @@
 //! Parquet files per hour of event time, size-bounded, renamed into place when complete.
+//! With encryption at rest, a file is built in memory and written sealed as one envelope
+//! (`part-….parquet.enc`, see `warden_atrest::seal_envelope`): no plaintext reaches the disk.
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -12,6 +15,7 @@ use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
+use warden_atrest::Keyring;
 
 use super::ArchiveError;
 
@@ -98,11 +102,35 @@ pub fn prune(
     Ok(n)
 }
 
+/// Where an open Parquet file goes: a temporary file, or memory when it is to be sealed.
+enum Sink {
+    File(File),
+    Memory(Vec<u8>),
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Sink::File(f) => f.write(buf),
+            Sink::Memory(v) => v.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::File(f) => f.flush(),
+            Sink::Memory(_) => Ok(()),
+        }
+    }
+}
+
 struct OpenFile {
-    writer: ArrowWriter<File>,
+    writer: ArrowWriter<Sink>,
     tmp: PathBuf,
     path: PathBuf,
 }
+
+/// Extension of sealed archive files.
+pub const SEALED_EXTENSION: &str = ".parquet.enc";
 
 /// Open Parquet files, one per hour with events in flight.
 pub struct ArchiveWriter {
@@ -112,6 +140,8 @@ pub struct ArchiveWriter {
     props: WriterProperties,
     /// Files closed so far.
     closed: Vec<PathBuf>,
+    /// Encryption at rest: files are sealed with the current key.
+    keys: Option<Arc<Keyring>>,
 }
 
 impl ArchiveWriter {
@@ -127,7 +157,14 @@ impl ArchiveWriter {
             open: BTreeMap::new(),
             props,
             closed: Vec::new(),
+            keys: None,
         })
+    }
+
+    /// Seal every file with the keyring's current key (`None`: files in clear).
+    pub fn with_keys(mut self, keys: Option<Arc<Keyring>>) -> Self {
+        self.keys = keys;
+        self
     }
 
     /// Hours with a file being written.
@@ -187,14 +224,23 @@ impl ArchiveWriter {
         let dir = self.dir.join(hour_dir(hour));
         std::fs::create_dir_all(&dir).map_err(|e| ArchiveError::io(&dir, e))?;
         let name = format!(
-            "part-{}-{}.parquet",
+            "part-{}-{}{}",
             warden_event::now_ns(),
-            &uuid::Uuid::new_v4().simple().to_string()[..8]
+            &uuid::Uuid::new_v4().simple().to_string()[..8],
+            if self.keys.is_some() {
+                SEALED_EXTENSION
+            } else {
+                ".parquet"
+            }
         );
         let path = dir.join(&name);
         let tmp = dir.join(format!(".{name}.tmp"));
-        let f = File::create(&tmp).map_err(|e| ArchiveError::io(&tmp, e))?;
-        let writer = ArrowWriter::try_new(f, Arc::clone(&schema), Some(self.props.clone()))?;
+        let sink = if self.keys.is_some() {
+            Sink::Memory(Vec::new())
+        } else {
+            Sink::File(File::create(&tmp).map_err(|e| ArchiveError::io(&tmp, e))?)
+        };
+        let writer = ArrowWriter::try_new(sink, Arc::clone(&schema), Some(self.props.clone()))?;
         Ok(OpenFile { writer, tmp, path })
     }
 
@@ -202,7 +248,19 @@ impl ArchiveWriter {
         let Some(f) = self.open.remove(&hour) else {
             return Ok(());
         };
-        let file = f.writer.into_inner()?;
+        let file = match f.writer.into_inner()? {
+            Sink::File(file) => file,
+            Sink::Memory(plain) => {
+                let key = self.keys.as_ref().map(|k| k.current()).ok_or_else(|| {
+                    ArchiveError::io(&f.path, std::io::Error::other("no key to seal with"))
+                })?;
+                let sealed = warden_atrest::seal_envelope(key, &plain)?;
+                let mut file = File::create(&f.tmp).map_err(|e| ArchiveError::io(&f.tmp, e))?;
+                file.write_all(&sealed)
+                    .map_err(|e| ArchiveError::io(&f.tmp, e))?;
+                file
+            }
+        };
         file.sync_all().map_err(|e| ArchiveError::io(&f.tmp, e))?;
         drop(file);
         std::fs::rename(&f.tmp, &f.path).map_err(|e| ArchiveError::io(&f.path, e))?;

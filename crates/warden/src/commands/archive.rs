@@ -11,7 +11,7 @@ use super::common::load_config;
 
 #[derive(Args)]
 pub struct ArchiveArgs {
-    /// Config file (bus and topics).
+    /// Config file (bus, topics and `[at_rest]` encryption).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Kafka bootstrap servers (sets bus.kind = "kafka").
@@ -51,11 +51,19 @@ pub async fn run(args: ArchiveArgs) -> anyhow::Result<()> {
     let config = load_config(args.config.as_deref(), args.brokers)?;
     let bus = make_bus(&config)?;
     ensure_topics(&*bus, &config).await?;
-    let archiver = Archiver::new(archive, config.bus.topics.events.clone());
+    // Key files are read at start: a missing, short or group-readable key stops here.
+    let keys = config
+        .at_rest
+        .write_keyring()
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .map(std::sync::Arc::new);
+    let sealed = keys.is_some();
+    let archiver = Archiver::new(archive, config.bus.topics.events.clone()).with_keys(keys);
     println!(
-        "archiving {} into {}",
+        "archiving {} into {}{}",
         config.bus.topics.events,
-        args.dir.display()
+        args.dir.display(),
+        if sealed { " (encrypted at rest)" } else { "" }
     );
     archiver
         .run(bus, async {

@@ -19,6 +19,10 @@ pub struct BacktestArgs {
     /// Archive directory (as written by `warden archive`) whose events are replayed.
     #[arg(long, conflicts_with = "series", required_unless_present = "series")]
     pub events: Option<PathBuf>,
+    /// Config whose `[at_rest]` keys decrypt a sealed archive (encryption at rest; also
+    /// read from `WARDEN__AT_REST__*` variables).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// A CSV metric series (`timestamp,value[,label]`), or a folder of them (every `*.csv`
     /// below it), scored row by row.
     #[arg(long)]
@@ -92,6 +96,7 @@ pub async fn run(args: BacktestArgs) -> anyhow::Result<()> {
         bail!("--detector and --param apply to --series");
     }
     let pipeline = load_pipeline(args.pipeline.as_deref())?;
+    super::common::use_archive_keys(args.config.as_deref())?;
     let report = replay(&pipeline, events)
         .await
         .with_context(|| format!("replaying {}", events.display()))?;

@@ -31,6 +31,11 @@ pub fn run(args: &CheckArgs) -> ExitCode {
                     e.file = Some(path.clone());
                     errs.push(e);
                 }
+                // Key files of encryption at rest: readable, 32 bytes, owner-only.
+                if let Err(mut e) = config.at_rest.keyring() {
+                    e.file = Some(path.clone());
+                    errs.push(e);
+                }
                 if let Err(e) = warden_gateway::validate::compile(&config) {
                     errs.extend(e.0.into_iter().map(|mut e| {
                         e.file = Some(path.clone());

@@ -15,6 +15,19 @@ pub fn load_config(path: Option<&Path>, brokers: Option<String>) -> anyhow::Resu
     Ok(config)
 }
 
+/// Read sealed archive files (encryption at rest) with the keys of `[at_rest]` in `config`
+/// (and `WARDEN__AT_REST__*` variables): the current key and every old one, whether or not
+/// `enabled` (that only governs writing).
+pub fn use_archive_keys(config: Option<&Path>) -> anyhow::Result<()> {
+    let at_rest = WardenConfig::load(config)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .at_rest;
+    if let Some(keys) = at_rest.keyring().map_err(|e| anyhow::anyhow!("{e}"))? {
+        warden_stream::query::set_default_keys(keys);
+    }
+    Ok(())
+}
+
 pub fn load_pipeline(path: Option<&Path>) -> anyhow::Result<PipelineConfig> {
     match path {
         Some(p) => warden_stream::load_pipeline(p).map_err(|e| anyhow::anyhow!("{e}")),

@@ -14,6 +14,10 @@ pub struct QueryArgs {
     /// Archive directory (as written by `warden archive`).
     #[arg(long, default_value = "archive")]
     pub archive: PathBuf,
+    /// Config whose `[at_rest]` keys decrypt a sealed archive (encryption at rest; also
+    /// read from `WARDEN__AT_REST__*` variables).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// Output: `table`, `csv` or `json`.
     #[arg(long, default_value = "table")]
     pub format: String,
@@ -24,6 +28,7 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
         .format
         .parse()
         .map_err(|e: String| anyhow::anyhow!(e))?;
+    super::common::use_archive_keys(args.config.as_deref())?;
     let batches = query(&args.archive, &args.sql)
         .await
         .with_context(|| format!("querying {}", args.archive.display()))?;

@@ -21,6 +21,10 @@ pub struct TrainArgs {
     /// --accelerated --parquet`).
     #[arg(long)]
     pub events: PathBuf,
+    /// Config whose `[at_rest]` keys decrypt a sealed archive (encryption at rest; also
+    /// read from `WARDEN__AT_REST__*` variables).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// Model file to write (e.g. models/NAME.json).
     #[arg(long)]
     pub out: PathBuf,
@@ -43,6 +47,7 @@ pub async fn run(args: TrainArgs) -> anyhow::Result<()> {
         bail!("--target-fpr must be in (0, 0.5)");
     }
     let pipeline = load_pipeline(Some(&args.pipeline))?;
+    super::common::use_archive_keys(args.config.as_deref())?;
     let bar = ProgressBar::new_spinner();
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed}] {msg}")
