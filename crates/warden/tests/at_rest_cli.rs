@@ -54,7 +54,9 @@ fn simulated_archive(dir: &Path) -> PathBuf {
             "--accelerated",
             "--parquet",
         ])
-        .arg(&events));
+        .arg(&events)
+        .arg("--labels")
+        .arg(dir.join("device_flood.labels.json")));
     events
 }
 
