@@ -77,6 +77,8 @@ fn ml_catches_route_mix_attacks_the_statistical_pipeline_misses() {
     let mut files: Vec<(String, bool)> = vec![
         ("ml/route_mix_sensor.toml".into(), true),
         ("ml/route_mix_camera.toml".into(), false),
+        ("ml/type_mimic_sensor.toml".into(), false),
+        ("ml/type_mimic_meter.toml".into(), false),
     ];
     // More scenario files for the evaluation (docs/ML.md), reported, not asserted.
     if let Ok(more) = std::env::var("ML_EVAL_SCENARIOS") {
@@ -112,7 +114,9 @@ fn ml_catches_route_mix_attacks_the_statistical_pipeline_misses() {
         for a in r.alerts.iter().filter(|a| is_ml(&a.detector)).take(2) {
             eprintln!("  {}", a.message);
         }
-        assert!(stats.is_empty(), "{}: statistics caught {stats:?}", s.name);
+        if must_catch {
+            assert!(stats.is_empty(), "{}: statistics caught {stats:?}", s.name);
+        }
         assert!(
             o.false_quarantines().is_empty(),
             "{}: {:?}",
