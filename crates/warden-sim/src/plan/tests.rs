@@ -396,8 +396,7 @@ detected = true
 max_false_quarantines = 0
 "#;
     let err = ScenarioConfig::from_toml(text)
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
     assert!(
         err.contains("mimic") && err.contains("must differ"),
