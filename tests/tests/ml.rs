@@ -67,7 +67,7 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 #[test]
-fn ml_catches_route_mix_attacks_the_statistical_pipeline_misses() {
+fn ml_catches_multivariate_attacks_the_statistical_pipeline_misses() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (pipeline, models) = trained(dir.path());
     let stats_pipeline =
@@ -77,6 +77,8 @@ fn ml_catches_route_mix_attacks_the_statistical_pipeline_misses() {
     let mut files: Vec<(String, bool)> = vec![
         ("ml/route_mix_sensor.toml".into(), true),
         ("ml/route_mix_camera.toml".into(), false),
+        ("ml/type_mimic_sensor.toml".into(), true),
+        ("ml/type_mimic_meter.toml".into(), true),
     ];
     // More scenario files for the evaluation (docs/ML.md), reported, not asserted.
     if let Ok(more) = std::env::var("ML_EVAL_SCENARIOS") {
@@ -86,9 +88,11 @@ fn ml_catches_route_mix_attacks_the_statistical_pipeline_misses() {
                 .map(|f| (f.to_string(), false)),
         );
     }
-    // Sensors polling their config route: caught by the models, missed by the statistics.
-    // Cameras uploading a clip with every request: reported, not asserted (the models miss
-    // them today: a camera's daylight clip uploads are within its benign range; docs/ML.md).
+    // Sensors polling their config route; sensors behaving like cameras (a camera's pace,
+    // routes and payloads); meters behaving like industrial gateways on their own routes:
+    // caught by the models, missed by the statistics (three fleets, three seeds). Cameras
+    // uploading a clip with every request: reported, not asserted (the models miss them
+    // today: a camera's daylight clip uploads are within its benign range; docs/ML.md).
     for (file, must_catch) in files {
         let s = scenario(&file);
         let t = Instant::now();
@@ -112,7 +116,9 @@ fn ml_catches_route_mix_attacks_the_statistical_pipeline_misses() {
         for a in r.alerts.iter().filter(|a| is_ml(&a.detector)).take(2) {
             eprintln!("  {}", a.message);
         }
-        assert!(stats.is_empty(), "{}: statistics caught {stats:?}", s.name);
+        if must_catch {
+            assert!(stats.is_empty(), "{}: statistics caught {stats:?}", s.name);
+        }
         assert!(
             o.false_quarantines().is_empty(),
             "{}: {:?}",

@@ -155,6 +155,9 @@ impl Plan {
                 crate::scenario::AttackConfig::RouteMix(c) if c.replace => {
                     Some((plan.start_ns, plan.end_ns))
                 }
+                crate::scenario::AttackConfig::TypeMimic(c) if c.replace => {
+                    Some((plan.start_ns, plan.end_ns))
+                }
                 _ => None,
             };
             if let Some(q) = quiet {

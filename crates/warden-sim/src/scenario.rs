@@ -15,7 +15,7 @@ use warden_config::{ConfigError, ConfigErrors};
 
 pub use attack::{
     AttackClass, AttackConfig, BotnetFlood, CredentialStuffing, DeviceFlood, Drift, Enumeration,
-    Exfiltration, Expect, FirmwareProbe, RouteMix, SlowScraping, TokenReplay,
+    Exfiltration, Expect, FirmwareProbe, RouteMix, SlowScraping, TokenReplay, TypeMimic,
 };
 
 use crate::DeviceType;

@@ -62,6 +62,13 @@ pub enum AttackKind {
         action: usize,
         body: Option<[u32; 2]>,
     },
+    /// Device `device` sends the requests of type `mimic` (chosen by weight), on its own
+    /// route with the same method when `own_routes`.
+    TypeMimic {
+        device: usize,
+        mimic: DeviceType,
+        own_routes: bool,
+    },
     /// Client `user` pages through the history of `target` (`?page=N`).
     PageScrape {
         user: usize,
@@ -201,6 +208,19 @@ pub(super) fn resolve(
                 );
             }
         }
+        AttackConfig::TypeMimic(c) => {
+            for d in pick(fleet, c.device_type, c.devices, rng, taken) {
+                as_device(
+                    d,
+                    vec![],
+                    AttackKind::TypeMimic {
+                        device: d,
+                        mimic: c.mimic,
+                        own_routes: c.own_routes,
+                    },
+                );
+            }
+        }
         AttackConfig::TokenReplay(c) => {
             for d in pick(fleet, c.device_type, 1, rng, taken) {
                 for _ in 0..c.ips {
@@ -267,6 +287,7 @@ fn rate_of(a: &AttackConfig, attackers: usize) -> f64 {
         AttackConfig::FirmwareProbe(c) => c.rate_per_s,
         AttackConfig::QueryScrape(c) => c.rate_per_s,
         AttackConfig::RouteMix(c) => c.rate_per_s,
+        AttackConfig::TypeMimic(c) => c.rate_per_s,
     }
 }
 
@@ -469,6 +490,31 @@ impl Paced {
                         r.body.kind = BodyKind::Binary;
                     }
                 }
+                r
+            }
+            AttackKind::TypeMimic {
+                device,
+                mimic,
+                own_routes,
+            } => {
+                let d = &fleet.devices[*device];
+                let theirs = choose(mimic.profile().actions, rng);
+                let mut r = device_request(fleet, *device, theirs, d.ips[0], rng);
+                if *own_routes {
+                    let own = d.device_type.profile().actions;
+                    if let Some(a) = own
+                        .iter()
+                        .find(|a| a.method == theirs.method)
+                        .or_else(|| own.first())
+                    {
+                        r.method = a.method;
+                        r.path = a.path.replace("{id}", &d.identity);
+                    }
+                }
+                // Its own firmware's identity and its own type's error rates.
+                r.user_agent = d.device_type.profile().user_agent;
+                r.fault = None;
+                r.body.malformed = false;
                 r
             }
             AttackKind::Replay { device, ip } => {

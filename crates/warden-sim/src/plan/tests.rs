@@ -301,3 +301,105 @@ max_false_quarantines = 0
         assert_eq!(own_during == 0, replace, "own reports during: {own_during}");
     }
 }
+
+#[test]
+fn a_type_mimic_sends_the_other_type_mix_on_its_routes_or_its_own() {
+    let text = |own_routes: bool| {
+        format!(
+            r#"
+name = "tm"
+description = "type mimic"
+seed = 5
+duration_s = 1200.0
+[fleet]
+devices = 20
+tenants = 1
+start_hour = 9.0
+period_scale = 1.0
+[fleet.mix]
+temperature_sensor = 0.5
+camera = 0.5
+[[attack]]
+name = "camera_like"
+type = "type_mimic"
+start_s = 100.0
+end_s = 1100.0
+devices = 1
+device_type = "temperature_sensor"
+mimic = "camera"
+rate_per_s = 0.2
+own_routes = {own_routes}
+[attack.expect]
+detected = true
+[expect]
+max_false_quarantines = 0
+"#
+        )
+    };
+    for own_routes in [false, true] {
+        let s = ScenarioConfig::from_toml(&text(own_routes)).unwrap_or_else(|e| panic!("{e}"));
+        let plan = Plan::new(&s, 5);
+        let d = plan.attacks()[0].attackers[0].device.expect("a device");
+        let identity = plan.fleet().devices[d].identity.clone();
+        assert!(identity.starts_with("sensor-"), "{identity}");
+        let (mut own_during, mut sent, mut big, mut media) = (0, 0, 0, 0);
+        for p in plan {
+            match p.source {
+                Source::Benign(x) if x == d => {
+                    if (100_000_000_000..1_100_000_000_000).contains(&p.at_ns) {
+                        own_during += 1;
+                    }
+                }
+                Source::Benign(_) => {}
+                _ => {
+                    sent += 1;
+                    assert!(p.request.path.contains(&identity), "{}", p.request.path);
+                    assert_eq!(p.request.user_agent, "acme-thermo-fw/2.3.1");
+                    media += usize::from(p.request.path.contains("/media/"));
+                    big += usize::from(p.request.body.len > 220);
+                }
+            }
+        }
+        // Replaces its own traffic by default; a camera's sizes, most above any sensor's.
+        assert_eq!(own_during, 0);
+        assert!(sent > 150, "{sent}");
+        assert!(big * 2 > sent, "{big} of {sent} above a sensor's 220 B");
+        assert_eq!(media == 0, own_routes, "{media} media requests");
+    }
+}
+
+#[test]
+fn a_type_mimic_of_its_own_type_is_refused() {
+    let text = r#"
+name = "tm"
+description = "type mimic"
+seed = 5
+duration_s = 600.0
+[fleet]
+devices = 20
+tenants = 1
+start_hour = 9.0
+period_scale = 1.0
+[fleet.mix]
+temperature_sensor = 1.0
+[[attack]]
+name = "self"
+type = "type_mimic"
+start_s = 100.0
+end_s = 500.0
+device_type = "temperature_sensor"
+mimic = "temperature_sensor"
+rate_per_s = 0.05
+[attack.expect]
+detected = true
+[expect]
+max_false_quarantines = 0
+"#;
+    let err = ScenarioConfig::from_toml(text)
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        err.contains("mimic") && err.contains("must differ"),
+        "{err}"
+    );
+}

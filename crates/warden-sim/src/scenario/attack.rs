@@ -36,6 +36,10 @@ pub enum AttackConfig {
     /// of its own routes (e.g. a sensor polling its config route as a command channel), with
     /// its own payload sizes or `body_bytes`. No new route, no new address, no more requests.
     RouteMix(RouteMix),
+    /// A compromised device behaves like another device type: that type's pace, request mix
+    /// and payload sizes (e.g. a temperature sensor sending like a camera). Every value is
+    /// one the fleet sends; the combination is not its own type's.
+    TypeMimic(TypeMimic),
 }
 
 /// The attack classes, as written in labels and reports.
@@ -55,6 +59,7 @@ pub enum AttackClass {
     FirmwareProbe,
     QueryScrape,
     RouteMix,
+    TypeMimic,
 }
 
 impl AttackClass {
@@ -71,6 +76,7 @@ impl AttackClass {
             AttackClass::FirmwareProbe => "firmware_probe",
             AttackClass::QueryScrape => "query_scrape",
             AttackClass::RouteMix => "route_mix",
+            AttackClass::TypeMimic => "type_mimic",
         }
     }
 }
@@ -115,6 +121,7 @@ macro_rules! each {
             AttackConfig::FirmwareProbe($a) => $e,
             AttackConfig::QueryScrape($a) => $e,
             AttackConfig::RouteMix($a) => $e,
+            AttackConfig::TypeMimic($a) => $e,
         }
     };
 }
@@ -137,6 +144,7 @@ impl AttackConfig {
             AttackConfig::FirmwareProbe(_) => AttackClass::FirmwareProbe,
             AttackConfig::QueryScrape(_) => AttackClass::QueryScrape,
             AttackConfig::RouteMix(_) => AttackClass::RouteMix,
+            AttackConfig::TypeMimic(_) => AttackClass::TypeMimic,
         }
     }
 
@@ -179,10 +187,6 @@ fn export_limit() -> u32 {
 fn scrape_limit() -> u32 {
     500
 }
-fn yes() -> bool {
-    true
-}
-
 /// `type = "botnet_flood"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -439,4 +443,43 @@ pub struct RouteMix {
     /// exactly its pace: `rate_per_s` is all it sends) instead of adding to it.
     #[serde(default)]
     pub replace: bool,
+}
+
+/// `type = "type_mimic"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TypeMimic {
+    /// Attack name (unique in the scenario).
+    pub name: String,
+    /// Start, seconds from the start of the run.
+    pub start_s: f64,
+    /// End, seconds from the start of the run.
+    pub end_s: f64,
+    /// What detection is expected.
+    pub expect: Expect,
+    /// Compromised devices (chosen with the seed among devices of `device_type`).
+    #[serde(default = "one")]
+    pub devices: usize,
+    /// Type of the compromised devices.
+    #[serde(default = "sensor")]
+    pub device_type: DeviceType,
+    /// The type they behave like: its request mix (methods, payload sizes) is theirs.
+    #[serde(default = "camera")]
+    pub mimic: DeviceType,
+    /// Requests per second each sends (set it to the mimicked type's usual pace).
+    pub rate_per_s: f64,
+    /// Whether requests keep the device's own routes (each of the mimicked type's requests
+    /// sent on the device's own route with the same method, else its main route): no new
+    /// route, only the pace, sizes and mix change. Otherwise the mimicked type's routes are
+    /// used, with the device's identity in them.
+    #[serde(default)]
+    pub own_routes: bool,
+    /// Whether the attack replaces the device's own traffic during its window instead of
+    /// adding to it.
+    #[serde(default = "yes")]
+    pub replace: bool,
+}
+
+fn yes() -> bool {
+    true
 }

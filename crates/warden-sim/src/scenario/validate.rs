@@ -245,6 +245,19 @@ pub(super) fn scenario(s: &ScenarioConfig) -> Vec<ConfigError> {
                 need(c.device_type, c.attackers, "attackers", &mut extra);
                 limit_check(&mut extra, at("page_size"), c.page_size);
             }
+            AttackConfig::TypeMimic(c) => {
+                rate_check(&mut extra, at("rate_per_s"), c.rate_per_s);
+                need(c.device_type, c.devices, "devices", &mut extra);
+                if c.mimic == c.device_type {
+                    extra.push((at("mimic"), "must differ from device_type".into()));
+                }
+                if !c.mimic.is_device() || !c.device_type.is_device() {
+                    extra.push((
+                        at("mimic"),
+                        "devices only: app users send sessions, not reports".into(),
+                    ));
+                }
+            }
             AttackConfig::RouteMix(c) => {
                 rate_check(&mut extra, at("rate_per_s"), c.rate_per_s);
                 need(c.device_type, c.devices, "devices", &mut extra);
