@@ -143,28 +143,7 @@ impl AdminTlsConfig {
     /// the gateway's TLS listener.
     pub fn validate(&self, at: &str, device_cas: &[&Path], errs: &mut Vec<ConfigError>) {
         let key = |k: &str| format!("{at}.{k}");
-        match read_file(&self.cert_file) {
-            Ok(bytes) => {
-                if let Err(e) = parse_certs(&bytes) {
-                    errs.push(ConfigError::new(key("cert_file"), e));
-                }
-            }
-            Err(e) => errs.push(ConfigError::new(key("cert_file"), e)),
-        }
-        match read_file(&self.key_file) {
-            Ok(bytes) => {
-                if PrivateKeyDer::from_pem_slice(&bytes).is_err() {
-                    errs.push(ConfigError::new(
-                        key("key_file"),
-                        format!(
-                            "`{}` holds no PEM private key (PKCS#8, PKCS#1 or SEC1)",
-                            self.key_file.display()
-                        ),
-                    ));
-                }
-            }
-            Err(e) => errs.push(ConfigError::new(key("key_file"), e)),
-        }
+        check_cert_and_key(&self.cert_file, &self.key_file, at, errs);
         if self.client_ca_files.is_empty() {
             errs.push(ConfigError::new(
                 key("client_ca_files"),
@@ -230,28 +209,7 @@ impl TlsConfig {
     /// Every problem, keys under `at` (e.g. `gateway.tls`).
     pub fn validate(&self, at: &str, errs: &mut Vec<ConfigError>) {
         let key = |k: &str| format!("{at}.{k}");
-        match read_file(&self.cert_file) {
-            Ok(bytes) => {
-                if let Err(e) = parse_certs(&bytes) {
-                    errs.push(ConfigError::new(key("cert_file"), e));
-                }
-            }
-            Err(e) => errs.push(ConfigError::new(key("cert_file"), e)),
-        }
-        match read_file(&self.key_file) {
-            Ok(bytes) => {
-                if PrivateKeyDer::from_pem_slice(&bytes).is_err() {
-                    errs.push(ConfigError::new(
-                        key("key_file"),
-                        format!(
-                            "`{}` holds no PEM private key (PKCS#8, PKCS#1 or SEC1)",
-                            self.key_file.display()
-                        ),
-                    ));
-                }
-            }
-            Err(e) => errs.push(ConfigError::new(key("key_file"), e)),
-        }
+        check_cert_and_key(&self.cert_file, &self.key_file, at, errs);
         if self.handshake_timeout_ms == 0 {
             errs.push(ConfigError::new(
                 key("handshake_timeout_ms"),
@@ -324,5 +282,32 @@ impl ClientAuthConfig {
                 "must not contain whitespace",
             ));
         }
+    }
+}
+
+/// Problems with a listener's certificate chain and private key files (`{at}.cert_file`,
+/// `{at}.key_file`): unreadable, no certificate, no PEM private key.
+fn check_cert_and_key(cert_file: &Path, key_file: &Path, at: &str, errs: &mut Vec<ConfigError>) {
+    match read_file(cert_file) {
+        Ok(bytes) => {
+            if let Err(e) = parse_certs(&bytes) {
+                errs.push(ConfigError::new(format!("{at}.cert_file"), e));
+            }
+        }
+        Err(e) => errs.push(ConfigError::new(format!("{at}.cert_file"), e)),
+    }
+    match read_file(key_file) {
+        Ok(bytes) => {
+            if PrivateKeyDer::from_pem_slice(&bytes).is_err() {
+                errs.push(ConfigError::new(
+                    format!("{at}.key_file"),
+                    format!(
+                        "`{}` holds no PEM private key (PKCS#8, PKCS#1 or SEC1)",
+                        key_file.display()
+                    ),
+                ));
+            }
+        }
+        Err(e) => errs.push(ConfigError::new(format!("{at}.key_file"), e)),
     }
 }
