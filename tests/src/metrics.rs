@@ -36,8 +36,8 @@ pub fn samples(scrape: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// The metric table of docs/METRICS.md: name → (type, has samples only with TLS listeners or
-/// alert sinks, which the end-to-end stack does not configure).
+/// The metric table of docs/METRICS.md: name → (type, has samples only with TLS listeners,
+/// alert sinks or ML detectors, which the end-to-end stack does not configure).
 pub fn documented() -> anyhow::Result<BTreeMap<String, (String, bool)>> {
     let text = std::fs::read_to_string(root().join("docs/METRICS.md"))?;
     let mut out = BTreeMap::new();
@@ -45,8 +45,9 @@ pub fn documented() -> anyhow::Result<BTreeMap<String, (String, bool)>> {
         let cells: Vec<&str> = line.split('|').map(str::trim).collect();
         let name = cells.get(1).context("name")?.trim_matches('`').to_string();
         let kind = cells.get(2).context("type")?.to_string();
-        let tls_only =
-            line.contains("(TLS listeners only)") || line.contains("(with alert sinks only)");
+        let tls_only = line.contains("(TLS listeners only)")
+            || line.contains("(with alert sinks only)")
+            || line.contains("(ML detectors only)");
         out.insert(name, (kind, tls_only));
     }
     Ok(out)

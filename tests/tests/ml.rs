@@ -283,6 +283,36 @@ fn a_changed_model_is_swapped_and_a_bad_one_refused_while_the_old_keeps_serving(
         }]
     );
     assert_ne!(a.sha256, b.sha256);
+    // The served model's scores are exported, relative to its firing bar, and keep counting
+    // across the swap: 25 s of one device's requests give complete samples to score.
+    let t0 = warden_event::now_ns();
+    let events: Vec<_> = (0..125u64)
+        .map(|i| {
+            let mut e = warden_tests::processing::event("dev-2", i);
+            e.ts = t0 + i as i64 * 200_000_000;
+            e
+        })
+        .collect();
+    let batch = warden_event::to_record_batch(&events).expect("batch");
+    engine
+        .process(&batch, t0 + 26_000_000_000)
+        .expect("process");
+    let stats = std::sync::Arc::new(warden_stream::ProcessorStats::default());
+    *stats.model_scores.lock() = engine.model_scores();
+    let text = warden::metrics::render(&warden::metrics::registry(&warden::metrics::Sources {
+        processor: Some(("tiny".into(), stats)),
+        ..Default::default()
+    }));
+    let count = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                "warden_processor_model_score_ratio_count{pipeline=\"tiny\",detector=\"km\",model=\"kmeans\"} ",
+            )
+        })
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no model score count in:\n{text}"));
+    assert!(count >= 10, "{count} scored samples");
 }
 
 /// One definition, two executions: the samples `warden train` fits on (the Parquet archive

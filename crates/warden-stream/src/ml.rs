@@ -18,6 +18,7 @@ use std::time::SystemTime;
 pub mod train;
 
 use parking_lot::{Mutex, RwLock};
+use prometheus_client::metrics::histogram::Histogram;
 use warden_config::{ConfigError, DetectorConfig, MlConfig, PeerGroup, PipelineConfig};
 use warden_detect::{DetectError, Detector, Firing, KeyId, Sample};
 use warden_ml::{MlError, Model, ModelKind};
@@ -49,6 +50,8 @@ fn stamp(path: &Path) -> Option<Stamp> {
 
 struct Shared {
     model: RwLock<Arc<Model>>,
+    /// Every judged sample's score over its firing threshold (see [`score_histogram`]).
+    scores: Histogram,
     generation: AtomicU64,
     /// The file as last read (loaded or refused).
     seen: Mutex<Option<Stamp>>,
@@ -63,6 +66,24 @@ pub struct ModelHandle {
     /// The pipeline window the detector's features are over.
     window: String,
     shared: Arc<Shared>,
+}
+
+/// The distribution of a model's scores as a share of the bar it fires at (the calibrated
+/// threshold × `threshold_factor`): comparable across model kinds and units, `≥ 1` is a
+/// sample above the bar. A drift of the bulk towards 1 says the fleet moved away from what
+/// the model was trained on (retrain); a sudden mass above 1, an incident or a bad model.
+fn score_histogram() -> Histogram {
+    Histogram::new([0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.25, 1.5, 2.0, 4.0, 10.0])
+}
+
+/// A served model's score histogram, for the metrics endpoint.
+#[derive(Clone, Debug)]
+pub struct ModelScores {
+    /// The detector's name in the pipeline.
+    pub detector: String,
+    /// The model kind (`kmeans`, `gmm`…).
+    pub model: &'static str,
+    pub scores: Histogram,
 }
 
 /// What a model refresh did.
@@ -88,6 +109,7 @@ impl ModelHandle {
             window: window.to_string(),
             shared: Arc::new(Shared {
                 model: RwLock::new(Arc::new(model)),
+                scores: score_histogram(),
                 generation: AtomicU64::new(0),
                 seen: Mutex::new(seen),
             }),
@@ -135,6 +157,17 @@ impl ModelHandle {
             });
         }
         Ok(model)
+    }
+
+    /// The histogram of the scores this model served (shared by clones; it survives model
+    /// swaps).
+    pub fn scores(&self) -> &Histogram {
+        &self.shared.scores
+    }
+
+    /// The model kind served.
+    pub fn kind(&self) -> ModelKind {
+        self.kind
     }
 
     pub fn current(&self) -> Arc<Model> {
@@ -216,10 +249,14 @@ impl MlDetector {
         }
         let g = self.model.group(s.peer_name);
         let score = g.score(s.values, &mut self.scaled);
-        score.is_finite().then_some((
-            score,
-            g.calibration.threshold * self.config.threshold_factor,
-        ))
+        let threshold = g.calibration.threshold * self.config.threshold_factor;
+        if !score.is_finite() {
+            return None;
+        }
+        if threshold > 0.0 {
+            self.handle.scores().observe(score / threshold);
+        }
+        Some((score, threshold))
     }
 
     fn firing(&self, s: &Sample, score: f64, threshold: f64) -> Firing {

@@ -114,6 +114,8 @@ pub struct ProcessorStats {
     /// Consumer lag per assigned partition, at the last measurement.
     pub lag: Mutex<BTreeMap<i32, u64>>,
     pub pipeline: Mutex<PipelineStatus>,
+    /// The ML detectors' score histograms (replaced when the pipeline is reloaded).
+    pub model_scores: Mutex<Vec<crate::ml::ModelScores>>,
     /// Batch duration and event-to-decision latency histograms, firings by detector.
     pub histograms: ProcessorHistograms,
 }
@@ -232,8 +234,10 @@ impl Processor {
             loaded_at: warden_event::now_ns(),
             ..PipelineStatus::default()
         };
+        let engine = Engine::new(&pipeline)?;
+        *stats.model_scores.lock() = engine.model_scores();
         Ok(Self {
-            engine: Engine::new(&pipeline)?,
+            engine,
             dedup: Dedup::new(DedupConfig::for_pipeline(&pipeline)),
             owners: KeyOwners::new(&pipeline),
             pipeline,
@@ -488,6 +492,7 @@ impl Processor {
             })
             .and_then(|p| {
                 let report = self.engine.reconfigure(&p)?;
+                *self.stats.model_scores.lock() = self.engine.model_scores();
                 Ok((p, report))
             });
         match result {

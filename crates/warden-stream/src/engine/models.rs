@@ -31,6 +31,22 @@ impl Engine {
         out
     }
 
+    /// The score histograms of the ML detectors' served models.
+    pub fn model_scores(&self) -> Vec<crate::ml::ModelScores> {
+        self.windows
+            .iter()
+            .flat_map(|w| w.detectors.iter())
+            .filter_map(|d| {
+                let h = d.model.as_ref()?;
+                Some(crate::ml::ModelScores {
+                    detector: d.config.name().to_string(),
+                    model: h.kind().as_str(),
+                    scores: h.scores().clone(),
+                })
+            })
+            .collect()
+    }
+
     /// Whether the pipeline has ML detectors serving a model.
     pub fn has_models(&self) -> bool {
         self.windows
