@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from rig import Fleet, Load, Stack, capacity, rss_kb  # noqa: E402
+from rig import Fleet, Load, Stack, capacity, http_get, rss_kb  # noqa: E402
 
 BENIGN_REFUSALS = {401, 403, 429}
 
@@ -182,6 +182,24 @@ def connection_flood(port, n, hold):
     return len(socks), closed
 
 
+def probe_ready(port):
+    """The status of a `/readyz` probe (0 when it did not answer)."""
+    try:
+        return http_get(port, "/readyz", timeout=2)[0]
+    except OSError:
+        return 0
+
+
+def watch_ready(port, seconds):
+    """Probe `/readyz` for `seconds`; when it first answered 503 (seconds in), or None."""
+    start, first = time.time(), None
+    while time.time() - start < seconds:
+        if first is None and probe_ready(port) == 503:
+            first = time.time() - start
+        time.sleep(0.5)
+    return first
+
+
 def chaos(args, tmp, report):
     fleet, flooder = Fleet("dev", 60, seed=21), Fleet("atk", 1, seed=22)
     attacker = flooder.devices
@@ -227,11 +245,24 @@ def chaos(args, tmp, report):
             # Frozen, not stopped: connections stay open and nothing answers (a hung broker or a
             # partition). Tansu 0.6 on SQLite cannot be restarted under idempotent producers
             # (its storage panics on the producer-state check), so `restart` is for real Kafka.
+            # Frozen long enough for the processor to report itself not ready (the bus has
+            # not answered it for 15 s), and ready again once the broker answers.
+            frozen = max(h, 22.0)
             stack.tansu.send(signal.SIGSTOP)
-            hold(h)
+            unready = watch_ready(stack.proc_metrics, frozen)
             stack.tansu.send(signal.SIGCONT)
-            hold(h)
-            mark(f"broker frozen {h} s (SIGSTOP), resumed", t)
+            resumed = time.time()
+            back = None
+            while time.time() - resumed < 30 and back is None:
+                if probe_ready(stack.proc_metrics) == 200:
+                    back = time.time() - resumed
+                time.sleep(0.25)
+            report.check(unready is not None,
+                         f"the processor's /readyz answered 503 while the broker was frozen ({unready and f'{unready:.1f} s in'})")
+            report.check(back is not None,
+                         f"the processor's /readyz answered 200 again after the broker resumed ({back and f'{back:.1f} s'})")
+            hold(max(0.0, h - (time.time() - resumed)))
+            mark(f"broker frozen {frozen:.0f} s (SIGSTOP), resumed", t)
 
         t = load.elapsed()
         stack.processor.stop(signal.SIGKILL, 10)

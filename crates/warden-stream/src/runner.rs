@@ -111,6 +111,10 @@ pub struct ProcessorStats {
     pub events_per_second: AtomicU64,
     /// Consumer lag (records not yet processed) summed over the assigned partitions.
     pub lag_total: AtomicU64,
+    /// When the bus last answered a request of this processor (the decisions read at start,
+    /// then the end offsets measured with the lag, every 2 s), nanoseconds since the Unix
+    /// epoch; 0 before it first did. Readiness needs it recent.
+    pub bus_reached_at: AtomicU64,
     /// Consumer lag per assigned partition, at the last measurement.
     pub lag: Mutex<BTreeMap<i32, u64>>,
     pub pipeline: Mutex<PipelineStatus>,
@@ -328,6 +332,10 @@ impl Processor {
         )
         .instrument(span.clone())
         .await?;
+        self.stats.bus_reached_at.store(
+            u64::try_from(warden_event::now_ns()).unwrap_or(0),
+            Ordering::Relaxed,
+        );
         let mut events = bus
             .group_consumer(&self.pipeline.source.group, &[self.topics.events.as_str()])
             .await?;
@@ -872,6 +880,10 @@ impl Processor {
         {
             Ok(Ok(ends)) => {
                 self.ends = ends;
+                self.stats.bus_reached_at.store(
+                    u64::try_from(warden_event::now_ns()).unwrap_or(0),
+                    Ordering::Relaxed,
+                );
                 true
             }
             Ok(Err(e)) => {

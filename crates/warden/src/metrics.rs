@@ -517,10 +517,14 @@ pub fn render(registry: &Registry) -> String {
 /// Longest a spooled event may wait for the bus before the process reports itself not ready.
 const READY_MAX_UNSENT_MS: u64 = 60_000;
 
+/// Longest the bus may leave the processor unanswered (it asks every 2 s) before the process
+/// reports itself not ready: a processor that cannot reach the bus decides nothing.
+const READY_MAX_BUS_SILENCE_MS: u64 = 15_000;
+
 /// Readiness of what this process runs: the gateway is ready when its events reach the bus
 /// (nothing unsent for over a minute — it read the live decisions before its listener
-/// opened), the processor when its pipeline is loaded. Returns whether all are ready and the
-/// checks as JSON.
+/// opened), the processor when its pipeline is loaded and the bus answered it lately.
+/// Returns whether all are ready and the checks as JSON.
 pub fn readiness(sources: &Sources) -> (bool, serde_json::Value) {
     let mut checks = serde_json::Map::new();
     let mut ready = true;
@@ -535,7 +539,12 @@ pub fn readiness(sources: &Sources) -> (bool, serde_json::Value) {
     }
     if let Some((pipeline, s)) = &sources.processor {
         let status = s.pipeline_status();
-        let ok = status.loaded_at > 0;
+        let reached = get_u(&s.bus_reached_at);
+        let since_bus_ns = u64::try_from(warden_event::now_ns())
+            .unwrap_or(0)
+            .saturating_sub(reached);
+        let bus_ok = reached > 0 && since_bus_ns <= READY_MAX_BUS_SILENCE_MS * 1_000_000;
+        let ok = status.loaded_at > 0 && bus_ok;
         ready &= ok;
         checks.insert(
             "processor".into(),
@@ -543,6 +552,8 @@ pub fn readiness(sources: &Sources) -> (bool, serde_json::Value) {
                 "pipeline": pipeline,
                 "ready": ok,
                 "reload_failing": status.last_failure.is_some(),
+                "bus_reachable": bus_ok,
+                "bus_last_answered_seconds_ago": (reached > 0).then(|| since_bus_ns as f64 / 1e9),
                 "consumer_lag": get_u(&s.lag_total),
             }),
         );

@@ -50,6 +50,18 @@ fn readiness_follows_the_event_path_and_the_pipeline() {
     let (ready, body) = readiness(&sources);
     assert!(!ready, "no pipeline loaded yet: {body}");
     processor.pipeline.lock().loaded_at = 1;
+    let (ready, body) = readiness(&sources);
+    assert!(!ready, "the bus never answered: {body}");
+    assert_eq!(
+        body["checks"]["processor"]["bus_reachable"], false,
+        "{body}"
+    );
+    let now = warden_event::now_ns() as u64;
+    processor
+        .bus_reached_at
+        .store(now - 20_000_000_000, Ordering::Relaxed);
+    assert!(!readiness(&sources).0, "the bus last answered 20 s ago");
+    processor.bus_reached_at.store(now, Ordering::Relaxed);
     assert!(readiness(&sources).0);
     emit.oldest_unsent_ms.store(61_000, Ordering::Relaxed);
     let (ready, body) = readiness(&sources);
