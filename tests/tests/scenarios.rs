@@ -205,13 +205,22 @@ async fn every_scenario_meets_its_expectations_live() {
     assert!(problems.is_empty(), "\n{}", problems.join("\n"));
 }
 
-/// The benign scenario over a whole simulated day, accelerated through the detection engine
-/// running the shipped default pipeline: not one quarantine, not one alert.
+/// The benign scenario over a whole simulated day (daily cycle, firmware rollout, reconnect
+/// storm, churn), accelerated through the detection engine running the shipped default
+/// pipeline: not one quarantine.
 #[test]
 fn benign_day_accelerated_has_zero_quarantines() {
     let _shared = MACHINE.blocking_read();
     let mut scenario: ScenarioConfig = short("benign", 86_400.0, 40, 1.0);
     scenario.fleet.start_hour = 0.0;
+    // Churn, stronger than the scenario file's 5 % so that a 40-device fleet has several of
+    // each: devices joining (unknown, judged against their type), retired, and away for
+    // 4.8 hours (their history expires; they come back as unknown devices with a burst).
+    let churn = scenario.fleet.churn.as_mut().expect("the benign scenario has churn");
+    churn.joining = 0.2;
+    churn.leaving = 0.1;
+    churn.offline = 0.2;
+    assert!(churn.offline_s > 3.0 * 3600.0, "{}", churn.offline_s);
     let pipeline = warden::demo::default_pipeline().unwrap_or_else(|e| panic!("{e:#}"));
     let mut engine = warden_stream::Engine::new(&pipeline).unwrap_or_else(|e| panic!("{e}"));
     let mut detect = |batch: &arrow::record_batch::RecordBatch,
@@ -250,8 +259,8 @@ fn benign_day_accelerated_has_zero_quarantines() {
         run.labels.fleet.devices,
         markdown(&report)
     );
-    // A day of every device type: sensors alone report 2 880 times each.
-    assert!(run.events > 80_000, "{}", run.events);
+    // A day of every device type: sensors alone report 2 880 times each (fewer with churn).
+    assert!(run.events > 50_000, "{}", run.events);
     assert_eq!(run.labels.fleet.by_type.len(), 5);
     assert!(
         run.decisions.is_empty(),

@@ -74,6 +74,9 @@ pub struct FleetSpec {
     /// backlog (a legitimate reconnect storm).
     #[serde(default)]
     pub outage: Option<OutageSpec>,
+    /// Devices joining, leaving and going offline for a while during the run.
+    #[serde(default)]
+    pub churn: Option<ChurnSpec>,
 }
 
 fn default_tenants() -> usize {
@@ -186,6 +189,35 @@ fn default_backlog() -> u32 {
     8
 }
 
+/// A fleet's churn: each device is at most one of new (joins during the run), retired (goes
+/// silent during the run) or away (offline for a while, then back with its queued reports —
+/// after a long absence its history has expired, so it returns as an unknown device with a
+/// burst). Moments are drawn uniformly over the run, per device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChurnSpec {
+    /// Share of the devices that join during the run: silent until then, they start with a
+    /// few first-contact requests within seconds, then report as usual.
+    #[serde(default)]
+    pub joining: f64,
+    /// Share of the devices that go silent for good at some moment of the run.
+    #[serde(default)]
+    pub leaving: f64,
+    /// Share of the devices that go offline for `offline_s` at some moment of the run.
+    #[serde(default)]
+    pub offline: f64,
+    /// How long an away device is offline, seconds (scales with `--duration`).
+    #[serde(default = "default_offline_s")]
+    pub offline_s: f64,
+    /// Most queued reports an away device sends when it is back.
+    #[serde(default = "default_backlog")]
+    pub max_backlog: u32,
+}
+
+fn default_offline_s() -> f64 {
+    60.0
+}
+
 /// What a whole run must show.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -246,6 +278,9 @@ impl ScenarioConfig {
         if let Some(o) = &mut self.fleet.outage {
             o.start_s *= k;
             o.duration_s *= k;
+        }
+        if let Some(c) = &mut self.fleet.churn {
+            c.offline_s *= k;
         }
         self
     }

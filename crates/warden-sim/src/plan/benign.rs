@@ -1,5 +1,6 @@
 //! A device behaving normally: periodic reports (or app sessions) on its diurnal pattern, with
-//! jitter, occasional bursts, the fleet's firmware rollout and reconnect storm.
+//! jitter, occasional bursts, the fleet's firmware rollout and reconnect storm, and churn
+//! (joining, leaving, away for a while).
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -20,9 +21,14 @@ pub(super) struct Benign {
     next_report: i64,
     /// Requests already decided (bursts, sessions, rollout, backlog), latest first.
     pending: Vec<Planned>,
-    /// The fleet's outage `[from, to)`, ns.
-    outage: Option<(i64, i64)>,
+    /// When the device does not report, `[from, to)` ns: the fleet's outage, the device's own
+    /// absence (churn) and, for a device that joins during the run, the time before it does.
+    silent: Vec<(i64, i64)>,
 }
+
+/// Salt of the churn's random stream: a scenario without churn draws exactly what it drew
+/// before churn existed.
+const CHURN_SALT: u64 = 0x6368_7572_6e00;
 
 impl Benign {
     pub(super) fn new(scenario: &ScenarioConfig, fleet: &Fleet, device: usize, seed: u64) -> Self {
@@ -41,7 +47,7 @@ impl Benign {
             end_ns,
             next_report: first,
             pending: Vec::new(),
-            outage: None,
+            silent: Vec::new(),
         };
         if let Some(r) = scenario.fleet.firmware_rollout.as_ref()
             && profile.firmware
@@ -71,7 +77,7 @@ impl Benign {
         if let Some(o) = scenario.fleet.outage.as_ref() {
             let from = (o.start_s * NS) as i64;
             let to = ((o.start_s + o.duration_s) * NS) as i64;
-            me.outage = Some((from, to));
+            me.silent.push((from, to));
             // Reports missed during the outage, sent right after it (a reconnect storm).
             let missed = ((to - from) as f64 / period_ns).ceil() as u32;
             let backlog = missed.min(o.max_backlog);
@@ -82,7 +88,57 @@ impl Benign {
                 t += ((0.2 + 0.3 * me.rng.random::<f64>()) * NS) as i64;
             }
         }
+        if let Some(c) = scenario.fleet.churn.as_ref() {
+            me.churn(scenario, c, fleet, mix_seed(seed ^ CHURN_SALT, device as u64));
+        }
         me
+    }
+
+    /// Make this device new, retired or away, as `c` draws it.
+    fn churn(
+        &mut self,
+        scenario: &ScenarioConfig,
+        c: &crate::scenario::ChurnSpec,
+        fleet: &Fleet,
+        seed: u64,
+    ) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let role = rng.random::<f64>();
+        let at = (rng.random::<f64>() * self.end_ns as f64) as i64;
+        if role < c.joining {
+            // New: nothing before `at`, then a few first-contact requests within seconds.
+            self.silent.push((i64::MIN, at));
+            self.pending.retain(|p| p.at_ns >= at);
+            let mut t = at;
+            for _ in 0..rng.random_range(2..=4) {
+                let action = choose(self.profile.actions, &mut rng);
+                self.push(fleet, t, action);
+                t += ((0.2 + 0.8 * rng.random::<f64>()) * NS) as i64;
+            }
+            if self.next_report < at {
+                let skip = ((at - self.next_report) as f64 / self.period_ns).ceil();
+                self.next_report += (skip * self.period_ns) as i64;
+            }
+        } else if role < c.joining + c.leaving {
+            // Retired: silent from `at` on.
+            self.end_ns = self.end_ns.min(at);
+        } else if role < c.joining + c.leaving + c.offline {
+            // Away for `offline_s`, then back with what it queued (within the run).
+            let to = at.saturating_add((c.offline_s * NS) as i64);
+            let end = (scenario.duration_s * NS) as i64;
+            self.silent.push((at, to));
+            self.pending.retain(|p| p.at_ns < at || p.at_ns >= to);
+            let missed = ((to - at) as f64 / self.period_ns).ceil() as u32;
+            let mut t = to + (rng.random::<f64>() * 3.0 * NS) as i64;
+            for _ in 0..missed.min(c.max_backlog) {
+                if t >= end {
+                    break;
+                }
+                let action = choose(self.profile.actions, &mut rng);
+                self.push(fleet, t, action);
+                t += ((0.2 + 0.3 * rng.random::<f64>()) * NS) as i64;
+            }
+        }
     }
 
     /// Decide a request of `action` at `t`.
@@ -119,7 +175,7 @@ impl Benign {
             }
         };
         self.next_report = t + (interval as i64).max(1_000_000);
-        if self.outage.is_some_and(|(from, to)| t >= from && t < to) {
+        if self.silent.iter().any(|&(from, to)| t >= from && t < to) {
             return;
         }
         let dev = &fleet.devices[self.device];

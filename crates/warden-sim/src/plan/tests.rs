@@ -403,3 +403,77 @@ max_false_quarantines = 0
         "{err}"
     );
 }
+
+#[test]
+fn churn_brings_devices_in_takes_them_out_and_away_for_a_while() {
+    let mut s = small("benign", 400, 600.0);
+    s.fleet.firmware_rollout = None;
+    s.fleet.outage = None;
+    s.fleet.period_scale = 0.2;
+    let without: Vec<Planned> = Plan::new(&s, 5).collect();
+    s.fleet.churn = Some(crate::scenario::ChurnSpec {
+        joining: 0.2,
+        leaving: 0.2,
+        offline: 0.2,
+        offline_s: 200.0,
+        max_backlog: 8,
+    });
+    s.validate().unwrap_or_else(|e| panic!("{e}"));
+    let plan = Plan::new(&s, 5);
+    let fleet = plan.fleet().clone();
+    let plan: Vec<Planned> = plan.collect();
+    assert!(plan.windows(2).all(|w| w[0].at_ns <= w[1].at_ns));
+    let mut times: BTreeMap<usize, Vec<i64>> = BTreeMap::new();
+    for p in &plan {
+        if let Source::Benign(d) = p.source {
+            times.entry(d).or_default().push(p.at_ns);
+        }
+    }
+    let end = (600.0 * NS) as i64;
+    let early = |ts: &Vec<i64>| ts.first().is_some_and(|t| *t < end / 10);
+    let late = |ts: &Vec<i64>| ts.last().is_some_and(|t| *t > end - end / 10);
+    // The longest silence of a device, ns.
+    let gap = |ts: &Vec<i64>| ts.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    let n = fleet.devices.len() as f64;
+    let joined = times.values().filter(|ts| !early(ts) && late(ts)).count() as f64;
+    let left = times.values().filter(|ts| early(ts) && !late(ts)).count() as f64;
+    // Devices silent for 190 s or more and reporting again at the end: the away ones, plus
+    // those that are that quiet anyway (app users between sessions, a meter at night).
+    let long_gap = |m: &BTreeMap<usize, Vec<i64>>| {
+        m.values()
+            .filter(|ts| late(ts) && gap(ts) >= (190.0 * NS) as i64)
+            .count() as f64
+    };
+    let mut before: BTreeMap<usize, Vec<i64>> = BTreeMap::new();
+    for p in &without {
+        if let Source::Benign(d) = p.source {
+            before.entry(d).or_default().push(p.at_ns);
+        }
+    }
+    let away = long_gap(&times) - long_gap(&before);
+    for (what, got) in [("joined", joined), ("left", left), ("away", away)] {
+        // 20 % each, blurred: devices that join or leave near an end, come back after it, or
+        // report so rarely that their first report falls after the first tenth of the run.
+        assert!(
+            (0.05 * n..=0.35 * n).contains(&got),
+            "{what}: {got} of {n} devices"
+        );
+    }
+    // A device back from away sends its backlog in a burst: some device sends ≥ 4 requests
+    // within 3 s right after a silence of ≥ 190 s.
+    let burst = times.values().any(|ts| {
+        ts.windows(2).enumerate().any(|(i, w)| {
+            w[1] - w[0] >= (190.0 * NS) as i64
+                && ts[i + 1..].iter().take_while(|t| **t < w[1] + 3 * NS as i64).count() >= 4
+        })
+    });
+    assert!(burst, "no backlog burst after an absence");
+    // Bad churn is refused with the key named.
+    let mut bad = s.clone();
+    if let Some(c) = bad.fleet.churn.as_mut() {
+        c.joining = 0.7;
+        c.offline_s = 0.0;
+    }
+    let e = bad.validate().err().expect("refused").to_string();
+    assert!(e.contains("fleet.churn") && e.contains("offline_s"), "{e}");
+}

@@ -128,6 +128,37 @@ pub(super) fn scenario(s: &ScenarioConfig) -> Vec<ConfigError> {
         }
     }
 
+    if let Some(c) = &f.churn {
+        for (k, v) in [
+            ("joining", c.joining),
+            ("leaving", c.leaving),
+            ("offline", c.offline),
+        ] {
+            if !(v.is_finite() && (0.0..=1.0).contains(&v)) {
+                err(format!("fleet.churn.{k}"), "must be from 0 to 1".into());
+            }
+        }
+        if c.joining + c.leaving + c.offline > 1.0 {
+            err(
+                "fleet.churn".into(),
+                "joining + leaving + offline must be at most 1 (a device is at most one of them)"
+                    .into(),
+            );
+        }
+        if !(c.offline_s.is_finite() && c.offline_s > 0.0 && c.offline_s < duration) {
+            err(
+                "fleet.churn.offline_s".into(),
+                "must be more than 0 and shorter than the run".into(),
+            );
+        }
+        if c.max_backlog > 1000 {
+            err(
+                "fleet.churn.max_backlog".into(),
+                "must be at most 1000".into(),
+            );
+        }
+    }
+
     let counts: BTreeMap<DeviceType, usize> = f.mix.counts(f.devices).into_iter().collect();
     let mut needed: BTreeMap<DeviceType, usize> = BTreeMap::new();
     let mut names = HashSet::new();
