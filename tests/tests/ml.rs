@@ -283,6 +283,12 @@ fn a_changed_model_is_swapped_and_a_bad_one_refused_while_the_old_keeps_serving(
         }]
     );
     assert_ne!(a.sha256, b.sha256);
+    // The console's processor health names the model now served.
+    let served = engine.model_scores();
+    let d = served.first().expect("one model").describe();
+    assert_eq!(d["detector"], "km", "{d}");
+    assert_eq!(d["sha256"], b.sha256.as_str(), "{d}");
+    assert_eq!(d["swaps"], 1, "{d}");
     // The served model's scores are exported, relative to its firing bar, and keep counting
     // across the swap: 25 s of one device's requests give complete samples to score.
     let t0 = warden_event::now_ns();

@@ -216,7 +216,11 @@ fn benign_day_accelerated_has_zero_quarantines() {
     // Churn, stronger than the scenario file's 5 % so that a 40-device fleet has several of
     // each: devices joining (unknown, judged against their type), retired, and away for
     // 4.8 hours (their history expires; they come back as unknown devices with a burst).
-    let churn = scenario.fleet.churn.as_mut().expect("the benign scenario has churn");
+    let churn = scenario
+        .fleet
+        .churn
+        .as_mut()
+        .expect("the benign scenario has churn");
     churn.joining = 0.2;
     churn.leaving = 0.1;
     churn.offline = 0.2;

@@ -17,7 +17,7 @@
 //! | `POST` | `/api/quarantine` | quarantine a subject by hand (operators) |
 //! | `POST` | `/api/quarantine/release` | body `{"kind","value","reason"}`: publishes a release, `202` with the decision; `404` when nothing is active (operators) |
 //! | `GET` | `/api/devices/{identity}` | that identity's alerts and latest decision |
-//! | `GET` | `/api/status` | the processor's pipeline and reload status |
+//! | `GET` | `/api/status` | the processor's health: pipeline and reloads, events/s, lag, bus, models served |
 //! | `GET` | `/api/stream` | server-sent events: new alerts and decisions |
 //! | `GET` | `/api/openapi.json` | the OpenAPI document of this API |
 //! | `GET` | `/healthz` | `ok` |

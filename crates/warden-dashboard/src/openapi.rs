@@ -134,7 +134,7 @@ fn build() -> Value {
                 "responses": with(json!({ "200": ok("The identity", device) }), refusals.clone())
             }},
             "/api/status": { "get": {
-                "summary": "Status of the components beside the console (pipeline, last refused reload)",
+                "summary": "Health of the processor beside the console: pipeline (last reload, last refused change), events/s, consumer lag per partition, bus reachability, state size, the ML models served (kind, content hash, training window)",
                 "responses": with(json!({ "200": ok("Status", json!({ "type": "object" })) }), refusals.clone())
             }},
             "/api/stream": { "get": {

@@ -76,14 +76,51 @@ fn score_histogram() -> Histogram {
     Histogram::new([0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.25, 1.5, 2.0, 4.0, 10.0])
 }
 
-/// A served model's score histogram, for the metrics endpoint.
-#[derive(Clone, Debug)]
+/// A served model's score histogram, for the metrics endpoint, and the model itself, for the
+/// console's processor health (which model version serves, trained when, on what).
+#[derive(Clone)]
 pub struct ModelScores {
     /// The detector's name in the pipeline.
     pub detector: String,
     /// The model kind (`kmeans`, `gmm`…).
     pub model: &'static str,
     pub scores: Histogram,
+    /// The model's handle (`None` for scores recorded without one).
+    pub handle: Option<ModelHandle>,
+}
+
+impl std::fmt::Debug for ModelScores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelScores")
+            .field("detector", &self.detector)
+            .field("model", &self.model)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ModelScores {
+    /// The model now served, as the console shows it: kind, content hash (its version),
+    /// file, training window and size, calibration target.
+    pub fn describe(&self) -> serde_json::Value {
+        let Some(handle) = &self.handle else {
+            return serde_json::json!({ "detector": self.detector, "model": self.model });
+        };
+        let m = handle.current();
+        let t = &m.body.training;
+        serde_json::json!({
+            "detector": self.detector,
+            "model": self.model,
+            "sha256": m.sha256,
+            "path": handle.path.display().to_string(),
+            "features": m.body.features,
+            "trained_at_s": t.trained_at_s,
+            "trained_from_ns": t.from_ns,
+            "trained_to_ns": t.to_ns,
+            "rows": t.rows,
+            "target_fpr": m.body.target_fpr,
+            "swaps": handle.generation(),
+        })
+    }
 }
 
 /// What a model refresh did.

@@ -233,9 +233,7 @@ impl Stack {
                     .context("starting the dashboard")?;
             // The processor in this process reports its pipeline (and refused reloads) there.
             if let Some(stats) = stack.processor_stats.clone() {
-                dashboard = dashboard.with_status(Arc::new(
-                    move || serde_json::json!({ "pipeline": stats.pipeline_status() }),
-                ));
+                dashboard = dashboard.with_status(Arc::new(move || processor_health(&stats)));
             }
             let listener = TcpListener::bind(config.dashboard.listen)
                 .await
@@ -424,5 +422,56 @@ impl Drop for Stack {
         for (_, t) in &self.tasks {
             t.abort();
         }
+    }
+}
+
+/// The processor's health as the console shows it: the pipeline (and its last reload or
+/// refused change), throughput, lag, bus reachability, state and the models it serves.
+fn processor_health(stats: &warden_stream::ProcessorStats) -> serde_json::Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    let reached = stats.bus_reached_at.load(Relaxed);
+    serde_json::json!({
+        "pipeline": stats.pipeline_status(),
+        "processor": {
+            "events_total": stats.events.load(Relaxed),
+            "events_per_second": stats.events_per_second.load(Relaxed),
+            "consumer_lag": stats.lag_total.load(Relaxed),
+            "lag_by_partition": stats.lag_by_partition(),
+            "assigned_partitions": stats.assigned_partitions.load(Relaxed),
+            "state_bytes": stats.state_bytes.load(Relaxed),
+            "late_events": stats.late_events.load(Relaxed),
+            "bus_last_answered_ns": (reached > 0).then_some(reached),
+        },
+        "models": stats
+            .model_scores
+            .lock()
+            .iter()
+            .map(|m| m.describe())
+            .collect::<Vec<_>>(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering::Relaxed;
+
+    #[test]
+    fn processor_health_reports_throughput_lag_bus_and_models() {
+        let stats = warden_stream::ProcessorStats::default();
+        let h = super::processor_health(&stats);
+        assert_eq!(
+            h["processor"]["bus_last_answered_ns"],
+            serde_json::Value::Null
+        );
+        assert_eq!(h["models"], serde_json::json!([]));
+        stats.events_per_second.store(1200, Relaxed);
+        stats.lag_total.store(7, Relaxed);
+        stats.bus_reached_at.store(42, Relaxed);
+        stats.pipeline.lock().name = "default".into();
+        let h = super::processor_health(&stats);
+        assert_eq!(h["processor"]["events_per_second"], 1200, "{h}");
+        assert_eq!(h["processor"]["consumer_lag"], 7, "{h}");
+        assert_eq!(h["processor"]["bus_last_answered_ns"], 42, "{h}");
+        assert_eq!(h["pipeline"]["name"], "default", "{h}");
     }
 }

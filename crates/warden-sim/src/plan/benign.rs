@@ -89,7 +89,12 @@ impl Benign {
             }
         }
         if let Some(c) = scenario.fleet.churn.as_ref() {
-            me.churn(scenario, c, fleet, mix_seed(seed ^ CHURN_SALT, device as u64));
+            me.churn(
+                scenario,
+                c,
+                fleet,
+                mix_seed(seed ^ CHURN_SALT, device as u64),
+            );
         }
         me
     }

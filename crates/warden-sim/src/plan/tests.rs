@@ -464,7 +464,11 @@ fn churn_brings_devices_in_takes_them_out_and_away_for_a_while() {
     let burst = times.values().any(|ts| {
         ts.windows(2).enumerate().any(|(i, w)| {
             w[1] - w[0] >= (190.0 * NS) as i64
-                && ts[i + 1..].iter().take_while(|t| **t < w[1] + 3 * NS as i64).count() >= 4
+                && ts[i + 1..]
+                    .iter()
+                    .take_while(|t| **t < w[1] + 3 * NS as i64)
+                    .count()
+                    >= 4
         })
     });
     assert!(burst, "no backlog burst after an absence");
@@ -474,6 +478,6 @@ fn churn_brings_devices_in_takes_them_out_and_away_for_a_while() {
         c.joining = 0.7;
         c.offline_s = 0.0;
     }
-    let e = bad.validate().err().expect("refused").to_string();
+    let e = bad.validate().expect_err("refused").to_string();
     assert!(e.contains("fleet.churn") && e.contains("offline_s"), "{e}");
 }

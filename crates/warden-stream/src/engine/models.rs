@@ -42,6 +42,7 @@ impl Engine {
                     detector: d.config.name().to_string(),
                     model: h.kind().as_str(),
                     scores: h.scores().clone(),
+                    handle: Some(h.clone()),
                 })
             })
             .collect()

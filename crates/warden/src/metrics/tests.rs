@@ -137,6 +137,7 @@ fn model_scores_are_exported_as_histograms_relative_to_the_firing_bar() {
         detector: "fleet_kmeans".into(),
         model: "kmeans",
         scores,
+        handle: None,
     }];
     let text = render(&registry(&Sources {
         processor: Some(("ml".into(), stats.clone())),
