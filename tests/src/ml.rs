@@ -2,7 +2,7 @@
 //! with `warden train`'s code path (the archive replayed through the pipeline's own engine),
 //! labelled scenarios run through a pipeline, and per-subject outcomes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use warden_config::PipelineConfig;
@@ -111,118 +111,25 @@ pub fn scenario(rel: &str) -> ScenarioConfig {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Who was alerted on, quarantined, by which detectors; attackers vs the rest.
-#[derive(Debug, Default)]
-pub struct Outcome {
-    pub attackers: BTreeSet<String>,
-    /// Subject → detectors that alerted on it.
-    pub alerted: BTreeMap<String, BTreeSet<String>>,
-    pub quarantined: BTreeSet<String>,
-}
+pub use warden::evaluation::{EvalRow, Outcome, auc, markdown};
 
-impl Outcome {
-    pub fn of(run: &AcceleratedRun) -> Self {
-        let mut o = Outcome::default();
-        for a in &run.labels.attacks {
-            for at in &a.attackers {
-                // Identities: an attacker's address is shared with its device's other traffic.
-                o.attackers.extend(
-                    at.subjects
-                        .iter()
-                        .filter(|s| s.kind == warden_event::SubjectKind::Identity)
-                        .map(|s| s.value.clone()),
-                );
-            }
-        }
-        for a in &run.alerts {
-            o.alerted
-                .entry(a.subject.value.clone())
-                .or_default()
-                .insert(a.detector.clone());
-        }
-        for d in &run.decisions {
-            if d.action == warden_event::Action::Quarantine {
-                o.quarantined.insert(d.subject.value.clone());
-            }
-        }
-        o
-    }
-
-    /// Attackers alerted on by a detector `pick` accepts.
-    pub fn caught(&self, pick: impl Fn(&str) -> bool) -> BTreeSet<String> {
-        self.attackers
+/// Who was alerted on and quarantined in an accelerated run.
+pub fn outcome(run: &AcceleratedRun) -> Outcome {
+    Outcome::new(
+        &run.labels,
+        run.alerts
             .iter()
-            .filter(|a| {
-                self.alerted
-                    .get(*a)
-                    .is_some_and(|ds| ds.iter().any(|d| pick(d)))
-            })
-            .cloned()
-            .collect()
-    }
-
-    /// Benign subjects alerted on by a detector `pick` accepts.
-    pub fn false_alerts(&self, pick: impl Fn(&str) -> bool) -> BTreeSet<String> {
-        self.alerted
+            .map(|a| (a.subject.value.as_str(), a.detector.as_str())),
+        run.decisions
             .iter()
-            .filter(|(s, ds)| !self.attackers.contains(*s) && ds.iter().any(|d| pick(d)))
-            .map(|(s, _)| s.clone())
-            .collect()
-    }
-
-    pub fn false_quarantines(&self) -> BTreeSet<String> {
-        self.quarantined
-            .difference(&self.attackers)
-            .cloned()
-            .collect()
-    }
+            .filter(|d| d.action == warden_event::Action::Quarantine)
+            .map(|d| d.subject.value.as_str()),
+    )
 }
 
 /// Whether a detector name is one of `pipelines/ml.toml`'s ML detectors.
 pub fn is_ml(detector: &str) -> bool {
     detector.starts_with("ml_")
-}
-
-/// One line of the evaluation: a detector (or the statistical pipeline) on a scenario, at
-/// subject level (an identity alerted on at least once).
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct EvalRow {
-    pub scenario: String,
-    pub class: String,
-    pub detector: String,
-    pub attackers: usize,
-    pub caught: usize,
-    pub benign: usize,
-    pub false_alerts: usize,
-    pub precision: f64,
-    pub recall: f64,
-    pub fpr: f64,
-    /// ROC AUC of the model's mean score per identity over the attack window (attackers
-    /// positive);
-    /// none for the statistical pipeline (no single score).
-    pub auc: Option<f64>,
-    pub quarantined_attackers: usize,
-    pub false_quarantines: usize,
-}
-
-/// ROC AUC (Mann–Whitney): the chance a random positive scores above a random negative.
-pub fn auc(pos: &[f64], neg: &[f64]) -> Option<f64> {
-    if pos.is_empty() || neg.is_empty() {
-        return None;
-    }
-    let mut wins = 0.0;
-    for p in pos {
-        for n in neg {
-            wins += if p > n {
-                1.0
-            } else if p == n {
-                0.5
-            } else {
-                0.0
-            };
-        }
-    }
-    Some(wins / (pos.len() * neg.len()) as f64)
 }
 
 /// Every identity's mean score under each model over the scenario's attack windows (full
@@ -292,92 +199,20 @@ pub fn mean_scores(
 }
 
 /// Rows for one scenario: the statistical pipeline's run (`stats`), the ML pipeline's run
-/// (`served`, one row per ML detector) and the models' scores.
+/// (`served`, one row per ML detector) and the models' scores (as `warden backtest
+/// --attack-labels` reports them).
 pub fn eval_rows(
-    scenario: &ScenarioConfig,
     stats: &AcceleratedRun,
     served: &AcceleratedRun,
     models: &[(String, Model)],
     scores: &BTreeMap<String, Vec<f64>>,
 ) -> Vec<EvalRow> {
-    let class = stats
-        .labels
-        .attacks
-        .iter()
-        .map(|a| a.class.as_str())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect::<Vec<_>>()
-        .join("+");
-    let mut rows = Vec::new();
-    let row = |detector: &str, o: &Outcome, pick: &dyn Fn(&str) -> bool, auc: Option<f64>| {
-        let identities: BTreeSet<&String> = scores.keys().collect();
-        let benign = identities.len().saturating_sub(o.attackers.len());
-        let caught = o.caught(pick).len();
-        let fa = o.false_alerts(pick).len();
-        EvalRow {
-            scenario: scenario.name.clone(),
-            class: class.clone(),
-            detector: detector.to_string(),
-            attackers: o.attackers.len(),
-            caught,
-            benign,
-            false_alerts: fa,
-            precision: if caught + fa == 0 {
-                0.0
-            } else {
-                caught as f64 / (caught + fa) as f64
-            },
-            recall: caught as f64 / o.attackers.len().max(1) as f64,
-            fpr: fa as f64 / benign.max(1) as f64,
-            auc,
-            quarantined_attackers: o.quarantined.intersection(&o.attackers).count(),
-            false_quarantines: o.false_quarantines().len(),
-        }
-    };
-    let so = Outcome::of(stats);
-    rows.push(row("statistics (default.toml)", &so, &|_| true, None));
-    let mo = Outcome::of(served);
-    for (i, (name, _)) in models.iter().enumerate() {
-        let (mut pos, mut neg) = (Vec::new(), Vec::new());
-        for (k, v) in scores {
-            let x = v.get(i).copied().unwrap_or(f64::NEG_INFINITY);
-            if mo.attackers.contains(k) {
-                pos.push(x);
-            } else {
-                neg.push(x);
-            }
-        }
-        let a = auc(&pos, &neg);
-        rows.push(row(name, &mo, &|d| d == name, a));
-    }
-    rows.push(row("ml.toml (all detectors)", &mo, &|_| true, None));
-    rows
-}
-
-/// The evaluation as Markdown.
-pub fn markdown(rows: &[EvalRow]) -> String {
-    let mut out = String::from(
-        "| scenario | class | detector | recall | precision | FPR (identities) | ROC AUC | attackers quarantined | false quarantines |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
-    );
-    for r in rows {
-        out.push_str(&format!(
-            "| {} | {} | {} | {:.2} ({}/{}) | {:.2} | {:.4} ({}/{}) | {} | {}/{} | {} |\n",
-            r.scenario,
-            r.class,
-            r.detector,
-            r.recall,
-            r.caught,
-            r.attackers,
-            r.precision,
-            r.fpr,
-            r.false_alerts,
-            r.benign,
-            r.auc.map_or("—".to_string(), |a| format!("{a:.3}")),
-            r.quarantined_attackers,
-            r.attackers,
-            r.false_quarantines
-        ));
-    }
-    out
+    let names: Vec<String> = models.iter().map(|(n, _)| n.clone()).collect();
+    warden::evaluation::rows(
+        &served.labels,
+        Some(("statistics (default.toml)", &outcome(stats))),
+        ("ml.toml (all detectors)", &outcome(served)),
+        &names,
+        scores,
+    )
 }

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use warden_stream::Engine;
 use warden_stream::ml::{Models, Recorder};
-use warden_tests::ml::{Outcome, benign_archive, is_ml, ml_pipeline, run, scenario, train_all};
+use warden_tests::ml::{benign_archive, is_ml, ml_pipeline, outcome, run, scenario, train_all};
 
 /// Training traffic: 30 devices over 8 simulated hours from 07:00 (mornings to afternoons);
 /// `ML_EVAL_DEVICES`, `ML_EVAL_HOURS`, `ML_EVAL_SEED` change it (the runs in docs/ML.md).
@@ -97,7 +97,7 @@ fn ml_catches_multivariate_attacks_the_statistical_pipeline_misses() {
         let s = scenario(&file);
         let t = Instant::now();
         let r = run(&s, &pipeline);
-        let o = Outcome::of(&r);
+        let o = outcome(&r);
         let ml = o.caught(is_ml);
         let stats = o.caught(|d| !is_ml(d));
         let ml_false = o.false_alerts(is_ml);
@@ -134,7 +134,7 @@ fn ml_catches_multivariate_attacks_the_statistical_pipeline_misses() {
         let stats_run = run(&s, &stats_pipeline);
         let just: Vec<warden_ml::Model> = models.iter().map(|m| m.1.clone()).collect();
         let scores = warden_tests::ml::mean_scores(&s, &pipeline, &just);
-        let rows = warden_tests::ml::eval_rows(&s, &stats_run, &r, &models, &scores);
+        let rows = warden_tests::ml::eval_rows(&stats_run, &r, &models, &scores);
         eprintln!("{}", warden_tests::ml::markdown(&rows));
         if must_catch {
             assert_eq!(

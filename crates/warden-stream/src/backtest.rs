@@ -3,6 +3,7 @@
 //! metric series and score every row ([`series`]) to compare detectors on public benchmark
 //! series.
 
+pub mod scores;
 pub mod series;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -37,6 +38,8 @@ pub enum BacktestError {
     Arrow(#[from] arrow::error::ArrowError),
     #[error("{0}")]
     Engine(#[from] EngineError),
+    #[error("{0}")]
+    Model(String),
 }
 
 /// One alert the pipeline would have raised.
@@ -154,9 +157,20 @@ pub async fn replay(
 /// [`replay`] through an engine built by the caller (e.g. one recording an ML detector's
 /// samples for training, see [`crate::ml::Models`]).
 pub async fn replay_through(
+    engine: Engine,
+    pipeline: &PipelineConfig,
+    dir: &Path,
+) -> Result<BacktestReport, BacktestError> {
+    replay_with(engine, pipeline, dir, |_| {}).await
+}
+
+/// [`replay_through`], calling `after_batch` with the engine after every batch (e.g. to
+/// take what a recording detector saw while the engine still names its keys).
+pub async fn replay_with(
     mut engine: Engine,
     pipeline: &PipelineConfig,
     dir: &Path,
+    mut after_batch: impl FnMut(&mut Engine),
 ) -> Result<BacktestReport, BacktestError> {
     let ctx = session(dir).await?;
     let columns: Vec<String> = warden_event::request_event_schema()
@@ -194,6 +208,7 @@ pub async fn replay_through(
         for i in 1..=ts.len() {
             if i == ts.len() || i - start >= max || ts[i] - ts[start] >= span {
                 replay_batch(&mut engine, &batch.slice(start, i - start), &mut report)?;
+                after_batch(&mut engine);
                 start = i;
             }
         }
@@ -201,6 +216,7 @@ pub async fn replay_through(
     // Keys whose provisional scoring the last full batches deferred.
     let now = report.to.unwrap_or_default();
     record(engine.flush(now)?, now, &mut report);
+    after_batch(&mut engine);
     report.late_events = engine.stats().late_events;
     let secs = started.elapsed().as_secs_f64();
     report.elapsed_ms = secs * 1e3;

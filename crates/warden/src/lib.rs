@@ -3,6 +3,7 @@
 //! CLI over this; the end-to-end tests start the same stacks.
 
 pub mod demo;
+pub mod evaluation;
 pub mod metrics;
 pub mod stack;
 

@@ -26,16 +26,71 @@ pub struct GmmModel {
 }
 
 impl GmmModel {
+    /// Fit `k` components; when EM breaks down on the data (a component collapsing onto a
+    /// few identical rows turns its covariance, then the likelihoods, into NaN — it happens
+    /// with small device-type groups, e.g. a fleet's newcomers), retry with another seed,
+    /// a stronger covariance floor, then fewer components, down to one Gaussian. The
+    /// components kept are the model's (`weights.len()`).
     pub fn fit(x: &Array2<f64>, k: usize, seed: u64) -> Result<Self, MlError> {
         let k = k.clamp(1, x.nrows().max(1));
         let data = DatasetBase::from(x.clone());
+        let mut first_error = None;
+        for kk in (1..=k).rev() {
+            for (attempt, reg) in [(0u64, 1e-3), (1, 1e-3), (2, 1e-2)] {
+                match Self::fit_once(&data, kk, seed.wrapping_add(attempt), reg) {
+                    Ok(m) => return Ok(m),
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        // EM cannot even start (k-means++ seeding on rows that are all alike has nothing to
+        // weigh): one Gaussian in closed form, the mean and covariance of the rows.
+        let mut m = Self::single_gaussian(x, 1e-2);
+        match m.prepare(x.ncols()) {
+            Ok(()) => Ok(m),
+            Err(e) => Err(first_error.unwrap_or(MlError::Fit(e))),
+        }
+    }
+
+    /// One component: the rows' mean and covariance (+ `reg` on the diagonal).
+    fn single_gaussian(x: &Array2<f64>, reg: f64) -> Self {
+        let (n, d) = (x.nrows().max(1) as f64, x.ncols());
+        let mean: Vec<f64> = (0..d).map(|j| x.column(j).sum() / n).collect();
+        let mut cov = vec![0.0; d * d];
+        for row in x.outer_iter() {
+            for i in 0..d {
+                for j in 0..d {
+                    cov[i * d + j] += (row[i] - mean[i]) * (row[j] - mean[j]) / n;
+                }
+            }
+        }
+        for i in 0..d {
+            cov[i * d + i] += reg;
+        }
+        Self {
+            weights: vec![1.0],
+            means: vec![mean],
+            covariances: vec![cov],
+            prepared: Vec::new(),
+        }
+    }
+
+    fn fit_once(
+        data: &DatasetBase<Array2<f64>, ndarray::Array1<()>>,
+        k: usize,
+        seed: u64,
+        reg: f64,
+    ) -> Result<Self, MlError> {
+        let x = data.records();
         let model = GaussianMixtureModel::params_with_rng(k, Xoshiro256Plus::seed_from_u64(seed))
             .n_runs(2)
             .max_n_iterations(200)
             .tolerance(1e-3)
             // Regularises near-constant features (a feature that never varies in training).
-            .reg_covariance(1e-3)
-            .fit(&data)
+            .reg_covariance(reg)
+            .fit(data)
             .map_err(|e| MlError::Fit(format!("Gaussian mixture: {e}")))?;
         let d = x.ncols();
         let mut m = Self {
@@ -145,4 +200,26 @@ fn cholesky(a: &[f64], n: usize) -> Option<Vec<f64>> {
         }
     }
     Some(l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_all_alike_still_fit_a_gaussian() {
+        // A small device-type group whose samples are all the same vector (a fleet's few
+        // newcomers of a type): EM has nothing to seed on; one Gaussian is fitted instead.
+        let x = Array2::from_shape_vec((40, 2), vec![0.5; 80]).expect("shape");
+        let m = GmmModel::fit(&x, 4, 7).expect("fits");
+        assert!(m.score(&[0.5, 0.5]).is_finite());
+        assert!(m.score(&[3.0, 3.0]) > m.score(&[0.5, 0.5]));
+        // Ordinary data keeps its components.
+        let y = Array2::from_shape_fn((400, 2), |(i, j)| {
+            let c = if i % 2 == 0 { -2.0 } else { 2.0 };
+            c + 0.1 * (((i * 7 + j * 13) % 17) as f64 - 8.0) / 8.0
+        });
+        let m = GmmModel::fit(&y, 2, 7).expect("fits");
+        assert_eq!(m.weights.len(), 2);
+    }
 }

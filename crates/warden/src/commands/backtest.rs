@@ -40,6 +40,17 @@ pub struct BacktestArgs {
     /// [["start", "end"], …]}`); they replace a file's label column.
     #[arg(long, requires = "series", value_name = "FILE.json")]
     pub labels: Option<PathBuf>,
+    /// Labels of the simulated run whose events --events holds (`warden simulate
+    /// --accelerated --parquet DIR` writes both): report detection against them, per ML
+    /// detector and for the whole pipeline — recall, precision, false-positive rate over
+    /// benign identities, the ROC AUC of each model's mean score over the attack windows,
+    /// quarantines — as Markdown (`--format json`: JSON; `--out DIR`: both files).
+    #[arg(long, conflicts_with = "series", requires = "events")]
+    pub attack_labels: Option<PathBuf>,
+    /// With --attack-labels: another pipeline replayed over the same events and reported
+    /// side by side (e.g. `pipelines/default.toml` beside `pipelines/ml.toml`).
+    #[arg(long, requires = "attack_labels")]
+    pub compare: Option<PathBuf>,
     /// Output: `table` or `json` (events: default table); `csv`, `table` or `json` (series:
     /// default csv for one file, table for a folder).
     #[arg(long)]
@@ -97,6 +108,9 @@ pub async fn run(args: BacktestArgs) -> anyhow::Result<()> {
     }
     let pipeline = load_pipeline(args.pipeline.as_deref())?;
     super::common::use_archive_keys(args.config.as_deref())?;
+    if let Some(labels) = &args.attack_labels {
+        return evaluate(&args, &pipeline, events, labels).await;
+    }
     let report = replay(&pipeline, events)
         .await
         .with_context(|| format!("replaying {}", events.display()))?;
@@ -106,4 +120,68 @@ pub async fn run(args: BacktestArgs) -> anyhow::Result<()> {
         other => bail!("unknown format `{other}` (table, json)"),
     };
     emit(args.out.as_ref(), &text)
+}
+
+/// `--attack-labels`: the pipeline (and `--compare`) replayed over the run's events, each ML
+/// model's scores of every identity over the attack windows, and the rows of
+/// [`warden::evaluation`].
+async fn evaluate(
+    args: &BacktestArgs,
+    pipeline: &warden_config::PipelineConfig,
+    events: &std::path::Path,
+    labels: &std::path::Path,
+) -> anyhow::Result<()> {
+    use warden::evaluation::{Outcome, markdown, rows};
+    let labels = warden_sim::labels::Labels::read(labels)
+        .with_context(|| format!("reading {}", labels.display()))?;
+    let served = replay(pipeline, events)
+        .await
+        .with_context(|| format!("replaying {} through {}", events.display(), pipeline.name))?;
+    let served = Outcome::of_backtest(&labels, &served);
+    let compare = match &args.compare {
+        Some(p) => {
+            let c = load_pipeline(Some(p))?;
+            let r = replay(&c, events)
+                .await
+                .with_context(|| format!("replaying {} through {}", events.display(), c.name))?;
+            Some((
+                format!("{} (all detectors)", c.name),
+                Outcome::of_backtest(&labels, &r),
+            ))
+        }
+        None => None,
+    };
+    let spans: Vec<(i64, i64)> = labels
+        .attacks
+        .iter()
+        .map(|a| (a.start_ns, a.end_ns))
+        .collect();
+    let scores = warden_stream::backtest::scores::model_scores(pipeline, events, &spans)
+        .await
+        .context("scoring the events with the pipeline's models")?;
+    let served_name = format!("{} (all detectors)", pipeline.name);
+    let table = rows(
+        &labels,
+        compare.as_ref().map(|(n, o)| (n.as_str(), o)),
+        (&served_name, &served),
+        &scores.detectors,
+        &scores.by_identity,
+    );
+    let md = markdown(&table);
+    let json = format!("{}\n", serde_json::to_string_pretty(&table)?);
+    match &args.out {
+        Some(dir) if dir.is_dir() => {
+            std::fs::write(dir.join("report.md"), &md)
+                .with_context(|| format!("writing {}", dir.join("report.md").display()))?;
+            std::fs::write(dir.join("report.json"), &json)
+                .with_context(|| format!("writing {}", dir.join("report.json").display()))?;
+            eprintln!("wrote {0}/report.md and {0}/report.json", dir.display());
+            Ok(())
+        }
+        out => match args.format.as_deref().unwrap_or("table") {
+            "table" | "markdown" => emit(out.as_ref(), &md),
+            "json" => emit(out.as_ref(), &json),
+            other => bail!("unknown format `{other}` (table, json)"),
+        },
+    }
 }

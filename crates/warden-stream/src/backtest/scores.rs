@@ -1,0 +1,93 @@
+//! What each ML model of a pipeline scores each identity, replaying an archive: the input of
+//! an evaluation's ROC AUC (`warden backtest --attack-labels`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use warden_config::PipelineConfig;
+use warden_ml::Model;
+
+use super::{BacktestError, replay_with};
+use crate::Engine;
+use crate::ml::{Models, Recorder};
+
+/// Every identity's mean score under each ML model of `pipeline`, over the complete samples
+/// of the models' window whose end falls in one of `spans` (`[from, to]` ns; none: every
+/// sample). A mean, not a maximum: one burst (a firmware download) is not what tells an
+/// attacker from a benign device.
+#[derive(Debug, Clone, Default)]
+pub struct ModelScores {
+    /// The ML detectors scored, in pipeline order (`None` scores: a model over other
+    /// features or another window than the first ML detector's, which this replay records).
+    pub detectors: Vec<String>,
+    /// Identity → mean score per detector (NaN when that detector's model was not scored).
+    pub by_identity: BTreeMap<String, Vec<f64>>,
+}
+
+pub async fn model_scores(
+    pipeline: &PipelineConfig,
+    dir: &Path,
+    spans: &[(i64, i64)],
+) -> Result<ModelScores, BacktestError> {
+    let ml: Vec<_> = pipeline
+        .detector
+        .iter()
+        .filter_map(|d| d.ml().map(|c| (d, c)))
+        .collect();
+    let Some((first, first_ml)) = ml.first() else {
+        return Ok(ModelScores::default());
+    };
+    let window = pipeline
+        .detector_window(first)
+        .map(|w| w.name.clone())
+        .unwrap_or_default();
+    let mut models: Vec<Option<Model>> = Vec::new();
+    for (_, c) in &ml {
+        let m = Model::load(Path::new(&c.model)).map_err(|e| {
+            BacktestError::Model(format!("the model of `{}` ({}): {e}", c.name, c.model))
+        })?;
+        let same = m.body.window == window && c.features == first_ml.features;
+        models.push(same.then_some(m));
+    }
+    let rec = Recorder::default();
+    let engine = Engine::with_models(pipeline, Models::Record(first_ml.name.clone(), rec.clone()))?;
+    let mut sums: BTreeMap<String, (Vec<f64>, f64)> = BTreeMap::new();
+    let mut scratch = Vec::new();
+    replay_with(engine, pipeline, dir, |engine| {
+        for s in rec.take().into_iter().filter(|s| s.full) {
+            if !spans.is_empty() && !spans.iter().any(|(a, b)| s.at >= *a && s.at <= *b) {
+                continue;
+            }
+            let Some(name) = engine.key_name(&window, s.key) else {
+                continue;
+            };
+            scratch.resize(s.values.len(), 0.0);
+            let v: Vec<f64> = models
+                .iter()
+                .map(|m| {
+                    m.as_ref().map_or(f64::NAN, |m| {
+                        m.group(&s.device_type).score(&s.values, &mut scratch)
+                    })
+                })
+                .collect();
+            if v.iter().any(|x| x.is_infinite()) {
+                continue;
+            }
+            let e = sums
+                .entry(name)
+                .or_insert_with(|| (vec![0.0; v.len()], 0.0));
+            for (acc, x) in e.0.iter_mut().zip(&v) {
+                *acc += x;
+            }
+            e.1 += 1.0;
+        }
+    })
+    .await?;
+    Ok(ModelScores {
+        detectors: ml.iter().map(|(_, c)| c.name.clone()).collect(),
+        by_identity: sums
+            .into_iter()
+            .map(|(k, (v, n))| (k, v.into_iter().map(|x| x / n).collect()))
+            .collect(),
+    })
+}
