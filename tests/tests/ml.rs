@@ -379,3 +379,50 @@ fn offline_training_rows_equal_online_samples() {
     assert_eq!(a.len(), b.len());
     assert!(a == b, "offline and online feature vectors differ");
 }
+
+/// A whole simulated day of the benign fleet (daily cycle, firmware rollout, reconnect storm,
+/// churn) through `pipelines/ml.toml` with the models shipped in `models/`: the models alone
+/// only alert, and nobody is quarantined.
+#[test]
+fn a_benign_day_through_ml_toml_with_the_shipped_models_quarantines_nobody() {
+    let mut s = warden_tests::scenarios::short("benign", 86_400.0, 40, 1.0);
+    s.fleet.start_hour = 0.0;
+    s.seed = 11;
+    let pipeline = ml_pipeline(&warden_tests::ml::repo().join("models"));
+    let mut engine = Engine::new(&pipeline).unwrap_or_else(|e| panic!("{e}"));
+    let mut detect =
+        |b: &arrow::record_batch::RecordBatch,
+         now: i64|
+         -> Result<Vec<_>, warden_sim::accelerated::DetectError> {
+            Ok(engine
+                .process(b, now)?
+                .into_iter()
+                .map(|o| (o.alert, o.decision))
+                .collect())
+        };
+    let mut o = warden_sim::AcceleratedOptions::new(&s);
+    // 10 s batches keep this debug-build test short (windows run on event time).
+    o.batch_span_ns = 10_000_000_000;
+    o.batch_max = 16_384;
+    let t = Instant::now();
+    let run = warden_sim::run_accelerated(&s, s.seed, &o, Some(&mut detect), |_, _| {})
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut by_detector = std::collections::BTreeMap::<&str, usize>::new();
+    for a in &run.alerts {
+        *by_detector.entry(a.detector.as_str()).or_default() += 1;
+    }
+    eprintln!(
+        "benign day through ml.toml: {} events from {} devices in {:?}; alerts by detector {by_detector:?}",
+        run.events,
+        run.labels.fleet.devices,
+        t.elapsed()
+    );
+    assert!(run.events > 50_000, "{}", run.events);
+    let quarantines: Vec<String> = run
+        .decisions
+        .iter()
+        .filter(|d| d.action == warden_event::Action::Quarantine)
+        .map(|d| format!("{} ({})", d.subject, d.reason))
+        .collect();
+    assert!(quarantines.is_empty(), "benign quarantines: {quarantines:?}");
+}
