@@ -37,6 +37,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -54,11 +55,11 @@ use warden_event::{
 use crate::body::{Counters, FinishBody};
 use crate::emit::Emitter;
 use crate::identity::{Authenticator, IdentityHandle, Principal};
+use crate::live::{LiveConfig, LiveState};
 use crate::proxy::{self, Forwarded};
-use crate::ratelimit::{LimitKey, MonotonicClock, Quota, RateLimits};
+use crate::ratelimit::{LimitKey, MonotonicClock, Quota};
 use crate::rbac::PolicyStore;
-use crate::routes::RouteTable;
-use crate::shed::{Shedder, Slot};
+use crate::shed::Slot;
 use crate::tls::{HandshakeFailure, TlsConn};
 use crate::validate::HeaderLimits;
 use crate::{GatewayError, QuarantineSet, Reject, Verdict, path};
@@ -69,16 +70,14 @@ use attribution::{principal_quarantine, refuse_attributed};
 /// Everything a request needs, shared by all requests.
 struct Shared {
     id: String,
-    routes: RouteTable,
+    /// Routes, API keys, limits: one snapshot per request, replaced whole by a live reload.
+    live: Arc<ArcSwap<LiveState>>,
     identity: Authenticator,
     quarantine: Arc<QuarantineSet>,
     emitter: Emitter,
-    max_body: u64,
     trust_forwarded_for: bool,
     paths: warden_config::PathsConfig,
     headers: HeaderLimits,
-    shedder: Shedder,
-    limits: RateLimits,
     policies: Arc<PolicyStore>,
     /// Key of the query hashes in events.
     query_hash_key: Vec<u8>,
@@ -102,6 +101,10 @@ pub struct Gateway {
     admin: crate::admin::Admin,
     /// Watches the policy files.
     policy_watch: Option<tokio::task::JoinHandle<()>>,
+    /// The live settings of the config file.
+    live: LiveConfig,
+    /// Watches the config file (see [`Gateway::watch_config`]).
+    config_watch: Option<tokio::task::JoinHandle<()>>,
     /// Open client connections, their caps and deadlines (every listener and thread).
     conns: Arc<crate::conns::Tracker>,
 }
@@ -177,18 +180,20 @@ impl Gateway {
             .instrument(info_span!("decisions")),
         );
 
+        let live_state = Arc::new(ArcSwap::from_pointee(LiveState::new(
+            config,
+            Arc::new(MonotonicClock::default()),
+        )));
+        let live = LiveConfig::new(live_state.clone(), policies.clone());
         let shared = Arc::new(Shared {
             id: config.gateway.id.clone(),
-            routes: RouteTable::new(&config.routes),
+            live: live_state.clone(),
             identity: started.authenticator,
             quarantine,
             emitter,
-            max_body: config.gateway.max_body_bytes,
             trust_forwarded_for: config.gateway.trust_forwarded_for,
             paths: config.paths.clone(),
             headers: HeaderLimits::new(config),
-            shedder: Shedder::new(&config.limits),
-            limits: RateLimits::new(&config.limits, Arc::new(MonotonicClock::default())),
             policies: policies.clone(),
             query_hash_key: if config.gateway.query_hash_key.is_empty() {
                 BUILT_IN_QUERY_HASH_KEY.to_vec()
@@ -229,7 +234,29 @@ impl Gateway {
             follower,
             admin,
             policy_watch,
+            live,
+            config_watch: None,
         })
+    }
+
+    /// The live settings (routes, API keys, limits, validation): reload or replace them.
+    pub fn live(&self) -> &LiveConfig {
+        &self.live
+    }
+
+    /// Reload the live settings from `file` (read by `loader`, with the same layers as at
+    /// start) whenever it changes, checked every `interval`, and on [`LiveConfig::reload`].
+    pub fn watch_config(
+        &mut self,
+        file: std::path::PathBuf,
+        loader: crate::live::ConfigLoader,
+        interval: Duration,
+    ) {
+        self.live.set_source(file, loader);
+        if let Some(t) = self.config_watch.take() {
+            t.abort();
+        }
+        self.config_watch = Some(self.live.watch(interval));
     }
 
     /// Reload and inspect the identity sources (TLS, registry, JWKS, deny list).
@@ -393,6 +420,9 @@ impl Gateway {
         }
         self.follower.abort();
         if let Some(t) = &self.policy_watch {
+            t.abort();
+        }
+        if let Some(t) = &self.config_watch {
             t.abort();
         }
         let Gateway {
@@ -713,7 +743,14 @@ async fn phases(
     draft: &mut Draft,
     counters: Arc<Counters>,
 ) -> Result<Response, Reject> {
-    if let Some(slot) = gw.shedder.enter_global().map_err(|_| Reject::Overloaded)? {
+    // One snapshot of the live settings for the whole request (a reload never changes the
+    // routes, keys or limits under a request in flight).
+    let live = gw.live.load_full();
+    if let Some(slot) = live
+        .shedder
+        .enter_global()
+        .map_err(|_| Reject::Overloaded)?
+    {
         draft.slots.push(slot);
     }
     gw.headers.check(req.headers())?;
@@ -736,7 +773,7 @@ async fn phases(
     });
     let policies = gw.policies.snapshot();
     let found = match &normal {
-        Ok(_) => gw.routes.find(req.uri().path()).ok_or(Reject::NoRoute),
+        Ok(_) => live.routes.find(req.uri().path()).ok_or(Reject::NoRoute),
         Err(reject) => Err(*reject),
     };
     let mut overridden = None;
@@ -755,10 +792,12 @@ async fn phases(
         (Ok(route), Ok(normal)) => (route, normal),
         (Err(reject), _) | (_, Err(reject)) => {
             let (headers, tls) = (req.headers(), req.extensions().get::<TlsConn>());
-            return Err(refuse_attributed(gw, headers, tls, draft, reject, ip_throttle).await);
+            return Err(
+                refuse_attributed(gw, &live, headers, tls, draft, reject, ip_throttle).await,
+            );
         }
     };
-    if let Some(slot) = gw
+    if let Some(slot) = live
         .shedder
         .enter_route(&route.name)
         .map_err(|_| Reject::Overloaded)?
@@ -770,6 +809,7 @@ async fn phases(
     let (principal, auth) = match gw
         .identity
         .authenticate(
+            &live,
             req.headers(),
             req.extensions().get::<TlsConn>(),
             route,
@@ -782,7 +822,7 @@ async fn phases(
             debug!(reason = %denied.reason, "Identity refused.");
             draft.auth = denied.auth;
             // Failed credentials count against the client IP's limit (credential stuffing).
-            gw.limits
+            live.limits
                 .check_unauthenticated(draft.client_ip)
                 .map_err(rate_limited)?;
             return Err(denied.reject);
@@ -814,7 +854,7 @@ async fn phases(
         ip: draft.client_ip,
         throttled: throttled.as_ref().map(|(s, l)| (s, *l)),
     };
-    draft.quota = gw.limits.check(&limit_key).map_err(rate_limited)?;
+    draft.quota = live.limits.check(&limit_key).map_err(rate_limited)?;
 
     // An authorized method override must be allowed as well as the real method.
     for method in std::iter::once(req.method()).chain(overridden.as_ref()) {
@@ -832,7 +872,7 @@ async fn phases(
     let rules = match policies.routes.get(&route.name) {
         Some(r) => r,
         None => {
-            fallback = crate::validate::RouteRules::with_limit(gw.max_body);
+            fallback = crate::validate::RouteRules::with_limit(live.max_body);
             &fallback
         }
     };
