@@ -6,4 +6,6 @@ pub mod demo;
 pub mod metrics;
 pub mod stack;
 
-pub use stack::{Stack, StackExtras, StackParts, ensure_topics, make_bus, topic_specs};
+pub use stack::{
+    ConfigSource, Stack, StackExtras, StackParts, ensure_topics, make_bus, topic_specs,
+};

@@ -7,7 +7,7 @@ use anyhow::Context;
 use warden::demo::demo_config;
 use warden::{Stack, StackExtras, StackParts, ensure_topics, make_bus};
 
-use super::common::{load_config, load_pipeline, run_until_signal};
+use super::common::{config_source, load_config, load_pipeline, run_until_signal};
 use super::sim_setup::{self, SimChoice};
 use crate::UpArgs;
 
@@ -66,6 +66,20 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    // A real config's live settings reload from its file (on change and SIGHUP); the demo's
+    // and a simulated fleet's are made at start, so those runs do not reload.
+    let config_source = match (&args.config, demo || sim.is_some()) {
+        (Some(path), false) => {
+            // The one-time console operator is this run's, not the file's.
+            let operators = config.dashboard.operators.clone();
+            Some(config_source(path, None, move |c| {
+                if c.dashboard.operators.is_empty() {
+                    c.dashboard.operators.clone_from(&operators);
+                }
+            }))
+        }
+        _ => None,
+    };
     let bus = make_bus(&config)?;
     ensure_topics(&*bus, &config).await?;
     let archive = args
@@ -87,6 +101,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         StackExtras {
             pipeline_file: args.pipeline.clone(),
             archive,
+            config_source,
         },
     )
     .await?;
@@ -112,6 +127,16 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         }
     } else {
         print!("{}", describe_config(&config));
+        if let Some(path) = &args.config
+            && stack.live.is_some()
+            && !demo
+            && sim.is_none()
+        {
+            println!(
+                "config     {} (routes, keys, limits, validation reload on change and SIGHUP)",
+                path.display()
+            );
+        }
     }
     if let Some((choice, s, seed, fleet)) = &sim {
         println!("{}", sim_setup::describe(s, fleet, *seed));
