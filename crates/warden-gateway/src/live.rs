@@ -29,6 +29,7 @@ use crate::ratelimit::{Clock, RateLimits};
 use crate::rbac::PolicyStore;
 use crate::routes::RouteTable;
 use crate::shed::Shedder;
+use crate::validate::HeaderLimits;
 
 /// The live settings as one snapshot.
 pub(crate) struct LiveState {
@@ -39,6 +40,8 @@ pub(crate) struct LiveState {
     pub mtls_routes: HashSet<String>,
     pub limits: RateLimits,
     pub shedder: Shedder,
+    /// `validation.max_headers` / `max_header_bytes`.
+    pub headers: HeaderLimits,
     /// `gateway.max_body_bytes`: the body limit of routes without their own.
     pub max_body: u64,
     /// The config this state was built from (to tell what a change touches).
@@ -78,6 +81,7 @@ impl LiveState {
                 .collect(),
             limits,
             shedder,
+            headers: HeaderLimits::new(config),
             max_body: config.gateway.max_body_bytes,
             config: config.clone(),
         }

@@ -61,7 +61,6 @@ use crate::ratelimit::{LimitKey, MonotonicClock, Quota};
 use crate::rbac::PolicyStore;
 use crate::shed::Slot;
 use crate::tls::{HandshakeFailure, TlsConn};
-use crate::validate::HeaderLimits;
 use crate::{GatewayError, QuarantineSet, Reject, Verdict, path};
 
 mod attribution;
@@ -77,7 +76,6 @@ struct Shared {
     emitter: Emitter,
     trust_forwarded_for: bool,
     paths: warden_config::PathsConfig,
-    headers: HeaderLimits,
     policies: Arc<PolicyStore>,
     /// Key of the query hashes in events.
     query_hash_key: Vec<u8>,
@@ -193,7 +191,6 @@ impl Gateway {
             emitter,
             trust_forwarded_for: config.gateway.trust_forwarded_for,
             paths: config.paths.clone(),
-            headers: HeaderLimits::new(config),
             policies: policies.clone(),
             query_hash_key: if config.gateway.query_hash_key.is_empty() {
                 BUILT_IN_QUERY_HASH_KEY.to_vec()
@@ -753,7 +750,7 @@ async fn phases(
     {
         draft.slots.push(slot);
     }
-    gw.headers.check(req.headers())?;
+    live.headers.check(req.headers())?;
     // Heads a backend could read differently from the gateway (see `hygiene`).
     crate::hygiene::check_method(req.method())?;
     crate::hygiene::check_host(&req)?;
