@@ -40,7 +40,7 @@ pub use conns::ConnStats;
 pub use emit::{EmitStats, Emitter, EventTopic};
 pub use error::{GatewayError, Reject};
 pub use identity::{IdentityHandle, Principal, ReloadReport};
-pub use live::{ConfigLoader, LiveConfig, LiveReport};
+pub use live::{ConfigLoader, KeyChangeError, LiveConfig, LiveReport};
 pub use quarantine::{LiveDecision, QuarantineSet, Verdict};
 pub use server::Gateway;
 pub use tls::{Rejection as TlsRejection, TlsStats};

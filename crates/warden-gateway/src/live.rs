@@ -24,6 +24,11 @@ use serde::Serialize;
 use tracing::{info, warn};
 use warden_config::{ConfigErrors, WardenConfig};
 
+mod managed;
+pub(crate) use managed::{load as load_managed, merge as merge_managed};
+
+use warden_config::ApiKeyConfig;
+
 use crate::identity::api_key::KeyStore;
 use crate::ratelimit::{Clock, RateLimits};
 use crate::rbac::PolicyStore;
@@ -44,8 +49,9 @@ pub(crate) struct LiveState {
     pub headers: HeaderLimits,
     /// `gateway.max_body_bytes`: the body limit of routes without their own.
     pub max_body: u64,
-    /// The config this state was built from (to tell what a change touches).
-    config: WardenConfig,
+    /// The config this state was built from: the file's, with the API-managed keys (to tell
+    /// what a change touches, and for the admin API).
+    pub config: WardenConfig,
 }
 
 impl LiveState {
@@ -117,25 +123,138 @@ struct Inner {
     policies: Arc<PolicyStore>,
     /// The config file and how to read it, when the gateway has one.
     source: Mutex<Option<(PathBuf, ConfigLoader)>>,
-    /// Serialises reloads, and holds the file's stamp when last read.
-    reloading: Mutex<Option<(SystemTime, u64)>>,
+    /// Serialises changes (requests never wait on it).
+    books: Mutex<Books>,
+}
+
+/// What changes are made against.
+struct Books {
+    /// The config file's stamp when last read.
+    stamp: Option<(SystemTime, u64)>,
+    /// The config file's own settings as last applied (without the API-managed keys).
+    file_config: WardenConfig,
+    /// `admin.keys_file` and the keys in it.
+    keys_file: Option<PathBuf>,
+    managed: Vec<ApiKeyConfig>,
+}
+
+/// Why the admin API's key change was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyChangeError {
+    /// No `admin.keys_file`: keys change only in the config file.
+    NoKeysFile,
+    /// The key is the config file's: change it there.
+    FileManaged,
+    /// No API-managed key has that id.
+    NotFound,
+    /// The change does not validate, or could not be written; every problem.
+    Refused(Vec<String>),
 }
 
 impl LiveConfig {
-    pub(crate) fn new(state: Arc<ArcSwap<LiveState>>, policies: Arc<PolicyStore>) -> Self {
+    pub(crate) fn new(
+        state: Arc<ArcSwap<LiveState>>,
+        policies: Arc<PolicyStore>,
+        file_config: WardenConfig,
+        keys_file: Option<PathBuf>,
+        managed: Vec<ApiKeyConfig>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 state,
                 policies,
                 source: Mutex::new(None),
-                reloading: Mutex::new(None),
+                books: Mutex::new(Books {
+                    stamp: None,
+                    file_config,
+                    keys_file,
+                    managed,
+                }),
             }),
         }
     }
 
+    /// The snapshot serving now.
+    pub(crate) fn snapshot(&self) -> Arc<LiveState> {
+        self.inner.state.load_full()
+    }
+
+    /// Keys as the admin API lists them: id, identity and who manages it (no digests).
+    pub fn keys(&self) -> Vec<serde_json::Value> {
+        let books = self.inner.books.lock();
+        let row = |k: &ApiKeyConfig, by: &str| {
+            serde_json::json!({
+                "id": k.id, "identity": k.identity, "tenant": k.tenant,
+                "device_type": k.device_type, "roles": k.roles,
+                "not_before": k.not_before, "expires_at": k.expires_at, "managed_by": by,
+            })
+        };
+        books
+            .file_config
+            .api_keys
+            .iter()
+            .map(|k| row(k, "config_file"))
+            .chain(books.managed.iter().map(|k| row(k, "admin_api")))
+            .collect()
+    }
+
+    /// Add an API-managed key: validated with the config, written to `admin.keys_file`, then
+    /// applied. Blocking: writes the file.
+    pub fn add_key(&self, key: ApiKeyConfig) -> Result<LiveReport, KeyChangeError> {
+        let mut books = self.inner.books.lock();
+        if books
+            .file_config
+            .api_keys
+            .iter()
+            .any(|f| f.id == key.id || f.sha256.eq_ignore_ascii_case(&key.sha256))
+        {
+            return Err(KeyChangeError::FileManaged);
+        }
+        let mut managed = books.managed.clone();
+        managed.push(key);
+        self.change_managed(&mut books, managed)
+    }
+
+    /// Disable (remove) an API-managed key. Blocking: writes the file.
+    pub fn remove_key(&self, id: &str) -> Result<LiveReport, KeyChangeError> {
+        let mut books = self.inner.books.lock();
+        if books.file_config.api_keys.iter().any(|f| f.id == id) {
+            return Err(KeyChangeError::FileManaged);
+        }
+        if !books.managed.iter().any(|k| k.id == id) {
+            return Err(KeyChangeError::NotFound);
+        }
+        let managed = books
+            .managed
+            .iter()
+            .filter(|k| k.id != id)
+            .cloned()
+            .collect();
+        self.change_managed(&mut books, managed)
+    }
+
+    fn change_managed(
+        &self,
+        books: &mut Books,
+        managed: Vec<ApiKeyConfig>,
+    ) -> Result<LiveReport, KeyChangeError> {
+        let Some(keys_file) = books.keys_file.clone() else {
+            return Err(KeyChangeError::NoKeysFile);
+        };
+        let merged = merge_managed(&books.file_config, &managed, Some(&keys_file))
+            .map_err(KeyChangeError::Refused)?;
+        let persist = || managed::store(&keys_file, &managed);
+        let report = self.swap_in(merged, persist);
+        if !report.problems.is_empty() {
+            return Err(KeyChangeError::Refused(report.problems));
+        }
+        books.managed = managed;
+        Ok(report)
+    }
+
     /// Reload from `file`, read by `loader`, on [`LiveConfig::reload`] and when it changes.
     pub fn set_source(&self, file: PathBuf, loader: ConfigLoader) {
-        *self.inner.reloading.lock() = stamp(&file);
+        self.inner.books.lock().stamp = stamp(&file);
         *self.inner.source.lock() = Some((file, loader));
     }
 
@@ -154,10 +273,10 @@ impl LiveConfig {
                 vec!["the gateway was started without a config file to reload".into()],
             );
         };
-        let mut stamp_now = self.inner.reloading.lock();
-        *stamp_now = stamp(&file);
+        let mut books = self.inner.books.lock();
+        books.stamp = stamp(&file);
         match loader() {
-            Ok(config) => self.apply_locked(config),
+            Ok(config) => self.apply_locked(&mut books, config),
             Err(e) => {
                 let report = refused(self.generation(), lines(e));
                 log_refused(&report);
@@ -169,7 +288,7 @@ impl LiveConfig {
     /// Reload when the file changed since it was last read. Blocking.
     pub fn reload_if_changed(&self) -> Option<LiveReport> {
         let file = self.inner.source.lock().as_ref().map(|(f, _)| f.clone())?;
-        if stamp(&file) == *self.inner.reloading.lock() {
+        if stamp(&file) == self.inner.books.lock().stamp {
             return None;
         }
         Some(self.reload())
@@ -192,18 +311,40 @@ impl LiveConfig {
         })
     }
 
-    /// Validate `config` and apply its live settings at once, or refuse it whole. Blocking:
-    /// reads the policy and schema files it names.
+    /// Validate the config file's `config` and apply its live settings at once, or refuse it
+    /// whole. Blocking: reads the policy and schema files it names.
     pub fn apply(&self, config: WardenConfig) -> LiveReport {
-        let _serialised = self.inner.reloading.lock();
-        self.apply_locked(config)
+        let mut books = self.inner.books.lock();
+        self.apply_locked(&mut books, config)
     }
 
-    fn apply_locked(&self, config: WardenConfig) -> LiveReport {
+    fn apply_locked(&self, books: &mut Books, config: WardenConfig) -> LiveReport {
+        let merged = match merge_managed(&config, &books.managed, books.keys_file.as_deref()) {
+            Ok(m) => m,
+            Err(problems) => {
+                let report = refused(self.generation(), problems);
+                log_refused(&report);
+                return report;
+            }
+        };
+        let report = self.swap_in(merged, || Ok(()));
+        if report.problems.is_empty() {
+            books.file_config = config;
+        }
+        report
+    }
+
+    /// Validate `merged` (the file's config with the managed keys), run `persist`, then swap
+    /// the new state in; any problem refuses the whole change.
+    fn swap_in(
+        &self,
+        merged: WardenConfig,
+        persist: impl FnOnce() -> Result<(), String>,
+    ) -> LiveReport {
         let current = self.inner.state.load_full();
-        // The loader validated already; a config given directly is checked the same way.
-        let mut problems = config.validate().err().map(lines).unwrap_or_default();
-        let prepared = match self.inner.policies.prepare(&config) {
+        // The loader validated the file already; the merged config is checked the same way.
+        let mut problems = merged.validate().err().map(lines).unwrap_or_default();
+        let prepared = match self.inner.policies.prepare(&merged) {
             Ok(p) => Some(p),
             Err(e) => {
                 problems.extend(lines(e));
@@ -215,14 +356,14 @@ impl LiveConfig {
             log_refused(&report);
             return report;
         };
-        let restart_needed = restart_needed(&current.config, &config);
+        let restart_needed = restart_needed(&current.config, &merged);
         for s in &restart_needed {
             warn!(
                 setting = s,
                 "Config change needs a restart; the running value stays until then."
             );
         }
-        let changed = live_changes(&current.config, &config);
+        let changed = live_changes(&current.config, &merged);
         if changed.is_empty() {
             return LiveReport {
                 applied: false,
@@ -232,15 +373,20 @@ impl LiveConfig {
                 restart_needed,
             };
         }
-        let next = current.next(&config);
+        if let Err(problem) = persist() {
+            let report = refused(current.generation, vec![problem]);
+            log_refused(&report);
+            return report;
+        }
+        let next = current.next(&merged);
         let generation = next.generation;
         self.inner.policies.commit(prepared);
         self.inner.state.store(Arc::new(next));
         info!(
             generation,
             changed = ?changed,
-            routes = config.routes.len(),
-            api_keys = config.api_keys.len(),
+            routes = merged.routes.len(),
+            api_keys = merged.api_keys.len(),
             "Config applied live."
         );
         LiveReport {

@@ -178,11 +178,25 @@ impl Gateway {
             .instrument(info_span!("decisions")),
         );
 
+        // The config file's settings, with the keys the admin API manages.
+        let (keys_file, managed) =
+            crate::live::load_managed(config).map_err(GatewayError::Identity)?;
+        let serving = crate::live::merge_managed(config, &managed, keys_file.as_deref())
+            .map_err(GatewayError::Identity)?;
+        serving
+            .validate()
+            .map_err(|e| GatewayError::Identity(e.0.iter().map(ToString::to_string).collect()))?;
         let live_state = Arc::new(ArcSwap::from_pointee(LiveState::new(
-            config,
+            &serving,
             Arc::new(MonotonicClock::default()),
         )));
-        let live = LiveConfig::new(live_state.clone(), policies.clone());
+        let live = LiveConfig::new(
+            live_state.clone(),
+            policies.clone(),
+            config.clone(),
+            keys_file,
+            managed,
+        );
         let shared = Arc::new(Shared {
             id: config.gateway.id.clone(),
             live: live_state.clone(),
@@ -212,6 +226,7 @@ impl Gateway {
             policies,
             started.handle.clone(),
             shared.emitter.clone(),
+            live.clone(),
         )
         .map_err(GatewayError::Identity)?;
         let limits = crate::conns::Limits::new(&config.gateway.connections);
