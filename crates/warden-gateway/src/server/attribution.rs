@@ -3,7 +3,8 @@
 
 use warden_event::SubjectKind;
 
-use super::{Draft, Shared, rate_limited};
+use super::Shared;
+use super::request::{Draft, rate_limited};
 use crate::identity::Principal;
 use crate::live::LiveState;
 use crate::ratelimit::LimitKey;
