@@ -5,7 +5,7 @@
 //! | `GET /admin/quarantines` | live quarantines and throttles of this gateway |
 //! | `POST /admin/quarantines` | `{"subject":{"kind","value"},"action"?,"ttl_s"?,"reason"?}` → publishes a decision |
 //! | `DELETE /admin/quarantines/{kind}/{value}` | publishes a release |
-//! | `POST /admin/reload` | re-reads the policy files, JSON Schemas and identity sources |
+//! | `POST /admin/reload` | re-reads the policy files, JSON Schemas, identity sources and the config file's live settings |
 //! | `GET /admin/policy/{identity}` | the identity's roles, grants, deny rules, limits and quarantines |
 //! | `GET /admin/rbac/shadow` | what the shadow policy would have denied |
 //! | `GET /admin/keys` | every API key (no digests) and whether the config file or this API manages it |

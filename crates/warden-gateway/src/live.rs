@@ -258,6 +258,11 @@ impl LiveConfig {
         *self.inner.source.lock() = Some((file, loader));
     }
 
+    /// Whether a config file was given to reload from.
+    pub fn has_source(&self) -> bool {
+        self.inner.source.lock().is_some()
+    }
+
     /// The generation serving now.
     pub fn generation(&self) -> u64 {
         self.inner.state.load().generation

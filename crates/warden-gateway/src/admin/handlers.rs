@@ -270,6 +270,13 @@ async fn reload(admin: &Admin) -> Handled {
         }
     };
     let identity = admin.0.identity.reload_now().await;
+    // The config file's live settings (routes, keys, limits, validation), when it has one.
+    let live = admin.0.live.clone();
+    let config =
+        match tokio::task::spawn_blocking(move || live.has_source().then(|| live.reload())).await {
+            Ok(Some(r)) => json!(r),
+            Ok(None) | Err(_) => serde_json::Value::Null,
+        };
     // The admin listener's own certificate and operator CAs.
     let admin_tls = match admin.0.tls.clone() {
         Some(t) => match tokio::task::spawn_blocking(move || t.reload()).await {
@@ -293,6 +300,7 @@ async fn reload(admin: &Admin) -> Handled {
                 "failed": identity.failed.iter().map(|(c, _)| *c).collect::<Vec<_>>(),
             },
             "admin_tls": admin_tls,
+            "config": config,
         }),
         format!("reload:{}", report.generation),
     )
