@@ -188,6 +188,10 @@ async fn up_with_a_real_config_starts_no_demo_and_sighup_adds_a_key_without_a_fa
     assert!(total > 20, "the load ran ({total} requests)");
     assert!(child.0.try_wait().expect("wait").is_none(), "still running");
     assert!(logs().contains("SIGHUP"), "{}", logs());
+    // Only a key changed: nothing this run added at start (its console token) reads as a
+    // change needing a restart.
+    assert!(logs().contains("Config applied live."), "{}", logs());
+    assert!(!logs().contains("needs a restart"), "{}", logs());
 
     signal(&child.0, "TERM");
     let deadline = Instant::now() + Duration::from_secs(30);
