@@ -27,7 +27,8 @@ pub use tls::{AdminTlsConfig, CertField, ClientAuthConfig, KeyExchange, TlsConfi
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub struct IdentityConfig {
     /// How often watched files (TLS certificate and key, CA bundles, CRLs, fingerprint deny
-    /// list, registry, JWKS file) are checked for changes, in milliseconds.
+    /// list, registry, JWKS file, and the gateway's own config file for its live settings)
+    /// are checked for changes, in milliseconds.
     pub reload_interval_ms: u64,
     /// The device registry. Absent: identities and their attributes come from the credentials
     /// alone.

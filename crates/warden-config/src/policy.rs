@@ -197,6 +197,13 @@ pub struct AdminConfig {
     /// alternative to the token. Absent: plain HTTP, token only.
     #[serde(default)]
     pub tls: Option<crate::AdminTlsConfig>,
+    /// JSON file of the API keys managed through the admin API (`POST`/`DELETE
+    /// /admin/keys`): written by the gateway on every change, loaded at start beside the
+    /// config file's `api_keys`. A key lives in exactly one of them: the API refuses to touch
+    /// the file's keys, and a config file that names an API-managed key is refused. Absent:
+    /// the admin API cannot change keys.
+    #[serde(default)]
+    pub keys_file: Option<String>,
 }
 
 // === Validation of the sections ===

@@ -5,9 +5,12 @@
 //! | `GET /admin/quarantines` | live quarantines and throttles of this gateway |
 //! | `POST /admin/quarantines` | `{"subject":{"kind","value"},"action"?,"ttl_s"?,"reason"?}` → publishes a decision |
 //! | `DELETE /admin/quarantines/{kind}/{value}` | publishes a release |
-//! | `POST /admin/reload` | re-reads the policy files, JSON Schemas and identity sources |
+//! | `POST /admin/reload` | re-reads the policy files, JSON Schemas, identity sources and the config file's live settings |
 //! | `GET /admin/policy/{identity}` | the identity's roles, grants, deny rules, limits and quarantines |
 //! | `GET /admin/rbac/shadow` | what the shadow policy would have denied |
+//! | `GET /admin/keys` | every API key (no digests) and whether the config file or this API manages it |
+//! | `POST /admin/keys` | `{"id","sha256","identity",…}` (an `api_keys` entry) → adds an API-managed key (`admin.keys_file`) |
+//! | `DELETE /admin/keys/{id}` | disables (removes) an API-managed key |
 //!
 //! Every call needs `Authorization: Bearer TOKEN` whose SHA-256 is `admin.token_sha256`, or —
 //! with `[admin.tls]`, where the listener serves HTTPS — an operator client certificate on the
@@ -22,6 +25,7 @@
 //! Errors are the gateway's generic body.
 
 mod handlers;
+mod keys;
 pub(crate) mod tls;
 
 use std::net::SocketAddr;
@@ -37,7 +41,7 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tracing::info;
 use warden_bus::Producer;
-use warden_config::{ApiKeyConfig, LimitsConfig, WardenConfig};
+use warden_config::WardenConfig;
 use warden_event::{ANONYMOUS, AuthInfo, AuthMethod, AuthResult, Outcome, Protocol, RequestEvent};
 
 use crate::emit::Emitter;
@@ -62,8 +66,8 @@ struct Inner {
     policies: Arc<PolicyStore>,
     identity: IdentityHandle,
     emitter: Emitter,
-    api_keys: Vec<ApiKeyConfig>,
-    limits: LimitsConfig,
+    /// Keys and limits as served now; API-managed keys.
+    live: crate::live::LiveConfig,
     /// `[admin.tls]`: HTTPS with operator certificates.
     tls: Option<Arc<AdminTls>>,
     /// Where decisions made here are recorded (`[audit]`, set once by the process).
@@ -137,6 +141,7 @@ impl Admin {
         policies: Arc<PolicyStore>,
         identity: IdentityHandle,
         emitter: Emitter,
+        live: crate::live::LiveConfig,
     ) -> Result<Self, Vec<String>> {
         let token_sha256 = hex::decode(&config.admin.token_sha256)
             .ok()
@@ -156,8 +161,7 @@ impl Admin {
             policies,
             identity,
             emitter,
-            api_keys: config.api_keys.clone(),
-            limits: config.limits.clone(),
+            live,
             tls,
             audit: std::sync::OnceLock::new(),
         })))

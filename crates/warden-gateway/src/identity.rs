@@ -17,7 +17,6 @@ mod jwks;
 pub(crate) mod jwt;
 pub(crate) mod watch;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,10 +26,10 @@ use warden_config::{CredentialKind, RouteAuth, WardenConfig};
 use warden_event::{AuthInfo, AuthMethod, AuthResult};
 
 use crate::Reject;
+use crate::live::LiveState;
 use crate::registry::{Admission, Registry};
 use crate::routes::Route;
 use crate::tls::{TlsConn, TlsRuntime, TlsStats};
-use api_key::KeyStore;
 use jwks::Jwks;
 use jwt::JwtVerifier;
 pub use watch::ReloadReport;
@@ -139,12 +138,9 @@ fn method_of(kind: CredentialKind) -> AuthMethod {
 
 /// The identity phase and everything it reloads.
 pub(crate) struct Authenticator {
-    keys: KeyStore,
     jwt: Option<JwtVerifier>,
     registry: Option<Arc<Registry>>,
     tls: Option<Arc<TlsRuntime>>,
-    /// Routes with `require_mtls = true`, by name.
-    mtls_routes: HashSet<String>,
 }
 
 /// Reload and inspect a running gateway's identity sources.
@@ -356,16 +352,9 @@ impl Authenticator {
         }
         Ok(Started {
             authenticator: Self {
-                keys: KeyStore::new(&config.api_keys),
                 jwt,
                 registry: registry.clone(),
                 tls: tls.clone(),
-                mtls_routes: config
-                    .routes
-                    .iter()
-                    .filter(|r| r.require_mtls)
-                    .map(|r| r.name.clone())
-                    .collect(),
             },
             handle: IdentityHandle {
                 reloader,
@@ -382,16 +371,18 @@ impl Authenticator {
         self.tls.as_ref()
     }
 
-    /// Identify a request to `route` at `now_ns` (nanoseconds since the epoch). `Ok(None)`: an
-    /// anonymous request on a route that allows it.
+    /// Identify a request to `route` at `now_ns` (nanoseconds since the epoch), with the API
+    /// keys and mTLS routes of the request's `live` snapshot. `Ok(None)`: an anonymous request
+    /// on a route that allows it.
     pub async fn authenticate(
         &self,
+        live: &LiveState,
         headers: &HeaderMap,
         conn: Option<&TlsConn>,
         route: &Route,
         now_ns: i64,
     ) -> Result<(Option<Principal>, AuthInfo), Denied> {
-        self.authenticate_for(headers, conn, &route.name, route.auth, now_ns)
+        self.authenticate_for(live, headers, conn, &route.name, route.auth, now_ns)
             .await
     }
 
@@ -401,12 +392,13 @@ impl Authenticator {
     /// outcome reaches the client. `None` when no valid credential was presented.
     pub async fn attribute(
         &self,
+        live: &LiveState,
         headers: &HeaderMap,
         conn: Option<&TlsConn>,
         now_ns: i64,
     ) -> (Option<Principal>, AuthInfo) {
         match self
-            .authenticate_for(headers, conn, "", RouteAuth::None, now_ns)
+            .authenticate_for(live, headers, conn, "", RouteAuth::None, now_ns)
             .await
         {
             Ok(found) => found,
@@ -416,6 +408,7 @@ impl Authenticator {
 
     async fn authenticate_for(
         &self,
+        live: &LiveState,
         headers: &HeaderMap,
         conn: Option<&TlsConn>,
         route_name: &str,
@@ -423,7 +416,7 @@ impl Authenticator {
         now_ns: i64,
     ) -> Result<(Option<Principal>, AuthInfo), Denied> {
         let now = now_ns.div_euclid(1_000_000_000);
-        let require_mtls = self.mtls_routes.contains(route_name);
+        let require_mtls = live.mtls_routes.contains(route_name);
 
         // The client certificate, re-checked for this request.
         let peer = conn.and_then(|c| c.0.peer.as_ref().map(|p| (c, p)));
@@ -504,7 +497,7 @@ impl Authenticator {
         }
 
         let claimed = match header {
-            HeaderCredential::ApiKey(k) => match self.keys.authenticate(&k, now) {
+            HeaderCredential::ApiKey(k) => match live.keys.authenticate(&k, now) {
                 Ok(e) => Some(Claimed {
                     identity: e.identity.clone(),
                     tenant: e.tenant.clone(),

@@ -101,7 +101,8 @@ pub struct LimitKey<'a> {
 
 #[derive(Debug)]
 struct Single {
-    table: GcraTable,
+    /// Shared with the limits a live reload builds, so buckets survive it.
+    table: Arc<GcraTable>,
     params: Params,
 }
 
@@ -114,21 +115,21 @@ impl Single {
 
 #[derive(Debug)]
 struct Keyed {
-    table: GcraTable,
+    table: Arc<GcraTable>,
     base: Params,
     device_types: HashMap<String, Params>,
     routes: HashMap<String, Params>,
 }
 
 impl Keyed {
-    fn new(r: &KeyedRate, max_keys: usize) -> Self {
+    fn new(r: &KeyedRate, table: Arc<GcraTable>) -> Self {
         let map = |m: &std::collections::BTreeMap<String, Rate>| {
             m.iter()
                 .map(|(k, r)| (k.clone(), Params::new(*r)))
                 .collect()
         };
         Self {
-            table: GcraTable::new(max_keys),
+            table,
             base: Params::new(r.base()),
             device_types: map(&r.device_types),
             routes: map(&r.routes),
@@ -154,6 +155,8 @@ pub struct RateLimits {
     identity_route: Option<Keyed>,
     throttled: Single,
     clock: Arc<dyn Clock>,
+    /// Capacity of the keyed tables (`limits.max_keys`).
+    max_keys: usize,
 }
 
 /// Limits a request is counted against at most.
@@ -161,23 +164,57 @@ const MAX_APPLIED: usize = 6;
 
 impl RateLimits {
     pub fn new(c: &LimitsConfig, clock: Arc<dyn Clock>) -> Self {
-        let single = |r: Option<Rate>, keys: usize| {
+        Self::build(c, clock, None)
+    }
+
+    /// The limits of `c`, keeping the tables (every client's bucket) of `previous` for each
+    /// kind of limit configured in both, with the same `max_keys`: a live reload does not
+    /// reset anyone's buckets, so a flooder gains nothing by it, and a changed rate applies
+    /// to the state already there.
+    pub fn carry_over(c: &LimitsConfig, previous: &RateLimits) -> Self {
+        Self::build(c, previous.clock.clone(), Some(previous))
+    }
+
+    fn build(c: &LimitsConfig, clock: Arc<dyn Clock>, previous: Option<&RateLimits>) -> Self {
+        let same = previous.filter(|p| p.max_keys == c.max_keys);
+        let table = |old: Option<&Arc<GcraTable>>, keys: usize| {
+            old.cloned()
+                .unwrap_or_else(|| Arc::new(GcraTable::new(keys)))
+        };
+        // The global table has one key whatever `max_keys` is.
+        let old_global = previous.and_then(|p| p.global.as_ref()).map(|s| &s.table);
+        let single = |r: Option<Rate>, old: Option<&Arc<GcraTable>>, keys: usize| {
             r.map(|r| Single {
-                table: GcraTable::new(keys),
+                table: table(old, keys),
                 params: Params::new(r),
             })
         };
+        let keyed = |r: Option<&KeyedRate>, old: Option<&Keyed>| {
+            r.map(|r| Keyed::new(r, table(old.map(|k| &k.table), c.max_keys)))
+        };
         Self {
-            global: single(c.global, 1),
-            ip: single(c.ip, c.max_keys),
-            tenant: single(c.tenant, c.max_keys),
-            identity: c.identity.as_ref().map(|r| Keyed::new(r, c.max_keys)),
-            identity_route: c.identity_route.as_ref().map(|r| Keyed::new(r, c.max_keys)),
+            global: single(c.global, old_global, 1),
+            ip: single(
+                c.ip,
+                same.and_then(|p| p.ip.as_ref()).map(|s| &s.table),
+                c.max_keys,
+            ),
+            tenant: single(
+                c.tenant,
+                same.and_then(|p| p.tenant.as_ref()).map(|s| &s.table),
+                c.max_keys,
+            ),
+            identity: keyed(c.identity.as_ref(), same.and_then(|p| p.identity.as_ref())),
+            identity_route: keyed(
+                c.identity_route.as_ref(),
+                same.and_then(|p| p.identity_route.as_ref()),
+            ),
             throttled: Single {
-                table: GcraTable::new(c.max_keys),
+                table: table(same.map(|p| &p.throttled.table), c.max_keys),
                 params: Params::new(c.throttled),
             },
             clock,
+            max_keys: c.max_keys,
         }
     }
 

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use parking_lot::RwLock;
+use arc_swap::ArcSwap;
 use warden_config::{
     CredentialKind, IdentityStatus, RegistryConfig, RegistryEntry, RegistryFile, UnknownIdentity,
 };
@@ -27,7 +27,8 @@ pub enum Admission {
 pub struct Registry {
     file: PathBuf,
     unknown: UnknownIdentity,
-    current: RwLock<Arc<HashMap<String, Arc<RegistryEntry>>>>,
+    /// Read by every request without a lock; replaced whole by a reload.
+    current: ArcSwap<HashMap<String, Arc<RegistryEntry>>>,
 }
 
 impl Registry {
@@ -37,7 +38,7 @@ impl Registry {
         Ok(Self {
             file: config.file.clone(),
             unknown: config.unknown,
-            current: RwLock::new(Arc::new(map)),
+            current: ArcSwap::from_pointee(map),
         })
     }
 
@@ -45,18 +46,18 @@ impl Registry {
     pub fn reload(&self) -> Result<String, Vec<String>> {
         let map = read(&self.file)?;
         let n = map.len();
-        *self.current.write() = Arc::new(map);
+        self.current.store(Arc::new(map));
         Ok(format!("{n} identities"))
     }
 
     /// Registered identities.
     pub fn len(&self) -> usize {
-        self.current.read().len()
+        self.current.load().len()
     }
 
     /// May `identity` authenticate with `method`?
     pub fn admit(&self, identity: &str, method: CredentialKind) -> Admission {
-        let entry = self.current.read().get(identity).cloned();
+        let entry = self.current.load().get(identity).cloned();
         match entry {
             None if self.unknown == UnknownIdentity::Allow => Admission::Unregistered,
             None => Admission::Refused("identity not in the registry"),

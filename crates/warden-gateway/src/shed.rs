@@ -13,7 +13,8 @@ use warden_config::LimitsConfig;
 #[derive(Debug)]
 struct Gate {
     in_flight: AtomicUsize,
-    max: usize,
+    /// Changed in place by a live reload, so requests in flight stay counted.
+    max: AtomicUsize,
 }
 
 /// A held slot; released on drop.
@@ -29,7 +30,7 @@ impl Drop for Slot {
 impl Gate {
     fn enter(self: &Arc<Self>) -> Option<Slot> {
         let n = self.in_flight.fetch_add(1, Ordering::AcqRel);
-        if n >= self.max {
+        if n >= self.max.load(Ordering::Relaxed) {
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
@@ -50,18 +51,34 @@ pub struct Shed;
 
 impl Shedder {
     pub fn new(c: &LimitsConfig) -> Self {
-        let gate = |max| {
-            Arc::new(Gate {
+        Self::carry_over(c, &Self::default())
+    }
+
+    /// The limits of `c`, keeping the counters of `previous` for every gate that still
+    /// exists (its maximum updated in place): a live reload neither forgets the requests in
+    /// flight nor lets a burst in.
+    pub fn carry_over(c: &LimitsConfig, previous: &Shedder) -> Self {
+        let gate = |old: Option<&Arc<Gate>>, max: usize| match old {
+            Some(g) => {
+                g.max.store(max, Ordering::Relaxed);
+                g.clone()
+            }
+            None => Arc::new(Gate {
                 in_flight: AtomicUsize::new(0),
-                max,
-            })
+                max: AtomicUsize::new(max),
+            }),
         };
         Self {
-            global: (c.max_in_flight > 0).then(|| gate(c.max_in_flight)),
+            global: (c.max_in_flight > 0).then(|| gate(previous.global.as_ref(), c.max_in_flight)),
             routes: c
                 .routes
                 .iter()
-                .map(|(name, r)| (name.clone(), gate(r.max_in_flight)))
+                .map(|(name, r)| {
+                    (
+                        name.clone(),
+                        gate(previous.routes.get(name), r.max_in_flight),
+                    )
+                })
                 .collect(),
         }
     }
@@ -105,5 +122,22 @@ mod tests {
         assert!(matches!(s.enter_route("other"), Ok(None)));
         drop(r);
         assert!(matches!(s.enter_route("r"), Ok(Some(_))));
+    }
+
+    #[test]
+    fn a_reload_keeps_the_requests_in_flight_counted() {
+        let mut c = warden_config::WardenConfig::default().limits;
+        c.max_in_flight = 2;
+        let s = Shedder::new(&c);
+        let held = s.enter_global().expect("first");
+        c.max_in_flight = 1;
+        let reloaded = Shedder::carry_over(&c, &s);
+        assert_eq!(
+            reloaded.enter_global().err(),
+            Some(Shed),
+            "the held slot counts"
+        );
+        drop(held);
+        assert!(matches!(reloaded.enter_global(), Ok(Some(_))));
     }
 }

@@ -7,4 +7,6 @@ pub mod evaluation;
 pub mod metrics;
 pub mod stack;
 
-pub use stack::{Stack, StackExtras, StackParts, ensure_topics, make_bus, topic_specs};
+pub use stack::{
+    ConfigSource, Stack, StackExtras, StackParts, ensure_topics, make_bus, topic_specs,
+};

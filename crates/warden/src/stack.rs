@@ -107,6 +107,24 @@ pub struct StackExtras {
     pub pipeline_file: Option<std::path::PathBuf>,
     /// Archive every event into Parquet (its own consumer group).
     pub archive: Option<warden_stream::archive::ArchiveConfig>,
+    /// The config file the gateway reloads its live settings from (routes, API keys, limits,
+    /// validation) when it changes and on SIGHUP.
+    pub config_source: Option<ConfigSource>,
+}
+
+/// A config file and how to read it again (the same layers and overrides as at start).
+#[derive(Clone)]
+pub struct ConfigSource {
+    pub file: std::path::PathBuf,
+    pub loader: warden_gateway::ConfigLoader,
+}
+
+impl std::fmt::Debug for ConfigSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigSource")
+            .field("file", &self.file)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Running components. Dropping it without [`Stack::stop`] aborts them.
@@ -116,6 +134,8 @@ pub struct Stack {
     pub gateway_tls_addr: Option<SocketAddr>,
     /// Reload and inspect the gateway's identity sources.
     pub identity: Option<warden_gateway::IdentityHandle>,
+    /// The gateway's live settings (routes, API keys, limits, validation).
+    pub live: Option<warden_gateway::LiveConfig>,
     /// The gateway's admin API listener, when `admin.listen` is configured.
     pub admin_addr: Option<SocketAddr>,
     /// The admin API serves HTTPS (`[admin.tls]`).
@@ -166,6 +186,7 @@ impl Stack {
             gateway_addr: None,
             gateway_tls_addr: None,
             identity: None,
+            live: None,
             admin_addr: None,
             admin_tls: false,
             dashboard_addr: None,
@@ -253,9 +274,22 @@ impl Stack {
         }
         let mut tls_stats = Vec::new();
         if parts.gateway {
-            let gateway = Gateway::start(config, bus.clone())
+            let mut gateway = Gateway::start(config, bus.clone())
                 .await
                 .context("starting the gateway")?;
+            if let Some(source) = extras.config_source {
+                gateway.watch_config(
+                    source.file.clone(),
+                    source.loader,
+                    std::time::Duration::from_millis(config.identity.reload_interval_ms),
+                );
+                let live = gateway.live().clone();
+                stack.tasks.push((
+                    "sighup",
+                    tokio::spawn(reload_on_sighup(live, source.file, stopped(rx.clone()))),
+                ));
+            }
+            stack.live = Some(gateway.live().clone());
             if let Some(log) = &audit {
                 gateway.admin().record_in(log.clone());
             }
@@ -397,6 +431,41 @@ impl Stack {
         for (name, task) in consumers {
             task.await.with_context(|| format!("{name} task"))??;
         }
+        Ok(())
+    }
+}
+
+/// Reload the live settings from the config file on every SIGHUP until `shutdown` (where
+/// SIGHUP does not exist, only the file watch reloads).
+async fn reload_on_sighup(
+    live: warden_gateway::LiveConfig,
+    file: std::path::PathBuf,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                got = hup.recv() => {
+                    if got.is_none() {
+                        return Ok(());
+                    }
+                    info!(file = %file.display(), "SIGHUP: reloading the config file.");
+                    // The reload logs what it applied, or every problem of a refused change.
+                    let l = live.clone();
+                    tokio::task::spawn_blocking(move || l.reload()).await?;
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (live, file);
+        shutdown.await;
         Ok(())
     }
 }

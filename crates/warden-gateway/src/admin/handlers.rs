@@ -20,7 +20,7 @@ const MAX_TTL_S: u64 = 30 * 24 * 3600;
 /// TTL when a request does not give one (1 hour).
 const DEFAULT_TTL_S: u64 = 3600;
 
-type Handled = Result<(Response, String), AdminError>;
+pub(super) type Handled = Result<(Response, String), AdminError>;
 
 /// `caller` names who is calling, for the audit log: the operator certificate's name, else
 /// `token`.
@@ -49,6 +49,15 @@ pub(super) async fn dispatch(
             effective(admin, &percent_decode(identity)?, &query)
         }
         ["admin", "rbac", "shadow"] if reads(&method) => shadow(admin),
+        ["admin", "keys"] if reads(&method) => super::keys::list(admin),
+        ["admin", "keys"] if method == Method::POST => {
+            let body: warden_config::ApiKeyConfig = read_json(req.into_body()).await?;
+            super::keys::add(admin, body).await
+        }
+        ["admin", "keys", id] if method == Method::DELETE => {
+            super::keys::remove(admin, percent_decode(id)?).await
+        }
+        ["admin", "keys"] | ["admin", "keys", _] => Err(AdminError::MethodNotAllowed),
         ["admin", "quarantines"]
         | ["admin", "quarantines", _, _]
         | ["admin", "reload"]
@@ -58,7 +67,11 @@ pub(super) async fn dispatch(
     }
 }
 
-fn ok(status: StatusCode, body: serde_json::Value, action: impl Into<String>) -> Handled {
+pub(super) fn ok(
+    status: StatusCode,
+    body: serde_json::Value,
+    action: impl Into<String>,
+) -> Handled {
     Ok(((status, axum::Json(body)).into_response(), action.into()))
 }
 
@@ -257,6 +270,13 @@ async fn reload(admin: &Admin) -> Handled {
         }
     };
     let identity = admin.0.identity.reload_now().await;
+    // The config file's live settings (routes, keys, limits, validation), when it has one.
+    let live = admin.0.live.clone();
+    let config =
+        match tokio::task::spawn_blocking(move || live.has_source().then(|| live.reload())).await {
+            Ok(Some(r)) => json!(r),
+            Ok(None) | Err(_) => serde_json::Value::Null,
+        };
     // The admin listener's own certificate and operator CAs.
     let admin_tls = match admin.0.tls.clone() {
         Some(t) => match tokio::task::spawn_blocking(move || t.reload()).await {
@@ -280,6 +300,7 @@ async fn reload(admin: &Admin) -> Handled {
                 "failed": identity.failed.iter().map(|(c, _)| *c).collect::<Vec<_>>(),
             },
             "admin_tls": admin_tls,
+            "config": config,
         }),
         format!("reload:{}", report.generation),
     )
@@ -289,7 +310,8 @@ fn effective(admin: &Admin, identity: &str, query: &HashMap<String, String>) -> 
     if identity.is_empty() || identity.len() > 256 {
         return Err(AdminError::BadRequest);
     }
-    let key = admin.0.api_keys.iter().find(|k| k.identity == identity);
+    let live = admin.0.live.snapshot();
+    let key = live.config.api_keys.iter().find(|k| k.identity == identity);
     let pick = |name: &str, from_key: Option<&String>| {
         query
             .get(name)
@@ -332,7 +354,7 @@ fn effective(admin: &Admin, identity: &str, query: &HashMap<String, String>) -> 
                 })
         })
         .collect();
-    let l = &admin.0.limits;
+    let l = &live.config.limits;
     let rate = |r: Rate| json!({ "rate_per_s": r.rate_per_s, "burst": r.burst });
     let limits = json!({
         "identity": l.identity.as_ref().map(|k| rate(*k.device_types.get(&device_type).unwrap_or(&k.base()))),

@@ -177,3 +177,27 @@ fn refused_credentials_count_against_the_ip() {
     let (none, _) = limits("");
     assert!((0..100).all(|_| none.check_unauthenticated(ip).is_ok()));
 }
+
+#[test]
+fn a_reload_keeps_every_bucket_and_applies_a_lowered_rate() {
+    let (l, c) = limits("[limits.identity]\nrate_per_s = 1.0\nburst = 5\n");
+    let k = key(Some("flooder"), "sensor", "a");
+    // The flooder spends its burst…
+    assert_eq!(passed(&l, &c, &k, 10, 0, 0), 5);
+    // …and a reload (same limit) does not give it back.
+    let config =
+        warden_config::WardenConfig::from_toml("[limits.identity]\nrate_per_s = 1.0\nburst = 5\n")
+            .expect("valid config");
+    let reloaded = RateLimits::carry_over(&config.limits, &l);
+    assert_eq!(passed(&reloaded, &c, &k, 10, 0, 0), 0, "bucket survived");
+    // A lowered limit applies at once to a fresh client.
+    let lowered =
+        warden_config::WardenConfig::from_toml("[limits.identity]\nrate_per_s = 1.0\nburst = 2\n")
+            .expect("valid config");
+    let lowered = RateLimits::carry_over(&lowered.limits, &reloaded);
+    assert_eq!(
+        passed(&lowered, &c, &key(Some("new"), "", "a"), 10, 0, 0),
+        2
+    );
+    assert_eq!(passed(&lowered, &c, &k, 10, 0, 0), 0, "still empty");
+}

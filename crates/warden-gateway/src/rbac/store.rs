@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use parking_lot::{Mutex, RwLock};
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
 use serde::Serialize;
 use tracing::{info, warn};
 use warden_config::{ConfigErrors, PathCase, RbacPolicy, WardenConfig};
@@ -75,6 +76,14 @@ impl ShadowStats {
     }
 }
 
+/// New rules read from a new config, not applied yet.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    sources: Sources,
+    policies: Policies,
+    stamps: Vec<Stamp>,
+}
+
 /// Where the rules come from; kept to reload them.
 #[derive(Debug, Clone)]
 struct Sources {
@@ -135,8 +144,10 @@ impl Sources {
 /// The current snapshot and how to reload it.
 #[derive(Debug)]
 pub struct PolicyStore {
-    sources: Sources,
-    current: RwLock<Arc<Policies>>,
+    /// Replaced by a live reload of the config file (routes' validation, policy paths).
+    sources: Mutex<Sources>,
+    /// Read by every request without a lock.
+    current: ArcSwap<Policies>,
     /// Serialises reloads (requests never wait on it).
     reloading: Mutex<Vec<Stamp>>,
     pub shadow_stats: ShadowStats,
@@ -152,8 +163,8 @@ impl PolicyStore {
         let stamps = stamps(&sources.files());
         let policies = sources.read(0)?;
         Ok(Self {
-            sources,
-            current: RwLock::new(Arc::new(policies)),
+            sources: Mutex::new(sources),
+            current: ArcSwap::from_pointee(policies),
             reloading: Mutex::new(stamps),
             shadow_stats: ShadowStats::default(),
         })
@@ -161,17 +172,47 @@ impl PolicyStore {
 
     /// The rules for one request.
     pub fn snapshot(&self) -> Arc<Policies> {
-        self.current.read().clone()
+        self.current.load_full()
+    }
+
+    /// Read the policy files and validation settings of a new `config` without applying
+    /// them: every problem is returned, and nothing changes until [`PolicyStore::commit`].
+    pub(crate) fn prepare(&self, config: &WardenConfig) -> Result<Prepared, ConfigErrors> {
+        let sources = Sources {
+            config: config.clone(),
+            case: config.paths.case,
+        };
+        let stamps = stamps(&sources.files());
+        let policies = sources.read(self.current.load().generation + 1)?;
+        Ok(Prepared {
+            sources,
+            policies,
+            stamps,
+        })
+    }
+
+    /// Apply what [`PolicyStore::prepare`] read.
+    pub(crate) fn commit(&self, p: Prepared) {
+        let mut stamps_now = self.reloading.lock();
+        let generation = p.policies.generation;
+        *self.sources.lock() = p.sources;
+        self.current.store(Arc::new(p.policies));
+        *stamps_now = p.stamps;
+        info!(
+            generation,
+            "Validation settings and policy files applied from the config."
+        );
     }
 
     /// Re-read every file; on any problem the current rules stay and the problems are returned.
     pub fn reload(&self) -> Result<ReloadReport, ConfigErrors> {
         let mut stamps_now = self.reloading.lock();
-        let files = self.sources.files();
+        let sources = self.sources.lock().clone();
+        let files = sources.files();
         let new_stamps = stamps(&files);
-        let generation = self.current.read().generation + 1;
-        let policies = self.sources.read(generation)?;
-        *self.current.write() = Arc::new(policies);
+        let generation = self.current.load().generation + 1;
+        let policies = sources.read(generation)?;
+        self.current.store(Arc::new(policies));
         *stamps_now = new_stamps;
         info!(generation, "Policy files reloaded.");
         Ok(ReloadReport {
@@ -182,7 +223,7 @@ impl PolicyStore {
 
     /// Reload when a file's modification time or presence changed since the last load.
     pub fn reload_if_changed(&self) -> Option<Result<ReloadReport, ConfigErrors>> {
-        let files = self.sources.files();
+        let files = self.sources.lock().files();
         if stamps(&files) == *self.reloading.lock() {
             return None;
         }

@@ -3,8 +3,10 @@
 
 use warden_event::SubjectKind;
 
-use super::{Draft, Shared, rate_limited};
+use super::Shared;
+use super::request::{Draft, rate_limited};
 use crate::identity::Principal;
+use crate::live::LiveState;
 use crate::ratelimit::LimitKey;
 use crate::tls::TlsConn;
 use crate::{Reject, Verdict};
@@ -36,16 +38,17 @@ pub(super) fn principal_quarantine(gw: &Shared, principal: Option<&Principal>) -
 /// `reject` (or the 403/429) whatever its credentials were.
 pub(super) async fn refuse_attributed(
     gw: &Shared,
+    live: &LiveState,
     headers: &axum::http::HeaderMap,
     tls: Option<&TlsConn>,
     draft: &mut Draft,
     reject: Reject,
     ip_throttle: Option<(warden_event::Subject, Option<warden_event::ThrottleLimit>)>,
 ) -> Reject {
-    let (principal, auth) = gw.identity.attribute(headers, tls, draft.ts).await;
+    let (principal, auth) = gw.identity.attribute(live, headers, tls, draft.ts).await;
     draft.auth = auth;
     let Some(p) = principal else {
-        return match gw.limits.check_unauthenticated(draft.client_ip) {
+        return match live.limits.check_unauthenticated(draft.client_ip) {
             Ok(()) => reject,
             Err(l) => rate_limited(l),
         };
@@ -66,7 +69,7 @@ pub(super) async fn refuse_attributed(
         ip: draft.client_ip,
         throttled: throttled.as_ref().map(|(s, l)| (s, *l)),
     };
-    match gw.limits.check(&key) {
+    match live.limits.check(&key) {
         Ok(_) => reject,
         Err(l) => rate_limited(l),
     }

@@ -15,6 +15,29 @@ pub fn load_config(path: Option<&Path>, brokers: Option<String>) -> anyhow::Resu
     Ok(config)
 }
 
+/// Reload `path` as [`load_config`] read it, with `keep` applied to each reading (what the
+/// command added to the config at start, so it is not seen as a change).
+pub fn config_source(
+    path: &Path,
+    brokers: Option<String>,
+    keep: impl Fn(&mut WardenConfig) + Send + Sync + 'static,
+) -> warden::ConfigSource {
+    let file = path.to_path_buf();
+    let f = file.clone();
+    warden::ConfigSource {
+        file,
+        loader: std::sync::Arc::new(move || {
+            let mut config = WardenConfig::load(Some(&f))?;
+            if let Some(b) = &brokers {
+                config.bus.kind = BusKind::Kafka;
+                config.bus.brokers.clone_from(b);
+            }
+            keep(&mut config);
+            Ok(config)
+        }),
+    }
+}
+
 /// Read sealed archive files (encryption at rest) with the keys of `[at_rest]` in `config`
 /// (and `WARDEN__AT_REST__*` variables): the current key and every old one, whether or not
 /// `enabled` (that only governs writing).

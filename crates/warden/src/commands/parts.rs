@@ -2,12 +2,17 @@
 
 use warden::{Stack, StackExtras, StackParts, ensure_topics, make_bus};
 
-use super::common::{load_config, load_pipeline, run_until_signal};
+use super::common::{config_source, load_config, load_pipeline, run_until_signal};
 use super::sim_setup::{self, SimChoice};
 use crate::{GatewayArgs, ProcessorArgs};
 
 pub async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
-    let mut config = load_config(args.part.config.as_deref(), args.part.brokers)?;
+    let mut config = load_config(args.part.config.as_deref(), args.part.brokers.clone())?;
+    // The live settings reload from the file, unless a simulated fleet was added to them.
+    let config_source = match (&args.part.config, &args.scenario_upstream) {
+        (Some(path), None) => Some(config_source(path, args.part.brokers.clone(), |_| {})),
+        _ => None,
+    };
     if let (Some(scenario), Some(upstream)) = (&args.scenario, &args.scenario_upstream) {
         let choice = SimChoice {
             scenario: scenario.clone(),
@@ -29,12 +34,16 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
     }
     let bus = make_bus(&config)?;
     ensure_topics(&*bus, &config).await?;
-    let stack = Stack::start(
+    let stack = Stack::start_with(
         bus,
         &config,
         StackParts {
             gateway: true,
             ..StackParts::default()
+        },
+        StackExtras {
+            config_source,
+            ..StackExtras::default()
         },
     )
     .await?;
@@ -58,6 +67,7 @@ pub async fn processor(args: ProcessorArgs) -> anyhow::Result<()> {
         StackExtras {
             pipeline_file: args.pipeline.clone(),
             archive: None,
+            config_source: None,
         },
     )
     .await?;

@@ -7,7 +7,7 @@ use anyhow::Context;
 use warden::demo::demo_config;
 use warden::{Stack, StackExtras, StackParts, ensure_topics, make_bus};
 
-use super::common::{load_config, load_pipeline, run_until_signal};
+use super::common::{config_source, load_config, load_pipeline, run_until_signal};
 use super::sim_setup::{self, SimChoice};
 use crate::UpArgs;
 
@@ -32,21 +32,29 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .context("binding the demo upstream")?;
-    let upstream_addr = upstream.local_addr()?;
-    tokio::spawn(warden_sim::demo_upstream(upstream));
+    // The demo upstream and keys exist only for the demo: the built-in config, `--demo`, or a
+    // simulated fleet (`--scenario`). A real config without them starts what it names, nothing
+    // more.
+    let demo = args.config.is_none() || args.demo;
+    let upstream_addr = if demo || sim.is_some() {
+        let upstream = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("binding the demo upstream")?;
+        let addr = upstream.local_addr()?;
+        tokio::spawn(warden_sim::demo_upstream(upstream));
+        Some(addr)
+    } else {
+        None
+    };
     // The demo's route and device keys are added to the built-in config, and to a given
     // config when `--demo` asks for the fleet.
-    let mut config = if args.config.is_none() || args.demo {
-        demo_config(base, upstream_addr, &devices)?
-    } else {
-        base
+    let mut config = match upstream_addr {
+        Some(addr) if demo => demo_config(base, addr, &devices)?,
+        _ => base,
     };
-    if let Some((_, _, _, fleet)) = &sim {
+    if let (Some((_, _, _, fleet)), Some(addr)) = (&sim, upstream_addr) {
         fleet
-            .configure(&mut config, upstream_addr)
+            .configure(&mut config, addr)
             .map_err(|e| anyhow::anyhow!("simulated fleet: {e}"))?;
     }
     // Without configured operators, this run makes a one-time one and prints its token.
@@ -57,6 +65,20 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         )
     } else {
         None
+    };
+    // A real config's live settings reload from its file (on change and SIGHUP); the demo's
+    // and a simulated fleet's are made at start, so those runs do not reload.
+    let config_source = match (&args.config, demo || sim.is_some()) {
+        (Some(path), false) => {
+            // The one-time console operator is this run's, not the file's.
+            let operators = config.dashboard.operators.clone();
+            Some(config_source(path, None, move |c| {
+                if c.dashboard.operators.is_empty() {
+                    c.dashboard.operators.clone_from(&operators);
+                }
+            }))
+        }
+        _ => None,
     };
     let bus = make_bus(&config)?;
     ensure_topics(&*bus, &config).await?;
@@ -79,6 +101,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         StackExtras {
             pipeline_file: args.pipeline.clone(),
             archive,
+            config_source,
         },
     )
     .await?;
@@ -89,17 +112,31 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             "console    token {token} (sign in at http://{a}/login; scripts: Authorization: Bearer)"
         );
     }
-    println!("demo upstream http://{upstream_addr}/");
-    if let Some(d) = devices.first() {
-        println!(
-            "try: curl -i -X POST -H 'X-Api-Key: {}' http://{}/api/devices/{}/telemetry -d '{{\"t\":21.5}}'",
-            d.key,
-            stack
-                .gateway_addr
-                .map(|a| a.to_string())
-                .unwrap_or_default(),
-            d.identity
-        );
+    if let (true, Some(addr)) = (demo, upstream_addr) {
+        println!("demo upstream http://{addr}/");
+        if let Some(d) = devices.first() {
+            println!(
+                "try: curl -i -X POST -H 'X-Api-Key: {}' http://{}/api/devices/{}/telemetry -d '{{\"t\":21.5}}'",
+                d.key,
+                stack
+                    .gateway_addr
+                    .map(|a| a.to_string())
+                    .unwrap_or_default(),
+                d.identity
+            );
+        }
+    } else {
+        print!("{}", describe_config(&config));
+        if let Some(path) = &args.config
+            && stack.live.is_some()
+            && !demo
+            && sim.is_none()
+        {
+            println!(
+                "config     {} (routes, keys, limits, validation reload on change and SIGHUP)",
+                path.display()
+            );
+        }
     }
     if let Some((choice, s, seed, fleet)) = &sim {
         println!("{}", sim_setup::describe(s, fleet, *seed));
@@ -158,4 +195,41 @@ fn start_demo_fleet(gateway: String, devices: Vec<warden_sim::DemoDevice>, args:
             println!("demo: {}", stats.summary());
         }
     });
+}
+
+/// What a real config loaded: its routes, identity sources and where its files are, so an
+/// operator sees at start what the gateway will serve.
+fn describe_config(config: &warden_config::WardenConfig) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "routes     {}", config.routes.len());
+    for r in &config.routes {
+        let _ = writeln!(
+            out,
+            "  {} {} -> {} (auth {:?}{})",
+            r.name,
+            r.prefix,
+            r.upstream,
+            r.auth,
+            if r.require_mtls { ", mTLS" } else { "" }
+        );
+    }
+    let mut sources = vec![format!("{} API keys", config.api_keys.len())];
+    if let Some(reg) = &config.identity.registry {
+        sources.push(format!("registry {}", reg.file.display()));
+    }
+    if let Some(jwt) = &config.identity.jwt {
+        match (&jwt.jwks_file, &jwt.jwks_url) {
+            (Some(f), _) => sources.push(format!("JWT (JWKS {})", f.display())),
+            (None, Some(u)) => sources.push(format!("JWT (JWKS {u})")),
+            (None, None) => sources.push("JWT (shared secret)".into()),
+        }
+    }
+    if let Some(tls) = &config.gateway.tls
+        && tls.client_auth.is_some()
+    {
+        sources.push("client certificates".into());
+    }
+    let _ = writeln!(out, "identity   {}", sources.join(", "));
+    out
 }

@@ -1,0 +1,255 @@
+//! API keys through the admin API, over real sockets: a key added with `POST /admin/keys` works
+//! on its next request, is written to `admin.keys_file` and loaded by a gateway started later;
+//! the config file's keys cannot be touched there, nor can the file take an API-managed key
+//! over; a disabled key stops working at once.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use warden_bus::{Bus, EmbeddedBus, EmbeddedConfig, TopicSpec};
+use warden_config::{WardenConfig, hash_api_key};
+use warden_gateway::{ConfigLoader, Gateway, LiveConfig};
+
+const FILE_KEY: &str = "admin-keys-file-0123456789abcdef";
+const API_KEY: &str = "admin-keys-api-0123456789abcdef";
+const TOKEN: &str = "admin-token-0123456789abcdef";
+
+async fn upstream() -> SocketAddr {
+    let app = axum::Router::new().fallback(|| async { "ok" });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+struct Running {
+    gateway: SocketAddr,
+    admin: SocketAddr,
+    live: LiveConfig,
+    client: reqwest::Client,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Running {
+    async fn get(&self, key: &str) -> u16 {
+        self.client
+            .get(format!("http://{}/api/t", self.gateway))
+            .header("x-api-key", key)
+            .send()
+            .await
+            .map_or(0, |r| r.status().as_u16())
+    }
+
+    async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .client
+            .request(method, format!("http://{}{path}", self.admin))
+            .bearer_auth(TOKEN);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("admin call");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+}
+
+async fn start(file: &Path) -> Running {
+    let config = WardenConfig::load(Some(file)).expect("valid config");
+    let bus = EmbeddedBus::new(EmbeddedConfig::default());
+    let t = &config.bus.topics;
+    let spec = |name: &str, compacted| TopicSpec {
+        name: name.to_string(),
+        partitions: 1,
+        compacted,
+        retention_ms: None,
+    };
+    bus.ensure_topics(&[spec(&t.events, false), spec(&t.decisions, true)])
+        .await
+        .expect("topics");
+    let gateway = Gateway::start(&config, Arc::new(bus))
+        .await
+        .expect("gateway");
+    let f = file.to_path_buf();
+    let loader: ConfigLoader = Arc::new(move || WardenConfig::load(Some(&f)));
+    gateway.live().set_source(file.to_path_buf(), loader);
+    let live = gateway.live().clone();
+    let bind = || async {
+        tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind")
+    };
+    let (listener, admin_listener) = (bind().await, bind().await);
+    let (addr, admin) = (
+        listener.local_addr().expect("addr"),
+        admin_listener.local_addr().expect("addr"),
+    );
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let (admin_stop_tx, admin_stop) = tokio::sync::watch::channel(false);
+    let api = gateway.admin().clone();
+    tokio::spawn(async move {
+        let mut s = admin_stop;
+        let _ = api
+            .serve(admin_listener, async move {
+                let _ = s.wait_for(|v| *v).await;
+            })
+            .await;
+    });
+    tokio::spawn(async move {
+        let _ = gateway
+            .serve(listener, async {
+                let _ = rx.await;
+            })
+            .await;
+        let _ = admin_stop_tx.send(true);
+    });
+    Running {
+        gateway: addr,
+        admin,
+        live,
+        client: reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client"),
+        _stop: stop,
+    }
+}
+
+fn key_body(id: &str, key: &str) -> Value {
+    json!({
+        "id": id, "sha256": hash_api_key(key), "identity": "dev-api", "tenant": "acme",
+        "device_type": "sensor", "roles": [],
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_added_through_the_admin_api_work_persist_and_never_override_the_file() {
+    let up = upstream().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys_file = dir.path().join("keys.json");
+    let file = dir.path().join("warden.toml");
+    let base = format!(
+        "[admin]\ntoken_sha256 = \"{}\"\nkeys_file = \"{}\"\n\
+         [[routes]]\nname = \"api\"\nprefix = \"/api\"\nupstream = \"http://{up}\"\nauth = \"api_key\"\n\
+         [[api_keys]]\nid = \"k-file\"\nsha256 = \"{}\"\nidentity = \"dev-file\"\ntenant = \"acme\"\n\
+         device_type = \"sensor\"\nroles = []\n",
+        hash_api_key(TOKEN),
+        keys_file.display(),
+        hash_api_key(FILE_KEY),
+    );
+    std::fs::write(&file, &base).expect("config");
+    let gw = start(&file).await;
+    assert_eq!(gw.get(FILE_KEY).await, 200);
+    assert_eq!(gw.get(API_KEY).await, 401);
+
+    // Added: works on its next request, and is on disk.
+    let (status, body) = gw
+        .admin(
+            reqwest::Method::POST,
+            "/admin/keys",
+            Some(key_body("k-api", API_KEY)),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["applied"], true, "{body}");
+    assert_eq!(gw.get(API_KEY).await, 200);
+    let stored = std::fs::read_to_string(&keys_file).expect("keys file");
+    assert!(
+        stored.contains("k-api") && !stored.contains(API_KEY),
+        "{stored}"
+    );
+
+    // Listed with who manages it; no digests.
+    let (status, body) = gw.admin(reqwest::Method::GET, "/admin/keys", None).await;
+    assert_eq!(status, 200);
+    let text = body.to_string();
+    assert!(text.contains("\"managed_by\":\"admin_api\""), "{text}");
+    assert!(text.contains("\"managed_by\":\"config_file\""), "{text}");
+    assert!(!text.contains(&hash_api_key(API_KEY)), "{text}");
+
+    // The same id again: refused with `warden check`'s problem; nothing changes.
+    let (status, body) = gw
+        .admin(
+            reqwest::Method::POST,
+            "/admin/keys",
+            Some(key_body("k-api", "yet-another-key-0123456789")),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["problems"]
+            .to_string()
+            .contains("duplicate key id `k-api`"),
+        "{body}"
+    );
+
+    // The file's keys are not the API's to touch.
+    let (status, body) = gw
+        .admin(
+            reqwest::Method::POST,
+            "/admin/keys",
+            Some(key_body("k-file", "another-key-0123456789abc")),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (409, json!("file_managed"))
+    );
+    let (status, _) = gw
+        .admin(reqwest::Method::DELETE, "/admin/keys/k-file", None)
+        .await;
+    assert_eq!(status, 409);
+    assert_eq!(gw.get(FILE_KEY).await, 200);
+
+    // Nor may the file take the API's key over: that change is refused whole.
+    std::fs::write(
+        &file,
+        format!(
+            "{base}[[api_keys]]\nid = \"k-api\"\nsha256 = \"{}\"\nidentity = \"dev-x\"\n\
+             tenant = \"acme\"\ndevice_type = \"sensor\"\nroles = []\n",
+            hash_api_key("file-takes-over-0123456789")
+        ),
+    )
+    .expect("config");
+    let live = gw.live.clone();
+    let report = tokio::task::spawn_blocking(move || live.reload())
+        .await
+        .expect("reload");
+    assert!(!report.applied);
+    assert!(
+        report
+            .problems
+            .join("\n")
+            .contains("also managed by the admin API"),
+        "{report:?}"
+    );
+    std::fs::write(&file, &base).expect("config");
+
+    // A gateway started later loads the API-managed key.
+    let second = start(&file).await;
+    assert_eq!(second.get(API_KEY).await, 200, "loaded from the keys file");
+
+    // Disabled: refused at once, and gone from the file.
+    let (status, body) = gw
+        .admin(reqwest::Method::DELETE, "/admin/keys/k-api", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(gw.get(API_KEY).await, 401);
+    let stored = std::fs::read_to_string(&keys_file).expect("keys file");
+    assert!(!stored.contains("k-api"), "{stored}");
+    let (status, _) = gw
+        .admin(reqwest::Method::DELETE, "/admin/keys/k-api", None)
+        .await;
+    assert_eq!(status, 404);
+}
