@@ -181,7 +181,8 @@ async fn quarantine(State(app): State<AppState>) -> impl IntoResponse {
 pub(crate) struct ReleaseRequest {
     kind: SubjectKind,
     value: String,
-    #[serde(default)]
+    /// Why (required, not blank, at most 1000 bytes): recorded with the operator's name.
+    #[schemars(length(min = 1, max = 1000))]
     reason: String,
 }
 
@@ -195,11 +196,15 @@ pub(crate) struct QuarantineRequest {
     reason: String,
 }
 
-fn check_reason(reason: &str, required: bool) -> Result<(), ApiError> {
-    if reason.len() > MAX_REASON_LEN || (required && reason.trim().is_empty()) {
+/// A release or a manual quarantine must say why: a reason of 1 to `MAX_REASON_LEN` bytes,
+/// not only blanks.
+fn check_reason(reason: &str) -> Result<(), ApiError> {
+    if reason.trim().is_empty() {
+        return Err(ApiError::ReasonRequired);
+    }
+    if reason.len() > MAX_REASON_LEN {
         return Err(ApiError::BadRequest(format!(
-            "reason must be {} to {MAX_REASON_LEN} bytes",
-            usize::from(required)
+            "reason must be at most {MAX_REASON_LEN} bytes"
         )));
     }
     Ok(())
@@ -260,6 +265,7 @@ async fn publish(
                 | ApiError::Unavailable(why)
                 | ApiError::Forbidden(why)
                 | ApiError::NotFound(why) => why.clone(),
+                ApiError::ReasonRequired => "no reason".into(),
             },
         });
         if let Err(e) = record(app, &failed).await {
@@ -338,7 +344,7 @@ async fn release(
     }
     let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     check_value(&req.value)?;
-    check_reason(&req.reason, false)?;
+    check_reason(&req.reason)?;
     let subject = Subject {
         kind: req.kind,
         value: req.value,
@@ -349,11 +355,7 @@ async fn release(
             "{subject} is not quarantined or throttled"
         )));
     };
-    let reason = if req.reason.trim().is_empty() {
-        format!("released by {}", op.name)
-    } else {
-        format!("released by {}: {}", op.name, req.reason.trim())
-    };
+    let reason = format!("released by {}: {}", op.name, req.reason.trim());
     let decision = Decision {
         v: warden_event::SCHEMA_VERSION,
         id: uuid::Uuid::now_v7().to_string(),
@@ -396,7 +398,7 @@ async fn manual_quarantine(
     }
     let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     check_value(&req.value)?;
-    check_reason(&req.reason, true)?;
+    check_reason(&req.reason)?;
     if req.ttl_s == 0 || req.ttl_s > MAX_MANUAL_TTL_S {
         return Err(ApiError::BadRequest(format!(
             "ttl_s must be 1 to {MAX_MANUAL_TTL_S}"

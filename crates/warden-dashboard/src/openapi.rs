@@ -119,14 +119,15 @@ fn build() -> Value {
                 }
             },
             "/api/quarantine/release": { "post": {
-                "summary": "Release a quarantined or throttled subject (operators), with a reason",
+                "summary": "Release a quarantined or throttled subject (operators); the reason is required",
                 "requestBody": { "required": true, "content": { "application/json": { "schema": release } } },
-                "responses": with(json!({
+                "responses": with(refusals.clone(), json!({
+                    "400": error("No reason (code `reason_required`), or a malformed request"),
                     "202": ok("The release decision, published", decision.clone()),
                     "403": error("A viewer, or a session request without its CSRF token"),
                     "404": error("The subject is not quarantined or throttled"),
                     "503": error("The bus did not acknowledge the release")
-                }), refusals.clone())
+                }))
             }},
             "/api/devices/{identity}": { "get": {
                 "summary": "One identity: its alerts and latest decision",

@@ -355,7 +355,7 @@ async fn state_changes_need_the_csrf_token_an_operator_and_an_active_decision() 
         .post(format!("{}/api/quarantine/release", c.url))
         .bearer_auth(VIEWER)
         .header("content-type", "application/json")
-        .body(r#"{"kind":"identity","value":"dev-1"}"#)
+        .body(r#"{"kind":"identity","value":"dev-1","reason":"false positive"}"#)
         .send()
         .await
         .expect("post");
