@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -17,8 +17,8 @@ use warden_event::{Action, Alert, Decision, Evidence, Severity, Subject, Subject
 use crate::auth::{self, Auth, Operator};
 use crate::error::ApiError;
 use crate::state::DashboardState;
+use crate::{pages, views};
 
-const PAGE: &str = include_str!("page.html");
 /// Alerts returned by `/api/alerts` when no `limit` is given.
 const DEFAULT_LIMIT: usize = 100;
 /// Longest subject value accepted in a release.
@@ -57,13 +57,23 @@ pub(crate) fn router(app: AppState) -> Router {
         .route("/logout", post(auth::logout))
         .with_state(auth.clone());
     Router::new()
-        .route("/", get(page))
-        // Subject pages: the same page, opened on the subject the URL names.
-        .route("/identities/{subject}", get(page))
-        .route("/ips/{subject}", get(page))
-        .route("/tenants/{subject}", get(page))
-        .route("/keys/{subject}", get(page))
-        .route("/routes/{subject}", get(page))
+        .route("/", get(pages::overview))
+        // Subject pages: the page opened on the subject the URL names, its traffic and alerts
+        // rendered on the server.
+        .route(
+            "/identities/{subject}",
+            get(subject_page(SubjectKind::Identity)),
+        )
+        .route("/ips/{subject}", get(subject_page(SubjectKind::Ip)))
+        .route("/tenants/{subject}", get(subject_page(SubjectKind::Tenant)))
+        .route("/keys/{subject}", get(subject_page(SubjectKind::ApiKey)))
+        .route("/routes/{subject}", get(subject_page(SubjectKind::Route)))
+        .route("/alerts/{id}", get(pages::alert))
+        .route("/search", get(pages::search))
+        .route("/api/traffic", get(views::fleet_traffic))
+        .route("/api/traffic/{kind}/{value}", get(views::subject_traffic))
+        .route("/api/alerts/{id}", get(views::alert))
+        .route("/api/search", get(views::search_api))
         .route("/healthz", get(|| async { "ok" }))
         .route("/api/session", get(session))
         .route("/api/alerts", get(alerts))
@@ -147,16 +157,27 @@ async fn status(State(app): State<AppState>) -> Json<serde_json::Value> {
     )
 }
 
-async fn page() -> Response {
-    let mut resp = Html(PAGE).into_response();
-    page_headers(resp.headers_mut());
-    resp
+/// The handler of a subject page of `kind`.
+fn subject_page(
+    kind: SubjectKind,
+) -> impl Fn(
+    State<AppState>,
+    Result<Path<String>, PathRejection>,
+    Result<Query<pages::PageQuery>, QueryRejection>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response> + Send>>
++ Clone
++ Send
++ Sync
++ 'static {
+    move |State(app), path, query| Box::pin(pages::subject(kind, app, path, query))
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AlertsQuery {
     limit: Option<usize>,
+    /// Alerts to skip (paging: the next page starts at `offset + limit`).
+    offset: Option<usize>,
     /// `kind:value`, e.g. `identity:dev-1`.
     subject: Option<String>,
 }
@@ -164,11 +185,18 @@ struct AlertsQuery {
 async fn alerts(
     State(app): State<AppState>,
     query: Result<Query<AlertsQuery>, QueryRejection>,
-) -> Result<Json<Vec<Alert>>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let subject = q.subject.as_deref().map(parse_subject).transpose()?;
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
-    Ok(Json(app.state.alerts(limit, subject.as_ref())))
+    let (page, total) = app
+        .state
+        .alerts_page(q.offset.unwrap_or(0), limit, subject.as_ref());
+    let mut resp = Json(page).into_response();
+    if let Ok(v) = HeaderValue::from_str(&total.to_string()) {
+        resp.headers_mut().insert("x-total-count", v);
+    }
+    Ok(resp)
 }
 
 async fn quarantine(State(app): State<AppState>) -> impl IntoResponse {
@@ -472,7 +500,7 @@ fn parse_subject(text: &str) -> Result<Subject, ApiError> {
     })
 }
 
-fn check_value(value: &str) -> Result<(), ApiError> {
+pub(crate) fn check_value(value: &str) -> Result<(), ApiError> {
     if value.is_empty() || value.len() > MAX_SUBJECT_LEN {
         return Err(ApiError::BadRequest(format!(
             "subject value must be 1 to {MAX_SUBJECT_LEN} bytes"

@@ -33,9 +33,13 @@ mod api;
 mod auth;
 mod error;
 pub mod openapi;
+mod pages;
+mod render;
 mod server;
 pub mod sink;
 mod state;
+pub mod traffic;
+mod views;
 
 pub use api::StatusFn;
 pub use auth::one_time_operator;
