@@ -62,12 +62,24 @@ pub(crate) fn router(app: AppState) -> Router {
         // rendered on the server.
         .route(
             "/identities/{subject}",
-            get(subject_page(SubjectKind::Identity)),
+            get(|s, p, q| pages::subject(SubjectKind::Identity, s, p, q)),
         )
-        .route("/ips/{subject}", get(subject_page(SubjectKind::Ip)))
-        .route("/tenants/{subject}", get(subject_page(SubjectKind::Tenant)))
-        .route("/keys/{subject}", get(subject_page(SubjectKind::ApiKey)))
-        .route("/routes/{subject}", get(subject_page(SubjectKind::Route)))
+        .route(
+            "/ips/{subject}",
+            get(|s, p, q| pages::subject(SubjectKind::Ip, s, p, q)),
+        )
+        .route(
+            "/tenants/{subject}",
+            get(|s, p, q| pages::subject(SubjectKind::Tenant, s, p, q)),
+        )
+        .route(
+            "/keys/{subject}",
+            get(|s, p, q| pages::subject(SubjectKind::ApiKey, s, p, q)),
+        )
+        .route(
+            "/routes/{subject}",
+            get(|s, p, q| pages::subject(SubjectKind::Route, s, p, q)),
+        )
         .route("/alerts/{id}", get(pages::alert))
         .route("/search", get(pages::search))
         .route("/api/traffic", get(views::fleet_traffic))
@@ -155,21 +167,6 @@ async fn status(State(app): State<AppState>) -> Json<serde_json::Value> {
             .as_ref()
             .map_or_else(|| serde_json::json!({}), |f| f()),
     )
-}
-
-/// The handler of a subject page of `kind`.
-fn subject_page(
-    kind: SubjectKind,
-) -> impl Fn(
-    State<AppState>,
-    Result<Path<String>, PathRejection>,
-    Result<Query<pages::PageQuery>, QueryRejection>,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response> + Send>>
-+ Clone
-+ Send
-+ Sync
-+ 'static {
-    move |State(app), path, query| Box::pin(pages::subject(kind, app, path, query))
 }
 
 #[derive(Debug, Deserialize)]

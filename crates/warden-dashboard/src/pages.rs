@@ -208,7 +208,7 @@ pub(crate) async fn overview(State(app): State<AppState>) -> Response {
 /// `GET /identities/{id}`, `/ips/{ip}`, `/tenants/{t}`, `/keys/{k}`, `/routes/{r}`.
 pub(crate) async fn subject(
     kind: SubjectKind,
-    app: AppState,
+    State(app): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Response {

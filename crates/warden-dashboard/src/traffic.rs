@@ -90,7 +90,7 @@ impl Recent {
                 last_seen: *ts,
             })
             .collect();
-        v.sort_by(|a, b| b.last_seen.cmp(&a.last_seen));
+        v.sort_by_key(|s| std::cmp::Reverse(s.last_seen));
         v
     }
 }
