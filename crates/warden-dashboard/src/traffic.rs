@@ -18,7 +18,7 @@ use warden_event::{ANONYMOUS, Reason, RequestEvent, Subject, SubjectKind};
 /// Minutes of history kept (fleet and subjects).
 pub const WINDOW_MIN: usize = 60;
 /// Subjects kept per kind (identities, client IPs, tenants).
-pub const MAX_SUBJECTS: usize = 20_000;
+pub const MAX_SUBJECTS: usize = 10_000;
 /// Routes and peers (IPs of an identity or tenant, identities of an IP) kept per subject.
 const RECENT: usize = 6;
 /// Longest route or peer label kept (longer ones are cut).
@@ -27,8 +27,10 @@ const MAX_LABEL: usize = 64;
 const MAX_KEY: usize = 512;
 /// Upper bound of the memory one subject takes, bytes: minute ring, reason blocks, routes and
 /// peers at their longest, key at its longest, and the hash map's own overhead.
-pub const SUBJECT_BYTES: usize =
-    std::mem::size_of::<SubjectTraffic>() + 2 * RECENT * MAX_LABEL + MAX_KEY + 64;
+pub const SUBJECT_BYTES: usize = std::mem::size_of::<SubjectTraffic>()
+    + 2 * RECENT * (MAX_LABEL + std::mem::size_of::<(Box<str>, u32, i64)>())
+    + MAX_KEY
+    + 64;
 /// Minutes per block of the per-subject refusal reasons.
 const REASON_BLOCK_MIN: u32 = 10;
 const REASON_BLOCKS: usize = WINDOW_MIN / REASON_BLOCK_MIN as usize;
@@ -549,4 +551,70 @@ fn talkers(
             bytes,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_subject_costs_at_most_4_kib() {
+        assert!(SUBJECT_BYTES <= 4096, "{SUBJECT_BYTES}");
+        eprintln!("{SUBJECT_BYTES} bytes per subject at most");
+    }
+
+    #[test]
+    fn the_least_recently_active_subjects_are_forgotten() {
+        let t = Traffic::new(32);
+        let now = 1_800_000_000_000_000_000;
+        let mut e = event(now);
+        for i in 0..100 {
+            e.identity = format!("dev-{i}");
+            t.record(&e, now);
+        }
+        let fleet = t.fleet(now, 5);
+        assert!(fleet.tracked["identity"] <= 32);
+        assert!(t.subject(&Subject::identity("dev-99"), now).tracked);
+        assert!(!t.subject(&Subject::identity("dev-0"), now).tracked);
+        assert_eq!(fleet.series.last().map(|p| p.requests), Some(100));
+        e.ts = now - 2 * 3_600_000_000_000;
+        t.record(&e, now);
+        assert_eq!(
+            t.fleet(now, 5).series.last().map(|p| p.requests),
+            Some(100),
+            "too old"
+        );
+    }
+
+    fn event(ts: i64) -> RequestEvent {
+        RequestEvent {
+            v: warden_event::SCHEMA_VERSION,
+            id: "e".into(),
+            gateway: "gw".into(),
+            seq: 0,
+            ts,
+            identity: "dev".into(),
+            tenant: String::new(),
+            device_type: String::new(),
+            auth: warden_event::AuthInfo {
+                method: warden_event::AuthMethod::ApiKey,
+                result: warden_event::AuthResult::Ok,
+            },
+            client_ip: "10.0.0.1".into(),
+            protocol: warden_event::Protocol::Http,
+            method: "GET".into(),
+            route: "r".into(),
+            path: "/".into(),
+            status: 200,
+            decision: warden_event::Outcome::Allowed,
+            latency_us: 1,
+            bytes_in: 1,
+            bytes_out: 1,
+            user_agent: None,
+            tls: None,
+            reason: Reason::None,
+            query: String::new(),
+            query_hash: 0,
+        }
+    }
 }
