@@ -31,6 +31,8 @@ pub const SUBJECT_BYTES: usize = std::mem::size_of::<SubjectTraffic>()
     + 2 * RECENT * (MAX_LABEL + std::mem::size_of::<(Box<str>, u32, i64)>())
     + MAX_KEY
     + 64;
+// A subject costs at most 4 KiB (3 520 bytes with today's layout).
+const _: () = assert!(SUBJECT_BYTES <= 4096);
 /// Minutes per block of the per-subject refusal reasons.
 const REASON_BLOCK_MIN: u32 = 10;
 const REASON_BLOCKS: usize = WINDOW_MIN / REASON_BLOCK_MIN as usize;
@@ -554,67 +556,5 @@ fn talkers(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_subject_costs_at_most_4_kib() {
-        assert!(SUBJECT_BYTES <= 4096, "{SUBJECT_BYTES}");
-        eprintln!("{SUBJECT_BYTES} bytes per subject at most");
-    }
-
-    #[test]
-    fn the_least_recently_active_subjects_are_forgotten() {
-        let t = Traffic::new(32);
-        let now = 1_800_000_000_000_000_000;
-        let mut e = event(now);
-        for i in 0..100 {
-            e.identity = format!("dev-{i}");
-            t.record(&e, now);
-        }
-        let fleet = t.fleet(now, 5);
-        assert!(fleet.tracked["identity"] <= 32);
-        assert!(t.subject(&Subject::identity("dev-99"), now).tracked);
-        assert!(!t.subject(&Subject::identity("dev-0"), now).tracked);
-        assert_eq!(fleet.series.last().map(|p| p.requests), Some(100));
-        e.ts = now - 2 * 3_600_000_000_000;
-        t.record(&e, now);
-        assert_eq!(
-            t.fleet(now, 5).series.last().map(|p| p.requests),
-            Some(100),
-            "too old"
-        );
-    }
-
-    fn event(ts: i64) -> RequestEvent {
-        RequestEvent {
-            v: warden_event::SCHEMA_VERSION,
-            id: "e".into(),
-            gateway: "gw".into(),
-            seq: 0,
-            ts,
-            identity: "dev".into(),
-            tenant: String::new(),
-            device_type: String::new(),
-            auth: warden_event::AuthInfo {
-                method: warden_event::AuthMethod::ApiKey,
-                result: warden_event::AuthResult::Ok,
-            },
-            client_ip: "10.0.0.1".into(),
-            protocol: warden_event::Protocol::Http,
-            method: "GET".into(),
-            route: "r".into(),
-            path: "/".into(),
-            status: 200,
-            decision: warden_event::Outcome::Allowed,
-            latency_us: 1,
-            bytes_in: 1,
-            bytes_out: 1,
-            user_agent: None,
-            tls: None,
-            reason: Reason::None,
-            query: String::new(),
-            query_hash: 0,
-        }
-    }
-}
+#[path = "traffic_tests.rs"]
+mod tests;
