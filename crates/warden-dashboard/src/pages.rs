@@ -368,11 +368,11 @@ pub(crate) async fn subject(
         &alert_rows(&alerts, false),
         "no alerts for this subject",
     ));
-    if offset + alerts.len() < total {
+    if offset.saturating_add(alerts.len()) < total {
         let _ = write!(
             html,
             r#"<p><a href="?offset={}">older alerts</a></p>"#,
-            offset + alerts.len()
+            offset.saturating_add(alerts.len())
         );
     }
     html.push_str("</section>");

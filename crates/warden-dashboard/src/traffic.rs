@@ -6,8 +6,8 @@
 //! minute ring, fixed-size lists of routes and peers with capped strings, a key of at most
 //! 512 bytes), and each kind keeps at most [`MAX_SUBJECTS`] subjects: beyond that the least
 //! recently active ones are forgotten (their pages then say that no recent traffic is held).
-//! Recording an event is a few hash lookups under one mutex, with no allocation for a subject
-//! already held.
+//! Recording an event is a few hash lookups under one mutex; for subjects already held, its
+//! only allocation is the route label.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -136,7 +136,7 @@ impl Default for SubjectTraffic {
 }
 
 impl SubjectTraffic {
-    fn record(&mut self, minute: u32, e: &RequestEvent, peer: &str, tick: u64) {
+    fn record(&mut self, minute: u32, e: &RequestEvent, route: &str, peer: &str, tick: u64) {
         let slot = &mut self.minutes[minute as usize % WINDOW_MIN];
         if slot.minute != minute {
             *slot = Minute {
@@ -164,8 +164,7 @@ impl SubjectTraffic {
             let i = reason_index(e.reason);
             b.counts[i] = b.counts[i].saturating_add(1);
         }
-        let route = format!("{} {}", cut(&e.method, 8), e.route);
-        self.routes.see(&route, e.ts);
+        self.routes.see(route, e.ts);
         if !peer.is_empty() {
             self.peers.see(peer, e.ts);
         }
@@ -319,9 +318,12 @@ impl Traffic {
     pub fn record(&self, e: &RequestEvent, now_ns: i64) {
         let now = minute_of(now_ns);
         let minute = minute_of(e.ts);
-        if minute + (WINDOW_MIN as u32) <= now || minute > now + 1 {
+        if minute.saturating_add(WINDOW_MIN as u32) <= now || minute > now.saturating_add(1) {
             return;
         }
+        // The route label, built once for the three subjects (the only allocation of an
+        // event whose subjects are already held).
+        let route = format!("{} {}", cut(&e.method, 8), cut(&e.route, MAX_LABEL));
         let mut g = self.inner.lock();
         let inner = &mut *g;
         inner.tick += 1;
@@ -347,15 +349,15 @@ impl Traffic {
         let identity = (e.identity != ANONYMOUS && !e.identity.is_empty()).then_some(&*e.identity);
         if let Some(id) = identity {
             let (t, n) = touch(&mut inner.identities, id, max);
-            t.record(minute, e, &e.client_ip, tick);
+            t.record(minute, e, &route, &e.client_ip, tick);
             inner.forgotten += n;
         }
         let (t, n) = touch(&mut inner.ips, &e.client_ip, max);
-        t.record(minute, e, identity.unwrap_or(""), tick);
+        t.record(minute, e, &route, identity.unwrap_or(""), tick);
         inner.forgotten += n;
         if !e.tenant.is_empty() {
             let (t, n) = touch(&mut inner.tenants, &e.tenant, max);
-            t.record(minute, e, &e.client_ip, tick);
+            t.record(minute, e, &route, &e.client_ip, tick);
             inner.forgotten += n;
         }
     }
