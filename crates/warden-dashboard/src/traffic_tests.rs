@@ -55,3 +55,30 @@ fn event(ts: i64) -> RequestEvent {
         query_hash: 0,
     }
 }
+
+#[test]
+fn hostile_timestamps_and_long_strings_are_harmless() {
+    let t = Traffic::new(8);
+    let now = 1_800_000_000_000_000_000;
+    for ts in [i64::MAX, i64::MIN, 0, -1] {
+        t.record(&event(ts), now);
+    }
+    assert_eq!(
+        t.fleet(now, 5)
+            .series
+            .iter()
+            .map(|p| p.requests)
+            .sum::<u64>(),
+        0
+    );
+    let mut e = event(now);
+    e.identity = "é".repeat(400);
+    e.route = "r".repeat(1_000);
+    t.record(&e, now);
+    let held = t.subject(&Subject::identity("é".repeat(256)), now);
+    assert!(
+        held.tracked,
+        "the key is cut at 512 bytes on a character boundary"
+    );
+    assert!(held.routes[0].value.len() <= MAX_LABEL);
+}

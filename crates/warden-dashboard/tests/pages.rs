@@ -216,6 +216,26 @@ async fn traffic_from_the_events_topic_is_drawn_on_the_server() {
     assert!(html.contains(r#"href="/identities/dev-1""#), "{html}");
     let (status, _, _) = get(&router, "/api/search?q=").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    // Bad input is a clear 400, never a panic.
+    let long = "x".repeat(600);
+    for uri in [
+        "/api/traffic/bogus/x".to_string(),
+        format!("/api/traffic/identity/{long}"),
+        "/api/alerts?offset=many".to_string(),
+        "/api/search".to_string(),
+        format!("/identities/{long}"),
+        "/identities/dev-1?offset=-1".to_string(),
+        "/search".to_string(),
+    ] {
+        let (status, _, _) = get(&router, &uri).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "GET {uri}");
+    }
+    let (status, _, _) = get(&router, &format!("/identities/dev-1?offset={}", usize::MAX)).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "an offset past the end is an empty page"
+    );
 }
 
 #[tokio::test]
