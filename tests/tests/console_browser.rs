@@ -1,6 +1,7 @@
 //! The console in a real browser (headless Chromium over the DevTools protocol) against a whole
 //! stack on the embedded bus: an operator signs in, watches a flood's alert and quarantine
-//! arrive live (server-sent events, no reload), opens the device's page and its chart; a
+//! arrive live (server-sent events, no reload), opens the device's page, its alert chart and its
+//! traffic chart (server-rendered); a
 //! release without the CSRF token and a viewer's release are refused; the operator releases
 //! the device from the page and the gateway serves it again over a real socket.
 //!
@@ -274,7 +275,8 @@ async fn run(page: &Page) -> anyhow::Result<()> {
         "the page was reloaded"
     );
     page.wait_for(
-        "document.querySelectorAll('#overview-chart rect').length > 0",
+        "document.querySelectorAll('#overview-chart rect').length > 0 \
+         && document.querySelectorAll('#traffic-chart polyline').length > 0",
         Duration::from_secs(5),
     )
     .await?;
@@ -306,6 +308,18 @@ async fn run(page: &Page) -> anyhow::Result<()> {
     page.eval("document.getElementById('drill').scrollIntoView()")
         .await?;
     page.screenshot(&shots.join("console-subject.png")).await?;
+    // The device's traffic over time, drawn on the server from the events topic: the flood
+    // is in the request chart, and its route is listed.
+    page.wait_for(
+        "document.querySelectorAll('#subject-requests polyline').length > 0 \
+         && document.getElementById('routes-seen').textContent.includes('POST ')",
+        wait,
+    )
+    .await
+    .context("the subject page shows no traffic chart")?;
+    page.eval("window.scrollTo(0, 0)").await?;
+    page.screenshot(&shots.join("console-subject-traffic.png"))
+        .await?;
 
     // The session's cookie alone (what a forged cross-site request carries) releases nothing.
     ensure!(

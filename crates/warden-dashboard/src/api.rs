@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -17,8 +17,8 @@ use warden_event::{Action, Alert, Decision, Evidence, Severity, Subject, Subject
 use crate::auth::{self, Auth, Operator};
 use crate::error::ApiError;
 use crate::state::DashboardState;
+use crate::{pages, views};
 
-const PAGE: &str = include_str!("page.html");
 /// Alerts returned by `/api/alerts` when no `limit` is given.
 const DEFAULT_LIMIT: usize = 100;
 /// Longest subject value accepted in a release.
@@ -57,13 +57,35 @@ pub(crate) fn router(app: AppState) -> Router {
         .route("/logout", post(auth::logout))
         .with_state(auth.clone());
     Router::new()
-        .route("/", get(page))
-        // Subject pages: the same page, opened on the subject the URL names.
-        .route("/identities/{subject}", get(page))
-        .route("/ips/{subject}", get(page))
-        .route("/tenants/{subject}", get(page))
-        .route("/keys/{subject}", get(page))
-        .route("/routes/{subject}", get(page))
+        .route("/", get(pages::overview))
+        // Subject pages: the page opened on the subject the URL names, its traffic and alerts
+        // rendered on the server.
+        .route(
+            "/identities/{subject}",
+            get(|s, p, q| pages::subject(SubjectKind::Identity, s, p, q)),
+        )
+        .route(
+            "/ips/{subject}",
+            get(|s, p, q| pages::subject(SubjectKind::Ip, s, p, q)),
+        )
+        .route(
+            "/tenants/{subject}",
+            get(|s, p, q| pages::subject(SubjectKind::Tenant, s, p, q)),
+        )
+        .route(
+            "/keys/{subject}",
+            get(|s, p, q| pages::subject(SubjectKind::ApiKey, s, p, q)),
+        )
+        .route(
+            "/routes/{subject}",
+            get(|s, p, q| pages::subject(SubjectKind::Route, s, p, q)),
+        )
+        .route("/alerts/{id}", get(pages::alert))
+        .route("/search", get(pages::search))
+        .route("/api/traffic", get(views::fleet_traffic))
+        .route("/api/traffic/{kind}/{value}", get(views::subject_traffic))
+        .route("/api/alerts/{id}", get(views::alert))
+        .route("/api/search", get(views::search_api))
         .route("/healthz", get(|| async { "ok" }))
         .route("/api/session", get(session))
         .route("/api/alerts", get(alerts))
@@ -147,16 +169,12 @@ async fn status(State(app): State<AppState>) -> Json<serde_json::Value> {
     )
 }
 
-async fn page() -> Response {
-    let mut resp = Html(PAGE).into_response();
-    page_headers(resp.headers_mut());
-    resp
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AlertsQuery {
     limit: Option<usize>,
+    /// Alerts to skip (paging: the next page starts at `offset + limit`).
+    offset: Option<usize>,
     /// `kind:value`, e.g. `identity:dev-1`.
     subject: Option<String>,
 }
@@ -164,11 +182,18 @@ struct AlertsQuery {
 async fn alerts(
     State(app): State<AppState>,
     query: Result<Query<AlertsQuery>, QueryRejection>,
-) -> Result<Json<Vec<Alert>>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let subject = q.subject.as_deref().map(parse_subject).transpose()?;
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
-    Ok(Json(app.state.alerts(limit, subject.as_ref())))
+    let (page, total) = app
+        .state
+        .alerts_page(q.offset.unwrap_or(0), limit, subject.as_ref());
+    let mut resp = Json(page).into_response();
+    if let Ok(v) = HeaderValue::from_str(&total.to_string()) {
+        resp.headers_mut().insert("x-total-count", v);
+    }
+    Ok(resp)
 }
 
 async fn quarantine(State(app): State<AppState>) -> impl IntoResponse {
@@ -181,7 +206,8 @@ async fn quarantine(State(app): State<AppState>) -> impl IntoResponse {
 pub(crate) struct ReleaseRequest {
     kind: SubjectKind,
     value: String,
-    #[serde(default)]
+    /// Why (required, not blank, at most 1000 bytes): recorded with the operator's name.
+    #[schemars(length(min = 1, max = 1000))]
     reason: String,
 }
 
@@ -195,11 +221,15 @@ pub(crate) struct QuarantineRequest {
     reason: String,
 }
 
-fn check_reason(reason: &str, required: bool) -> Result<(), ApiError> {
-    if reason.len() > MAX_REASON_LEN || (required && reason.trim().is_empty()) {
+/// A release or a manual quarantine must say why: a reason of 1 to `MAX_REASON_LEN` bytes,
+/// not only blanks.
+fn check_reason(reason: &str) -> Result<(), ApiError> {
+    if reason.trim().is_empty() {
+        return Err(ApiError::ReasonRequired);
+    }
+    if reason.len() > MAX_REASON_LEN {
         return Err(ApiError::BadRequest(format!(
-            "reason must be {} to {MAX_REASON_LEN} bytes",
-            usize::from(required)
+            "reason must be at most {MAX_REASON_LEN} bytes"
         )));
     }
     Ok(())
@@ -260,6 +290,7 @@ async fn publish(
                 | ApiError::Unavailable(why)
                 | ApiError::Forbidden(why)
                 | ApiError::NotFound(why) => why.clone(),
+                ApiError::ReasonRequired => "no reason".into(),
             },
         });
         if let Err(e) = record(app, &failed).await {
@@ -338,7 +369,7 @@ async fn release(
     }
     let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     check_value(&req.value)?;
-    check_reason(&req.reason, false)?;
+    check_reason(&req.reason)?;
     let subject = Subject {
         kind: req.kind,
         value: req.value,
@@ -349,11 +380,7 @@ async fn release(
             "{subject} is not quarantined or throttled"
         )));
     };
-    let reason = if req.reason.trim().is_empty() {
-        format!("released by {}", op.name)
-    } else {
-        format!("released by {}: {}", op.name, req.reason.trim())
-    };
+    let reason = format!("released by {}: {}", op.name, req.reason.trim());
     let decision = Decision {
         v: warden_event::SCHEMA_VERSION,
         id: uuid::Uuid::now_v7().to_string(),
@@ -396,7 +423,7 @@ async fn manual_quarantine(
     }
     let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     check_value(&req.value)?;
-    check_reason(&req.reason, true)?;
+    check_reason(&req.reason)?;
     if req.ttl_s == 0 || req.ttl_s > MAX_MANUAL_TTL_S {
         return Err(ApiError::BadRequest(format!(
             "ttl_s must be 1 to {MAX_MANUAL_TTL_S}"
@@ -470,7 +497,7 @@ fn parse_subject(text: &str) -> Result<Subject, ApiError> {
     })
 }
 
-fn check_value(value: &str) -> Result<(), ApiError> {
+pub(crate) fn check_value(value: &str) -> Result<(), ApiError> {
     if value.is_empty() || value.len() > MAX_SUBJECT_LEN {
         return Err(ApiError::BadRequest(format!(
             "subject value must be 1 to {MAX_SUBJECT_LEN} bytes"

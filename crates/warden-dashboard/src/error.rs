@@ -33,12 +33,14 @@ pub(crate) enum ApiError {
     Forbidden(String),
     /// No such subject (or nothing to release).
     NotFound(String),
+    /// A release or a manual quarantine without a reason (`400`, code `reason_required`).
+    ReasonRequired,
 }
 
 impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest(_) | ApiError::ReasonRequired => StatusCode::BAD_REQUEST,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -48,6 +50,7 @@ impl ApiError {
     fn code(&self) -> &'static str {
         match self {
             ApiError::BadRequest(_) => "bad_request",
+            ApiError::ReasonRequired => "reason_required",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
@@ -65,6 +68,7 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(detail) | ApiError::NotFound(detail) => {
                 debug!(%request_id, %detail, "Bad API request.");
             }
+            ApiError::ReasonRequired => debug!(%request_id, "Action without a reason refused."),
             ApiError::Forbidden(detail) => warn!(%request_id, %detail, "API request refused."),
             ApiError::Unavailable(detail) => warn!(%request_id, %detail, "API request failed."),
         }

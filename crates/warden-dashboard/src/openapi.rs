@@ -14,6 +14,8 @@ use warden_event::{Alert, Decision};
 
 use crate::api::{DeviceView, QuarantineRequest, ReleaseRequest, SessionView};
 use crate::state::ActiveDecision;
+use crate::traffic::{FleetTrafficView, SubjectTrafficView};
+use crate::views::{AlertView, SearchView};
 
 fn schema_ref(
     generator: &mut schemars::SchemaGenerator,
@@ -44,6 +46,10 @@ fn build() -> Value {
     let session = schema_ref(&mut g, of::<SessionView>);
     let release = schema_ref(&mut g, of::<ReleaseRequest>);
     let quarantine = schema_ref(&mut g, of::<QuarantineRequest>);
+    let fleet = schema_ref(&mut g, of::<FleetTrafficView>);
+    let subject_traffic = schema_ref(&mut g, of::<SubjectTrafficView>);
+    let alert_view = schema_ref(&mut g, of::<AlertView>);
+    let search = schema_ref(&mut g, of::<SearchView>);
     let mut schemas = g.take_definitions(true);
     schemas.insert(
         "Error".into(),
@@ -96,12 +102,38 @@ fn build() -> Value {
                 "responses": with(json!({ "200": ok("The operator", session) }), refusals.clone())
             }},
             "/api/alerts": { "get": {
-                "summary": "Recent alerts, newest first",
+                "summary": "Recent alerts, newest first, a page at a time (the `x-total-count` header says how many match)",
                 "parameters": [
                     { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 0 } },
+                    { "name": "offset", "in": "query", "description": "Alerts to skip (the next page starts at offset + limit)", "schema": { "type": "integer", "minimum": 0 } },
                     { "name": "subject", "in": "query", "description": "`kind:value`, e.g. `identity:dev-1`", "schema": { "type": "string" } }
                 ],
                 "responses": with(json!({ "200": ok("Alerts", array(&alert)) }), refusals.clone())
+            }},
+            "/api/alerts/{id}": { "get": {
+                "summary": "One alert with its evidence (feature values, baseline), the detectors that agreed and the decision",
+                "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }],
+                "responses": with(json!({
+                    "200": ok("The alert", alert_view),
+                    "404": error("No such alert is held")
+                }), refusals.clone())
+            }},
+            "/api/traffic": { "get": {
+                "summary": "The fleet's traffic per minute over the last hour (requests, bytes, errors, refusals by reason) and its top talkers",
+                "responses": with(json!({ "200": ok("Traffic", fleet) }), refusals.clone())
+            }},
+            "/api/traffic/{kind}/{value}": { "get": {
+                "summary": "One subject's traffic per minute over the last hour, refusals by reason, routes and peers seen (identities, IPs and tenants)",
+                "parameters": [
+                    { "name": "kind", "in": "path", "required": true, "schema": { "type": "string", "enum": ["identity", "ip", "tenant", "api_key", "route"] } },
+                    { "name": "value", "in": "path", "required": true, "schema": { "type": "string" } }
+                ],
+                "responses": with(json!({ "200": ok("Traffic", subject_traffic) }), refusals.clone())
+            }},
+            "/api/search": { "get": {
+                "summary": "Identities, IPs and tenants whose value contains `q` (`kind:value` searches one kind), busiest first",
+                "parameters": [{ "name": "q", "in": "query", "required": true, "schema": { "type": "string", "minLength": 1, "maxLength": 512 } }],
+                "responses": with(json!({ "200": ok("Subjects found", search) }), refusals.clone())
             }},
             "/api/quarantine": {
                 "get": {
@@ -119,14 +151,15 @@ fn build() -> Value {
                 }
             },
             "/api/quarantine/release": { "post": {
-                "summary": "Release a quarantined or throttled subject (operators), with a reason",
+                "summary": "Release a quarantined or throttled subject (operators); the reason is required",
                 "requestBody": { "required": true, "content": { "application/json": { "schema": release } } },
-                "responses": with(json!({
+                "responses": with(refusals.clone(), json!({
+                    "400": error("No reason (code `reason_required`), or a malformed request"),
                     "202": ok("The release decision, published", decision.clone()),
                     "403": error("A viewer, or a session request without its CSRF token"),
                     "404": error("The subject is not quarantined or throttled"),
                     "503": error("The bus did not acknowledge the release")
-                }), refusals.clone())
+                }))
             }},
             "/api/devices/{identity}": { "get": {
                 "summary": "One identity: its alerts and latest decision",

@@ -123,9 +123,32 @@ impl Dashboard {
                 s.prune(warden_event::now_ns(), KEEP_INACTIVE_NS);
             }
         };
+        // Traffic over time: every request event, read from the start of the topic (events
+        // older than the store's window are skipped) in the background, so that a long
+        // history never delays the console.
+        let (s, events_bus, events_topic) = (state.clone(), bus.clone(), topics.events.clone());
+        let follow_events = async move {
+            let reader = loop {
+                match events_bus.reader(&events_topic).await {
+                    Ok(r) => break r,
+                    Err(e) => {
+                        warn!(error = %e, topic = %events_topic, "Cannot read the events topic (traffic charts stay empty); retrying.");
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    }
+                }
+            };
+            follow(reader, move |m| {
+                if let Ok(e) = warden_event::decode::<warden_event::RequestEvent>(&m.payload) {
+                    s.apply_event(&e);
+                }
+            })
+            .await;
+        }
+        .instrument(info_span!("events"));
         let tasks = Tasks(vec![
             tokio::spawn(follow_alerts),
             tokio::spawn(follow_decisions),
+            tokio::spawn(follow_events),
             tokio::spawn(prune),
         ]);
 

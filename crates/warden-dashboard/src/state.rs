@@ -18,6 +18,8 @@ pub struct DashboardState {
     decisions: RwLock<HashMap<Subject, Decision>>,
     /// New alerts and decisions, pushed to the console's live stream (`/api/stream`).
     live: tokio::sync::broadcast::Sender<LiveUpdate>,
+    /// Traffic over time, from the events topic (bounded: see [`crate::traffic`]).
+    traffic: crate::traffic::Traffic,
 }
 
 /// One change pushed to the console: what happened, about whom, and when (nanoseconds).
@@ -79,7 +81,77 @@ impl DashboardState {
             alerts: RwLock::new(VecDeque::new()),
             decisions: RwLock::new(HashMap::new()),
             live: tokio::sync::broadcast::channel(LIVE_BUFFER).0,
+            traffic: crate::traffic::Traffic::new(crate::traffic::MAX_SUBJECTS),
         }
+    }
+
+    /// Traffic over time (fleet and subjects).
+    pub fn traffic(&self) -> &crate::traffic::Traffic {
+        &self.traffic
+    }
+
+    /// Record one request event in the traffic store.
+    pub fn apply_event(&self, event: &warden_event::RequestEvent) {
+        self.traffic.record(event, warden_event::now_ns());
+    }
+
+    /// The alert `id`, if it is among those held.
+    pub fn alert(&self, id: &str) -> Option<Alert> {
+        self.alerts.read().iter().find(|a| a.id == id).cloned()
+    }
+
+    /// Alerts sharing the decision `decision_id` (the detectors that agreed on it), newest
+    /// first, at most `limit`.
+    pub fn alerts_of_decision(&self, decision_id: &str, limit: usize) -> Vec<Alert> {
+        self.alerts
+            .read()
+            .iter()
+            .filter(|a| a.decision_id.as_deref() == Some(decision_id))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// A page of alerts, newest first: `limit` of them after skipping `offset`, optionally
+    /// only those about `subject`; and how many match in all.
+    pub fn alerts_page(
+        &self,
+        offset: usize,
+        limit: usize,
+        subject: Option<&Subject>,
+    ) -> (Vec<Alert>, usize) {
+        let alerts = self.alerts.read();
+        let mut total = 0;
+        let mut page = Vec::with_capacity(limit.min(1024));
+        for a in alerts
+            .iter()
+            .filter(|a| subject.is_none_or(|s| a.subject == *s))
+        {
+            if total >= offset && page.len() < limit {
+                page.push(a.clone());
+            }
+            total += 1;
+        }
+        (page, total)
+    }
+
+    /// Subjects of held alerts whose value contains `needle` (ASCII case-insensitive), most
+    /// recently alerted first, at most `limit`, with their number of alerts.
+    pub fn alerted_subjects(&self, needle: &str, limit: usize) -> Vec<(Subject, usize)> {
+        let needle = needle.to_ascii_lowercase();
+        let mut found: Vec<(Subject, usize)> = Vec::new();
+        let mut index: HashMap<&Subject, usize> = HashMap::new();
+        let alerts = self.alerts.read();
+        for a in alerts.iter() {
+            if let Some(&i) = index.get(&a.subject) {
+                found[i].1 += 1;
+            } else if a.subject.value.to_ascii_lowercase().contains(&needle) {
+                index.insert(&a.subject, found.len());
+                found.push((a.subject.clone(), 1));
+            }
+        }
+        found.truncate(limit);
+        found
     }
 
     /// Subscribe to new alerts and decisions.

@@ -169,12 +169,37 @@ async fn followed_alert_and_quarantine_show_and_release_lifts_it() {
         post_release(r#"{"kind":"identity","value":"dev-1"}"#, true),
     )
     .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "a release names why: {body}"
+    );
+    for blank in ["", "   "] {
+        let (status, body) = call(
+            &router,
+            post_release(
+                &format!(r#"{{"kind":"identity","value":"dev-1","reason":"{blank}"}}"#),
+                true,
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(body.contains("reason_required"), "{body}");
+    }
+    let (status, body) = call(
+        &router,
+        post_release(
+            r#"{"kind":"identity","value":"dev-1","reason":"false positive"}"#,
+            true,
+        ),
+    )
+    .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let released: Decision = serde_json::from_str(&body).expect("a decision");
     assert_eq!(released.action, Action::Release);
     assert_eq!(released.detector, "console");
     assert!(
-        released.reason.starts_with("released by ops"),
+        released.reason == "released by ops: false positive",
         "{}",
         released.reason
     );

@@ -155,8 +155,12 @@ async fn nothing_is_served_without_a_session_or_an_operator_token() {
     let c = console().await;
     let gets = [
         "/api/alerts",
+        "/api/alerts/a-1",
         "/api/quarantine",
         "/api/devices/dev-1",
+        "/api/traffic",
+        "/api/traffic/identity/dev-1",
+        "/api/search",
         "/api/status",
         "/api/session",
         "/api/stream",
@@ -177,7 +181,15 @@ async fn nothing_is_served_without_a_session_or_an_operator_token() {
         }
     }
     // Pages send the browser to the sign-in page.
-    for path in ["/", "/identities/dev-1", "/anything"] {
+    for path in [
+        "/",
+        "/identities/dev-1",
+        "/ips/203.0.113.9",
+        "/tenants/acme",
+        "/alerts/a-1",
+        "/search?q=dev",
+        "/anything",
+    ] {
         let resp = c
             .http
             .get(format!("{}{path}", c.url))
@@ -224,7 +236,11 @@ async fn nothing_is_served_without_a_session_or_an_operator_token() {
     let paths = doc["paths"].as_object().expect("paths");
     assert!(paths.len() >= 8, "{paths:?}");
     for (template, ops) in paths {
-        let path = template.replace("{identity}", "dev-1");
+        let path = template
+            .replace("{identity}", "dev-1")
+            .replace("{id}", "a-1")
+            .replace("{kind}", "identity")
+            .replace("{value}", "dev-1");
         for method in ops.as_object().expect("operations").keys() {
             let listed = match method.as_str() {
                 "get" => gets.contains(&path.as_str()),
@@ -355,7 +371,7 @@ async fn state_changes_need_the_csrf_token_an_operator_and_an_active_decision() 
         .post(format!("{}/api/quarantine/release", c.url))
         .bearer_auth(VIEWER)
         .header("content-type", "application/json")
-        .body(r#"{"kind":"identity","value":"dev-1"}"#)
+        .body(r#"{"kind":"identity","value":"dev-1","reason":"false positive"}"#)
         .send()
         .await
         .expect("post");
@@ -580,6 +596,22 @@ async fn real_responses_match_the_openapi_document() {
     }
     assert!(alerts.as_array().is_some_and(|a| !a.is_empty()), "{alerts}");
     check_against_openapi(&doc, "/api/alerts", "get", 200, &alerts);
+    let id = alerts[0]["id"].as_str().expect("alert id").to_string();
+    for (path, template, status) in [
+        (format!("/api/alerts/{id}"), "/api/alerts/{id}", 200),
+        ("/api/alerts/nope".to_string(), "/api/alerts/{id}", 404),
+        ("/api/traffic".to_string(), "/api/traffic", 200),
+        (
+            "/api/traffic/identity/dev-doc".to_string(),
+            "/api/traffic/{kind}/{value}",
+            200,
+        ),
+        ("/api/search?q=dev".to_string(), "/api/search", 200),
+    ] {
+        let (got, body) = get(&path).await;
+        assert_eq!(got, status, "GET {path}: {body}");
+        check_against_openapi(&doc, template, "get", status, &body);
+    }
     let resp = c
         .http
         .post(format!("{}/api/quarantine/release", c.url))
