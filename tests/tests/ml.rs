@@ -390,16 +390,15 @@ fn a_benign_day_through_ml_toml_with_the_shipped_models_quarantines_nobody() {
     s.seed = 11;
     let pipeline = ml_pipeline(&warden_tests::ml::repo().join("models"));
     let mut engine = Engine::new(&pipeline).unwrap_or_else(|e| panic!("{e}"));
-    let mut detect =
-        |b: &arrow::record_batch::RecordBatch,
-         now: i64|
-         -> Result<Vec<_>, warden_sim::accelerated::DetectError> {
-            Ok(engine
-                .process(b, now)?
-                .into_iter()
-                .map(|o| (o.alert, o.decision))
-                .collect())
-        };
+    let mut detect = |b: &arrow::record_batch::RecordBatch,
+                      now: i64|
+     -> Result<Vec<_>, warden_sim::accelerated::DetectError> {
+        Ok(engine
+            .process(b, now)?
+            .into_iter()
+            .map(|o| (o.alert, o.decision))
+            .collect())
+    };
     let mut o = warden_sim::AcceleratedOptions::new(&s);
     // 10 s batches keep this debug-build test short (windows run on event time).
     o.batch_span_ns = 10_000_000_000;
@@ -424,5 +423,8 @@ fn a_benign_day_through_ml_toml_with_the_shipped_models_quarantines_nobody() {
         .filter(|d| d.action == warden_event::Action::Quarantine)
         .map(|d| format!("{} ({})", d.subject, d.reason))
         .collect();
-    assert!(quarantines.is_empty(), "benign quarantines: {quarantines:?}");
+    assert!(
+        quarantines.is_empty(),
+        "benign quarantines: {quarantines:?}"
+    );
 }

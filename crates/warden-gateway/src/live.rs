@@ -179,6 +179,11 @@ impl LiveConfig {
         self.inner.state.load_full()
     }
 
+    /// The rate limiters' occupancy now (the tables carry over reloads).
+    pub fn limiter_stats(&self) -> Vec<crate::ratelimit::LimiterStats> {
+        self.snapshot().limits.stats()
+    }
+
     /// Keys as the admin API lists them: id, identity and who manages it (no digests).
     pub fn keys(&self) -> Vec<serde_json::Value> {
         let books = self.inner.books.lock();

@@ -145,6 +145,20 @@ impl Keyed {
     }
 }
 
+/// One limiter table's occupancy (see [`RateLimits::stats`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimiterStats {
+    pub scope: &'static str,
+    /// Keys with a slot.
+    pub tracked: usize,
+    /// Of those, keys whose bucket is not full (they are being limited or were lately).
+    pub active: usize,
+    pub capacity: usize,
+    /// Keys with a bucket not full yet that lost their slot to a new key.
+    pub evictions: u64,
+    pub bytes: usize,
+}
+
 /// Every configured limit.
 #[derive(Debug)]
 pub struct RateLimits {
@@ -232,6 +246,43 @@ impl RateLimits {
             )
             .sum::<usize>()
             + self.throttled.table.memory_bytes()
+    }
+
+    /// Every table's occupancy, for metrics: per limit configured (`global`, `ip`,
+    /// `tenant`, `identity`, `identity_route`, `throttled`).
+    pub fn stats(&self) -> Vec<LimiterStats> {
+        let now = self.clock.now_ns();
+        let one = |scope: &'static str, t: &GcraTable| {
+            let (tracked, active) = t.occupancy(now);
+            LimiterStats {
+                scope,
+                tracked,
+                active,
+                capacity: t.capacity(),
+                evictions: t.evictions(),
+                bytes: t.memory_bytes(),
+            }
+        };
+        let mut out = Vec::new();
+        for (scope, s) in [
+            ("global", &self.global),
+            ("ip", &self.ip),
+            ("tenant", &self.tenant),
+        ] {
+            if let Some(s) = s {
+                out.push(one(scope, &s.table));
+            }
+        }
+        for (scope, k) in [
+            ("identity", &self.identity),
+            ("identity_route", &self.identity_route),
+        ] {
+            if let Some(k) = k {
+                out.push(one(scope, &k.table));
+            }
+        }
+        out.push(one("throttled", &self.throttled.table));
+        out
     }
 
     /// Count a request whose credentials were refused against the global and client-IP limits

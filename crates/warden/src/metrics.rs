@@ -39,6 +39,8 @@ pub struct Sources {
     pub tls: Vec<(&'static str, Arc<warden_gateway::TlsStats>)>,
     /// The gateway's quarantine set (its size is exported).
     pub quarantine: Option<Arc<QuarantineSet>>,
+    /// The gateway's live settings: its rate limiters' occupancy is exported.
+    pub limiters: Option<warden_gateway::LiveConfig>,
     /// The console's alert sinks, when a console runs in this process.
     pub sinks: Option<SinkSources>,
 }
@@ -190,6 +192,9 @@ impl Collector for Atomics {
                     G,
                     &[(l, V::N(q.len() as u64))],
                 )?;
+            }
+            if let Some(live) = &sources.limiters {
+                encode_limiters(&mut encoder, id, &live.limiter_stats())?;
             }
             self.encode_tls(&mut encoder, id)?;
         }
@@ -364,6 +369,60 @@ impl Collector for Atomics {
         }
         Ok(())
     }
+}
+
+/// The gateway's rate-limiter tables by limit (`scope`): keys tracked, keys whose bucket is
+/// not full, capacity, evictions of keys still being limited (the table is too small), and
+/// their memory (allocated up front).
+fn encode_limiters(
+    encoder: &mut DescriptorEncoder,
+    gateway: &str,
+    stats: &[warden_gateway::ratelimit::LimiterStats],
+) -> std::fmt::Result {
+    let by = |f: &dyn Fn(&warden_gateway::ratelimit::LimiterStats) -> V| {
+        stats
+            .iter()
+            .map(|s| ([("gateway", gateway), ("scope", s.scope)], f(s)))
+            .collect::<Vec<_>>()
+    };
+    family(
+        encoder,
+        "warden_gateway_limiter_tracked_keys",
+        "Keys holding a slot in a rate limiter's table, by limit.",
+        G,
+        &by(&|s| V::N(s.tracked as u64)),
+    )?;
+    family(
+        encoder,
+        "warden_gateway_limiter_active_keys",
+        "Keys whose bucket is not full (being limited, or lately), by limit.",
+        G,
+        &by(&|s| V::N(s.active as u64)),
+    )?;
+    family(
+        encoder,
+        "warden_gateway_limiter_capacity_keys",
+        "Keys a rate limiter's table holds at most, by limit.",
+        G,
+        &by(&|s| V::N(s.capacity as u64)),
+    )?;
+    family(
+        encoder,
+        "warden_gateway_limiter_evictions_total",
+        "Keys still being limited that lost their slot to a new key (raise limits.max_keys).",
+        C,
+        &by(&|s| V::N(s.evictions)),
+    )?;
+    family(
+        encoder,
+        "warden_gateway_limiter_memory_bytes",
+        "Bytes of rate-limiter tables (allocated up front).",
+        G,
+        &[(
+            [("gateway", gateway)],
+            V::N(stats.iter().map(|s| s.bytes as u64).sum()),
+        )],
+    )
 }
 
 /// The ML detectors' score histograms (the set changes with pipeline reloads, so they are

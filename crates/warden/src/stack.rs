@@ -358,6 +358,7 @@ impl Stack {
                 processor: stack.processor_stats.clone().map(|s| (pipeline_name, s)),
                 tls: tls_stats.clone(),
                 quarantine: stack.quarantine.clone(),
+                limiters: stack.live.clone(),
                 sinks: sink_stats,
             };
             let mut shutdown = rx.clone();

@@ -80,6 +80,9 @@ pub struct GcraTable {
     sets: Box<[Mutex<Set>]>,
     mask: u64,
     hasher: std::hash::RandomState,
+    /// New keys that took the slot of a key whose bucket was not full yet (the table is
+    /// too small for the keys it sees: see the module docs).
+    evictions: std::sync::atomic::AtomicU64,
 }
 
 impl GcraTable {
@@ -90,7 +93,29 @@ impl GcraTable {
             sets: (0..sets).map(|_| Mutex::new(Set::default())).collect(),
             mask: sets as u64 - 1,
             hasher: std::hash::RandomState::new(),
+            evictions: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Slots in use and, of those, keys whose bucket is not full at `now` (a key with a
+    /// full bucket is as good as forgotten). Walks every set: for metrics, not requests.
+    pub fn occupancy(&self, now: u64) -> (usize, usize) {
+        let (mut used, mut active) = (0, 0);
+        for set in self.sets.iter() {
+            let set = set.lock();
+            for (k, t) in set.keys.iter().zip(&set.tats) {
+                if *k != 0 {
+                    used += 1;
+                    active += usize::from(*t > now);
+                }
+            }
+        }
+        (used, active)
+    }
+
+    /// See [`GcraTable::evictions`].
+    pub fn evictions(&self) -> u64 {
+        self.evictions.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn capacity(&self) -> usize {
@@ -130,7 +155,12 @@ impl GcraTable {
         let new_tat = t + p.interval_ns;
         match slot {
             Some(i) => set.tats[i] = new_tat,
-            None => set.insert(key, new_tat, now),
+            None => {
+                if set.insert(key, new_tat, now) {
+                    self.evictions
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
         }
         let debt = new_tat - now;
         let headroom = (p.tolerance_ns + p.interval_ns).saturating_sub(debt);
@@ -150,7 +180,8 @@ impl GcraTable {
 }
 
 impl Set {
-    fn insert(&mut self, key: u64, tat: u64, now: u64) {
+    /// Whether a key whose bucket was not full had to make room.
+    fn insert(&mut self, key: u64, tat: u64, now: u64) -> bool {
         // The victim: a free slot (TAT 0), else the fullest bucket (smallest TAT).
         let (i, victim_tat) = self
             .tats
@@ -159,11 +190,13 @@ impl Set {
             .map(|(i, t)| if self.keys[i] == 0 { (i, 0) } else { (i, *t) })
             .min_by_key(|(_, t)| *t)
             .unwrap_or((0, 0));
-        if self.keys[i] != 0 && victim_tat > now {
+        let evicted = self.keys[i] != 0 && victim_tat > now;
+        if evicted {
             self.floor = self.floor.max(victim_tat);
         }
         self.keys[i] = key;
         self.tats[i] = tat;
+        evicted
     }
 }
 

@@ -137,3 +137,24 @@ fn fractional_rates() {
     assert!(!allowed(t.acquire(k, p, 1_999 * MS)));
     assert!(allowed(t.acquire(k, p, 2_000 * MS)));
 }
+
+#[test]
+fn occupancy_and_evictions_are_counted() {
+    let t = GcraTable::new(8);
+    let p = params(1.0, 1);
+    assert_eq!(t.occupancy(0), (0, 0));
+    // One set of 8 ways: 8 keys take every slot, each bucket emptied by its request.
+    for k in 1..=8u64 {
+        t.acquire(k, p, 0);
+    }
+    assert_eq!(t.occupancy(0), (8, 8));
+    assert_eq!(t.evictions(), 0);
+    // A ninth key while all eight are still limited: one of them loses its slot.
+    t.acquire(9, p, 0);
+    assert_eq!(t.evictions(), 1);
+    // Ten seconds on, every bucket is full again: tracked, not active; a new key evicts
+    // nobody who was being limited.
+    assert_eq!(t.occupancy(10_000_000_000), (8, 0));
+    t.acquire(10, p, 10_000_000_000);
+    assert_eq!(t.evictions(), 1);
+}
