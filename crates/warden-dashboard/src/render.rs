@@ -65,7 +65,7 @@ pub(crate) fn alert_link(id: &str, text: &str) -> String {
 pub(crate) fn time(ts: i64) -> String {
     let secs = ts.div_euclid(1_000_000_000);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
+    let (y, m, d) = warden_event::audit::civil_from_days(days);
     format!(
         "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
         rem / 3600,
@@ -78,19 +78,6 @@ pub(crate) fn time(ts: i64) -> String {
 fn hour_minute(ts: i64) -> String {
     let rem = ts.div_euclid(1_000_000_000).rem_euclid(86_400);
     format!("{:02}:{:02}", rem / 3600, rem % 3600 / 60)
-}
-
-/// Year, month, day of a day count since 1970-01-01 (proleptic Gregorian calendar).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 /// A number for people: integers as such, others with up to two decimals.

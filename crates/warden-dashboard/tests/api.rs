@@ -1,5 +1,7 @@
 //! The dashboard API driven in-process over an embedded bus.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,7 +10,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use serde_json::Value;
 use tower::ServiceExt;
-use warden_bus::{Bus, EmbeddedBus, EmbeddedConfig, TopicSpec};
+use warden_bus::Bus;
 use warden_config::WardenConfig;
 use warden_dashboard::Dashboard;
 use warden_event::{Action, Alert, Decision, Evidence, Severity, Subject};
@@ -17,30 +19,7 @@ use warden_event::{Action, Alert, Decision, Evidence, Severity, Subject};
 const TOKEN: &str = "operator-token-for-the-api-tests";
 
 async fn setup(max_alerts: usize) -> (WardenConfig, Arc<dyn Bus>) {
-    let mut config = WardenConfig::default();
-    config.dashboard.max_alerts = max_alerts;
-    config.dashboard.operators = vec![warden_config::OperatorConfig {
-        name: "ops".into(),
-        role: warden_config::ConsoleRole::Operator,
-        token_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(TOKEN.as_bytes())),
-    }];
-    config.gateway.decisions_bootstrap_timeout_ms = 5_000;
-    let bus = EmbeddedBus::new(EmbeddedConfig::default());
-    let t = &config.bus.topics;
-    let spec = |name: &str, compacted| TopicSpec {
-        name: name.into(),
-        partitions: 2,
-        compacted,
-        retention_ms: None,
-    };
-    bus.ensure_topics(&[
-        spec(&t.events, false),
-        spec(&t.decisions, true),
-        spec(&t.alerts, false),
-    ])
-    .await
-    .expect("topics");
-    (config, Arc::new(bus))
+    common::setup(TOKEN, Some(max_alerts)).await
 }
 
 fn alert(identity: &str, ts: i64) -> Alert {

@@ -1,12 +1,14 @@
 //! Console actions and sign-ins written to the audit log.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use tower::ServiceExt;
-use warden_bus::{Bus, EmbeddedBus, EmbeddedConfig, TopicSpec};
+use warden_bus::Bus;
 use warden_config::WardenConfig;
 use warden_dashboard::Dashboard;
 use warden_event::audit::{AuditLog, Kind, Record, verify};
@@ -15,29 +17,7 @@ use warden_event::{Action, Decision, Subject};
 const TOKEN: &str = "operator-token-for-the-audit-tests";
 
 async fn setup() -> (WardenConfig, Arc<dyn Bus>) {
-    let mut config = WardenConfig::default();
-    config.dashboard.operators = vec![warden_config::OperatorConfig {
-        name: "ops".into(),
-        role: warden_config::ConsoleRole::Operator,
-        token_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(TOKEN.as_bytes())),
-    }];
-    config.gateway.decisions_bootstrap_timeout_ms = 5_000;
-    let bus = EmbeddedBus::new(EmbeddedConfig::default());
-    let t = &config.bus.topics;
-    let spec = |name: &str, compacted| TopicSpec {
-        name: name.into(),
-        partitions: 2,
-        compacted,
-        retention_ms: None,
-    };
-    bus.ensure_topics(&[
-        spec(&t.events, false),
-        spec(&t.decisions, true),
-        spec(&t.alerts, false),
-    ])
-    .await
-    .expect("topics");
-    (config, Arc::new(bus))
+    common::setup(TOKEN, None).await
 }
 
 fn records(path: &std::path::Path) -> Vec<Record> {

@@ -2,6 +2,8 @@
 //! events topic, alert pages with their evidence, search, escaping of attacker-controlled
 //! subjects, and scale (100 000 identities' traffic, 10 000 alerts).
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,7 +12,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use serde_json::Value;
 use tower::ServiceExt;
-use warden_bus::{Bus, EmbeddedBus, EmbeddedConfig, TopicSpec};
+use warden_bus::Bus;
 use warden_config::WardenConfig;
 use warden_dashboard::Dashboard;
 use warden_event::{
@@ -21,30 +23,7 @@ use warden_event::{
 const TOKEN: &str = "operator-token-for-the-page-tests";
 
 async fn setup(max_alerts: usize) -> (WardenConfig, Arc<dyn Bus>) {
-    let mut config = WardenConfig::default();
-    config.dashboard.max_alerts = max_alerts;
-    config.dashboard.operators = vec![warden_config::OperatorConfig {
-        name: "ops".into(),
-        role: warden_config::ConsoleRole::Operator,
-        token_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(TOKEN.as_bytes())),
-    }];
-    config.gateway.decisions_bootstrap_timeout_ms = 5_000;
-    let bus = EmbeddedBus::new(EmbeddedConfig::default());
-    let t = &config.bus.topics;
-    let spec = |name: &str, compacted| TopicSpec {
-        name: name.into(),
-        partitions: 2,
-        compacted,
-        retention_ms: None,
-    };
-    bus.ensure_topics(&[
-        spec(&t.events, false),
-        spec(&t.decisions, true),
-        spec(&t.alerts, false),
-    ])
-    .await
-    .expect("topics");
-    (config, Arc::new(bus))
+    common::setup(TOKEN, Some(max_alerts)).await
 }
 
 fn event(identity: &str, ip: &str, reason: Reason, ts: i64) -> RequestEvent {
