@@ -3,29 +3,21 @@
 //! the config file's keys cannot be touched there, nor can the file take an API-managed key
 //! over; a disabled key stops working at once.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::upstream;
 use serde_json::{Value, json};
-use warden_bus::{Bus, EmbeddedBus, EmbeddedConfig, TopicSpec};
 use warden_config::{WardenConfig, hash_api_key};
 use warden_gateway::{ConfigLoader, Gateway, LiveConfig};
 
 const FILE_KEY: &str = "admin-keys-file-0123456789abcdef";
 const API_KEY: &str = "admin-keys-api-0123456789abcdef";
 const TOKEN: &str = "admin-token-0123456789abcdef";
-
-async fn upstream() -> SocketAddr {
-    let app = axum::Router::new().fallback(|| async { "ok" });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
-}
 
 struct Running {
     gateway: SocketAddr,
@@ -66,20 +58,8 @@ impl Running {
 
 async fn start(file: &Path) -> Running {
     let config = WardenConfig::load(Some(file)).expect("valid config");
-    let bus = EmbeddedBus::new(EmbeddedConfig::default());
-    let t = &config.bus.topics;
-    let spec = |name: &str, compacted| TopicSpec {
-        name: name.to_string(),
-        partitions: 1,
-        compacted,
-        retention_ms: None,
-    };
-    bus.ensure_topics(&[spec(&t.events, false), spec(&t.decisions, true)])
-        .await
-        .expect("topics");
-    let gateway = Gateway::start(&config, Arc::new(bus))
-        .await
-        .expect("gateway");
+    let bus = common::bus(&config).await;
+    let gateway = Gateway::start(&config, bus).await.expect("gateway");
     let f = file.to_path_buf();
     let loader: ConfigLoader = Arc::new(move || WardenConfig::load(Some(&f)));
     gateway.live().set_source(file.to_path_buf(), loader);

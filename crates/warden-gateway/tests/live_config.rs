@@ -4,29 +4,20 @@
 //! not after; a bad change is refused whole with every problem listed; a route added and a
 //! limit lowered take effect; a restart-only setting is reported, not applied.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use warden_bus::{Bus, EmbeddedBus, EmbeddedConfig, TopicSpec};
+use common::upstream;
 use warden_config::{WardenConfig, hash_api_key};
 use warden_gateway::{ConfigLoader, Gateway, LiveConfig};
 
 const OLD: &str = "live-key-old-0123456789abcdef";
 const NEW: &str = "live-key-new-0123456789abcdef";
-
-/// An upstream answering 200 `ok` on every path.
-async fn upstream() -> SocketAddr {
-    let app = axum::Router::new().fallback(|| async { "ok" });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
-}
 
 fn route(name: &str, prefix: &str, upstream: &str) -> String {
     format!(
@@ -85,20 +76,8 @@ async fn start(text: &str, watch: bool) -> Running {
     let file = dir.path().join("warden.toml");
     write(&file, text);
     let config = WardenConfig::load(Some(&file)).expect("valid config");
-    let bus = EmbeddedBus::new(EmbeddedConfig::default());
-    let t = &config.bus.topics;
-    let spec = |name: &str, compacted| TopicSpec {
-        name: name.to_string(),
-        partitions: 1,
-        compacted,
-        retention_ms: None,
-    };
-    bus.ensure_topics(&[spec(&t.events, false), spec(&t.decisions, true)])
-        .await
-        .expect("topics");
-    let mut gateway = Gateway::start(&config, Arc::new(bus))
-        .await
-        .expect("gateway");
+    let bus = common::bus(&config).await;
+    let mut gateway = Gateway::start(&config, bus).await.expect("gateway");
     let f = file.clone();
     let loader: ConfigLoader = Arc::new(move || WardenConfig::load(Some(&f)));
     if watch {

@@ -1,0 +1,35 @@
+//! What the live-configuration tests share: an upstream that answers everything and a bus
+//! with the gateway's topics.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use warden_bus::{Bus, EmbeddedBus, EmbeddedConfig, TopicSpec};
+use warden_config::WardenConfig;
+
+/// An upstream answering 200 `ok` on every path.
+pub async fn upstream() -> SocketAddr {
+    let app = axum::Router::new().fallback(|| async { "ok" });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// An embedded bus with `config`'s events and decisions topics.
+pub async fn bus(config: &WardenConfig) -> Arc<dyn Bus> {
+    let bus = EmbeddedBus::new(EmbeddedConfig::default());
+    let t = &config.bus.topics;
+    let spec = |name: &str, compacted| TopicSpec {
+        name: name.to_string(),
+        partitions: 1,
+        compacted,
+        retention_ms: None,
+    };
+    bus.ensure_topics(&[spec(&t.events, false), spec(&t.decisions, true)])
+        .await
+        .expect("topics");
+    Arc::new(bus)
+}
