@@ -7,6 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::ConfigError;
+pub use crate::oidc::OidcConfig;
 use crate::policy::is_sha256_hex;
 
 /// The dashboard endpoint (the operator console).
@@ -37,6 +38,9 @@ pub struct DashboardConfig {
     /// Syslog receivers (RFC 5424) that receive new alerts and decisions (SIEM).
     #[serde(default)]
     pub syslog: Vec<SyslogConfig>,
+    /// Sign-in with the organisation's OpenID Connect provider, besides operator tokens.
+    #[serde(default)]
+    pub oidc: Option<OidcConfig>,
 }
 
 /// A syslog receiver: each new alert at or above a severity, and each decision, as one RFC 5424
@@ -266,6 +270,9 @@ impl DashboardConfig {
                     "max_attempts, timeout_ms and queue must be at least 1",
                 ));
             }
+        }
+        if let Some(oidc) = &self.oidc {
+            oidc.check(errs);
         }
         if self.session_idle_s == 0 {
             errs.push(ConfigError::new(

@@ -11,6 +11,7 @@ mod dashboard;
 mod error;
 mod identity;
 mod layer;
+mod oidc;
 mod pipeline;
 mod policy;
 mod schema;
@@ -49,7 +50,7 @@ pub fn parse_strict<T: schemars::JsonSchema + serde::de::DeserializeOwned>(
 
 pub use warden::{
     ApiKeyConfig, AuditConfig, BusConfig, BusKind, ConnectionLimits, ConsoleRole, DashboardConfig,
-    FsyncMode, GatewayConfig, MethodOverride, MetricsConfig, OperatorConfig, RouteAuth,
+    FsyncMode, GatewayConfig, MethodOverride, MetricsConfig, OidcConfig, OperatorConfig, RouteAuth,
     RouteConfig, SpoolEnabled, SpoolOverflow, SpoolSettings, SyslogConfig, SyslogFormat,
     TopicsConfig, WardenConfig, WebhookConfig, hash_api_key,
 };

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use crate::dashboard::{
-    ConsoleRole, DashboardConfig, OperatorConfig, SyslogConfig, SyslogFormat, WebhookConfig,
+    ConsoleRole, DashboardConfig, OidcConfig, OperatorConfig, SyslogConfig, SyslogFormat,
+    WebhookConfig,
 };
 use crate::layer::merge;
 use crate::schema::{check_and_parse, parse_toml};

@@ -55,6 +55,8 @@ pub(crate) fn router(app: AppState) -> Router {
     let signin = Router::new()
         .route("/login", get(auth::login_page).post(auth::login))
         .route("/logout", post(auth::logout))
+        .route("/oidc/start", get(auth::oidc_start))
+        .route("/oidc/callback", get(auth::oidc_callback))
         .with_state(auth.clone());
     Router::new()
         .route("/", get(pages::overview))

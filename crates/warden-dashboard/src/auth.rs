@@ -63,11 +63,13 @@ pub(crate) struct Auth {
     secure: bool,
     /// Where sign-ins are recorded (`[audit]`).
     audit: Option<Arc<AuditLog>>,
+    /// Sign-in with the organisation's OpenID Connect provider (`[dashboard.oidc]`).
+    oidc: Option<crate::oidc::Oidc>,
 }
 
 /// 256 random bits from the operating system, as hex; `None` if the system cannot give them
 /// (then nobody signs in).
-fn random_hex() -> Option<String> {
+pub(crate) fn random_hex() -> Option<String> {
     let mut b = [0u8; 32];
     ring::rand::SystemRandom::new().fill(&mut b).ok()?;
     Some(hex::encode(b))
@@ -84,7 +86,12 @@ fn same(a: &str, b: &str) -> bool {
 }
 
 impl Auth {
-    pub(crate) fn new(config: &DashboardConfig, audit: Option<Arc<AuditLog>>) -> Self {
+    /// Operators and sessions for `config`; an error when its OpenID Connect settings cannot
+    /// be used (a missing client secret, an unreadable CA file).
+    pub(crate) fn new(
+        config: &DashboardConfig,
+        audit: Option<Arc<AuditLog>>,
+    ) -> Result<Self, crate::DashboardError> {
         let operators = config
             .operators
             .iter()
@@ -93,19 +100,25 @@ impl Auth {
                 Some((h, (o.name.clone(), o.role)))
             })
             .collect();
-        Self {
+        let oidc = config
+            .oidc
+            .as_ref()
+            .map(crate::oidc::Oidc::new)
+            .transpose()?;
+        Ok(Self {
             operators,
             sessions: Mutex::new(HashMap::new()),
             idle: Duration::from_secs(config.session_idle_s),
             max: Duration::from_secs(config.session_max_s),
             secure: config.secure_cookie,
             audit,
-        }
+            oidc,
+        })
     }
 
     /// Whether anyone can sign in.
     pub(crate) fn has_operators(&self) -> bool {
-        !self.operators.is_empty()
+        !self.operators.is_empty() || self.oidc.is_some()
     }
 
     fn operator_of_token(&self, token: &str) -> Option<(String, ConsoleRole)> {
@@ -116,6 +129,12 @@ impl Auth {
     /// client brought: no fixation) as the `Set-Cookie` value for it.
     pub(crate) fn sign_in(&self, token: &str) -> Option<(String, ConsoleRole, HeaderValue)> {
         let (name, role) = self.operator_of_token(token)?;
+        let cookie = self.start_session(&name, role)?;
+        Some((name, role, cookie))
+    }
+
+    /// A new session for `name` in `role`, as the `Set-Cookie` value for it.
+    fn start_session(&self, name: &str, role: ConsoleRole) -> Option<HeaderValue> {
         let (id, csrf) = (random_hex()?, random_hex()?);
         let now = Instant::now();
         let mut sessions = self.sessions.lock();
@@ -131,7 +150,7 @@ impl Auth {
         sessions.insert(
             id.clone(),
             Session {
-                name: name.clone(),
+                name: name.to_string(),
                 role,
                 csrf,
                 created: now,
@@ -143,7 +162,7 @@ impl Auth {
             self.max.as_secs(),
             if self.secure { "; Secure" } else { "" }
         );
-        Some((name, role, HeaderValue::from_str(&cookie).ok()?))
+        HeaderValue::from_str(&cookie).ok()
     }
 
     /// End the session `id`.
@@ -192,13 +211,18 @@ pub fn one_time_operator(config: &mut DashboardConfig, name: &str) -> Option<Str
 
 /// The session id in the request's cookies.
 pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    cookie(headers, COOKIE)
+}
+
+/// The value of cookie `name` in the request's cookies.
+fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v)
         .filter(|v| !v.is_empty())
 }
@@ -213,7 +237,10 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 fn public(method: &Method, path: &str) -> bool {
     matches!(
         (method, path),
-        (&Method::GET, "/login" | "/healthz") | (&Method::POST, "/login")
+        (
+            &Method::GET,
+            "/login" | "/healthz" | "/oidc/start" | "/oidc/callback"
+        ) | (&Method::POST, "/login")
     )
 }
 
@@ -272,17 +299,24 @@ const LOGIN: &str = include_str!("login.html");
 
 /// `GET /login`.
 pub(crate) async fn login_page(State(auth): State<Arc<Auth>>) -> Response {
-    login_response(StatusCode::OK, "", !auth.has_operators())
+    login_response(StatusCode::OK, "", &auth)
 }
 
-fn login_response(status: StatusCode, error: &str, no_operators: bool) -> Response {
-    let note = if no_operators {
+fn login_response(status: StatusCode, error: &str, auth: &Auth) -> Response {
+    let note = if !auth.has_operators() {
         "No operators are configured: add <code>[[dashboard.operators]]</code> (name, role, \
-         token_sha256) to the config, or run <code>warden up --demo</code>."
+         token_sha256) or <code>[dashboard.oidc]</code> to the config, or run \
+         <code>warden up --demo</code>."
     } else {
         error
     };
-    let page = LOGIN.replace("{{note}}", note);
+    let sso = auth.oidc.as_ref().map_or(String::new(), |o| {
+        format!(
+            r#"<p><a class="sso" href="/oidc/start">Sign in with {}</a></p><p class="or">or</p>"#,
+            crate::render::esc(o.display_name())
+        )
+    });
+    let page = LOGIN.replace("{{note}}", note).replace("{{sso}}", &sso);
     let mut resp = (status, axum::response::Html(page)).into_response();
     crate::api::page_headers(resp.headers_mut());
     resp
@@ -295,13 +329,13 @@ pub(crate) async fn login(State(auth): State<Arc<Auth>>, body: Body) -> Response
         .unwrap_or_default();
     let token = form_field(&bytes, "token").unwrap_or_default();
     let signed_in = auth.sign_in(token.trim());
-    record_sign_in(
-        &auth,
-        signed_in
-            .as_ref()
-            .map(|(name, role, _)| (name.as_str(), *role)),
-    )
-    .await;
+    let record = match &signed_in {
+        Some((name, role, _)) => {
+            serde_json::json!({ "ok": true, "operator": name, "role": role, "method": "token" })
+        }
+        None => serde_json::json!({ "ok": false, "method": "token" }),
+    };
+    record_sign_in(&auth, record).await;
     match signed_in {
         Some((name, _, cookie)) => {
             info!(operator = %name, "Operator signed in to the console.");
@@ -315,22 +349,18 @@ pub(crate) async fn login(State(auth): State<Arc<Auth>>, body: Body) -> Response
             login_response(
                 StatusCode::UNAUTHORIZED,
                 "That token is not an operator's.",
-                !auth.has_operators(),
+                &auth,
             )
         }
     }
 }
 
-/// Record a sign-in (the operator's name and role) or a refused one (no name: the token is
-/// nobody's, and is never written) in the audit log, if there is one. A sign-in is not refused
-/// when it cannot be recorded (that is logged).
-async fn record_sign_in(auth: &Arc<Auth>, who: Option<(&str, ConsoleRole)>) {
+/// Record a sign-in (the operator's name and role) or a refused one (no name for a refused
+/// token: it is nobody's, and is never written) in the audit log, if there is one. A sign-in is
+/// not refused when it cannot be recorded (that is logged).
+async fn record_sign_in(auth: &Arc<Auth>, payload: serde_json::Value) {
     let Some(log) = auth.audit.clone() else {
         return;
-    };
-    let payload = match who {
-        Some((name, role)) => serde_json::json!({ "ok": true, "operator": name, "role": role }),
-        None => serde_json::json!({ "ok": false }),
     };
     let appended = tokio::task::spawn_blocking(move || {
         log.append(warden_event::audit::Kind::Signin, &payload)
@@ -341,6 +371,86 @@ async fn record_sign_in(auth: &Arc<Auth>, who: Option<(&str, ConsoleRole)>) {
         Ok(Err(e)) => warn!(error = %e, "A console sign-in could not be written to the audit log."),
         Err(e) => warn!(error = %e, "A console sign-in could not be written to the audit log."),
     }
+}
+
+/// `GET /oidc/start`: send the browser to the identity provider, the sign-in's `state` bound
+/// to it by a cookie that only `/oidc/callback` receives.
+pub(crate) async fn oidc_start(State(auth): State<Arc<Auth>>) -> Response {
+    let Some(oidc) = &auth.oidc else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    match oidc.start().await {
+        Ok((url, state)) => {
+            let cookie = format!(
+                "{}={state}; Path=/oidc/callback; HttpOnly; SameSite=Lax; Max-Age=600{}",
+                crate::oidc::STATE_COOKIE,
+                if auth.secure { "; Secure" } else { "" }
+            );
+            let mut resp = Redirect::to(&url).into_response();
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                resp.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            resp
+        }
+        Err(e) => {
+            warn!(error = %e, "Console sign-in with OpenID Connect could not start.");
+            login_response(StatusCode::BAD_GATEWAY, e.public(), &auth)
+        }
+    }
+}
+
+/// `GET /oidc/callback`: the provider sends the browser back; exchange the code, verify the
+/// ID token, map the user's groups to a role and start a session.
+pub(crate) async fn oidc_callback(
+    State(auth): State<Arc<Auth>>,
+    headers: HeaderMap,
+    query: axum::extract::Query<HashMap<String, String>>,
+) -> Response {
+    let Some(oidc) = &auth.oidc else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let state_cookie = cookie(&headers, crate::oidc::STATE_COOKIE);
+    let result = oidc.finish(&query.0, state_cookie).await;
+    let clear = HeaderValue::from_static(
+        "warden_oidc=; Path=/oidc/callback; HttpOnly; SameSite=Lax; Max-Age=0",
+    );
+    let mut resp = match result {
+        Ok(user) => match auth.start_session(&user.name, user.role) {
+            Some(session) => {
+                info!(operator = %user.name, role = ?user.role, "Operator signed in to the console with OpenID Connect.");
+                record_sign_in(
+                    &auth,
+                    serde_json::json!({ "ok": true, "operator": user.name, "role": user.role,
+                        "method": "oidc", "sub": user.subject }),
+                )
+                .await;
+                let mut resp = Redirect::to("/").into_response();
+                resp.headers_mut().append(header::SET_COOKIE, session);
+                resp
+            }
+            None => login_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "No session could be started.",
+                &auth,
+            ),
+        },
+        Err(e) => {
+            warn!(error = %e, "Console sign-in with OpenID Connect refused.");
+            record_sign_in(
+                &auth,
+                serde_json::json!({ "ok": false, "method": "oidc", "reason": e.code() }),
+            )
+            .await;
+            let status = match e {
+                crate::oidc::Refused::NoRole(_) => StatusCode::FORBIDDEN,
+                crate::oidc::Refused::Provider(_) => StatusCode::BAD_GATEWAY,
+                _ => StatusCode::UNAUTHORIZED,
+            };
+            login_response(status, e.public(), &auth)
+        }
+    };
+    resp.headers_mut().append(header::SET_COOKIE, clear);
+    resp
 }
 
 /// `POST /logout`.

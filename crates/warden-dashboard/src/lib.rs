@@ -38,6 +38,7 @@
 mod api;
 mod auth;
 mod error;
+mod oidc;
 pub mod openapi;
 mod pages;
 mod render;

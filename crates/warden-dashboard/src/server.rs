@@ -58,9 +58,9 @@ impl Dashboard {
         bus: Arc<dyn Bus>,
         audit: Option<Arc<AuditLog>>,
     ) -> Result<Self, DashboardError> {
-        if config.dashboard.operators.is_empty() {
+        if config.dashboard.operators.is_empty() && config.dashboard.oidc.is_none() {
             warn!(
-                "No console operators are configured ([[dashboard.operators]]): every sign-in is refused."
+                "No console operators are configured ([[dashboard.operators]] or [dashboard.oidc]): every sign-in is refused."
             );
         }
         // Sinks get what arrives from now on (not the history read at start).
@@ -163,7 +163,7 @@ impl Dashboard {
                 decisions_topic: topics.decisions.clone(),
                 alerts_topic: topics.alerts.clone(),
                 status: None,
-                auth: Arc::new(crate::auth::Auth::new(&config.dashboard, audit.clone())),
+                auth: Arc::new(crate::auth::Auth::new(&config.dashboard, audit.clone())?),
                 audit,
             },
             listen: config.dashboard.listen,

@@ -13,7 +13,7 @@
 
 pub(crate) mod api_key;
 pub(crate) mod cert;
-mod jwks;
+pub(crate) mod jwks;
 pub(crate) mod jwt;
 pub(crate) mod watch;
 

@@ -40,6 +40,10 @@ pub use conns::ConnStats;
 pub use emit::{EmitStats, Emitter, EventTopic};
 pub use error::{GatewayError, Reject};
 pub use identity::{IdentityHandle, Principal, ReloadReport};
+/// JSON Web Key Sets (the console verifies OpenID Connect ID tokens with the same code).
+pub mod jwks {
+    pub use crate::identity::jwks::{JwkKey, Jwks, KeySet, https_client};
+}
 pub use live::{ConfigLoader, KeyChangeError, LiveConfig, LiveReport};
 pub use quarantine::{LiveDecision, QuarantineSet, Verdict};
 pub use server::Gateway;

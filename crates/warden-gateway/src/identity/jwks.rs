@@ -23,7 +23,7 @@ use tracing::{debug, warn};
 const MAX_JWKS_BYTES: usize = 1 << 20;
 
 /// A verification key.
-pub(crate) struct JwkKey {
+pub struct JwkKey {
     pub kid: Option<String>,
     /// Algorithms this key may verify.
     pub algorithms: Vec<Algorithm>,
@@ -32,7 +32,7 @@ pub(crate) struct JwkKey {
 
 /// The usable keys of one JWKS document.
 #[derive(Default)]
-pub(crate) struct KeySet {
+pub struct KeySet {
     pub keys: Vec<JwkKey>,
 }
 
@@ -105,7 +105,7 @@ enum Source {
 }
 
 /// The current key set and where it comes from.
-pub(crate) struct Jwks {
+pub struct Jwks {
     keys: RwLock<Arc<KeySet>>,
     source: Source,
     /// When an unknown `kid` last caused a fetch; held while fetching, so concurrent requests
@@ -259,7 +259,7 @@ async fn fetch_url(client: &reqwest::Client, url: &str) -> Result<KeySet, String
 
 /// The HTTPS client for JWKS URLs: rustls (ring), HTTPS only, no redirects, and either the
 /// web PKI roots or only the CAs of `ca_pem`.
-pub(crate) fn https_client(ca_pem: Option<&[u8]>) -> Result<reqwest::Client, String> {
+pub fn https_client(ca_pem: Option<&[u8]>) -> Result<reqwest::Client, String> {
     let mut b = reqwest::Client::builder()
         .use_rustls_tls()
         .https_only(true)
