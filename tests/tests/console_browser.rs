@@ -320,6 +320,26 @@ async fn run(page: &Page) -> anyhow::Result<()> {
     page.eval("window.scrollTo(0, 0)").await?;
     page.screenshot(&shots.join("console-subject-traffic.png"))
         .await?;
+    // The detectors' scores of the device since they fired on it, charted on the server from
+    // the processor's score board (a page drawn before the next complete window has none yet).
+    let mut charted = false;
+    for _ in 0..20 {
+        page.goto(&format!("{console}{path}")).await?;
+        if page
+            .eval("document.querySelectorAll('#subject-scores polyline').length > 0")
+            .await?
+            == serde_json::Value::Bool(true)
+        {
+            charted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    ensure!(charted, "the subject page shows no detector scores");
+    page.eval("document.getElementById('subject-scores').scrollIntoView()")
+        .await?;
+    page.screenshot(&shots.join("console-subject-scores.png"))
+        .await?;
 
     // The session's cookie alone (what a forged cross-site request carries) releases nothing.
     ensure!(

@@ -42,6 +42,8 @@ pub(crate) struct AppState {
     pub(crate) decisions_topic: String,
     pub(crate) alerts_topic: String,
     pub(crate) status: Option<StatusFn>,
+    /// Detector scores of subjects (the processor beside the console).
+    pub(crate) scores: crate::scores::Scores,
     pub(crate) auth: Arc<Auth>,
     /// Where console actions are recorded before they are published (`[audit]`).
     pub(crate) audit: Option<Arc<warden_event::audit::AuditLog>>,

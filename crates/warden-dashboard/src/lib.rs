@@ -4,7 +4,8 @@
 //!
 //! [`Dashboard::start`] reads the alerts and decisions topics from the beginning, then follows
 //! both, and follows the events topic for traffic over time ([`traffic`]). Pages are rendered
-//! on the server (they show their data without JavaScript). Routes (all but `/login` and `/healthz` need a session or an operator's bearer token;
+//! on the server (they show their data without JavaScript). Routes (all but `/login`,
+//! `/oidc/*` and `/healthz` need a session or an operator's bearer token;
 //! state changes made with a session need its CSRF token):
 //!
 //! | Method | Path | Answer |
@@ -12,6 +13,7 @@
 //! | `GET` | `/`, `/identities/{id}`, `/ips/{ip}`, `/tenants/{t}`, `/keys/{k}`, `/routes/{r}` | the overview, subject pages (`?offset=N` pages their alerts) |
 //! | `GET` | `/alerts/{id}`, `/search?q=` | an alert's page (evidence, detectors, decision); search results |
 //! | `GET`, `POST` | `/login` | the sign-in page; sign in with a token (form field `token`) |
+//! | `GET` | `/oidc/start`, `/oidc/callback` | sign in with the OpenID Connect provider (`[dashboard.oidc]`) |
 //! | `POST` | `/logout` | end the session |
 //! | `GET` | `/api/session` | who is signed in, and the CSRF token |
 //! | `GET` | `/api/alerts?limit=N&offset=M&subject=kind:value` | recent [`Alert`](warden_event::Alert)s, newest first, paged (`x-total-count`) |
@@ -42,8 +44,10 @@ mod oidc;
 pub mod openapi;
 mod pages;
 mod render;
+mod scores;
 mod server;
 pub mod sink;
+pub use scores::{ScoreLine, ScoreSource};
 mod state;
 pub mod traffic;
 mod views;

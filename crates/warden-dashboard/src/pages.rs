@@ -361,6 +361,7 @@ pub(crate) async fn subject(
     } else {
         html.push_str(r#"<p class="empty">No traffic of this subject in the last hour is held (the console keeps the most recently active identities, IPs and tenants).</p>"#);
     }
+    html.push_str(&crate::scores::section(&app.scores, &subject, now));
     let _ = write!(html, "<h2>Alerts ({total})</h2>");
     html.push_str(&table(
         "subject-alerts",

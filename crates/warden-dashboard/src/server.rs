@@ -163,6 +163,7 @@ impl Dashboard {
                 decisions_topic: topics.decisions.clone(),
                 alerts_topic: topics.alerts.clone(),
                 status: None,
+                scores: None,
                 auth: Arc::new(crate::auth::Auth::new(&config.dashboard, audit.clone())?),
                 audit,
             },
@@ -193,6 +194,12 @@ impl Dashboard {
     /// Serve `status()` at `/api/status` and show it on the page (pipeline reload problems).
     pub fn with_status(mut self, status: crate::api::StatusFn) -> Self {
         self.app.status = Some(status);
+        self
+    }
+
+    /// Chart the detector scores `source` reports on subject pages.
+    pub fn with_scores(mut self, source: Arc<dyn crate::ScoreSource>) -> Self {
+        self.app.scores = Some(source);
         self
     }
 

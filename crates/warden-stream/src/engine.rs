@@ -13,6 +13,7 @@
 mod models;
 mod rates;
 mod reload;
+mod scores;
 mod snapshot;
 
 use std::collections::BTreeMap;
@@ -32,6 +33,7 @@ use warden_event::{
 
 use rates::RateMemory;
 pub use reload::ReloadReport;
+pub use scores::{ScoreBoard, ScoreSeries};
 pub use snapshot::{EngineSnapshot, KeySnapshot};
 
 use crate::columns::{Columns, StrCol};
@@ -105,6 +107,8 @@ struct WindowRt {
     /// Leader's key id → this window's id of the same key, as last seen (checked by name
     /// before use, so ids forgotten and reused on either side need no bookkeeping).
     link: Vec<KeyId>,
+    /// Keys whose detector scores go to the score board, until this event time (ns).
+    watch: std::collections::HashMap<KeyId, i64>,
 }
 
 #[derive(Default)]
@@ -118,6 +122,8 @@ struct Scratch {
     scalars: Vec<f64>,
     sketches: Vec<Sketch>,
     key: String,
+    /// Scores of watched keys in the current round: detector index, key, window end, score.
+    scored: Vec<(usize, KeyId, i64, f64)>,
 }
 
 pub struct Engine {
@@ -136,6 +142,8 @@ pub struct Engine {
     scratch: Scratch,
     /// Normal rates for relative throttles (`decision.throttle_baseline`).
     rates: Option<RateMemory>,
+    /// Where watched subjects' scores go (see [`ScoreBoard`]).
+    scores: Option<std::sync::Arc<ScoreBoard>>,
 }
 
 /// A detector fired for a key.
@@ -228,6 +236,7 @@ impl WindowRt {
             marked: Vec::new(),
             leader: None,
             link: Vec::new(),
+            watch: std::collections::HashMap::new(),
         })
     }
 }
@@ -311,11 +320,18 @@ impl Engine {
             stats: EngineStats::default(),
             scratch: Scratch::default(),
             rates: None,
+            scores: None,
         })
         .map(|mut e| {
             e.rates = RateMemory::new(pipeline, &e.windows);
             e
         })
+    }
+
+    /// Report the detector scores of watched subjects (fired on, or asked for with
+    /// [`ScoreBoard::watch`]) to `board`.
+    pub fn set_score_board(&mut self, board: std::sync::Arc<ScoreBoard>) {
+        self.scores = Some(board);
     }
 
     pub fn pipeline(&self) -> &PipelineConfig {
@@ -399,6 +415,7 @@ impl Engine {
         now_ns: i64,
     ) -> Result<Vec<Output>, EngineError> {
         let cols = Columns::read(batch)?;
+        self.take_watch_requests();
         let mut inputs = Vec::with_capacity(self.windows.len());
         for w in &self.windows {
             inputs.push(w.plan.evaluate(batch)?);
@@ -596,6 +613,28 @@ impl Engine {
         Ok(())
     }
 
+    /// Watch the subjects the console asked about (those the windows know).
+    fn take_watch_requests(&mut self) {
+        let Some(board) = &self.scores else {
+            return;
+        };
+        let requests = board.take_requests();
+        if requests.is_empty() {
+            return;
+        }
+        let until = self.newest.unwrap_or(0).saturating_add(scores::WATCH_NS);
+        for (kind, value) in requests {
+            for w in &mut self.windows {
+                if subject_kind(w.state.config.key) == Some(kind)
+                    && w.watch.len() < scores::MAX_SUBJECTS
+                    && let Some(id) = w.state.id(&value)
+                {
+                    w.watch.insert(id, until);
+                }
+            }
+        }
+    }
+
     /// Event-level firings' features, then the decisions of a batch's firings.
     fn finish(
         &mut self,
@@ -609,6 +648,32 @@ impl Engine {
             if let Some(id) = w.state.id(&f.key) {
                 let slot = w.state.slot(view);
                 f.features = key_features(w, id, slot, &mut self.scratch)?;
+            }
+        }
+        if let Some(board) = &self.scores {
+            // A subject fired on is watched: its page shows the firing's score and how its
+            // scores go on.
+            for f in &fired {
+                let w = &mut self.windows[f.window];
+                if let Some(id) = w.state.id(&f.key)
+                    && (w.watch.len() < scores::MAX_SUBJECTS || w.watch.contains_key(&id))
+                {
+                    w.watch
+                        .insert(id, f.window_end.saturating_add(scores::WATCH_NS));
+                }
+                if let (Some(kind), Some(d)) = (
+                    subject_kind(w.state.config.key),
+                    w.detectors.get(f.detector),
+                ) {
+                    board.record(&[scores::Scored {
+                        kind,
+                        subject: &f.key,
+                        window: &w.state.config.name,
+                        detector: d.detector.name(),
+                        at: f.window_end,
+                        score: f.firing.score,
+                    }]);
+                }
             }
         }
         self.policy.prune(now_ns);
@@ -677,6 +742,9 @@ impl Engine {
             }
             self.stats.samples += ids.len() as u64;
             round(w, wi, &ids, slot, true, &mut self.scratch, fired)?;
+            if let Some(board) = &self.scores {
+                report_scores(board, w, &mut self.scratch.scored);
+            }
             if let Some(m) = self.rates.as_mut().filter(|m| m.window == wi)
                 && !ids.is_empty()
             {
@@ -706,6 +774,7 @@ impl Engine {
                 for d in w.detectors.iter_mut() {
                     d.detector.forget(id);
                 }
+                w.watch.remove(&id);
                 if let Some(m) = w.marked.get_mut(id as usize) {
                     *m = false;
                 }
@@ -713,6 +782,10 @@ impl Engine {
         }
         if from <= last {
             w.state.sampled_through = Some(last);
+            if !w.watch.is_empty() {
+                let through = w.state.slot_end(last);
+                w.watch.retain(|_, until| *until >= through);
+            }
         }
         Ok(())
     }
@@ -1031,6 +1104,42 @@ fn key_features(
 
 /// Score every detector of window `wi` on `ids` over the window ending with `slot`; learn
 /// when `learn` (a complete sample).
+/// The subject kind of a window's keys (`identity|route` windows have none: their keys are
+/// not subjects).
+fn subject_kind(key: WindowKey) -> Option<SubjectKind> {
+    match key {
+        WindowKey::Identity => Some(SubjectKind::Identity),
+        WindowKey::ClientIp => Some(SubjectKind::Ip),
+        WindowKey::Tenant => Some(SubjectKind::Tenant),
+        WindowKey::Route => Some(SubjectKind::Route),
+        WindowKey::IdentityRoute => None,
+    }
+}
+
+/// Hand the scores of watched keys that [`round`] collected to the board.
+fn report_scores(board: &ScoreBoard, w: &WindowRt, scored: &mut Vec<(usize, KeyId, i64, f64)>) {
+    if scored.is_empty() {
+        return;
+    }
+    if let Some(kind) = subject_kind(w.state.config.key) {
+        let points: Vec<scores::Scored<'_>> = scored
+            .iter()
+            .filter_map(|(di, id, at, score)| {
+                Some(scores::Scored {
+                    kind,
+                    subject: w.state.key(*id).map(|_| w.state.name(*id))?,
+                    window: &w.state.config.name,
+                    detector: w.detectors.get(*di)?.detector.name(),
+                    at: *at,
+                    score: *score,
+                })
+            })
+            .collect();
+        board.record(&points);
+    }
+    scored.clear();
+}
+
 fn round(
     w: &mut WindowRt,
     wi: usize,
@@ -1093,6 +1202,11 @@ fn round(
                 peer_name,
                 full,
             };
+            if learn && !w.watch.is_empty() && w.watch.get(id).is_some_and(|until| at <= *until) {
+                scratch
+                    .scored
+                    .push((di, *id, at, d.detector.score(&sample)));
+            }
             let firing = if learn {
                 d.detector.observe(&sample)
             } else {

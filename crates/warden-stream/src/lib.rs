@@ -26,7 +26,8 @@ use std::path::Path;
 use warden_config::{ConfigErrors, PipelineConfig};
 
 pub use engine::{
-    Engine, EngineError, EngineSnapshot, EngineStats, KeySnapshot, Output, ReloadReport, check,
+    Engine, EngineError, EngineSnapshot, EngineStats, KeySnapshot, Output, ReloadReport,
+    ScoreBoard, ScoreSeries, check,
 };
 pub use runner::{
     FiringLabels, PipelineStatus, Processor, ProcessorHistograms, ProcessorStats, ReloadFailure,

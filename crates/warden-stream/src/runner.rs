@@ -122,6 +122,8 @@ pub struct ProcessorStats {
     pub model_scores: Mutex<Vec<crate::ml::ModelScores>>,
     /// Batch duration and event-to-decision latency histograms, firings by detector.
     pub histograms: ProcessorHistograms,
+    /// Detector scores over time of the subjects fired on or looked at (the console's charts).
+    pub scores: Arc<crate::ScoreBoard>,
 }
 
 /// Label of `warden_processor_detector_firings_total`: the detector's name from the pipeline
@@ -238,7 +240,8 @@ impl Processor {
             loaded_at: warden_event::now_ns(),
             ..PipelineStatus::default()
         };
-        let engine = Engine::new(&pipeline)?;
+        let mut engine = Engine::new(&pipeline)?;
+        engine.set_score_board(stats.scores.clone());
         *stats.model_scores.lock() = engine.model_scores();
         Ok(Self {
             engine,

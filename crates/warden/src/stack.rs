@@ -254,7 +254,9 @@ impl Stack {
                     .context("starting the dashboard")?;
             // The processor in this process reports its pipeline (and refused reloads) there.
             if let Some(stats) = stack.processor_stats.clone() {
-                dashboard = dashboard.with_status(Arc::new(move || processor_health(&stats)));
+                dashboard = dashboard
+                    .with_scores(Arc::new(ProcessorScores(stats.scores.clone())))
+                    .with_status(Arc::new(move || processor_health(&stats)));
             }
             let listener = TcpListener::bind(config.dashboard.listen)
                 .await
@@ -519,6 +521,26 @@ fn processor_health(stats: &warden_stream::ProcessorStats) -> serde_json::Value 
             .map(|m| m.describe())
             .collect::<Vec<_>>(),
     })
+}
+
+/// The processor's score board, as the console reads it.
+struct ProcessorScores(Arc<warden_stream::ScoreBoard>);
+
+impl warden_dashboard::ScoreSource for ProcessorScores {
+    fn watch(&self, subject: &warden_event::Subject) {
+        self.0.watch(subject.kind, &subject.value);
+    }
+
+    fn series(&self, subject: &warden_event::Subject) -> Vec<warden_dashboard::ScoreLine> {
+        self.0
+            .series(subject.kind, &subject.value)
+            .into_iter()
+            .map(|s| warden_dashboard::ScoreLine {
+                label: format!("{}/{}", s.window, s.detector),
+                points: s.points,
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]

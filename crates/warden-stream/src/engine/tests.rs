@@ -725,3 +725,44 @@ above = 30
     // Every slide of 50 keys against the slides where a key had events.
     assert!(samples[1] * 10 < samples[0], "{samples:?}");
 }
+
+#[test]
+fn watched_and_fired_on_subjects_get_score_series_and_nobody_else() {
+    let mut engine = Engine::new(&pipeline(8.0, "enforce")).expect("engine");
+    let board = std::sync::Arc::new(ScoreBoard::default());
+    engine.set_score_board(board.clone());
+    run(&mut engine, 20, None);
+    assert!(board.is_empty(), "nobody watched, nothing fired");
+    board.watch(SubjectKind::Identity, "dev-2");
+    board.watch(SubjectKind::Identity, "never-seen");
+    let outputs = run_from(&mut engine, 20, 40, Some(20 * S));
+    the_flooders_quarantine(&outputs);
+
+    // The operator's pick: every detector of its identity windows, one point per slide.
+    let watched = board.series(SubjectKind::Identity, "dev-2");
+    let names: Vec<&str> = watched.iter().map(|s| s.detector.as_str()).collect();
+    assert!(
+        names.contains(&"rate_spike") && names.contains(&"burst"),
+        "{names:?}"
+    );
+    assert!(watched.iter().all(|s| s.points.len() >= 5), "{watched:?}");
+    assert!(
+        watched
+            .iter()
+            .flat_map(|s| &s.points)
+            .all(|(_, v)| v.is_finite() && *v < 8.0),
+        "a steady device scores low: {watched:?}"
+    );
+    // The flooder is watched from its firing on, and its scores show the flood.
+    let flooder = board.series(SubjectKind::Identity, "dev-7");
+    let peak = flooder
+        .iter()
+        .filter(|s| RATE_DETECTORS.iter().any(|(d, _)| *d == s.detector))
+        .flat_map(|s| &s.points)
+        .map(|(_, v)| *v)
+        .fold(0.0, f64::max);
+    assert!(peak >= 8.0, "{flooder:?}");
+    assert!(board.series(SubjectKind::Identity, "dev-5").is_empty());
+    assert!(board.series(SubjectKind::Identity, "never-seen").is_empty());
+    assert_eq!(board.len(), 2);
+}
