@@ -321,12 +321,17 @@ async fn run(page: &Page) -> anyhow::Result<()> {
     page.screenshot(&shots.join("console-subject-traffic.png"))
         .await?;
     // The detectors' scores of the device since they fired on it, charted on the server from
-    // the processor's score board (a page drawn before the next complete window has none yet).
+    // the processor's score board (a page drawn before the next complete window has none yet),
+    // and its last requests, refused now that it is quarantined.
     let mut charted = false;
     for _ in 0..20 {
         page.goto(&format!("{console}{path}")).await?;
         if page
-            .eval("document.querySelectorAll('#subject-scores polyline').length > 0")
+            .eval(
+                "document.querySelectorAll('#subject-scores polyline').length > 0 \
+                 && document.getElementById('recent-requests').textContent \
+                    .includes('refused: quarantine')",
+            )
             .await?
             == serde_json::Value::Bool(true)
         {
@@ -335,7 +340,10 @@ async fn run(page: &Page) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    ensure!(charted, "the subject page shows no detector scores");
+    ensure!(
+        charted,
+        "the subject page shows no detector scores or no refused last request"
+    );
     page.eval("document.getElementById('subject-scores').scrollIntoView()")
         .await?;
     page.screenshot(&shots.join("console-subject-scores.png"))

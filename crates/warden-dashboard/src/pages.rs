@@ -343,6 +343,30 @@ pub(crate) async fn subject(
         } else {
             ("Client IPs seen", SubjectKind::Ip)
         };
+        let recent: Vec<Vec<String>> = traffic
+            .recent
+            .iter()
+            .map(|r| {
+                vec![
+                    time(r.t),
+                    esc(&r.request),
+                    r.status.to_string(),
+                    if r.reason == "none" {
+                        "served".into()
+                    } else {
+                        format!("refused: {}", esc(&r.reason))
+                    },
+                    crate::render::bytes(r.bytes),
+                ]
+            })
+            .collect();
+        html.push_str("<h2>Last requests</h2>");
+        html.push_str(&table(
+            "recent-requests",
+            &["time", "request", "status", "outcome", "bytes"],
+            &recent,
+            "none",
+        ));
         html.push_str(r#"<div class="cols"><div><h2>Routes seen</h2>"#);
         html.push_str(&table(
             "routes-seen",

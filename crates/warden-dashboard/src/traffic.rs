@@ -1,6 +1,7 @@
 //! Traffic over time, from the events topic: per minute for the fleet (requests, bytes, errors,
 //! refusals by reason) and for each recently active identity, client IP and tenant (requests,
-//! bytes, errors, refusals, the routes and peers seen), over the last [`WINDOW_MIN`] minutes.
+//! bytes, errors, refusals, the routes and peers seen, its last [`LAST`] requests), over the
+//! last [`WINDOW_MIN`] minutes.
 //!
 //! Bounded whatever the fleet: a subject costs a fixed [`SUBJECT_BYTES`] at most (fixed-size
 //! minute ring, fixed-size lists of routes and peers with capped strings, a key of at most
@@ -23,6 +24,10 @@ pub const MAX_SUBJECTS: usize = 10_000;
 const RECENT: usize = 6;
 /// Longest route or peer label kept (longer ones are cut).
 const MAX_LABEL: usize = 64;
+/// A subject's newest requests kept (time, `METHOD route` cut to [`LAST_LABEL`] bytes, status,
+/// refusal reason, bytes), in a fixed array: no allocation per event.
+pub const LAST: usize = 8;
+const LAST_LABEL: usize = 30;
 /// Longest subject value kept as a key (longer ones are cut, like labels).
 const MAX_KEY: usize = 512;
 /// Upper bound of the memory one subject takes, bytes: minute ring, reason blocks, routes and
@@ -31,7 +36,7 @@ pub const SUBJECT_BYTES: usize = std::mem::size_of::<SubjectTraffic>()
     + 2 * RECENT * (MAX_LABEL + std::mem::size_of::<(Box<str>, u32, i64)>())
     + MAX_KEY
     + 64;
-// A subject costs at most 4 KiB (3 520 bytes with today's layout).
+// A subject costs at most 4 KiB (3 912 bytes with today's layout).
 const _: () = assert!(SUBJECT_BYTES <= 4096);
 /// Minutes per block of the per-subject refusal reasons.
 const REASON_BLOCK_MIN: u32 = 10;
@@ -62,6 +67,46 @@ struct FleetMinute {
     errors: u64,
     bytes: u64,
     reasons: [u64; REASONS],
+}
+
+/// One of a subject's last requests.
+#[derive(Debug, Clone, Copy, Default)]
+struct LastRequest {
+    ts: i64,
+    bytes: u32,
+    status: u16,
+    reason: u8,
+    len: u8,
+    label: [u8; LAST_LABEL],
+}
+
+impl LastRequest {
+    fn new(e: &RequestEvent, route: &str) -> Self {
+        let cut_route = cut(route, LAST_LABEL);
+        let mut label = [0u8; LAST_LABEL];
+        label[..cut_route.len()].copy_from_slice(cut_route.as_bytes());
+        Self {
+            ts: e.ts,
+            bytes: u32::try_from(e.bytes_in.saturating_add(e.bytes_out)).unwrap_or(u32::MAX),
+            status: e.status,
+            reason: u8::try_from(reason_index(e.reason)).unwrap_or(0),
+            len: u8::try_from(cut_route.len()).unwrap_or(0),
+            label,
+        }
+    }
+
+    fn view(&self) -> RecentRequest {
+        RecentRequest {
+            t: self.ts,
+            request: String::from_utf8_lossy(&self.label[..usize::from(self.len)]).into_owned(),
+            status: self.status,
+            reason: Reason::ALL
+                .get(usize::from(self.reason))
+                .map_or("none", |r| r.as_str())
+                .to_string(),
+            bytes: u64::from(self.bytes),
+        }
+    }
 }
 
 /// Routes or peers seen, with counts, most recent kept.
@@ -117,6 +162,8 @@ struct SubjectTraffic {
     reasons: [ReasonBlock; REASON_BLOCKS],
     routes: Recent,
     peers: Recent,
+    /// The newest requests by event time (`status` 0: an empty slot).
+    last: [LastRequest; LAST],
     /// Order of the last event (for forgetting the least recently active).
     last_tick: u64,
     last_ts: i64,
@@ -129,6 +176,7 @@ impl Default for SubjectTraffic {
             reasons: [ReasonBlock::default(); REASON_BLOCKS],
             routes: Recent::default(),
             peers: Recent::default(),
+            last: [LastRequest::default(); LAST],
             last_tick: 0,
             last_ts: 0,
         }
@@ -163,6 +211,16 @@ impl SubjectTraffic {
             }
             let i = reason_index(e.reason);
             b.counts[i] = b.counts[i].saturating_add(1);
+        }
+        // The newest by event time (events of a subject may arrive out of order): an empty
+        // slot, else the oldest one if this event is newer.
+        if let Some(slot) = self
+            .last
+            .iter_mut()
+            .min_by_key(|r| (r.status != 0, r.ts))
+            .filter(|r| r.status == 0 || r.ts < e.ts)
+        {
+            *slot = LastRequest::new(e, route);
         }
         self.routes.see(route, e.ts);
         if !peer.is_empty() {
@@ -259,6 +317,20 @@ pub struct Seen {
     pub last_seen: i64,
 }
 
+/// One of a subject's last requests.
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+pub struct RecentRequest {
+    /// Event time, nanoseconds since the Unix epoch.
+    pub t: i64,
+    /// `METHOD route` (cut to 30 bytes).
+    pub request: String,
+    pub status: u16,
+    /// Why the gateway refused it (`none` when it was served).
+    pub reason: String,
+    /// Bytes in and out.
+    pub bytes: u64,
+}
+
 /// A busy subject.
 #[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Talker {
@@ -282,6 +354,8 @@ pub struct SubjectTrafficView {
     pub routes: Vec<Seen>,
     /// Client IPs seen (for an identity or tenant), or identities (for an IP).
     pub peers: Vec<Seen>,
+    /// The last requests (at most 8), newest first.
+    pub recent: Vec<RecentRequest>,
     pub last_seen: Option<i64>,
 }
 
@@ -451,6 +525,7 @@ impl Traffic {
             refusals: reason_map(&reasons),
             routes: held.map(|s| s.routes.view()).unwrap_or_default(),
             peers: held.map(|s| s.peers.view()).unwrap_or_default(),
+            recent: held.map(recent_view).unwrap_or_default(),
             last_seen: held.map(|s| s.last_ts),
         }
     }
@@ -515,6 +590,18 @@ fn touch<'a>(
     }
     let entry = map.entry(Box::from(key)).or_default();
     (entry, forgotten)
+}
+
+/// A subject's last requests, newest first.
+fn recent_view(s: &SubjectTraffic) -> Vec<RecentRequest> {
+    let mut v: Vec<RecentRequest> = s
+        .last
+        .iter()
+        .filter(|r| r.status != 0)
+        .map(LastRequest::view)
+        .collect();
+    v.sort_by_key(|r| std::cmp::Reverse(r.t));
+    v
 }
 
 fn reason_map<T: Copy + Into<u64>>(counts: &[T; REASONS]) -> BTreeMap<String, u64> {

@@ -82,3 +82,33 @@ fn hostile_timestamps_and_long_strings_are_harmless() {
     );
     assert!(held.routes[0].value.len() <= MAX_LABEL);
 }
+
+#[test]
+fn a_subject_keeps_its_last_requests_newest_first() {
+    let t = Traffic::new(8);
+    let now = 1_800_000_000_000_000_000;
+    for i in 0..20i64 {
+        let mut e = event(now - 1_000_000_000 * (20 - i));
+        e.route = format!("route-{i}-{}", "ü".repeat(20));
+        if i == 19 {
+            e.status = 403;
+            e.reason = Reason::Quarantine;
+        }
+        t.record(&e, now);
+    }
+    let view = t.subject(&Subject::identity("dev"), now);
+    assert_eq!(view.recent.len(), LAST);
+    assert!(
+        view.recent.windows(2).all(|w| w[0].t > w[1].t),
+        "newest first"
+    );
+    let newest = &view.recent[0];
+    assert!(newest.request.starts_with("GET route-19-"), "{newest:?}");
+    assert!(
+        newest.request.len() <= LAST_LABEL,
+        "cut on a character boundary"
+    );
+    assert_eq!((newest.status, newest.reason.as_str()), (403, "quarantine"));
+    assert_eq!(view.recent[1].reason, "none");
+    assert_eq!(view.recent[LAST - 1].request.split('-').nth(1), Some("12"));
+}

@@ -153,6 +153,12 @@ async fn traffic_from_the_events_topic_is_drawn_on_the_server() {
     assert_eq!(traffic["refusals"]["rate_limit"], 10);
     assert_eq!(traffic["routes"][0]["value"], "POST telemetry");
     assert_eq!(traffic["peers"][0]["value"], "203.0.113.9");
+    // The last eight requests, newest first: i = 0 (served) then i = 1, 2, 3 (rate limited).
+    let recent = traffic["recent"].as_array().expect("recent");
+    assert_eq!(recent.len(), 8, "{traffic}");
+    assert_eq!(recent[0]["request"], "POST telemetry");
+    assert_eq!(recent[0]["reason"], "rate_limit", "{traffic}");
+    assert_eq!(recent[1]["reason"], "none", "{traffic}");
     let fleet = get_json(&router, "/api/traffic").await;
     assert_eq!(fleet["top_identities"][0]["subject"]["value"], "dev-1");
     assert_eq!(fleet["top_ips"][0]["subject"]["value"], "203.0.113.9");
@@ -166,6 +172,9 @@ async fn traffic_from_the_events_topic_is_drawn_on_the_server() {
         "POST telemetry",
         "/ips/203.0.113.9",
         "rate_limit 10",
+        r#"id="recent-requests""#,
+        "refused: rate_limit",
+        "Detector scores, last hour",
     ] {
         assert!(html.contains(needle), "subject page lacks {needle}: {html}");
     }
