@@ -228,6 +228,17 @@ async fn run(page: &Page) -> anyhow::Result<()> {
         Duration::from_secs(10),
     )
     .await?;
+    // The processor's health, drawn on the server: throughput, lag, warm-up, pipeline.
+    ensure!(
+        page.eval(
+            "document.getElementById('processor') !== null \
+             && document.getElementById('server').textContent.includes('consumer lag') \
+             && document.getElementById('server').textContent.includes('warm-up')"
+        )
+        .await?
+            == serde_json::Value::Bool(true),
+        "the overview shows no processor panel"
+    );
     // Marks this document: a reload or a navigation would lose it.
     page.eval("window.wardenTestMark = 1").await?;
 

@@ -40,6 +40,7 @@
 mod api;
 mod auth;
 mod error;
+mod health;
 mod oidc;
 pub mod openapi;
 mod pages;

@@ -172,6 +172,9 @@ pub(crate) async fn overview(State(app): State<AppState>) -> Response {
         "no traffic",
     ));
     html.push_str("</div></div>");
+    if let Some(status) = &app.status {
+        html.push_str(&crate::health::section(&status()));
+    }
     // Without JavaScript, the alerts and quarantines the script would list.
     let alerts = app.state.alerts(ALERTS_PER_PAGE, None);
     let active = app.state.active(now);

@@ -15,6 +15,7 @@ mod rates;
 mod reload;
 mod scores;
 mod snapshot;
+mod warmup;
 
 use std::collections::BTreeMap;
 
@@ -35,6 +36,7 @@ use rates::RateMemory;
 pub use reload::ReloadReport;
 pub use scores::{ScoreBoard, ScoreSeries};
 pub use snapshot::{EngineSnapshot, KeySnapshot};
+pub use warmup::{DetectorWarmup, warmups};
 
 use crate::columns::{Columns, StrCol};
 use crate::feature::{Compiler, WindowPlan, hasher};

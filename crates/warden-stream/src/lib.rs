@@ -26,8 +26,8 @@ use std::path::Path;
 use warden_config::{ConfigErrors, PipelineConfig};
 
 pub use engine::{
-    Engine, EngineError, EngineSnapshot, EngineStats, KeySnapshot, Output, ReloadReport,
-    ScoreBoard, ScoreSeries, check,
+    DetectorWarmup, Engine, EngineError, EngineSnapshot, EngineStats, KeySnapshot, Output,
+    ReloadReport, ScoreBoard, ScoreSeries, check, warmups,
 };
 pub use runner::{
     FiringLabels, PipelineStatus, Processor, ProcessorHistograms, ProcessorStats, ReloadFailure,

@@ -58,6 +58,8 @@ pub struct PipelineStatus {
     pub last_reload: Option<String>,
     /// The last refused change, if it is still the file's content.
     pub last_failure: Option<ReloadFailure>,
+    /// Event time each detector needs before it judges a key (longest first).
+    pub warmup: Vec<crate::DetectorWarmup>,
 }
 
 /// A pipeline change that was refused (the previous pipeline keeps running).
@@ -124,6 +126,8 @@ pub struct ProcessorStats {
     pub histograms: ProcessorHistograms,
     /// Detector scores over time of the subjects fired on or looked at (the console's charts).
     pub scores: Arc<crate::ScoreBoard>,
+    /// When [`Processor::run`] started, nanoseconds since the Unix epoch (0 before).
+    pub started_at: AtomicU64,
 }
 
 /// Label of `warden_processor_detector_firings_total`: the detector's name from the pipeline
@@ -238,6 +242,7 @@ impl Processor {
         *stats.pipeline.lock() = PipelineStatus {
             name: pipeline.name.clone(),
             loaded_at: warden_event::now_ns(),
+            warmup: crate::warmups(&pipeline),
             ..PipelineStatus::default()
         };
         let mut engine = Engine::new(&pipeline)?;
@@ -321,6 +326,10 @@ impl Processor {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), StreamError> {
         let span = info_span!("processor", pipeline = %self.pipeline.name);
+        self.stats.started_at.store(
+            u64::try_from(warden_event::now_ns()).unwrap_or(0),
+            Ordering::Relaxed,
+        );
         let checkpointing = self.checkpointing.unwrap_or_else(|| bus.durable());
         let store = CheckpointStore::new(&self.pipeline.source.group, &self.topics.events);
         if checkpointing {
@@ -519,6 +528,7 @@ impl Processor {
                 status.reloads += 1;
                 status.last_reload = Some(report.to_string());
                 status.last_failure = None;
+                status.warmup = crate::warmups(&p);
                 let source = self.pipeline.source.clone();
                 self.owners.reconfigure(&p);
                 let mut dedup = DedupConfig::for_pipeline(&p);

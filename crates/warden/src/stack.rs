@@ -502,8 +502,33 @@ impl Drop for Stack {
 fn processor_health(stats: &warden_stream::ProcessorStats) -> serde_json::Value {
     use std::sync::atomic::Ordering::Relaxed;
     let reached = stats.bus_reached_at.load(Relaxed);
+    let pipeline = stats.pipeline_status();
+    let started = stats.started_at.load(Relaxed);
+    let needs_ms = pipeline.warmup.first().map_or(0, |w| w.needs_ms);
+    let running_ms = (started > 0).then(|| {
+        u64::try_from(warden_event::now_ns())
+            .unwrap_or(0)
+            .saturating_sub(started)
+            / 1_000_000
+    });
+    let restored = stats.restores.load(Relaxed);
+    // Keys that appear later warm up on their own; this is the processor's (and the keys
+    // it started with).
+    let state = match running_ms {
+        None => "not started".to_string(),
+        Some(_) if needs_ms == 0 => "no warm-up needed".to_string(),
+        Some(_) if restored > 0 => "baselines restored from checkpoints".to_string(),
+        Some(ms) if ms >= needs_ms => "warm".to_string(),
+        Some(ms) => format!("warming up, {} s left", (needs_ms - ms).div_ceil(1_000)),
+    };
     serde_json::json!({
-        "pipeline": stats.pipeline_status(),
+        "warmup": {
+            "state": state,
+            "needs_ms": needs_ms,
+            "running_ms": running_ms,
+            "restored_partitions": restored,
+        },
+        "pipeline": pipeline,
         "processor": {
             "events_total": stats.events.load(Relaxed),
             "events_per_second": stats.events_per_second.load(Relaxed),
@@ -565,5 +590,23 @@ mod tests {
         assert_eq!(h["processor"]["consumer_lag"], 7, "{h}");
         assert_eq!(h["processor"]["bus_last_answered_ns"], 42, "{h}");
         assert_eq!(h["pipeline"]["name"], "default", "{h}");
+        assert_eq!(h["warmup"]["state"], "not started", "{h}");
+        stats
+            .started_at
+            .store(u64::try_from(warden_event::now_ns()).unwrap_or(0), Relaxed);
+        stats.pipeline.lock().warmup = vec![warden_stream::DetectorWarmup {
+            detector: "burst".into(),
+            window: "identity_1s".into(),
+            needs_ms: 60_000,
+        }];
+        let h = super::processor_health(&stats);
+        let state = h["warmup"]["state"].as_str().unwrap_or_default();
+        assert!(state.starts_with("warming up, "), "{h}");
+        stats.restores.store(1, Relaxed);
+        let h = super::processor_health(&stats);
+        assert_eq!(
+            h["warmup"]["state"], "baselines restored from checkpoints",
+            "{h}"
+        );
     }
 }
