@@ -91,7 +91,8 @@ fn plain_proxy(listen: SocketAddr, backend: SocketAddr) {
         };
         parts.uri = uri;
         parts.headers.insert(header::HOST, host);
-        match warden_gateway::upstream::send(&backend, Request::from_parts(parts, body)).await {
+        match warden_gateway::upstream::send(&backend, None, Request::from_parts(parts, body)).await
+        {
             Ok(resp) => resp,
             Err(_) => StatusCode::BAD_GATEWAY.into_response(),
         }

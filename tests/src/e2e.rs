@@ -48,6 +48,7 @@ pub fn config(
         name: "devices".into(),
         prefix: "/api".into(),
         upstream: format!("http://{upstream}"),
+        upstream_tls: None,
         timeout_ms: 5_000,
         strip_prefix: false,
         auth: RouteAuth::ApiKey,

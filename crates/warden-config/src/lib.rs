@@ -52,5 +52,5 @@ pub use warden::{
     ApiKeyConfig, AuditConfig, BusConfig, BusKind, ConnectionLimits, ConsoleRole, DashboardConfig,
     FsyncMode, GatewayConfig, MethodOverride, MetricsConfig, OidcConfig, OperatorConfig, RouteAuth,
     RouteConfig, SpoolEnabled, SpoolOverflow, SpoolSettings, SyslogConfig, SyslogFormat,
-    TopicsConfig, WardenConfig, WebhookConfig, hash_api_key,
+    TopicsConfig, UpstreamTlsConfig, WardenConfig, WebhookConfig, hash_api_key,
 };

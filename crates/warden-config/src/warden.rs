@@ -218,8 +218,12 @@ pub struct RouteConfig {
     pub name: String,
     /// Path prefix this route serves, starting with `/` (matched on whole segments).
     pub prefix: String,
-    /// Upstream base URL, `http://host:port[/base]`.
+    /// Upstream base URL, `http://host[:port][/base]` or `https://host[:port][/base]`.
     pub upstream: String,
+    /// TLS to an `https://` upstream: its CA bundle (default: the web PKI roots), the name
+    /// its certificate must carry, a client certificate for mTLS.
+    #[serde(default)]
+    pub upstream_tls: Option<UpstreamTlsConfig>,
     /// Time allowed for the upstream's response headers, milliseconds (exceeded → 504).
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
@@ -249,6 +253,25 @@ pub struct RouteConfig {
 
 fn default_timeout_ms() -> u64 {
     10_000
+}
+
+/// TLS settings of an `https://` upstream. The files are read again when they change.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsConfig {
+    /// PEM file of the CAs that may sign the upstream's certificate (default: the web PKI
+    /// roots).
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// Name the upstream's certificate must carry, also sent as SNI (default: the URL's host).
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// Client certificate chain (PEM) presented to the upstream (mTLS); with `key_file`.
+    #[serde(default)]
+    pub cert_file: Option<String>,
+    /// Its private key (PEM).
+    #[serde(default)]
+    pub key_file: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -442,6 +465,42 @@ impl WardenConfig {
             if let Err(reason) = check_upstream(&r.upstream) {
                 errs.push(ConfigError::new(at("upstream"), reason));
             }
+            if let Some(t) = &r.upstream_tls {
+                if !r.upstream.starts_with("https://") {
+                    errs.push(ConfigError::new(
+                        at("upstream_tls"),
+                        "only for an https:// upstream",
+                    ));
+                }
+                if t.cert_file.is_some() != t.key_file.is_some() {
+                    errs.push(ConfigError::new(
+                        at("upstream_tls.cert_file"),
+                        "set both cert_file and key_file, or neither",
+                    ));
+                }
+                for (k, f) in [
+                    ("ca_file", &t.ca_file),
+                    ("cert_file", &t.cert_file),
+                    ("key_file", &t.key_file),
+                ] {
+                    if let Some(f) = f
+                        && let Err(e) = std::fs::metadata(f)
+                    {
+                        errs.push(ConfigError::new(
+                            at(&format!("upstream_tls.{k}")),
+                            format!("cannot read `{f}`: {e}"),
+                        ));
+                    }
+                }
+                if let Some(n) = &t.server_name
+                    && rustls_pki_types::ServerName::try_from(n.as_str()).is_err()
+                {
+                    errs.push(ConfigError::new(
+                        at("upstream_tls.server_name"),
+                        "is not a DNS name or an IP address",
+                    ));
+                }
+            }
             if r.timeout_ms == 0 {
                 errs.push(ConfigError::new(at("timeout_ms"), "must be at least 1"));
             }
@@ -519,8 +578,8 @@ fn valid_topic(name: &str) -> bool {
 
 fn check_upstream(url: &str) -> Result<(), String> {
     let uri: http::Uri = url.parse().map_err(|_| format!("`{url}` is not a URL"))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(format!("`{url}`: only http:// upstreams are supported"));
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(format!("`{url}`: upstreams are http:// or https://"));
     }
     if uri.authority().is_none_or(|a| a.host().is_empty()) {
         return Err(format!("`{url}` has no host"));

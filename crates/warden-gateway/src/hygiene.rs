@@ -276,6 +276,7 @@ mod tests {
             name: "r".into(),
             prefix: "/".into(),
             upstream: "http://up:1".into(),
+            upstream_tls: None,
             timeout_ms: 1000,
             strip_prefix: false,
             auth: warden_config::RouteAuth::Required,

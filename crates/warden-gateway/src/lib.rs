@@ -33,6 +33,7 @@ mod shed;
 mod spool;
 mod tls;
 pub mod upstream;
+pub mod upstream_tls;
 pub mod validate;
 
 pub use admin::Admin;

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response, header};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::body::{Counters, LimitedBody};
 use crate::routes::Route;
@@ -94,7 +94,7 @@ pub async fn forward(
     ));
     let outgoing = Request::from_parts(parts, body);
 
-    let sent = upstream::send(route.upstream_authority(), outgoing);
+    let sent = upstream::send(route.upstream_authority(), route.tls.as_ref(), outgoing);
     let started = std::time::Instant::now();
     let answer = tokio::time::timeout(route.timeout, sent).await;
     let result = match &answer {
@@ -123,7 +123,17 @@ pub async fn forward(
                 debug!(route = %route.name, error = %e, "Client body failed.");
                 return Err(Reject::ClientBody);
             }
-            debug!(route = %route.name, error = %e, "Upstream request failed.");
+            if matches!(
+                e,
+                upstream::UpstreamError::TlsSettings(..)
+                    | upstream::UpstreamError::TlsHandshake(..)
+            ) {
+                // A certificate the route does not trust, or settings it cannot use: the
+                // operator must see it (the client gets a 502).
+                warn!(route = %route.name, error = %e, "Upstream TLS failed; nothing was forwarded.");
+            } else {
+                debug!(route = %route.name, error = %e, "Upstream request failed.");
+            }
             return Err(Reject::UpstreamUnavailable);
         }
         Ok(Ok(resp)) => resp,

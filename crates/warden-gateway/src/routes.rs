@@ -23,6 +23,8 @@ pub struct Route {
     pub forward_bearer: bool,
     /// Accept header names with `_`.
     pub allow_underscore_headers: bool,
+    /// TLS to an `https://` upstream.
+    pub tls: Option<std::sync::Arc<crate::upstream_tls::UpstreamTls>>,
 }
 
 impl Route {
@@ -83,7 +85,16 @@ impl RouteTable {
                     None => authority.host().to_string(),
                 };
                 let host = HeaderValue::from_str(&host).ok()?;
+                let tls = if upstream.scheme_str() == Some("https") {
+                    Some(std::sync::Arc::new(crate::upstream_tls::UpstreamTls::new(
+                        authority.host(),
+                        c.upstream_tls.as_ref(),
+                    )?))
+                } else {
+                    None
+                };
                 Some(Route {
+                    tls,
                     name: c.name.clone(),
                     prefix: c.prefix.trim_end_matches('/').to_string(),
                     upstream,
@@ -126,6 +137,7 @@ mod tests {
             name: name.into(),
             prefix: prefix.into(),
             upstream: upstream.into(),
+            upstream_tls: None,
             timeout_ms: 1000,
             strip_prefix: strip,
             auth: RouteAuth::ApiKey,

@@ -38,6 +38,8 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tracing::debug;
 
+use crate::upstream_tls::UpstreamTls;
+
 /// An idle upstream connection is closed after this long.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Idle connections kept per upstream and serving thread; more are closed.
@@ -56,10 +58,22 @@ pub enum UpstreamError {
     Handshake(String, hyper::Error),
     #[error("upstream request failed: {0}")]
     Request(#[from] hyper::Error),
+    #[error("TLS settings for {0} cannot be used: {1}")]
+    TlsSettings(String, String),
+    #[error("TLS handshake with {0} failed: {1}")]
+    TlsHandshake(String, std::io::Error),
+}
+
+/// Upstreams are pooled apart by TLS settings (the address of a route's [`UpstreamTls`], 0
+/// for plain HTTP): a connection verified against one route's CA never serves another's.
+type PoolKey = (Authority, usize);
+
+fn pool_key(upstream: &Authority, tls: Option<&Arc<UpstreamTls>>) -> PoolKey {
+    (upstream.clone(), tls.map_or(0, |t| Arc::as_ptr(t) as usize))
 }
 
 thread_local! {
-    static POOL: RefCell<HashMap<Authority, VecDeque<Conn>>> = RefCell::new(HashMap::new());
+    static POOL: RefCell<HashMap<PoolKey, VecDeque<Conn>>> = RefCell::new(HashMap::new());
 }
 
 /// One upstream connection: the request half, and when it went idle (shared with the task
@@ -118,12 +132,14 @@ impl IdleSince {
 /// body has been read to its end.
 pub async fn send(
     upstream: &Authority,
+    tls: Option<&Arc<UpstreamTls>>,
     mut req: Request<Body>,
 ) -> Result<Response<Body>, UpstreamError> {
+    let key = pool_key(upstream, tls);
     loop {
-        let (mut conn, reused) = match checkout(upstream) {
+        let (mut conn, reused) = match checkout(&key) {
             Some(c) => (c, true),
-            None => (connect(upstream).await?, false),
+            None => (connect(upstream, tls).await?, false),
         };
         if !reused {
             conn.sender.ready().await?;
@@ -131,7 +147,7 @@ pub async fn send(
         match conn.sender.try_send_request(req).await {
             Ok(resp) => {
                 let lease = Lease {
-                    upstream: upstream.clone(),
+                    upstream: key.clone(),
                     conn,
                 };
                 return Ok(resp.map(|body| {
@@ -154,7 +170,7 @@ pub async fn send(
 }
 
 /// The newest idle connection to `upstream` that is still usable, if any.
-fn checkout(upstream: &Authority) -> Option<Conn> {
+fn checkout(upstream: &PoolKey) -> Option<Conn> {
     POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
         let idle = pool.get_mut(upstream)?;
@@ -171,7 +187,7 @@ fn checkout(upstream: &Authority) -> Option<Conn> {
 }
 
 /// Return a connection whose response was read to the end and that is ready for the next.
-fn checkin(upstream: Authority, conn: Conn) {
+fn checkin(upstream: PoolKey, conn: Conn) {
     let now = now_ms();
     conn.idle.0.store(now, Ordering::Release);
     // `try_with`: a response dropped while the thread's locals are torn down just closes.
@@ -188,8 +204,13 @@ fn checkin(upstream: Authority, conn: Conn) {
     });
 }
 
-async fn connect(upstream: &Authority) -> Result<Conn, UpstreamError> {
-    let port = upstream.port_u16().unwrap_or(80);
+async fn connect(
+    upstream: &Authority,
+    tls: Option<&Arc<UpstreamTls>>,
+) -> Result<Conn, UpstreamError> {
+    let port = upstream
+        .port_u16()
+        .unwrap_or(if tls.is_some() { 443 } else { 80 });
     let host = upstream
         .host()
         .trim_start_matches('[')
@@ -205,7 +226,30 @@ async fn connect(upstream: &Authority) -> Result<Conn, UpstreamError> {
         Err(_) => return Err(UpstreamError::ConnectTimeout(upstream.to_string())),
     };
     let _ = tcp.set_nodelay(true);
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+    match tls {
+        None => drive(upstream, tcp).await,
+        Some(t) => {
+            let config = t
+                .config()
+                .map_err(|e| UpstreamError::TlsSettings(upstream.to_string(), e))?;
+            let stream = tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                tokio_rustls::TlsConnector::from(config).connect(t.server_name.clone(), tcp),
+            )
+            .await
+            .map_err(|_| UpstreamError::ConnectTimeout(upstream.to_string()))?
+            .map_err(|e| UpstreamError::TlsHandshake(upstream.to_string(), e))?;
+            drive(upstream, stream).await
+        }
+    }
+}
+
+/// HTTP/1.1 over `io`, driven by a task of its own until closed or idle too long.
+async fn drive<T>(upstream: &Authority, io: T) -> Result<Conn, UpstreamError>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .map_err(|e| UpstreamError::Handshake(upstream.to_string(), e))?;
     let idle = Arc::new(IdleSince(AtomicU64::new(IN_USE)));
@@ -239,7 +283,7 @@ async fn connect(upstream: &Authority) -> Result<Conn, UpstreamError> {
 
 /// A connection leased for one response.
 struct Lease {
-    upstream: Authority,
+    upstream: PoolKey,
     conn: Conn,
 }
 
