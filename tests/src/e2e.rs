@@ -49,6 +49,7 @@ pub fn config(
         prefix: "/api".into(),
         upstream: format!("http://{upstream}"),
         upstream_tls: None,
+        deprecation: None,
         timeout_ms: 5_000,
         strip_prefix: false,
         auth: RouteAuth::ApiKey,

@@ -88,6 +88,7 @@ fn route(name: &str, upstream: SocketAddr, tls: UpstreamTlsConfig) -> RouteConfi
         prefix: format!("/{name}"),
         upstream: format!("https://{upstream}"),
         upstream_tls: Some(tls),
+        deprecation: None,
         timeout_ms: 3_000,
         strip_prefix: false,
         auth: RouteAuth::None,

@@ -224,6 +224,10 @@ pub struct RouteConfig {
     /// its certificate must carry, a client certificate for mTLS.
     #[serde(default)]
     pub upstream_tls: Option<UpstreamTlsConfig>,
+    /// The API version this route serves and when it is deprecated and goes away
+    /// (`Deprecation`, `Sunset` and `Link` headers; 410 after the sunset).
+    #[serde(default)]
+    pub deprecation: Option<RouteDeprecation>,
     /// Time allowed for the upstream's response headers, milliseconds (exceeded → 504).
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
@@ -253,6 +257,31 @@ pub struct RouteConfig {
 
 fn default_timeout_ms() -> u64 {
     10_000
+}
+
+/// A route's version and deprecation (RFC 9745 `Deprecation`, RFC 8594 `Sunset`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteDeprecation {
+    /// The API version the route serves (e.g. `v1`), shown in the list of callers.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// From when the route is deprecated, RFC 3339 (announced in `Deprecation` before then).
+    #[serde(default)]
+    pub deprecated_at: Option<String>,
+    /// When it goes away, RFC 3339 (`Sunset`); calls after it are refused with 410 unless
+    /// `refuse_after_sunset = false`.
+    #[serde(default)]
+    pub sunset_at: Option<String>,
+    /// Where clients read how to migrate (`Link: <…>; rel="deprecation"`), `https://` URL.
+    #[serde(default)]
+    pub link: Option<String>,
+    #[serde(default = "yes_route")]
+    pub refuse_after_sunset: bool,
+}
+
+fn yes_route() -> bool {
+    true
 }
 
 /// TLS settings of an `https://` upstream. The files are read again when they change.
@@ -464,6 +493,48 @@ impl WardenConfig {
             }
             if let Err(reason) = check_upstream(&r.upstream) {
                 errs.push(ConfigError::new(at("upstream"), reason));
+            }
+            if let Some(d) = &r.deprecation {
+                let mut times = [None, None];
+                for (i, (k, v)) in [
+                    ("deprecated_at", &d.deprecated_at),
+                    ("sunset_at", &d.sunset_at),
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    if let Some(v) = v {
+                        match crate::identity::parse_rfc3339(v) {
+                            Ok(t) => times[i] = Some(t),
+                            Err(e) => {
+                                errs.push(ConfigError::new(at(&format!("deprecation.{k}")), e))
+                            }
+                        }
+                    }
+                }
+                if d.deprecated_at.is_none() && d.sunset_at.is_none() {
+                    errs.push(ConfigError::new(
+                        at("deprecation"),
+                        "set deprecated_at, sunset_at or both",
+                    ));
+                }
+                if let [Some(dep), Some(sun)] = times
+                    && sun < dep
+                {
+                    errs.push(ConfigError::new(
+                        at("deprecation.sunset_at"),
+                        "must not be before deprecated_at",
+                    ));
+                }
+                if let Some(link) = &d.link
+                    && (!link.starts_with("https://")
+                        || link.contains(|c: char| c == '>' || c.is_whitespace() || c.is_control()))
+                {
+                    errs.push(ConfigError::new(
+                        at("deprecation.link"),
+                        "must be an https:// URL without spaces or `>`",
+                    ));
+                }
             }
             if let Some(t) = &r.upstream_tls {
                 if !r.upstream.starts_with("https://") {

@@ -33,6 +33,8 @@ pub enum Reject {
     NoRoute,
     /// The route does not allow the method.
     MethodNotAllowed,
+    /// The route's API version is past its sunset.
+    Gone,
     /// Credentials required but absent.
     MissingCredentials,
     /// Credentials offered but refused.
@@ -95,6 +97,7 @@ impl Reject {
             Reject::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             Reject::NoRoute => StatusCode::NOT_FOUND,
             Reject::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Reject::Gone => StatusCode::GONE,
             Reject::MissingCredentials | Reject::BadCredentials => StatusCode::UNAUTHORIZED,
             Reject::Quarantined => StatusCode::FORBIDDEN,
             Reject::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -116,6 +119,7 @@ impl Reject {
             Reject::BadHeader | Reject::AmbiguousLength => "bad_header",
             Reject::NoRoute => "not_found",
             Reject::MethodNotAllowed => "method_not_allowed",
+            Reject::Gone => "gone",
             Reject::MissingCredentials => "unauthenticated",
             Reject::BadCredentials => "unauthenticated",
             Reject::Quarantined => "forbidden",
@@ -142,6 +146,7 @@ impl Reject {
             | Reject::BadHeader
             | Reject::NoRoute
             | Reject::MethodNotAllowed
+            | Reject::Gone
             | Reject::BodyTooLarge
             | Reject::BadBody
             | Reject::UnsupportedMediaType
@@ -164,7 +169,7 @@ impl Reject {
     pub fn reason(self) -> Reason {
         match self {
             Reject::BadPath => Reason::Path,
-            Reject::NoRoute | Reject::MethodNotAllowed => Reason::Route,
+            Reject::NoRoute | Reject::MethodNotAllowed | Reject::Gone => Reason::Route,
             Reject::BadHeader
             | Reject::AmbiguousLength
             | Reject::BodyTooLarge

@@ -277,6 +277,7 @@ mod tests {
             prefix: "/".into(),
             upstream: "http://up:1".into(),
             upstream_tls: None,
+            deprecation: None,
             timeout_ms: 1000,
             strip_prefix: false,
             auth: warden_config::RouteAuth::Required,

@@ -9,6 +9,7 @@
 mod admin;
 mod body;
 mod conns;
+pub mod deprecation;
 mod emit;
 mod error;
 #[cfg(feature = "fuzzing")]

@@ -125,6 +125,8 @@ struct Inner {
     source: Mutex<Option<(PathBuf, ConfigLoader)>>,
     /// Serialises changes (requests never wait on it).
     books: Mutex<Books>,
+    /// Who calls deprecated routes (kept across reloads).
+    deprecated: Arc<crate::deprecation::DeprecatedCalls>,
 }
 
 /// What changes are made against.
@@ -164,6 +166,7 @@ impl LiveConfig {
                 state,
                 policies,
                 source: Mutex::new(None),
+                deprecated: Arc::default(),
                 books: Mutex::new(Books {
                     stamp: None,
                     file_config,
@@ -177,6 +180,34 @@ impl LiveConfig {
     /// The snapshot serving now.
     pub(crate) fn snapshot(&self) -> Arc<LiveState> {
         self.inner.state.load_full()
+    }
+
+    /// Who calls deprecated routes.
+    pub fn deprecated_calls(&self) -> &Arc<crate::deprecation::DeprecatedCalls> {
+        &self.inner.deprecated
+    }
+
+    /// Deprecated and sunset routes now, each with its callers (most recent first): the
+    /// operator's list of devices still to update.
+    pub fn deprecated(&self) -> Vec<serde_json::Value> {
+        let now_s = warden_event::now_ns() / 1_000_000_000;
+        let time = |t: Option<i64>| t.map(crate::deprecation::http_date);
+        self.snapshot()
+            .routes
+            .all()
+            .filter_map(|r| {
+                let d = r.deprecation.as_ref()?;
+                Some(serde_json::json!({
+                    "route": r.name,
+                    "version": d.version,
+                    "deprecated_at": time(d.deprecated_at),
+                    "sunset_at": time(d.sunset_at),
+                    "deprecated_now": d.deprecated(now_s),
+                    "gone": d.gone(now_s),
+                    "callers": self.inner.deprecated.callers(&r.name),
+                }))
+            })
+            .collect()
     }
 
     /// The rate limiters' occupancy now (the tables carry over reloads).

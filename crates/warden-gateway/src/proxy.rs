@@ -140,5 +140,8 @@ pub async fn forward(
     };
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    if let Some(d) = &route.deprecation {
+        d.add_headers(&mut parts.headers);
+    }
     Ok(Response::from_parts(parts, Body::new(body)))
 }

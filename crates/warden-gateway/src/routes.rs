@@ -25,6 +25,8 @@ pub struct Route {
     pub allow_underscore_headers: bool,
     /// TLS to an `https://` upstream.
     pub tls: Option<std::sync::Arc<crate::upstream_tls::UpstreamTls>>,
+    /// Version, deprecation and sunset.
+    pub deprecation: Option<crate::deprecation::Deprecation>,
 }
 
 impl Route {
@@ -95,6 +97,10 @@ impl RouteTable {
                 };
                 Some(Route {
                     tls,
+                    deprecation: c
+                        .deprecation
+                        .as_ref()
+                        .and_then(crate::deprecation::Deprecation::of),
                     name: c.name.clone(),
                     prefix: c.prefix.trim_end_matches('/').to_string(),
                     upstream,
@@ -115,6 +121,11 @@ impl RouteTable {
             .collect();
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         Self { routes }
+    }
+
+    /// Every route, longest prefix first.
+    pub fn all(&self) -> impl Iterator<Item = &Route> {
+        self.routes.iter()
     }
 
     /// The route serving `path`: its prefix equals the path or is followed by `/` in it.
@@ -138,6 +149,7 @@ mod tests {
             prefix: prefix.into(),
             upstream: upstream.into(),
             upstream_tls: None,
+            deprecation: None,
             timeout_ms: 1000,
             strip_prefix: strip,
             auth: RouteAuth::ApiKey,

@@ -74,6 +74,8 @@ struct Shared {
     method_override: warden_config::MethodOverride,
     /// Longest wait for the next bytes of a request body.
     body_idle: Duration,
+    /// Who calls deprecated routes (shared with the admin API).
+    deprecated: Arc<crate::deprecation::DeprecatedCalls>,
 }
 
 /// Key of the query hashes when `gateway.query_hash_key` is empty.
@@ -204,6 +206,7 @@ impl Gateway {
             },
             method_override: config.gateway.method_override,
             body_idle: Duration::from_millis(config.gateway.connections.body_read_timeout_ms),
+            deprecated: live.deprecated_calls().clone(),
         });
         let policy_watch = (config.rbac.reload_interval_ms > 0).then(|| {
             policies

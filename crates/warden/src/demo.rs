@@ -26,6 +26,7 @@ pub fn demo_config(
         prefix: "/api".into(),
         upstream: format!("http://{upstream}"),
         upstream_tls: None,
+        deprecation: None,
         timeout_ms: 5_000,
         strip_prefix: false,
         auth: RouteAuth::ApiKey,

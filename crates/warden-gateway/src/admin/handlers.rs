@@ -49,6 +49,11 @@ pub(super) async fn dispatch(
             effective(admin, &percent_decode(identity)?, &query)
         }
         ["admin", "rbac", "shadow"] if reads(&method) => shadow(admin),
+        ["admin", "deprecated"] if reads(&method) => ok(
+            StatusCode::OK,
+            json!({ "routes": admin.0.live.deprecated() }),
+            "list_deprecated",
+        ),
         ["admin", "keys"] if reads(&method) => super::keys::list(admin),
         ["admin", "keys"] if method == Method::POST => {
             let body: warden_config::ApiKeyConfig = read_json(req.into_body()).await?;
@@ -62,7 +67,8 @@ pub(super) async fn dispatch(
         | ["admin", "quarantines", _, _]
         | ["admin", "reload"]
         | ["admin", "policy", _]
-        | ["admin", "rbac", "shadow"] => Err(AdminError::MethodNotAllowed),
+        | ["admin", "rbac", "shadow"]
+        | ["admin", "deprecated"] => Err(AdminError::MethodNotAllowed),
         _ => Err(AdminError::NotFound),
     }
 }

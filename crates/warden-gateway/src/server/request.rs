@@ -308,6 +308,17 @@ async fn phases(
         tracing::Span::current().record("identity", p.identity.as_str());
     }
 
+    // Who still calls a deprecated version: the operator's list of devices to update.
+    if let Some(d) = &route.deprecation
+        && d.deprecated(draft.ts / 1_000_000_000)
+    {
+        let caller = match principal {
+            Some(p) => p.identity.clone(),
+            None => format!("ip:{}", draft.client_ip_text),
+        };
+        gw.deprecated.record(&route.name, &caller, draft.ts);
+    }
+
     let throttled = match principal_quarantine(gw, principal) {
         Verdict::Quarantined { subject, .. } => {
             debug!(%subject, "Quarantined subject refused.");
@@ -388,6 +399,13 @@ fn route_checks(
 ) -> Result<Option<Method>, Reject> {
     if !route.allows(req.method()) {
         return Err(Reject::MethodNotAllowed);
+    }
+    if route
+        .deprecation
+        .as_ref()
+        .is_some_and(|d| d.gone(warden_event::now_ns() / 1_000_000_000))
+    {
+        return Err(Reject::Gone);
     }
     crate::hygiene::check_header_names(req.headers(), route)?;
     let overridden =
