@@ -50,6 +50,7 @@ pub fn config(
         upstream: format!("http://{upstream}"),
         upstream_tls: None,
         deprecation: None,
+        resilience: Default::default(),
         timeout_ms: 5_000,
         strip_prefix: false,
         auth: RouteAuth::ApiKey,

@@ -89,6 +89,7 @@ fn route(name: &str, upstream: SocketAddr, tls: UpstreamTlsConfig) -> RouteConfi
         upstream: format!("https://{upstream}"),
         upstream_tls: Some(tls),
         deprecation: None,
+        resilience: Default::default(),
         timeout_ms: 3_000,
         strip_prefix: false,
         auth: RouteAuth::None,

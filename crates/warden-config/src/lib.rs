@@ -51,6 +51,7 @@ pub fn parse_strict<T: schemars::JsonSchema + serde::de::DeserializeOwned>(
 pub use warden::{
     ApiKeyConfig, AuditConfig, BusConfig, BusKind, ConnectionLimits, ConsoleRole, DashboardConfig,
     FsyncMode, GatewayConfig, MethodOverride, MetricsConfig, OidcConfig, OperatorConfig, RouteAuth,
-    RouteConfig, RouteDeprecation, SpoolEnabled, SpoolOverflow, SpoolSettings, SyslogConfig,
-    SyslogFormat, TopicsConfig, UpstreamTlsConfig, WardenConfig, WebhookConfig, hash_api_key,
+    RouteConfig, RouteDeprecation, RouteResilience, SpoolEnabled, SpoolOverflow, SpoolSettings,
+    SyslogConfig, SyslogFormat, TopicsConfig, UpstreamTlsConfig, WardenConfig, WebhookConfig,
+    hash_api_key,
 };

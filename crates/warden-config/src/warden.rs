@@ -228,6 +228,9 @@ pub struct RouteConfig {
     /// (`Deprecation`, `Sunset` and `Link` headers; 410 after the sunset).
     #[serde(default)]
     pub deprecation: Option<RouteDeprecation>,
+    /// Retries of idempotent requests and passive health of the upstream.
+    #[serde(default)]
+    pub resilience: RouteResilience,
     /// Time allowed for the upstream's response headers, milliseconds (exceeded → 504).
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
@@ -257,6 +260,46 @@ pub struct RouteConfig {
 
 fn default_timeout_ms() -> u64 {
     10_000
+}
+
+/// Retries and passive health of a route's upstream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteResilience {
+    /// Extra attempts for a request that can be sent again: an idempotent method (`GET`,
+    /// `HEAD`, `OPTIONS`, `PUT`, `DELETE`) without a body, when the upstream could not be
+    /// reached, did not answer in time or answered 502, 503 or 504. Other requests are sent
+    /// once.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Consecutive failures (no connection, no answer in time) after which the upstream is
+    /// ejected: its requests are refused at once with 502 (0: never).
+    #[serde(default = "default_eject_after")]
+    pub eject_after_failures: u32,
+    /// How long an ejection lasts, milliseconds; then one request probes the upstream, and
+    /// a failed probe ejects it again.
+    #[serde(default = "default_eject_for")]
+    pub eject_for_ms: u64,
+}
+
+impl Default for RouteResilience {
+    fn default() -> Self {
+        Self {
+            retries: default_retries(),
+            eject_after_failures: default_eject_after(),
+            eject_for_ms: default_eject_for(),
+        }
+    }
+}
+
+fn default_retries() -> u32 {
+    1
+}
+fn default_eject_after() -> u32 {
+    5
+}
+fn default_eject_for() -> u64 {
+    1_000
 }
 
 /// A route's version and deprecation (RFC 9745 `Deprecation`, RFC 8594 `Sunset`).

@@ -278,6 +278,7 @@ mod tests {
             upstream: "http://up:1".into(),
             upstream_tls: None,
             deprecation: None,
+            resilience: Default::default(),
             timeout_ms: 1000,
             strip_prefix: false,
             auth: warden_config::RouteAuth::Required,

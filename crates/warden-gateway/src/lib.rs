@@ -15,6 +15,7 @@ mod error;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod health;
 mod hygiene;
 mod identity;
 mod live;

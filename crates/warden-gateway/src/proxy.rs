@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, header};
 use tracing::{debug, warn};
 
 use crate::body::{Counters, LimitedBody};
@@ -86,23 +86,60 @@ pub async fn forward(
     }
     parts.uri = uri;
     parts.version = axum::http::Version::HTTP_11;
+    if route.health.ejected() {
+        debug!(route = %route.name, left_ms = route.health.ejected_for().as_millis() as u64, "Upstream ejected; refused at once.");
+        metrics.observe_upstream(&route.name, "ejected", 0.0);
+        return Err(Reject::UpstreamUnavailable);
+    }
+    // Sent again on failure only if nothing of it can be lost or done twice: an idempotent
+    // method without a body.
+    let replayable = route.retries > 0
+        && matches!(
+            parts.method,
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+        )
+        && http_body::Body::is_end_stream(&body);
+    let mut again = replayable.then(|| parts.clone());
+    let mut attempts_left = if replayable { route.retries } else { 0 };
     let body = Body::new(LimitedBody::new(
         body,
         max_body,
         body_idle,
         counters.clone(),
     ));
-    let outgoing = Request::from_parts(parts, body);
-
-    let sent = upstream::send(route.upstream_authority(), route.tls.as_ref(), outgoing);
-    let started = std::time::Instant::now();
-    let answer = tokio::time::timeout(route.timeout, sent).await;
-    let result = match &answer {
-        Ok(Ok(_)) => "response",
-        Ok(Err(_)) => "error",
-        Err(_) => "timeout",
+    let mut outgoing = Request::from_parts(parts, body);
+    let answer = loop {
+        let sent = upstream::send(route.upstream_authority(), route.tls.as_ref(), outgoing);
+        let started = std::time::Instant::now();
+        let answer = tokio::time::timeout(route.timeout, sent).await;
+        let result = match &answer {
+            Ok(Ok(_)) => "response",
+            Ok(Err(_)) => "error",
+            Err(_) => "timeout",
+        };
+        metrics.observe_upstream(&route.name, result, started.elapsed().as_secs_f64());
+        let retry_status = matches!(&answer, Ok(Ok(r)) if matches!(r.status().as_u16(), 502..=504));
+        match &answer {
+            Ok(Ok(_)) => route.health.succeeded(),
+            _ => {
+                if route.health.failed() {
+                    warn!(route = %route.name, for_ms = route.health.ejected_for().as_millis() as u64, "Upstream failed repeatedly; ejected (its requests are refused at once meanwhile).");
+                }
+            }
+        }
+        let failed = retry_status || !matches!(&answer, Ok(Ok(_)));
+        match again.take() {
+            Some(p) if failed && attempts_left > 0 && !route.health.ejected() => {
+                attempts_left -= 1;
+                if attempts_left > 0 {
+                    again = Some(p.clone());
+                }
+                debug!(route = %route.name, "Retrying an idempotent request.");
+                outgoing = Request::from_parts(p, Body::empty());
+            }
+            _ => break answer,
+        }
     };
-    metrics.observe_upstream(&route.name, result, started.elapsed().as_secs_f64());
     let resp = match answer {
         // Waiting on the client's body when the time ran out: the client stalled.
         Err(_) if counters.body_waiting.load(Ordering::Relaxed) => {

@@ -27,6 +27,10 @@ pub struct Route {
     pub tls: Option<std::sync::Arc<crate::upstream_tls::UpstreamTls>>,
     /// Version, deprecation and sunset.
     pub deprecation: Option<crate::deprecation::Deprecation>,
+    /// Extra attempts for requests that can be sent again.
+    pub retries: u32,
+    /// Passive health of the upstream (ejection after consecutive failures).
+    pub health: std::sync::Arc<crate::health::UpstreamHealth>,
 }
 
 impl Route {
@@ -97,6 +101,11 @@ impl RouteTable {
                 };
                 Some(Route {
                     tls,
+                    retries: c.resilience.retries,
+                    health: std::sync::Arc::new(crate::health::UpstreamHealth::new(
+                        c.resilience.eject_after_failures,
+                        Duration::from_millis(c.resilience.eject_for_ms),
+                    )),
                     deprecation: c
                         .deprecation
                         .as_ref()
@@ -150,6 +159,7 @@ mod tests {
             upstream: upstream.into(),
             upstream_tls: None,
             deprecation: None,
+            resilience: Default::default(),
             timeout_ms: 1000,
             strip_prefix: strip,
             auth: RouteAuth::ApiKey,

@@ -27,6 +27,7 @@ pub fn demo_config(
         upstream: format!("http://{upstream}"),
         upstream_tls: None,
         deprecation: None,
+        resilience: Default::default(),
         timeout_ms: 5_000,
         strip_prefix: false,
         auth: RouteAuth::ApiKey,

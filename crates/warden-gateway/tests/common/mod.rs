@@ -8,6 +8,7 @@ use warden_bus::{Bus, EmbeddedBus, EmbeddedConfig, TopicSpec};
 use warden_config::WardenConfig;
 
 /// An upstream answering 200 `ok` on every path.
+#[allow(dead_code)] // not every test binary uses every helper
 pub async fn upstream() -> SocketAddr {
     let app = axum::Router::new().fallback(|| async { "ok" });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
