@@ -20,7 +20,7 @@ async fn flaky() -> (SocketAddr, Arc<AtomicUsize>) {
     let app = axum::Router::new().fallback(move || {
         let h = h.clone();
         async move {
-            if h.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+            if h.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
                 (axum::http::StatusCode::SERVICE_UNAVAILABLE, "busy")
             } else {
                 (axum::http::StatusCode::OK, "ok")
