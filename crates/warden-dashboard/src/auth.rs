@@ -296,6 +296,10 @@ pub(crate) async fn gate(State(auth): State<Arc<Auth>>, mut req: Request, next: 
 }
 
 const LOGIN: &str = include_str!("login.html");
+/// What `/oidc/callback` answers after a sign-in.
+const SIGNED_IN: &str = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta http-equiv=\"refresh\" content=\"0;url=/\"><title>Warden — signed in</title></head>\
+<body><p>Signed in. <a href=\"/\">Open the console</a>.</p></body></html>";
 
 /// `GET /login`.
 pub(crate) async fn login_page(State(auth): State<Arc<Auth>>) -> Response {
@@ -424,7 +428,12 @@ pub(crate) async fn oidc_callback(
                         "method": "oidc", "sub": user.subject }),
                 )
                 .await;
-                let mut resp = Redirect::to("/").into_response();
+                // A page that moves on by itself rather than a redirect: the browser came here
+                // from the provider (a cross-site navigation), and a SameSite=Strict cookie is
+                // not sent on a redirect that continues it; a navigation started by this page
+                // is same-site.
+                let mut resp = (StatusCode::OK, axum::response::Html(SIGNED_IN)).into_response();
+                crate::api::page_headers(resp.headers_mut());
                 resp.headers_mut().append(header::SET_COOKIE, session);
                 resp
             }

@@ -64,12 +64,13 @@ pub enum UpstreamError {
     TlsHandshake(String, std::io::Error),
 }
 
-/// Upstreams are pooled apart by TLS settings (the address of a route's [`UpstreamTls`], 0
-/// for plain HTTP): a connection verified against one route's CA never serves another's.
-type PoolKey = (Authority, usize);
+/// Upstreams are pooled apart by TLS settings (the id of a route's [`UpstreamTls`], new for
+/// every route table; 0 for plain HTTP): a connection verified against one route's CA never
+/// serves another's, nor the same route's after its settings were reloaded.
+type PoolKey = (Authority, u64);
 
 fn pool_key(upstream: &Authority, tls: Option<&Arc<UpstreamTls>>) -> PoolKey {
-    (upstream.clone(), tls.map_or(0, |t| Arc::as_ptr(t) as usize))
+    (upstream.clone(), tls.map_or(0, |t| t.id))
 }
 
 thread_local! {

@@ -27,6 +27,8 @@ const RECHECK: Duration = Duration::from_secs(2);
 pub struct UpstreamTls {
     /// Name the server's certificate must carry (and sent as SNI when it is a DNS name).
     pub server_name: ServerName<'static>,
+    /// Unique per settings object: upstream connections are pooled apart by it.
+    pub id: u64,
     files: Vec<PathBuf>,
     ca_file: Option<PathBuf>,
     cert: Option<(PathBuf, PathBuf)>,
@@ -77,8 +79,10 @@ impl UpstreamTls {
             files.push(cert.clone());
             files.push(key.clone());
         }
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let tls = Self {
             server_name,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             files,
             ca_file,
             cert,
