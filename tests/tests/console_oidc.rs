@@ -79,6 +79,8 @@ struct IdpState {
     forge: Forge,
     /// Answer the authorization request with `error=access_denied`.
     deny: bool,
+    /// Take the client secret only in the form (`client_secret_post`), as discovery says.
+    secret_post: bool,
     signer: Signer,
     rogue: Signer,
     /// Keys published in the JWKS.
@@ -131,7 +133,15 @@ fn form(body: &str) -> HashMap<String, String> {
 }
 
 async fn discovery(State(idp): State<Idp>) -> Response {
-    let issuer = idp.lock().issuer.clone();
+    let (issuer, post) = {
+        let s = idp.lock();
+        (s.issuer.clone(), s.secret_post)
+    };
+    let methods = if post {
+        json!(["client_secret_post"])
+    } else {
+        json!(["client_secret_basic", "client_secret_post"])
+    };
     axum::Json(json!({
         "issuer": issuer,
         "authorization_endpoint": format!("{issuer}/authorize"),
@@ -139,6 +149,7 @@ async fn discovery(State(idp): State<Idp>) -> Response {
         "jwks_uri": format!("{issuer}/jwks.json"),
         "response_types_supported": ["code"],
         "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": methods,
     }))
     .into_response()
 }
@@ -206,7 +217,15 @@ async fn token(State(idp): State<Idp>, headers: HeaderMap, body: String) -> Resp
                 .replace('=', "%3D")
         ))
     );
-    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(basic.as_str()) {
+    let authenticated = if s.secret_post {
+        headers.get("authorization").is_none()
+            && f.get("client_id").map(String::as_str) == Some(CLIENT_ID)
+            && f.get("client_secret").map(String::as_str) == Some(CLIENT_SECRET)
+    } else {
+        headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(basic.as_str())
+            && !f.contains_key("client_secret")
+    };
+    if !authenticated {
         return refuse(&mut s, "client authentication");
     }
     if f.get("grant_type").map(String::as_str) != Some("authorization_code") {
@@ -313,6 +332,7 @@ async fn idp(ca: &Ca) -> anyhow::Result<Idp> {
         user: ("alice".into(), vec!["warden-ops".into()]),
         forge: Forge::None,
         deny: false,
+        secret_post: false,
         published: vec![signer.jwk()?],
         signer,
         rogue: Signer::ec("rogue-key")?,
@@ -625,6 +645,20 @@ async fn operators_sign_in_with_the_identity_provider_and_forgeries_get_nothing(
     assert!(s.refused.is_empty(), "{:?}", s.refused);
     assert!(s.token_calls >= 12, "{} token requests", s.token_calls);
     drop(s);
+    let _ = c.stop.send(());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_taking_the_secret_only_in_the_form_gets_it_there() -> anyhow::Result<()> {
+    let ca = Ca::new("test identity provider")?;
+    let idp = idp(&ca).await?;
+    idp.lock().secret_post = true;
+    let c = console(&ca, &idp).await?;
+    let (status, cookie) = sign_in(&c).await?;
+    let refused = idp.lock().refused.clone();
+    assert_eq!(status, StatusCode::OK, "{refused:?}");
+    assert!(cookie.is_some() && refused.is_empty(), "{refused:?}");
     let _ = c.stop.send(());
     Ok(())
 }

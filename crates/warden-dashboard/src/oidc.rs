@@ -44,6 +44,9 @@ struct Provider {
     authorization_endpoint: String,
     token_endpoint: String,
     jwks: Jwks,
+    /// The provider takes the client secret only in the form (`client_secret_post`), not
+    /// as HTTP Basic (the default of RFC 6749 and OpenID Connect).
+    secret_in_form: bool,
 }
 
 struct Pending {
@@ -224,10 +227,18 @@ impl Oidc {
             JWKS_MIN_REFETCH,
         );
         jwks.refresh().await?;
+        let methods: Vec<&str> = doc
+            .get("token_endpoint_auth_methods_supported")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let secret_in_form =
+            !methods.contains(&"client_secret_basic") && methods.contains(&"client_secret_post");
         Ok(Provider {
             authorization_endpoint,
             token_endpoint,
             jwks,
+            secret_in_form,
         })
     }
 
@@ -345,7 +356,7 @@ impl Oidc {
             .filter(|c| !c.is_empty())
             .ok_or_else(|| Refused::ProviderError("no code".into()))?;
         let provider = self.provider().await?;
-        let form = [
+        let mut form = vec![
             ("grant_type", "authorization_code"),
             ("code", code.as_str()),
             ("redirect_uri", self.config.redirect_url.as_str()),
@@ -353,9 +364,11 @@ impl Oidc {
             ("client_id", self.config.client_id.as_str()),
         ];
         let mut req = self.client.post(&provider.token_endpoint);
-        if let Some(secret) = &self.secret {
+        match &self.secret {
+            Some(secret) if provider.secret_in_form => form.push(("client_secret", secret)),
             // client_secret_basic (RFC 6749 §2.3.1: both parts form-encoded first).
-            req = req.basic_auth(enc(&self.config.client_id), Some(enc(secret)));
+            Some(secret) => req = req.basic_auth(enc(&self.config.client_id), Some(enc(secret))),
+            None => {}
         }
         let body = form
             .iter()
