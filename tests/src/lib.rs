@@ -9,6 +9,9 @@ pub mod e2e;
 /// Throw-away CAs, certificates and CRLs for the TLS/mTLS tests.
 pub mod pki;
 
+/// HTTPS servers for the tests (identity providers, TLS upstreams).
+pub mod https;
+
 /// Scenario runs (simulated fleet and attacks) against a whole stack, evaluated.
 pub mod scenarios;
 

@@ -311,19 +311,6 @@ async fn token(State(idp): State<Idp>, headers: HeaderMap, body: String) -> Resp
 
 /// The provider over HTTPS (a certificate from `ca`) on a loopback port.
 async fn idp(ca: &Ca) -> anyhow::Result<Idp> {
-    let leaf = ca.server()?;
-    let certs = warden_config::parse_certs(leaf.cert_pem.as_bytes()).map_err(anyhow::Error::msg)?;
-    let key =
-        <rustls_pki_types::PrivateKeyDer as rustls_pki_types::pem::PemObject>::from_pem_slice(
-            leaf.key_pem.as_bytes(),
-        )?;
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let signer = Signer::ec("idp-key-1")?;
@@ -349,24 +336,7 @@ async fn idp(ca: &Ca) -> anyhow::Result<Idp> {
         .route("/authorize", axum::routing::get(authorize))
         .route("/token", axum::routing::post(token))
         .with_state(state.clone());
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let (acceptor, app) = (acceptor.clone(), app.clone());
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let _ = hyper_util::server::conn::auto::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .serve_connection(
-                    hyper_util::rt::TokioIo::new(tls),
-                    hyper_util::service::TowerToHyperService::new(app),
-                )
-                .await;
-            });
-        }
-    });
+    warden_tests::https::serve(listener, app, ca, None)?;
     Ok(state)
 }
 

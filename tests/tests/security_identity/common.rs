@@ -76,19 +76,6 @@ impl Body {
 }
 
 pub(crate) async fn jwks_server(ca: &Ca, keys: &[Jwk]) -> anyhow::Result<JwksServer> {
-    let leaf = ca.server()?;
-    let certs = warden_config::parse_certs(leaf.cert_pem.as_bytes()).map_err(anyhow::Error::msg)?;
-    let key =
-        <rustls_pki_types::PrivateKeyDer as rustls_pki_types::pem::PemObject>::from_pem_slice(
-            leaf.key_pem.as_bytes(),
-        )?;
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let hits = Arc::new(AtomicUsize::new(0));
@@ -107,24 +94,7 @@ pub(crate) async fn jwks_server(ca: &Ca, keys: &[Jwk]) -> anyhow::Result<JwksSer
             }
         }),
     );
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let (acceptor, app) = (acceptor.clone(), app.clone());
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let _ = hyper_util::server::conn::auto::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .serve_connection(
-                    hyper_util::rt::TokioIo::new(tls),
-                    hyper_util::service::TowerToHyperService::new(app),
-                )
-                .await;
-            });
-        }
-    });
+    warden_tests::https::serve(listener, app, ca, None)?;
     Ok(JwksServer {
         url: format!("https://127.0.0.1:{}/jwks.json", addr.port()),
         hits,
