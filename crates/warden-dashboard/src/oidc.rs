@@ -21,6 +21,7 @@ use warden_config::{ConsoleRole, OidcConfig};
 use warden_gateway::jwks::{Jwks, KeySet, https_client};
 
 use crate::DashboardError;
+use crate::auth::same;
 use crate::render::enc;
 
 /// The cookie that binds a sign-in's `state` to the browser that started it.
@@ -120,12 +121,6 @@ pub(crate) struct Oidc {
 
 fn b64url(data: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
-}
-
-/// Equal strings, in time that does not depend on where they differ.
-fn same(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl Oidc {

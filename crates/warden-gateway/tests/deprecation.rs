@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use serde_json::Value;
 use warden_config::{WardenConfig, hash_api_key};
-use warden_gateway::Gateway;
 
 const KEY: &str = "deprecation-key-0123456789abcdef";
 const TOKEN: &str = "deprecation-admin-0123456789abcdef";
@@ -64,25 +63,8 @@ roles = []
         key = hash_api_key(KEY),
     );
     let config = WardenConfig::from_toml(&text).expect("valid config");
-    let bus = common::bus(&config).await;
-    let gateway = Gateway::start(&config, bus).await.expect("gateway");
-    let admin = gateway.admin().clone();
-    let bind = || async {
-        tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind")
-    };
-    let (listener, admin_listener) = (bind().await, bind().await);
-    let gw = listener.local_addr().expect("addr");
-    let admin_addr = admin_listener.local_addr().expect("addr");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(admin.serve(admin_listener, async {
-        let _ = admin_stopped.await;
-    }));
-    tokio::spawn(gateway.serve(listener, async {
-        let _ = stopped.await;
-    }));
+    let served = common::serve(&config).await;
+    let (gw, admin_addr) = (served.gateway, served.admin);
     let client = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(10))
@@ -177,6 +159,5 @@ roles = []
     ] {
         assert!(errs.contains(needle), "{needle} missing: {errs}");
     }
-    let _ = stop.send(());
-    let _ = admin_stop.send(());
+    drop(served);
 }

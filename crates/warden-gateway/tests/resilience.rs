@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use warden_config::WardenConfig;
-use warden_gateway::Gateway;
 
 /// Answers 503 to every other request (the first included), 200 to the rest.
 async fn flaky() -> (SocketAddr, Arc<AtomicUsize>) {
@@ -75,16 +74,8 @@ eject_for_ms = 1500
 "#
     );
     let config = WardenConfig::from_toml(&text).expect("valid config");
-    let bus = common::bus(&config).await;
-    let gateway = Gateway::start(&config, bus).await.expect("gateway");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let gw = listener.local_addr().expect("addr");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(gateway.serve(listener, async {
-        let _ = stopped.await;
-    }));
+    let served = common::serve(&config).await;
+    let gw = served.gateway;
     let client = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(10))
@@ -135,5 +126,5 @@ eject_for_ms = 1500
     let (status, took) = timed("/silent/x").await;
     assert_eq!(status, 502, "ejected again after the failed probe");
     assert!(took < Duration::from_millis(150), "{took:?}");
-    let _ = stop.send(());
+    drop(served);
 }
