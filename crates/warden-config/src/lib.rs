@@ -11,6 +11,7 @@ mod dashboard;
 mod error;
 mod identity;
 mod layer;
+mod mqtt;
 mod oidc;
 mod pipeline;
 mod policy;
@@ -26,6 +27,7 @@ pub use identity::{
     parse_fingerprint, parse_fingerprint_list, parse_rfc3339, trim_secret,
 };
 pub use layer::env_overrides;
+pub use mqtt::{ClientIdRule, MqttConfig, MqttPublishRule, PayloadMode};
 pub use pipeline::{
     AuthFailuresConfig, CardinalityConfig, CohortConfig, Combine, CountFeature, CusumConfig,
     Cyclic, DecisionConfig, DetectorAction, DetectorConfig, Direction, ErrorRatioFeature,

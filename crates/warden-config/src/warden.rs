@@ -104,6 +104,9 @@ pub struct GatewayConfig {
     /// Deadlines and caps of client connections.
     #[serde(default)]
     pub connections: ConnectionLimits,
+    /// MQTT devices: listeners and translation rules (off unless a listener is given).
+    #[serde(default)]
+    pub mqtt: crate::MqttConfig,
     /// Method-override headers and `?_method=`: `refuse` (default) or `authorize`.
     #[serde(default)]
     pub method_override: MethodOverride,
@@ -451,6 +454,7 @@ impl WardenConfig {
             errs.push(ConfigError::new("gateway.spool.dir", "must not be empty"));
         }
         errs.extend(g.connections.problems());
+        errs.extend(g.mqtt.problems(g.tls.is_some()));
         errs.extend(self.at_rest.problems());
         if g.spool.segment_bytes < 4096 {
             errs.push(ConfigError::new(

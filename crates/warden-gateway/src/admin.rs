@@ -11,6 +11,8 @@
 //! | `GET /admin/keys` | every API key (no digests) and whether the config file or this API manages it |
 //! | `POST /admin/keys` | `{"id","sha256","identity",…}` (an `api_keys` entry) → adds an API-managed key (`admin.keys_file`) |
 //! | `DELETE /admin/keys/{id}` | disables (removes) an API-managed key |
+//! | `GET /admin/mqtt` | connected MQTT sessions |
+//! | `POST /admin/mqtt/publish` | `{"identity","topic","payload"?,"payload_base64"?,"qos"?}` → a command to the identity's sessions subscribed to the topic |
 //!
 //! Every call needs `Authorization: Bearer TOKEN` whose SHA-256 is `admin.token_sha256`, or —
 //! with `[admin.tls]`, where the listener serves HTTPS — an operator client certificate on the
@@ -68,6 +70,8 @@ struct Inner {
     emitter: Emitter,
     /// Keys and limits as served now; API-managed keys.
     live: crate::live::LiveConfig,
+    /// Connected MQTT sessions (commands to devices).
+    mqtt: Arc<crate::mqtt::MqttHub>,
     /// `[admin.tls]`: HTTPS with operator certificates.
     tls: Option<Arc<AdminTls>>,
     /// Where decisions made here are recorded (`[audit]`, set once by the process).
@@ -134,6 +138,10 @@ impl AdminError {
 }
 
 impl Admin {
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the gateway's shared handles, each used by its own endpoints"
+    )]
     pub(crate) fn new(
         config: &WardenConfig,
         producer: Arc<dyn Producer>,
@@ -142,6 +150,7 @@ impl Admin {
         identity: IdentityHandle,
         emitter: Emitter,
         live: crate::live::LiveConfig,
+        mqtt: Arc<crate::mqtt::MqttHub>,
     ) -> Result<Self, Vec<String>> {
         let token_sha256 = hex::decode(&config.admin.token_sha256)
             .ok()
@@ -162,6 +171,7 @@ impl Admin {
             identity,
             emitter,
             live,
+            mqtt,
             tls,
             audit: std::sync::OnceLock::new(),
         })))

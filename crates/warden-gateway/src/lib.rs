@@ -20,6 +20,7 @@ mod hygiene;
 mod identity;
 mod live;
 pub mod metrics;
+pub mod mqtt;
 mod names;
 pub mod path;
 #[cfg(test)]
@@ -49,7 +50,7 @@ pub mod jwks {
 }
 pub use live::{ConfigLoader, KeyChangeError, LiveConfig, LiveReport};
 pub use quarantine::{LiveDecision, QuarantineSet, Verdict};
-pub use server::Gateway;
+pub use server::{Gateway, MqttServer};
 pub use tls::{Rejection as TlsRejection, TlsStats};
 
 /// The TLS crates this gateway is built with, so benches and tools can build a matching client

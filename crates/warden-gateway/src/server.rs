@@ -54,7 +54,9 @@ use crate::tls::HandshakeFailure;
 use crate::{GatewayError, QuarantineSet};
 
 mod attribution;
+mod mqtt;
 mod request;
+pub(crate) use mqtt::{Chain, ConnectRefused, Device, MqttEvent, MqttOrigin};
 use request::handle;
 
 /// Everything a request needs, shared by all requests.
@@ -98,6 +100,9 @@ pub struct Gateway {
     config_watch: Option<tokio::task::JoinHandle<()>>,
     /// Open client connections, their caps and deadlines (every listener and thread).
     conns: Arc<crate::conns::Tracker>,
+    /// Connected MQTT sessions.
+    mqtt: Arc<crate::mqtt::MqttHub>,
+    mqtt_config: Arc<warden_config::MqttConfig>,
 }
 
 impl Gateway {
@@ -213,6 +218,7 @@ impl Gateway {
                 .clone()
                 .watch(Duration::from_millis(config.rbac.reload_interval_ms))
         });
+        let mqtt = crate::mqtt::MqttHub::new();
         let admin = crate::admin::Admin::new(
             config,
             bus.producer(),
@@ -221,6 +227,7 @@ impl Gateway {
             started.handle.clone(),
             shared.emitter.clone(),
             live.clone(),
+            mqtt.clone(),
         )
         .map_err(GatewayError::Identity)?;
         let limits = crate::conns::Limits::new(&config.gateway.connections);
@@ -242,6 +249,8 @@ impl Gateway {
             policy_watch,
             live,
             config_watch: None,
+            mqtt,
+            mqtt_config: Arc::new(config.gateway.mqtt.clone()),
         })
     }
 
@@ -288,6 +297,16 @@ impl Gateway {
     /// Counters of client connections (admitted, evicted, refused, timed out).
     pub fn conn_stats(&self) -> Arc<crate::ConnStats> {
         self.conns.stats.clone()
+    }
+
+    /// The MQTT listeners' server: serve it with [`MqttServer::serve`] beside the HTTP
+    /// listeners (see [`crate::mqtt`]).
+    pub fn mqtt(&self) -> MqttServer {
+        MqttServer {
+            config: self.mqtt_config.clone(),
+            chain: self.chain(),
+            hub: self.mqtt.clone(),
+        }
     }
 
     /// The request router (every path goes through the phases above).
@@ -447,6 +466,46 @@ impl Gateway {
         {
             warn!("Events still unpublished after 15 s at shutdown.");
         }
+    }
+}
+
+/// The MQTT listeners of a gateway (see [`crate::mqtt`]).
+pub struct MqttServer {
+    config: Arc<warden_config::MqttConfig>,
+    chain: Chain,
+    hub: Arc<crate::mqtt::MqttHub>,
+}
+
+impl MqttServer {
+    /// The connected sessions.
+    pub fn hub(&self) -> &Arc<crate::mqtt::MqttHub> {
+        &self.hub
+    }
+
+    /// Serve MQTT on `plain` and, given one, on `tls` (needs `gateway.tls`) until `shutdown`
+    /// resolves; sessions then get a DISCONNECT (server shutting down) and close.
+    pub async fn serve(
+        self,
+        plain: Option<TcpListener>,
+        tls: Option<TcpListener>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), GatewayError> {
+        use futures::FutureExt;
+        if tls.is_some() && self.chain.tls().is_none() {
+            return Err(GatewayError::Identity(vec![
+                "an MQTT TLS listener was given but `gateway.tls` is not configured".into(),
+            ]));
+        }
+        crate::mqtt::serve(
+            self.config,
+            self.chain,
+            self.hub,
+            plain,
+            tls,
+            shutdown.shared(),
+        )
+        .await;
+        Ok(())
     }
 }
 

@@ -30,7 +30,8 @@ use warden_config::{KeyExchange, TlsConfig, TlsVersion};
 use crate::identity::cert::{CertProblem, PeerCert};
 
 pub(crate) use serve::{
-    FailureSink, HandshakeFailure, Served, accept_loop, classify, serve, serve_connection,
+    FailureSink, HandshakeFailure, Served, accept_loop, classify, handshake, serve,
+    serve_connection,
 };
 use verifier::RecordingVerifier;
 

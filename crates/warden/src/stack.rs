@@ -132,6 +132,9 @@ pub struct Stack {
     pub gateway_addr: Option<SocketAddr>,
     /// The gateway's TLS listener, when `gateway.tls` is configured.
     pub gateway_tls_addr: Option<SocketAddr>,
+    /// The gateway's MQTT listeners (`gateway.mqtt.listen`, `gateway.mqtt.tls_listen`).
+    pub mqtt_addr: Option<SocketAddr>,
+    pub mqtt_tls_addr: Option<SocketAddr>,
     /// Reload and inspect the gateway's identity sources.
     pub identity: Option<warden_gateway::IdentityHandle>,
     /// The gateway's live settings (routes, API keys, limits, validation).
@@ -185,6 +188,8 @@ impl Stack {
         let mut stack = Stack {
             gateway_addr: None,
             gateway_tls_addr: None,
+            mqtt_addr: None,
+            mqtt_tls_addr: None,
             identity: None,
             live: None,
             admin_addr: None,
@@ -330,6 +335,35 @@ impl Stack {
                     ),
                 ));
             }
+            let mqtt = &config.gateway.mqtt;
+            if mqtt.enabled() {
+                let plain = match mqtt.listen {
+                    Some(a) => Some(
+                        TcpListener::bind(a)
+                            .await
+                            .with_context(|| format!("binding the MQTT listener to {a}"))?,
+                    ),
+                    None => None,
+                };
+                let tls = match mqtt.tls_listen {
+                    Some(a) => Some(
+                        TcpListener::bind(a)
+                            .await
+                            .with_context(|| format!("binding the MQTT TLS listener to {a}"))?,
+                    ),
+                    None => None,
+                };
+                stack.mqtt_addr = plain.as_ref().map(|l| l.local_addr()).transpose()?;
+                stack.mqtt_tls_addr = tls.as_ref().map(|l| l.local_addr()).transpose()?;
+                let server = gateway.mqtt();
+                let shutdown = stopped(rx.clone());
+                stack.tasks.push((
+                    "mqtt",
+                    tokio::spawn(async move {
+                        server.serve(plain, tls, shutdown).await.context("MQTT")
+                    }),
+                ));
+            }
             let shutdown = stopped(rx.clone());
             let threads = match config.gateway.workers {
                 0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -386,6 +420,12 @@ impl Stack {
         if let Some(a) = self.gateway_tls_addr {
             info!(%a, "Gateway TLS listening.");
             println!("gateway    https://{a}/");
+        }
+        if let Some(a) = self.mqtt_addr {
+            println!("mqtt       mqtt://{a}");
+        }
+        if let Some(a) = self.mqtt_tls_addr {
+            println!("mqtt       mqtts://{a}");
         }
         if let Some(a) = self.admin_addr {
             info!(%a, "Admin API listening.");

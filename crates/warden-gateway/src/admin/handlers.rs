@@ -62,6 +62,16 @@ pub(super) async fn dispatch(
         ["admin", "keys", id] if method == Method::DELETE => {
             super::keys::remove(admin, percent_decode(id)?).await
         }
+        ["admin", "mqtt"] if reads(&method) => ok(
+            StatusCode::OK,
+            json!({ "connected": admin.0.mqtt.connected() }),
+            "list_mqtt",
+        ),
+        ["admin", "mqtt", "publish"] if method == Method::POST => {
+            let body: MqttCommand = read_json(req.into_body()).await?;
+            mqtt_publish(admin, body)
+        }
+        ["admin", "mqtt"] | ["admin", "mqtt", "publish"] => Err(AdminError::MethodNotAllowed),
         ["admin", "keys"] | ["admin", "keys", _] => Err(AdminError::MethodNotAllowed),
         ["admin", "quarantines"]
         | ["admin", "quarantines", _, _]
@@ -71,6 +81,47 @@ pub(super) async fn dispatch(
         | ["admin", "deprecated"] => Err(AdminError::MethodNotAllowed),
         _ => Err(AdminError::NotFound),
     }
+}
+
+/// A command to a device over MQTT.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MqttCommand {
+    identity: String,
+    topic: String,
+    /// The payload as text…
+    #[serde(default)]
+    payload: Option<String>,
+    /// …or as base64 (binary).
+    #[serde(default)]
+    payload_base64: Option<String>,
+    #[serde(default)]
+    qos: u8,
+}
+
+fn mqtt_publish(admin: &Admin, c: MqttCommand) -> Handled {
+    use base64::Engine;
+    let payload = match (c.payload, c.payload_base64) {
+        (Some(p), None) => bytes::Bytes::from(p),
+        (None, Some(b)) => base64::engine::general_purpose::STANDARD
+            .decode(b)
+            .map(bytes::Bytes::from)
+            .map_err(|_| AdminError::BadRequest)?,
+        (None, None) => bytes::Bytes::new(),
+        (Some(_), Some(_)) => return Err(AdminError::BadRequest),
+    };
+    let topic_ok =
+        !c.topic.is_empty() && !c.topic.contains(['+', '#', '\0']) && c.topic.len() <= 65_535;
+    if !topic_ok || c.qos > 1 || c.identity.is_empty() {
+        return Err(AdminError::BadRequest);
+    }
+    let d = admin.0.mqtt.publish(&c.identity, &c.topic, c.qos, payload);
+    let status = if d.delivered > 0 {
+        StatusCode::OK
+    } else {
+        StatusCode::NOT_FOUND
+    };
+    ok(status, json!(d), "mqtt_publish")
 }
 
 pub(super) fn ok(

@@ -59,6 +59,8 @@ pub(super) async fn handle(
     let request_id = request_id().to_string();
     let client_ip = client_ip(&req, peer, gw.trust_forwarded_for);
     let tls_info = req.extensions().get::<TlsConn>().map(TlsConn::info);
+    // A PUBLISH translated by the MQTT listener: evented as MQTT, its rule and topic.
+    let origin = req.extensions().get::<super::mqtt::MqttOrigin>().cloned();
     let mut draft = Draft {
         id: request_id.clone(),
         ts: warden_event::now_ns(),
@@ -128,6 +130,10 @@ pub(super) async fn handle(
     let emitter = gw.emitter.clone();
     let gateway = gw.id.clone();
     let c = counters.clone();
+    let (protocol, route, path) = match origin {
+        Some(o) => (Protocol::Mqtt, o.rule, o.topic),
+        None => (Protocol::Http, draft.route, draft.path),
+    };
     let finish = move || {
         emitter.emit(RequestEvent {
             v: warden_event::SCHEMA_VERSION,
@@ -140,10 +146,10 @@ pub(super) async fn handle(
             device_type: draft.device_type,
             auth: draft.auth,
             client_ip: draft.client_ip_text,
-            protocol: Protocol::Http,
+            protocol,
             method: draft.method,
-            route: draft.route,
-            path: draft.path,
+            route,
+            path,
             status,
             decision: outcome,
             latency_us: started.elapsed().as_micros() as u64,

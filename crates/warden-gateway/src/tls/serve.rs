@@ -125,74 +125,98 @@ pub(crate) async fn serve(
     tracker: Arc<Tracker>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let (field, prefix) = match &tls.config.client_auth {
-        Some(c) => (
-            c.identity_field,
-            Arc::<str>::from(c.identity_prefix.as_str()),
-        ),
-        None => (CertField::SubjectCn, Arc::<str>::from("")),
-    };
     let limits = tracker.limits;
-    accept_loop(listener, shutdown, "TLS", tracker, move |tcp, peer, watcher, conn| {
-        let tls = tls.clone();
-        let router = router.clone();
-        let failures = failures.clone();
-        let prefix = prefix.clone();
-        async move {
-            let generation = tls.current();
-            let acceptor = tokio_rustls::TlsAcceptor::from(generation.server.clone());
-            let (result, refused) = REFUSED_CERT
-                .scope(Cell::new(None), async {
-                    let r =
-                        tokio::time::timeout(tls.handshake_timeout(), acceptor.accept(tcp)).await;
-                    (r, REFUSED_CERT.with(Cell::get))
+    accept_loop(
+        listener,
+        shutdown,
+        "TLS",
+        tracker,
+        move |tcp, peer, watcher, conn| {
+            let tls = tls.clone();
+            let router = router.clone();
+            let failures = failures.clone();
+            async move {
+                let Some((stream, info)) = handshake(&tls, tcp, peer, &failures).await else {
+                    return;
+                };
+                let on = Served {
+                    watcher,
+                    peer,
+                    conn,
+                    limits,
+                };
+                serve_connection(stream, router, on, "TLS", move |ext| {
+                    ext.insert(info.clone());
                 })
                 .await;
-            let stream = match result {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    let reason = classify(&e);
-                    tls.stats.count(reason);
-                    debug!(%peer, reason = reason.as_str(), error = %e, "TLS handshake refused.");
-                    if reason.is_certificate() {
-                        failures(HandshakeFailure {
-                            peer,
-                            reason,
-                            fingerprint: refused.map(hex::encode),
-                        });
-                    }
-                    return;
-                }
-                Err(_) => {
-                    tls.stats.count_timeout();
-                    debug!(%peer, "TLS handshake timed out.");
-                    return;
-                }
-            };
-            tls.stats.count_handshake();
-            let (_, session) = stream.get_ref();
-            let version = match session.protocol_version() {
-                Some(ProtocolVersion::TLSv1_3) => "TLSv1.3",
-                Some(ProtocolVersion::TLSv1_2) => "TLSv1.2",
-                _ => "unknown",
-            };
-            let chain = session
-                .peer_certificates()
-                .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
-                .unwrap_or_default();
-            let info = TlsConn(Arc::new(ConnInfo {
-                version,
-                peer: PeerCert::read(chain, field, &prefix),
-                verified: Mutex::new((generation.id, true)),
-            }));
-            let on = Served { watcher, peer, conn, limits };
-            serve_connection(stream, router, on, "TLS", move |ext| {
-                ext.insert(info.clone());
-            })
-            .await;
-        }
-    })
+            }
+        },
+    )
     .await;
+}
+
+/// The TLS handshake of an accepted connection on the newest configuration generation (with
+/// the configured timeout), counted in `tls.stats`; a refused client certificate goes to
+/// `failures`. The stream and the connection's TLS details, or `None` when it failed.
+pub(crate) async fn handshake(
+    tls: &Arc<TlsRuntime>,
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    failures: &FailureSink,
+) -> Option<(
+    tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    TlsConn,
+)> {
+    let (field, prefix) = match &tls.config.client_auth {
+        Some(c) => (c.identity_field, c.identity_prefix.as_str()),
+        None => (CertField::SubjectCn, ""),
+    };
+    let generation = tls.current();
+    let acceptor = tokio_rustls::TlsAcceptor::from(generation.server.clone());
+    let (result, refused) = REFUSED_CERT
+        .scope(Cell::new(None), async {
+            let r = tokio::time::timeout(tls.handshake_timeout(), acceptor.accept(tcp)).await;
+            (r, REFUSED_CERT.with(Cell::get))
+        })
+        .await;
+    let stream = match result {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            let reason = classify(&e);
+            tls.stats.count(reason);
+            debug!(%peer, reason = reason.as_str(), error = %e, "TLS handshake refused.");
+            if reason.is_certificate() {
+                failures(HandshakeFailure {
+                    peer,
+                    reason,
+                    fingerprint: refused.map(hex::encode),
+                });
+            }
+            return None;
+        }
+        Err(_) => {
+            tls.stats.count_timeout();
+            debug!(%peer, "TLS handshake timed out.");
+            return None;
+        }
+    };
+    tls.stats.count_handshake();
+    let (_, session) = stream.get_ref();
+    let version = match session.protocol_version() {
+        Some(ProtocolVersion::TLSv1_3) => "TLSv1.3",
+        Some(ProtocolVersion::TLSv1_2) => "TLSv1.2",
+        _ => "unknown",
+    };
+    let chain = session
+        .peer_certificates()
+        .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+        .unwrap_or_default();
+    let info = TlsConn(Arc::new(ConnInfo {
+        version,
+        peer: PeerCert::read(chain, field, prefix),
+        verified: Mutex::new((generation.id, true)),
+    }));
+    Some((stream, info))
 }
 
 /// Where a connection is served: its graceful-shutdown watcher, peer, tracked state and the
