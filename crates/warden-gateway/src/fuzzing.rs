@@ -52,3 +52,19 @@ pub fn jwt_verify(token: &str, now: i64) -> Result<JwtOutcome, String> {
         })
         .map_err(|e| e.to_string())
 }
+
+/// What [`mqtt_read`] found in a byte stream.
+#[derive(Debug, Default)]
+pub struct MqttOutcome {
+    /// Packets read before the stream ended or was refused.
+    pub packets: usize,
+    /// Paths translated PUBLISH packets became (under the rules of [`mqtt_read`]).
+    pub paths: Vec<String>,
+}
+
+/// Read `bytes` as the MQTT listener reads a connection after CONNECT (MQTT 5 when `v5`, else
+/// 3.1.1): see `mqtt::rules::read_stream`.
+pub fn mqtt_read(bytes: &[u8], v5: bool) -> MqttOutcome {
+    let (packets, paths) = crate::mqtt::rules::read_stream(bytes, v5);
+    MqttOutcome { packets, paths }
+}

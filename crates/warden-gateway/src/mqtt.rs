@@ -17,7 +17,7 @@
 //! (a clean session is assumed: nothing is queued for a disconnected device).
 
 pub(crate) mod codec;
-mod rules;
+pub(crate) mod rules;
 mod session;
 
 use std::collections::HashMap;

@@ -163,13 +163,16 @@ fn substitute(template: &str, caps: &[(String, String)], identity: &str, topic: 
                     if many {
                         v.split('/')
                             .map(|s| match s {
-                                "." | ".." => encode(s, false).replace('.', "%2E"),
+                                "." | ".." => s.replace('.', "%2E"),
                                 s => encode(s, false),
                             })
                             .collect::<Vec<_>>()
                             .join("/")
                     } else {
-                        encode(v, false).replace("..", "%2E%2E")
+                        match v.as_str() {
+                            "." | ".." => v.replace('.', "%2E"),
+                            v => encode(v, false),
+                        }
                     }
                 })
             }
@@ -236,6 +239,52 @@ pub(crate) fn matches(topic: &str, filter: &str) -> bool {
     t.next().is_none()
 }
 
+/// Read `bytes` as a session reads a connection after CONNECT (MQTT 5 when `v5`, else
+/// 3.1.1), packet by packet until one is incomplete or refused, translating each PUBLISH of
+/// identity `dev-1` with the rules `devices/{identity}/telemetry` → `/api/{identity}/t` and
+/// `devices/{identity}/files/{rest...}` → `/api/{identity}/files/{rest...}`: the packets read
+/// and the paths (for the fuzz target and the property tests).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn read_stream(bytes: &[u8], v5: bool) -> (usize, Vec<String>) {
+    use super::codec::{self, Inbound, Version};
+    let rule = |topic: &str, path: &str| MqttPublishRule {
+        topic: topic.into(),
+        method: "POST".into(),
+        path: path.into(),
+        payload: PayloadMode::Raw,
+        content_type: None,
+        name: None,
+    };
+    let rules = [
+        rule("devices/{identity}/telemetry", "/api/{identity}/t"),
+        rule(
+            "devices/{identity}/files/{rest...}",
+            "/api/{identity}/files/{rest...}",
+        ),
+    ];
+    let version = if v5 { Version::V5 } else { Version::V4 };
+    let mut buf = bytes::BytesMut::from(bytes);
+    let (mut packets, mut paths) = (0, Vec::new());
+    loop {
+        let before = buf.len();
+        match codec::read(&mut buf, version, 64 * 1024) {
+            Ok(p) => {
+                assert!(
+                    buf.len() < before,
+                    "a packet was read without consuming bytes"
+                );
+                packets += 1;
+                if let Inbound::Publish { topic, .. } = p
+                    && let Ok(t) = translate(&rules, &topic, "dev-1")
+                {
+                    paths.push(t.path_and_query);
+                }
+            }
+            Err(_) => return (packets, paths),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,6 +332,8 @@ mod tests {
         assert_eq!(t.path_and_query, "/api/v1/files/a/b%20c");
         let t = translate(&rules, "devices/dev-1/files/../../admin", "dev-1").expect("translated");
         assert_eq!(t.path_and_query, "/api/v1/files/%2E%2E/%2E%2E/admin");
+        let t = translate(&rules, "fleet/../x", "dev-1").expect("translated");
+        assert_eq!(t.path_and_query, "/api/v1/sites/%2E%2E?kind=x");
         let t = translate(&rules, "fleet/a?b=1/x/y", "dev-1");
         assert_eq!(t, Err(NoRule::Unmatched));
         let t = translate(&rules, "fleet/a?b=1&c/x", "dev-1").expect("translated");
@@ -292,6 +343,32 @@ mod tests {
             translate(&rules, "devices/a/b/telemetry", "a/b"),
             Err(NoRule::Unmatched)
         );
+    }
+
+    proptest::proptest! {
+        /// Any bytes: no panic, progress, and translated paths stay under their route.
+        #[test]
+        fn any_stream_reads_safely(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512), v5 in proptest::bool::ANY) {
+            let (_, paths) = read_stream(&bytes, v5);
+            for p in paths {
+                proptest::prop_assert!(p.starts_with("/api/dev-1/"), "{}", p);
+                proptest::prop_assert!(!p.split(['/', '?']).any(|s| s == ".." || s == "."), "{}", p);
+            }
+        }
+
+        /// Topics built from hostile levels never climb out of the route.
+        #[test]
+        fn hostile_topics_stay_under_the_route(levels in proptest::collection::vec("[./%?#+a-z\\\\]{0,4}", 1..6)) {
+            let topic = format!("devices/dev-1/files/{}", levels.join("/"));
+            let mut stream = bytes::BytesMut::new();
+            let p = rumqttc::mqttbytes::v4::Publish::new(topic, rumqttc::mqttbytes::QoS::AtMostOnce, "x");
+            if rumqttc::mqttbytes::v4::Packet::Publish(p).write(&mut stream, usize::MAX).is_ok() {
+                let (_, paths) = read_stream(&stream, false);
+                for p in paths {
+                    proptest::prop_assert!(!p.split(['/', '?']).any(|s| s == ".." || s == "."), "{}", p);
+                }
+            }
+        }
     }
 
     #[test]
