@@ -284,6 +284,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_example_loads_and_bad_settings_are_reported() {
+        let example =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/examples/mqtt.toml");
+        let text = std::fs::read_to_string(example).expect("example");
+        let config = crate::WardenConfig::from_toml(&text).expect("the example is valid");
+        assert!(config.gateway.mqtt.enabled());
+        assert_eq!(config.gateway.mqtt.publish.len(), 2);
+        let bad = r#"
+            [gateway.mqtt]
+            tls_listen = "127.0.0.1:8883"
+            messages_per_s = 0.0
+            subscribe = ["devices/#/x"]
+            [[gateway.mqtt.publish]]
+            topic = "devices/+/telemetry"
+            method = "post"
+            path = "api"
+        "#;
+        let errs = crate::WardenConfig::from_toml(bad)
+            .expect_err("invalid")
+            .to_string();
+        for field in [
+            "gateway.mqtt.tls_listen",
+            "gateway.mqtt.messages_per_s",
+            "gateway.mqtt.subscribe[0]",
+            "gateway.mqtt.publish[0].topic",
+            "gateway.mqtt.publish[0].method",
+            "gateway.mqtt.publish[0].path",
+        ] {
+            assert!(errs.contains(field), "{field} missing from: {errs}");
+        }
+    }
+
+    #[test]
     fn patterns_and_filters_are_checked() {
         assert!(check_pattern("devices/{identity}/telemetry").is_ok());
         assert!(check_pattern("devices/{identity}/{kind}/{rest...}").is_ok());
