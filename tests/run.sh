@@ -35,15 +35,18 @@ fi
 export WARDEN_REQUIRE_BROWSER=1
 echo "== browser: $("${WARDEN_CHROMIUM:-chromium}" --version 2>/dev/null | head -1)"
 
-# The MQTT tests drive Debian's `mosquitto_pub` and `mosquitto_sub` (real clients, TLS with a
-# client certificate). Installed when missing; the test fails without them.
-if ! command -v mosquitto_pub >/dev/null 2>&1 || ! command -v mosquitto_sub >/dev/null 2>&1; then
-  echo "== installing mosquitto-clients (the MQTT tests)"
+# The MQTT and CoAP tests drive real clients: Debian's `mosquitto_pub`/`mosquitto_sub` (TLS
+# with a client certificate) and libcoap's `coap-client-notls`. Installed when missing; the
+# tests fail without them.
+if ! command -v mosquitto_pub >/dev/null 2>&1 || ! command -v mosquitto_sub >/dev/null 2>&1 \
+  || ! command -v coap-client-notls >/dev/null 2>&1; then
+  echo "== installing mosquitto-clients and libcoap3-bin (the MQTT and CoAP tests)"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends mosquitto-clients
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    mosquitto-clients libcoap3-bin
 fi
-echo "== mqtt clients: $(mosquitto_pub --help 2>/dev/null | head -1)"
+echo "== device clients: $(mosquitto_pub --help 2>/dev/null | head -1); $(coap-client-notls -h 2>&1 | head -1)"
 
 echo "== cargo test"
 cargo test --workspace --locked -- --test-threads=2

@@ -7,6 +7,7 @@
 //! (duplicate names, dangling references, bad URLs, impossible windows).
 
 mod at_rest;
+mod coap;
 mod dashboard;
 mod error;
 mod identity;
@@ -19,6 +20,7 @@ mod schema;
 mod warden;
 
 pub use at_rest::AtRestConfig;
+pub use coap::{CoapConfig, CoapResource};
 pub use error::{ConfigError, ConfigErrors};
 pub use identity::{
     AdminTlsConfig, CertField, ClaimsConfig, ClientAuthConfig, CredentialKind, IdentityConfig,

@@ -226,11 +226,11 @@ impl MqttConfig {
     }
 }
 
-fn http_method_invalid(m: &str) -> bool {
+pub(crate) fn http_method_invalid(m: &str) -> bool {
     m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase())
 }
 
-fn check_pattern(p: &str) -> Result<(), String> {
+pub(crate) fn check_pattern(p: &str) -> Result<(), String> {
     if p.is_empty() {
         return Err("must not be empty".into());
     }

@@ -107,6 +107,9 @@ pub struct GatewayConfig {
     /// MQTT devices: listeners and translation rules (off unless a listener is given).
     #[serde(default)]
     pub mqtt: crate::MqttConfig,
+    /// CoAP devices: the UDP listener and its resources (off unless `listen` is given).
+    #[serde(default)]
+    pub coap: crate::CoapConfig,
     /// Method-override headers and `?_method=`: `refuse` (default) or `authorize`.
     #[serde(default)]
     pub method_override: MethodOverride,
@@ -455,6 +458,7 @@ impl WardenConfig {
         }
         errs.extend(g.connections.problems());
         errs.extend(g.mqtt.problems(g.tls.is_some()));
+        errs.extend(g.coap.problems());
         errs.extend(self.at_rest.problems());
         if g.spool.segment_bytes < 4096 {
             errs.push(ConfigError::new(

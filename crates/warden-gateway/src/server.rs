@@ -56,7 +56,7 @@ use crate::{GatewayError, QuarantineSet};
 mod attribution;
 mod mqtt;
 mod request;
-pub(crate) use mqtt::{Chain, ConnectRefused, Device, MqttEvent, MqttOrigin};
+pub(crate) use mqtt::{Chain, ConnectRefused, Device, MqttEvent, Origin};
 use request::handle;
 
 /// Everything a request needs, shared by all requests.
@@ -309,6 +309,14 @@ impl Gateway {
         }
     }
 
+    /// The CoAP listener's server: serve it with [`CoapServer::serve`] (see `coap`).
+    pub fn coap(&self, config: &warden_config::CoapConfig) -> CoapServer {
+        CoapServer {
+            config: Arc::new(config.clone()),
+            chain: self.chain(),
+        }
+    }
+
     /// The request router (every path goes through the phases above).
     pub fn router(&self) -> Router {
         Router::new()
@@ -506,6 +514,23 @@ impl MqttServer {
         )
         .await;
         Ok(())
+    }
+}
+
+/// The CoAP listener of a gateway.
+pub struct CoapServer {
+    config: Arc<warden_config::CoapConfig>,
+    chain: Chain,
+}
+
+impl CoapServer {
+    /// Serve CoAP on `socket` until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        socket: tokio::net::UdpSocket,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) {
+        crate::coap::serve(self.config, self.chain, socket, shutdown).await;
     }
 }
 

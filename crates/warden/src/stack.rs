@@ -135,6 +135,8 @@ pub struct Stack {
     /// The gateway's MQTT listeners (`gateway.mqtt.listen`, `gateway.mqtt.tls_listen`).
     pub mqtt_addr: Option<SocketAddr>,
     pub mqtt_tls_addr: Option<SocketAddr>,
+    /// The gateway's CoAP listener (`gateway.coap.listen`, UDP).
+    pub coap_addr: Option<SocketAddr>,
     /// Reload and inspect the gateway's identity sources.
     pub identity: Option<warden_gateway::IdentityHandle>,
     /// The gateway's live settings (routes, API keys, limits, validation).
@@ -190,6 +192,7 @@ impl Stack {
             gateway_tls_addr: None,
             mqtt_addr: None,
             mqtt_tls_addr: None,
+            coap_addr: None,
             identity: None,
             live: None,
             admin_addr: None,
@@ -364,6 +367,21 @@ impl Stack {
                     }),
                 ));
             }
+            if let Some(a) = config.gateway.coap.listen {
+                let socket = tokio::net::UdpSocket::bind(a)
+                    .await
+                    .with_context(|| format!("binding the CoAP listener to {a}"))?;
+                stack.coap_addr = Some(socket.local_addr()?);
+                let server = gateway.coap(&config.gateway.coap);
+                let shutdown = stopped(rx.clone());
+                stack.tasks.push((
+                    "coap",
+                    tokio::spawn(async move {
+                        server.serve(socket, shutdown).await;
+                        Ok(())
+                    }),
+                ));
+            }
             let shutdown = stopped(rx.clone());
             let threads = match config.gateway.workers {
                 0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -426,6 +444,9 @@ impl Stack {
         }
         if let Some(a) = self.mqtt_tls_addr {
             println!("mqtt       mqtts://{a}");
+        }
+        if let Some(a) = self.coap_addr {
+            println!("coap       coap://{a}");
         }
         if let Some(a) = self.admin_addr {
             info!(%a, "Admin API listening.");

@@ -18,7 +18,7 @@ use super::codec::{self, Code, Inbound, Outbound, ReadError, Refusal, Version};
 use super::rules::{self, NoRule};
 use super::{Command, MqttHub};
 use crate::conns::Conn;
-use crate::server::{Chain, ConnectRefused, Device, MqttEvent, MqttOrigin};
+use crate::server::{Chain, ConnectRefused, Device, MqttEvent, Origin};
 use crate::tls::TlsConn;
 
 /// How often an open session checks whether its device was quarantined.
@@ -127,6 +127,7 @@ impl Session {
 
     fn event(&self, d: Option<&Device>, e: Ev<'_>) {
         self.chain.event(MqttEvent {
+            protocol: warden_event::Protocol::Mqtt,
             device: d,
             peer: self.peer,
             tls: self.tls.as_ref(),
@@ -633,19 +634,21 @@ impl Live<'_> {
             }
         };
         let body = body(t.payload, &topic, qos, retain, payload);
-        let status = self
+        let (status, _) = self
             .s
             .chain
-            .publish(
+            .request(
                 &self.device,
                 &t.method,
                 &t.path_and_query,
-                &t.content_type,
+                Some(&t.content_type),
                 body,
-                MqttOrigin {
+                Origin {
+                    protocol: warden_event::Protocol::Mqtt,
                     rule: t.name,
                     topic,
                 },
+                0,
             )
             .await;
         let code = code_of(status);

@@ -27,10 +27,11 @@ use crate::Verdict;
 use crate::identity::Principal;
 use crate::tls::TlsConn;
 
-/// Request extension of a translated PUBLISH: its event says `mqtt`, the rule as the route and
-/// the topic as the path.
+/// Request extension of a translated message (an MQTT PUBLISH, a CoAP request): its event
+/// says the protocol, the rule as the route and the topic (or CoAP path) as the path.
 #[derive(Clone, Debug)]
-pub(crate) struct MqttOrigin {
+pub(crate) struct Origin {
+    pub protocol: Protocol,
     pub rule: String,
     pub topic: String,
 }
@@ -76,8 +77,9 @@ pub(crate) enum ConnectRefused {
     Quarantined,
 }
 
-/// What an MQTT-level event records (outside a translated request).
+/// What an MQTT- or CoAP-level event records (outside a translated request).
 pub(crate) struct MqttEvent<'a> {
+    pub protocol: Protocol,
     pub device: Option<&'a Device>,
     pub peer: SocketAddr,
     pub tls: Option<&'a TlsConn>,
@@ -195,28 +197,34 @@ impl Chain {
         )
     }
 
-    /// Send one translated PUBLISH through the whole chain; the HTTP status it got (the event
-    /// is emitted by the chain when the response body has been read).
-    pub(crate) async fn publish(
+    /// Send one translated message through the whole chain: the HTTP status it got and up
+    /// to `keep` bytes of the response body (`None` when it was longer). The event is emitted
+    /// by the chain when the response body has been read to its end.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn request(
         &self,
         d: &Device,
         method: &str,
         path_and_query: &str,
-        content_type: &str,
+        content_type: Option<&str>,
         body: Bytes,
-        origin: MqttOrigin,
-    ) -> u16 {
+        origin: Origin,
+        keep: usize,
+    ) -> (u16, Option<Bytes>) {
         let len = body.len();
-        let mut req = match Request::builder()
+        let mut b = Request::builder()
             .method(method)
             .uri(path_and_query)
-            .header(header::HOST, "mqtt")
-            .header(header::CONTENT_TYPE, content_type)
-            .header(header::CONTENT_LENGTH, len)
-            .body(Body::from(body))
-        {
+            .header(header::HOST, origin.protocol.as_str());
+        if let Some(ct) = content_type {
+            b = b.header(header::CONTENT_TYPE, ct);
+        }
+        if len > 0 || method != "GET" {
+            b = b.header(header::CONTENT_LENGTH, len);
+        }
+        let mut req = match b.body(Body::from(body)) {
             Ok(r) => r,
-            Err(_) => return 400,
+            Err(_) => return (400, Some(Bytes::new())),
         };
         for (k, v) in &d.headers {
             req.headers_mut().insert(k.clone(), v.clone());
@@ -229,18 +237,24 @@ impl Chain {
         }
         let Ok(resp) = self.router.clone().oneshot(req).await;
         let status = resp.status().as_u16();
-        // Read the response to its end: the chain's event is finished there. The body is
-        // not for the device (MQTT has no response), so it is discarded as it arrives.
+        // Read the response to its end (the chain's event is finished there), keeping at most
+        // `keep` bytes of it.
         let mut body = resp.into_body();
+        let mut kept = Some(bytes::BytesMut::new());
         while let Some(frame) = body.frame().await {
-            if frame.is_err() {
-                break;
+            let Ok(frame) = frame else { break };
+            if let (Some(k), Some(data)) = (kept.as_mut(), frame.data_ref()) {
+                if k.len() + data.len() > keep {
+                    kept = None;
+                } else {
+                    k.extend_from_slice(data);
+                }
             }
         }
-        status
+        (status, kept.map(bytes::BytesMut::freeze))
     }
 
-    /// Emit an event about the MQTT session itself.
+    /// Emit an event about an MQTT session or a CoAP request outside the chain.
     pub(crate) fn event(&self, e: MqttEvent<'_>) {
         let (identity, tenant, device_type, auth) = match e.device {
             Some(d) => (
@@ -270,7 +284,7 @@ impl Chain {
             device_type,
             auth,
             client_ip: e.peer.ip().to_string(),
-            protocol: Protocol::Mqtt,
+            protocol: e.protocol,
             method: e.method.to_string(),
             route: e.route.to_string(),
             path: e.path.chars().take(1024).collect(),

@@ -59,8 +59,8 @@ pub(super) async fn handle(
     let request_id = request_id().to_string();
     let client_ip = client_ip(&req, peer, gw.trust_forwarded_for);
     let tls_info = req.extensions().get::<TlsConn>().map(TlsConn::info);
-    // A PUBLISH translated by the MQTT listener: evented as MQTT, its rule and topic.
-    let origin = req.extensions().get::<super::mqtt::MqttOrigin>().cloned();
+    // A message translated from MQTT or CoAP: evented as such, with its rule and topic.
+    let origin = req.extensions().get::<super::mqtt::Origin>().cloned();
     let mut draft = Draft {
         id: request_id.clone(),
         ts: warden_event::now_ns(),
@@ -131,7 +131,7 @@ pub(super) async fn handle(
     let gateway = gw.id.clone();
     let c = counters.clone();
     let (protocol, route, path) = match origin {
-        Some(o) => (Protocol::Mqtt, o.rule, o.topic),
+        Some(o) => (o.protocol, o.rule, o.topic),
         None => (Protocol::Http, draft.route, draft.path),
     };
     let finish = move || {

@@ -1,8 +1,9 @@
-//! MQTT devices through the gateway's security chain, with real clients over real sockets:
-//! rumqttc (MQTT 3.1.1 and 5.0) on the plain listener, Debian's `mosquitto_pub` and
-//! `mosquitto_sub` over TLS with a client certificate. Asserted from both ends: what the
-//! device is told (CONNACK, PUBACK and SUBACK codes, DISCONNECT) and what the HTTP backend
-//! actually received, plus the events on the bus.
+//! MQTT and CoAP devices through the gateway's security chain, with real clients over real
+//! sockets: rumqttc (MQTT 3.1.1 and 5.0) on the plain listener, Debian's `mosquitto_pub` and
+//! `mosquitto_sub` over TLS with a client certificate, libcoap's `coap-client` and raw UDP
+//! datagrams for CoAP. Asserted from both ends: what the device is told (CONNACK, PUBACK and
+//! SUBACK codes, DISCONNECT, CoAP response codes) and what the HTTP backend actually
+//! received, plus the events on the bus.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -58,9 +59,17 @@ async fn backend() -> anyhow::Result<(SocketAddr, Arc<Mutex<Vec<Seen>>>)> {
                 api_key: parts.headers.contains_key("x-api-key"),
             });
             if parts.uri.path().ends_with("/fail") {
-                (axum::http::StatusCode::SERVICE_UNAVAILABLE, "down")
+                (
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "down".to_string(),
+                )
+            } else if parts.uri.path().ends_with("/big") {
+                (axum::http::StatusCode::OK, "x".repeat(4000))
             } else {
-                (axum::http::StatusCode::OK, "ok")
+                (
+                    axum::http::StatusCode::OK,
+                    format!("seen {}", parts.uri.path()),
+                )
             }
         }
     });
@@ -72,6 +81,7 @@ async fn backend() -> anyhow::Result<(SocketAddr, Arc<Mutex<Vec<Seen>>>)> {
 
 struct Rig {
     mqtt: SocketAddr,
+    coap: SocketAddr,
     mqtts: Option<SocketAddr>,
     admin: SocketAddr,
     bus: Arc<dyn Bus>,
@@ -93,6 +103,8 @@ impl Rig {
 allow = [
   { methods = ["POST"], path = "/api/devices/{identity}/telemetry" },
   { methods = ["POST"], path = "/api/devices/{identity}/fail" },
+  { methods = ["GET"], path = "/api/devices/{identity}/config" },
+  { methods = ["GET"], path = "/api/devices/{identity}/big" },
 ]
 "#,
         )?;
@@ -171,6 +183,20 @@ payload = "json"
 topic = "devices/{{identity}}/fail"
 path = "/api/devices/{{identity}}/fail"
 
+[gateway.coap]
+listen = "127.0.0.1:0"
+
+[[gateway.coap.resources]]
+path = "devices/{{identity}}/telemetry"
+to = "/api/devices/{{identity}}/telemetry"
+methods = ["POST", "PUT"]
+name = "coap-telemetry"
+
+[[gateway.coap.resources]]
+path = "devices/{{identity}}/{{what}}"
+to = "/api/devices/{{identity}}/{{what}}"
+methods = ["GET"]
+
 [admin]
 token_sha256 = "{token}"
 
@@ -237,6 +263,10 @@ roles = ["device"]
                 let _ = rx.await;
             }
         };
+        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+        let coap = udp.local_addr()?;
+        let s = stopper();
+        tokio::spawn(gateway.coap(&config.gateway.coap).serve(udp, s));
         let server = gateway.mqtt();
         let s = stopper();
         tokio::spawn(server.serve(Some(mqtt_l), mqtts_l, s));
@@ -246,6 +276,7 @@ roles = ["device"]
         tokio::spawn(gateway.serve(http, s));
         Ok(Self {
             mqtt,
+            coap,
             mqtts,
             admin,
             bus,
@@ -781,5 +812,331 @@ async fn mosquitto_clients_over_tls_with_a_client_certificate() -> anyhow::Resul
         && e.tls.as_ref().is_some_and(
             |t| t.client_cert_fingerprint.as_deref() == Some(device.fingerprint().as_str())
         )));
+    Ok(())
+}
+
+/// A CoAP request as raw bytes: `confirmable`, message id `id`, method code (`1` GET, `2`
+/// POST, `3` PUT), Uri-Path segments, extra options `(number, value)`, payload.
+fn coap_request(
+    confirmable: bool,
+    id: u16,
+    method: u8,
+    path: &[&str],
+    extra: &[(u16, &[u8])],
+    payload: &[u8],
+) -> Vec<u8> {
+    use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
+    let mut p = Packet::new();
+    p.header.set_type(if confirmable {
+        MessageType::Confirmable
+    } else {
+        MessageType::NonConfirmable
+    });
+    p.header.message_id = id;
+    p.header.code = MessageClass::Request(match method {
+        1 => RequestType::Get,
+        2 => RequestType::Post,
+        3 => RequestType::Put,
+        _ => RequestType::Delete,
+    });
+    p.set_token(vec![0xAB, (id & 0xff) as u8]);
+    for s in path {
+        p.add_option(CoapOption::UriPath, s.as_bytes().to_vec());
+    }
+    for (n, v) in extra {
+        p.add_option(CoapOption::Unknown(*n), v.to_vec());
+    }
+    p.payload = payload.to_vec();
+    p.to_bytes().expect("encodable request")
+}
+
+/// Send `datagram` to `to` and read the answer: its code (`"4.01"`), type and payload.
+async fn coap_exchange(
+    sock: &tokio::net::UdpSocket,
+    to: SocketAddr,
+    datagram: &[u8],
+) -> anyhow::Result<(String, coap_lite::MessageType, Vec<u8>, u16)> {
+    sock.send_to(datagram, to).await?;
+    let mut buf = [0u8; 1500];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(10), sock.recv_from(&mut buf))
+        .await
+        .context("no CoAP answer")??;
+    let p = coap_lite::Packet::from_bytes(&buf[..n]).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    Ok((
+        p.header.code.to_string(),
+        p.header.get_type(),
+        p.payload.clone(),
+        p.header.message_id,
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coap_requests_go_through_the_whole_chain_to_the_backend() -> anyhow::Result<()> {
+    let client = "coap-client-notls";
+    if std::process::Command::new(client)
+        .arg("-h")
+        .output()
+        .is_err()
+    {
+        bail!(
+            "`{client}` is not installed (Debian package libcoap3-bin; tests/run.sh installs it)"
+        );
+    }
+    let rig = Rig::start(None).await?;
+    let base = format!("coap://127.0.0.1:{}", rig.coap.port());
+    let key_opt = format!("65001,{KEY_1}");
+
+    // libcoap's client: a confirmable POST with the key in the credential option reaches the
+    // backend with its exact payload and content type; a non-confirmable GET returns the
+    // backend's body.
+    let args: Vec<String> = [
+        "-m",
+        "post",
+        "-O",
+        &key_opt,
+        "-t",
+        "json",
+        "-e",
+        "{\"t\":7}",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([format!("{base}/devices/dev-1/telemetry")])
+    .collect();
+    let out = run(client, args).await?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    {
+        let seen = rig.seen.lock();
+        let s = seen
+            .iter()
+            .find(|s| s.path == "/api/devices/dev-1/telemetry")
+            .context("the backend did not get the POST")?;
+        assert_eq!(s.method, "POST");
+        assert_eq!(s.body, b"{\"t\":7}");
+        assert_eq!(s.content_type, "application/json");
+        assert!(!s.api_key, "the device's key must not reach the backend");
+    }
+    let args: Vec<String> = ["-N", "-O", &key_opt]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([format!("{base}/devices/dev-1/config")])
+        .collect();
+    let out = run(client, args).await?;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "seen /api/devices/dev-1/config",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Raw datagrams, from the attacker's side.
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    let key = KEY_1.as_bytes();
+    let before = rig.seen.lock().len();
+    let cases: Vec<(Vec<u8>, &str, &str)> = vec![
+        (
+            coap_request(true, 1, 2, &["devices", "dev-1", "telemetry"], &[], b"x"),
+            "4.01",
+            "no credential",
+        ),
+        (
+            coap_request(
+                true,
+                2,
+                2,
+                &["devices", "dev-1", "telemetry"],
+                &[(65001, b"wrong-key")],
+                b"x",
+            ),
+            "4.01",
+            "wrong key",
+        ),
+        (
+            coap_request(
+                true,
+                3,
+                2,
+                &["devices", "dev-2", "telemetry"],
+                &[(65001, key)],
+                b"x",
+            ),
+            "4.03",
+            "another device's resource",
+        ),
+        (
+            coap_request(
+                true,
+                4,
+                2,
+                &["devices", "dev-1", "nothing", "here"],
+                &[(65001, key)],
+                b"x",
+            ),
+            "4.04",
+            "no resource",
+        ),
+        (
+            coap_request(
+                true,
+                5,
+                2,
+                &["devices", "dev-1", "config"],
+                &[(65001, key)],
+                b"x",
+            ),
+            "4.05",
+            "method not allowed on the resource",
+        ),
+        (
+            coap_request(
+                true,
+                6,
+                1,
+                &["devices", "dev-1", "secrets"],
+                &[(65001, key)],
+                b"",
+            ),
+            "4.03",
+            "RBAC refuses the translated path",
+        ),
+        (
+            coap_request(
+                true,
+                7,
+                3,
+                &["devices", "dev-1", "telemetry"],
+                &[(65001, key), (27, &[0x0e])],
+                b"x",
+            ),
+            "4.02",
+            "Block1 (block-wise) is not supported",
+        ),
+        (
+            coap_request(
+                true,
+                8,
+                1,
+                &["devices", "dev-1", "big"],
+                &[(65001, key)],
+                b"",
+            ),
+            "5.02",
+            "a response larger than a datagram",
+        ),
+        (
+            coap_request(
+                true,
+                9,
+                1,
+                &["devices", "..", "config"],
+                &[(65001, key)],
+                b"",
+            ),
+            "4.03",
+            "a dot segment for the identity",
+        ),
+    ];
+    for (datagram, want, what) in &cases {
+        let (code, ty, _, id) = coap_exchange(&sock, rig.coap, datagram).await?;
+        assert_eq!(&code, want, "{what}");
+        assert_eq!(
+            ty,
+            coap_lite::MessageType::Acknowledgement,
+            "{what}: a piggybacked ACK"
+        );
+        assert_eq!(id, u16::from_be_bytes([datagram[2], datagram[3]]), "{what}");
+    }
+    let reached: Vec<String> = rig.seen.lock()[before..]
+        .iter()
+        .map(|s| s.path.clone())
+        .collect();
+    assert_eq!(
+        reached,
+        vec!["/api/devices/dev-1/big".to_string()],
+        "only the allowed GET reached the backend"
+    );
+
+    // A confirmable request resent with the same message id is answered again from the cache,
+    // and reaches the backend once.
+    let post = coap_request(
+        true,
+        100,
+        2,
+        &["devices", "dev-1", "telemetry"],
+        &[(65001, key)],
+        b"once",
+    );
+    let first = coap_exchange(&sock, rig.coap, &post).await?;
+    let second = coap_exchange(&sock, rig.coap, &post).await?;
+    assert_eq!(first.0, "2.04");
+    assert_eq!(first, second);
+    let n = rig.seen.lock().iter().filter(|s| s.body == b"once").count();
+    assert_eq!(n, 1, "a retransmission reached the backend again");
+
+    // A malformed confirmable datagram (token length 15, reserved) gets a Reset.
+    let (_, ty, _, _) = coap_exchange(
+        &sock,
+        rig.coap,
+        &[
+            0x4f, 0x02, 0x12, 0x34, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
+        ],
+    )
+    .await?;
+    assert_eq!(ty, coap_lite::MessageType::Reset);
+
+    // Quarantine: refused with 4.03, nothing forwarded.
+    let (status, body) = rig
+        .admin(
+            reqwest::Method::POST,
+            "/admin/quarantines",
+            serde_json::json!({"subject": {"kind": "identity", "value": "dev-1"}, "ttl_s": 60}),
+        )
+        .await?;
+    assert!(status < 300, "{status} {body}");
+    let (code, ..) = coap_exchange(
+        &sock,
+        rig.coap,
+        &coap_request(
+            true,
+            200,
+            2,
+            &["devices", "dev-1", "telemetry"],
+            &[(65001, key)],
+            b"after",
+        ),
+    )
+    .await?;
+    assert_eq!(code, "4.03");
+    assert_eq!(
+        rig.seen
+            .lock()
+            .iter()
+            .filter(|s| s.body == b"after")
+            .count(),
+        0
+    );
+
+    let events = rig.events().await?;
+    let coap: Vec<&RequestEvent> = events
+        .iter()
+        .filter(|e| e.protocol == Protocol::Coap)
+        .collect();
+    assert!(coap.iter().any(|e| e.route == "coap-telemetry"
+        && e.path == "devices/dev-1/telemetry"
+        && e.identity == "dev-1"
+        && e.decision == Outcome::Allowed));
+    assert!(coap.iter().any(|e| e.decision == Outcome::DeniedAuth));
+    assert!(
+        coap.iter()
+            .any(|e| e.decision == Outcome::Quarantined && e.identity == "dev-1")
+    );
+    assert!(
+        coap.iter()
+            .any(|e| e.path == "devices/dev-2/telemetry" && e.decision == Outcome::DeniedRbac)
+    );
     Ok(())
 }

@@ -1,0 +1,423 @@
+//! CoAP devices (RFC 7252 over UDP) through the gateway's security chain.
+//!
+//! Each request — confirmable or not; GET, POST, PUT, DELETE — carries its device's credential
+//! (an API key or a JWT) in a CoAP option (`gateway.coap.credential_option`, 65001 by default:
+//! odd, so critical, never silently ignored). It is authenticated and checked against
+//! quarantines as an MQTT CONNECT is, matched against `[[gateway.coap.resources]]` (Uri-Path
+//! patterns with `{identity}` owner scoping), and sent as an HTTP request through every phase of
+//! the HTTP path, evented there with `protocol = "coap"`; the HTTP status comes back as a CoAP
+//! response code (a piggybacked ACK for a confirmable request). A confirmable request resent
+//! with the same message id (the client did not get the ACK) is answered from a cache of
+//! recent responses, never sent to the backend twice (RFC 7252 §4.5). Messages are parsed with
+//! `coap-lite`. Responses fit one datagram: no block-wise transfer (a larger response body is
+//! answered 5.02 with a diagnostic).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
+use parking_lot::Mutex;
+use tokio::net::UdpSocket;
+use tracing::{debug, info};
+use warden_config::{CoapConfig, MqttPublishRule, PayloadMode};
+use warden_event::{Outcome, Protocol, Reason};
+
+use crate::mqtt::rules::{self, NoRule};
+use crate::server::{Chain, ConnectRefused, Device, MqttEvent, Origin};
+
+/// Largest response payload (a response must fit one datagram of at most 1280 bytes).
+const MAX_PAYLOAD: usize = 1024;
+/// How long a confirmable request's response is kept for retransmissions (RFC 7252
+/// EXCHANGE_LIFETIME).
+const EXCHANGE_LIFETIME: Duration = Duration::from_secs(247);
+/// Responses kept for deduplication, at most.
+const DEDUP_MAX: usize = 65_536;
+
+/// Recent exchanges by (peer, message id): `None` while being answered.
+#[derive(Default)]
+struct Exchanges {
+    map: HashMap<(SocketAddr, u16), Option<Vec<u8>>>,
+    order: VecDeque<(Instant, SocketAddr, u16)>,
+}
+
+impl Exchanges {
+    fn expire(&mut self, now: Instant) {
+        while let Some((at, peer, id)) = self.order.front().copied() {
+            if now.duration_since(at) < EXCHANGE_LIFETIME && self.order.len() <= DEDUP_MAX {
+                break;
+            }
+            self.order.pop_front();
+            self.map.remove(&(peer, id));
+        }
+    }
+}
+
+/// Serve CoAP on `socket` until `shutdown`.
+pub(crate) async fn serve(
+    config: Arc<CoapConfig>,
+    chain: Chain,
+    socket: UdpSocket,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    info!(addr = ?socket.local_addr().ok(), "CoAP listener started.");
+    let socket = Arc::new(socket);
+    let exchanges = Arc::new(Mutex::new(Exchanges::default()));
+    let permits = Arc::new(tokio::sync::Semaphore::new(config.max_in_flight));
+    let mut buf = vec![0u8; 1500];
+    tokio::pin!(shutdown);
+    loop {
+        let (n, peer) = tokio::select! {
+            r = socket.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    debug!(error = %e, "CoAP receive failed.");
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        let datagram = &buf[..n];
+        let packet = match Packet::from_bytes(datagram) {
+            Ok(p) => p,
+            Err(e) => {
+                debug!(%peer, error = ?e, "Malformed CoAP message.");
+                // A malformed confirmable message is rejected with a Reset (RFC 7252 §4.2).
+                if n >= 4 && datagram[0] >> 6 == 1 && (datagram[0] >> 4) & 3 == 0 {
+                    let mut rst = Packet::new();
+                    rst.header.set_type(MessageType::Reset);
+                    rst.header.message_id = u16::from_be_bytes([datagram[2], datagram[3]]);
+                    rst.header.code = MessageClass::Empty;
+                    if let Ok(b) = rst.to_bytes() {
+                        let _ = socket.send_to(&b, peer).await;
+                    }
+                }
+                continue;
+            }
+        };
+        let MessageClass::Request(method) = packet.header.code else {
+            // ACKs and Resets from clients, empty pings (answered with a Reset).
+            if packet.header.get_type() == MessageType::Confirmable
+                && packet.header.code == MessageClass::Empty
+            {
+                let mut rst = Packet::new();
+                rst.header.set_type(MessageType::Reset);
+                rst.header.message_id = packet.header.message_id;
+                rst.header.code = MessageClass::Empty;
+                if let Ok(b) = rst.to_bytes() {
+                    let _ = socket.send_to(&b, peer).await;
+                }
+            }
+            continue;
+        };
+        let confirmable = packet.header.get_type() == MessageType::Confirmable;
+        let key = (peer, packet.header.message_id);
+        // A retransmission: the cached response, or nothing while it is being answered.
+        let seen = {
+            let mut ex = exchanges.lock();
+            ex.expire(Instant::now());
+            match ex.map.get(&key) {
+                Some(cached) => Some(cached.clone()),
+                None => {
+                    ex.map.insert(key, None);
+                    ex.order.push_back((Instant::now(), peer, key.1));
+                    None
+                }
+            }
+        };
+        match seen {
+            Some(Some(resp)) => {
+                let _ = socket.send_to(&resp, peer).await;
+                continue;
+            }
+            Some(None) => continue,
+            None => {}
+        }
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            let resp = response(&packet, ResponseType::ServiceUnavailable, b"busy");
+            finish(&socket, &exchanges, key, resp, confirmable).await;
+            continue;
+        };
+        let (config, chain, socket, exchanges) = (
+            config.clone(),
+            chain.clone(),
+            socket.clone(),
+            exchanges.clone(),
+        );
+        tokio::spawn(async move {
+            let resp = handle(&config, &chain, peer, method, &packet).await;
+            finish(&socket, &exchanges, key, resp, confirmable).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Send `resp` and keep it for retransmissions of a confirmable request.
+async fn finish(
+    socket: &UdpSocket,
+    exchanges: &Mutex<Exchanges>,
+    key: (SocketAddr, u16),
+    resp: Packet,
+    confirmable: bool,
+) {
+    let Ok(bytes) = resp.to_bytes() else {
+        exchanges.lock().map.remove(&key);
+        return;
+    };
+    if confirmable {
+        if let Some(slot) = exchanges.lock().map.get_mut(&key) {
+            *slot = Some(bytes.clone());
+        }
+    } else {
+        exchanges.lock().map.remove(&key);
+    }
+    let _ = socket.send_to(&bytes, key.0).await;
+}
+
+/// The response to `req` with `code` and `payload`: a piggybacked ACK for a confirmable
+/// request, a non-confirmable message otherwise.
+fn response(req: &Packet, code: ResponseType, payload: &[u8]) -> Packet {
+    let mut p = Packet::new();
+    if req.header.get_type() == MessageType::Confirmable {
+        p.header.set_type(MessageType::Acknowledgement);
+        p.header.message_id = req.header.message_id;
+    } else {
+        p.header.set_type(MessageType::NonConfirmable);
+        p.header.message_id = req.header.message_id.wrapping_add(0x8000);
+    }
+    p.header.code = MessageClass::Response(code);
+    p.set_token(req.get_token().to_vec());
+    p.payload = payload.to_vec();
+    p
+}
+
+fn method_name(m: RequestType) -> Option<&'static str> {
+    match m {
+        RequestType::Get => Some("GET"),
+        RequestType::Post => Some("POST"),
+        RequestType::Put => Some("PUT"),
+        RequestType::Delete => Some("DELETE"),
+        _ => None,
+    }
+}
+
+/// A CoAP Content-Format as an HTTP media type.
+fn media_type(format: u16) -> Option<&'static str> {
+    Some(match format {
+        0 => "text/plain; charset=utf-8",
+        40 => "application/link-format",
+        41 => "application/xml",
+        42 => "application/octet-stream",
+        50 => "application/json",
+        60 => "application/cbor",
+        _ => return None,
+    })
+}
+
+/// The CoAP response code of an HTTP status for `method`.
+fn code_of(status: u16, method: &str) -> ResponseType {
+    match status {
+        201 => ResponseType::Created,
+        200..=299 => match method {
+            "GET" => ResponseType::Content,
+            "DELETE" => ResponseType::Deleted,
+            _ => ResponseType::Changed,
+        },
+        401 => ResponseType::Unauthorized,
+        403 => ResponseType::Forbidden,
+        404 | 410 => ResponseType::NotFound,
+        405 => ResponseType::MethodNotAllowed,
+        413 => ResponseType::RequestEntityTooLarge,
+        415 => ResponseType::UnsupportedContentFormat,
+        422 => ResponseType::UnprocessableEntity,
+        429 => ResponseType::TooManyRequests,
+        400..=499 => ResponseType::BadRequest,
+        503 => ResponseType::ServiceUnavailable,
+        504 => ResponseType::GatewayTimeout,
+        _ => ResponseType::BadGateway,
+    }
+}
+
+async fn handle(
+    config: &CoapConfig,
+    chain: &Chain,
+    peer: SocketAddr,
+    method: RequestType,
+    req: &Packet,
+) -> Packet {
+    let started = Instant::now();
+    let path: String = req
+        .get_option(CoapOption::UriPath)
+        .map(|segs| {
+            segs.iter()
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect::<Vec<_>>()
+                .join("/")
+        })
+        .unwrap_or_default();
+    let event = |device: Option<&Device>, m: &'static str, status, outcome, reason| {
+        chain.event(MqttEvent {
+            protocol: Protocol::Coap,
+            device,
+            peer,
+            tls: None,
+            auth: None,
+            method: m,
+            route: "coap",
+            path: &path,
+            status,
+            outcome,
+            reason,
+            bytes_in: req.payload.len() as u64,
+            started,
+        });
+    };
+    let Some(m) = method_name(method) else {
+        event(None, "FETCH", 405, Outcome::Invalid, Reason::Route);
+        return response(req, ResponseType::MethodNotAllowed, b"");
+    };
+    // Critical options (odd numbers) the gateway does not act on must not be ignored:
+    // Uri-Query, Block1/Block2 (no block-wise transfer), Proxy-Uri/Proxy-Scheme (no forward
+    // proxying), unknown ones.
+    let known = |n: u16| {
+        matches!(n, 1 | 3 | 4 | 5 | 7 | 11 | 12 | 14 | 17 | 60 | 258)
+            || n == config.credential_option
+    };
+    if req
+        .options()
+        .any(|(n, _)| !n.is_multiple_of(2) && !known(*n))
+    {
+        event(None, m, 400, Outcome::Invalid, Reason::Invalid);
+        return response(req, ResponseType::BadOption, b"unsupported critical option");
+    }
+    let credential = req
+        .get_first_option(CoapOption::Unknown(config.credential_option))
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map(str::to_string);
+    let device = match chain.connect(peer, None, credential.as_deref()).await {
+        Ok(d) => d,
+        Err((why, auth, principal)) => {
+            let d = principal.map(|p| Device::unverified(p, auth.clone(), peer));
+            let (code, status, outcome, reason) = match why {
+                ConnectRefused::Credentials => (
+                    ResponseType::Unauthorized,
+                    401,
+                    Outcome::DeniedAuth,
+                    Reason::Auth,
+                ),
+                ConnectRefused::Quarantined => (
+                    ResponseType::Forbidden,
+                    403,
+                    Outcome::Quarantined,
+                    Reason::Quarantine,
+                ),
+            };
+            chain.event(MqttEvent {
+                protocol: Protocol::Coap,
+                device: d.as_ref(),
+                peer,
+                tls: None,
+                auth: Some(auth),
+                method: m,
+                route: "coap",
+                path: &path,
+                status,
+                outcome,
+                reason,
+                bytes_in: req.payload.len() as u64,
+                started,
+            });
+            return response(req, code, b"");
+        }
+    };
+    let identity = device.principal.identity.clone();
+    let rules: Vec<MqttPublishRule> = config
+        .resources
+        .iter()
+        .filter(|r| r.methods.iter().any(|x| x == m))
+        .map(|r| MqttPublishRule {
+            topic: r.path.clone(),
+            method: m.to_string(),
+            path: r.to.clone(),
+            payload: PayloadMode::Raw,
+            content_type: None,
+            name: Some(r.name.clone().unwrap_or_else(|| r.path.clone())),
+        })
+        .collect();
+    let t = match rules::translate(&rules, &path, &identity) {
+        Ok(t) => t,
+        Err(why) => {
+            let any_method = config.resources.iter().any(|r| {
+                rules::translate(
+                    &[MqttPublishRule {
+                        topic: r.path.clone(),
+                        method: m.to_string(),
+                        path: r.to.clone(),
+                        payload: PayloadMode::Raw,
+                        content_type: None,
+                        name: None,
+                    }],
+                    &path,
+                    &identity,
+                )
+                .is_ok()
+            });
+            let (code, status, outcome, reason) = match why {
+                NoRule::OtherIdentity => (
+                    ResponseType::Forbidden,
+                    403,
+                    Outcome::DeniedRbac,
+                    Reason::Rbac,
+                ),
+                _ if any_method => (
+                    ResponseType::MethodNotAllowed,
+                    405,
+                    Outcome::Invalid,
+                    Reason::Route,
+                ),
+                _ => (ResponseType::NotFound, 404, Outcome::Invalid, Reason::Route),
+            };
+            event(Some(&device), m, status, outcome, reason);
+            return response(req, code, b"");
+        }
+    };
+    let content_type = req
+        .get_first_option(CoapOption::ContentFormat)
+        .map(|v| v.iter().fold(0u16, |acc, b| (acc << 8) | u16::from(*b)))
+        .and_then(media_type);
+    let (status, body) = chain
+        .request(
+            &device,
+            m,
+            &t.path_and_query,
+            content_type.or((m != "GET" && m != "DELETE").then_some("application/octet-stream")),
+            Bytes::from(req.payload.clone()),
+            Origin {
+                protocol: Protocol::Coap,
+                rule: t.name,
+                topic: path.clone(),
+            },
+            MAX_PAYLOAD,
+        )
+        .await;
+    match body {
+        Some(body) => {
+            let code = code_of(status, m);
+            // The body of a success is the resource; an error's (the gateway's JSON) is not
+            // sent over the air.
+            let payload = if (200..300).contains(&status) {
+                &body[..]
+            } else {
+                &[][..]
+            };
+            response(req, code, payload)
+        }
+        None => response(
+            req,
+            ResponseType::BadGateway,
+            b"response too large for one datagram (no block-wise transfer)",
+        ),
+    }
+}
