@@ -3,7 +3,7 @@
 section with the machine's facts and each bench's figures into docs/BENCHMARKS.md, between
 the markers `<!-- bench-run:begin -->` and `<!-- bench-run:end -->` (replacing the last run's).
 
-  python3 benches/run.py                     # all: producer processor ml_scoring layers load
+  python3 benches/run.py                     # all: producer processor ml_scoring layers load mqtt
   python3 benches/run.py producer ml_scoring # some
   python3 benches/run.py --dry-run ...       # print the section instead of writing it
 
@@ -40,6 +40,8 @@ BENCHES = {
     "layers": (["cargo", "bench", "-p", "warden-benches", "--bench", "gateway_layers"],
                ["full_stack", "identity", "layer"], r"writer applied"),
     "load": (["bash", "benches/gateway_load.sh"], [], r"^\||cores; wrk|RSS after|WARNING"),
+    "mqtt": (["cargo", "bench", "-p", "warden-benches", "--bench", "mqtt"], [],
+             r"msg/s|ratio|connections"),
 }
 
 
