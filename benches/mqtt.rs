@@ -46,7 +46,11 @@ impl Run {
     fn line(&self, label: &str) -> String {
         let mut l = self.latencies_us.clone();
         l.sort_unstable();
-        let q = |p: f64| l.get(((l.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(0);
+        let q = |p: f64| {
+            l.get(((l.len() as f64 - 1.0) * p) as usize)
+                .copied()
+                .unwrap_or(0)
+        };
         let rate = self.messages as f64 / self.wall.as_secs_f64();
         format!(
             "{label:<28} {rate:>9.0} msg/s   {:>6.1} µs CPU/msg   p50 {:>6.2} ms   p99 {:>6.2} ms",
@@ -70,7 +74,9 @@ async fn mqtt_conn(addr: SocketAddr, id: usize, stop: Arc<AtomicBool>) -> (usize
     let mut c = v4::Connect::new(format!("dev-1:{id}"));
     c.keep_alive = 60;
     c.set_login("dev-1", gateway_setup::KEY);
-    s.write_all(&encode(v4::Packet::Connect(c))).await.expect("CONNECT");
+    s.write_all(&encode(v4::Packet::Connect(c)))
+        .await
+        .expect("CONNECT");
     let mut buf = BytesMut::with_capacity(4096);
     let mut sent = std::collections::HashMap::new();
     let mut next: u16 = 0;
@@ -80,9 +86,15 @@ async fn mqtt_conn(addr: SocketAddr, id: usize, stop: Arc<AtomicBool>) -> (usize
         if connected && !stop.load(Ordering::Relaxed) {
             while sent.len() < WINDOW {
                 next = next.checked_add(1).unwrap_or(1);
-                let mut p = v4::Publish::new(TOPIC, rumqttc::mqttbytes::QoS::AtLeastOnce, gateway_setup::BODY);
+                let mut p = v4::Publish::new(
+                    TOPIC,
+                    rumqttc::mqttbytes::QoS::AtLeastOnce,
+                    gateway_setup::BODY,
+                );
                 p.pkid = next;
-                s.write_all(&encode(v4::Packet::Publish(p))).await.expect("PUBLISH");
+                s.write_all(&encode(v4::Packet::Publish(p)))
+                    .await
+                    .expect("PUBLISH");
                 sent.insert(next, Instant::now());
             }
         } else if connected && sent.is_empty() {

@@ -1176,10 +1176,16 @@ async fn mqtt_device(
     while !*stop.borrow() && ended.lock().is_none() {
         let topic = &topics[i % topics.len()];
         i += 1;
-        let _ = client
-            .try_publish(topic.as_str(), rumqttc::QoS::AtMostOnce, false, br#"{"t":20.5}"#.to_vec());
+        let _ = client.try_publish(
+            topic.as_str(),
+            rumqttc::QoS::AtMostOnce,
+            false,
+            br#"{"t":20.5}"#.to_vec(),
+        );
         let wait = match flood {
-            Some((after, rate)) if started.elapsed() >= after => Duration::from_secs_f64(1.0 / rate),
+            Some((after, rate)) if started.elapsed() >= after => {
+                Duration::from_secs_f64(1.0 / rate)
+            }
             _ => period,
         };
         tokio::time::sleep(wait).await;
@@ -1192,7 +1198,8 @@ async fn mqtt_device(
 /// The whole loop over MQTT: devices publish through the gateway, the processor (the shipped
 /// default pipeline, shorter warm-up) judges their events like any others, and a device that
 /// floods, and one that walks other devices' topics, are quarantined and disconnected while
-/// the rest keep their sessions.
+/// the rest keep their sessions; a device reconnecting again and again raises a
+/// `reconnect_storm` alert.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_floods_and_topic_enumeration_are_quarantined_end_to_end() -> anyhow::Result<()> {
     let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -1232,6 +1239,11 @@ async fn mqtt_floods_and_topic_enumeration_are_quarantined_end_to_end() -> anyho
     let own = |d: &warden_sim::DemoDevice| vec![format!("devices/{}/telemetry", d.identity)];
     let mut tasks = Vec::new();
     for (i, d) in devices.iter().enumerate() {
+        if i == 2 {
+            // The flapping device, below.
+            tasks.push(tokio::spawn(async { anyhow::Ok(None) }));
+            continue;
+        }
         let (topics, flood) = match i {
             // Floods at 100 messages/s after 10 s.
             0 => (own(d), Some((Duration::from_secs(10), 100.0))),
@@ -1256,17 +1268,56 @@ async fn mqtt_floods_and_topic_enumeration_are_quarantined_end_to_end() -> anyho
             stop.clone(),
         )));
     }
+    // A flapping device: connects, and disconnects, every 400 ms for 25 s.
+    let flapper = devices[2].clone();
+    let flapping = tokio::spawn(async move {
+        let t0 = Instant::now();
+        let mut accepted = 0usize;
+        while t0.elapsed() < Duration::from_secs(25) {
+            let mut o = rumqttc::MqttOptions::new(
+                flapper.identity.clone(),
+                mqtt.ip().to_string(),
+                mqtt.port(),
+            );
+            o.set_credentials(flapper.identity.clone(), flapper.key.clone());
+            let (c, mut el) = rumqttc::AsyncClient::new(o, 10);
+            if let Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)))) =
+                tokio::time::timeout(Duration::from_secs(5), el.poll()).await
+            {
+                accepted += 1;
+            }
+            let _ = c.disconnect().await;
+            let _ = tokio::time::timeout(Duration::from_millis(200), el.poll()).await;
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+        accepted
+    });
     // Until both attackers are disconnected (at most 60 s), then a little longer.
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline && tasks.iter().take(2).any(|t| !t.is_finished()) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let accepted = flapping.await?;
     let _ = stop_tx.send(true);
     let mut ended = Vec::new();
     for t in tasks {
         ended.push(t.await??);
     }
+    let mut storms = Vec::new();
+    warden_bus::read_to_end(
+        &*bus,
+        &config.bus.topics.alerts,
+        Duration::from_secs(10),
+        |m| {
+            if let Ok(a) = warden_event::decode::<warden_event::Alert>(&m.payload)
+                && a.detector == "reconnect_storm"
+            {
+                storms.push(a.subject.value);
+            }
+        },
+    )
+    .await?;
     let q = stack.quarantine.clone().context("quarantine set")?;
     let live: Vec<String> = q
         .active(warden_event::now_ns())
@@ -1275,13 +1326,37 @@ async fn mqtt_floods_and_topic_enumeration_are_quarantined_end_to_end() -> anyho
         .collect();
     stack.stop().await?;
     let flooder = ended[0].context("the flooding device was never disconnected")?;
-    assert!(flooder > Duration::from_secs(10), "disconnected before it flooded: {flooder:?}");
-    assert!(ended[1].is_some(), "the topic-walking device was never disconnected");
-    for (i, e) in ended.iter().enumerate().skip(2) {
-        assert!(e.is_none(), "normal device {i} was disconnected after {e:?}");
+    assert!(
+        flooder > Duration::from_secs(10),
+        "disconnected before it flooded: {flooder:?}"
+    );
+    assert!(
+        ended[1].is_some(),
+        "the topic-walking device was never disconnected"
+    );
+    for (i, e) in ended.iter().enumerate().skip(3) {
+        assert!(
+            e.is_none(),
+            "normal device {i} was disconnected after {e:?}"
+        );
     }
-    assert!(live.contains(&devices[0].identity), "flooder not quarantined: {live:?}");
-    assert!(live.contains(&devices[1].identity), "enumerator not quarantined: {live:?}");
+    assert!(
+        accepted > 40,
+        "the flapping device connected {accepted} times"
+    );
+    assert_eq!(
+        storms.first(),
+        Some(&devices[2].identity),
+        "reconnect_storm alerts: {storms:?}"
+    );
+    assert!(
+        live.contains(&devices[0].identity),
+        "flooder not quarantined: {live:?}"
+    );
+    assert!(
+        live.contains(&devices[1].identity),
+        "enumerator not quarantined: {live:?}"
+    );
     for d in &devices[2..] {
         assert!(!live.contains(&d.identity), "{} quarantined", d.identity);
     }

@@ -285,8 +285,8 @@ mod tests {
 
     #[test]
     fn the_example_loads_and_bad_settings_are_reported() {
-        let example =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/examples/devices-mqtt-coap.toml");
+        let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../docs/examples/devices-mqtt-coap.toml");
         let text = std::fs::read_to_string(example).expect("example");
         let config = crate::WardenConfig::from_toml(&text).expect("the example is valid");
         assert!(config.gateway.mqtt.enabled());
