@@ -46,7 +46,7 @@ if ! command -v mosquitto_pub >/dev/null 2>&1 || ! command -v mosquitto_sub >/de
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
     mosquitto-clients libcoap3-bin
 fi
-echo "== device clients: $(mosquitto_pub --help 2>/dev/null | head -1); $(coap-client-notls -h 2>&1 | head -1)"
+echo "== device clients: $(mosquitto_pub --help 2>/dev/null | grep -m1 version); $(coap-client-notls 2>&1 | head -1)"
 
 echo "== cargo test"
 cargo test --workspace --locked -- --test-threads=2

@@ -11,6 +11,12 @@
 //! | `GET /admin/keys` | every API key (no digests) and whether the config file or this API manages it |
 //! | `POST /admin/keys` | `{"id","sha256","identity",…}` (an `api_keys` entry) → adds an API-managed key (`admin.keys_file`) |
 //! | `DELETE /admin/keys/{id}` | disables (removes) an API-managed key |
+//! | `GET /admin/routes` | every route and whether the config file or this API manages it |
+//! | `POST /admin/routes` | a `routes` entry → adds an API-managed route (`admin.keys_file`) |
+//! | `DELETE /admin/routes/{name}` | removes an API-managed route |
+//! | `GET /admin/limits` | the `[limits]` table serving now, and who set it |
+//! | `PUT /admin/limits` | a whole `[limits]` table → replaces the config file's until cleared |
+//! | `DELETE /admin/limits` | back to the config file's limits |
 //! | `GET /admin/mqtt` | connected MQTT sessions |
 //! | `POST /admin/mqtt/publish` | `{"identity","topic","payload"?,"payload_base64"?,"qos"?}` → a command to the identity's sessions subscribed to the topic |
 //!

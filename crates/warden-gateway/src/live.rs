@@ -25,9 +25,9 @@ use tracing::{info, warn};
 use warden_config::{ConfigErrors, WardenConfig};
 
 mod managed;
-pub(crate) use managed::{load as load_managed, merge as merge_managed};
+pub(crate) use managed::{Managed, load as load_managed, merge as merge_managed};
 
-use warden_config::ApiKeyConfig;
+use warden_config::{ApiKeyConfig, LimitsConfig, RouteConfig};
 
 use crate::identity::api_key::KeyStore;
 use crate::ratelimit::{Clock, RateLimits};
@@ -135,19 +135,19 @@ struct Books {
     stamp: Option<(SystemTime, u64)>,
     /// The config file's own settings as last applied (without the API-managed keys).
     file_config: WardenConfig,
-    /// `admin.keys_file` and the keys in it.
+    /// `admin.keys_file` and the keys, routes and limits in it.
     keys_file: Option<PathBuf>,
-    managed: Vec<ApiKeyConfig>,
+    managed: Managed,
 }
 
-/// Why the admin API's key change was refused.
+/// Why the admin API's change of a key, a route or the limits was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyChangeError {
-    /// No `admin.keys_file`: keys change only in the config file.
+    /// No `admin.keys_file`: keys, routes and limits change only in the config file.
     NoKeysFile,
-    /// The key is the config file's: change it there.
+    /// The key or route is the config file's: change it there.
     FileManaged,
-    /// No API-managed key has that id.
+    /// No API-managed key or route has that id or name.
     NotFound,
     /// The change does not validate, or could not be written; every problem.
     Refused(Vec<String>),
@@ -159,7 +159,7 @@ impl LiveConfig {
         policies: Arc<PolicyStore>,
         file_config: WardenConfig,
         keys_file: Option<PathBuf>,
-        managed: Vec<ApiKeyConfig>,
+        managed: Managed,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -230,7 +230,7 @@ impl LiveConfig {
             .api_keys
             .iter()
             .map(|k| row(k, "config_file"))
-            .chain(books.managed.iter().map(|k| row(k, "admin_api")))
+            .chain(books.managed.api_keys.iter().map(|k| row(k, "admin_api")))
             .collect()
     }
 
@@ -247,7 +247,7 @@ impl LiveConfig {
             return Err(KeyChangeError::FileManaged);
         }
         let mut managed = books.managed.clone();
-        managed.push(key);
+        managed.api_keys.push(key);
         self.change_managed(&mut books, managed)
     }
 
@@ -257,22 +257,94 @@ impl LiveConfig {
         if books.file_config.api_keys.iter().any(|f| f.id == id) {
             return Err(KeyChangeError::FileManaged);
         }
-        if !books.managed.iter().any(|k| k.id == id) {
+        if !books.managed.api_keys.iter().any(|k| k.id == id) {
             return Err(KeyChangeError::NotFound);
         }
-        let managed = books
-            .managed
+        let mut managed = books.managed.clone();
+        managed.api_keys.retain(|k| k.id != id);
+        self.change_managed(&mut books, managed)
+    }
+
+    /// Routes as the admin API lists them: each with who manages it.
+    pub fn routes(&self) -> Vec<serde_json::Value> {
+        let books = self.inner.books.lock();
+        let row = |r: &RouteConfig, by: &str| {
+            let mut v = serde_json::to_value(r).unwrap_or(serde_json::Value::Null);
+            if let Some(o) = v.as_object_mut() {
+                o.insert("managed_by".into(), by.into());
+            }
+            v
+        };
+        books
+            .file_config
+            .routes
             .iter()
-            .filter(|k| k.id != id)
-            .cloned()
-            .collect();
+            .map(|r| row(r, "config_file"))
+            .chain(books.managed.routes.iter().map(|r| row(r, "admin_api")))
+            .collect()
+    }
+
+    /// Add an API-managed route: validated with the whole config (prefixes, upstream, TLS,
+    /// limits naming it…), written to `admin.keys_file`, then served. Blocking: writes the
+    /// file.
+    pub fn add_route(&self, route: RouteConfig) -> Result<LiveReport, KeyChangeError> {
+        let mut books = self.inner.books.lock();
+        if books
+            .file_config
+            .routes
+            .iter()
+            .any(|f| f.name == route.name)
+        {
+            return Err(KeyChangeError::FileManaged);
+        }
+        if books.managed.routes.iter().any(|r| r.name == route.name) {
+            return Err(KeyChangeError::Refused(vec![format!(
+                "route `{}` exists: delete it first",
+                route.name
+            )]));
+        }
+        let mut managed = books.managed.clone();
+        managed.routes.push(route);
+        self.change_managed(&mut books, managed)
+    }
+
+    /// Remove an API-managed route. Blocking: writes the file.
+    pub fn remove_route(&self, name: &str) -> Result<LiveReport, KeyChangeError> {
+        let mut books = self.inner.books.lock();
+        if books.file_config.routes.iter().any(|f| f.name == name) {
+            return Err(KeyChangeError::FileManaged);
+        }
+        if !books.managed.routes.iter().any(|r| r.name == name) {
+            return Err(KeyChangeError::NotFound);
+        }
+        let mut managed = books.managed.clone();
+        managed.routes.retain(|r| r.name != name);
+        self.change_managed(&mut books, managed)
+    }
+
+    /// The rate limits serving now, and whether the admin API set them (`admin_api`) or the
+    /// config file did.
+    pub fn limits(&self) -> (LimitsConfig, &'static str) {
+        let books = self.inner.books.lock();
+        match &books.managed.limits {
+            Some(l) => (l.clone(), "admin_api"),
+            None => (books.file_config.limits.clone(), "config_file"),
+        }
+    }
+
+    /// Replace the limits (`Some`: the whole `[limits]` table, in place of the file's until
+    /// cleared; `None`: back to the file's). Blocking: writes the file.
+    pub fn set_limits(&self, limits: Option<LimitsConfig>) -> Result<LiveReport, KeyChangeError> {
+        let mut books = self.inner.books.lock();
+        let mut managed = books.managed.clone();
+        managed.limits = limits;
         self.change_managed(&mut books, managed)
     }
 
     fn change_managed(
         &self,
         books: &mut Books,
-        managed: Vec<ApiKeyConfig>,
+        managed: Managed,
     ) -> Result<LiveReport, KeyChangeError> {
         let Some(keys_file) = books.keys_file.clone() else {
             return Err(KeyChangeError::NoKeysFile);

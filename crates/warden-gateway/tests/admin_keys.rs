@@ -1,7 +1,7 @@
 //! API keys through the admin API, over real sockets: a key added with `POST /admin/keys` works
 //! on its next request, is written to `admin.keys_file` and loaded by a gateway started later;
 //! the config file's keys cannot be touched there, nor can the file take an API-managed key
-//! over; a disabled key stops working at once.
+//! over; a disabled key stops working at once. Routes and rate limits the same way.
 
 mod common;
 
@@ -232,4 +232,147 @@ async fn keys_added_through_the_admin_api_work_persist_and_never_override_the_fi
         .admin(reqwest::Method::DELETE, "/admin/keys/k-api", None)
         .await;
     assert_eq!(status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_and_limits_change_through_the_admin_api_and_persist() {
+    let up = upstream().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys_file = dir.path().join("managed.json");
+    let file = dir.path().join("warden.toml");
+    let base = format!(
+        "[admin]\ntoken_sha256 = \"{}\"\nkeys_file = \"{}\"\n\
+         [[routes]]\nname = \"api\"\nprefix = \"/api\"\nupstream = \"http://{up}\"\nauth = \"api_key\"\n\
+         [[api_keys]]\nid = \"k-file\"\nsha256 = \"{}\"\nidentity = \"dev-file\"\ntenant = \"acme\"\n\
+         device_type = \"sensor\"\nroles = []\n",
+        hash_api_key(TOKEN),
+        keys_file.display(),
+        hash_api_key(FILE_KEY),
+    );
+    std::fs::write(&file, &base).expect("config");
+    let gw = start(&file).await;
+    let get = |gw: &Running, path: &'static str| {
+        let (client, addr) = (gw.client.clone(), gw.gateway);
+        async move {
+            client
+                .get(format!("http://{addr}{path}"))
+                .header("x-api-key", FILE_KEY)
+                .send()
+                .await
+                .map_or(0, |r| r.status().as_u16())
+        }
+    };
+    assert_eq!(get(&gw, "/v2/t").await, 404);
+
+    // A route added through the API serves at once and is on disk.
+    let route = json!({"name": "v2", "prefix": "/v2", "upstream": format!("http://{up}"), "auth": "api_key"});
+    let (status, body) = gw
+        .admin(reqwest::Method::POST, "/admin/routes", Some(route.clone()))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(get(&gw, "/v2/t").await, 200);
+    assert!(
+        std::fs::read_to_string(&keys_file)
+            .expect("file")
+            .contains("\"v2\"")
+    );
+    let (status, body) = gw.admin(reqwest::Method::GET, "/admin/routes", None).await;
+    assert_eq!(status, 200);
+    let text = body.to_string();
+    assert!(
+        text.contains("\"managed_by\":\"admin_api\"")
+            && text.contains("\"managed_by\":\"config_file\""),
+        "{text}"
+    );
+
+    // The file's route is not the API's; an invalid route is refused with every problem; the
+    // same name twice is refused.
+    let (status, body) = gw
+        .admin(
+            reqwest::Method::POST,
+            "/admin/routes",
+            Some(json!({"name": "api", "prefix": "/other", "upstream": format!("http://{up}")})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (409, json!("file_managed"))
+    );
+    let (status, body) = gw
+        .admin(
+            reqwest::Method::POST,
+            "/admin/routes",
+            Some(json!({"name": "bad", "prefix": "no-slash", "upstream": "ftp://x"})),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["problems"].as_array().is_some_and(|p| !p.is_empty()),
+        "{body}"
+    );
+    let (status, _) = gw
+        .admin(reqwest::Method::POST, "/admin/routes", Some(route))
+        .await;
+    assert_eq!(status, 422);
+
+    // Limits: read, tightened through the API, enforced at once.
+    let (status, body) = gw.admin(reqwest::Method::GET, "/admin/limits", None).await;
+    assert_eq!(
+        (status, body["managed_by"].clone()),
+        (200, json!("config_file")),
+        "{body}"
+    );
+    let mut limits = body["limits"].clone();
+    limits["identity"] = json!({"rate_per_s": 0.5, "burst": 2});
+    let (status, body) = gw
+        .admin(reqwest::Method::PUT, "/admin/limits", Some(limits))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let mut codes = Vec::new();
+    for _ in 0..4 {
+        codes.push(get(&gw, "/api/t").await);
+    }
+    assert!(
+        codes.contains(&429),
+        "the API's limit is not enforced: {codes:?}"
+    );
+    let (_, body) = gw.admin(reqwest::Method::GET, "/admin/limits", None).await;
+    assert_eq!(body["managed_by"], json!("admin_api"), "{body}");
+
+    // A gateway started later serves the API's route and limits.
+    let second = start(&file).await;
+    assert_eq!(
+        get(&second, "/v2/t").await,
+        200,
+        "route loaded from the file"
+    );
+    let mut codes = Vec::new();
+    for _ in 0..4 {
+        codes.push(get(&second, "/api/t").await);
+    }
+    assert!(
+        codes.contains(&429),
+        "limits loaded from the file: {codes:?}"
+    );
+
+    // Cleared: the file's limits again. Removed: the route is gone.
+    let (status, body) = gw
+        .admin(reqwest::Method::DELETE, "/admin/limits", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(get(&gw, "/api/t").await, 200);
+    let (status, body) = gw
+        .admin(reqwest::Method::DELETE, "/admin/routes/v2", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(get(&gw, "/v2/t").await, 404);
+    let (status, _) = gw
+        .admin(reqwest::Method::DELETE, "/admin/routes/v2", None)
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = gw
+        .admin(reqwest::Method::DELETE, "/admin/routes/api", None)
+        .await;
+    assert_eq!(status, 409);
 }

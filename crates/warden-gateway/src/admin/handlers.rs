@@ -73,6 +73,24 @@ pub(super) async fn dispatch(
         }
         ["admin", "mqtt"] | ["admin", "mqtt", "publish"] => Err(AdminError::MethodNotAllowed),
         ["admin", "keys"] | ["admin", "keys", _] => Err(AdminError::MethodNotAllowed),
+        ["admin", "routes"] if reads(&method) => super::keys::list_routes(admin),
+        ["admin", "routes"] if method == Method::POST => {
+            let body: warden_config::RouteConfig = read_json(req.into_body()).await?;
+            super::keys::add_route(admin, body).await
+        }
+        ["admin", "routes", name] if method == Method::DELETE => {
+            super::keys::remove_route(admin, percent_decode(name)?).await
+        }
+        ["admin", "routes"] | ["admin", "routes", _] => Err(AdminError::MethodNotAllowed),
+        ["admin", "limits"] if reads(&method) => super::keys::get_limits(admin),
+        ["admin", "limits"] if method == Method::PUT => {
+            let body: warden_config::LimitsConfig = read_json(req.into_body()).await?;
+            super::keys::set_limits(admin, Some(body)).await
+        }
+        ["admin", "limits"] if method == Method::DELETE => {
+            super::keys::set_limits(admin, None).await
+        }
+        ["admin", "limits"] => Err(AdminError::MethodNotAllowed),
         ["admin", "quarantines"]
         | ["admin", "quarantines", _, _]
         | ["admin", "reload"]

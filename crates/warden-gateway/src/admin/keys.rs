@@ -1,11 +1,13 @@
-//! `GET/POST /admin/keys`, `DELETE /admin/keys/{id}`: API keys managed through the admin API
-//! (see `live/managed.rs`). A key added here is checked with the config file's keys exactly as
-//! `warden check` checks `api_keys`, written to `admin.keys_file`, then served — all or
-//! nothing; the config file's own keys are refused here (409: change them in the file).
+//! `GET/POST /admin/keys`, `DELETE /admin/keys/{id}`, `GET/POST /admin/routes`,
+//! `DELETE /admin/routes/{name}`, `GET/PUT/DELETE /admin/limits`: API keys, routes and rate
+//! limits managed through the admin API (see `live/managed.rs`). A change is checked with the
+//! whole config exactly as `warden check` checks it, written to `admin.keys_file`, then served
+//! — all or nothing; the config file's own keys and routes are refused here (409: change them
+//! in the file).
 
 use axum::http::StatusCode;
 use serde_json::json;
-use warden_config::ApiKeyConfig;
+use warden_config::{ApiKeyConfig, LimitsConfig, RouteConfig};
 
 use super::Admin;
 use super::handlers::{Handled, ok};
@@ -33,6 +35,50 @@ pub(super) async fn remove(admin: &Admin, id: String) -> Handled {
     answer(done, StatusCode::OK, action)
 }
 
+pub(super) fn list_routes(admin: &Admin) -> Handled {
+    ok(
+        StatusCode::OK,
+        json!({ "routes": admin.0.live.routes() }),
+        "list_routes",
+    )
+}
+
+pub(super) async fn add_route(admin: &Admin, route: RouteConfig) -> Handled {
+    let name = route.name.clone();
+    let live = admin.0.live.clone();
+    let done = tokio::task::spawn_blocking(move || live.add_route(route)).await;
+    answer(done, StatusCode::CREATED, format!("add_route:{name}"))
+}
+
+pub(super) async fn remove_route(admin: &Admin, name: String) -> Handled {
+    let live = admin.0.live.clone();
+    let action = format!("remove_route:{name}");
+    let done = tokio::task::spawn_blocking(move || live.remove_route(&name)).await;
+    answer(done, StatusCode::OK, action)
+}
+
+pub(super) fn get_limits(admin: &Admin) -> Handled {
+    let (limits, by) = admin.0.live.limits();
+    ok(
+        StatusCode::OK,
+        json!({ "limits": limits, "managed_by": by }),
+        "get_limits",
+    )
+}
+
+/// `Some`: the whole `[limits]` table (as `GET /admin/limits` returns it); `None`: back to the
+/// config file's.
+pub(super) async fn set_limits(admin: &Admin, limits: Option<LimitsConfig>) -> Handled {
+    let live = admin.0.live.clone();
+    let action = if limits.is_some() {
+        "set_limits"
+    } else {
+        "clear_limits"
+    };
+    let done = tokio::task::spawn_blocking(move || live.set_limits(limits)).await;
+    answer(done, StatusCode::OK, action.to_string())
+}
+
 /// The change's report, or why it was refused (every problem, in `warden check`'s words).
 fn answer(
     done: Result<Result<LiveReport, KeyChangeError>, tokio::task::JoinError>,
@@ -51,18 +97,21 @@ fn answer(
         Ok(Err(KeyChangeError::NoKeysFile)) => refused(
             StatusCode::CONFLICT,
             "no_keys_file",
-            vec!["`admin.keys_file` is not set: keys change in the config file".into()],
+            vec![
+                "`admin.keys_file` is not set: keys, routes and limits change in the config file"
+                    .into(),
+            ],
         ),
         Ok(Err(KeyChangeError::FileManaged)) => refused(
             StatusCode::CONFLICT,
             "file_managed",
-            vec!["the key is the config file's: change it there".into()],
+            vec!["it is the config file's: change it there".into()],
         ),
         Ok(Err(KeyChangeError::NotFound)) => {
             refused(StatusCode::NOT_FOUND, "not_found", Vec::new())
         }
         Ok(Err(KeyChangeError::Refused(problems))) => {
-            refused(StatusCode::UNPROCESSABLE_ENTITY, "invalid_key", problems)
+            refused(StatusCode::UNPROCESSABLE_ENTITY, "invalid", problems)
         }
         Err(_) => refused(StatusCode::INTERNAL_SERVER_ERROR, "internal", Vec::new()),
     }
