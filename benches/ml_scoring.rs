@@ -1,11 +1,16 @@
 //! Scoring throughput with the ML detectors, and training time.
 //!
-//! A benign simulated fleet (`ML_BENCH_DEVICES`, default 1000 devices; `ML_BENCH_HOURS` of
-//! traffic, default 1) is generated once. Its events are written to Parquet and the three
-//! models of `pipelines/ml.toml` are trained on them with `warden train`'s code path (timed,
-//! printed). Then criterion measures events/s through the engine, batches of 2048 events, for
-//! the default pipeline and for `ml.toml` (the default pipeline plus k-means, Gaussian
-//! mixture and isolation forest), each on a fresh engine per iteration.
+//! Two benign simulated fleets of `ML_BENCH_DEVICES` devices (default 1000) are generated:
+//! `sparse`, the simulator's own pace (a device sends every half minute on average) for
+//! `ML_BENCH_HOURS` (default 1), and `dense`, the same fleet twenty times as chatty
+//! (`period_scale = 0.05`) for a sixth of that time. The processor's cost has a part per
+//! event and a part per key and slide (every key's window is sampled every slide whether or
+//! not it sent anything), so events/s depends on how often each device sends: the two fleets
+//! bracket it. Each fleet's events are written to Parquet and the three models of
+//! `pipelines/ml.toml` are trained on them with `warden train`'s code path (timed, printed).
+//! Then criterion measures events/s through the engine, batches of 2048 events, for the
+//! default pipeline and for `ml.toml` (the default pipeline plus k-means, Gaussian mixture
+//! and isolation forest), each on a fresh engine per iteration.
 //!
 //! `cargo bench -p warden-benches --bench ml_scoring`
 
@@ -28,12 +33,13 @@ fn repo() -> std::path::PathBuf {
 }
 
 /// The fleet's events as 2048-event batches, also written to `dir/benign.parquet`.
-fn fleet(dir: &Path) -> Vec<RecordBatch> {
+fn fleet(dir: &Path, hours: f64, period_scale: f64) -> Vec<RecordBatch> {
     let mut s = warden_sim::builtin_scenario("benign")
         .expect("built in")
         .unwrap_or_else(|e| panic!("{e}"))
-        .with_duration(env("ML_BENCH_HOURS", 1.0) * 3600.0);
+        .with_duration(hours * 3600.0);
     s.fleet.devices = env("ML_BENCH_DEVICES", 1000.0) as usize;
+    s.fleet.period_scale = period_scale;
     let mut o = warden_sim::AcceleratedOptions::new(&s);
     o.parquet = Some(dir.join("benign.parquet"));
     let mut batches = Vec::new();
@@ -98,28 +104,35 @@ fn run(engine: &mut Engine, batches: &[RecordBatch]) -> usize {
 }
 
 fn bench(c: &mut Criterion) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let t = Instant::now();
-    let batches = fleet(dir.path());
-    let events: usize = batches.iter().map(RecordBatch::num_rows).sum();
-    println!("fleet: {events} events generated in {:?}", t.elapsed());
-    let ml = ml_pipeline(&dir.path().join("models"));
-    train(&ml, dir.path());
     let default = warden_stream::load_pipeline(&repo().join("pipelines/default.toml"))
         .unwrap_or_else(|e| panic!("{e}"));
-    let mut group = c.benchmark_group("ml_scoring");
-    group.sample_size(10);
-    group.throughput(Throughput::Elements(events as u64));
-    for (label, p) in [("default", &default), ("default_plus_ml", &ml)] {
-        group.bench_function(label, |b| {
-            b.iter_batched(
-                || Engine::new(p).unwrap_or_else(|e| panic!("{e}")),
-                |mut e| run(&mut e, &batches),
-                BatchSize::PerIteration,
-            )
-        });
+    let hours = env("ML_BENCH_HOURS", 1.0);
+    for (fleet_name, hours, period_scale) in [("sparse", hours, 1.0), ("dense", hours / 6.0, 0.05)]
+    {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t = Instant::now();
+        let batches = fleet(dir.path(), hours, period_scale);
+        let events: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        println!(
+            "{fleet_name} fleet: {events} events over {hours} h generated in {:?}",
+            t.elapsed()
+        );
+        let ml = ml_pipeline(&dir.path().join("models"));
+        train(&ml, dir.path());
+        let mut group = c.benchmark_group(format!("ml_scoring/{fleet_name}"));
+        group.sample_size(10);
+        group.throughput(Throughput::Elements(events as u64));
+        for (label, p) in [("default", &default), ("default_plus_ml", &ml)] {
+            group.bench_function(label, |b| {
+                b.iter_batched(
+                    || Engine::new(p).unwrap_or_else(|e| panic!("{e}")),
+                    |mut e| run(&mut e, &batches),
+                    BatchSize::PerIteration,
+                )
+            });
+        }
+        group.finish();
     }
-    group.finish();
 }
 
 criterion_group!(benches, bench);

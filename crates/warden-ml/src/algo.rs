@@ -107,7 +107,7 @@ impl Fitted {
             Fitted::Kmeans(m) => m.check(dims),
             Fitted::Gmm(m) => m.prepare(dims),
             Fitted::OneClassSvm(m) => m.check(dims),
-            Fitted::IsolationForest(m) => m.check(dims),
+            Fitted::IsolationForest(m) => m.prepare(dims),
         }
     }
 }

@@ -250,6 +250,34 @@ pub struct MlDetector {
     generation: u64,
     streak: Vec<u16>,
     scaled: Vec<f64>,
+    /// Per key: the fingerprint of the last vector scored and its score. A key's window
+    /// changes only when an event enters or a bucket leaves it, so most samples of a
+    /// sparse device repeat the previous vector; they reuse its score (the model, the
+    /// group and the values are all in the fingerprint, so a hit is the same computation).
+    memo: Vec<(u64, f64)>,
+    /// Samples scored, and those answered from `memo`.
+    pub scored: u64,
+    pub reused: u64,
+}
+
+/// A 64-bit fingerprint of a vector, its peer group and the model generation
+/// (SplitMix64's finaliser over each word; a false match needs a 64-bit collision).
+fn fingerprint(values: &[f64], peer: &str, generation: u64) -> u64 {
+    fn mix(mut z: u64) -> u64 {
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    let mut h = mix(generation ^ 0x9e37_79b9_7f4a_7c15);
+    for v in values {
+        h = mix(h ^ v.to_bits());
+    }
+    for chunk in peer.as_bytes().chunks(8) {
+        let mut w = [0u8; 8];
+        w[..chunk.len()].copy_from_slice(chunk);
+        h = mix(h ^ u64::from_le_bytes(w));
+    }
+    mix(h ^ peer.len() as u64)
 }
 
 impl MlDetector {
@@ -263,6 +291,9 @@ impl MlDetector {
             model,
             streak: Vec::new(),
             scaled: vec![0.0; dims],
+            memo: Vec::new(),
+            scored: 0,
+            reused: 0,
         }
     }
 
@@ -285,8 +316,24 @@ impl MlDetector {
             return None;
         }
         let g = self.model.group(s.peer_name);
-        let score = g.score(s.values, &mut self.scaled);
         let threshold = g.calibration.threshold * self.config.threshold_factor;
+        let fp = fingerprint(s.values, s.peer_name, self.generation);
+        let i = s.key as usize;
+        if self.memo.len() <= i {
+            self.memo.resize(i + 1, (0, f64::NAN));
+        }
+        let score = match self.memo[i] {
+            (f, score) if f == fp && !score.is_nan() => {
+                self.reused += 1;
+                score
+            }
+            _ => {
+                let score = g.score(s.values, &mut self.scaled);
+                self.memo[i] = (fp, score);
+                self.scored += 1;
+                score
+            }
+        };
         if !score.is_finite() {
             return None;
         }
@@ -393,6 +440,9 @@ impl Detector for MlDetector {
         if let Some(s) = self.streak.get_mut(key as usize) {
             *s = 0;
         }
+        if let Some(m) = self.memo.get_mut(key as usize) {
+            *m = (0, f64::NAN);
+        }
     }
 
     fn len(&self) -> usize {
@@ -400,7 +450,7 @@ impl Detector for MlDetector {
     }
 
     fn state_bytes(&self) -> usize {
-        self.streak.capacity() * 2
+        self.streak.capacity() * 2 + self.memo.capacity() * std::mem::size_of::<(u64, f64)>()
     }
 
     fn save_key(&self, key: KeyId) -> Option<serde_json::Value> {
@@ -544,4 +594,67 @@ pub enum Models {
     /// Record the samples of detector `.0` into `.1`; other ML detectors stay idle (their
     /// models may not exist yet).
     Record(String, Recorder),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A repeated vector reuses its score; any change in the values, the group or the model
+    /// scores again, and a reused score is the one scoring would give.
+    #[test]
+    fn repeated_vectors_reuse_their_score_and_nothing_else_does() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rows: Vec<warden_ml::Row> = (0..2400)
+            .map(|i| warden_ml::Row {
+                device_type: if i % 2 == 0 { "a" } else { "b" }.into(),
+                values: vec![(i % 13) as f64, (i % 7) as f64 * 10.0],
+            })
+            .collect();
+        let opts = warden_ml::TrainOptions::new(
+            ModelKind::IsolationForest,
+            vec!["x".into(), "y".into()],
+            "w".into(),
+        );
+        let path = dir.path().join("m.json");
+        let model = warden_ml::train(&rows, &opts, |_| {}).expect("train");
+        model.save(&path).expect("save");
+        let config: MlConfig = serde_json::from_value(serde_json::json!({
+            "name": "m", "model": path.display().to_string(), "features": ["x", "y"],
+        }))
+        .expect("config");
+        let handle = ModelHandle::open(ModelKind::IsolationForest, &config, "w").expect("open");
+        let mut d = MlDetector::new(config, handle);
+        let sample = |key, values: &'static [f64], peer_name| Sample {
+            key,
+            values,
+            at: 0,
+            peer: 0,
+            peer_name,
+            full: true,
+        };
+        let first = d.judge(&sample(3, &[4.0, 30.0], "a")).expect("judged");
+        assert_eq!((d.scored, d.reused), (1, 0));
+        assert_eq!(d.judge(&sample(3, &[4.0, 30.0], "a")), Some(first));
+        assert_eq!((d.scored, d.reused), (1, 1));
+        // Another key, other values, another group: scored.
+        d.judge(&sample(4, &[4.0, 30.0], "a"));
+        d.judge(&sample(3, &[5.0, 30.0], "a"));
+        d.judge(&sample(3, &[5.0, 30.0], "b"));
+        assert_eq!((d.scored, d.reused), (4, 1));
+        let mut scaled = vec![0.0; 2];
+        let direct = model.group("b").score(&[5.0, 30.0], &mut scaled);
+        assert_eq!(
+            d.judge(&sample(3, &[5.0, 30.0], "b")).map(|j| j.0),
+            Some(direct)
+        );
+        assert_eq!((d.scored, d.reused), (4, 2));
+        // A forgotten key, and a new model generation, score again.
+        d.forget(3);
+        d.judge(&sample(3, &[5.0, 30.0], "b"));
+        assert_eq!((d.scored, d.reused), (5, 2));
+        d.generation += 1;
+        d.judge(&sample(3, &[5.0, 30.0], "b"));
+        assert_eq!((d.scored, d.reused), (6, 2));
+    }
 }

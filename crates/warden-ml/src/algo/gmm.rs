@@ -19,8 +19,8 @@ pub struct GmmModel {
     pub means: Vec<Vec<f64>>,
     /// Full covariance matrices, row-major (`dims × dims` each).
     pub covariances: Vec<Vec<f64>>,
-    /// Lower Cholesky factors of the covariances and their log-determinants, computed at
-    /// load.
+    /// Lower Cholesky factors of the covariances and each component's constant term,
+    /// `ln w − ½ (d ln 2π + ln |Σ|)`, computed at load.
     #[serde(skip)]
     prepared: Vec<(Vec<f64>, f64)>,
 }
@@ -117,7 +117,7 @@ impl GmmModel {
             return Err("Gaussian mixture weights must be finite and non-negative".into());
         }
         self.prepared.clear();
-        for (mean, cov) in self.means.iter().zip(&self.covariances) {
+        for ((mean, cov), w) in self.means.iter().zip(&self.covariances).zip(&self.weights) {
             if mean.len() != dims || cov.len() != dims * dims {
                 return Err(format!(
                     "Gaussian mixture components must have {dims} features"
@@ -126,46 +126,65 @@ impl GmmModel {
             let l = cholesky(cov, dims)
                 .ok_or("a Gaussian mixture covariance is not positive definite")?;
             let logdet = 2.0 * (0..dims).map(|i| l[i * dims + i].ln()).sum::<f64>();
-            self.prepared.push((l, logdet));
+            self.prepared
+                .push((l, w.ln() - 0.5 * (dims as f64 * LN_2PI + logdet)));
         }
         Ok(())
     }
 
-    /// Log-density of each component plus its log-weight, into `out`.
-    fn component_logs(&self, x: &[f64], out: &mut Vec<f64>) {
+    /// Log-density of component `k` plus its log-weight at `x`.
+    #[inline]
+    fn component_log(&self, k: usize, x: &[f64]) -> f64 {
+        let (Some(mean), Some((l, constant))) = (self.means.get(k), self.prepared.get(k)) else {
+            return f64::NAN;
+        };
         let d = x.len();
-        out.clear();
         let mut y = [0.0f64; 32];
-        for ((w, mean), (l, logdet)) in self.weights.iter().zip(&self.means).zip(&self.prepared) {
-            // Solve L y = x − μ; the Mahalanobis distance is |y|².
-            let mut maha = 0.0;
-            for i in 0..d.min(y.len()) {
-                let mut s = x[i] - mean[i];
-                for (j, yj) in y.iter().enumerate().take(i) {
-                    s -= l[i * d + j] * yj;
-                }
-                y[i] = s / l[i * d + i];
-                maha += y[i] * y[i];
+        // Solve L y = x − μ; the Mahalanobis distance is |y|².
+        let mut maha = 0.0;
+        for i in 0..d.min(y.len()) {
+            let mut s = x[i] - mean[i];
+            for (j, yj) in y.iter().enumerate().take(i) {
+                s -= l[i * d + j] * yj;
             }
-            out.push(w.ln() - 0.5 * (d as f64 * LN_2PI + logdet + maha));
+            y[i] = s / l[i * d + i];
+            maha += y[i] * y[i];
         }
+        constant - 0.5 * maha
     }
 
+    /// Negative log-likelihood, by a streaming log-sum-exp over the components (no
+    /// allocation).
     pub fn score(&self, x: &[f64]) -> f64 {
-        let mut logs = Vec::with_capacity(self.weights.len());
-        self.component_logs(x, &mut logs);
-        let max = logs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let mut max = f64::NEG_INFINITY;
+        let mut sum = 0.0;
+        for k in 0..self.weights.len() {
+            let v = self.component_log(k, x);
+            if v.is_nan() {
+                return f64::NAN;
+            }
+            if v == f64::NEG_INFINITY {
+                // A component of weight 0 adds nothing.
+                continue;
+            }
+            if v > max {
+                sum = sum * (max - v).exp() + 1.0;
+                max = v;
+            } else {
+                sum += (v - max).exp();
+            }
+        }
         if !max.is_finite() {
             return f64::NAN;
         }
-        let sum: f64 = logs.iter().map(|v| (v - max).exp()).sum();
         -(max + sum.ln())
     }
 
     pub fn contributions(&self, x: &[f64], out: &mut [f64]) {
         let d = x.len();
-        let mut logs = Vec::with_capacity(self.weights.len());
-        self.component_logs(x, &mut logs);
+        let logs: Vec<f64> = (0..self.weights.len())
+            .map(|k| self.component_log(k, x))
+            .collect();
         let Some((k, _)) = logs.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)) else {
             return;
         };
@@ -221,5 +240,46 @@ mod tests {
         });
         let m = GmmModel::fit(&y, 2, 7).expect("fits");
         assert_eq!(m.weights.len(), 2);
+    }
+
+    /// The streaming score is the negative log of the mixture density, computed directly.
+    #[test]
+    fn the_score_is_the_mixture_negative_log_likelihood() {
+        let mut m = GmmModel {
+            weights: vec![0.3, 0.7, 0.0],
+            means: vec![vec![0.0, 0.0], vec![2.0, -1.0], vec![9.0, 9.0]],
+            covariances: vec![
+                vec![1.0, 0.2, 0.2, 0.5],
+                vec![0.4, 0.0, 0.0, 2.0],
+                vec![1.0, 0.0, 0.0, 1.0],
+            ],
+            prepared: Vec::new(),
+        };
+        m.prepare(2).expect("valid");
+        let density = |x: [f64; 2]| -> f64 {
+            let mut p = 0.0;
+            for k in 0..3 {
+                let c = &m.covariances[k];
+                let det = c[0] * c[3] - c[1] * c[2];
+                let (dx, dy) = (x[0] - m.means[k][0], x[1] - m.means[k][1]);
+                // The inverse of a 2×2 matrix, by hand.
+                let maha = (c[3] * dx * dx - 2.0 * c[1] * dx * dy + c[0] * dy * dy) / det;
+                p += m.weights[k] * (-0.5 * maha).exp() / (2.0 * std::f64::consts::PI * det.sqrt());
+            }
+            -p.ln()
+        };
+        for x in [
+            [0.0, 0.0],
+            [1.0, -0.5],
+            [2.0, -1.0],
+            [-3.0, 4.0],
+            [6.0, 6.0],
+        ] {
+            let (got, want) = (m.score(&x), density(x));
+            assert!(
+                (got - want).abs() < 1e-9 * want.abs().max(1.0),
+                "{x:?}: {got} vs {want}"
+            );
+        }
     }
 }

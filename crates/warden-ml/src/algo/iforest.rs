@@ -26,7 +26,30 @@ pub struct IsolationForestModel {
     /// Rows sampled per tree (ψ).
     pub sample_size: usize,
     pub trees: Vec<Vec<Node>>,
+    /// The trees laid out for scoring, built at load (see [`Flat`]).
+    #[serde(skip)]
+    flat: Vec<Flat>,
+    /// Index of each tree's root in `flat`.
+    #[serde(skip)]
+    roots: Vec<u32>,
+    /// `c(sample_size)`, the average path length the scores are normalised by.
+    #[serde(skip)]
+    norm: f64,
 }
+
+/// A node of the scoring layout: 16 bytes, both children of a split side by side (`l` and
+/// `l + 1`), and a leaf's `v` already the depth it adds, `c(size)`. The file's layout (one
+/// node list per tree, 24-byte nodes, leaf sizes) is kept for its readability; scoring in
+/// this one saves a logarithm per leaf and a third of the memory a walk touches (100 trees
+/// × up to 511 nodes per device type do not fit in a core's cache).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Flat {
+    v: f64,
+    f: u32,
+    l: u32,
+}
+
+const LEAF: u32 = u32::MAX;
 
 /// Average path length of an unsuccessful search in a binary search tree of `n` nodes.
 pub fn c(n: f64) -> f64 {
@@ -68,10 +91,15 @@ impl IsolationForestModel {
             grow(x, &mut idx, 0, max_depth, &mut rng, &mut nodes);
             forest.push(nodes);
         }
-        Ok(Self {
+        let mut m = Self {
             sample_size: psi,
             trees: forest,
-        })
+            flat: Vec::new(),
+            roots: Vec::new(),
+            norm: 0.0,
+        };
+        m.prepare(x.ncols()).map_err(MlError::Fit)?;
+        Ok(m)
     }
 
     /// Path length of `x` in one tree (plus the leaf's `c(size)` adjustment), calling `on_split`
@@ -93,12 +121,27 @@ impl IsolationForestModel {
     }
 
     pub fn score(&self, x: &[f64]) -> f64 {
-        if self.trees.is_empty() {
+        if self.roots.is_empty() {
             return f64::NAN;
         }
-        let total: f64 = self.trees.iter().map(|t| Self::path(t, x, |_| {})).sum();
-        let mean = total / self.trees.len() as f64;
-        2f64.powf(-mean / c(self.sample_size as f64))
+        let mut total = 0.0;
+        for &root in &self.roots {
+            let mut i = root as usize;
+            let mut depth = 0.0;
+            // `prepare` checked every index and that every path ends in a leaf.
+            while let Some(n) = self.flat.get(i) {
+                if n.f == LEAF {
+                    depth += n.v;
+                    break;
+                }
+                depth += 1.0;
+                let v = x.get(n.f as usize).copied().unwrap_or(f64::NAN);
+                i = n.l as usize + usize::from(!(v < n.v));
+            }
+            total += depth;
+        }
+        let mean = total / self.roots.len() as f64;
+        2f64.powf(-mean / self.norm)
     }
 
     pub fn contributions(&self, x: &[f64], out: &mut [f64]) {
@@ -115,24 +158,79 @@ impl IsolationForestModel {
         }
     }
 
-    pub(crate) fn check(&self, dims: usize) -> Result<(), String> {
+    /// Check the trees against the feature count and build the scoring layout.
+    pub(crate) fn prepare(&mut self, dims: usize) -> Result<(), String> {
         if self.trees.is_empty() || self.sample_size < 2 {
             return Err("isolation forest needs trees and a sample size of at least 2".into());
         }
+        let malformed = || "isolation forest has a malformed node".to_string();
         for t in &self.trees {
             for n in t {
                 let bad_split = n.f >= 0
                     && (n.f as usize >= dims || n.l as usize >= t.len() || n.r as usize >= t.len());
                 if bad_split || n.v.is_nan() {
-                    return Err("isolation forest has a malformed node".into());
+                    return Err(malformed());
                 }
             }
         }
+        let mut flat = Vec::new();
+        let mut roots = Vec::with_capacity(self.trees.len());
+        let mut queue = std::collections::VecDeque::new();
+        for t in &self.trees {
+            let base = flat.len();
+            roots.push(u32::try_from(base).map_err(|_| malformed())?);
+            flat.push(Flat {
+                v: 0.0,
+                f: LEAF,
+                l: 0,
+            });
+            queue.clear();
+            queue.push_back((0usize, base));
+            while let Some((old, new)) = queue.pop_front() {
+                // A tree of n nodes lays out in n slots; more means a node is reached twice
+                // (a cycle or shared child in a hand-made file).
+                if flat.len() - base > t.len() {
+                    return Err(malformed());
+                }
+                let n = t[old];
+                if n.f < 0 {
+                    flat[new] = Flat {
+                        v: c(n.v),
+                        f: LEAF,
+                        l: 0,
+                    };
+                    continue;
+                }
+                let l = flat.len();
+                flat[new] = Flat {
+                    v: n.v,
+                    f: n.f as u32,
+                    l: u32::try_from(l).map_err(|_| malformed())?,
+                };
+                flat.push(Flat {
+                    v: 0.0,
+                    f: LEAF,
+                    l: 0,
+                });
+                flat.push(Flat {
+                    v: 0.0,
+                    f: LEAF,
+                    l: 0,
+                });
+                queue.push_back((n.l as usize, l));
+                queue.push_back((n.r as usize, l + 1));
+            }
+            if flat.len() - base > t.len() {
+                return Err(malformed());
+            }
+        }
+        self.flat = flat;
+        self.roots = roots;
+        self.norm = c(self.sample_size as f64);
         Ok(())
     }
 }
 
-/// Grow a tree over rows `idx` into `nodes`; returns the new node's index.
 fn grow(
     x: &Array2<f64>,
     idx: &mut [usize],
@@ -215,5 +313,50 @@ mod tests {
         assert!(contrib[0] > contrib[1] && contrib[0] > contrib[2]);
         // c(256) as in the paper.
         assert!((c(256.0) - 10.244).abs() < 0.01);
+    }
+
+    /// The scoring layout gives exactly the score of a walk of the file's trees.
+    #[test]
+    fn the_scoring_layout_scores_as_the_trees_do() {
+        let mut rng = SmallRng::seed_from_u64(3);
+        let rows: Vec<f64> = (0..500 * 4).map(|_| rng.random_range(-2.0..2.0)).collect();
+        let x = Array2::from_shape_vec((500, 4), rows).expect("shape");
+        let m = IsolationForestModel::fit(&x, 50, 128, 9).expect("fit");
+        let reference = |p: &[f64]| {
+            let total: f64 = m
+                .trees
+                .iter()
+                .map(|t| IsolationForestModel::path(t, p, |_| {}))
+                .sum();
+            2f64.powf(-(total / m.trees.len() as f64) / c(m.sample_size as f64))
+        };
+        for _ in 0..1000 {
+            let p: Vec<f64> = (0..4).map(|_| rng.random_range(-4.0..4.0)).collect();
+            assert_eq!(m.score(&p).to_bits(), reference(&p).to_bits(), "{p:?}");
+        }
+        assert_eq!(m.score(&[f64::NAN, 0.0, 0.0, 0.0]).is_finite(), true);
+    }
+
+    /// A hand-made file whose node points back at its parent is refused, not looped on.
+    #[test]
+    fn a_tree_with_a_cycle_is_refused() {
+        let split = |l, r| Node { f: 0, v: 0.5, l, r };
+        let leaf = Node {
+            f: -1,
+            v: 3.0,
+            l: 0,
+            r: 0,
+        };
+        let mut m = IsolationForestModel {
+            sample_size: 8,
+            trees: vec![vec![split(1, 2), split(0, 2), leaf]],
+            flat: Vec::new(),
+            roots: Vec::new(),
+            norm: 0.0,
+        };
+        assert!(m.prepare(1).is_err());
+        m.trees = vec![vec![split(1, 2), leaf, leaf]];
+        assert!(m.prepare(1).is_ok());
+        assert_eq!(m.score(&[0.0]), 2f64.powf(-(1.0 + c(3.0)) / c(8.0)));
     }
 }

@@ -96,6 +96,23 @@ pub fn rows_of(
     (rows, partial, missing)
 }
 
+/// The part of `pipeline` detector `d`'s samples depend on: its window, that window's
+/// features, and `d` alone. A window's samples are a function of its own configuration and
+/// the events (no detector, decision or other window changes them), so the rows are those of
+/// the whole pipeline — a test proves it — for a fraction of the replay's work (the other
+/// windows and the statistical detectors are most of a replay).
+pub fn training_pipeline(pipeline: &PipelineConfig, d: &DetectorConfig) -> PipelineConfig {
+    let mut p = pipeline.clone();
+    let Some(window) = pipeline.detector_window(d).map(|w| w.name.clone()) else {
+        return p;
+    };
+    p.window.retain(|w| w.name == window);
+    p.feature.retain(|f| f.window() == window);
+    p.detector.retain(|x| x.name() == d.name());
+    p.decision.fleet_context.retain(|n| n == d.name());
+    p
+}
+
 /// Replay the archive in `dir` through `pipeline`, recording detector `name`'s samples.
 pub async fn collect(
     pipeline: &PipelineConfig,
@@ -107,9 +124,10 @@ pub async fn collect(
         .ml()
         .ok_or_else(|| CollectError::NoMlDetector(pipeline.name.clone()))?;
     let recorder = Recorder::default();
-    let engine = Engine::with_models(pipeline, Models::Record(c.name.clone(), recorder.clone()))
+    let reduced = training_pipeline(pipeline, d);
+    let engine = Engine::with_models(&reduced, Models::Record(c.name.clone(), recorder.clone()))
         .map_err(BacktestError::from)?;
-    let report = replay_through(engine, pipeline, dir).await?;
+    let report = replay_through(engine, &reduced, dir).await?;
     if report.events == 0 {
         return Err(CollectError::Empty);
     }
