@@ -512,19 +512,139 @@ pub struct RecordedSample {
     pub full: bool,
 }
 
-/// Collects the samples of one detector (training, tests).
+/// Collects the samples of one detector (training, tests): every sample, or with
+/// [`Recorder::capped`] a bounded uniform sample of the usable ones per device type.
 #[derive(Clone, Default)]
 pub struct Recorder {
-    samples: Arc<Mutex<Vec<RecordedSample>>>,
+    inner: Arc<Mutex<Recorded>>,
+}
+
+#[derive(Default)]
+struct Recorded {
+    /// Every sample (uncapped), or the reservoirs' contents in group order (capped).
+    samples: Vec<RecordedSample>,
+    cap: Option<Cap>,
+}
+
+/// A reservoir (Vitter's algorithm R) of at most `per_group` full samples with every value
+/// finite, per device type; the others are only counted.
+struct Cap {
+    per_group: usize,
+    groups: Vec<(String, Reservoir)>,
+    rng: rand::rngs::SmallRng,
+    /// Samples of windows not yet full, and with a feature without value (per feature).
+    partial: usize,
+    missing: Vec<usize>,
+}
+
+#[derive(Default)]
+struct Reservoir {
+    seen: u64,
+    kept: Vec<RecordedSample>,
+}
+
+/// Usable samples seen and kept by a capped recorder, and those it skipped.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RecordedCounts {
+    pub seen: u64,
+    pub kept: usize,
+    pub partial: usize,
+    /// Per feature index: samples where it had no value.
+    pub missing: Vec<usize>,
 }
 
 impl Recorder {
+    /// Keep at most `per_group` usable samples per device type, a uniform sample of them
+    /// (seeded: the same replay keeps the same rows). Memory is bounded by the number of
+    /// device types, not the archive's length.
+    pub fn capped(per_group: usize, seed: u64) -> Self {
+        use rand::SeedableRng;
+        Self {
+            inner: Arc::new(Mutex::new(Recorded {
+                samples: Vec::new(),
+                cap: Some(Cap {
+                    per_group: per_group.max(1),
+                    groups: Vec::new(),
+                    rng: rand::rngs::SmallRng::seed_from_u64(seed),
+                    partial: 0,
+                    missing: Vec::new(),
+                }),
+            })),
+        }
+    }
+
+    fn push(&self, s: RecordedSample) {
+        let mut inner = self.inner.lock();
+        let Some(cap) = inner.cap.as_mut() else {
+            inner.samples.push(s);
+            return;
+        };
+        if !s.full {
+            cap.partial += 1;
+            return;
+        }
+        if let Some(j) = s.values.iter().position(|v| !v.is_finite()) {
+            if cap.missing.len() <= j {
+                cap.missing.resize(j + 1, 0);
+            }
+            cap.missing[j] += 1;
+            return;
+        }
+        let at = match cap.groups.iter().position(|(g, _)| *g == s.device_type) {
+            Some(i) => i,
+            None => {
+                cap.groups
+                    .push((s.device_type.clone(), Reservoir::default()));
+                cap.groups.len() - 1
+            }
+        };
+        let per_group = cap.per_group;
+        let (_, r) = &mut cap.groups[at];
+        r.seen += 1;
+        if r.kept.len() < per_group {
+            r.kept.push(s);
+        } else {
+            use rand::Rng;
+            let j = cap.rng.random_range(0..r.seen);
+            if let Some(slot) = r.kept.get_mut(j as usize) {
+                *slot = s;
+            }
+        }
+    }
+
+    /// The samples recorded (and empties the recorder).
     pub fn take(&self) -> Vec<RecordedSample> {
-        std::mem::take(&mut *self.samples.lock())
+        let mut inner = self.inner.lock();
+        let mut out = std::mem::take(&mut inner.samples);
+        if let Some(cap) = inner.cap.as_mut() {
+            for (_, r) in &mut cap.groups {
+                out.append(&mut r.kept);
+            }
+        }
+        out
+    }
+
+    /// What a capped recorder saw and skipped (zeros when uncapped).
+    pub fn counts(&self) -> RecordedCounts {
+        let inner = self.inner.lock();
+        let Some(cap) = &inner.cap else {
+            return RecordedCounts::default();
+        };
+        RecordedCounts {
+            seen: cap.groups.iter().map(|(_, r)| r.seen).sum(),
+            kept: cap.groups.iter().map(|(_, r)| r.kept.len()).sum(),
+            partial: cap.partial,
+            missing: cap.missing.clone(),
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.samples.lock().len()
+        let inner = self.inner.lock();
+        inner.samples.len()
+            + inner
+                .cap
+                .as_ref()
+                .map_or(0, |c| c.groups.iter().map(|(_, r)| r.kept.len()).sum())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -552,7 +672,7 @@ impl Detector for RecordingDetector {
         &self.name
     }
     fn observe(&mut self, s: &Sample) -> Option<Firing> {
-        self.recorder.samples.lock().push(RecordedSample {
+        self.recorder.push(RecordedSample {
             key: s.key,
             device_type: s.peer_name.to_string(),
             at: s.at,
@@ -656,5 +776,46 @@ mod tests {
         d.generation += 1;
         d.judge(&sample(3, &[5.0, 30.0], "b"));
         assert_eq!((d.scored, d.reused), (6, 2));
+    }
+
+    /// A capped recorder keeps a uniform sample of each device type's usable samples, all of
+    /// a small type, and counts what it skips.
+    #[test]
+    fn a_capped_recorder_keeps_a_uniform_sample_per_device_type() {
+        let rec = Recorder::capped(1000, 7);
+        let mut d = RecordingDetector::new("m", rec.clone());
+        for i in 0..20_000u32 {
+            let values = [f64::from(i), 1.0];
+            let (peer_name, full) = match i % 10 {
+                0 => ("rare", true),
+                1 => ("common", false),
+                _ => ("common", true),
+            };
+            d.observe(&Sample {
+                key: i,
+                values: &values,
+                at: 0,
+                peer: 0,
+                peer_name,
+                full,
+            });
+        }
+        d.observe(&Sample::of(1, &[f64::NAN, 1.0], 0));
+        let counts = rec.counts();
+        assert_eq!(counts.seen, 2000 + 16_000);
+        assert_eq!(counts.kept, 2000);
+        assert_eq!((counts.partial, counts.missing.clone()), (2000, vec![1]));
+        let kept = rec.take();
+        let rare: Vec<_> = kept.iter().filter(|s| s.device_type == "rare").collect();
+        let common: Vec<f64> = kept
+            .iter()
+            .filter(|s| s.device_type == "common")
+            .map(|s| s.values[0])
+            .collect();
+        assert_eq!((rare.len(), common.len()), (1000, 1000));
+        // Drawn from the whole replay, not its first rows: the mean index is near the middle.
+        let mean = common.iter().sum::<f64>() / common.len() as f64;
+        assert!((8_000.0..12_000.0).contains(&mean), "{mean}");
+        assert!(rec.is_empty());
     }
 }

@@ -136,7 +136,9 @@ impl IsolationForestModel {
                 }
                 depth += 1.0;
                 let v = x.get(n.f as usize).copied().unwrap_or(f64::NAN);
-                i = n.l as usize + usize::from(!(v < n.v));
+                // NaN goes right, as in the trees' own walk.
+                let right = v.partial_cmp(&n.v) != Some(std::cmp::Ordering::Less);
+                i = n.l as usize + usize::from(right);
             }
             total += depth;
         }
@@ -334,7 +336,7 @@ mod tests {
             let p: Vec<f64> = (0..4).map(|_| rng.random_range(-4.0..4.0)).collect();
             assert_eq!(m.score(&p).to_bits(), reference(&p).to_bits(), "{p:?}");
         }
-        assert_eq!(m.score(&[f64::NAN, 0.0, 0.0, 0.0]).is_finite(), true);
+        assert!(m.score(&[f64::NAN, 0.0, 0.0, 0.0]).is_finite());
     }
 
     /// A hand-made file whose node points back at its parent is refused, not looped on.

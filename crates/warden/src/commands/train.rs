@@ -75,6 +75,14 @@ pub async fn run(args: TrainArgs) -> anyhow::Result<()> {
         set.partial,
         set.missing.iter().map(|m| m.1).sum::<usize>()
     ));
+    if set.usable > set.rows.len() as u64 {
+        say(format!(
+            "  {} usable samples; a uniform sample of {} per device type kept ({} rows)",
+            set.usable,
+            warden_stream::ml::train::MAX_ROWS_PER_DEVICE_TYPE,
+            set.rows.len()
+        ));
+    }
     for (f, n) in &set.missing {
         say(format!("  feature `{f}` had no value in {n} samples"));
     }
