@@ -158,9 +158,10 @@ fn run_payloads(engine: &mut Engine, payloads: &[Vec<u8>]) -> usize {
 }
 
 /// The extra figures' paths (see [`wanted`]).
-const PATHS: [&str; 8] = [
+const PATHS: [&str; 9] = [
     "arrow",
     "compact",
+    "compact_every_touched",
     "arrow_every_batch",
     "compact_every_batch",
     "json",
@@ -235,6 +236,11 @@ fn bench(c: &mut Criterion) {
     // behaviour before `source.provisional_every_ms`), for comparison.
     let mut every_batch = pipeline.clone();
     every_batch.source.provisional_every_ms = 0;
+    every_batch.source.provisional_min_events = 1;
+    // Coalesced, but scoring every touched key, even one with a single new event (the
+    // behaviour before `source.provisional_min_events`).
+    let mut every_touched = pipeline.clone();
+    every_touched.source.provisional_min_events = 1;
     let mut group = c.benchmark_group("processor");
     group.sample_size(10);
     group.measurement_time(std::time::Duration::from_secs(40));
@@ -290,14 +296,20 @@ fn bench(c: &mut Criterion) {
             s.alerts
         );
         type Run<'a> = &'a dyn Fn(&mut Engine) -> usize;
-        let (p, e) = (&pipeline, &every_batch);
-        let paths: [(&str, &str, &warden_config::PipelineConfig, Run); 8] = [
+        let (p, e, t) = (&pipeline, &every_batch, &every_touched);
+        let paths: [(&str, &str, &warden_config::PipelineConfig, Run); 9] = [
             ("arrow", "arrow→decisions", p, &|e| {
                 run_batches(e, &batches)
             }),
             ("compact", "compact→decisions", p, &|e| {
                 run_payloads(e, &compact)
             }),
+            (
+                "compact_every_touched",
+                "compact→decisions, every touched key scored",
+                t,
+                &|e| run_payloads(e, &compact),
+            ),
             (
                 "arrow_every_batch",
                 "arrow→decisions, scored every batch",

@@ -79,6 +79,11 @@ pub struct SourceConfig {
     /// A batch that is not full (the processor has caught up) is always scored at once.
     #[serde(default = "default_provisional_every_ms")]
     pub provisional_every_ms: u64,
+    /// Under backlog, a touched key is scored provisionally only once it has had this many
+    /// events since its last provisional scoring; a key with fewer waits for its complete
+    /// sample (at most one slide later). `1` scores every touched key.
+    #[serde(default = "default_provisional_min_events")]
+    pub provisional_min_events: u32,
 }
 
 impl Default for SourceConfig {
@@ -88,6 +93,7 @@ impl Default for SourceConfig {
             batch_max_events: default_batch_max_events(),
             batch_max_wait_ms: default_batch_max_wait_ms(),
             provisional_every_ms: default_provisional_every_ms(),
+            provisional_min_events: default_provisional_min_events(),
         }
     }
 }
@@ -103,6 +109,9 @@ fn default_batch_max_wait_ms() -> u64 {
 }
 fn default_provisional_every_ms() -> u64 {
     100
+}
+fn default_provisional_min_events() -> u32 {
+    2
 }
 /// Longest `source.provisional_every_ms`: a decision may wait this long under backlog.
 pub const MAX_PROVISIONAL_EVERY_MS: u64 = 1000;
@@ -161,6 +170,12 @@ impl PipelineConfig {
                 format!(
                     "must be at most {MAX_PROVISIONAL_EVERY_MS} (decisions would wait longer under backlog)"
                 ),
+            ));
+        }
+        if self.source.provisional_min_events == 0 {
+            errs.push(ConfigError::new(
+                "source.provisional_min_events",
+                "must be at least 1",
             ));
         }
         if self.source.group.trim().is_empty() {

@@ -99,10 +99,10 @@ struct WindowRt {
     state: WindowState,
     detectors: Vec<DetectorRt>,
     track_peers: bool,
-    /// Keys touched since their last provisional scoring (only in provisional windows), and a
-    /// mark per id.
+    /// Keys touched since their last provisional scoring (only in provisional windows), and
+    /// per id the events since then (saturating; 0 = not listed).
     touched: Vec<KeyId>,
-    marked: Vec<bool>,
+    marked: Vec<u8>,
     /// An earlier window keyed by the same column (`identity_10s` for `identity_1s`): a row's
     /// key is looked up once, in the leader, and found here through `link`.
     leader: Option<usize>,
@@ -111,6 +111,10 @@ struct WindowRt {
     link: Vec<KeyId>,
     /// Keys whose detector scores go to the score board, until this event time (ns).
     watch: std::collections::HashMap<KeyId, i64>,
+    /// Per key id: the values its last complete sample read, and that sample's slot (see
+    /// [`WindowState::complete_unchanged`]).
+    sampled_values: Vec<f64>,
+    sampled_at: Vec<i64>,
 }
 
 #[derive(Default)]
@@ -239,6 +243,8 @@ impl WindowRt {
             leader: None,
             link: Vec::new(),
             watch: std::collections::HashMap::new(),
+            sampled_values: Vec::new(),
+            sampled_at: Vec::new(),
         })
     }
 }
@@ -378,6 +384,8 @@ impl Engine {
                     + w.marked.capacity()
                     + w.touched.capacity() * 4
                     + w.link.capacity() * 4
+                    + w.sampled_values.capacity() * 8
+                    + w.sampled_at.capacity() * 8
             })
             .sum()
     }
@@ -393,7 +401,9 @@ impl Engine {
                     w.state.state_bytes()
                         + w.marked.capacity()
                         + w.touched.capacity() * 4
-                        + w.link.capacity() * 4,
+                        + w.link.capacity() * 4
+                        + w.sampled_values.capacity() * 8
+                        + w.sampled_at.capacity() * 8,
                     w.detectors
                         .iter()
                         .map(|d| d.detector.state_bytes())
@@ -472,12 +482,15 @@ impl Engine {
                 row_ids[wi] = Some(id);
                 w.state.add(id, ts, &w.plan, &inputs[wi], i);
                 let idx = id as usize;
-                if idx >= w.marked.len() {
-                    w.marked.resize(idx + 1, false);
-                }
-                if !w.marked[idx] && w.state.config.provisional {
-                    w.marked[idx] = true;
-                    w.touched.push(id);
+                if w.state.config.provisional {
+                    if idx >= w.marked.len() {
+                        w.marked.resize(idx + 1, 0);
+                    }
+                    let m = &mut w.marked[idx];
+                    if *m == 0 {
+                        w.touched.push(id);
+                    }
+                    *m = m.saturating_add(1);
                 }
                 if w.track_peers {
                     let [dt_cache, tn_cache] = &mut peer_cache[wi];
@@ -531,12 +544,18 @@ impl Engine {
             return Ok(Vec::new());
         };
         let due = self.provisional_due(batch.num_rows(), view, now_ns);
+        // Under backlog, a key with too few new events waits for its complete sample.
+        let min_events = if batch.num_rows() < self.config.source.batch_max_events {
+            1
+        } else {
+            self.config.source.provisional_min_events
+        };
         for wi in 0..self.windows.len() {
             if let Some(wm) = self.watermark {
                 self.sample_complete(wi, wm, &mut fired)?;
             }
             if due {
-                self.score_touched(wi, view, &mut fired)?;
+                self.score_touched(wi, view, min_events, &mut fired)?;
             }
         }
         if due {
@@ -582,18 +601,20 @@ impl Engine {
         }
         let mut fired = Vec::new();
         for wi in 0..self.windows.len() {
-            self.score_touched(wi, view, &mut fired)?;
+            self.score_touched(wi, view, 1, &mut fired)?;
         }
         self.provisional_at = Some((view, now_ns));
         self.finish(fired, view, now_ns)
     }
 
-    /// Score every key of window `wi` touched since the last scoring on its provisional
-    /// window as of `view`.
+    /// Score every key of window `wi` with at least `min_events` events since the last
+    /// scoring on its provisional window as of `view`; the others are no longer pending (their
+    /// complete sample, at most a slide away, judges them).
     fn score_touched(
         &mut self,
         wi: usize,
         view: i64,
+        min_events: u32,
         fired: &mut Vec<Fired>,
     ) -> Result<(), EngineError> {
         let w = &mut self.windows[wi];
@@ -601,11 +622,11 @@ impl Engine {
         // Each once, and only if still live: a key forgotten since it was touched has its
         // mark cleared (and its id may be touched again by a new key, so listed twice).
         ids.retain(|id| {
-            let marked = w
+            let events = w
                 .marked
                 .get_mut(*id as usize)
-                .is_some_and(|m| std::mem::replace(m, false));
-            marked && w.state.key(*id).is_some()
+                .map_or(0, |m| std::mem::replace(m, 0));
+            u32::from(events) >= min_events.max(1) && w.state.key(*id).is_some()
         });
         let slot = w.state.slot(view);
         self.stats.provisional += ids.len() as u64;
@@ -778,7 +799,7 @@ impl Engine {
                 }
                 w.watch.remove(&id);
                 if let Some(m) = w.marked.get_mut(id as usize) {
-                    *m = false;
+                    *m = 0;
                 }
             }
         }
@@ -1066,18 +1087,34 @@ fn features_of(
     scratch.values.resize(ids.len() * nv, f64::NAN);
     for (r, id) in ids.iter().enumerate() {
         let (scalars, sketches) = (&mut scratch.scalars, &mut scratch.sketches);
+        let row = &mut scratch.values[r * nv..(r + 1) * nv];
+        let idx = *id as usize;
         match read {
             Read::Provisional => w
                 .state
                 .fold_provisional(*id, slot, &w.plan, scalars, sketches),
-            Read::Complete => w.state.fold_complete(*id, slot, &w.plan, scalars, sketches),
+            Read::Complete => {
+                if w.sampled_at.len() <= idx {
+                    w.sampled_at.resize(idx + 1, i64::MIN);
+                    w.sampled_values.resize((idx + 1) * nv, f64::NAN);
+                }
+                let cached = &mut w.sampled_values[idx * nv..(idx + 1) * nv];
+                if w.sampled_at[idx] == slot.wrapping_sub(1)
+                    && w.state.complete_unchanged(*id, slot)
+                {
+                    row.copy_from_slice(cached);
+                    w.sampled_at[idx] = slot;
+                    continue;
+                }
+                w.state.fold_complete(*id, slot, &w.plan, scalars, sketches);
+                w.plan.read_values(scalars, sketches, row);
+                cached.copy_from_slice(row);
+                w.sampled_at[idx] = slot;
+                continue;
+            }
             Read::Once => w.state.fold(*id, slot, &w.plan, scalars, sketches),
         }
-        w.plan.read_values(
-            &scratch.scalars,
-            &scratch.sketches,
-            &mut scratch.values[r * nv..(r + 1) * nv],
-        );
+        w.plan.read_values(&scratch.scalars, &scratch.sketches, row);
     }
     w.plan.features(
         &scratch.values,

@@ -653,6 +653,34 @@ impl WindowState {
         }
     }
 
+    /// Whether the complete sample of `slot` folds to what the one of `slot - 1` did for `id`:
+    /// that sample was taken by [`WindowState::fold_complete`] (and no late event has changed
+    /// a bucket it held since), and no bucket enters (`slot`) or leaves (`slot - slides`) the
+    /// window. If so the sample is recorded as taken, and the caller reuses what it read from
+    /// the previous fold: a quiet key (most of a sparse fleet, most slides) costs no fold.
+    pub fn complete_unchanged(&mut self, id: KeyId, slot: i64) -> bool {
+        if !self.use_swag {
+            return false;
+        }
+        let idx = id as usize;
+        let Some(w) = self.swag.get_mut(idx) else {
+            return false;
+        };
+        if w.through != Some(slot - 1) {
+            return false;
+        }
+        let Some(k) = self.states.get(idx).and_then(Option::as_ref) else {
+            return false;
+        };
+        let lo = slot - self.slides;
+        if k.slots.binary_search(&slot).is_ok() || k.slots.binary_search(&lo).is_ok() {
+            return false;
+        }
+        w.through = Some(slot);
+        self.refresh_floor(idx);
+        true
+    }
+
     /// Drop buckets no window ending at or after `slot` covers, and keys idle since before
     /// `now_event_ns − idle_expiry`. Returns the forgotten ids (free for reuse).
     pub fn trim(&mut self, slot: i64, now_event_ns: i64) -> Vec<KeyId> {

@@ -557,6 +557,7 @@ fn under_backlog_touched_keys_are_scored_once_per_interval_and_at_once_when_caug
     let mut p = pipeline(8.0, "enforce");
     p.source.batch_max_events = 4;
     p.source.provisional_every_ms = 100;
+    p.source.provisional_min_events = 1;
     let mut engine = Engine::new(&p).expect("engine");
     let t0 = 1_700_000_000 * S;
     let provisional = |e: &Engine| e.stats().provisional;
@@ -592,10 +593,54 @@ fn under_backlog_touched_keys_are_scored_once_per_interval_and_at_once_when_caug
 }
 
 #[test]
+fn under_backlog_a_key_with_a_single_new_event_waits_for_its_complete_sample() {
+    let mut p = pipeline(8.0, "enforce");
+    p.source.batch_max_events = 4;
+    p.source.provisional_every_ms = 100;
+    assert_eq!(p.source.provisional_min_events, 2, "the default");
+    let mut engine = Engine::new(&p).expect("engine");
+    let t0 = 1_700_000_000 * S;
+    let provisional = |e: &Engine| e.stats().provisional;
+    // Four identities with one event each, from one address: only the address (four events)
+    // is scored now; the identities are left to their complete samples.
+    process(&mut engine, &one_each(0..4, t0), t0);
+    assert_eq!(provisional(&engine), 1);
+    assert!(!engine.pending());
+    // Counts add up over the batches of an interval: dev-0 gets two events, dev-1 one now and
+    // one in the next batch, dev-2 and the newcomers one each.
+    let at = t0 + 10 * MS;
+    let batch = [
+        event("dev-0", at, 200),
+        event("dev-0", at, 200),
+        event("dev-1", at, 200),
+        event("dev-2", at, 200),
+    ];
+    process(&mut engine, &batch, t0);
+    assert!(engine.pending());
+    let mut next = one_each(5..8, t0 + 100 * MS);
+    next.push(event("dev-1", t0 + 100 * MS, 200));
+    process(&mut engine, &next, t0);
+    // dev-0 and dev-1 in both identity windows, and the address.
+    assert_eq!(provisional(&engine), 1 + 2 * 2 + 1);
+    assert!(
+        !engine.pending(),
+        "the others wait for their complete sample"
+    );
+    // Caught up (a batch that is not full): every touched key is scored at once.
+    process(&mut engine, &one_each(0..3, t0 + 110 * MS), t0);
+    assert_eq!(provisional(&engine), 6 + provisional_for(3));
+    // Every key is still in the complete samples.
+    let before = engine.stats().samples;
+    process(&mut engine, &one_each(0..3, t0 + 1200 * MS), t0);
+    assert!(engine.stats().samples >= before + 8, "{:?}", engine.stats());
+}
+
+#[test]
 fn with_no_interval_every_full_batch_is_scored() {
     let mut p = pipeline(8.0, "enforce");
     p.source.batch_max_events = 4;
     p.source.provisional_every_ms = 0;
+    p.source.provisional_min_events = 1;
     let mut engine = Engine::new(&p).expect("engine");
     let t0 = 1_700_000_000 * S;
     for k in 0..5 {
@@ -635,6 +680,7 @@ fn when_event_time_stands_still_the_callers_clock_bounds_the_wait() {
     let mut p = pipeline(8.0, "enforce");
     p.source.batch_max_events = 4;
     p.source.provisional_every_ms = 100;
+    p.source.provisional_min_events = 1;
     let mut engine = Engine::new(&p).expect("engine");
     let t0 = 1_700_000_000 * S;
     let now = 1_800_000_000 * S;
@@ -655,6 +701,7 @@ fn a_reload_keeps_keys_waiting_for_scoring_and_the_source_in_effect() {
     let mut p = pipeline(8.0, "enforce");
     p.source.batch_max_events = 4;
     p.source.provisional_every_ms = 100;
+    p.source.provisional_min_events = 1;
     let mut engine = Engine::new(&p).expect("engine");
     let t0 = 1_700_000_000 * S;
     process(&mut engine, &one_each(0..4, t0), t0);

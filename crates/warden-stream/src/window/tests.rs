@@ -327,3 +327,106 @@ fn active_sampling_covers_the_keys_with_events_in_the_slot() {
     w.active_keys(3, &mut ids);
     assert_eq!(ids, vec![b]);
 }
+
+#[test]
+fn a_late_event_after_every_bucket_was_dropped_keeps_events_in_their_own_buckets() {
+    let plan = plan();
+    let mut w = window(&plan);
+    let batch = warden_event::to_record_batch(&[event(0, 200, "/a")]).expect("batch");
+    let inputs = plan.evaluate(&batch).expect("inputs");
+    let a = w.intern("a", 10 * S);
+    w.add(a, 10 * S + 500, &plan, &inputs, 0);
+    // The sample of slot 14 drops every bucket (the key stays: it is not idle yet).
+    w.trim(14, 14 * S);
+    assert_eq!(w.key(a).map(|k| k.slots.len()), Some(0));
+    // A late event older than the newest one, then events of the slot of that newest one
+    // and of a new slot: each lands in its own bucket.
+    w.add(a, 9 * S, &plan, &inputs, 0);
+    w.add(a, 10 * S + 700, &plan, &inputs, 0);
+    w.add(a, 10 * S + 800, &plan, &inputs, 0);
+    w.add(a, 11 * S, &plan, &inputs, 0);
+    assert_eq!(w.key(a).map(|k| k.slots.clone()), Some(vec![9, 10, 11]));
+    assert_eq!(features(&w, &plan, a, 9)[0], 1.0);
+    assert_eq!(features(&w, &plan, a, 10)[0], 3.0);
+    assert_eq!(features(&w, &plan, a, 11)[0], 4.0);
+    // A restored key (here with a newest event time ahead of its buckets) keeps adding to
+    // its own buckets.
+    let mut saved = w.key(a).cloned().expect("a");
+    saved.last_event_ns = 30 * S;
+    let id = w.restore_key(saved);
+    w.add(id, 11 * S + 1, &plan, &inputs, 0);
+    w.add(id, 12 * S, &plan, &inputs, 0);
+    assert_eq!(
+        w.key(id).map(|k| k.slots.clone()),
+        Some(vec![9, 10, 11, 12])
+    );
+    assert_eq!(features(&w, &plan, id, 12)[0], 5.0, "slots 10 to 12");
+}
+
+/// [`WindowState::complete_unchanged`]: whenever it lets a sample reuse the previous one's
+/// values, they are the values of a full fold — through quiet spells, late events into held
+/// buckets, gaps and repeats between samples, and a key forgotten with its id reused.
+#[test]
+fn reused_complete_samples_equal_full_folds() {
+    let plan = plan();
+    let mut w = window(&plan);
+    let mut id = w.intern("k", 0);
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let values = |sc: &[f64], sk: &[Sketch]| {
+        let mut v = vec![0.0; plan.values.len()];
+        plan.read_values(sc, sk, &mut v);
+        v
+    };
+    let (mut reused, mut folded) = (0, 0);
+    let mut last: Option<(i64, Vec<f64>)> = None;
+    for slot in 0..2000i64 {
+        // Sparse: most slots have no event; now and then a late one into a held bucket.
+        if next(4) == 0 {
+            let at = (slot - next(4) as i64).max(0) * S + next(1000) as i64;
+            let path = format!("/p{}", next(5));
+            let batch = warden_event::to_record_batch(&[event(at, 200, &path)]).expect("batch");
+            let inputs = plan.evaluate(&batch).expect("inputs");
+            w.add(id, at, &plan, &inputs, 0);
+        }
+        let mut s = slot - 1;
+        match next(30) {
+            0 => s += 1,
+            1 => s = last.as_ref().map_or(s, |l| l.0),
+            _ => {}
+        }
+        if s < 0 {
+            continue;
+        }
+        let (mut a, mut ak) = (Vec::new(), Vec::new());
+        w.fold(id, s, &plan, &mut a, &mut ak);
+        let full = values(&a, &ak);
+        let prev = last.as_ref().filter(|l| l.0 == s - 1);
+        if let Some(prev) = prev
+            && w.complete_unchanged(id, s)
+        {
+            assert_eq!(prev.1, full, "reused at slot {s}");
+            reused += 1;
+        } else {
+            let (mut b, mut bk) = (Vec::new(), Vec::new());
+            w.fold_complete(id, s, &plan, &mut b, &mut bk);
+            assert_eq!(values(&b, &bk), full, "folded at slot {s}");
+            folded += 1;
+        }
+        last = Some((s, full));
+        // A quiet spell longer than the idle expiry forgets the key; its id is reused.
+        if w.trim(s, s * S) == vec![id] {
+            id = w.intern("other", s * S);
+            last = None;
+        }
+    }
+    assert!(
+        reused > 300 && folded > 300,
+        "{reused} reused, {folded} folded"
+    );
+}
