@@ -16,19 +16,27 @@
 //! alarm opened and the sums restart: a lasting shift fires a few times, then is the new
 //! normal. 0 turns this off (the detector then fires every few samples while the shift lasts).
 //!
+//! **Seasonality**: with `period_ms` > 0 (default a day) the key also keeps a mean per phase
+//! of the period and the variance of the residuals around it (`season.rs`, as `ewma_zscore`);
+//! once it has been seen for `season_warmup` periods and the seasonal mean leaves less than
+//! half the variance of the plain one, deviations are taken from the seasonal mean: the daily
+//! cycle no longer adds up as a shift, a level wrong for the hour does.
+//!
 //! **Score**: the larger cumulative sum after the sample (of the side(s) `direction` watches),
 //! in standard deviations; 0 during warm-up. It fires above `h`.
 //!
-//! **State per key**: 72 bytes; O(1) per sample.
+//! **State per key**: 120 bytes, plus 8 per bucket of the seasonal baseline once a key has
+//! one (24: about 300 bytes); O(1) per sample.
 
 use serde::{Deserialize, Serialize};
 use warden_config::{CusumConfig, Direction};
 
 use crate::scale::{Resolution, Run, floor};
+use crate::season::{self, Season};
 use crate::{DetectError, Detector, Firing, KeyId, Keyed, Sample, baseline, num};
 
 /// Per-key state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 struct State {
     mean: f64,
@@ -41,6 +49,7 @@ struct State {
     alarm: i8,
     run: Run,
     res: Resolution,
+    season: Option<Season>,
 }
 
 pub struct Cusum {
@@ -50,6 +59,9 @@ pub struct Cusum {
 
 /// Sums after one more sample.
 struct Step {
+    /// The baseline the deviation is taken from (the seasonal mean when in use).
+    expected: f64,
+    seasonal: bool,
     z: f64,
     std: f64,
     hi: f64,
@@ -68,15 +80,36 @@ impl Cusum {
         s.samples >= self.config.warmup_samples
     }
 
-    fn step(&self, s: &State, value: f64) -> Step {
+    fn season(&self) -> season::Params {
         let c = &self.config;
+        season::Params {
+            period_ms: c.period_ms,
+            buckets: c.buckets,
+            alpha: c.season_alpha,
+            warmup_periods: c.season_warmup,
+            min_residuals: c.warmup_samples,
+            var_alpha: c.alpha,
+        }
+    }
+
+    fn step(&self, s: &State, value: f64, at: i64) -> Step {
+        let c = &self.config;
+        let seasonal = if self.warm(s) {
+            s.season
+                .as_ref()
+                .and_then(|season| season.baseline(&self.season(), at, s.var))
+        } else {
+            None
+        };
+        let (expected, var) = seasonal.unwrap_or((s.mean, s.var));
         let res = c.resolution_floor.then_some(&s.res);
-        let std = s
-            .var
+        let std = var
             .sqrt()
-            .max(floor(c.min_std, c.min_rel_std, s.mean, value, res));
-        let z = (value - s.mean) / std;
+            .max(floor(c.min_std, c.min_rel_std, expected, value, res));
+        let z = (value - expected) / std;
         Step {
+            expected,
+            seasonal: seasonal.is_some(),
             z,
             std,
             hi: (s.hi + z - self.config.k).max(0.0),
@@ -92,12 +125,12 @@ impl Cusum {
         }
     }
 
-    fn fire(&self, s: &State, value: f64) -> Option<Firing> {
+    fn fire(&self, s: &State, value: f64, at: i64) -> Option<Firing> {
         if !self.warm(s) {
             return None;
         }
         let c = &self.config;
-        let st = self.step(s, value);
+        let st = self.step(s, value, at);
         let score = self.score_of(&st);
         (score > c.h).then(|| {
             let up = match c.direction {
@@ -110,21 +143,27 @@ impl Cusum {
                 value,
                 threshold: c.h,
                 baseline: baseline([
-                    ("mean", s.mean),
+                    ("mean", st.expected),
                     ("std", st.std),
                     ("samples", f64::from(s.samples)),
                     ("cusum_up", st.hi),
                     ("cusum_down", st.lo),
                     ("z", st.z),
+                    ("seasonal", f64::from(u8::from(st.seasonal))),
                 ]),
                 explanation: format!(
                     "{} shifted {}: cumulative deviation {:.1} standard deviations (slack {} each) \
-                     from its mean {} (std {}) exceeds {}; latest value {}",
+                     from its {} {} (std {}) exceeds {}; latest value {}",
                     c.feature,
                     if up { "up" } else { "down" },
                     score,
                     num(c.k),
-                    num(s.mean),
+                    if st.seasonal {
+                        "seasonal mean for this time"
+                    } else {
+                        "mean"
+                    },
+                    num(st.expected),
                     num(st.std),
                     num(c.h),
                     num(value)
@@ -135,9 +174,20 @@ impl Cusum {
 }
 
 impl Cusum {
-    /// The level seen since the alarm opened is the new mean; the sums restart.
-    fn rebaseline(s: &mut State) {
-        s.mean += s.run.shift;
+    /// The level seen since the alarm opened is the new mean; the sums restart. The seasonal
+    /// means move with it only when the alarm was measured against them: before they are in
+    /// use, the daily cycle itself looks like shifts, which must not bend the cycle learned.
+    fn rebaseline(&self, s: &mut State, at: i64) {
+        let shift = s.run.shift;
+        let seasonal = s
+            .season
+            .as_ref()
+            .and_then(|season| season.baseline(&self.season(), at, s.var))
+            .is_some();
+        s.mean += shift;
+        if seasonal && let Some(season) = s.season.as_mut() {
+            season.shift(shift);
+        }
         s.hi = 0.0;
         s.lo = 0.0;
         s.alarm = 0;
@@ -155,12 +205,16 @@ impl Detector for Cusum {
         if !value.is_finite() {
             return None;
         }
-        let mut s = self.keys.get(sample.key).copied().unwrap_or_default();
+        let at = sample.at;
         if !sample.full {
-            return self.fire(&s, value);
+            return self
+                .keys
+                .get(sample.key)
+                .and_then(|s| self.fire(s, value, at));
         }
+        let mut s = self.keys.remove(sample.key).unwrap_or_default();
         let after = self.config.rebaseline_after;
-        if let Some(f) = self.fire(&s, value) {
+        if let Some(f) = self.fire(&s, value, at) {
             if s.alarm == 0 {
                 s.run.clear();
             }
@@ -169,62 +223,57 @@ impl Detector for Cusum {
             } else {
                 -1
             };
-            s.run.extend(value - s.mean, true);
+            s.run.extend(value - f.baseline["mean"], true);
             s.hi = 0.0;
             s.lo = 0.0;
             if s.run.due(after) {
-                Self::rebaseline(&mut s);
+                self.rebaseline(&mut s, at);
             }
             s.res.learn(value);
             self.keys.insert(sample.key, s);
             return Some(f);
         }
         if s.alarm != 0 && self.warm(&s) {
-            let st = self.step(&s, value);
+            let st = self.step(&s, value, at);
             let sum = if s.alarm > 0 { st.hi } else { st.lo };
             if sum > 0.0 {
-                s.run.extend(value - s.mean, false);
+                s.run.extend(value - st.expected, false);
             } else {
                 s.alarm = 0;
                 s.run.clear();
             }
             if s.run.due(after) {
-                Self::rebaseline(&mut s);
+                self.rebaseline(&mut s, at);
                 s.res.learn(value);
                 self.keys.insert(sample.key, s);
                 return None;
             }
         }
         s.res.learn(value);
-        let next = if !self.warm(&s) {
+        if !self.warm(&s) {
             // Welford: `var` holds the sum of squared deviations until the warm-up ends.
             let n = s.samples + 1;
             let delta = value - s.mean;
             let mean = s.mean + delta / f64::from(n);
             let m2 = s.var + delta * (value - mean);
             let done = n >= self.config.warmup_samples;
-            State {
-                mean,
-                var: if done { m2 / f64::from(n) } else { m2 },
-                samples: n,
-                hi: 0.0,
-                lo: 0.0,
-                ..s
-            }
+            s.mean = mean;
+            s.var = if done { m2 / f64::from(n) } else { m2 };
+            s.samples = n;
+            s.hi = 0.0;
+            s.lo = 0.0;
         } else {
-            let st = self.step(&s, value);
+            let st = self.step(&s, value, at);
             let a = self.config.alpha;
             let diff = value - s.mean;
-            State {
-                mean: s.mean + a * diff,
-                var: (1.0 - a) * (s.var + a * diff * diff),
-                samples: s.samples.saturating_add(1),
-                hi: st.hi,
-                lo: st.lo,
-                ..s
-            }
-        };
-        self.keys.insert(sample.key, next);
+            s.mean += a * diff;
+            s.var = (1.0 - a) * (s.var + a * diff * diff);
+            s.samples = s.samples.saturating_add(1);
+            s.hi = st.hi;
+            s.lo = st.lo;
+        }
+        Season::learn(&mut s.season, &self.season(), at, value);
+        self.keys.insert(sample.key, s);
         None
     }
 
@@ -233,13 +282,13 @@ impl Detector for Cusum {
         if !value.is_finite() {
             return None;
         }
-        self.fire(self.keys.get(sample.key)?, value)
+        self.fire(self.keys.get(sample.key)?, value, sample.at)
     }
 
     fn score(&self, sample: &Sample) -> f64 {
         match self.keys.get(sample.key) {
             Some(s) if self.warm(s) && sample.value().is_finite() => {
-                self.score_of(&self.step(s, sample.value()))
+                self.score_of(&self.step(s, sample.value(), sample.at))
             }
             _ => 0.0,
         }
@@ -255,6 +304,12 @@ impl Detector for Cusum {
 
     fn state_bytes(&self) -> usize {
         self.keys.slot_bytes()
+            + self
+                .keys
+                .iter()
+                .filter_map(|s| s.season.as_ref())
+                .map(Season::heap_bytes)
+                .sum::<usize>()
     }
 
     fn save_key(&self, key: KeyId) -> Option<serde_json::Value> {

@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use warden_config::{Direction, EwmaZscoreConfig};
 
 use crate::scale::{Resolution, Run, fires, floor};
+use crate::season::{self, Season};
 use crate::{DetectError, Detector, Firing, KeyId, Keyed, Sample, baseline, num};
 
 /// Per-key state.
@@ -49,50 +50,6 @@ struct Baseline {
     res: Resolution,
     run: Run,
     season: Option<Season>,
-}
-
-/// A mean per phase of the period and the variance of the residuals around them.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-struct Season {
-    first_at: i64,
-    var: f64,
-    /// Residuals learned into `var`.
-    n: u32,
-    /// (mean, weight learned) per bucket.
-    buckets: Vec<[f32; 2]>,
-}
-
-/// Where a time falls in the period: the two buckets around it and the weight of the second.
-#[derive(Debug, Clone, Copy)]
-struct Phase {
-    b0: usize,
-    b1: usize,
-    f: f64,
-}
-
-impl Season {
-    fn expected(&self, p: Phase) -> Option<f64> {
-        let ([m0, w0], [m1, w1]) = (self.buckets[p.b0], self.buckets[p.b1]);
-        match (w0 > 0.0, w1 > 0.0) {
-            (true, true) => Some(f64::from(m0) * (1.0 - p.f) + f64::from(m1) * p.f),
-            (true, false) => Some(f64::from(m0)),
-            (false, true) => Some(f64::from(m1)),
-            (false, false) => None,
-        }
-    }
-
-    fn learn(&mut self, p: Phase, value: f64, alpha: f64) {
-        for (b, w) in [(p.b0, 1.0 - p.f), (p.b1, p.f)] {
-            if w <= 0.0 {
-                continue;
-            }
-            let [m, seen] = &mut self.buckets[b];
-            *seen += w as f32;
-            let rate = (w / f64::from(*seen)).max(alpha * w).min(1.0);
-            *m += (rate * (value - f64::from(*m))) as f32;
-        }
-    }
 }
 
 /// The baseline a sample is scored against.
@@ -117,35 +74,21 @@ impl EwmaZscore {
         }
     }
 
-    fn phase(&self, at: i64) -> Option<Phase> {
+    fn season(&self) -> season::Params {
         let c = &self.config;
-        if c.period_ms == 0 {
-            return None;
+        season::Params {
+            period_ms: c.period_ms,
+            buckets: c.buckets,
+            alpha: c.season_alpha,
+            warmup_periods: c.season_warmup,
+            min_residuals: c.warmup_samples,
+            var_alpha: c.alpha,
         }
-        let period = (c.period_ms as i64).saturating_mul(1_000_000);
-        let n = c.buckets.max(1) as usize;
-        let pos = at.rem_euclid(period) as f64 / period as f64 * n as f64 - 0.5;
-        let fl = pos.floor();
-        let b0 = (fl as i64).rem_euclid(n as i64) as usize;
-        Some(Phase {
-            b0,
-            b1: (b0 + 1) % n,
-            f: pos - fl,
-        })
     }
 
     /// The seasonal baseline, if warm and better than the moving mean: (expected, variance).
     fn seasonal(&self, b: &Baseline, at: i64) -> Option<(f64, f64)> {
-        let c = &self.config;
-        let s = b.season.as_ref()?;
-        let period = (c.period_ms as i64).saturating_mul(1_000_000);
-        let warm = at.saturating_sub(s.first_at)
-            >= period.saturating_mul(i64::from(c.season_warmup))
-            && s.n >= c.warmup_samples.max(2);
-        if !warm || s.var >= 0.5 * b.var {
-            return None;
-        }
-        Some((s.expected(self.phase(at)?)?, s.var))
+        b.season.as_ref()?.baseline(&self.season(), at, b.var)
     }
 
     fn score_of(&self, b: &Baseline, value: f64, at: i64) -> Score {
@@ -227,20 +170,7 @@ impl EwmaZscore {
         if !full {
             return;
         }
-        if let Some(p) = self.phase(at) {
-            let s = b.season.get_or_insert_with(|| Season {
-                first_at: at,
-                buckets: vec![[0.0; 2]; c.buckets as usize],
-                ..Season::default()
-            });
-            if let Some(e) = s.expected(p) {
-                s.n = s.n.saturating_add(1);
-                let beta = c.alpha.max(1.0 / f64::from(s.n));
-                let r = value - e;
-                s.var = (1.0 - beta) * (s.var + beta * r * r);
-            }
-            s.learn(p, value, c.season_alpha);
-        }
+        Season::learn(&mut b.season, &self.season(), at, value);
     }
 }
 
@@ -268,9 +198,7 @@ impl Detector for EwmaZscore {
                 let shift = b.run.shift;
                 b.mean += shift;
                 if let Some(season) = b.season.as_mut() {
-                    for [m, _] in season.buckets.iter_mut() {
-                        *m += shift as f32;
-                    }
+                    season.shift(shift);
                 }
                 b.run.clear();
             }
@@ -316,7 +244,7 @@ impl Detector for EwmaZscore {
                 .keys
                 .iter()
                 .filter_map(|b| b.season.as_ref())
-                .map(|s| s.buckets.capacity() * 8)
+                .map(Season::heap_bytes)
                 .sum::<usize>()
     }
 

@@ -20,6 +20,7 @@ pub mod mad;
 pub mod novelty;
 pub mod peer_percentile;
 mod scale;
+mod season;
 pub mod threshold;
 pub mod unloaded;
 

@@ -270,6 +270,21 @@ pub struct CusumConfig {
     /// detector then fires every few samples for as long as the shift lasts).
     #[serde(default = "default_rebaseline_after")]
     pub rebaseline_after: u32,
+    /// Period of a seasonal baseline, milliseconds of event time (default one day; 0 turns
+    /// it off): deviations are then taken from a mean per phase of the period (`buckets` of
+    /// it, interpolated) once the key has been seen for `season_warmup` periods and that
+    /// mean leaves less than half the variance the plain one does (see `ewma_zscore`).
+    #[serde(default = "default_period_ms")]
+    pub period_ms: u64,
+    /// Phases of the period with a mean each (2..=96; 8 bytes each per key).
+    #[serde(default = "default_buckets")]
+    pub buckets: u32,
+    /// Weight of a sample in the mean of its phase, in (0, 1].
+    #[serde(default = "default_season_alpha")]
+    pub season_alpha: f64,
+    /// Whole periods a key must have been seen before its seasonal baseline is used (≥ 1).
+    #[serde(default = "default_season_warmup")]
+    pub season_warmup: u32,
     /// Per-detector override of the pipeline mode.
     #[serde(default)]
     pub mode: Option<Mode>,
@@ -306,6 +321,27 @@ fn default_season_alpha() -> f64 {
 fn default_season_warmup() -> u32 {
     2
 }
+/// Checks of a seasonal baseline's (period_ms, buckets, season_alpha, season_warmup).
+fn check_season(
+    (period_ms, buckets, alpha, warmup): (u64, u32, f64, u32),
+    bad: &mut impl FnMut(&str, &str),
+) {
+    if period_ms == 0 {
+        return;
+    }
+    if !(2..=96).contains(&buckets) {
+        bad("buckets", "must be in 2..=96");
+    } else if period_ms < u64::from(buckets) {
+        bad("period_ms", "must be at least one millisecond per bucket");
+    }
+    if alpha.is_nan() || alpha <= 0.0 || alpha > 1.0 {
+        bad("season_alpha", "must be in (0, 1]");
+    }
+    if warmup == 0 {
+        bad("season_warmup", "must be at least 1");
+    }
+}
+
 fn default_tail_peers() -> u32 {
     5
 }
@@ -700,19 +736,10 @@ impl DetectorConfig {
                 if !(0.0..1.0).contains(&c.min_rel_std) {
                     bad("min_rel_std", "must be in [0, 1)");
                 }
-                if c.period_ms > 0 {
-                    if !(2..=96).contains(&c.buckets) {
-                        bad("buckets", "must be in 2..=96");
-                    } else if c.period_ms < u64::from(c.buckets) {
-                        bad("period_ms", "must be at least one millisecond per bucket");
-                    }
-                    if c.season_alpha.is_nan() || c.season_alpha <= 0.0 || c.season_alpha > 1.0 {
-                        bad("season_alpha", "must be in (0, 1]");
-                    }
-                    if c.season_warmup == 0 {
-                        bad("season_warmup", "must be at least 1");
-                    }
-                }
+                check_season(
+                    (c.period_ms, c.buckets, c.season_alpha, c.season_warmup),
+                    &mut bad,
+                );
             }
             DetectorConfig::Mad(c) => {
                 if !(8..=1024).contains(&c.history) {
@@ -753,6 +780,10 @@ impl DetectorConfig {
                 if !(0.0..1.0).contains(&c.min_rel_std) {
                     bad("min_rel_std", "must be in [0, 1)");
                 }
+                check_season(
+                    (c.period_ms, c.buckets, c.season_alpha, c.season_warmup),
+                    &mut bad,
+                );
             }
             DetectorConfig::Threshold(c) => {
                 if c.above.is_none() && c.below.is_none() {

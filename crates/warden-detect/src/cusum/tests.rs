@@ -19,6 +19,10 @@ fn config(direction: Direction) -> CusumConfig {
         // (2) would floor it at 2. `resolution_floor_bounds_integer_keys` covers the floor.
         resolution_floor: false,
         rebaseline_after: 20,
+        period_ms: 0,
+        buckets: 24,
+        season_alpha: 0.1,
+        season_warmup: 2,
         mode: None,
         action: DetectorAction::Alert,
         weight: 1.0,
@@ -213,4 +217,62 @@ fn state_per_key_stays_small() {
     let slot = std::mem::size_of::<Option<State>>();
     assert!(slot <= 128, "{slot}");
     println!("cusum slot {slot} B");
+}
+
+/// A daily cycle of ±10 around 100 (noise ±1), sampled every 15 minutes.
+fn daily(t: i64) -> f64 {
+    let day = 96.0;
+    let phase = (t % 96) as f64 / day * std::f64::consts::TAU;
+    100.0 + 10.0 * phase.sin() + if t % 2 == 0 { 1.0 } else { -1.0 }
+}
+
+#[test]
+fn a_seasonal_baseline_keeps_the_daily_cycle_quiet_and_catches_a_level_wrong_for_the_hour() {
+    const MIN15: i64 = 900;
+    let seasonal = CusumConfig {
+        period_ms: 86_400_000,
+        alpha: 0.01,
+        resolution_floor: true,
+        ..config(Direction::Both)
+    };
+    let run = |c: CusumConfig| {
+        let mut d = Cusum::new(c);
+        let mut benign = 0;
+        // Five days of the cycle: after the seasonal warm-up (two days), nothing fires.
+        for t in 0..5 * 96 {
+            if let Some(f) = obs(&mut d, t * MIN15, daily(t))
+                && t >= 3 * 96
+            {
+                eprintln!("{t}: {}", f.explanation);
+                benign += 1;
+            }
+        }
+        // Day six: at the trough (06:00 is the sine's peak, 18:00 its trough) the series
+        // holds the daily mean, normal for the day, 10 above normal for the hour.
+        let trough = 5 * 96 + 72;
+        let caught = (trough - 4..trough + 4).any(|t| {
+            obs(
+                &mut d,
+                t * MIN15,
+                100.0 + if t % 2 == 0 { 1.0 } else { -1.0 },
+            )
+            .is_some()
+        });
+        (benign, caught, d)
+    };
+    let (benign, caught, d) = run(seasonal.clone());
+    assert_eq!(benign, 0, "the cycle is normal");
+    assert!(caught, "a level wrong for the hour fires");
+    let state = d.save_key(0).expect("state");
+    assert!(
+        state["season"]["buckets"]
+            .as_array()
+            .is_some_and(|b| b.len() == 24)
+    );
+    // Without it, the cycle itself keeps firing (it is a shift every half day).
+    let (benign, _, _) = run(CusumConfig {
+        period_ms: 0,
+        ..seasonal
+    });
+    assert!(benign > 0, "{benign}");
 }
