@@ -26,7 +26,9 @@ pub use catalog::{
 pub use quality::{GAP_FACTOR, Gap, Lines, Quality, Sampling};
 pub use read::{Point, Series, read_series};
 pub use report::{DetectorUsed, FileReport, Pooled, REPORT_VERSION, SeriesReport, render_scored};
-pub use score::{DetectorRun, LabelScore, PointScore, RangeScore, RunSummary, score};
+pub use score::{
+    DetectorRun, LabelScore, PointScore, RangeScore, Ranking, RunSummary, Sweep, score,
+};
 pub use windows::Windows;
 
 use warden_config::DetectorConfig;

@@ -7,7 +7,7 @@ use warden_config::DetectorConfig;
 
 use super::quality::{Quality, duration};
 use super::read::Series;
-use super::score::{DetectorRun, LabelScore, PointScore, RangeScore, RunSummary};
+use super::score::{DetectorRun, LabelScore, PointScore, RangeScore, Ranking, RunSummary};
 
 /// Version of the JSON report; raised when a field changes meaning or goes away.
 pub const REPORT_VERSION: u32 = 1;
@@ -137,6 +137,8 @@ impl SeriesReport {
             "R",
             "F1",
             "ranges",
+            "AP",
+            "best F1 (at score)",
         ];
         let mut rows: Vec<Vec<String>> = Vec::new();
         for f in &self.files {
@@ -169,6 +171,7 @@ impl SeriesReport {
                         "".into(),
                     ];
                     r.extend(ratios(p.labels.map(|_| l.point), p.labels.map(|_| l.range)));
+                    r.extend(ranked(p.labels));
                     r
                 })
                 .collect();
@@ -197,13 +200,19 @@ impl SeriesReport {
     }
 }
 
-fn pool(detector: &str, files: &[FileReport]) -> Pooled {
+pub(super) fn pool(detector: &str, files: &[FileReport]) -> Pooled {
     let runs: Vec<(&FileReport, &RunSummary)> = files
         .iter()
         .flat_map(|f| f.detectors.iter().map(move |d| (f, d)))
         .filter(|(_, d)| d.detector == detector)
         .collect();
     let labelled: Vec<LabelScore> = runs.iter().filter_map(|(_, d)| d.labels).collect();
+    let mut ranking = Ranking::default();
+    for (_, d) in &runs {
+        if let Some(r) = &d.ranking {
+            ranking.extend(r);
+        }
+    }
     let labels = (!labelled.is_empty()).then(|| {
         let sum = |f: fn(&LabelScore) -> usize| labelled.iter().map(f).sum::<usize>();
         let ranges = sum(|l| l.range.ranges);
@@ -220,6 +229,8 @@ fn pool(detector: &str, files: &[FileReport]) -> Pooled {
                 recall: (ranges > 0).then(|| detected as f64 / ranges as f64),
                 false_alarms: sum(|l| l.range.false_alarms),
             },
+            average_precision: ranking.average_precision(),
+            best: ranking.best(),
         }
     });
     Pooled {
@@ -243,7 +254,19 @@ fn row(file: &str, d: &RunSummary) -> Vec<String> {
         num(d.p99_score),
     ];
     r.extend(ratios(labels.map(|l| l.point), labels.map(|l| l.range)));
+    r.extend(ranked(labels));
     r
+}
+
+/// The AP and best-threshold cells.
+fn ranked(labels: Option<LabelScore>) -> Vec<String> {
+    let ap = labels
+        .and_then(|l| l.average_precision)
+        .map_or("-".into(), |v| format!("{v:.2}"));
+    let best = labels.and_then(|l| l.best).map_or("-".into(), |b| {
+        format!("{:.2} (≥ {})", b.f1, num(b.threshold))
+    });
+    vec![ap, best]
 }
 
 fn ratios(point: Option<PointScore>, range: Option<RangeScore>) -> Vec<String> {

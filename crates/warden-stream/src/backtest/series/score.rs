@@ -88,6 +88,130 @@ pub struct RangeScore {
 pub struct LabelScore {
     pub point: PointScore,
     pub range: RangeScore,
+    /// Average precision of the scores (see [`Ranking`]): whether the detector ranks its
+    /// labelled ranges above the rest, whatever its threshold. Null without ranges or
+    /// unlabelled points.
+    pub average_precision: Option<f64>,
+    /// The score threshold that would have given the best F1 over ranges (see [`Ranking`]).
+    pub best: Option<Sweep>,
+}
+
+/// The scores of a run ranked against its labels: each labelled range is one positive (its
+/// highest score), each unlabelled point one negative — a detector that fires once per
+/// anomaly is not punished for the rest of the range, and every false alarm counts.
+/// Non-finite scores rank lowest. Pooled over files, it says whether scores mean the same on
+/// every series (one threshold for all).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Ranking {
+    positives: Vec<f64>,
+    negatives: Vec<f64>,
+}
+
+/// One threshold of a sweep: ranges whose highest score reaches it are detected, unlabelled
+/// points that reach it are false alarms.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Sweep {
+    pub threshold: f64,
+    pub detected: usize,
+    pub false_alarms: usize,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+}
+
+fn rank_value(v: f64) -> f64 {
+    if v.is_nan() { f64::NEG_INFINITY } else { v }
+}
+
+impl Ranking {
+    pub fn of(series: &Series, run: &DetectorRun) -> Option<Self> {
+        if !series.labelled {
+            return None;
+        }
+        let mut r = Self::default();
+        let mut open: Option<f64> = None;
+        for (p, &score) in series.points.iter().zip(&run.scores) {
+            let score = rank_value(score);
+            if p.label.unwrap_or(false) {
+                open = Some(open.map_or(score, |m| m.max(score)));
+            } else {
+                r.positives.extend(open.take());
+                r.negatives.push(score);
+            }
+        }
+        r.positives.extend(open);
+        Some(r)
+    }
+
+    /// Both rankings as one (pooling files).
+    pub fn extend(&mut self, other: &Ranking) {
+        self.positives.extend_from_slice(&other.positives);
+        self.negatives.extend_from_slice(&other.negatives);
+    }
+
+    /// Average precision: the mean, over positives, of the precision among everything scored
+    /// at least as high (ties ranked together).
+    pub fn average_precision(&self) -> Option<f64> {
+        if self.positives.is_empty() || self.negatives.is_empty() {
+            return None;
+        }
+        let mut all: Vec<(f64, bool)> = self
+            .positives
+            .iter()
+            .map(|s| (*s, true))
+            .chain(self.negatives.iter().map(|s| (*s, false)))
+            .collect();
+        all.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let (mut tp, mut seen, mut sum) = (0usize, 0usize, 0.0);
+        let mut i = 0;
+        while i < all.len() {
+            let mut j = i;
+            let mut pos = 0;
+            while j < all.len() && all[j].0 == all[i].0 {
+                pos += usize::from(all[j].1);
+                j += 1;
+            }
+            tp += pos;
+            seen += j - i;
+            sum += pos as f64 * tp as f64 / seen as f64;
+            i = j;
+        }
+        Some(sum / self.positives.len() as f64)
+    }
+
+    /// The threshold (one of the positives' scores) with the best F1 over ranges; the lowest
+    /// such threshold on ties.
+    pub fn best(&self) -> Option<Sweep> {
+        if self.positives.is_empty() {
+            return None;
+        }
+        let mut neg = self.negatives.clone();
+        neg.sort_by(f64::total_cmp);
+        let mut pos = self.positives.clone();
+        pos.sort_by(|a, b| b.total_cmp(a));
+        let mut best: Option<Sweep> = None;
+        for (k, t) in pos.iter().enumerate() {
+            if !t.is_finite() || pos.get(k + 1) == Some(t) {
+                continue;
+            }
+            let detected = k + 1;
+            let false_alarms = neg.len() - neg.partition_point(|v| v < t);
+            let precision = detected as f64 / (detected + false_alarms) as f64;
+            let recall = detected as f64 / pos.len() as f64;
+            let f1 = 2.0 * precision * recall / (precision + recall);
+            if best.is_none_or(|b| f1 >= b.f1) {
+                best = Some(Sweep {
+                    threshold: *t,
+                    detected,
+                    false_alarms,
+                    precision,
+                    recall,
+                    f1,
+                });
+            }
+        }
+        best
+    }
 }
 
 impl LabelScore {
@@ -124,9 +248,12 @@ impl LabelScore {
             range.detected += 1;
         }
         range.recall = (range.ranges > 0).then(|| range.detected as f64 / range.ranges as f64);
+        let ranking = Ranking::of(series, run);
         Some(Self {
             point: PointScore::of(tp, fp, fn_),
             range,
+            average_precision: ranking.as_ref().and_then(Ranking::average_precision),
+            best: ranking.as_ref().and_then(Ranking::best),
         })
     }
 }
@@ -150,6 +277,9 @@ pub struct RunSummary {
     pub p99_score: f64,
     /// Against the labels, when the file has a label column.
     pub labels: Option<LabelScore>,
+    /// The ranking behind `labels` (pooled over files by the report).
+    #[serde(skip)]
+    pub ranking: Option<Ranking>,
 }
 
 impl RunSummary {
@@ -195,6 +325,7 @@ impl RunSummary {
             },
             p99_score: p99,
             labels: LabelScore::of(series, run),
+            ranking: Ranking::of(series, run),
         }
     }
 }

@@ -480,3 +480,72 @@ fn windows_label_a_series_by_its_name() {
     let e = Windows::parse("w.json", "[]").expect_err("bad");
     assert!(e.to_string().starts_with("w.json: "), "{e}");
 }
+
+/// A run with given scores over a labelled series (labels: 1 in the listed `[from, to)`).
+fn ranked(scores: &[f64], labelled: &[(usize, usize)]) -> (Series, DetectorRun) {
+    let mut text = String::from("timestamp,value,is_anomaly\n");
+    for i in 0..scores.len() {
+        let l = u8::from(labelled.iter().any(|(a, b)| (*a..*b).contains(&i)));
+        text.push_str(&format!("{i},1,{l}\n"));
+    }
+    let run = DetectorRun {
+        detector: "given".into(),
+        scores: scores.to_vec(),
+        flags: vec![false; scores.len()],
+    };
+    (read(&text), run)
+}
+
+#[test]
+fn average_precision_ranks_each_range_once_and_every_other_point() {
+    // Ranges score 5 (its highest) and 3; the other points 4, 1, 0: ranked 5 4 3 1 0,
+    // precision 1/1 at the first range and 2/3 at the second.
+    let (s, run) = ranked(&[0.0, 2.0, 5.0, 4.0, 3.0, 1.0], &[(1, 3), (4, 5)]);
+    let l = LabelScore::of(&s, &run).expect("labelled");
+    let ap = l.average_precision.expect("ap");
+    assert!((ap - (1.0 + 2.0 / 3.0) / 2.0).abs() < 1e-12, "{ap}");
+    // The best threshold: at 3 both ranges, one false alarm (F1 0.8), better than at 5.
+    let best = l.best.expect("sweep");
+    assert_eq!(
+        (best.threshold, best.detected, best.false_alarms),
+        (3.0, 2, 1)
+    );
+    assert!((best.f1 - 0.8).abs() < 1e-12, "{best:?}");
+    // Ties rank together (a range tied with a point is half a hit), NaN ranks lowest.
+    let (s, run) = ranked(&[2.0, 2.0, f64::NAN], &[(0, 1)]);
+    let l = LabelScore::of(&s, &run).expect("labelled");
+    assert_eq!(l.average_precision, Some(0.5));
+    // Unlabelled files have neither.
+    let (s, run) = ranked(&[1.0, 2.0], &[]);
+    let l = LabelScore::of(&s, &run).expect("labelled");
+    assert_eq!((l.average_precision, l.best), (None, None));
+}
+
+#[test]
+fn pooled_average_precision_needs_scores_comparable_across_files() {
+    // Each file alone ranks its range first (AP 1), but the first file's normal points score
+    // above the second file's anomaly: pooled, one threshold cannot serve both.
+    let (a, ra) = ranked(&[10.0, 10.0, 50.0, 10.0], &[(2, 3)]);
+    let (b, rb) = ranked(&[0.1, 0.1, 2.0, 0.1], &[(2, 3)]);
+    for (s, r) in [(&a, &ra), (&b, &rb)] {
+        assert_eq!(
+            LabelScore::of(s, r).and_then(|l| l.average_precision),
+            Some(1.0)
+        );
+    }
+    let files = vec![
+        FileReport::scored("a.csv".into(), &a, std::slice::from_ref(&ra)),
+        FileReport::scored("b.csv".into(), &b, std::slice::from_ref(&rb)),
+    ];
+    let pooled = super::report::pool("given", &files);
+    let ap = pooled.labels.and_then(|l| l.average_precision).expect("ap");
+    assert!(ap < 0.8, "{ap}");
+    let table = SeriesReport {
+        version: 1,
+        detectors: Vec::new(),
+        files,
+        pooled: vec![pooled],
+    }
+    .table();
+    assert!(table.contains("AP") && table.contains("best F1"), "{table}");
+}
