@@ -933,9 +933,77 @@ async fn coap_requests_go_through_the_whole_chain_to_the_backend() -> anyhow::Re
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // Uri-Query options become the backend request's query string.
+    let args: Vec<String> = ["-N", "-O", &key_opt]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([format!("{base}/devices/dev-1/config?since=5&unit=C")])
+        .collect();
+    let out = run(client, args).await?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        rig.seen
+            .lock()
+            .iter()
+            .any(|s| s.path == "/api/devices/dev-1/config?since=5&unit=C"),
+        "the query reached the backend: {:?}",
+        rig.seen
+            .lock()
+            .iter()
+            .map(|s| s.path.clone())
+            .collect::<Vec<_>>()
+    );
+
     // Raw datagrams, from the attacker's side.
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
     let key = KEY_1.as_bytes();
+    // An argument's own `&`, `#` and spaces stay inside it (percent-encoded): no parameter
+    // can be smuggled into the backend's query.
+    let (code, ..) = coap_exchange(
+        &sock,
+        rig.coap,
+        &coap_request(
+            true,
+            20,
+            1,
+            &["devices", "dev-1", "config"],
+            &[(65001, key), (15, b"a=b&admin=1#x y")],
+            b"",
+        ),
+    )
+    .await?;
+    assert_eq!(code, "2.05");
+    assert!(
+        rig.seen
+            .lock()
+            .iter()
+            .any(|s| s.path == "/api/devices/dev-1/config?a=b%26admin=1%23x%20y"),
+        "{:?}",
+        rig.seen
+            .lock()
+            .iter()
+            .map(|s| s.path.clone())
+            .collect::<Vec<_>>()
+    );
+    // A query that is not UTF-8 is refused before anything else.
+    let (code, ..) = coap_exchange(
+        &sock,
+        rig.coap,
+        &coap_request(
+            true,
+            21,
+            1,
+            &["devices", "dev-1", "config"],
+            &[(65001, key), (15, &[0xff, 0xfe])],
+            b"",
+        ),
+    )
+    .await?;
+    assert_eq!(code, "4.00");
     let before = rig.seen.lock().len();
     let cases: Vec<(Vec<u8>, &str, &str)> = vec![
         (

@@ -240,6 +240,42 @@ fn code_of(status: u16, method: &str) -> ResponseType {
     }
 }
 
+/// What a query argument keeps as is: unreserved characters and the sub-delimiters a query
+/// may hold, `&` and `+` excepted (RFC 7252 §6.5, RFC 3986 §3.4): an option's `&` stays inside
+/// its argument.
+const QUERY_ARG: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'!')
+    .remove(b'$')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')')
+    .remove(b'*')
+    .remove(b',')
+    .remove(b';')
+    .remove(b'=')
+    .remove(b':')
+    .remove(b'@')
+    .remove(b'/')
+    .remove(b'?');
+
+/// The request's Uri-Query options as a query string (each option one `&`-separated argument,
+/// percent-encoded; `Some(None)` without any), or `None` when one is not UTF-8.
+fn query_of(req: &Packet) -> Option<Option<String>> {
+    let Some(args) = req.get_option(CoapOption::UriQuery) else {
+        return Some(None);
+    };
+    let mut out = Vec::with_capacity(args.len());
+    for a in args {
+        let a = std::str::from_utf8(a).ok()?;
+        out.push(percent_encoding::utf8_percent_encode(a, QUERY_ARG).to_string());
+    }
+    Some((!out.is_empty()).then(|| out.join("&")))
+}
+
 async fn handle(
     config: &CoapConfig,
     chain: &Chain,
@@ -279,10 +315,10 @@ async fn handle(
         return response(req, ResponseType::MethodNotAllowed, b"");
     };
     // Critical options (odd numbers) the gateway does not act on must not be ignored:
-    // Uri-Query, Block1/Block2 (no block-wise transfer), Proxy-Uri/Proxy-Scheme (no forward
-    // proxying), unknown ones.
+    // Block1/Block2 (no block-wise transfer), Proxy-Uri/Proxy-Scheme (no forward proxying),
+    // unknown ones. Uri-Query (15) becomes the translated request's query string.
     let known = |n: u16| {
-        matches!(n, 1 | 3 | 4 | 5 | 7 | 11 | 12 | 14 | 17 | 60 | 258)
+        matches!(n, 1 | 3 | 4 | 5 | 7 | 11 | 12 | 14 | 15 | 17 | 60 | 258)
             || n == config.credential_option
     };
     if req
@@ -292,6 +328,10 @@ async fn handle(
         event(None, m, 400, Outcome::Invalid, Reason::Invalid);
         return response(req, ResponseType::BadOption, b"unsupported critical option");
     }
+    let Some(query) = query_of(req) else {
+        event(None, m, 400, Outcome::Invalid, Reason::Invalid);
+        return response(req, ResponseType::BadRequest, b"Uri-Query is not UTF-8");
+    };
     let credential = req
         .get_first_option(CoapOption::Unknown(config.credential_option))
         .and_then(|v| std::str::from_utf8(v).ok())
@@ -387,11 +427,16 @@ async fn handle(
         .get_first_option(CoapOption::ContentFormat)
         .map(|v| v.iter().fold(0u16, |acc, b| (acc << 8) | u16::from(*b)))
         .and_then(media_type);
+    let target = match &query {
+        Some(q) if t.path_and_query.contains('?') => format!("{}&{q}", t.path_and_query),
+        Some(q) => format!("{}?{q}", t.path_and_query),
+        None => t.path_and_query.clone(),
+    };
     let (status, body) = chain
         .request(
             &device,
             m,
-            &t.path_and_query,
+            &target,
             content_type.or((m != "GET" && m != "DELETE").then_some("application/octet-stream")),
             Bytes::from(req.payload.clone()),
             Origin {
