@@ -3,7 +3,7 @@
 section with the machine's facts and each bench's figures into docs/BENCHMARKS.md, between
 the markers `<!-- bench-run:begin -->` and `<!-- bench-run:end -->` (replacing the last run's).
 
-  python3 benches/run.py                     # all: producer processor ml_scoring layers load mqtt
+  python3 benches/run.py                     # all: producer processor ml_scoring layers load mqtt device_store
   python3 benches/run.py producer ml_scoring # some
   python3 benches/run.py --dry-run ...       # print the section instead of writing it
 
@@ -42,6 +42,8 @@ BENCHES = {
     "load": (["bash", "benches/gateway_load.sh"], [], r"^\||cores; wrk|RSS after|WARNING"),
     "mqtt": (["cargo", "bench", "-p", "warden-benches", "--bench", "mqtt"], [],
              r"msg/s|ratio|connections"),
+    "device_store": (["cargo", "bench", "-p", "warden-benches", "--bench", "device_store"], [],
+                     r" devices: "),
 }
 
 
