@@ -92,15 +92,17 @@ impl Cusum {
         }
     }
 
+    /// The seasonal baseline at `at`, if the key is warm and it is in use: (expected, variance).
+    fn seasonal(&self, s: &State, at: i64) -> Option<(f64, f64)> {
+        if !self.warm(s) {
+            return None;
+        }
+        s.season.as_ref()?.baseline(&self.season(), at, s.var)
+    }
+
     fn step(&self, s: &State, value: f64, at: i64) -> Step {
         let c = &self.config;
-        let seasonal = if self.warm(s) {
-            s.season
-                .as_ref()
-                .and_then(|season| season.baseline(&self.season(), at, s.var))
-        } else {
-            None
-        };
+        let seasonal = self.seasonal(s, at);
         let (expected, var) = seasonal.unwrap_or((s.mean, s.var));
         let res = c.resolution_floor.then_some(&s.res);
         let std = var
@@ -179,11 +181,7 @@ impl Cusum {
     /// use, the daily cycle itself looks like shifts, which must not bend the cycle learned.
     fn rebaseline(&self, s: &mut State, at: i64) {
         let shift = s.run.shift;
-        let seasonal = s
-            .season
-            .as_ref()
-            .and_then(|season| season.baseline(&self.season(), at, s.var))
-            .is_some();
+        let seasonal = self.seasonal(s, at).is_some();
         s.mean += shift;
         if seasonal && let Some(season) = s.season.as_mut() {
             season.shift(shift);

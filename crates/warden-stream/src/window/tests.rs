@@ -202,24 +202,31 @@ fn provisional_folds_match_full_folds_through_late_events_and_id_reuse() {
     assert_eq!(check(&mut w, 34)[0], 0.0, "left the window");
 }
 
+/// A seeded xorshift: `next(n)` is uniform-ish in `0..n`.
+fn xorshift(mut rng: u64) -> impl FnMut(u64) -> u64 {
+    move |n| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    }
+}
+
+/// The plan's values of folded aggregates.
+fn read(plan: &WindowPlan, scalars: &[f64], sketches: &[Sketch]) -> Vec<f64> {
+    let mut v = vec![0.0; plan.values.len()];
+    plan.read_values(scalars, sketches, &mut v);
+    v
+}
+
 #[test]
 fn complete_folds_match_full_folds_through_late_events_gaps_and_id_reuse() {
     let plan = plan();
     assert!(plan.order_free());
     let mut w = window(&plan);
     let mut id = w.intern("k", 0);
-    let mut rng = 0x2545_f491_4f6c_dd1du64;
-    let mut next = |n: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % n
-    };
-    let values = |sc: &[f64], sk: &[Sketch]| {
-        let mut v = vec![0.0; plan.values.len()];
-        plan.read_values(sc, sk, &mut v);
-        v
-    };
+    let mut next = xorshift(0x2545_f491_4f6c_dd1du64);
+    let values = |sc: &[f64], sk: &[Sketch]| read(&plan, sc, sk);
     let (mut folds, mut rebuilt) = (0, 0);
     let mut sampled: Option<i64> = None;
     for slot in 0..400i64 {
@@ -371,18 +378,8 @@ fn reused_complete_samples_equal_full_folds() {
     let plan = plan();
     let mut w = window(&plan);
     let mut id = w.intern("k", 0);
-    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = |n: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % n
-    };
-    let values = |sc: &[f64], sk: &[Sketch]| {
-        let mut v = vec![0.0; plan.values.len()];
-        plan.read_values(sc, sk, &mut v);
-        v
-    };
+    let mut next = xorshift(0x9e37_79b9_7f4a_7c15u64);
+    let values = |sc: &[f64], sk: &[Sketch]| read(&plan, sc, sk);
     let (mut reused, mut folded) = (0, 0);
     let mut last: Option<(i64, Vec<f64>)> = None;
     for slot in 0..2000i64 {
