@@ -1,4 +1,4 @@
-//! A seasonal baseline shared by the detectors that offer one (`ewma_zscore`, `cusum`): a mean
+//! A seasonal baseline shared by the detectors that offer one (`ewma_zscore`, `cusum`, `mad`): a mean
 //! per phase of a period (`buckets` of it, linearly interpolated between bucket centres, each
 //! learned with weight `alpha`) and the variance of the residuals around it. It is used once
 //! the key has been seen for `warmup_periods` whole periods and its residuals have less than
@@ -79,16 +79,25 @@ impl Season {
         }
     }
 
+    /// Whether the key has been seen for the warm-up periods and learned enough residuals.
+    pub fn warm(&self, p: &Params, at: i64) -> bool {
+        at.saturating_sub(self.first_at)
+            >= p.period_ns().saturating_mul(i64::from(p.warmup_periods))
+            && self.n >= p.min_residuals.max(2)
+    }
+
+    /// The seasonal mean for `at`, warm or not (`None` before its phase has been seen).
+    pub fn expected_at(&self, p: &Params, at: i64) -> Option<f64> {
+        self.expected(p.phase(at)?)
+    }
+
     /// The seasonal (expected value, variance) at `at`, if warm and better than a baseline
     /// leaving `moving_var`.
     pub fn baseline(&self, p: &Params, at: i64, moving_var: f64) -> Option<(f64, f64)> {
-        let warm = at.saturating_sub(self.first_at)
-            >= p.period_ns().saturating_mul(i64::from(p.warmup_periods))
-            && self.n >= p.min_residuals.max(2);
-        if !warm || self.var >= 0.5 * moving_var {
+        if !self.warm(p, at) || self.var >= 0.5 * moving_var {
             return None;
         }
-        Some((self.expected(p.phase(at)?)?, self.var))
+        Some((self.expected_at(p, at)?, self.var))
     }
 
     /// Learn a (complete, non-firing) sample into `season`, created on the first one.

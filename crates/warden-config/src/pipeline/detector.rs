@@ -223,6 +223,22 @@ pub struct MadConfig {
     /// spread kept). 0 never re-baselines.
     #[serde(default = "default_rebaseline_after")]
     pub rebaseline_after: u32,
+    /// Period of a seasonal baseline, milliseconds of event time (default one day; 0 turns
+    /// it off): a mean per phase of the period (`buckets` of it, interpolated) and the last
+    /// `history` residuals around it; once the key has been seen for `season_warmup` periods
+    /// and the residuals' scaled MAD is under 0.7× the plain one (half the variance), samples
+    /// are scored by the robust z-score of their residual.
+    #[serde(default = "default_period_ms")]
+    pub period_ms: u64,
+    /// Phases of the period with a mean each (2..=96; 8 bytes each per key).
+    #[serde(default = "default_buckets")]
+    pub buckets: u32,
+    /// Weight of a sample in the mean of its phase, in (0, 1].
+    #[serde(default = "default_season_alpha")]
+    pub season_alpha: f64,
+    /// Whole periods a key must have been seen before its seasonal baseline is used (≥ 1).
+    #[serde(default = "default_season_warmup")]
+    pub season_warmup: u32,
     /// Per-detector override of the pipeline mode.
     #[serde(default)]
     pub mode: Option<Mode>,
@@ -760,6 +776,10 @@ impl DetectorConfig {
                 if !(0.0..1.0).contains(&c.min_rel_mad) {
                     bad("min_rel_mad", "must be in [0, 1)");
                 }
+                check_season(
+                    (c.period_ms, c.buckets, c.season_alpha, c.season_warmup),
+                    &mut bad,
+                );
             }
             DetectorConfig::Cusum(c) => {
                 if !(0.0..=1.0).contains(&c.alpha) {

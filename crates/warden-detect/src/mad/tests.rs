@@ -17,6 +17,10 @@ fn config(direction: Direction) -> MadConfig {
         min_rel_mad: 0.001,
         resolution_floor: true,
         rebaseline_after: 20,
+        period_ms: 0,
+        buckets: 24,
+        season_alpha: 0.1,
+        season_warmup: 2,
         mode: None,
         action: DetectorAction::Quarantine,
         weight: 1.0,
@@ -161,9 +165,64 @@ fn a_sustained_shift_moves_the_history_with_its_spread() {
     );
 }
 
+/// A daily cycle in 15-minute samples: 100 ± 10, alternating noise of ± 1.
+fn daily(t: i64) -> f64 {
+    let phase = (t % 96) as f64 / 96.0 * std::f64::consts::TAU;
+    100.0 + 10.0 * phase.sin() + if t % 2 == 0 { 1.0 } else { -1.0 }
+}
+
+#[test]
+fn a_seasonal_baseline_catches_a_level_normal_for_the_day_but_wrong_for_the_hour() {
+    const MIN15: i64 = 900;
+    let seasonal = MadConfig {
+        period_ms: 86_400_000,
+        ..series(Direction::Both)
+    };
+    let run = |c: MadConfig| {
+        let mut d = Mad::new(c);
+        let mut benign = 0;
+        for t in 0..5 * 96 {
+            if obs(&mut d, t * MIN15, daily(t)).is_some() {
+                benign += 1;
+            }
+        }
+        // Day six, around the trough (18:00): the daily mean, 10 above normal for the hour.
+        let trough = 5 * 96 + 72;
+        let caught = (trough - 4..trough + 4).find_map(|t| {
+            obs(
+                &mut d,
+                t * MIN15,
+                100.0 + if t % 2 == 0 { 1.0 } else { -1.0 },
+            )
+        });
+        (benign, caught, d)
+    };
+    let (benign, caught, d) = run(seasonal.clone());
+    assert_eq!(benign, 0, "the cycle is normal");
+    let f = caught.expect("a level wrong for the hour fires");
+    assert_eq!(f.baseline["seasonal"], 1.0);
+    assert!(
+        f.explanation
+            .contains("above its seasonal median for this time"),
+        "{}",
+        f.explanation
+    );
+    assert!(f.baseline["median"] < 95.0, "{:?}", f.baseline);
+    let state = d.save_key(0).expect("state");
+    assert_eq!(state["resid"]["ring"].as_array().map(Vec::len), Some(200));
+    // Without it the cycle's own spread hides the level: nothing fires.
+    let (benign, caught, _) = run(MadConfig {
+        period_ms: 0,
+        ..seasonal
+    });
+    assert_eq!((benign, caught.is_some()), (0, false));
+}
+
 #[test]
 fn state_per_key_stays_small() {
     let slot = std::mem::size_of::<Option<History>>();
     assert!(slot + 200 * 4 <= 1024, "{slot}");
+    // With a seasonal baseline: a second ring and a mean per phase.
+    assert!(slot + 2 * 200 * 4 + 24 * 8 <= 2048, "{slot}");
     println!("mad slot {slot} B");
 }
