@@ -26,6 +26,12 @@ mod setup;
 
 use std::net::SocketAddr;
 
+// As the `warden` binary (`crates/warden/src/main.rs`); `--features system-alloc` builds the
+// same server on glibc's allocator, to measure the difference.
+#[cfg(not(feature = "system-alloc"))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     // `WARDEN_BENCH_LOG=1`: log as the `warden` binary does (its subscriber and default filter),
     // so the request span and the log filter are paid as in production.

@@ -195,10 +195,25 @@ impl Reject {
 
     /// The generic client response: `{"error": {"status", "code", "request_id"}}`.
     pub fn into_response(self, request_id: &str) -> Response {
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            error: Error<'a>,
+        }
+        #[derive(serde::Serialize)]
+        struct Error<'a> {
+            status: u16,
+            code: &'a str,
+            request_id: &'a str,
+        }
         let status = self.status();
-        let body = serde_json::json!({
-            "error": { "status": status.as_u16(), "code": self.code(), "request_id": request_id }
-        });
+        // Serialised from borrowed fields: no intermediate `serde_json::Value` tree.
+        let body = Body {
+            error: Error {
+                status: status.as_u16(),
+                code: self.code(),
+                request_id,
+            },
+        };
         let mut resp = (status, axum::Json(body)).into_response();
         if matches!(self, Reject::MissingCredentials | Reject::BadCredentials) {
             resp.headers_mut().insert(

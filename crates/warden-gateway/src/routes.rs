@@ -42,17 +42,19 @@ impl Route {
     /// starts with this route's prefix.
     pub fn upstream_target(&self, path: &str, query: Option<&str>) -> Option<Uri> {
         let rest = if self.strip_prefix {
-            let r = &path[self.prefix.len().min(path.len())..];
-            if r.starts_with('/') {
-                r.to_string()
-            } else {
-                format!("/{r}")
-            }
+            path.get(self.prefix.len().min(path.len())..).unwrap_or("")
         } else {
-            path.to_string()
+            path
         };
         let base = self.upstream.path().trim_end_matches('/');
-        let mut pq = format!("{base}{rest}");
+        // One allocation: the string becomes the URI's bytes without a copy.
+        let mut pq =
+            String::with_capacity(base.len() + 1 + rest.len() + query.map_or(0, |q| q.len() + 1));
+        pq.push_str(base);
+        if !rest.starts_with('/') {
+            pq.push('/');
+        }
+        pq.push_str(rest);
         if let Some(q) = query {
             pq.push('?');
             pq.push_str(q);

@@ -140,7 +140,9 @@ pub async fn send(
     loop {
         let (mut conn, reused) = match checkout(&key) {
             Some(c) => (c, true),
-            None => (connect(upstream, tls).await?, false),
+            // Boxed: a new connection (TCP, maybe TLS) is the rare case, and its future is
+            // most of this one's size, which every request's future would carry and move.
+            None => (Box::pin(connect(upstream, tls)).await?, false),
         };
         if !reused {
             conn.sender.ready().await?;

@@ -143,6 +143,8 @@ impl RouteRules {
     pub async fn read_and_validate(&self, body: Body, idle: Duration) -> Result<Bytes, Reject> {
         let limit = usize::try_from(self.max_body).unwrap_or(usize::MAX);
         let mut body = body;
+        // A body in one frame (the common case) is kept as it came, without a copy.
+        let mut first: Option<Bytes> = None;
         let mut buf = BytesMut::new();
         loop {
             match tokio::time::timeout(idle, body.frame()).await {
@@ -151,21 +153,28 @@ impl RouteRules {
                 Ok(Some(Err(_))) => return Err(Reject::ClientBody),
                 Ok(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
-                        if buf.len().saturating_add(data.len()) > limit {
+                        let have = first.as_ref().map_or(0, Bytes::len) + buf.len();
+                        if have.saturating_add(data.len()) > limit {
                             return Err(Reject::BodyTooLarge);
                         }
-                        buf.extend_from_slice(&data);
+                        match first.take() {
+                            None if buf.is_empty() => first = Some(data),
+                            earlier => {
+                                if let Some(e) = earlier {
+                                    buf.extend_from_slice(&e);
+                                }
+                                buf.extend_from_slice(&data);
+                            }
+                        }
                     }
                 }
             }
         }
-        let bytes = buf.freeze();
+        let bytes = first.unwrap_or_else(|| buf.freeze());
         let Some(schema) = &self.schema else {
             return Ok(bytes);
         };
-        crate::validate::unique_keys(&bytes).map_err(|_| Reject::BadBody)?;
-        let value: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|_| Reject::BadBody)?;
+        let value = json::parse_unique(&bytes).map_err(|_| Reject::BadBody)?;
         if schema.is_valid(&value) {
             Ok(bytes)
         } else {

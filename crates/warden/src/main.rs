@@ -8,6 +8,12 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc, not the system allocator: a request's many short-lived buffers and futures are
+/// allocated and freed on one core, which per-thread heaps serve without locks or glibc's
+/// bin consolidation (load bench and figures: docs/BENCHMARKS.md, "Gateway under load").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "warden",

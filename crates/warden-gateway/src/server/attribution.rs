@@ -53,7 +53,7 @@ pub(super) async fn refuse_attributed(
             Err(l) => rate_limited(l),
         };
     };
-    draft.identity = p.identity.clone();
+    draft.identity = p.identity.clone().into();
     draft.tenant = p.tenant.clone();
     draft.device_type = p.device_type.clone();
     let throttled = match principal_quarantine(gw, Some(&p)) {

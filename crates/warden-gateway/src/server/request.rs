@@ -1,6 +1,7 @@
 //! One request through the phases listed in the module docs of [`super`]: the event draft,
 //! the phases themselves, and the event finished when the response body ends.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -30,7 +31,8 @@ use crate::{Reject, Verdict, path};
 pub(super) struct Draft {
     pub(super) id: String,
     pub(super) ts: i64,
-    pub(super) identity: String,
+    /// `anonymous` until an identity is known.
+    pub(super) identity: Cow<'static, str>,
     pub(super) tenant: String,
     pub(super) device_type: String,
     pub(super) auth: AuthInfo,
@@ -38,7 +40,8 @@ pub(super) struct Draft {
     /// `client_ip` as text, formatted once (quarantine lookup, upstream header, event).
     pub(super) client_ip_text: String,
     pub(super) method: String,
-    pub(super) route: String,
+    /// `unmatched` until a route is found.
+    pub(super) route: Cow<'static, str>,
     pub(super) path: String,
     /// Shape and keyed hash of the query string (`warden_event::query`).
     pub(super) query: String,
@@ -57,14 +60,15 @@ pub(super) async fn handle(
 ) -> Response {
     let started = Instant::now();
     let request_id = request_id().to_string();
+    let request_id_header = HeaderValue::from_str(&request_id).ok();
     let client_ip = client_ip(&req, peer, gw.trust_forwarded_for);
     let tls_info = req.extensions().get::<TlsConn>().map(TlsConn::info);
     // A message translated from MQTT or CoAP: evented as such, with its rule and topic.
     let origin = req.extensions().get::<super::mqtt::Origin>().cloned();
     let mut draft = Draft {
-        id: request_id.clone(),
+        id: request_id,
         ts: warden_event::now_ns(),
-        identity: ANONYMOUS.to_string(),
+        identity: Cow::Borrowed(ANONYMOUS),
         tenant: String::new(),
         device_type: String::new(),
         auth: AuthInfo {
@@ -74,7 +78,7 @@ pub(super) async fn handle(
         client_ip,
         client_ip_text: client_ip.to_string(),
         method: req.method().as_str().to_string(),
-        route: "unmatched".to_string(),
+        route: Cow::Borrowed("unmatched"),
         path: req.uri().path().to_string(),
         query: req
             .uri()
@@ -97,7 +101,7 @@ pub(super) async fn handle(
     // A debug span: everything logged inside a request is at debug level, and an enabled span
     // per request (formatting its fields, entering and leaving it on every poll) cost the
     // `warden` binary's default `warden=info` logging ≈ 10 µs per request in the load bench.
-    let span = debug_span!("request", %request_id, identity = tracing::field::Empty, route = tracing::field::Empty);
+    let span = debug_span!("request", request_id = %draft.id, identity = tracing::field::Empty, route = tracing::field::Empty);
     let result = phases(&gw, req, &mut draft, counters.clone())
         .instrument(span.clone())
         .await;
@@ -106,25 +110,25 @@ pub(super) async fn handle(
         Err(reject) => {
             debug!(parent: &span, code = reject.code(), "Request refused.");
             (
-                reject.into_response(&request_id),
+                reject.into_response(&draft.id),
                 reject.outcome(),
                 reject.reason(),
             )
         }
     };
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
+    if let Some(v) = request_id_header {
         response.headers_mut().insert(crate::names::X_REQUEST_ID, v);
     }
     if outcome == Outcome::Allowed
         && let Some(q) = draft.quota
     {
         let h = response.headers_mut();
-        h.insert(crate::names::RATELIMIT_LIMIT, HeaderValue::from(q.limit));
+        h.insert(crate::names::RATELIMIT_LIMIT, number(q.limit.into()));
         h.insert(
             crate::names::RATELIMIT_REMAINING,
-            HeaderValue::from(q.remaining),
+            number(q.remaining.into()),
         );
-        h.insert(crate::names::RATELIMIT_RESET, HeaderValue::from(q.reset_s));
+        h.insert(crate::names::RATELIMIT_RESET, number(q.reset_s));
     }
     let status = response.status().as_u16();
     let emitter = gw.emitter.clone();
@@ -132,7 +136,7 @@ pub(super) async fn handle(
     let c = counters.clone();
     let (protocol, route, path) = match origin {
         Some(o) => (o.protocol, o.rule, o.topic),
-        None => (Protocol::Http, draft.route, draft.path),
+        None => (Protocol::Http, draft.route.into_owned(), draft.path),
     };
     let finish = move || {
         emitter.emit(RequestEvent {
@@ -141,7 +145,7 @@ pub(super) async fn handle(
             gateway,
             seq: 0,
             ts: draft.ts,
-            identity: draft.identity,
+            identity: draft.identity.into_owned(),
             tenant: draft.tenant,
             device_type: draft.device_type,
             auth: draft.auth,
@@ -188,6 +192,19 @@ pub(crate) fn request_id() -> uuid::Uuid {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     uuid::Builder::from_unix_timestamp_millis(ms, &random).into_uuid()
+}
+
+/// A header value of a number, formatted on the stack (one allocation, the value's own;
+/// `HeaderValue::from(u64)` makes two).
+fn number(n: u64) -> HeaderValue {
+    use std::io::Write;
+    let mut buf = [0u8; 20];
+    let mut w = &mut buf[..];
+    let len = match write!(w, "{n}") {
+        Ok(()) => 20 - w.len(),
+        Err(_) => 0,
+    };
+    HeaderValue::from_bytes(&buf[..len]).unwrap_or(HeaderValue::from_static("0"))
 }
 
 pub(super) fn rate_limited(l: crate::ratelimit::Limited) -> Reject {
@@ -256,7 +273,7 @@ async fn phases(
     let mut overridden = None;
     let route = match found {
         Ok(route) => {
-            draft.route = route.name.clone();
+            draft.route = Cow::Owned(route.name.clone());
             tracing::Span::current().record("route", route.name.as_str());
             route_checks(gw, route, &req).map(|m| {
                 overridden = m;
@@ -308,7 +325,7 @@ async fn phases(
     draft.auth = auth;
     let principal: Option<&Principal> = principal.as_ref();
     if let Some(p) = principal {
-        draft.identity = p.identity.clone();
+        draft.identity = Cow::Owned(p.identity.clone());
         draft.tenant = p.tenant.clone();
         draft.device_type = p.device_type.clone();
         tracing::Span::current().record("identity", p.identity.as_str());

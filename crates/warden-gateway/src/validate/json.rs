@@ -3,10 +3,10 @@
 //! other. Keys are compared after unescaping (`"t\u0065mp"` is `"temp"`), at every depth;
 //! serde_json's recursion limit bounds the depth, so nothing here can overflow the stack.
 
-use std::collections::HashSet;
 use std::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Number, Value};
 
 /// Why a body was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -15,13 +15,20 @@ pub struct JsonError(String);
 
 /// `Ok` when `bytes` is one JSON value whose objects have no repeated key.
 pub fn unique_keys(bytes: &[u8]) -> Result<(), JsonError> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    Unique::deserialize(&mut de).map_err(|e| JsonError(e.to_string()))?;
-    de.end().map_err(|e| JsonError(e.to_string()))
+    parse_unique(bytes).map(|_| ())
 }
 
-/// A JSON value, checked and thrown away.
-struct Unique;
+/// `bytes` parsed as one JSON value, refused when any of its objects repeats a key: the
+/// duplicate check and the parse the schema needs in one pass.
+pub fn parse_unique(bytes: &[u8]) -> Result<Value, JsonError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let Unique(value) = Unique::deserialize(&mut de).map_err(|e| JsonError(e.to_string()))?;
+    de.end().map_err(|e| JsonError(e.to_string()))?;
+    Ok(value)
+}
+
+/// A JSON value with no repeated object key.
+struct Unique(Value);
 
 impl<'de> Deserialize<'de> for Unique {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -38,45 +45,54 @@ impl<'de> Visitor<'de> for UniqueVisitor {
         f.write_str("a JSON value")
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<Unique, E> {
-        Ok(Unique)
+    fn visit_bool<E>(self, v: bool) -> Result<Unique, E> {
+        Ok(Unique(Value::Bool(v)))
     }
-    fn visit_i64<E>(self, _: i64) -> Result<Unique, E> {
-        Ok(Unique)
+    fn visit_i64<E>(self, v: i64) -> Result<Unique, E> {
+        Ok(Unique(Value::Number(v.into())))
     }
-    fn visit_u64<E>(self, _: u64) -> Result<Unique, E> {
-        Ok(Unique)
+    fn visit_u64<E>(self, v: u64) -> Result<Unique, E> {
+        Ok(Unique(Value::Number(v.into())))
     }
-    fn visit_f64<E>(self, _: f64) -> Result<Unique, E> {
-        Ok(Unique)
+    fn visit_f64<E>(self, v: f64) -> Result<Unique, E> {
+        // JSON text has no NaN or infinity; serde_json's own `Value` does the same.
+        Ok(Unique(
+            Number::from_f64(v).map_or(Value::Null, Value::Number),
+        ))
     }
-    fn visit_str<E>(self, _: &str) -> Result<Unique, E> {
-        Ok(Unique)
+    fn visit_str<E>(self, v: &str) -> Result<Unique, E> {
+        Ok(Unique(Value::String(v.to_owned())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Unique, E> {
+        Ok(Unique(Value::String(v)))
     }
     fn visit_unit<E>(self) -> Result<Unique, E> {
-        Ok(Unique)
+        Ok(Unique(Value::Null))
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Unique, A::Error> {
-        while seq.next_element::<Unique>()?.is_some() {}
-        Ok(Unique)
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(Unique(v)) = seq.next_element::<Unique>()? {
+            items.push(v);
+        }
+        Ok(Unique(Value::Array(items)))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Unique, A::Error> {
-        let mut seen = HashSet::new();
+        let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            map.next_value::<Unique>()?;
-            if !seen.insert(key) {
+            let Unique(v) = map.next_value::<Unique>()?;
+            if out.insert(key, v).is_some() {
                 return Err(de::Error::custom("duplicate key"));
             }
         }
-        Ok(Unique)
+        Ok(Unique(Value::Object(out)))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::unique_keys;
+    use super::{parse_unique, unique_keys};
 
     #[test]
     fn duplicates_are_found_after_unescaping_at_any_depth() {
@@ -100,6 +116,12 @@ mod tests {
         ] {
             assert!(unique_keys(bad.as_bytes()).is_err(), "{bad}");
         }
+        let v = parse_unique(br#"{"t":21.5,"seq":12345,"a":[true,null,"x",-3]}"#);
+        assert_eq!(
+            v,
+            Ok(serde_json::json!({"t": 21.5, "seq": 12345, "a": [true, null, "x", -3]})),
+            "the value the schema checks is the body's"
+        );
         let deep = "[".repeat(100_000);
         assert!(unique_keys(deep.as_bytes()).is_err(), "depth is bounded");
     }
