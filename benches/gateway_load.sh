@@ -8,7 +8,9 @@
 #   4. through a plain proxy on the gateway's own stack (hyper-util's connection builder, an
 #      axum router, the gateway's per-thread upstream pool, one runtime per core) with no
 #      layer at all: the floor the layers add to.
-# Prints throughput and latency percentiles of each as a Markdown table.
+# Prints throughput and latency percentiles of each as a Markdown table; then, with oha at a
+# constant rate of half of nginx's measured capacity (open loop, latency corrected for
+# coordinated omission), each target's latency percentiles and what it adds over `direct`.
 #
 #   DURATION (default 15s)  CONNS (64)  THREADS (2)  WARMUP (3s)
 #   PORT_BASE (18080): gateway = PORT_BASE, backend = +1, nginx = +2, plain proxy = +3
@@ -17,6 +19,8 @@
 #     runtime per CPU, all accepting on the same listener (nginx's process model, and the
 #     `warden` binary's: `gateway.workers`); `multi` on one work-stealing multi-threaded runtime
 #   WARDEN_BENCH_THREADS (CPUs): runtimes in `per-core` mode
+#   RATE_SHARE (0.5): the constant rate as a share of nginx's wrk throughput; 0 skips that part
+#   OHA: the oha binary (default: `oha` on PATH, else installed with `cargo install oha`)
 #
 # Installs nginx and wrk from Debian when missing (needs root; nginx's service is not started).
 # Not part of the CI run. Results and method: docs/BENCHMARKS.md.
@@ -45,6 +49,14 @@ if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
   apt-get update -q >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-core wrk >/dev/null
   [ -n "$created_policy" ] && rm -f /usr/sbin/policy-rc.d
+fi
+
+RATE_SHARE="${RATE_SHARE:-0.5}"
+OHA="${OHA:-$(command -v oha || true)}"
+if [ "$RATE_SHARE" != "0" ] && [ -z "$OHA" ]; then
+  echo "== installing oha (cargo install oha --locked)"
+  cargo install -q oha --locked
+  OHA="$(command -v oha || echo "$HOME/.cargo/bin/oha")"
 fi
 
 if [ -n "${WARDEN_BENCH_SERVER:-}" ]; then
@@ -187,4 +199,43 @@ echo
 echo "warden gateway RSS after the run: $((GW_RSS_KB / 1024)) MiB"
 for n in direct nginx warden hyper_proxy; do
   if [ -n "${ERRS[$n]:-}" ]; then echo "WARNING: $n had errors: ${ERRS[$n]}"; fi
+done
+
+[ "$RATE_SHARE" = "0" ] && exit 0
+RATE=$(awk -v r="${RPS[nginx]}" -v s="$RATE_SHARE" 'BEGIN { printf "%d", r * s }')
+declare -A C50 C99 C999 COK
+# Constant-rate load: `RATE` requests/s whatever the latency (open loop; a late response does
+# not delay the next request's schedule, and latencies count from the scheduled send).
+steady() {
+  local name="$1" addr="$2"
+  "$OHA" -z "$DURATION" -q "$RATE" -c "$CONNS" --latency-correction --no-tui \
+    -m POST -H "Content-Type: application/json" \
+    -H "X-Api-Key: bench-key-dev-1-0123456789abcdef" -d '{"t":21.5,"h":40.1,"seq":12345}' \
+    --output-format json "http://$addr$URL_PATH" >"$TMP/$name.oha"
+  read -r C50[$name] C99[$name] C999[$name] COK[$name] < <(python3 - "$TMP/$name.oha" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+p = d["latencyPercentiles"]
+ok = d["statusCodeDistribution"].get("200", 0)
+total = sum(d["statusCodeDistribution"].values()) + sum(d.get("errorDistribution", {}).values())
+print(f'{p["p50"] * 1e3:.3f} {p["p99"] * 1e3:.3f} {p["p99.9"] * 1e3:.3f} {ok / max(total, 1):.4f}')
+PY
+)
+}
+echo
+echo "== constant rate: $RATE requests/s ($RATE_SHARE of nginx's ${RPS[nginx]}), oha -c$CONNS -z$DURATION"
+for n in direct nginx warden hyper_proxy; do
+  case "$n" in
+    direct) steady direct "$BACKEND" ;;
+    nginx) steady nginx "$NGINX" ;;
+    warden) steady warden "$GW" ;;
+    hyper_proxy) steady hyper_proxy "$PROXY" ;;
+  esac
+done
+echo
+echo "| target | p50 ms | p99 ms | p99.9 ms | p99 added over direct, ms | 200 share |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+for n in direct nginx warden hyper_proxy; do
+  added=$(awk -v a="${C99[$n]}" -v b="${C99[direct]}" 'BEGIN { printf "%.3f", a - b }')
+  echo "| $n | ${C50[$n]} | ${C99[$n]} | ${C999[$n]} | $added | ${COK[$n]} |"
 done
