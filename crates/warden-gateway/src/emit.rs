@@ -159,8 +159,14 @@ async fn publish(
         (&*producer, &*stats, topic.name.as_str(), topic.format);
     let send = |event: RequestEvent| async move {
         let payload = encode_event(&event, format);
-        let key = event.key().as_bytes().to_vec();
-        send_until_acked(producer_ref, name, &key, &payload, stats_ref).await;
+        send_until_acked(
+            producer_ref,
+            name,
+            event.key().as_bytes(),
+            &payload,
+            stats_ref,
+        )
+        .await;
     };
     let mut in_flight = FuturesUnordered::new();
     let mut batch = Vec::with_capacity(IN_FLIGHT);

@@ -145,7 +145,10 @@ fn parameter_and_row_mistakes_are_answered_clearly() {
         "alpha=0.1",
     ]));
     assert!(
-        err.contains("--param alpha: unknown parameter; valid ones — mad: history, threshold"),
+        err.contains(
+            "--param alpha: unknown parameter (did you mean `season_alpha`?); valid ones — mad: \
+             history, threshold"
+        ),
         "{err}"
     );
     assert!(err.contains("warden detectors"), "{err}");

@@ -283,7 +283,11 @@ fn parameter_mistakes_are_answered_with_the_valid_ones() {
     let e = series_detector("mad", &[("alpha".into(), "0.1".into())])
         .expect_err("unknown")
         .to_string();
-    assert!(e.starts_with("--param alpha: unknown parameter;"), "{e}");
+    // `mad` has `season_alpha`: the likely one is named.
+    assert!(
+        e.starts_with("--param alpha: unknown parameter (did you mean `season_alpha`?);"),
+        "{e}"
+    );
     for valid in [
         "history",
         "threshold",
