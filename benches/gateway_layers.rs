@@ -123,6 +123,68 @@ fn full_stack(c: &mut Criterion) {
     g.finish();
 }
 
+/// The layers' own cost, without cross-thread wake-ups or sockets: the gateway's router and a
+/// reference router (the same axum machinery, a handler that answers 403 at once) driven on
+/// one current-thread runtime, each request's body read to its end (the event is emitted
+/// then). `layers_vs_plain/gateway_denied_rbac − plain_router_403` is what the phases up to
+/// RBAC, the 403 and the event cost; `gateway_schema_checked_403` adds reading and
+/// validating the JSON body (the request is refused by RBAC after validation would run — see
+/// `gateway_schema_invalid` for the schema's own refusal).
+fn layers_vs_plain(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let router = rt.block_on(async {
+        // No request reaches the backend in these benches.
+        let config = setup::config(
+            "127.0.0.1:0".parse().expect("addr"),
+            "127.0.0.1:1".parse().expect("addr"),
+            dir.path(),
+        );
+        setup::gateway(&config, 100_000).await.router()
+    });
+    let plain = axum::Router::new().fallback(|| async { axum::http::StatusCode::FORBIDDEN });
+    let mut g = c.benchmark_group("layers_vs_plain");
+    g.throughput(Throughput::Elements(1));
+    for (name, app, path, body, want) in [
+        ("plain_router_403", plain, setup::PATH, setup::BODY, 403),
+        (
+            "gateway_denied_rbac",
+            router.clone(),
+            "/api/devices/dev-2/telemetry",
+            setup::BODY,
+            403,
+        ),
+        (
+            "gateway_schema_invalid",
+            router,
+            setup::PATH,
+            r#"{"t":"hot"}"#,
+            400,
+        ),
+    ] {
+        g.bench_function(name, |b| {
+            b.to_async(&rt).iter_batched(
+                || request(path, body),
+                |req| {
+                    let app = app.clone();
+                    async move {
+                        let resp = app.oneshot(req).await.expect("infallible");
+                        assert_eq!(resp.status(), want);
+                        axum::body::to_bytes(resp.into_body(), 1 << 16)
+                            .await
+                            .expect("body")
+                    }
+                },
+                BatchSize::SmallInput,
+            );
+        });
+    }
+    g.finish();
+}
+
 type Client =
     hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Body>;
 
@@ -441,6 +503,23 @@ fn layers(c: &mut Criterion) {
     let limits = RateLimits::new(&config.limits, clock.clone());
     let ids: Vec<String> = (0..10_000).map(|i| format!("dev-{i}")).collect();
     let mut i = 0usize;
+    g.bench_function("json_body_parse_unique_keys", |b| {
+        b.iter(|| {
+            warden_gateway::validate::unique_keys(std::hint::black_box(setup::BODY.as_bytes()))
+        })
+    });
+
+    let event = bench_event();
+    for (name, format) in [
+        ("event_encode_compact", warden_event::EventFormat::Compact),
+        ("event_encode_json", warden_event::EventFormat::Json),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| warden_event::encode_event(std::hint::black_box(&event), format))
+        });
+    }
+    g.bench_function("request_id", |b| b.iter(warden_gateway::request_id));
+
     g.bench_function("rate_limit_3_limits_10k_keys", |b| {
         b.iter(|| {
             i = (i + 1) % ids.len();
@@ -513,7 +592,48 @@ fn quarantine(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, full_stack, identity, layers, quarantine);
+/// An event as the bench's requests produce.
+fn bench_event() -> warden_event::RequestEvent {
+    use warden_event::{AuthInfo, AuthMethod, AuthResult, Outcome, Protocol, Reason};
+    warden_event::RequestEvent {
+        v: warden_event::SCHEMA_VERSION,
+        id: "0190c0de-0000-7000-8000-000000000001".into(),
+        gateway: "gw-bench".into(),
+        seq: 0,
+        ts: warden_event::now_ns(),
+        identity: "dev-1".into(),
+        tenant: "acme".into(),
+        device_type: "temperature_sensor".into(),
+        auth: AuthInfo {
+            method: AuthMethod::ApiKey,
+            result: AuthResult::Ok,
+        },
+        client_ip: "127.0.0.1".into(),
+        protocol: Protocol::Http,
+        method: "POST".into(),
+        route: "devices".into(),
+        path: setup::PATH.into(),
+        status: 200,
+        decision: Outcome::Allowed,
+        latency_us: 850,
+        bytes_in: 31,
+        bytes_out: 2,
+        user_agent: Some("wrk".into()),
+        tls: None,
+        reason: Reason::None,
+        query: String::new(),
+        query_hash: 0,
+    }
+}
+
+criterion_group!(
+    benches,
+    full_stack,
+    layers_vs_plain,
+    identity,
+    layers,
+    quarantine
+);
 criterion_main!(benches);
 
 /// Fixed identity fixtures (generated once with Python `cryptography`; the keys exist only here).

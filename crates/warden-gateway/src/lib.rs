@@ -51,7 +51,7 @@ pub mod jwks {
 }
 pub use live::{ConfigLoader, KeyChangeError, LiveConfig, LiveReport};
 pub use quarantine::{LiveDecision, QuarantineSet, Verdict};
-pub use server::{CoapServer, Gateway, MqttServer};
+pub use server::{CoapServer, Gateway, MqttServer, request_id};
 pub use tls::{Rejection as TlsRejection, TlsStats};
 
 /// The TLS crates this gateway is built with, so benches and tools can build a matching client

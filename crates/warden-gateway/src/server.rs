@@ -58,6 +58,7 @@ mod mqtt;
 mod request;
 pub(crate) use mqtt::{Chain, ConnectRefused, Device, MqttEvent, Origin};
 use request::handle;
+pub use request::request_id;
 
 /// Everything a request needs, shared by all requests.
 struct Shared {

@@ -174,7 +174,7 @@ pub(super) async fn handle(
 /// of a per-thread counter — unique per thread by construction, and unpredictable without the
 /// key. (`Uuid::now_v7` reads the OS random source on every call: one `getrandom` system call
 /// per request.)
-pub(crate) fn request_id() -> uuid::Uuid {
+pub fn request_id() -> uuid::Uuid {
     use std::cell::Cell;
     use std::hash::{BuildHasher, RandomState};
     thread_local! {
