@@ -1,7 +1,7 @@
 //! Heap allocations per request on the gateway's request path, counted by a counting global
 //! allocator — not timed, so a regression fails here whatever the machine's load.
 //!
-//! The gateway runs with every layer of the load bench (`benches/gateway_setup.rs`): API-key
+//! The gateway runs with every layer of the load bench (`benches/gateway_setup.rs`, shared): API-key
 //! identity, quarantine lookup, three rate limits, RBAC with owner scoping, content-type and
 //! JSON Schema validation, one event per request to the embedded bus, and the proxy to a
 //! backend over loopback. The client and the backend are plain `std` sockets with buffers
@@ -11,19 +11,18 @@
 use std::alloc::System;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
-use warden_bus::{Bus, EmbeddedBus, EmbeddedConfig, TopicSpec};
-use warden_config::{WardenConfig, hash_api_key};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
-const KEY: &str = "alloc-key-dev-1-0123456789abcdef";
-const BODY: &str = r#"{"t":21.5,"h":40.1,"seq":12345}"#;
+// The load bench's gateway: the same config, policy, schema and key.
+#[allow(dead_code)] // the bench's backend and quarantine helpers are not used here
+#[path = "../../../benches/gateway_setup.rs"]
+mod setup;
 
 /// The most allocations one proxied request may make (62 measured; where they go:
 /// docs/BENCHMARKS.md, "Allocations per request"). Lower it when the path gets leaner; raise
@@ -31,72 +30,6 @@ const BODY: &str = r#"{"t":21.5,"h":40.1,"seq":12345}"#;
 const BUDGET_ALLOWED: f64 = 66.0;
 /// The same for a request refused by RBAC (no proxy hop; the 403 and its event; 45 measured).
 const BUDGET_DENIED: f64 = 49.0;
-
-fn config(listen: SocketAddr, backend: SocketAddr, dir: &std::path::Path) -> WardenConfig {
-    let policy = dir.join("rbac.toml");
-    let schema = dir.join("telemetry.schema.json");
-    std::fs::write(
-        &policy,
-        r#"
-[roles.telemetry_writer]
-allow = [{ methods = ["POST"], path = "/api/devices/{identity}/telemetry" }]
-[device_types.temperature_sensor]
-roles = ["telemetry_writer"]
-"#,
-    )
-    .expect("policy");
-    std::fs::write(
-        &schema,
-        r#"{"type": "object", "required": ["t"],
-            "properties": {"t": {"type": "number"}, "h": {"type": "number"}, "seq": {"type": "integer"}},
-            "additionalProperties": false}"#,
-    )
-    .expect("schema");
-    let text = format!(
-        r#"
-[gateway]
-id = "gw-alloc"
-listen = "{listen}"
-workers = 1
-
-[rbac]
-policy = "{policy}"
-reload_interval_ms = 0
-
-[limits.identity]
-rate_per_s = 1000000.0
-burst = 1000000
-[limits.identity_route]
-rate_per_s = 1000000.0
-burst = 1000000
-[limits.tenant]
-rate_per_s = 1000000.0
-burst = 1000000
-
-[validation.routes.devices]
-max_body_bytes = 4096
-content_types = ["application/json"]
-json_schema = "{schema}"
-
-[[routes]]
-name = "devices"
-prefix = "/api/devices"
-upstream = "http://{backend}"
-auth = "api_key"
-
-[[api_keys]]
-id = "k-dev-1"
-sha256 = "{sha}"
-identity = "dev-1"
-tenant = "acme"
-device_type = "temperature_sensor"
-"#,
-        policy = policy.display(),
-        schema = schema.display(),
-        sha = hash_api_key(KEY),
-    );
-    WardenConfig::from_toml(&text).expect("config")
-}
 
 /// Read one HTTP/1.1 message (head and `content-length` body) into `buf`; its status or
 /// first line's third byte group is left to the caller. Returns the head's length and the
@@ -185,9 +118,11 @@ impl Client {
 
 fn request(path: &str) -> Vec<u8> {
     format!(
-        "POST {path} HTTP/1.1\r\nhost: gw\r\nx-api-key: {KEY}\r\ncontent-type: application/json\r\n\
-         content-length: {}\r\n\r\n{BODY}",
-        BODY.len()
+        "POST {path} HTTP/1.1\r\nhost: gw\r\nx-api-key: {}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n{}",
+        setup::KEY,
+        setup::BODY.len(),
+        setup::BODY
     )
     .into_bytes()
 }
@@ -227,7 +162,7 @@ fn the_request_path_allocates_a_bounded_number_of_times_per_request() {
     let dir = tempfile::tempdir().expect("tempdir");
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind gateway");
     let addr = listener.local_addr().expect("addr");
-    let config = config(addr, backend, dir.path());
+    let config = setup::config(addr, backend, dir.path());
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -235,20 +170,8 @@ fn the_request_path_allocates_a_bounded_number_of_times_per_request() {
             .build()
             .expect("runtime");
         rt.block_on(async move {
-            let bus = EmbeddedBus::new(EmbeddedConfig::default());
-            let t = &config.bus.topics;
-            let spec = |name: &str, compacted| TopicSpec {
-                name: name.to_string(),
-                partitions: 1,
-                compacted,
-                retention_ms: None,
-            };
-            bus.ensure_topics(&[spec(&t.events, false), spec(&t.decisions, true)])
-                .await
-                .expect("topics");
-            let gw = warden_gateway::Gateway::start(&config, Arc::new(bus) as Arc<dyn Bus>)
-                .await
-                .expect("gateway");
+            // 1 000 live quarantines of other identities: the lookups run as in the bench.
+            let gw = setup::gateway(&config, 1_000).await;
             let published = gw.emitter().stats().clone();
             listener.set_nonblocking(true).expect("non-blocking");
             let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
@@ -264,7 +187,7 @@ fn the_request_path_allocates_a_bounded_number_of_times_per_request() {
         buf: vec![0u8; 64 * 1024],
     };
     client.stream.set_nodelay(true).expect("nodelay");
-    let allowed = request("/api/devices/dev-1/telemetry");
+    let allowed = request(setup::PATH);
     let denied = request("/api/devices/dev-2/telemetry");
     // Warm up: the upstream connection pool, lazily built tables, the bus's buffers.
     for _ in 0..500 {
