@@ -11,6 +11,12 @@
 //! - adding one key through `LiveConfig::add_key` (validate, write the file, rebuild, swap),
 //!   and requests' p99 and worst latency while it runs on another thread.
 
+// The allocator the `warden` binary runs on (crates/warden/src/main.rs), so the figures are
+// what ships; `--features system-alloc` measures the same on glibc's.
+#[cfg(not(feature = "system-alloc"))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 // The request and body constants of the shared setup are the other benches'.
 #[allow(dead_code)]
 #[path = "gateway_setup.rs"]

@@ -17,6 +17,12 @@
 //! test fixtures (see [`fixtures`]; they expire in 2099/2100), because the benches crate does not
 //! depend on rcgen or a JWT signer.
 
+// The allocator the `warden` binary runs on (crates/warden/src/main.rs), so the figures are
+// what ships; `--features system-alloc` measures the same on glibc's.
+#[cfg(not(feature = "system-alloc"))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[path = "gateway_setup.rs"]
 mod setup;
 

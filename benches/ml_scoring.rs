@@ -14,6 +14,12 @@
 //!
 //! `cargo bench -p warden-benches --bench ml_scoring`
 
+// The allocator the `warden` binary runs on (crates/warden/src/main.rs), so the figures are
+// what ships; `--features system-alloc` measures the same on glibc's.
+#[cfg(not(feature = "system-alloc"))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::Path;
 use std::time::Instant;
 

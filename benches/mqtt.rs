@@ -10,6 +10,12 @@
 //! process's CPU time per message (clients and backend included), and the latency from send
 //! to acknowledgement (p50, p99). `MQTT_BENCH_SECONDS` (default 10) per variant.
 
+// The allocator the `warden` binary runs on (crates/warden/src/main.rs), so the figures are
+// what ships; `--features system-alloc` measures the same on glibc's.
+#[cfg(not(feature = "system-alloc"))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[path = "gateway_setup.rs"]
 mod gateway_setup;
 

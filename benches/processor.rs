@@ -16,6 +16,12 @@
 //! ready Arrow batches (features and detectors only). A fresh engine is built in the (unmeasured) setup of each
 //! iteration, so key creation is part of the measurement.
 
+// The allocator the `warden` binary runs on (crates/warden/src/main.rs), so the figures are
+// what ships; `--features system-alloc` measures the same on glibc's.
+#[cfg(not(feature = "system-alloc"))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::hint::black_box;
 
 use arrow::record_batch::RecordBatch;
