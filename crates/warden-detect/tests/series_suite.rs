@@ -1,7 +1,8 @@
 //! Synthetic time-series suite: every series detector, with the parameters `warden backtest
 //! --series` gives it, over generated series with labelled anomalies.
 //!
-//! Run `cargo test -p warden-detect --test series_suite -- --nocapture` for the table. The
+//! Run `cargo test -p warden-detect --test series_suite -- --nocapture` for the table
+//! (`SERIES_CSV_DIR=DIR` also writes the series as CSV files, see [`write_csv`]). The
 //! scoring rule is in docs/BENCHMARKS.md ("Series detectors on a synthetic suite") and repeated here:
 //!
 //! - Each series is fed sample by sample: `score()` first (what the backtest writes), then
@@ -430,8 +431,49 @@ const FLOORS: &[(&str, &str, f64, f64, f64)] = &[
     ("cusum", "variance", 1.0, 1.0, 0.9),
 ];
 
+/// With `SERIES_CSV_DIR=DIR`, the suite is also written as `DIR/<family>/<series>.csv`
+/// (`timestamp,value,label`, nanoseconds since the epoch; label 1 over each detection window
+/// `[start, max(end, start + K)]`), for `warden backtest --series DIR` (NAB's scoring of the
+/// same series: docs/BENCHMARKS.md).
+fn write_csv(dir: &std::path::Path) -> std::io::Result<()> {
+    for s in suite() {
+        let folder = dir.join(s.family.replace(' ', "_"));
+        std::fs::create_dir_all(&folder)?;
+        let n = s.values.len();
+        let mut text = String::from("timestamp,value,label\n");
+        for i in 0..n {
+            let label = s
+                .ranges
+                .iter()
+                .any(|&(a, b)| (a..=b.max(a + K).min(n - 1)).contains(&i));
+            text.push_str(&format!(
+                "{},{},{}\n",
+                s.at[i],
+                s.values[i],
+                u8::from(label)
+            ));
+        }
+        let name: String = s
+            .name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        std::fs::write(folder.join(format!("{name}.csv")), text)?;
+    }
+    Ok(())
+}
+
 #[test]
 fn series_suite() {
+    if let Some(dir) = std::env::var_os("SERIES_CSV_DIR") {
+        write_csv(std::path::Path::new(&dir)).expect("SERIES_CSV_DIR is writable");
+    }
     let rows = evaluate();
     println!("{}", table(&rows));
     for (detector, family, recall, fa, ap) in FLOORS {

@@ -10,9 +10,12 @@
 //! - [`score`] runs one detector, each point with its own timestamp; [`SeriesReport`] sums
 //!   up a run over many files (JSON, table, Markdown) and [`render_scored`] writes the
 //!   scored rows.
+//! - [`nab`] scores runs the Numenta Anomaly Benchmark's way (windows, early detection,
+//!   profiles, normalised 0–100).
 //! - Labels come from a `label` column or from a windows file ([`Windows`], NAB's format).
 
 mod catalog;
+mod nab;
 mod quality;
 mod read;
 mod report;
@@ -23,11 +26,12 @@ pub use catalog::{
     DEFAULT_SERIES_DETECTORS, DetectorInfo, ParamInfo, SERIES_DEFAULTS, catalog, render_catalog,
     series_defaults_text, series_detectors, series_params,
 };
+pub use nab::{NAB_PROFILES, Nab, NabPoints, NabProfile, NabScore};
 pub use quality::{GAP_FACTOR, Gap, Lines, Quality, Sampling};
 pub use read::{Point, Series, read_series};
 pub use report::{DetectorUsed, FileReport, Pooled, REPORT_VERSION, SeriesReport, render_scored};
 pub use score::{
-    DetectorRun, LabelScore, PointScore, RangeScore, Ranking, RunSummary, Sweep, score,
+    DetectorRun, LabelScore, NabRun, PointScore, RangeScore, Ranking, RunSummary, Sweep, score,
 };
 pub use windows::Windows;
 

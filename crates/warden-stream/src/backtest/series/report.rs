@@ -7,7 +7,7 @@ use warden_config::DetectorConfig;
 
 use super::quality::{Quality, duration};
 use super::read::Series;
-use super::score::{DetectorRun, LabelScore, PointScore, RangeScore, Ranking, RunSummary};
+use super::score::{DetectorRun, LabelScore, NabRun, PointScore, RangeScore, Ranking, RunSummary};
 
 /// Version of the JSON report; raised when a field changes meaning or goes away.
 pub const REPORT_VERSION: u32 = 1;
@@ -139,6 +139,7 @@ impl SeriesReport {
             "ranges",
             "AP",
             "best F1 (at score)",
+            "NAB flags / best",
         ];
         let mut rows: Vec<Vec<String>> = Vec::new();
         for f in &self.files {
@@ -208,9 +209,13 @@ pub(super) fn pool(detector: &str, files: &[FileReport]) -> Pooled {
         .collect();
     let labelled: Vec<LabelScore> = runs.iter().filter_map(|(_, d)| d.labels).collect();
     let mut ranking = Ranking::default();
+    let mut nab = NabRun::default();
     for (_, d) in &runs {
         if let Some(r) = &d.ranking {
             ranking.extend(r);
+        }
+        if let Some(n) = &d.nab {
+            nab.extend(n);
         }
     }
     let labels = (!labelled.is_empty()).then(|| {
@@ -231,6 +236,7 @@ pub(super) fn pool(detector: &str, files: &[FileReport]) -> Pooled {
             },
             average_precision: ranking.average_precision(),
             best: ranking.best(),
+            nab: nab.report(),
         }
     });
     Pooled {
@@ -266,7 +272,10 @@ fn ranked(labels: Option<LabelScore>) -> Vec<String> {
     let best = labels.and_then(|l| l.best).map_or("-".into(), |b| {
         format!("{:.2} (≥ {})", b.f1, num(b.threshold))
     });
-    vec![ap, best]
+    let nab = labels.and_then(|l| l.nab).map_or("-".into(), |n| {
+        format!("{:.1} / {:.1}", n.flags[0].score, n.best[0].score)
+    });
+    vec![ap, best, nab]
 }
 
 fn ratios(point: Option<PointScore>, range: Option<RangeScore>) -> Vec<String> {

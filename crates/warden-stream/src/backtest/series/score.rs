@@ -4,6 +4,7 @@ use serde::Serialize;
 use warden_config::DetectorConfig;
 use warden_detect::Sample;
 
+use super::nab::{Nab, NabPoints, flag_scores};
 use super::read::Series;
 
 /// One detector over one series: a score and a flag per point.
@@ -94,6 +95,8 @@ pub struct LabelScore {
     pub average_precision: Option<f64>,
     /// The score threshold that would have given the best F1 over ranges (see [`Ranking`]).
     pub best: Option<Sweep>,
+    /// NAB's scores (see [`super::nab`]); null without a scorable labelled range.
+    pub nab: Option<Nab>,
 }
 
 /// The scores of a run ranked against its labels: each labelled range is one positive (its
@@ -249,12 +252,40 @@ impl LabelScore {
         }
         range.recall = (range.ranges > 0).then(|| range.detected as f64 / range.ranges as f64);
         let ranking = Ranking::of(series, run);
+        let nab = NabRun::of(series, run).and_then(|n| n.report());
         Some(Self {
             point: PointScore::of(tp, fp, fn_),
             range,
             average_precision: ranking.as_ref().and_then(Ranking::average_precision),
             best: ranking.as_ref().and_then(Ranking::best),
+            nab,
         })
+    }
+}
+
+/// A run's points as NAB scores them: by score, and by its own firings.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NabRun {
+    pub scores: NabPoints,
+    pub flags: NabPoints,
+}
+
+impl NabRun {
+    pub fn of(series: &Series, run: &DetectorRun) -> Option<Self> {
+        Some(Self {
+            scores: NabPoints::of(series, &run.scores)?,
+            flags: NabPoints::of(series, &flag_scores(&run.flags))?,
+        })
+    }
+
+    /// Pool `other` into this run.
+    pub fn extend(&mut self, other: &NabRun) {
+        self.scores.extend(&other.scores);
+        self.flags.extend(&other.flags);
+    }
+
+    pub fn report(&self) -> Option<Nab> {
+        self.scores.report(&self.flags)
     }
 }
 
@@ -280,6 +311,9 @@ pub struct RunSummary {
     /// The ranking behind `labels` (pooled over files by the report).
     #[serde(skip)]
     pub ranking: Option<Ranking>,
+    /// The points behind `labels.nab` (pooled over files by the report).
+    #[serde(skip)]
+    pub nab: Option<NabRun>,
 }
 
 impl RunSummary {
@@ -326,6 +360,7 @@ impl RunSummary {
             p99_score: p99,
             labels: LabelScore::of(series, run),
             ranking: Ranking::of(series, run),
+            nab: NabRun::of(series, run),
         }
     }
 }
