@@ -28,7 +28,7 @@ use datafusion::physical_plan::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 use warden_config::{Cyclic, FeatureConfig, Field, FilterConfig};
 
-use crate::sketch::{DdSketch, Hll, Sketch};
+use crate::sketch::{Hll, Sketch};
 
 /// Seed of the hash used for distinct counts and novelty (fixed: sketches are persisted).
 pub const HASH_SEED: u64 = 0x5741_5244_454e;
@@ -504,7 +504,7 @@ impl WindowPlan {
     pub fn new_sketches(&self, out: &mut Vec<Sketch>) {
         out.extend(self.sketches.iter().map(|s| match s.kind {
             SketchKind::Distinct => Sketch::Distinct(Hll::default()),
-            SketchKind::Quantiles => Sketch::Quantiles(DdSketch::default()),
+            SketchKind::Quantiles => Sketch::Quantiles(Box::default()),
         }));
     }
 

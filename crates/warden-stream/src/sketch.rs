@@ -10,11 +10,12 @@ pub use hll::Hll;
 
 use serde::{Deserialize, Serialize};
 
-/// A sketch slot of a bucket.
+/// A sketch slot of a bucket. Quantile sketches are boxed so that the slot is no larger than
+/// an in-place distinct set (32 bytes: windows hold one slot per bucket and per cached fold).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Sketch {
     Distinct(Hll),
-    Quantiles(DdSketch),
+    Quantiles(Box<DdSketch>),
 }
 
 impl Sketch {
@@ -22,7 +23,15 @@ impl Sketch {
     pub fn heap_bytes(&self) -> usize {
         match self {
             Sketch::Distinct(h) => h.heap_bytes(),
-            Sketch::Quantiles(d) => d.heap_bytes(),
+            Sketch::Quantiles(d) => std::mem::size_of::<DdSketch>() + d.heap_bytes(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_slot_is_four_words() {
+        assert_eq!(std::mem::size_of::<super::Sketch>(), 32);
     }
 }

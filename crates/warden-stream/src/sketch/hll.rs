@@ -11,17 +11,75 @@ const M: usize = 1 << P;
 /// Hashes kept exactly before switching to registers.
 pub const SPARSE_MAX: usize = 64;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Hashes kept in place, without an allocation: most buckets of a device's window see one or
+/// two resources and one address, and a window holds tens of buckets per key.
+pub const INLINE: usize = 3;
+
+/// A distinct count: exact (in place, then a vector) up to [`SPARSE_MAX`] hashes, then
+/// registers. Persisted as `Sparse`/`Dense` (an in-place set is written as `Sparse`), the
+/// format before in-place sets existed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(from = "Persisted", into = "Persisted")]
 pub enum Hll {
+    /// Up to [`INLINE`] distinct hashes, the first `len` of `hashes`.
+    Inline { len: u8, hashes: [u64; INLINE] },
     /// Distinct hashes, unsorted.
     Sparse(Vec<u64>),
     /// Registers: 1 + leading zeros of the hash bits after the index.
     Dense(Vec<u8>),
 }
 
+/// [`Hll`] as checkpoints hold it.
+#[derive(Serialize, Deserialize)]
+enum Persisted {
+    Sparse(Vec<u64>),
+    Dense(Vec<u8>),
+}
+
+impl From<Persisted> for Hll {
+    fn from(p: Persisted) -> Self {
+        match p {
+            Persisted::Sparse(v) if v.len() <= INLINE => {
+                let mut h = Hll::default();
+                for x in v {
+                    h.insert(x);
+                }
+                h
+            }
+            Persisted::Sparse(v) => Hll::Sparse(v),
+            Persisted::Dense(r) => Hll::Dense(r),
+        }
+    }
+}
+
+impl From<Hll> for Persisted {
+    fn from(h: Hll) -> Self {
+        match h {
+            Hll::Dense(r) => Persisted::Dense(r),
+            Hll::Sparse(v) => Persisted::Sparse(v),
+            Hll::Inline { len, hashes } => Persisted::Sparse(hashes[..usize::from(len)].to_vec()),
+        }
+    }
+}
+
+/// Equal counts: the same exact hashes in the same order (in place or not), or the same
+/// registers.
+impl PartialEq for Hll {
+    fn eq(&self, o: &Self) -> bool {
+        match (self.exact(), o.exact()) {
+            (Some(a), Some(b)) => a == b,
+            (None, None) => matches!((self, o), (Hll::Dense(a), Hll::Dense(b)) if a == b),
+            _ => false,
+        }
+    }
+}
+
 impl Default for Hll {
     fn default() -> Self {
-        Hll::Sparse(Vec::new())
+        Hll::Inline {
+            len: 0,
+            hashes: [0; INLINE],
+        }
     }
 }
 
@@ -42,9 +100,42 @@ fn register(hash: u64) -> (usize, u8) {
     (idx, rest.leading_zeros() as u8 + 1)
 }
 
+fn registers_of(start: Option<&[u8]>, hashes: &[u64]) -> Vec<u8> {
+    let mut regs = start.map_or_else(|| vec![0u8; M], <[u8]>::to_vec);
+    for h in hashes {
+        let (i, r) = register(*h);
+        regs[i] = regs[i].max(r);
+    }
+    regs
+}
+
 impl Hll {
+    /// The exact hashes, unless the sketch is registers.
+    pub fn exact(&self) -> Option<&[u64]> {
+        match self {
+            Hll::Inline { len, hashes } => Some(&hashes[..usize::from(*len)]),
+            Hll::Sparse(v) => Some(v),
+            Hll::Dense(_) => None,
+        }
+    }
+
     pub fn insert(&mut self, hash: u64) {
         match self {
+            Hll::Inline { len, hashes } => {
+                let n = usize::from(*len);
+                if hashes[..n].contains(&hash) {
+                    return;
+                }
+                if n < INLINE {
+                    hashes[n] = hash;
+                    *len += 1;
+                    return;
+                }
+                let mut v = Vec::with_capacity(2 * INLINE);
+                v.extend_from_slice(hashes);
+                v.push(hash);
+                *self = Hll::Sparse(v);
+            }
             Hll::Sparse(v) => {
                 if v.contains(&hash) {
                     return;
@@ -53,11 +144,8 @@ impl Hll {
                     v.push(hash);
                     return;
                 }
-                let mut regs = vec![0u8; M];
-                for h in v.iter().copied().chain([hash]) {
-                    let (i, r) = register(h);
-                    regs[i] = regs[i].max(r);
-                }
+                v.push(hash);
+                let regs = registers_of(None, v);
                 *self = Hll::Dense(regs);
             }
             Hll::Dense(regs) => {
@@ -72,6 +160,11 @@ impl Hll {
     /// Merge `other` into `self`.
     pub fn merge(&mut self, other: &Hll) {
         match other {
+            Hll::Inline { len, hashes } => {
+                for h in &hashes[..usize::from(*len)] {
+                    self.insert(*h);
+                }
+            }
             Hll::Sparse(v) => {
                 if let Hll::Sparse(mine) = self
                     && mine.len() + v.len() <= SPARSE_MAX
@@ -88,26 +181,24 @@ impl Hll {
                     self.insert(*h);
                 }
             }
-            Hll::Dense(theirs) => {
-                if let Hll::Sparse(v) = self {
-                    let mut regs = theirs.clone();
-                    for h in v.iter() {
-                        let (i, r) = register(*h);
-                        regs[i] = regs[i].max(r);
-                    }
-                    *self = Hll::Dense(regs);
-                } else if let Hll::Dense(mine) = self {
+            Hll::Dense(theirs) => match self {
+                Hll::Dense(mine) => {
                     for (a, b) in mine.iter_mut().zip(theirs) {
                         *a = (*a).max(*b);
                     }
                 }
-            }
+                exact => {
+                    let regs = registers_of(Some(theirs), exact.exact().unwrap_or_default());
+                    *exact = Hll::Dense(regs);
+                }
+            },
         }
     }
 
-    /// Estimated distinct count (exact in sparse mode).
+    /// Estimated distinct count (exact in the exact modes).
     pub fn estimate(&self) -> f64 {
         match self {
+            Hll::Inline { len, .. } => f64::from(*len),
             Hll::Sparse(v) => v.len() as f64,
             Hll::Dense(regs) => {
                 let m = M as f64;
@@ -128,6 +219,7 @@ impl Hll {
     /// refilled for every window fold).
     pub fn clear(&mut self) {
         match self {
+            Hll::Inline { len, .. } => *len = 0,
             Hll::Sparse(v) => v.clear(),
             Hll::Dense(_) => *self = Hll::default(),
         }
@@ -135,6 +227,7 @@ impl Hll {
 
     pub fn heap_bytes(&self) -> usize {
         match self {
+            Hll::Inline { .. } => 0,
             Hll::Sparse(v) => v.capacity() * 8,
             Hll::Dense(r) => r.capacity(),
         }
@@ -149,6 +242,41 @@ mod tests {
 
     fn hash(i: u64) -> u64 {
         foldhash::fast::FixedState::with_seed(7).hash_one(i)
+    }
+
+    #[test]
+    fn a_few_hashes_stay_in_place_and_persist_as_before() {
+        let mut h = Hll::default();
+        for i in 0..INLINE as u64 {
+            h.insert(hash(i));
+            h.insert(hash(i));
+        }
+        assert!(matches!(h, Hll::Inline { .. }) && h.heap_bytes() == 0);
+        assert_eq!(h.estimate(), INLINE as f64);
+        // The checkpoint format is the one before in-place sets: a sparse vector.
+        let json = serde_json::to_string(&h).expect("serialise");
+        assert!(json.starts_with("{\"Sparse\":["), "{json}");
+        let back: Hll = serde_json::from_str(&json).expect("deserialise");
+        assert_eq!(back, h);
+        let mut sparse = h.clone();
+        sparse.insert(hash(99));
+        assert!(matches!(sparse, Hll::Sparse(_)));
+        // Merging in-place sets with each other and with the other modes is a union.
+        let mut m = Hll::default();
+        m.merge(&h);
+        m.merge(&sparse);
+        assert_eq!(m.estimate(), INLINE as f64 + 1.0);
+        let mut dense = Hll::default();
+        for i in 0..500 {
+            dense.insert(hash(i));
+        }
+        let mut inline = Hll::default();
+        inline.insert(hash(10_000));
+        let mut a = inline.clone();
+        a.merge(&dense);
+        let mut b = dense.clone();
+        b.merge(&inline);
+        assert_eq!(a, b, "merge commutes across modes");
     }
 
     #[test]

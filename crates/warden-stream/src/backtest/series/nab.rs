@@ -132,9 +132,10 @@ impl NabPoints {
                 let width = (right - left + 1) as f64;
                 let id = out.windows;
                 let mut scorable = false;
-                for j in left.max(probation)..=right {
+                let from = left.max(probation);
+                for (j, &score) in scores.iter().enumerate().take(right + 1).skip(from) {
                     let pos = -((right - j + 1) as f64) / width;
-                    out.push(scores[j], id, scaled_sigmoid(pos) / scaled_sigmoid(-1.0));
+                    out.push(score, id, scaled_sigmoid(pos) / scaled_sigmoid(-1.0));
                     scorable = true;
                 }
                 out.windows += u32::from(scorable);
