@@ -492,6 +492,25 @@ impl WindowPlan {
         })
     }
 
+    /// Whether a window's fold can be kept as a running total, adding the buckets that enter
+    /// and subtracting those that leave: order-free counts and integer sums only, no sketch
+    /// (see [`crate::window::WindowState::fold_complete`]).
+    pub fn invertible(&self) -> bool {
+        self.sketches.is_empty()
+            && self.order_free()
+            && self
+                .scalars
+                .iter()
+                .all(|a| matches!(a.op, ScalarOp::Count | ScalarOp::Sum))
+    }
+
+    /// Take `bucket` back out of `acc` (an [`WindowPlan::invertible`] plan's fold).
+    pub fn unfold_scalars(&self, acc: &mut [f64], bucket: &[f64]) {
+        for (a, b) in acc.iter_mut().zip(bucket) {
+            *a -= b;
+        }
+    }
+
     /// Fresh scalar slots of a new bucket.
     pub fn new_scalars(&self, out: &mut Vec<f64>) {
         out.extend(self.scalars.iter().map(|s| match s.op {
