@@ -493,10 +493,10 @@ impl WindowPlan {
     }
 
     /// Whether a window's fold can be kept as a running total, adding the buckets that enter
-    /// and subtracting those that leave: order-free counts and integer sums only, no sketch
-    /// (see [`crate::window::WindowState::fold_complete`]).
+    /// and taking out those that leave: counts, integer sums and distinct counts only
+    /// (see `window/running.rs`).
     pub fn invertible(&self) -> bool {
-        self.sketches.is_empty()
+        self.sketches.iter().all(|s| s.kind == SketchKind::Distinct)
             && self.order_free()
             && self
                 .scalars

@@ -6,7 +6,7 @@ mod ddsketch;
 mod hll;
 
 pub use ddsketch::DdSketch;
-pub use hll::Hll;
+pub use hll::{Hll, SPARSE_MAX};
 
 use serde::{Deserialize, Serialize};
 

@@ -10,7 +10,9 @@ use crate::feature::WindowPlan;
 use crate::sketch::Sketch;
 
 mod index;
+mod running;
 use index::KeyIndex;
+use running::{Multiset, drop_counted};
 
 /// Buckets of one key, in slot order.
 ///
@@ -111,7 +113,7 @@ pub struct WindowState {
     swag: Vec<Swag>,
     use_swag: bool,
     /// The plan is [`WindowPlan::invertible`]: a key's complete-sample fold is a running total
-    /// in its [`Swag`]'s `back` (no `front`).
+    /// in its [`Swag`] (`back_scalars` and `distinct`; no `front`).
     running: bool,
     /// `sample = "active"`: slot → the keys that got their first event of that slot (a new
     /// bucket), i.e. the keys its complete sample covers. `None` with `sample = "all"`.
@@ -145,6 +147,9 @@ struct Swag {
     front_sketches: Vec<Sketch>,
     back_scalars: Vec<f64>,
     back_sketches: Vec<Sketch>,
+    /// With running totals (see `window/running.rs`), per sketch: the window's distinct
+    /// hashes and how many buckets hold each; `back_scalars` is the scalars' total.
+    distinct: Vec<Multiset>,
 }
 
 impl Swag {
@@ -158,6 +163,12 @@ impl Swag {
                 .iter()
                 .chain(&self.back_sketches)
                 .map(Sketch::heap_bytes)
+                .sum::<usize>()
+            + self.distinct.capacity() * std::mem::size_of::<Multiset>()
+            + self
+                .distinct
+                .iter()
+                .map(|m| m.capacity() * 16)
                 .sum::<usize>()
     }
 }
@@ -248,74 +259,6 @@ fn merge_range(
             break;
         }
         merge_bucket(k, (ns, nk), i, plan, scalars, sketches);
-    }
-}
-
-/// Totals past this magnitude are refolded rather than updated: `f64` adds and subtracts
-/// integers exactly only below 2^53.
-const EXACT_TOTAL: f64 = (1u64 << 52) as f64;
-
-/// The running total of a key's buckets in `(slot - slides, slot]`, in `w.back_scalars`:
-/// from the total of the previous sample, the buckets that entered are added and those that
-/// left subtracted (exact: counts and integer sums, see [`WindowPlan::invertible`]); folded
-/// afresh when there is no previous total (first sample, a late event into a counted bucket,
-/// a counted bucket trimmed) or it grew too large to stay exact.
-fn running_total(
-    w: &mut Swag,
-    k: &KeyState,
-    plan: &WindowPlan,
-    (slides, slot): (i64, i64),
-    ns: usize,
-) {
-    let lo = slot - slides;
-    let pp = |x: i64| k.slots.partition_point(|s| *s <= x);
-    let exact = w.back_scalars.len() == ns && w.back_scalars.iter().all(|v| v.abs() < EXACT_TOTAL);
-    match w.through {
-        Some(t) if t == slot && exact => return,
-        Some(t) if t < slot && exact => {
-            // Left: counted before (after t - slides, up to t), not now (up to lo).
-            for i in pp(t - slides)..pp(t.min(lo)) {
-                plan.unfold_scalars(&mut w.back_scalars, &k.scalars[i * ns..(i + 1) * ns]);
-            }
-            // Entered: after t (and after lo), up to slot.
-            for i in pp(t.max(lo))..pp(slot) {
-                plan.fold_scalars(&mut w.back_scalars, &k.scalars[i * ns..(i + 1) * ns]);
-            }
-        }
-        _ => {
-            w.back_scalars.clear();
-            plan.new_scalars(&mut w.back_scalars);
-            for i in pp(lo)..pp(slot) {
-                plan.fold_scalars(&mut w.back_scalars, &k.scalars[i * ns..(i + 1) * ns]);
-            }
-        }
-    }
-    w.through = Some(slot);
-}
-
-/// Before `k`'s first `n` buckets are dropped: a running total that counts one of them can
-/// no longer subtract it, so it is dropped too (refolded at the next sample).
-fn drop_counted(
-    w: Option<&mut Swag>,
-    prefix: Option<&Prefix>,
-    k: &mut KeyState,
-    n: usize,
-    slides: i64,
-) {
-    let Some(w) = w else { return };
-    if let (Some(t), Some(newest)) = (w.through, n.checked_sub(1).and_then(|i| k.slots.get(i)))
-        && *newest > t - slides
-    {
-        w.through = None;
-        k.cache_floor = cache_floor(prefix.and_then(|p| p.slot), None);
-    }
-}
-
-/// Reset sketch accumulators only (a running total has none; kept for the plan's shape).
-fn reset_sketches_only(plan: &WindowPlan, nsketches: usize, sketches: &mut Vec<Sketch>) {
-    if sketches.len() != nsketches {
-        sketches.clear();
-        plan.new_sketches(sketches);
     }
 }
 
@@ -664,11 +607,18 @@ impl WindowState {
         let w = &mut self.swag[idx];
         let through_before = w.through;
         if self.running {
-            running_total(w, k, plan, (self.slides, slot), ns);
-            scalars.clear();
-            scalars.extend_from_slice(&w.back_scalars);
-            reset_sketches_only(plan, nk, sketches);
-            if w.through != through_before {
+            let exact = running::running_total(w, k, plan, (self.slides, slot), sizes);
+            if exact {
+                scalars.clear();
+                scalars.extend_from_slice(&w.back_scalars);
+                running::distinct_sketches(plan, w, sketches);
+            }
+            let changed = w.through != through_before;
+            if !exact {
+                // More distinct values than stay exact: this sample folds every bucket.
+                self.fold(id, slot, plan, scalars, sketches);
+            }
+            if changed {
                 self.refresh_floor(idx);
             }
             return;

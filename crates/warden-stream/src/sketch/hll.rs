@@ -215,6 +215,34 @@ impl Hll {
         }
     }
 
+    /// Make this the exact set `hashes` (distinct, at most [`SPARSE_MAX`]); a sparse sketch
+    /// keeps its allocation.
+    pub fn set_exact(&mut self, hashes: impl ExactSizeIterator<Item = u64>) {
+        let n = hashes.len();
+        if let Hll::Sparse(v) = self {
+            v.clear();
+            v.extend(hashes);
+        } else if n <= INLINE {
+            let mut a = [0; INLINE];
+            for (s, h) in a.iter_mut().zip(hashes) {
+                *s = h;
+            }
+            *self = Hll::Inline {
+                len: n as u8,
+                hashes: a,
+            };
+        } else {
+            *self = Hll::Sparse(hashes.collect());
+        }
+    }
+
+    /// The exact set `hashes` (distinct, at most [`SPARSE_MAX`]).
+    pub fn from_exact(hashes: impl ExactSizeIterator<Item = u64>) -> Self {
+        let mut h = Hll::default();
+        h.set_exact(hashes);
+        h
+    }
+
     /// Empty the sketch; a sparse one keeps its allocation (accumulators are cleared and
     /// refilled for every window fold).
     pub fn clear(&mut self) {

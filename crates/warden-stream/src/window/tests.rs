@@ -7,12 +7,18 @@ use crate::feature::{Compiler, WindowPlan};
 const S: i64 = 1_000_000_000;
 
 fn plan() -> WindowPlan {
-    plan_of(true)
+    plan_of(RUNNING)
 }
 
-/// The test plan: a count, an error ratio, and (with `distinct`) distinct paths; without it
-/// the plan is invertible (complete samples are running totals).
-fn plan_of(distinct: bool) -> WindowPlan {
+/// Features of the test plans: a count, an error ratio, distinct paths and (two-stack folds,
+/// since a quantile sketch cannot be taken back out) a percentile.
+const TWO_STACK: &[&str] = &["n", "errors", "paths", "p90"];
+/// Running totals, with a distinct count.
+const RUNNING: &[&str] = &["n", "errors", "paths"];
+/// Running totals of scalars only.
+const SCALARS: &[&str] = &["n", "errors"];
+
+fn plan_of(features: &[&str]) -> WindowPlan {
     let p = PipelineConfig::from_toml(
         r#"
 name = "t"
@@ -34,6 +40,12 @@ name = "paths"
 window = "w"
 type = "distinct"
 field = "path"
+[[feature]]
+name = "p90"
+window = "w"
+type = "percentile"
+field = "bytes_out"
+quantile = 0.9
 [[detector]]
 name = "d"
 type = "threshold"
@@ -46,10 +58,10 @@ quarantine_ttl_s = 60
     .expect("pipeline");
     let c = Compiler::new().expect("compiler");
     let mut plan = WindowPlan::default();
-    for f in p.feature.iter().filter(|f| distinct || f.name() != "paths") {
+    for f in p.feature.iter().filter(|f| features.contains(&f.name())) {
         plan.add(&c, f).expect("feature");
     }
-    assert_eq!(plan.invertible(), !distinct);
+    assert_eq!(plan.invertible(), !features.contains(&"p90"));
     plan
 }
 
@@ -219,6 +231,11 @@ fn xorshift(mut rng: u64) -> impl FnMut(u64) -> u64 {
     }
 }
 
+/// Values comparable with `==` when both are NaN (an empty window's percentile).
+fn nan_eq(v: Vec<f64>) -> Vec<Option<f64>> {
+    v.into_iter().map(|x| (!x.is_nan()).then_some(x)).collect()
+}
+
 /// The plan's values of folded aggregates.
 fn read(plan: &WindowPlan, scalars: &[f64], sketches: &[Sketch]) -> Vec<f64> {
     let mut v = vec![0.0; plan.values.len()];
@@ -228,12 +245,12 @@ fn read(plan: &WindowPlan, scalars: &[f64], sketches: &[Sketch]) -> Vec<f64> {
 
 #[test]
 fn complete_folds_match_full_folds_through_late_events_gaps_and_id_reuse() {
-    for distinct in [true, false] {
-        complete_folds_match_full_folds(&plan_of(distinct), distinct);
+    for features in [TWO_STACK, RUNNING, SCALARS] {
+        complete_folds_match_full_folds(&plan_of(features));
     }
 }
 
-fn complete_folds_match_full_folds(plan: &WindowPlan, distinct: bool) {
+fn complete_folds_match_full_folds(plan: &WindowPlan) {
     let plan = plan.clone();
     assert!(plan.order_free());
     let mut w = window(&plan);
@@ -267,7 +284,11 @@ fn complete_folds_match_full_folds(plan: &WindowPlan, distinct: bool) {
         w.fold(id, s, &plan, &mut a, &mut ak);
         w.fold_complete(id, s, &plan, &mut b, &mut bk);
         assert_eq!(a, b, "scalars at slot {s}");
-        assert_eq!(values(&a, &ak), values(&b, &bk), "values at slot {s}");
+        assert_eq!(
+            nan_eq(values(&a, &ak)),
+            nan_eq(values(&b, &bk)),
+            "values at slot {s}"
+        );
         folds += 1;
         if sampled != Some(s - 1) && sampled != Some(s) {
             rebuilt += 1;
@@ -276,7 +297,11 @@ fn complete_folds_match_full_folds(plan: &WindowPlan, distinct: bool) {
         // Running totals: now and then buckets are trimmed ahead of the samples (as a sweep of
         // keys not sampled does with `sample = "active"`); a total that counted them must not
         // subtract them later. (The two-stack folds keep what they folded; a full fold cannot.)
-        let trim_at = if !distinct && next(25) == 0 { s + 2 } else { s };
+        let trim_at = if plan.invertible() && next(25) == 0 {
+            s + 2
+        } else {
+            s
+        };
         assert!(w.trim(trim_at, s * S).is_empty());
         // Now and then the key is forgotten and its id reused by another.
         if slot % 97 == 96 {
@@ -286,7 +311,8 @@ fn complete_folds_match_full_folds(plan: &WindowPlan, distinct: bool) {
     }
     assert!(
         folds > 350 && rebuilt > 5,
-        "distinct {distinct}: {folds} folds, {rebuilt} gaps"
+        "{:?}: {folds} folds, {rebuilt} gaps",
+        plan.names
     );
 }
 
@@ -395,8 +421,8 @@ fn a_late_event_after_every_bucket_was_dropped_keeps_events_in_their_own_buckets
 /// buckets, gaps and repeats between samples, and a key forgotten with its id reused.
 #[test]
 fn reused_complete_samples_equal_full_folds() {
-    for distinct in [true, false] {
-        reused_complete_samples(&plan_of(distinct));
+    for features in [TWO_STACK, RUNNING, SCALARS] {
+        reused_complete_samples(&plan_of(features));
     }
 }
 
@@ -433,12 +459,20 @@ fn reused_complete_samples(plan: &WindowPlan) {
         if let Some(prev) = prev
             && w.complete_unchanged(id, s)
         {
-            assert_eq!(prev.1, full, "reused at slot {s}");
+            assert_eq!(
+                nan_eq(prev.1.clone()),
+                nan_eq(full.clone()),
+                "reused at slot {s}"
+            );
             reused += 1;
         } else {
             let (mut b, mut bk) = (Vec::new(), Vec::new());
             w.fold_complete(id, s, &plan, &mut b, &mut bk);
-            assert_eq!(values(&b, &bk), full, "folded at slot {s}");
+            assert_eq!(
+                nan_eq(values(&b, &bk)),
+                nan_eq(full.clone()),
+                "folded at slot {s}"
+            );
             folded += 1;
         }
         last = Some((s, full));
@@ -451,5 +485,47 @@ fn reused_complete_samples(plan: &WindowPlan) {
     assert!(
         reused > 300 && folded > 300,
         "{reused} reused, {folded} folded"
+    );
+}
+
+/// Running distinct sets stay exact up to the sketches' exact limit; past it (a bucket of
+/// registers, or buckets whose union is too large) the sample is a full fold, and the running
+/// total resumes once the window is small again.
+#[test]
+fn running_distinct_sets_fall_back_to_folds_past_the_exact_limit() {
+    let plan = plan_of(RUNNING);
+    let mut w = window(&plan);
+    let id = w.intern("k", 0);
+    let add = |w: &mut WindowState, slot: i64, paths: std::ops::Range<usize>| {
+        for p in paths {
+            let at = slot * S + p as i64;
+            let batch =
+                warden_event::to_record_batch(&[event(at, 200, &format!("/p{p}"))]).expect("batch");
+            let inputs = plan.evaluate(&batch).expect("inputs");
+            w.add(id, at, &plan, &inputs, 0);
+        }
+    };
+    // Slots 0–1: 40 paths each, 80 together (past the exact 64, no bucket of registers);
+    // slot 4: 70 paths (a bucket of registers); then a few each.
+    add(&mut w, 0, 0..40);
+    add(&mut w, 1, 40..80);
+    add(&mut w, 2, 0..2);
+    add(&mut w, 4, 100..170);
+    for slot in 5..12 {
+        add(&mut w, slot, 0..3);
+    }
+    for slot in 0..12 {
+        let (mut a, mut ak) = (Vec::new(), Vec::new());
+        let (mut b, mut bk) = (Vec::new(), Vec::new());
+        w.fold(id, slot, &plan, &mut a, &mut ak);
+        w.fold_complete(id, slot, &plan, &mut b, &mut bk);
+        assert_eq!(read(&plan, &a, &ak), read(&plan, &b, &bk), "slot {slot}");
+    }
+    let (mut b, mut bk) = (Vec::new(), Vec::new());
+    w.fold_complete(id, 11, &plan, &mut b, &mut bk);
+    assert_eq!(
+        read(&plan, &b, &bk)[2],
+        3.0,
+        "exact again once the window is small"
     );
 }
