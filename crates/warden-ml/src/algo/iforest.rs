@@ -35,10 +35,13 @@ pub struct IsolationForestModel {
     /// `c(sample_size)`, the average path length the scores are normalised by.
     #[serde(skip)]
     norm: f64,
+    /// The most splits on any path from a root to a leaf.
+    #[serde(skip)]
+    height: u32,
 }
 
 /// A node of the scoring layout: 16 bytes, both children of a split side by side (`l` and
-/// `l + 1`), and a leaf's `v` already the depth it adds, `c(size)`. The file's layout (one
+/// `l + 1`), and a leaf's `v` already the depth it adds, `c(size)`, its `l` itself. The file's layout (one
 /// node list per tree, 24-byte nodes, leaf sizes) is kept for its readability; scoring in
 /// this one saves a logarithm per leaf and a third of the memory a walk touches (100 trees
 /// × up to 511 nodes per device type do not fit in a core's cache).
@@ -97,6 +100,7 @@ impl IsolationForestModel {
             flat: Vec::new(),
             roots: Vec::new(),
             norm: 0.0,
+            height: 0,
         };
         m.prepare(x.ncols()).map_err(MlError::Fit)?;
         Ok(m)
@@ -124,23 +128,38 @@ impl IsolationForestModel {
         if self.roots.is_empty() {
             return f64::NAN;
         }
+        // The trees are walked `LANES` at a time, in lockstep, for the forest's height: the
+        // walks are independent, so the cache misses of eight trees overlap instead of
+        // queueing one after the other (the forest of a device type does not fit in a core's
+        // cache, and a walk is a chain of dependent loads). A leaf points at itself, so a walk
+        // that reached one stays there. Each tree's depth is its count of splits plus its
+        // leaf's `c(size)`, added in tree order: the same sum, bit for bit, as walking one
+        // tree at a time.
+        const LANES: usize = 8;
         let mut total = 0.0;
-        for &root in &self.roots {
-            let mut i = root as usize;
-            let mut depth = 0.0;
-            // `prepare` checked every index and that every path ends in a leaf.
-            while let Some(n) = self.flat.get(i) {
-                if n.f == LEAF {
-                    depth += n.v;
-                    break;
+        for chunk in self.roots.chunks(LANES) {
+            let mut at = [0u32; LANES];
+            let mut splits = [0u32; LANES];
+            at[..chunk.len()].copy_from_slice(chunk);
+            for _ in 0..self.height {
+                for (i, n) in at.iter_mut().zip(splits.iter_mut()).take(chunk.len()) {
+                    // `prepare` checked every index; a missing node ends the walk.
+                    let Some(node) = self.flat.get(*i as usize) else {
+                        continue;
+                    };
+                    let split = node.f != LEAF;
+                    let v = x.get(node.f as usize).copied().unwrap_or(f64::NAN);
+                    // NaN is not below the cut, so it goes right, as in the trees' own walk.
+                    let below = v < node.v;
+                    let right = split & !below;
+                    *i = node.l + u32::from(right);
+                    *n += u32::from(split);
                 }
-                depth += 1.0;
-                let v = x.get(n.f as usize).copied().unwrap_or(f64::NAN);
-                // NaN goes right, as in the trees' own walk.
-                let right = v.partial_cmp(&n.v) != Some(std::cmp::Ordering::Less);
-                i = n.l as usize + usize::from(right);
             }
-            total += depth;
+            for (i, n) in at.iter().zip(&splits).take(chunk.len()) {
+                let leaf = self.flat.get(*i as usize).map_or(0.0, |l| l.v);
+                total += f64::from(*n) + leaf;
+            }
         }
         let mean = total / self.roots.len() as f64;
         2f64.powf(-mean / self.norm)
@@ -178,6 +197,7 @@ impl IsolationForestModel {
         let mut flat = Vec::new();
         let mut roots = Vec::with_capacity(self.trees.len());
         let mut queue = std::collections::VecDeque::new();
+        let mut height = 0u32;
         for t in &self.trees {
             let base = flat.len();
             roots.push(u32::try_from(base).map_err(|_| malformed())?);
@@ -187,8 +207,8 @@ impl IsolationForestModel {
                 l: 0,
             });
             queue.clear();
-            queue.push_back((0usize, base));
-            while let Some((old, new)) = queue.pop_front() {
+            queue.push_back((0usize, base, 0u32));
+            while let Some((old, new, level)) = queue.pop_front() {
                 // A tree of n nodes lays out in n slots; more means a node is reached twice
                 // (a cycle or shared child in a hand-made file).
                 if flat.len() - base > t.len() {
@@ -199,8 +219,9 @@ impl IsolationForestModel {
                     flat[new] = Flat {
                         v: c(n.v),
                         f: LEAF,
-                        l: 0,
+                        l: u32::try_from(new).map_err(|_| malformed())?,
                     };
+                    height = height.max(level);
                     continue;
                 }
                 let l = flat.len();
@@ -219,8 +240,8 @@ impl IsolationForestModel {
                     f: LEAF,
                     l: 0,
                 });
-                queue.push_back((n.l as usize, l));
-                queue.push_back((n.r as usize, l + 1));
+                queue.push_back((n.l as usize, l, level + 1));
+                queue.push_back((n.r as usize, l + 1, level + 1));
             }
             if flat.len() - base > t.len() {
                 return Err(malformed());
@@ -229,6 +250,7 @@ impl IsolationForestModel {
         self.flat = flat;
         self.roots = roots;
         self.norm = c(self.sample_size as f64);
+        self.height = height;
         Ok(())
     }
 }
@@ -332,8 +354,11 @@ mod tests {
                 .sum();
             2f64.powf(-(total / m.trees.len() as f64) / c(m.sample_size as f64))
         };
-        for _ in 0..1000 {
-            let p: Vec<f64> = (0..4).map(|_| rng.random_range(-4.0..4.0)).collect();
+        for k in 0..1000 {
+            let mut p: Vec<f64> = (0..4).map(|_| rng.random_range(-4.0..4.0)).collect();
+            if k % 10 == 0 {
+                p[k / 10 % 4] = f64::NAN;
+            }
             assert_eq!(m.score(&p).to_bits(), reference(&p).to_bits(), "{p:?}");
         }
         assert!(m.score(&[f64::NAN, 0.0, 0.0, 0.0]).is_finite());
@@ -355,6 +380,7 @@ mod tests {
             flat: Vec::new(),
             roots: Vec::new(),
             norm: 0.0,
+            height: 0,
         };
         assert!(m.prepare(1).is_err());
         m.trees = vec![vec![split(1, 2), leaf, leaf]];
