@@ -168,7 +168,7 @@ impl Swag {
             + self
                 .distinct
                 .iter()
-                .map(|m| m.capacity() * 16)
+                .map(|m| m.capacity() * std::mem::size_of::<(u64, u32)>())
                 .sum::<usize>()
     }
 }
