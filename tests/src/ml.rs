@@ -133,17 +133,55 @@ pub fn is_ml(detector: &str) -> bool {
 }
 
 /// Every identity's mean score under each model over the scenario's attack windows (full
-/// samples of the ML window, recorded by an engine of `pipeline` with a recorder in place of
-/// `ml_kmeans`: all of `ml.toml`'s models read the same features). A mean, not a maximum:
-/// one burst (a firmware download) is not what tells an attacker from a benign device.
+/// samples of each model's window, recorded by an engine of `pipeline` with a recorder in
+/// place of the first ML detector of that window; `models` in the pipeline's ML detector
+/// order). A mean, not a maximum: one burst (a firmware download) is not what tells an
+/// attacker from a benign device. NaN where a model's window has no sample of the identity.
 pub fn mean_scores(
     scenario: &ScenarioConfig,
     pipeline: &PipelineConfig,
     models: &[Model],
 ) -> BTreeMap<String, Vec<f64>> {
+    let ml: Vec<_> = pipeline
+        .detector
+        .iter()
+        .filter_map(|d| d.ml().map(|c| (d, c)))
+        .collect();
+    assert_eq!(ml.len(), models.len(), "one model per ML detector");
+    let mut out: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut done = vec![false; ml.len()];
+    for lead in 0..ml.len() {
+        if done[lead] {
+            continue;
+        }
+        let members: Vec<usize> = (lead..ml.len())
+            .filter(|&j| models[j].body.window == models[lead].body.window)
+            .filter(|&j| ml[j].1.features == ml[lead].1.features)
+            .collect();
+        for &j in &members {
+            done[j] = true;
+        }
+        let group: Vec<&Model> = members.iter().map(|&j| &models[j]).collect();
+        for (name, v) in group_scores(scenario, pipeline, &ml[lead].1.name, &group) {
+            let row = out.entry(name).or_insert_with(|| vec![f64::NAN; ml.len()]);
+            for (&j, x) in members.iter().zip(v) {
+                row[j] = x;
+            }
+        }
+    }
+    out
+}
+
+/// Mean scores of `models` (all over the window and features of detector `lead`).
+fn group_scores(
+    scenario: &ScenarioConfig,
+    pipeline: &PipelineConfig,
+    lead: &str,
+    models: &[&Model],
+) -> BTreeMap<String, Vec<f64>> {
     use warden_stream::ml::{Models, Recorder};
     let rec = Recorder::default();
-    let mut engine = Engine::with_models(pipeline, Models::Record("ml_kmeans".into(), rec.clone()))
+    let mut engine = Engine::with_models(pipeline, Models::Record(lead.into(), rec.clone()))
         .unwrap_or_else(|e| panic!("{e}"));
     let mut sums: BTreeMap<String, (Vec<f64>, f64)> = BTreeMap::new();
     let window = models

@@ -134,6 +134,8 @@ fn check_verifies_the_model_files_a_pipeline_references() {
         "`ml_kmeans` (kmeans)",
         "`ml_gmm` (gmm)",
         "`ml_iforest` (isolation_forest)",
+        "`ml_kmeans_5m` (kmeans)",
+        "`ml_gmm_5m` (gmm)",
     ] {
         assert!(
             out.lines().any(|l| l.contains(".model: ")
@@ -142,9 +144,11 @@ fn check_verifies_the_model_files_a_pipeline_references() {
             "{name} in:\n{out}"
         );
     }
-    assert!(out.contains("3 problem(s)"), "{out}");
-    // k-means valid but the detector lists its features in another order; a k-means model
+    assert!(out.contains("5 problem(s)"), "{out}");
+    // The five-minute models in place; k-means valid but the detector lists its features in another order; a k-means model
     // where the Gaussian mixture should be; a truncated forest.
+    copy("models/ml-kmeans-5m.json", "ml-kmeans-5m.json");
+    copy("models/ml-gmm-5m.json", "ml-gmm-5m.json");
     copy("models/ml-kmeans.json", "ml-kmeans.json");
     copy("models/ml-kmeans.json", "ml-gmm.json");
     let forest = std::fs::read_to_string(repo("models/ml-iforest.json")).expect("forest");

@@ -115,6 +115,8 @@ fn backtest_reports_each_model_against_the_labels_beside_the_statistics() {
             "ml_kmeans",
             "ml_gmm",
             "ml_iforest",
+            "ml_kmeans_5m",
+            "ml_gmm_5m",
             "ml (all detectors)"
         ],
         "{md}"
@@ -127,10 +129,10 @@ fn backtest_reports_each_model_against_the_labels_beside_the_statistics() {
     assert_eq!(rows[0]["caught"], 0, "the statistics miss it: {md}");
     assert_eq!(rows[0]["auc"], serde_json::Value::Null);
     assert_eq!(
-        rows[4]["caught"], rows[4]["attackers"],
+        rows[6]["caught"], rows[6]["attackers"],
         "ML catches every one: {md}"
     );
-    for r in &rows[1..4] {
+    for r in &rows[1..6] {
         let auc = r["auc"].as_f64().unwrap_or(0.0);
         assert!(auc > 0.9, "{}: AUC {auc}\n{md}", r["detector"]);
     }

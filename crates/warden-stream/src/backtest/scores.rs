@@ -12,15 +12,16 @@ use crate::Engine;
 use crate::ml::{Models, Recorder};
 
 /// Every identity's mean score under each ML model of `pipeline`, over the complete samples
-/// of the models' window whose end falls in one of `spans` (`[from, to]` ns; none: every
-/// sample). A mean, not a maximum: one burst (a firmware download) is not what tells an
-/// attacker from a benign device.
+/// of its window whose end falls in one of `spans` (`[from, to]` ns; none: every sample). A
+/// mean, not a maximum: one burst (a firmware download) is not what tells an attacker from
+/// a benign device. Models over the same window and features share one replay; each other
+/// window (or feature list) gets its own.
 #[derive(Debug, Clone, Default)]
 pub struct ModelScores {
-    /// The ML detectors scored, in pipeline order (`None` scores: a model over other
-    /// features or another window than the first ML detector's, which this replay records).
+    /// The ML detectors scored, in pipeline order.
     pub detectors: Vec<String>,
-    /// Identity → mean score per detector (NaN when that detector's model was not scored).
+    /// Identity → mean score per detector (NaN where that detector's window has no complete
+    /// sample of the identity in `spans`).
     pub by_identity: BTreeMap<String, Vec<f64>>,
 }
 
@@ -34,60 +35,84 @@ pub async fn model_scores(
         .iter()
         .filter_map(|d| d.ml().map(|c| (d, c)))
         .collect();
-    let Some((first, first_ml)) = ml.first() else {
-        return Ok(ModelScores::default());
-    };
-    let window = pipeline
-        .detector_window(first)
-        .map(|w| w.name.clone())
-        .unwrap_or_default();
+    let windows: Vec<String> = ml
+        .iter()
+        .map(|(d, _)| {
+            pipeline
+                .detector_window(d)
+                .map(|w| w.name.clone())
+                .unwrap_or_default()
+        })
+        .collect();
     let mut models: Vec<Option<Model>> = Vec::new();
-    for (_, c) in &ml {
+    for ((_, c), window) in ml.iter().zip(&windows) {
         let m = Model::load(Path::new(&c.model)).map_err(|e| {
             BacktestError::Model(format!("the model of `{}` ({}): {e}", c.name, c.model))
         })?;
-        let same = m.body.window == window && c.features == first_ml.features;
-        models.push(same.then_some(m));
+        models.push((m.body.window == *window).then_some(m));
     }
-    let rec = Recorder::default();
-    let engine = Engine::with_models(pipeline, Models::Record(first_ml.name.clone(), rec.clone()))?;
-    let mut sums: BTreeMap<String, (Vec<f64>, f64)> = BTreeMap::new();
-    let mut scratch = Vec::new();
-    replay_with(engine, pipeline, dir, |engine| {
-        for s in rec.take().into_iter().filter(|s| s.full) {
-            if !spans.is_empty() && !spans.iter().any(|(a, b)| s.at >= *a && s.at <= *b) {
-                continue;
-            }
-            let Some(name) = engine.key_name(&window, s.key) else {
-                continue;
-            };
-            scratch.resize(s.values.len(), 0.0);
-            let v: Vec<f64> = models
-                .iter()
-                .map(|m| {
-                    m.as_ref().map_or(f64::NAN, |m| {
-                        m.group(&s.device_type).score(&s.values, &mut scratch)
-                    })
-                })
-                .collect();
-            if v.iter().any(|x| x.is_infinite()) {
-                continue;
-            }
-            let e = sums
-                .entry(name)
-                .or_insert_with(|| (vec![0.0; v.len()], 0.0));
-            for (acc, x) in e.0.iter_mut().zip(&v) {
-                *acc += x;
-            }
-            e.1 += 1.0;
+    let mut by_identity: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut done = vec![false; ml.len()];
+    for lead in 0..ml.len() {
+        if done[lead] {
+            continue;
         }
-    })
-    .await?;
+        // The detectors this replay scores: the lead's window and features.
+        let members: Vec<usize> = (lead..ml.len())
+            .filter(|&j| windows[j] == windows[lead] && ml[j].1.features == ml[lead].1.features)
+            .collect();
+        for &j in &members {
+            done[j] = true;
+        }
+        let window = &windows[lead];
+        let rec = Recorder::default();
+        let engine = Engine::with_models(
+            pipeline,
+            Models::Record(ml[lead].1.name.clone(), rec.clone()),
+        )?;
+        let mut sums: BTreeMap<String, (Vec<f64>, f64)> = BTreeMap::new();
+        let mut scratch = Vec::new();
+        replay_with(engine, pipeline, dir, |engine| {
+            for s in rec.take().into_iter().filter(|s| s.full) {
+                if !spans.is_empty() && !spans.iter().any(|(a, b)| s.at >= *a && s.at <= *b) {
+                    continue;
+                }
+                let Some(name) = engine.key_name(window, s.key) else {
+                    continue;
+                };
+                scratch.resize(s.values.len(), 0.0);
+                let v: Vec<f64> = members
+                    .iter()
+                    .map(|&j| {
+                        models[j].as_ref().map_or(f64::NAN, |m| {
+                            m.group(&s.device_type).score(&s.values, &mut scratch)
+                        })
+                    })
+                    .collect();
+                if v.iter().any(|x| x.is_infinite()) {
+                    continue;
+                }
+                let e = sums
+                    .entry(name)
+                    .or_insert_with(|| (vec![0.0; v.len()], 0.0));
+                for (acc, x) in e.0.iter_mut().zip(&v) {
+                    *acc += x;
+                }
+                e.1 += 1.0;
+            }
+        })
+        .await?;
+        for (name, (v, n)) in sums {
+            let row = by_identity
+                .entry(name)
+                .or_insert_with(|| vec![f64::NAN; ml.len()]);
+            for (&j, x) in members.iter().zip(v) {
+                row[j] = x / n;
+            }
+        }
+    }
     Ok(ModelScores {
         detectors: ml.iter().map(|(_, c)| c.name.clone()).collect(),
-        by_identity: sums
-            .into_iter()
-            .map(|(k, (v, n))| (k, v.into_iter().map(|x| x / n).collect()))
-            .collect(),
+        by_identity,
     })
 }
