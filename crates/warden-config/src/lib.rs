@@ -54,8 +54,8 @@ pub fn parse_strict<T: schemars::JsonSchema + serde::de::DeserializeOwned>(
 
 pub use warden::{
     ApiKeyConfig, AuditConfig, BusConfig, BusKind, ConnectionLimits, ConsoleRole, DashboardConfig,
-    FsyncMode, GatewayConfig, MethodOverride, MetricsConfig, OidcConfig, OperatorConfig, RouteAuth,
-    RouteConfig, RouteDeprecation, RouteResilience, SpoolEnabled, SpoolOverflow, SpoolSettings,
-    SyslogConfig, SyslogFormat, TopicsConfig, UpstreamTlsConfig, WardenConfig, WebhookConfig,
-    hash_api_key,
+    FsyncMode, GatewayConfig, HealthCheck, MethodOverride, MetricsConfig, OidcConfig,
+    OperatorConfig, RouteAuth, RouteConfig, RouteDeprecation, RouteResilience, SpoolEnabled,
+    SpoolOverflow, SpoolSettings, SyslogConfig, SyslogFormat, TopicsConfig, UpstreamTlsConfig,
+    WardenConfig, WebhookConfig, hash_api_key,
 };

@@ -268,46 +268,6 @@ fn default_timeout_ms() -> u64 {
     10_000
 }
 
-/// Retries and passive health of a route's upstream.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RouteResilience {
-    /// Extra attempts for a request that can be sent again: an idempotent method (`GET`,
-    /// `HEAD`, `OPTIONS`, `PUT`, `DELETE`) without a body, when the upstream could not be
-    /// reached, did not answer in time or answered 502, 503 or 504. Other requests are sent
-    /// once.
-    #[serde(default = "default_retries")]
-    pub retries: u32,
-    /// Consecutive failures (no connection, no answer in time) after which the upstream is
-    /// ejected: its requests are refused at once with 502 (0: never).
-    #[serde(default = "default_eject_after")]
-    pub eject_after_failures: u32,
-    /// How long an ejection lasts, milliseconds; then one request probes the upstream, and
-    /// a failed probe ejects it again.
-    #[serde(default = "default_eject_for")]
-    pub eject_for_ms: u64,
-}
-
-impl Default for RouteResilience {
-    fn default() -> Self {
-        Self {
-            retries: default_retries(),
-            eject_after_failures: default_eject_after(),
-            eject_for_ms: default_eject_for(),
-        }
-    }
-}
-
-fn default_retries() -> u32 {
-    1
-}
-fn default_eject_after() -> u32 {
-    5
-}
-fn default_eject_for() -> u64 {
-    1_000
-}
-
 /// A route's version and deprecation (RFC 9745 `Deprecation`, RFC 8594 `Sunset`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -626,6 +586,7 @@ impl WardenConfig {
             if r.timeout_ms == 0 {
                 errs.push(ConfigError::new(at("timeout_ms"), "must be at least 1"));
             }
+            r.resilience.validate(&at("resilience"), &mut errs);
             for (j, m) in r.methods.iter().enumerate() {
                 if http::Method::from_bytes(m.as_bytes()).is_err() || m.to_ascii_uppercase() != *m {
                     errs.push(ConfigError::new(
@@ -719,6 +680,8 @@ fn check_upstream(url: &str) -> Result<(), String> {
 
 mod connections;
 pub use connections::{ConnectionLimits, MethodOverride};
+mod resilience;
+pub use resilience::{HealthCheck, RouteResilience};
 
 #[cfg(test)]
 mod tests;

@@ -59,25 +59,34 @@ impl LiveState {
         Self::build(
             config,
             0,
+            RouteTable::new(&config.routes),
             RateLimits::new(&config.limits, clock),
             Shedder::new(&config.limits),
         )
     }
 
-    /// The state of `config`, keeping this state's limiter buckets and in-flight counters.
+    /// The state of `config`, keeping this state's limiter buckets, in-flight counters and
+    /// the upstream health of routes whose upstream and resilience settings did not change.
     fn next(&self, config: &WardenConfig) -> Self {
         Self::build(
             config,
             self.generation + 1,
+            RouteTable::carry_over(&config.routes, &self.routes),
             RateLimits::carry_over(&config.limits, &self.limits),
             Shedder::carry_over(&config.limits, &self.shedder),
         )
     }
 
-    fn build(config: &WardenConfig, generation: u64, limits: RateLimits, shedder: Shedder) -> Self {
+    fn build(
+        config: &WardenConfig,
+        generation: u64,
+        routes: RouteTable,
+        limits: RateLimits,
+        shedder: Shedder,
+    ) -> Self {
         Self {
             generation,
-            routes: RouteTable::new(&config.routes),
+            routes,
             keys: KeyStore::new(&config.api_keys),
             mtls_routes: config
                 .routes
@@ -265,13 +274,26 @@ impl LiveConfig {
         self.change_managed(&mut books, managed)
     }
 
-    /// Routes as the admin API lists them: each with who manages it.
+    /// Routes as the admin API lists them: each with who manages it and its upstream's health
+    /// now (`down`: by the active health checks; `ejected`: requests refused at once, by them
+    /// or after failures in a row).
     pub fn routes(&self) -> Vec<serde_json::Value> {
         let books = self.inner.books.lock();
+        let snapshot = self.snapshot();
         let row = |r: &RouteConfig, by: &str| {
             let mut v = serde_json::to_value(r).unwrap_or(serde_json::Value::Null);
             if let Some(o) = v.as_object_mut() {
                 o.insert("managed_by".into(), by.into());
+                if let Some(s) = snapshot.routes.all().find(|s| s.name == r.name) {
+                    o.insert(
+                        "upstream_health".into(),
+                        serde_json::json!({
+                            "checked": s.probe.is_some(),
+                            "down": s.health.down(),
+                            "ejected": s.health.ejected(),
+                        }),
+                    );
+                }
             }
             v
         };

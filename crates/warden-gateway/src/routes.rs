@@ -29,8 +29,13 @@ pub struct Route {
     pub deprecation: Option<crate::deprecation::Deprecation>,
     /// Extra attempts for requests that can be sent again.
     pub retries: u32,
-    /// Passive health of the upstream (ejection after consecutive failures).
+    /// Passive health of the upstream (ejection after consecutive failures) and the verdict
+    /// of its active health checks.
     pub health: std::sync::Arc<crate::health::UpstreamHealth>,
+    /// Active health checks of the upstream, when configured.
+    pub probe: Option<crate::health::Probe>,
+    /// The settings `health` depends on: a reload keeps the state while they are unchanged.
+    resilience: warden_config::RouteResilience,
 }
 
 impl Route {
@@ -101,7 +106,15 @@ impl RouteTable {
                 } else {
                     None
                 };
+                let base = upstream.path().trim_end_matches('/').to_string();
+                let probe = c
+                    .resilience
+                    .health_check
+                    .as_ref()
+                    .and_then(|h| crate::health::Probe::new(h, &base));
                 Some(Route {
+                    resilience: c.resilience.clone(),
+                    probe,
                     tls,
                     retries: c.resilience.retries,
                     health: std::sync::Arc::new(crate::health::UpstreamHealth::new(
@@ -132,6 +145,21 @@ impl RouteTable {
             .collect();
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         Self { routes }
+    }
+
+    /// Compile `configs` like [`RouteTable::new`], keeping `previous`'s upstream health for
+    /// each route of the same name, upstream and resilience settings (a key change through
+    /// the admin API does not mark a down upstream up again).
+    pub fn carry_over(configs: &[RouteConfig], previous: &RouteTable) -> Self {
+        let mut table = Self::new(configs);
+        for r in &mut table.routes {
+            if let Some(old) = previous.routes.iter().find(|o| {
+                o.name == r.name && o.upstream == r.upstream && o.resilience == r.resilience
+            }) {
+                r.health = old.health.clone();
+            }
+        }
+        table
     }
 
     /// Every route, longest prefix first.
@@ -205,6 +233,30 @@ mod tests {
         assert_eq!(
             r.upstream_target("/api/v1", None).expect("uri").to_string(),
             "/api/v1"
+        );
+    }
+
+    #[test]
+    fn a_reload_keeps_the_upstream_health_of_unchanged_routes() {
+        let old = RouteTable::new(&[
+            route("api", "/api", "http://a:1", false),
+            route("other", "/other", "http://b:2", false),
+        ]);
+        let new = RouteTable::carry_over(
+            &[
+                route("api", "/api", "http://a:1", false),
+                route("other", "/other", "http://b:3", false),
+            ],
+            &old,
+        );
+        let health = |t: &RouteTable, p: &str| t.find(p).expect("route").health.clone();
+        assert!(std::sync::Arc::ptr_eq(
+            &health(&old, "/api"),
+            &health(&new, "/api")
+        ));
+        assert!(
+            !std::sync::Arc::ptr_eq(&health(&old, "/other"), &health(&new, "/other")),
+            "another upstream starts afresh"
         );
     }
 }

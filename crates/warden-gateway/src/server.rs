@@ -99,6 +99,8 @@ pub struct Gateway {
     live: LiveConfig,
     /// Watches the config file (see [`Gateway::watch_config`]).
     config_watch: Option<tokio::task::JoinHandle<()>>,
+    /// Runs the routes' active health checks.
+    prober: tokio::task::JoinHandle<()>,
     /// Open client connections, their caps and deadlines (every listener and thread).
     conns: Arc<crate::conns::Tracker>,
     /// Connected MQTT sessions.
@@ -189,6 +191,7 @@ impl Gateway {
             &serving,
             Arc::new(MonotonicClock::default()),
         )));
+        let prober = crate::health::spawn_prober(live_state.clone());
         let live = LiveConfig::new(
             live_state.clone(),
             policies.clone(),
@@ -250,6 +253,7 @@ impl Gateway {
             policy_watch,
             live,
             config_watch: None,
+            prober,
             mqtt,
             mqtt_config: Arc::new(config.gateway.mqtt.clone()),
         })
@@ -453,6 +457,7 @@ impl Gateway {
             t.abort();
         }
         self.follower.abort();
+        self.prober.abort();
         if let Some(t) = &self.policy_watch {
             t.abort();
         }

@@ -153,3 +153,58 @@ fn audit_is_off_by_default_and_strict() {
     let errs = WardenConfig::from_toml("[audit]\npath = \" \"\n").expect_err("invalid");
     assert!(errs.0.iter().any(|e| e.key == "audit.path"), "{errs}");
 }
+
+#[test]
+fn health_checks_are_checked_and_default_sensibly() {
+    let ok = WardenConfig::from_toml(
+        r#"
+        [[routes]]
+        name = "a"
+        prefix = "/a"
+        upstream = "http://up:9000"
+        resilience = { health_check = { path = "/healthz?deep=1" } }
+        "#,
+    )
+    .expect("valid");
+    let h = ok.routes[0]
+        .resilience
+        .health_check
+        .as_ref()
+        .expect("health check");
+    assert_eq!(
+        (
+            h.interval_ms,
+            h.timeout_ms,
+            h.unhealthy_after,
+            h.healthy_after
+        ),
+        (5_000, 1_000, 2, 2)
+    );
+    let errs = WardenConfig::from_toml(
+        r#"
+        [[routes]]
+        name = "a"
+        prefix = "/a"
+        upstream = "http://up:9000"
+        resilience = { health_check = { path = "healthz", interval_ms = 50, timeout_ms = 0, unhealthy_after = 0, healthy_after = 0 } }
+        [[routes]]
+        name = "b"
+        prefix = "/b"
+        upstream = "http://up:9000"
+        resilience = { health_check = { path = "/health check", timeout_ms = 6000 } }
+        "#,
+    )
+    .expect_err("invalid");
+    let keys: Vec<&str> = errs.0.iter().map(|e| e.key.as_str()).collect();
+    for k in [
+        "routes[0].resilience.health_check.path",
+        "routes[0].resilience.health_check.interval_ms",
+        "routes[0].resilience.health_check.timeout_ms",
+        "routes[0].resilience.health_check.unhealthy_after",
+        "routes[0].resilience.health_check.healthy_after",
+        "routes[1].resilience.health_check.path",
+        "routes[1].resilience.health_check.timeout_ms",
+    ] {
+        assert!(keys.contains(&k), "{k} missing from {errs}");
+    }
+}
