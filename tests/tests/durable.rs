@@ -337,6 +337,7 @@ async fn metrics_expose_the_event_path() {
         "warden_gateway_events_published_total{gateway=\"gw-durable\"} 3",
         "warden_gateway_events_dropped_total{gateway=\"gw-durable\"} 0",
         "warden_gateway_spool_pending_events{gateway=\"gw-durable\"} 0",
+        "warden_gateway_upstream_up{gateway=\"gw-durable\",route=\"devices\"} 1",
     ] {
         assert!(text.contains(line), "missing `{line}` in:\n{text}");
     }

@@ -219,6 +219,23 @@ impl LiveConfig {
             .collect()
     }
 
+    /// Each route's upstream health now: `(route, checked by health checks, down by them,
+    /// refused at once — down or ejected after failures)`.
+    pub fn upstream_health(&self) -> Vec<(String, bool, bool, bool)> {
+        self.snapshot()
+            .routes
+            .all()
+            .map(|r| {
+                (
+                    r.name.clone(),
+                    r.probe.is_some(),
+                    r.health.down(),
+                    r.health.ejected(),
+                )
+            })
+            .collect()
+    }
+
     /// The rate limiters' occupancy now (the tables carry over reloads).
     pub fn limiter_stats(&self) -> Vec<crate::ratelimit::LimiterStats> {
         self.snapshot().limits.stats()

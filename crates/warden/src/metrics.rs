@@ -195,6 +195,7 @@ impl Collector for Atomics {
             }
             if let Some(live) = &sources.limiters {
                 encode_limiters(&mut encoder, id, &live.limiter_stats())?;
+                encode_upstreams(&mut encoder, id, &live.upstream_health())?;
             }
             self.encode_tls(&mut encoder, id)?;
         }
@@ -422,6 +423,48 @@ fn encode_limiters(
             [("gateway", gateway)],
             V::N(stats.iter().map(|s| s.bytes as u64).sum()),
         )],
+    )
+}
+
+/// Each route's upstream: forwarded to (1) or refused at once (0: down by its health checks,
+/// or ejected after failures in a row).
+fn encode_upstreams(
+    encoder: &mut DescriptorEncoder,
+    gateway: &str,
+    routes: &[(String, bool, bool, bool)],
+) -> std::fmt::Result {
+    let samples: Vec<_> = routes
+        .iter()
+        .map(|(route, _, _, ejected)| {
+            (
+                [("gateway", gateway), ("route", route.as_str())],
+                V::N(u64::from(!ejected)),
+            )
+        })
+        .collect();
+    family(
+        encoder,
+        "warden_gateway_upstream_up",
+        "Whether a route's upstream is forwarded to (1) or refused at once (0: down by its health checks, or ejected after failures in a row).",
+        G,
+        &samples,
+    )?;
+    let down: Vec<_> = routes
+        .iter()
+        .filter(|r| r.1)
+        .map(|(route, _, down, _)| {
+            (
+                [("gateway", gateway), ("route", route.as_str())],
+                V::N(u64::from(*down)),
+            )
+        })
+        .collect();
+    family(
+        encoder,
+        "warden_gateway_upstream_health_check_down",
+        "Routes with active health checks: 1 while their upstream is marked down by them.",
+        G,
+        &down,
     )
 }
 
