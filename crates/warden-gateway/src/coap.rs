@@ -9,8 +9,9 @@
 //! response code (a piggybacked ACK for a confirmable request). A confirmable request resent
 //! with the same message id (the client did not get the ACK) is answered from a cache of
 //! recent responses, never sent to the backend twice (RFC 7252 §4.5). Messages are parsed with
-//! `coap-lite`. Responses fit one datagram: no block-wise transfer (a larger response body is
-//! answered 5.02 with a diagnostic).
+//! `coap-lite`. A GET whose representation does not fit one datagram is answered block-wise
+//! (RFC 7959 Block2, stateless: `block.rs`); a larger response to another method is answered
+//! 5.02 with a diagnostic, and request bodies in blocks (Block1) are refused.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -24,6 +25,8 @@ use tokio::net::UdpSocket;
 use tracing::{debug, info};
 use warden_config::{CoapConfig, MqttPublishRule, PayloadMode};
 use warden_event::{Outcome, Protocol, Reason};
+
+mod block;
 
 use crate::mqtt::rules::{self, NoRule};
 use crate::server::{Chain, ConnectRefused, Device, MqttEvent, Origin};
@@ -315,11 +318,14 @@ async fn handle(
         return response(req, ResponseType::MethodNotAllowed, b"");
     };
     // Critical options (odd numbers) the gateway does not act on must not be ignored:
-    // Block1/Block2 (no block-wise transfer), Proxy-Uri/Proxy-Scheme (no forward proxying),
-    // unknown ones. Uri-Query (15) becomes the translated request's query string.
+    // Block1 (no request bodies in blocks), Proxy-Uri/Proxy-Scheme (no forward proxying),
+    // unknown ones. Uri-Query (15) becomes the translated request's query string; Block2 (23)
+    // asks for a block of a GET's response.
     let known = |n: u16| {
-        matches!(n, 1 | 3 | 4 | 5 | 7 | 11 | 12 | 14 | 15 | 17 | 60 | 258)
-            || n == config.credential_option
+        matches!(
+            n,
+            1 | 3 | 4 | 5 | 7 | 11 | 12 | 14 | 15 | 17 | 23 | 60 | 258
+        ) || n == config.credential_option
     };
     if req
         .options()
@@ -331,6 +337,21 @@ async fn handle(
     let Some(query) = query_of(req) else {
         event(None, m, 400, Outcome::Invalid, Reason::Invalid);
         return response(req, ResponseType::BadRequest, b"Uri-Query is not UTF-8");
+    };
+    let want = match block::requested(req) {
+        Ok(b) if b.is_some() && m != "GET" => {
+            event(None, m, 400, Outcome::Invalid, Reason::Invalid);
+            return response(
+                req,
+                ResponseType::BadOption,
+                b"Block2 is supported on GET only",
+            );
+        }
+        Ok(b) => b,
+        Err(why) => {
+            event(None, m, 400, Outcome::Invalid, Reason::Invalid);
+            return response(req, ResponseType::BadOption, why.as_bytes());
+        }
     };
     let credential = req
         .get_first_option(CoapOption::Unknown(config.credential_option))
@@ -444,25 +465,37 @@ async fn handle(
                 rule: t.name,
                 topic: path.clone(),
             },
-            MAX_PAYLOAD,
+            if m == "GET" {
+                block::MAX_BODY
+            } else {
+                MAX_PAYLOAD
+            },
         )
         .await;
     match body {
-        Some(body) => {
-            let code = code_of(status, m);
-            // The body of a success is the resource; an error's (the gateway's JSON) is not
-            // sent over the air.
-            let payload = if (200..300).contains(&status) {
-                &body[..]
-            } else {
-                &[][..]
-            };
-            response(req, code, payload)
-        }
+        // The body of a success is the resource (in blocks when it is larger than a
+        // datagram); an error's (the gateway's JSON) is not sent over the air.
+        Some(body) if (200..300).contains(&status) => match block::cut(&body, want, MAX_PAYLOAD) {
+            Ok(None) => response(req, code_of(status, m), &body),
+            Ok(Some((range, options))) => {
+                let mut p = response(req, code_of(status, m), &body[range]);
+                for (option, value) in options {
+                    p.add_option(option, value);
+                }
+                p
+            }
+            Err(why) => response(req, ResponseType::BadOption, why.as_bytes()),
+        },
+        Some(_) => response(req, code_of(status, m), b""),
+        None if m == "GET" => response(
+            req,
+            ResponseType::BadGateway,
+            b"response larger than the largest representation served block-wise",
+        ),
         None => response(
             req,
             ResponseType::BadGateway,
-            b"response too large for one datagram (no block-wise transfer)",
+            b"response too large for one datagram (block-wise transfer is for GET)",
         ),
     }
 }
