@@ -24,10 +24,9 @@ use serde::Serialize;
 use tracing::{info, warn};
 use warden_config::{ConfigErrors, WardenConfig};
 
+mod changes;
 mod managed;
 pub(crate) use managed::{Managed, load as load_managed, merge as merge_managed};
-
-use warden_config::{ApiKeyConfig, LimitsConfig, RouteConfig};
 
 use crate::identity::api_key::KeyStore;
 use crate::ratelimit::{Clock, RateLimits};
@@ -147,6 +146,8 @@ struct Books {
     /// `admin.keys_file` and the keys, routes and limits in it.
     keys_file: Option<PathBuf>,
     managed: Managed,
+    /// The keys file's stamp when this gateway last read or wrote it.
+    keys_stamp: Option<(SystemTime, u64)>,
 }
 
 /// Why the admin API's change of a key, a route or the limits was refused.
@@ -179,6 +180,7 @@ impl LiveConfig {
                 books: Mutex::new(Books {
                     stamp: None,
                     file_config,
+                    keys_stamp: keys_file.as_deref().and_then(stamp),
                     keys_file,
                     managed,
                 }),
@@ -241,164 +243,6 @@ impl LiveConfig {
         self.snapshot().limits.stats()
     }
 
-    /// Keys as the admin API lists them: id, identity and who manages it (no digests).
-    pub fn keys(&self) -> Vec<serde_json::Value> {
-        let books = self.inner.books.lock();
-        let row = |k: &ApiKeyConfig, by: &str| {
-            serde_json::json!({
-                "id": k.id, "identity": k.identity, "tenant": k.tenant,
-                "device_type": k.device_type, "roles": k.roles,
-                "not_before": k.not_before, "expires_at": k.expires_at, "managed_by": by,
-            })
-        };
-        books
-            .file_config
-            .api_keys
-            .iter()
-            .map(|k| row(k, "config_file"))
-            .chain(books.managed.api_keys.iter().map(|k| row(k, "admin_api")))
-            .collect()
-    }
-
-    /// Add an API-managed key: validated with the config, written to `admin.keys_file`, then
-    /// applied. Blocking: writes the file.
-    pub fn add_key(&self, key: ApiKeyConfig) -> Result<LiveReport, KeyChangeError> {
-        let mut books = self.inner.books.lock();
-        if books
-            .file_config
-            .api_keys
-            .iter()
-            .any(|f| f.id == key.id || f.sha256.eq_ignore_ascii_case(&key.sha256))
-        {
-            return Err(KeyChangeError::FileManaged);
-        }
-        let mut managed = books.managed.clone();
-        managed.api_keys.push(key);
-        self.change_managed(&mut books, managed)
-    }
-
-    /// Disable (remove) an API-managed key. Blocking: writes the file.
-    pub fn remove_key(&self, id: &str) -> Result<LiveReport, KeyChangeError> {
-        let mut books = self.inner.books.lock();
-        if books.file_config.api_keys.iter().any(|f| f.id == id) {
-            return Err(KeyChangeError::FileManaged);
-        }
-        if !books.managed.api_keys.iter().any(|k| k.id == id) {
-            return Err(KeyChangeError::NotFound);
-        }
-        let mut managed = books.managed.clone();
-        managed.api_keys.retain(|k| k.id != id);
-        self.change_managed(&mut books, managed)
-    }
-
-    /// Routes as the admin API lists them: each with who manages it and its upstream's health
-    /// now (`down`: by the active health checks; `ejected`: requests refused at once, by them
-    /// or after failures in a row).
-    pub fn routes(&self) -> Vec<serde_json::Value> {
-        let books = self.inner.books.lock();
-        let snapshot = self.snapshot();
-        let row = |r: &RouteConfig, by: &str| {
-            let mut v = serde_json::to_value(r).unwrap_or(serde_json::Value::Null);
-            if let Some(o) = v.as_object_mut() {
-                o.insert("managed_by".into(), by.into());
-                if let Some(s) = snapshot.routes.all().find(|s| s.name == r.name) {
-                    o.insert(
-                        "upstream_health".into(),
-                        serde_json::json!({
-                            "checked": s.probe.is_some(),
-                            "down": s.health.down(),
-                            "ejected": s.health.ejected(),
-                        }),
-                    );
-                }
-            }
-            v
-        };
-        books
-            .file_config
-            .routes
-            .iter()
-            .map(|r| row(r, "config_file"))
-            .chain(books.managed.routes.iter().map(|r| row(r, "admin_api")))
-            .collect()
-    }
-
-    /// Add an API-managed route: validated with the whole config (prefixes, upstream, TLS,
-    /// limits naming it…), written to `admin.keys_file`, then served. Blocking: writes the
-    /// file.
-    pub fn add_route(&self, route: RouteConfig) -> Result<LiveReport, KeyChangeError> {
-        let mut books = self.inner.books.lock();
-        if books
-            .file_config
-            .routes
-            .iter()
-            .any(|f| f.name == route.name)
-        {
-            return Err(KeyChangeError::FileManaged);
-        }
-        if books.managed.routes.iter().any(|r| r.name == route.name) {
-            return Err(KeyChangeError::Refused(vec![format!(
-                "route `{}` exists: delete it first",
-                route.name
-            )]));
-        }
-        let mut managed = books.managed.clone();
-        managed.routes.push(route);
-        self.change_managed(&mut books, managed)
-    }
-
-    /// Remove an API-managed route. Blocking: writes the file.
-    pub fn remove_route(&self, name: &str) -> Result<LiveReport, KeyChangeError> {
-        let mut books = self.inner.books.lock();
-        if books.file_config.routes.iter().any(|f| f.name == name) {
-            return Err(KeyChangeError::FileManaged);
-        }
-        if !books.managed.routes.iter().any(|r| r.name == name) {
-            return Err(KeyChangeError::NotFound);
-        }
-        let mut managed = books.managed.clone();
-        managed.routes.retain(|r| r.name != name);
-        self.change_managed(&mut books, managed)
-    }
-
-    /// The rate limits serving now, and whether the admin API set them (`admin_api`) or the
-    /// config file did.
-    pub fn limits(&self) -> (LimitsConfig, &'static str) {
-        let books = self.inner.books.lock();
-        match &books.managed.limits {
-            Some(l) => (l.clone(), "admin_api"),
-            None => (books.file_config.limits.clone(), "config_file"),
-        }
-    }
-
-    /// Replace the limits (`Some`: the whole `[limits]` table, in place of the file's until
-    /// cleared; `None`: back to the file's). Blocking: writes the file.
-    pub fn set_limits(&self, limits: Option<LimitsConfig>) -> Result<LiveReport, KeyChangeError> {
-        let mut books = self.inner.books.lock();
-        let mut managed = books.managed.clone();
-        managed.limits = limits;
-        self.change_managed(&mut books, managed)
-    }
-
-    fn change_managed(
-        &self,
-        books: &mut Books,
-        managed: Managed,
-    ) -> Result<LiveReport, KeyChangeError> {
-        let Some(keys_file) = books.keys_file.clone() else {
-            return Err(KeyChangeError::NoKeysFile);
-        };
-        let merged = merge_managed(&books.file_config, &managed, Some(&keys_file))
-            .map_err(KeyChangeError::Refused)?;
-        let persist = || managed::store(&keys_file, &managed);
-        let report = self.swap_in(merged, persist);
-        if !report.problems.is_empty() {
-            return Err(KeyChangeError::Refused(report.problems));
-        }
-        books.managed = managed;
-        Ok(report)
-    }
-
     /// Reload from `file`, read by `loader`, on [`LiveConfig::reload`] and when it changes.
     pub fn set_source(&self, file: PathBuf, loader: ConfigLoader) {
         self.inner.books.lock().stamp = stamp(&file);
@@ -437,13 +281,18 @@ impl LiveConfig {
         }
     }
 
-    /// Reload when the file changed since it was last read. Blocking.
+    /// Reload when the config file changed since it was last read, and apply the keys file
+    /// when another gateway sharing it (or an operator) changed it. Blocking.
     pub fn reload_if_changed(&self) -> Option<LiveReport> {
-        let file = self.inner.source.lock().as_ref().map(|(f, _)| f.clone())?;
-        if stamp(&file) == self.inner.books.lock().stamp {
-            return None;
+        let keys = {
+            let mut books = self.inner.books.lock();
+            self.refresh_managed(&mut books)
+        };
+        let file = self.inner.source.lock().as_ref().map(|(f, _)| f.clone());
+        match file {
+            Some(f) if stamp(&f) != self.inner.books.lock().stamp => Some(self.reload()),
+            _ => keys,
         }
-        Some(self.reload())
     }
 
     /// Check the file every `interval` and reload it when it changed.

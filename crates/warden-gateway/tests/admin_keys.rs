@@ -376,3 +376,86 @@ async fn routes_and_limits_change_through_the_admin_api_and_persist() {
         .await;
     assert_eq!(status, 409);
 }
+
+/// Two gateways sharing one keys file (on one host, or a shared volume): a key added through
+/// either's admin API is served by the other from its next check of the file; changes made
+/// through both in turn all survive (each starts from the file as it is now, under a lock on
+/// `FILE.lock`), so neither overwrites the other's; a keys file broken by hand is refused whole
+/// and what serves stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_sharing_a_keys_file_share_the_admin_api_changes() {
+    const ONE: &str = "shared-key-one-0123456789abcdef";
+    const TWO: &str = "shared-key-two-0123456789abcdef";
+    let up = upstream().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys_file = dir.path().join("keys.json");
+    let file = dir.path().join("warden.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[admin]\ntoken_sha256 = \"{}\"\nkeys_file = \"{}\"\n\
+             [[routes]]\nname = \"api\"\nprefix = \"/api\"\nupstream = \"http://{up}\"\nauth = \"api_key\"\n",
+            hash_api_key(TOKEN),
+            keys_file.display(),
+        ),
+    )
+    .expect("config");
+    let a = start(&file).await;
+    let b = start(&file).await;
+    async fn add(gw: &Running, id: &str, key: &str) {
+        let (status, body) = gw
+            .admin(
+                reqwest::Method::POST,
+                "/admin/keys",
+                Some(key_body(id, key)),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let check = |gw: &Running| {
+        let live = gw.live.clone();
+        async move {
+            tokio::task::spawn_blocking(move || live.reload_if_changed())
+                .await
+                .expect("check")
+        }
+    };
+
+    add(&a, "k-one", ONE).await;
+    assert_eq!(a.get(ONE).await, 200);
+    assert_eq!(b.get(ONE).await, 401, "B has not checked the file yet");
+    // B adds another key before its own check: it starts from the file as it is, so A's key
+    // survives, and B serves both at once.
+    add(&b, "k-two", TWO).await;
+    assert_eq!((b.get(ONE).await, b.get(TWO).await), (200, 200));
+    // A serves B's key from its next check.
+    let report = check(&a).await.expect("the file changed");
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!((a.get(ONE).await, a.get(TWO).await), (200, 200));
+    assert!(check(&a).await.is_none(), "nothing new");
+    let stored = std::fs::read_to_string(&keys_file).expect("keys file");
+    assert!(
+        stored.contains("k-one") && stored.contains("k-two"),
+        "{stored}"
+    );
+    // B disables A's key; A stops serving it from its next check.
+    let (status, body) = b
+        .admin(reqwest::Method::DELETE, "/admin/keys/k-one", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(b.get(ONE).await, 401);
+    check(&a).await.expect("changed");
+    assert_eq!((a.get(ONE).await, a.get(TWO).await), (401, 200));
+    // A keys file broken by hand: refused whole, the keys serving stay.
+    std::fs::write(&keys_file, "{ not json").expect("write");
+    let report = check(&a).await.expect("changed");
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains("not a keys file")),
+        "{:?}",
+        report.problems
+    );
+    assert_eq!(a.get(TWO).await, 200);
+}

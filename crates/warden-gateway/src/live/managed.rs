@@ -29,16 +29,37 @@ pub(crate) fn load(config: &WardenConfig) -> Result<(Option<PathBuf>, Managed), 
     let Some(file) = config.admin.keys_file.as_deref().map(PathBuf::from) else {
         return Ok((None, Managed::default()));
     };
-    let text = match std::fs::read_to_string(&file) {
+    let managed = read(&file).map_err(|e| vec![e])?;
+    Ok((Some(file), managed))
+}
+
+/// The keys file's content (none yet: nothing managed).
+pub(crate) fn read(file: &Path) -> Result<Managed, String> {
+    let text = match std::fs::read_to_string(file) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok((Some(file), Managed::default()));
-        }
-        Err(e) => return Err(vec![format!("cannot read `{}`: {e}", file.display())]),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Managed::default()),
+        Err(e) => return Err(format!("cannot read `{}`: {e}", file.display())),
     };
-    let parsed: Managed = serde_json::from_str(&text)
-        .map_err(|e| vec![format!("`{}`: not a keys file: {e}", file.display())])?;
-    Ok((Some(file), parsed))
+    serde_json::from_str(&text).map_err(|e| format!("`{}`: not a keys file: {e}", file.display()))
+}
+
+/// This process's turn to change the keys file: an exclusive advisory lock on `FILE.lock`
+/// beside it (gateways sharing the file on one host or a shared volume take turns), held
+/// until the returned file is dropped.
+pub(crate) fn lock(file: &Path) -> Result<std::fs::File, String> {
+    let mut name = file.as_os_str().to_owned();
+    name.push(".lock");
+    let path = PathBuf::from(name);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let f = options
+        .open(&path)
+        .map_err(|e| format!("cannot open `{}`: {e}", path.display()))?;
+    f.lock()
+        .map_err(|e| format!("cannot lock `{}`: {e}", path.display()))?;
+    Ok(f)
 }
 
 /// Write `managed` to `file` at once (a temporary file, then a rename), owner-only.
