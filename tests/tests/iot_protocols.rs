@@ -850,6 +850,21 @@ fn coap_request(
     p.to_bytes().expect("encodable request")
 }
 
+/// libcoap's command-line client, or why it cannot run.
+fn coap_client() -> anyhow::Result<&'static str> {
+    let client = "coap-client-notls";
+    if std::process::Command::new(client)
+        .arg("-h")
+        .output()
+        .is_err()
+    {
+        bail!(
+            "`{client}` is not installed (Debian package libcoap3-bin; tests/run.sh installs it)"
+        );
+    }
+    Ok(client)
+}
+
 /// Send `datagram` to `to` and read the answer: its code (`"4.01"`), type and payload.
 async fn coap_exchange(
     sock: &tokio::net::UdpSocket,
@@ -872,16 +887,7 @@ async fn coap_exchange(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coap_requests_go_through_the_whole_chain_to_the_backend() -> anyhow::Result<()> {
-    let client = "coap-client-notls";
-    if std::process::Command::new(client)
-        .arg("-h")
-        .output()
-        .is_err()
-    {
-        bail!(
-            "`{client}` is not installed (Debian package libcoap3-bin; tests/run.sh installs it)"
-        );
-    }
+    let client = coap_client()?;
     let rig = Rig::start(None).await?;
     let base = format!("coap://127.0.0.1:{}", rig.coap.port());
     let key_opt = format!("65001,{KEY_1}");
@@ -1439,16 +1445,7 @@ async fn mqtt_floods_and_topic_enumeration_are_quarantined_end_to_end() -> anyho
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coap_large_responses_come_block_wise() -> anyhow::Result<()> {
     use coap_lite::{CoapOption, Packet};
-    let client = "coap-client-notls";
-    if std::process::Command::new(client)
-        .arg("-h")
-        .output()
-        .is_err()
-    {
-        bail!(
-            "`{client}` is not installed (Debian package libcoap3-bin; tests/run.sh installs it)"
-        );
-    }
+    let client = coap_client()?;
     let rig = Rig::start(None).await?;
     let base = format!("coap://127.0.0.1:{}", rig.coap.port());
     let key_opt = format!("65001,{KEY_1}");

@@ -34,6 +34,17 @@ async fn flaky() -> (SocketAddr, Arc<AtomicUsize>) {
     (addr, hits)
 }
 
+/// GET `path` on the gateway: the status (0 when no answer) and how long it took.
+async fn timed_get(client: &reqwest::Client, gw: SocketAddr, path: &str) -> (u16, Duration) {
+    let t = Instant::now();
+    let status = client
+        .get(format!("http://{gw}{path}"))
+        .send()
+        .await
+        .map_or(0, |r| r.status().as_u16());
+    (status, t.elapsed())
+}
+
 /// Accepts connections and never answers.
 async fn silent() -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -100,18 +111,7 @@ eject_for_ms = 1500
     assert_eq!(r.status().as_u16(), 503);
     assert_eq!(hits.load(Ordering::SeqCst), 3, "a POST is never sent twice");
 
-    let timed = |path: &'static str| {
-        let client = client.clone();
-        async move {
-            let t = Instant::now();
-            let status = client
-                .get(format!("http://{gw}{path}"))
-                .send()
-                .await
-                .map_or(0, |r| r.status().as_u16());
-            (status, t.elapsed())
-        }
-    };
+    let timed = |path: &'static str| timed_get(&client, gw, path);
     for _ in 0..3 {
         assert_eq!(timed("/silent/x").await.0, 504);
     }
@@ -247,18 +247,7 @@ health_check = {{ path = "/health", interval_ms = 100, timeout_ms = 80 }}
         .timeout(Duration::from_secs(5))
         .build()
         .expect("client");
-    let get = |path: &'static str| {
-        let client = client.clone();
-        async move {
-            let t = Instant::now();
-            let status = client
-                .get(format!("http://{gw}{path}"))
-                .send()
-                .await
-                .map_or(0, |r| r.status().as_u16());
-            (status, t.elapsed())
-        }
-    };
+    let get = |path: &'static str| timed_get(&client, gw, path);
     let health = |route: &'static str| {
         let client = client.clone();
         let admin = served.admin;
