@@ -149,18 +149,8 @@ pub fn mean_scores(
         .collect();
     assert_eq!(ml.len(), models.len(), "one model per ML detector");
     let mut out: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    let mut done = vec![false; ml.len()];
-    for lead in 0..ml.len() {
-        if done[lead] {
-            continue;
-        }
-        let members: Vec<usize> = (lead..ml.len())
-            .filter(|&j| models[j].body.window == models[lead].body.window)
-            .filter(|&j| ml[j].1.features == ml[lead].1.features)
-            .collect();
-        for &j in &members {
-            done[j] = true;
-        }
+    for members in warden_stream::backtest::scores::model_groups(pipeline) {
+        let lead = members[0];
         let group: Vec<&Model> = members.iter().map(|&j| &models[j]).collect();
         for (name, v) in group_scores(scenario, pipeline, &ml[lead].1.name, &group) {
             let row = out.entry(name).or_insert_with(|| vec![f64::NAN; ml.len()]);

@@ -15,7 +15,8 @@
 //! more) the upstream is *down*: its requests are refused at once with 502 until
 //! `healthy_after` probes in a row succeed — a backend that is gone is known before a client
 //! waits on it, and one that is back is known without sacrificing a client's request to find
-//! out. The verdict lives with the route's passive health; a reload starts it over (up).
+//! out. The verdict lives with the route's passive health, and a live reload keeps both while
+//! the route's name, upstream and `resilience` settings are unchanged (`RouteTable::carry_over`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -28,6 +29,18 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::live::LiveState;
 use crate::routes::Route;
+
+/// A route's upstream health as the admin API and the metrics show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteHealth {
+    pub route: String,
+    /// The route has active health checks.
+    pub checked: bool,
+    /// Marked down by them.
+    pub down: bool,
+    /// Requests refused at once: down, or ejected after failures in a row.
+    pub ejected: bool,
+}
 
 /// A route's active health check, compiled.
 #[derive(Debug, Clone)]

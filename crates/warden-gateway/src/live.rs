@@ -221,19 +221,16 @@ impl LiveConfig {
             .collect()
     }
 
-    /// Each route's upstream health now: `(route, checked by health checks, down by them,
-    /// refused at once — down or ejected after failures)`.
-    pub fn upstream_health(&self) -> Vec<(String, bool, bool, bool)> {
+    /// Each route's upstream health now.
+    pub fn upstream_health(&self) -> Vec<crate::health::RouteHealth> {
         self.snapshot()
             .routes
             .all()
-            .map(|r| {
-                (
-                    r.name.clone(),
-                    r.probe.is_some(),
-                    r.health.down(),
-                    r.health.ejected(),
-                )
+            .map(|r| crate::health::RouteHealth {
+                route: r.name.clone(),
+                checked: r.probe.is_some(),
+                down: r.health.down(),
+                ejected: r.health.ejected(),
             })
             .collect()
     }

@@ -431,14 +431,14 @@ fn encode_limiters(
 fn encode_upstreams(
     encoder: &mut DescriptorEncoder,
     gateway: &str,
-    routes: &[(String, bool, bool, bool)],
+    routes: &[warden_gateway::health::RouteHealth],
 ) -> std::fmt::Result {
     let samples: Vec<_> = routes
         .iter()
-        .map(|(route, _, _, ejected)| {
+        .map(|h| {
             (
-                [("gateway", gateway), ("route", route.as_str())],
-                V::N(u64::from(!ejected)),
+                [("gateway", gateway), ("route", h.route.as_str())],
+                V::N(u64::from(!h.ejected)),
             )
         })
         .collect();
@@ -451,11 +451,11 @@ fn encode_upstreams(
     )?;
     let down: Vec<_> = routes
         .iter()
-        .filter(|r| r.1)
-        .map(|(route, _, down, _)| {
+        .filter(|h| h.checked)
+        .map(|h| {
             (
-                [("gateway", gateway), ("route", route.as_str())],
-                V::N(u64::from(*down)),
+                [("gateway", gateway), ("route", h.route.as_str())],
+                V::N(u64::from(h.down)),
             )
         })
         .collect();

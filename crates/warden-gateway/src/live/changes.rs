@@ -65,18 +65,16 @@ impl LiveConfig {
     /// or after failures in a row).
     pub fn routes(&self) -> Vec<serde_json::Value> {
         let books = self.inner.books.lock();
-        let snapshot = self.snapshot();
+        let health = self.upstream_health();
         let row = |r: &RouteConfig, by: &str| {
             let mut v = serde_json::to_value(r).unwrap_or(serde_json::Value::Null);
             if let Some(o) = v.as_object_mut() {
                 o.insert("managed_by".into(), by.into());
-                if let Some(s) = snapshot.routes.all().find(|s| s.name == r.name) {
+                if let Some(h) = health.iter().find(|h| h.route == r.name) {
                     o.insert(
                         "upstream_health".into(),
                         serde_json::json!({
-                            "checked": s.probe.is_some(),
-                            "down": s.health.down(),
-                            "ejected": s.health.ejected(),
+                            "checked": h.checked, "down": h.down, "ejected": h.ejected,
                         }),
                     );
                 }

@@ -25,6 +25,31 @@ pub struct ModelScores {
     pub by_identity: BTreeMap<String, Vec<f64>>,
 }
 
+/// The pipeline's ML detectors (indices in pipeline order among its ML detectors) grouped by
+/// the window and features they read: one replay (a recorder in place of the group's first
+/// detector) scores a whole group.
+pub fn model_groups(pipeline: &PipelineConfig) -> Vec<Vec<usize>> {
+    let keys: Vec<(Option<&str>, &[String])> = pipeline
+        .detector
+        .iter()
+        .filter_map(|d| {
+            let c = d.ml()?;
+            Some((
+                pipeline.detector_window(d).map(|w| w.name.as_str()),
+                c.features.as_slice(),
+            ))
+        })
+        .collect();
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        match groups.iter_mut().find(|g| keys[g[0]] == *k) {
+            Some(g) => g.push(i),
+            None => groups.push(vec![i]),
+        }
+    }
+    groups
+}
+
 pub async fn model_scores(
     pipeline: &PipelineConfig,
     dir: &Path,
@@ -52,18 +77,8 @@ pub async fn model_scores(
         models.push((m.body.window == *window).then_some(m));
     }
     let mut by_identity: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    let mut done = vec![false; ml.len()];
-    for lead in 0..ml.len() {
-        if done[lead] {
-            continue;
-        }
-        // The detectors this replay scores: the lead's window and features.
-        let members: Vec<usize> = (lead..ml.len())
-            .filter(|&j| windows[j] == windows[lead] && ml[j].1.features == ml[lead].1.features)
-            .collect();
-        for &j in &members {
-            done[j] = true;
-        }
+    for members in model_groups(pipeline) {
+        let lead = members[0];
         let window = &windows[lead];
         let rec = Recorder::default();
         let engine = Engine::with_models(
