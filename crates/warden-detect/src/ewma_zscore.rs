@@ -61,6 +61,10 @@ struct Score {
     seasonal: bool,
 }
 
+/// Weight, relative to `alpha`, of a sample at least `threshold / 2` above the mean that
+/// `min_value` alone held back.
+const HELD_BACK_WEIGHT: f64 = 0.1;
+
 pub struct EwmaZscore {
     config: EwmaZscoreConfig,
     keys: Keyed<Baseline>,
@@ -157,12 +161,23 @@ impl EwmaZscore {
         })
     }
 
-    /// Learn a sample that did not fire.
+    /// Learn a sample that did not fire. Once warm, a sample at least `threshold / 2`
+    /// standard deviations above the mean but under `min_value` is learned with a tenth of
+    /// the weight and its deviation clipped there: the partial windows of a flood's first
+    /// seconds, held back only by `min_value`, must not inflate the variance until the flood
+    /// itself no longer stands out. A lasting change is still followed, slowly.
     fn learn(&self, b: &mut Baseline, value: f64, at: i64, full: bool) {
         let c = &self.config;
         let n = b.samples.saturating_add(1);
-        let alpha = c.alpha.max(1.0 / f64::from(n));
-        let diff = value - b.mean;
+        let mut alpha = c.alpha.max(1.0 / f64::from(n));
+        let mut diff = value - b.mean;
+        if self.warm(b) && value < c.min_value {
+            let limit = c.threshold / 2.0 * self.score_of(b, value, at).std;
+            if limit.is_finite() && limit > 0.0 && diff >= limit {
+                diff = limit;
+                alpha *= HELD_BACK_WEIGHT;
+            }
+        }
         let incr = alpha * diff;
         b.mean += incr;
         b.var = (1.0 - alpha) * (b.var + diff * incr);

@@ -57,6 +57,10 @@ pub enum SimError {
         "the fleet's cameras authenticate with client certificates: give the gateway's TLS listener (an https:// URL){0}"
     )]
     GatewayTls(String),
+    #[error(
+        "the fleet has {0} MQTT device(s): MQTT devices are simulated in accelerated runs only (`warden eval`, `warden simulate --accelerated`); a live run sends HTTP"
+    )]
+    MqttLive(usize),
     #[error("client certificates: {0}")]
     Pki(#[from] crate::pki::PkiError),
     #[error("HTTP client: {0}")]
@@ -93,6 +97,14 @@ pub async fn run_live(
         _ => return Err(SimError::Gateway(options.gateway.clone())),
     }
     let fleet = plan.fleet();
+    let mqtt = fleet
+        .devices
+        .iter()
+        .filter(|d| d.device_type.is_mqtt())
+        .count();
+    if mqtt > 0 {
+        return Err(SimError::MqttLive(mqtt));
+    }
     let senders = Senders::new(fleet, &gateway, options)?;
     let permits = Arc::new(Semaphore::new(options.max_in_flight.max(1)));
     let started = Instant::now();

@@ -7,6 +7,7 @@
 //! tenants and IPs (from the decisions the caller applies), the body limit, and the simulated
 //! backend's answer ([`crate::upstream::model::reply`]).
 
+mod mqtt;
 mod parquet_sink;
 
 use std::collections::HashMap;
@@ -50,6 +51,8 @@ pub struct Offline {
     /// A request taken from the plan but not yet handed out (it belongs to the next batch).
     held: Option<Planned>,
     last_ts: i64,
+    /// MQTT devices' open connections (device index → its message limit).
+    conns: HashMap<usize, mqtt::Conn>,
 }
 
 impl Offline {
@@ -73,6 +76,7 @@ impl Offline {
             seq: 0,
             held: None,
             last_ts: start_ns,
+            conns: HashMap::new(),
         }
     }
 
@@ -237,7 +241,11 @@ impl Offline {
             e.query_hash = warden_event::query::hash(QUERY_HASH_KEY, q);
         }
         self.seq += 1;
-        let (seen, bytes_out) = self.gateway(&mut e, p, path, query, &ip, ts);
+        let (seen, bytes_out) = if r.is_mqtt() {
+            self.mqtt(&mut e, p, ts)
+        } else {
+            self.gateway(&mut e, p, path, query, &ip, ts)
+        };
         e.bytes_out = bytes_out;
         e.status = match seen {
             Seen::Through(s) | Seen::Gateway(s) => s,

@@ -55,6 +55,13 @@ pub struct Payload {
     pub malformed: bool,
 }
 
+impl SimRequest {
+    /// Whether this is an MQTT packet rather than an HTTP request.
+    pub fn is_mqtt(&self) -> bool {
+        matches!(self.method, MQTT_CONNECT | MQTT_PUBLISH | MQTT_SUBSCRIBE)
+    }
+}
+
 impl Payload {
     pub const EMPTY: Payload = Payload {
         kind: BodyKind::Empty,
@@ -63,7 +70,15 @@ impl Payload {
     };
 }
 
-/// One request to send.
+/// `SimRequest::method` of an MQTT CONNECT (`path`: the client id).
+pub const MQTT_CONNECT: &str = "CONNECT";
+/// `SimRequest::method` of an MQTT PUBLISH (`path`: the topic).
+pub const MQTT_PUBLISH: &str = "PUBLISH";
+/// `SimRequest::method` of an MQTT SUBSCRIBE (`path`: the topic filter).
+pub const MQTT_SUBSCRIBE: &str = "SUBSCRIBE";
+
+/// One request to send: HTTP, or an MQTT packet when `method` is one of [`MQTT_CONNECT`],
+/// [`MQTT_PUBLISH`] and [`MQTT_SUBSCRIBE`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct SimRequest {
     pub method: &'static str,
@@ -312,6 +327,20 @@ pub(crate) fn device_request(
         ip,
         user_agent: profile.user_agent,
         fault,
+    }
+}
+
+/// An MQTT CONNECT of device `d` (client id: its identity; password: its API key).
+pub(crate) fn mqtt_connect(fleet: &Fleet, d: usize) -> SimRequest {
+    let dev = &fleet.devices[d];
+    SimRequest {
+        method: MQTT_CONNECT,
+        path: dev.identity.clone(),
+        auth: Auth::Device(d),
+        body: Payload::EMPTY,
+        ip: dev.ips[0],
+        user_agent: dev.device_type.profile().user_agent,
+        fault: None,
     }
 }
 

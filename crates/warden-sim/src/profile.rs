@@ -26,15 +26,19 @@ pub enum DeviceType {
     IndustrialGateway,
     /// A person using the companion app: sessions of a few requests about their own devices.
     MobileApp,
+    /// Publishes a reading every 15 s over MQTT (one connection, kept open; reconnects after
+    /// an outage), through the gateway's MQTT listener and its translation rules.
+    MqttSensor,
 }
 
 impl DeviceType {
-    pub const ALL: [DeviceType; 5] = [
+    pub const ALL: [DeviceType; 6] = [
         DeviceType::TemperatureSensor,
         DeviceType::Camera,
         DeviceType::SmartMeter,
         DeviceType::IndustrialGateway,
         DeviceType::MobileApp,
+        DeviceType::MqttSensor,
     ];
 
     /// The name used in configs, events (`device_type`) and reports.
@@ -45,6 +49,7 @@ impl DeviceType {
             DeviceType::SmartMeter => "smart_meter",
             DeviceType::IndustrialGateway => "industrial_gateway",
             DeviceType::MobileApp => "mobile_app",
+            DeviceType::MqttSensor => "mqtt_sensor",
         }
     }
 
@@ -56,6 +61,7 @@ impl DeviceType {
             DeviceType::SmartMeter => "meter",
             DeviceType::IndustrialGateway => "igw",
             DeviceType::MobileApp => "user",
+            DeviceType::MqttSensor => "msensor",
         }
     }
 
@@ -72,7 +78,13 @@ impl DeviceType {
             DeviceType::SmartMeter => &METER,
             DeviceType::IndustrialGateway => &INDUSTRIAL_GATEWAY,
             DeviceType::MobileApp => &MOBILE_APP,
+            DeviceType::MqttSensor => &MQTT_SENSOR,
         }
+    }
+
+    /// Whether this type speaks MQTT (its actions are `PUBLISH`es on topics) rather than HTTP.
+    pub fn is_mqtt(self) -> bool {
+        self == DeviceType::MqttSensor
     }
 }
 
@@ -341,6 +353,38 @@ const MOBILE_APP: Profile = Profile {
         requests: (3, 10),
         gap_s: (0.5, 4.0),
     }),
+};
+
+/// MQTT sensors: `PUBLISH` on their own topics; the gateway's translation rules
+/// ([`crate::roster::MQTT_RULES`]) turn each into an HTTP `POST` to the telemetry route.
+const MQTT_SENSOR: Profile = Profile {
+    period_s: 15.0,
+    jitter: 0.15,
+    diurnal_amplitude: 0.0,
+    diurnal_peak_hour: 0.0,
+    user_agent: "mqtt-thermo-fw/1.4.2",
+    actions: &[
+        action(
+            0.95,
+            "PUBLISH",
+            "devices/{id}/telemetry",
+            BodyKind::Json,
+            (60, 200),
+        ),
+        action(
+            0.05,
+            "PUBLISH",
+            "devices/{id}/status",
+            BodyKind::Json,
+            (20, 60),
+        ),
+    ],
+    malformed_rate: 0.0,
+    fault_rate: 0.002,
+    burst_rate: 0.004,
+    burst_len: (2, 5),
+    firmware: false,
+    session: None,
 };
 
 #[cfg(test)]

@@ -34,6 +34,25 @@ pub const SIM_ROUTES: [(&str, &str, &[&str]); 9] = [
     ("api_v1", "/api/v1", &[]),
 ];
 
+/// The MQTT translation rules of a simulated gateway: `(event route, topic pattern, HTTP
+/// path)`, every one a `POST`; `{identity}` is the publishing device's own identity (owner
+/// scoping). Devices may subscribe to [`MQTT_SUBSCRIBE`] only.
+pub const MQTT_RULES: [(&str, &str, &str); 2] = [
+    (
+        "mqtt_telemetry",
+        "devices/{identity}/telemetry",
+        "/api/v1/telemetry/{identity}",
+    ),
+    (
+        "mqtt_status",
+        "devices/{identity}/status",
+        "/api/v1/telemetry/{identity}/status",
+    ),
+];
+
+/// The topic filter simulated devices may subscribe to (their own commands).
+pub const MQTT_SUBSCRIBE: &str = "devices/{identity}/commands";
+
 /// How a simulated device proves who it is: sensors, meters and app users send an API key;
 /// industrial gateways a bearer JWT from the simulated identity provider ([`crate::issuer`]);
 /// cameras a client certificate from the simulated CA ([`crate::pki`]) over mTLS.

@@ -108,6 +108,9 @@ pub struct Mix {
     /// Weight of companion-app users.
     #[serde(default)]
     pub mobile_app: f64,
+    /// Weight of MQTT sensors (accelerated runs only: a live run refuses them).
+    #[serde(default)]
+    pub mqtt_sensor: f64,
 }
 
 impl Mix {
@@ -119,6 +122,7 @@ impl Mix {
             DeviceType::SmartMeter => self.smart_meter,
             DeviceType::IndustrialGateway => self.industrial_gateway,
             DeviceType::MobileApp => self.mobile_app,
+            DeviceType::MqttSensor => self.mqtt_sensor,
         }
     }
 

@@ -305,3 +305,33 @@ fn state_per_key_stays_small() {
     assert!(slot + season <= 1024, "{slot} + {season}");
     println!("ewma_zscore slot {slot} B");
 }
+
+/// A flood seen through a 10 s window arrives as a ramp of partial windows, each under
+/// `min_value` at first: learned in full, they inflated the variance until the flood no longer
+/// stood out (a device at 8 requests/s, 100× its pace, never fired).
+#[test]
+fn a_flood_ramping_through_its_window_fires_once_past_min_value() {
+    let mut d = EwmaZscore::new(EwmaZscoreConfig {
+        alpha: 0.02,
+        threshold: 8.0,
+        warmup_samples: 40,
+        rebaseline_after: 0,
+        period_ms: 86_400_000,
+        ..config()
+    });
+    let half = S / 2;
+    // One request every 15 s seen through a 10 s window, sampled every 500 ms.
+    for i in 0..600i64 {
+        let t = i * half;
+        let v = if (t / S) % 15 < 10 { 0.1 } else { 0.0 };
+        assert!(d.observe(&Sample::of(0, &[v], t)).is_none());
+    }
+    // 8 requests/s from now on: the window's rate climbs 0.4 per sample.
+    let fired = (0..40i64).find_map(|j| {
+        let v = (0.4 * j as f64).min(8.0);
+        d.observe(&Sample::of(0, &[v], (600 + j) * half))
+            .map(|f| (j, f.value))
+    });
+    let (j, v) = fired.expect("the flood fires");
+    assert!(v >= 5.0 && j <= 14, "fired at sample {j}, value {v}");
+}

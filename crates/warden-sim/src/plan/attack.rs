@@ -32,6 +32,18 @@ const PROBES: [(&str, &str); 9] = [
     ("GET", "/api/v1/admin/devices"),
 ];
 
+/// Topic levels an enumerating MQTT device tries under its own prefix.
+const TOPIC_GUESSES: [&str; 8] = [
+    "config",
+    "firmware/update",
+    "shadow/update",
+    "admin",
+    "ota",
+    "debug/shell",
+    "commands",
+    "telemetry/raw",
+];
+
 /// What one attacker sends.
 #[derive(Debug, Clone)]
 pub enum AttackKind {
@@ -69,6 +81,8 @@ pub enum AttackKind {
         mimic: DeviceType,
         own_routes: bool,
     },
+    /// MQTT device `device` walks topics (`cursor`: the next other device).
+    TopicEnumeration { device: usize, cursor: usize },
     /// Client `user` pages through the history of `target` (`?page=N`).
     PageScrape {
         user: usize,
@@ -221,6 +235,16 @@ pub(super) fn resolve(
                 );
             }
         }
+        AttackConfig::TopicEnumeration(c) => {
+            for d in pick(fleet, c.device_type, c.attackers, rng, taken) {
+                let cursor = rng.random_range(0..fleet.devices.len().max(1));
+                as_device(
+                    d,
+                    vec![],
+                    AttackKind::TopicEnumeration { device: d, cursor },
+                );
+            }
+        }
         AttackConfig::TokenReplay(c) => {
             for d in pick(fleet, c.device_type, 1, rng, taken) {
                 for _ in 0..c.ips {
@@ -288,6 +312,7 @@ fn rate_of(a: &AttackConfig, attackers: usize) -> f64 {
         AttackConfig::QueryScrape(c) => c.rate_per_s,
         AttackConfig::RouteMix(c) => c.rate_per_s,
         AttackConfig::TypeMimic(c) => c.rate_per_s,
+        AttackConfig::TopicEnumeration(c) => c.rate_per_s,
     }
 }
 
@@ -539,6 +564,53 @@ impl Paced {
                     ),
                     auth: Auth::Device(*user),
                     body: Payload::EMPTY,
+                    ip: d.ips[0],
+                    user_agent: d.device_type.profile().user_agent,
+                    fault: None,
+                }
+            }
+            AttackKind::TopicEnumeration { device, cursor } => {
+                let d = &fleet.devices[*device];
+                let mut other = *cursor % fleet.devices.len();
+                if other == *device {
+                    other = (other + 1) % fleet.devices.len();
+                }
+                *cursor = other + 1;
+                let other = &fleet.devices[other].identity;
+                let (method, path) = match n % 6 {
+                    // Another device's telemetry and status: refused (owner scoping).
+                    0 | 3 => ("PUBLISH", format!("devices/{other}/telemetry")),
+                    1 => ("PUBLISH", format!("devices/{other}/status")),
+                    // Topics of its own that no rule translates.
+                    2 => (
+                        "PUBLISH",
+                        format!(
+                            "devices/{}/{}",
+                            d.identity,
+                            TOPIC_GUESSES[(n / 6) as usize % TOPIC_GUESSES.len()]
+                        ),
+                    ),
+                    // Wildcards and other devices' commands.
+                    4 => ("SUBSCRIBE", format!("devices/{other}/commands")),
+                    _ => (
+                        "SUBSCRIBE",
+                        ["devices/#", "devices/+/telemetry", "$SYS/#", "#"][(n / 6) as usize % 4]
+                            .to_string(),
+                    ),
+                };
+                SimRequest {
+                    method,
+                    path,
+                    auth: Auth::Device(*device),
+                    body: if method == "PUBLISH" {
+                        Payload {
+                            kind: BodyKind::Json,
+                            len: rng.random_range(20..=120),
+                            malformed: false,
+                        }
+                    } else {
+                        Payload::EMPTY
+                    },
                     ip: d.ips[0],
                     user_agent: d.device_type.profile().user_agent,
                     fault: None,

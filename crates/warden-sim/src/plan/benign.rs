@@ -24,7 +24,17 @@ pub(super) struct Benign {
     /// When the device does not report, `[from, to)` ns: the fleet's outage, the device's own
     /// absence (churn) and, for a device that joins during the run, the time before it does.
     silent: Vec<(i64, i64)>,
+    /// MQTT devices: whether the connection is up (a CONNECT comes before the first message
+    /// and after every silence that dropped it).
+    mqtt: bool,
+    connected: bool,
+    /// Time of the last request handed out.
+    last_ns: i64,
 }
+
+/// Chance per report that an MQTT device's connection drops and it reconnects (NAT rebinding,
+/// a keep-alive missed on a weak link).
+const MQTT_RECONNECT: f64 = 0.002;
 
 /// Salt of the churn's random stream: a scenario without churn draws exactly what it drew
 /// before churn existed.
@@ -48,6 +58,9 @@ impl Benign {
             next_report: first,
             pending: Vec::new(),
             silent: Vec::new(),
+            mqtt: dev.device_type.is_mqtt(),
+            connected: false,
+            last_ns: i64::MIN,
         };
         if let Some(r) = scenario.fleet.firmware_rollout.as_ref()
             && profile.firmware
@@ -205,6 +218,9 @@ impl Benign {
                 }
             }
             None => {
+                if self.mqtt && self.rng.random_bool(MQTT_RECONNECT) {
+                    self.connected = false;
+                }
                 let action = choose(self.profile.actions, &mut self.rng);
                 self.push(fleet, t, action);
                 if self.rng.random_bool(self.profile.burst_rate) {
@@ -236,6 +252,27 @@ impl Actor for Benign {
                 self.pending.clear();
                 return None;
             }
+            if self.mqtt {
+                let last = self.last_ns;
+                let dropped = self
+                    .silent
+                    .iter()
+                    .any(|&(from, to)| from > last && to <= p.at_ns);
+                if !self.connected || dropped {
+                    // (Re)connect a few milliseconds before the message.
+                    self.connected = true;
+                    let at = (p.at_ns - 5_000_000).max(last).max(0);
+                    let connect = Planned {
+                        at_ns: at,
+                        source: Source::Benign(self.device),
+                        request: super::mqtt_connect(fleet, self.device),
+                    };
+                    self.pending.push(p);
+                    self.last_ns = at;
+                    return Some(connect);
+                }
+            }
+            self.last_ns = p.at_ns;
             return Some(p);
         }
     }

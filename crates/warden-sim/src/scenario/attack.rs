@@ -40,6 +40,9 @@ pub enum AttackConfig {
     /// and payload sizes (e.g. a temperature sensor sending like a camera). Every value is
     /// one the fleet sends; the combination is not its own type's.
     TypeMimic(TypeMimic),
+    /// A compromised MQTT device walks the topic space: publishes to other devices' topics
+    /// and to topics no rule translates, and subscribes to wildcards and others' commands.
+    TopicEnumeration(TopicEnumeration),
 }
 
 /// The attack classes, as written in labels and reports.
@@ -60,6 +63,7 @@ pub enum AttackClass {
     QueryScrape,
     RouteMix,
     TypeMimic,
+    TopicEnumeration,
 }
 
 impl AttackClass {
@@ -77,6 +81,7 @@ impl AttackClass {
             AttackClass::QueryScrape => "query_scrape",
             AttackClass::RouteMix => "route_mix",
             AttackClass::TypeMimic => "type_mimic",
+            AttackClass::TopicEnumeration => "topic_enumeration",
         }
     }
 }
@@ -122,6 +127,7 @@ macro_rules! each {
             AttackConfig::QueryScrape($a) => $e,
             AttackConfig::RouteMix($a) => $e,
             AttackConfig::TypeMimic($a) => $e,
+            AttackConfig::TopicEnumeration($a) => $e,
         }
     };
 }
@@ -145,6 +151,7 @@ impl AttackConfig {
             AttackConfig::QueryScrape(_) => AttackClass::QueryScrape,
             AttackConfig::RouteMix(_) => AttackClass::RouteMix,
             AttackConfig::TypeMimic(_) => AttackClass::TypeMimic,
+            AttackConfig::TopicEnumeration(_) => AttackClass::TopicEnumeration,
         }
     }
 
@@ -379,6 +386,32 @@ pub struct FirmwareProbe {
     #[serde(default = "sensor")]
     pub device_type: DeviceType,
     /// Probes per second.
+    pub rate_per_s: f64,
+}
+
+fn mqtt_sensor() -> DeviceType {
+    DeviceType::MqttSensor
+}
+
+/// `type = "topic_enumeration"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TopicEnumeration {
+    /// Attack name (unique in the scenario).
+    pub name: String,
+    /// Start, seconds from the start of the run.
+    pub start_s: f64,
+    /// End, seconds from the start of the run.
+    pub end_s: f64,
+    /// What detection is expected.
+    pub expect: Expect,
+    /// Type of the enumerating devices (an MQTT type; chosen with the seed).
+    #[serde(default = "mqtt_sensor")]
+    pub device_type: DeviceType,
+    /// How many devices enumerate.
+    #[serde(default = "one")]
+    pub attackers: usize,
+    /// Messages (PUBLISH and SUBSCRIBE) per second, per attacker.
     pub rate_per_s: f64,
 }
 

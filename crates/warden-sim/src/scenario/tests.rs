@@ -165,6 +165,7 @@ fn mix_counts_add_up_and_follow_the_weights() {
         smart_meter: 0.3,
         industrial_gateway: 0.05,
         mobile_app: 0.2,
+        mqtt_sensor: 0.0,
     };
     for n in [1, 7, 100, 1999] {
         let counts = mix.counts(n);
@@ -185,6 +186,7 @@ fn mix_counts_add_up_and_follow_the_weights() {
             (DeviceType::SmartMeter, 0),
             (DeviceType::IndustrialGateway, 0),
             (DeviceType::MobileApp, 0),
+            (DeviceType::MqttSensor, 0),
         ]
     );
 }

@@ -271,6 +271,16 @@ pub(super) fn scenario(s: &ScenarioConfig) -> Vec<ConfigError> {
                 rate_check(&mut extra, at("rate_per_s"), c.rate_per_s);
                 need(c.device_type, 1, "device_type", &mut extra);
             }
+            AttackConfig::TopicEnumeration(c) => {
+                rate_check(&mut extra, at("rate_per_s"), c.rate_per_s);
+                need(c.device_type, c.attackers, "attackers", &mut extra);
+                if !c.device_type.is_mqtt() {
+                    extra.push((
+                        at("device_type"),
+                        "must be an MQTT device type (mqtt_sensor)".into(),
+                    ));
+                }
+            }
             AttackConfig::QueryScrape(c) => {
                 rate_check(&mut extra, at("rate_per_s"), c.rate_per_s);
                 need(c.device_type, c.attackers, "attackers", &mut extra);
