@@ -11,7 +11,9 @@
 //! recent responses, never sent to the backend twice (RFC 7252 §4.5). Messages are parsed with
 //! `coap-lite`. A GET whose representation does not fit one datagram is answered block-wise
 //! (RFC 7959 Block2, stateless: `block.rs`); a larger response to another method is answered
-//! 5.02 with a diagnostic, and request bodies in blocks (Block1) are refused.
+//! 5.02 with a diagnostic. A POST or PUT body larger than a datagram comes in blocks (Block1,
+//! `upload.rs`): each block is authenticated and matched, and the reassembled body goes
+//! through the chain once, with the last block.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -27,6 +29,7 @@ use warden_config::{CoapConfig, MqttPublishRule, PayloadMode};
 use warden_event::{Outcome, Protocol, Reason};
 
 mod block;
+mod upload;
 
 use crate::mqtt::rules::{self, NoRule};
 use crate::server::{Chain, ConnectRefused, Device, MqttEvent, Origin};
@@ -68,6 +71,7 @@ pub(crate) async fn serve(
     info!(addr = ?socket.local_addr().ok(), "CoAP listener started.");
     let socket = Arc::new(socket);
     let exchanges = Arc::new(Mutex::new(Exchanges::default()));
+    let uploads = Arc::new(upload::Uploads::default());
     let permits = Arc::new(tokio::sync::Semaphore::new(config.max_in_flight));
     let mut buf = vec![0u8; 1500];
     tokio::pin!(shutdown);
@@ -143,14 +147,15 @@ pub(crate) async fn serve(
             finish(&socket, &exchanges, key, resp, confirmable).await;
             continue;
         };
-        let (config, chain, socket, exchanges) = (
+        let (config, chain, socket, exchanges, uploads) = (
             config.clone(),
             chain.clone(),
             socket.clone(),
             exchanges.clone(),
+            uploads.clone(),
         );
         tokio::spawn(async move {
-            let resp = handle(&config, &chain, peer, method, &packet).await;
+            let resp = handle(&config, &chain, &uploads, peer, method, &packet).await;
             finish(&socket, &exchanges, key, resp, confirmable).await;
             drop(permit);
         });
@@ -282,6 +287,7 @@ fn query_of(req: &Packet) -> Option<Option<String>> {
 async fn handle(
     config: &CoapConfig,
     chain: &Chain,
+    uploads: &upload::Uploads,
     peer: SocketAddr,
     method: RequestType,
     req: &Packet,
@@ -318,13 +324,13 @@ async fn handle(
         return response(req, ResponseType::MethodNotAllowed, b"");
     };
     // Critical options (odd numbers) the gateway does not act on must not be ignored:
-    // Block1 (no request bodies in blocks), Proxy-Uri/Proxy-Scheme (no forward proxying),
-    // unknown ones. Uri-Query (15) becomes the translated request's query string; Block2 (23)
-    // asks for a block of a GET's response.
+    // Proxy-Uri/Proxy-Scheme (no forward proxying), unknown ones. Uri-Query (15) becomes the
+    // translated request's query string; Block2 (23) asks for a block of a GET's response,
+    // Block1 (27) carries a block of a POST's or PUT's body.
     let known = |n: u16| {
         matches!(
             n,
-            1 | 3 | 4 | 5 | 7 | 11 | 12 | 14 | 15 | 17 | 23 | 60 | 258
+            1 | 3 | 4 | 5 | 7 | 11 | 12 | 14 | 15 | 17 | 23 | 27 | 60 | 258
         ) || n == config.credential_option
     };
     if req
@@ -345,6 +351,21 @@ async fn handle(
                 req,
                 ResponseType::BadOption,
                 b"Block2 is supported on GET only",
+            );
+        }
+        Ok(b) => b,
+        Err(why) => {
+            event(None, m, 400, Outcome::Invalid, Reason::Invalid);
+            return response(req, ResponseType::BadOption, why.as_bytes());
+        }
+    };
+    let up = match upload::requested(req) {
+        Ok(Some(_)) if m != "POST" && m != "PUT" => {
+            event(None, m, 400, Outcome::Invalid, Reason::Invalid);
+            return response(
+                req,
+                ResponseType::BadOption,
+                b"Block1 is for POST and PUT bodies",
             );
         }
         Ok(b) => b,
@@ -453,13 +474,60 @@ async fn handle(
         Some(q) => format!("{}?{q}", t.path_and_query),
         None => t.path_and_query.clone(),
     };
+    let payload = match up {
+        None => req.payload.clone(),
+        Some(b) => {
+            let size1 = req
+                .get_first_option(CoapOption::Size1)
+                .filter(|v| v.len() <= 4)
+                .map(|v| v.iter().fold(0u64, |a, x| (a << 8) | u64::from(*x)));
+            let key = (peer, identity.clone(), m, target.clone());
+            match uploads.block(key, b, &req.payload, size1) {
+                upload::Step::Complete(body) => body,
+                upload::Step::Continue => {
+                    chain.event(MqttEvent {
+                        protocol: Protocol::Coap,
+                        device: Some(&device),
+                        peer,
+                        tls: None,
+                        auth: None,
+                        method: m,
+                        route: &t.name,
+                        path: &path,
+                        status: 100,
+                        outcome: Outcome::Allowed,
+                        reason: Reason::None,
+                        bytes_in: req.payload.len() as u64,
+                        started,
+                    });
+                    let mut p = response(req, ResponseType::Continue, b"");
+                    p.add_option(CoapOption::Block1, b.echo());
+                    return p;
+                }
+                upload::Step::Refuse(code, why) => {
+                    let (status, reason) = match code {
+                        ResponseType::RequestEntityTooLarge => (413, Reason::Invalid),
+                        ResponseType::ServiceUnavailable => (503, Reason::Overload),
+                        _ => (400, Reason::Invalid),
+                    };
+                    event(Some(&device), m, status, Outcome::Invalid, reason);
+                    let mut p = response(req, code, why.as_bytes());
+                    if code == ResponseType::RequestEntityTooLarge {
+                        let (o, v) = upload::size1();
+                        p.add_option(o, v);
+                    }
+                    return p;
+                }
+            }
+        }
+    };
     let (status, body) = chain
         .request(
             &device,
             m,
             &target,
             content_type.or((m != "GET" && m != "DELETE").then_some("application/octet-stream")),
-            Bytes::from(req.payload.clone()),
+            Bytes::from(payload),
             Origin {
                 protocol: Protocol::Coap,
                 rule: t.name,
@@ -472,6 +540,22 @@ async fn handle(
             },
         )
         .await;
+    let mut resp = answer(req, status, body, want, m);
+    if let Some(b) = up {
+        resp.add_option(CoapOption::Block1, b.echo());
+    }
+    resp
+}
+
+/// The response to `req` (method `m`) from the chain's `status` and `body`: in blocks when a
+/// GET's body is larger than a datagram or `want` asks for one.
+fn answer(
+    req: &Packet,
+    status: u16,
+    body: Option<Bytes>,
+    want: Option<block::Block>,
+    m: &str,
+) -> Packet {
     match body {
         // The body of a success is the resource (in blocks when it is larger than a
         // datagram); an error's (the gateway's JSON) is not sent over the air.

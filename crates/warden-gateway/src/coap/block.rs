@@ -6,8 +6,8 @@
 //! client sees a representation that changed between its blocks, and Size2 (its length).
 //! RFC 7959 §2.4 lets a server regenerate the representation for each block; the gateway keeps
 //! nothing between requests, so a device cannot make it hold state. Only GET: a block of the
-//! response to a POST or PUT would need the request run again, which is not safe. Block1
-//! (request bodies in blocks) and BERT are not supported.
+//! response to a POST or PUT would need the request run again, which is not safe. Request
+//! bodies in blocks (Block1) are `upload.rs`; BERT is not supported.
 
 use std::ops::Range;
 
@@ -45,7 +45,7 @@ pub(super) fn requested(req: &Packet) -> Result<Option<Block>, &'static str> {
 }
 
 /// A CoAP uint option value: big-endian without leading zero bytes (0 is empty).
-fn uint(v: u32) -> Vec<u8> {
+pub(super) fn uint(v: u32) -> Vec<u8> {
     let b = v.to_be_bytes();
     let skip = b.iter().take_while(|x| **x == 0).count();
     b[skip..].to_vec()
