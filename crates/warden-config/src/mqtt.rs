@@ -57,6 +57,16 @@ pub struct MqttConfig {
     /// `{identity}` stands for the device's own identity, `+` and `#` as in MQTT.
     #[serde(default)]
     pub subscribe: Vec<String>,
+    /// How long a persistent session outlives its connection, seconds: a 3.1.1 client
+    /// connecting with `clean_session = false` (or an MQTT 5 client with a session expiry
+    /// interval, capped here) gets its subscriptions back when it reconnects, and QoS 1
+    /// commands sent to it while it was away. 0 keeps no session.
+    #[serde(default = "default_session_expiry")]
+    pub session_expiry_s: u32,
+    /// QoS 1 commands kept for one disconnected persistent session, at most (the oldest are
+    /// dropped first).
+    #[serde(default = "default_max_queued")]
+    pub max_queued_messages: usize,
 }
 
 impl Default for MqttConfig {
@@ -75,6 +85,8 @@ impl Default for MqttConfig {
             client_id: ClientIdRule::default(),
             publish: Vec::new(),
             subscribe: Vec::new(),
+            session_expiry_s: default_session_expiry(),
+            max_queued_messages: default_max_queued(),
         }
     }
 }
@@ -139,6 +151,12 @@ fn default_max_connections() -> usize {
     10_000
 }
 fn default_max_per_ip() -> usize {
+    100
+}
+fn default_session_expiry() -> u32 {
+    3600
+}
+fn default_max_queued() -> usize {
     100
 }
 fn default_messages_per_s() -> f64 {

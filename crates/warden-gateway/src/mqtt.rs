@@ -13,17 +13,20 @@
 //! (`gateway.mqtt.subscribe`). A device whose identity, key, tenant or address is quarantined
 //! is disconnected within [`QUARANTINE_POLL`] and refused on reconnect.
 //!
-//! Packets are read and written with rumqttc's codec ([`codec`]); sessions are not persisted
-//! (a clean session is assumed: nothing is queued for a disconnected device).
+//! Packets are read and written with rumqttc's codec ([`codec`]). A persistent session
+//! (3.1.1 `clean_session = false`, or an MQTT 5 session expiry interval) keeps its
+//! subscriptions and the QoS 1 commands sent while its device was away, for
+//! `session_expiry_s` ([`parked`]); a clean one keeps nothing.
 
 pub(crate) mod codec;
+mod parked;
 pub(crate) mod rules;
 mod session;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -62,6 +65,11 @@ struct Handle {
 pub struct MqttHub {
     sessions: Mutex<HashMap<String, Vec<Handle>>>,
     next: AtomicU64,
+    /// Disconnected persistent sessions.
+    parked: Mutex<parked::ParkedSessions>,
+    /// `max_queued_messages` and `max_connections` (sessions kept) of the listener's config.
+    max_queued: AtomicUsize,
+    max_parked: AtomicUsize,
 }
 
 /// What [`MqttHub::publish`] did.
@@ -71,6 +79,9 @@ pub struct Delivery {
     pub sessions: usize,
     /// Sessions subscribed to the topic that got the message.
     pub delivered: usize,
+    /// Disconnected persistent sessions subscribed to it (QoS 1) that will get it when their
+    /// device reconnects.
+    pub queued: usize,
 }
 
 impl MqttHub {
@@ -78,21 +89,65 @@ impl MqttHub {
         Arc::new(Self::default())
     }
 
+    /// The persistent-session bounds of the listener's config.
+    fn configure(&self, config: &MqttConfig) {
+        self.max_queued
+            .store(config.max_queued_messages, Ordering::Relaxed);
+        self.max_parked
+            .store(config.max_connections, Ordering::Relaxed);
+    }
+
+    /// A connecting client's session: with `clean`, whatever was kept is dropped; otherwise
+    /// the parked session of its client id, if any.
+    fn resume(&self, identity: &str, client_id: &str, clean: bool) -> Option<parked::Parked> {
+        let kept = self.parked.lock().take(identity, client_id, Instant::now());
+        if clean { None } else { kept }
+    }
+
+    /// Keep a disconnected persistent session for `ttl`.
+    fn park(
+        &self,
+        identity: &str,
+        client_id: &str,
+        subscriptions: Vec<(String, u8)>,
+        ttl: Duration,
+    ) {
+        let kept = self.parked.lock().park(
+            identity,
+            client_id,
+            parked::Parked {
+                subscriptions,
+                ..parked::Parked::default()
+            },
+            ttl,
+            self.max_parked.load(Ordering::Relaxed),
+            Instant::now(),
+        );
+        if !kept {
+            debug!(
+                identity,
+                client_id, "MQTT session not kept: too many parked sessions."
+            );
+        }
+    }
+
     /// Register a session; a session of the same identity with the same client id is told it
-    /// was taken over (MQTT: a client id has one session).
+    /// was taken over (MQTT: a client id has one session), and its subscriptions are returned.
     fn register(
         &self,
         identity: &str,
         client_id: &str,
         tx: mpsc::Sender<Command>,
         subscriptions: Arc<Mutex<Vec<(String, u8)>>>,
-    ) -> u64 {
+    ) -> (u64, Option<Vec<(String, u8)>>) {
         let conn = self.next.fetch_add(1, Ordering::Relaxed);
         let mut s = self.sessions.lock();
         let list = s.entry(identity.to_string()).or_default();
+        let mut taken = None;
         list.retain(|h| {
             if h.client_id == client_id {
                 let _ = h.tx.try_send(Command::TakenOver);
+                taken = Some(h.subscriptions.lock().clone());
                 false
             } else {
                 true
@@ -104,7 +159,7 @@ impl MqttHub {
             tx,
             subscriptions,
         });
-        conn
+        (conn, taken)
     }
 
     fn unregister(&self, identity: &str, conn: u64) {
@@ -118,13 +173,23 @@ impl MqttHub {
     }
 
     /// Send `payload` on `topic` to every session of `identity` subscribed to it (at the
-    /// lower of `qos` and the subscription's QoS). Sessions whose queue is full miss it.
+    /// lower of `qos` and the subscription's QoS), and queue it (QoS 1) for its disconnected
+    /// persistent sessions subscribed to it. Connected sessions whose queue is full miss it.
     pub fn publish(&self, identity: &str, topic: &str, qos: u8, payload: Bytes) -> Delivery {
+        let queued = self.parked.lock().queue(
+            identity,
+            topic,
+            qos,
+            &payload,
+            self.max_queued.load(Ordering::Relaxed),
+            Instant::now(),
+        );
         let s = self.sessions.lock();
         let Some(list) = s.get(identity) else {
             return Delivery {
                 sessions: 0,
                 delivered: 0,
+                queued,
             };
         };
         let mut delivered = 0;
@@ -151,12 +216,20 @@ impl MqttHub {
         Delivery {
             sessions: list.len(),
             delivered,
+            queued,
         }
     }
 
     /// Connected sessions.
     pub fn connected(&self) -> usize {
         self.sessions.lock().values().map(Vec::len).sum()
+    }
+
+    /// Disconnected persistent sessions kept (expired ones forgotten first).
+    pub fn parked(&self) -> usize {
+        let mut p = self.parked.lock();
+        p.expire(Instant::now());
+        p.len()
     }
 }
 
@@ -181,6 +254,7 @@ pub(crate) async fn serve(
         max_total: config.max_connections,
     };
     let tracker = crate::conns::Tracker::new(limits);
+    hub.configure(&config);
     let mut tasks = Vec::new();
     if let Some(l) = plain {
         info!(addr = ?l.local_addr().ok(), "MQTT listener started.");

@@ -465,3 +465,4 @@ mod coap;
 mod coap_blocks;
 mod mqtt;
 mod mqtt_enforcement;
+mod mqtt_sessions;

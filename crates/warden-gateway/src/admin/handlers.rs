@@ -136,6 +136,8 @@ fn mqtt_publish(admin: &Admin, c: MqttCommand) -> Handled {
     let d = admin.0.mqtt.publish(&c.identity, &c.topic, c.qos, payload);
     let status = if d.delivered > 0 {
         StatusCode::OK
+    } else if d.queued > 0 {
+        StatusCode::ACCEPTED
     } else {
         StatusCode::NOT_FOUND
     };

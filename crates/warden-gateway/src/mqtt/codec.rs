@@ -21,6 +21,8 @@ pub(crate) struct Connect {
     pub keep_alive: u16,
     pub clean: bool,
     pub password: Option<String>,
+    /// MQTT 5's session expiry interval, seconds (3.1.1: none).
+    pub session_expiry: Option<u32>,
 }
 
 /// A packet from a client.
@@ -132,6 +134,7 @@ fn read_v4(buf: &mut BytesMut, max: usize) -> Result<Inbound, ReadError> {
             keep_alive: c.keep_alive,
             clean: c.clean_session,
             password: c.login.map(|l| l.password),
+            session_expiry: None,
         }),
         v4::Packet::Publish(p) => Inbound::Publish {
             topic: p.topic,
@@ -177,6 +180,7 @@ fn read_v5(buf: &mut BytesMut, max: usize) -> Result<Inbound, ReadError> {
             keep_alive: c.keep_alive,
             clean: c.clean_start,
             password: login.map(|l| l.password),
+            session_expiry: c.properties.and_then(|p| p.session_expiry_interval),
         }),
         v5::Packet::Publish(p) => {
             if p.properties
@@ -255,6 +259,10 @@ pub(crate) enum Outbound {
         keep_alive: Option<u16>,
         assigned_id: Option<String>,
         max_packet: u32,
+        /// A persistent session was resumed.
+        session_present: bool,
+        /// MQTT 5: the session expiry the server grants, when it differs from the asked.
+        session_expiry: Option<u32>,
     },
     PubAck {
         pkid: u16,
@@ -305,7 +313,11 @@ fn qos5(q: u8) -> rumqttc::v5::mqttbytes::QoS {
 fn write_v4(p: &Outbound, out: &mut BytesMut) -> Result<(), String> {
     use v4::ConnectReturnCode as R;
     let packet = match p {
-        Outbound::ConnAck { refusal, .. } => v4::Packet::ConnAck(v4::ConnAck::new(
+        Outbound::ConnAck {
+            refusal,
+            session_present,
+            ..
+        } => v4::Packet::ConnAck(v4::ConnAck::new(
             match refusal {
                 None => R::Success,
                 Some(Refusal::BadCredentials) => R::BadUserNamePassword,
@@ -313,7 +325,7 @@ fn write_v4(p: &Outbound, out: &mut BytesMut) -> Result<(), String> {
                 Some(Refusal::BadClientId) => R::BadClientId,
                 Some(Refusal::UnsupportedVersion) => R::RefusedProtocolVersion,
             },
-            false,
+            *session_present && refusal.is_none(),
         )),
         // 3.1.1 has no negative acknowledgement: a refused message is acknowledged (and
         // dropped), as brokers do for ACL refusals, so the client does not resend it forever.
@@ -356,8 +368,10 @@ fn write_v5(p: &Outbound, out: &mut BytesMut) -> Result<(), String> {
             keep_alive,
             assigned_id,
             max_packet,
+            session_present,
+            session_expiry,
         } => v5::Packet::ConnAck(v5::ConnAck {
-            session_present: false,
+            session_present: *session_present && refusal.is_none(),
             code: match refusal {
                 None => R::Success,
                 Some(Refusal::BadCredentials) => R::BadUserNamePassword,
@@ -366,7 +380,7 @@ fn write_v5(p: &Outbound, out: &mut BytesMut) -> Result<(), String> {
                 Some(Refusal::UnsupportedVersion) => R::UnsupportedProtocolVersion,
             },
             properties: refusal.is_none().then(|| v5::ConnAckProperties {
-                session_expiry_interval: None,
+                session_expiry_interval: *session_expiry,
                 receive_max: None,
                 max_qos: Some(1),
                 retain_available: Some(0),

@@ -5,21 +5,24 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use hyper_util::server::graceful::Watcher;
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tracing::debug;
-use warden_config::{ClientIdRule, MqttConfig, PayloadMode};
+use warden_config::{ClientIdRule, MqttConfig};
 use warden_event::{Outcome, Reason};
 
+use super::MqttHub;
 use super::codec::{self, Code, Inbound, Outbound, ReadError, Refusal, Version};
-use super::rules::{self, NoRule};
-use super::{Command, MqttHub};
+
+mod live;
+
 use crate::conns::Conn;
-use crate::server::{Chain, ConnectRefused, Device, MqttEvent, Origin};
+use crate::server::{Chain, ConnectRefused, Device, MqttEvent};
 use crate::tls::TlsConn;
+use live::{Bucket, Live};
 
 /// How often an open session checks whether its device was quarantined.
 pub const QUARANTINE_POLL: Duration = Duration::from_millis(200);
@@ -41,71 +44,8 @@ enum End {
     Closed,
     /// Close with this reason.
     Disconnect(Code),
-}
-
-/// A token bucket per connection (messages and payload bytes).
-struct Bucket {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    fn new(rate: f64, burst: f64) -> Self {
-        Self {
-            rate,
-            burst,
-            tokens: burst,
-            at: Instant::now(),
-        }
-    }
-
-    fn take(&mut self, n: f64) -> bool {
-        let now = Instant::now();
-        self.tokens =
-            (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.burst);
-        self.at = now;
-        if self.tokens >= n {
-            self.tokens -= n;
-            true
-        } else {
-            false
-        }
-    }
-}
-
-/// What a backend status means for the device.
-fn code_of(status: u16) -> Code {
-    match status {
-        200..=299 => Code::Success,
-        401 | 403 => Code::NotAuthorized,
-        404 | 405 => Code::TopicInvalid,
-        429 => Code::Quota,
-        400 | 413 | 415 | 422 => Code::PayloadInvalid,
-        _ => Code::Unspecified,
-    }
-}
-
-/// The body of a translated message under `mode`.
-fn body(mode: PayloadMode, topic: &str, qos: u8, retain: bool, payload: Bytes) -> Bytes {
-    match mode {
-        PayloadMode::Raw => payload,
-        PayloadMode::Json => {
-            let mut doc = serde_json::json!({ "topic": topic, "qos": qos, "retain": retain });
-            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&payload) {
-                doc["payload"] = v;
-            } else if let Ok(s) = std::str::from_utf8(&payload) {
-                doc["payload"] = serde_json::Value::String(s.to_string());
-            } else {
-                use base64::Engine;
-                doc["payload_base64"] = serde_json::Value::String(
-                    base64::engine::general_purpose::STANDARD.encode(&payload),
-                );
-            }
-            Bytes::from(doc.to_string())
-        }
-    }
+    /// Another connection took the client id (and its session) over.
+    TakenOver,
 }
 
 impl Session {
@@ -288,12 +228,27 @@ impl Session {
         } else {
             connect.keep_alive
         };
+        // A persistent session outlives the connection for this long (0: not at all).
+        let ttl_s = match version {
+            Version::V4 if connect.clean => 0,
+            Version::V4 => self.config.session_expiry_s,
+            Version::V5 => connect
+                .session_expiry
+                .unwrap_or(0)
+                .min(self.config.session_expiry_s),
+        };
+        let resumed = self.hub.resume(&identity, &client_id, connect.clean);
         let mut out = BytesMut::new();
         let ack = Outbound::ConnAck {
             refusal: None,
             keep_alive: (keep_alive != connect.keep_alive).then_some(keep_alive),
             assigned_id: assigned,
             max_packet: u32::try_from(max).unwrap_or(u32::MAX),
+            session_present: resumed.is_some(),
+            session_expiry: connect
+                .session_expiry
+                .filter(|e| *e != ttl_s)
+                .map(|_| ttl_s),
         };
         if codec::write(&ack, version, &mut out).is_err() || io.write_all(&out).await.is_err() {
             return;
@@ -311,16 +266,28 @@ impl Session {
             ),
         );
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-        let subscriptions = Arc::new(Mutex::new(Vec::new()));
-        let id = self
+        let (queued, subs) = resumed
+            .map(|p| (p.queue, p.subscriptions))
+            .unwrap_or_default();
+        let subscriptions = Arc::new(Mutex::new(subs));
+        let (id, taken) = self
             .hub
             .register(&identity, &client_id, tx, subscriptions.clone());
+        if !connect.clean
+            && let Some(taken) = taken
+        {
+            // The session this connection took over goes on here.
+            let mut subs = subscriptions.lock();
+            if subs.is_empty() {
+                *subs = taken;
+            }
+        }
         let mut live = Live {
             s: &self,
             device,
             version,
             buf,
-            subscriptions,
+            subscriptions: subscriptions.clone(),
             keep_alive: Duration::from_millis(u64::from(keep_alive) * 1500),
             messages: Bucket::new(
                 self.config.messages_per_s,
@@ -333,8 +300,21 @@ impl Session {
             next_pkid: 0,
             conn,
         };
-        let end = live.serve(&mut io, rx, shutdown).await;
+        let end = live.serve(&mut io, rx, queued, shutdown).await;
         self.hub.unregister(&identity, id);
+        if ttl_s > 0 && !matches!(end, End::TakenOver) {
+            let subs = subscriptions.lock().clone();
+            self.hub.park(
+                &identity,
+                &client_id,
+                subs,
+                Duration::from_secs(ttl_s.into()),
+            );
+        }
+        let end = match end {
+            End::TakenOver => End::Disconnect(Code::Administrative),
+            e => e,
+        };
         if let End::Disconnect(code) = end {
             let mut out = BytesMut::new();
             if codec::write(&Outbound::Disconnect(code), version, &mut out).is_ok() {
@@ -351,6 +331,8 @@ fn refused(r: Refusal) -> Outbound {
         keep_alive: None,
         assigned_id: None,
         max_packet: 0,
+        session_present: false,
+        session_expiry: None,
     }
 }
 
@@ -402,269 +384,5 @@ impl<'a> Ev<'a> {
             bytes_in: n as u64,
             ..self
         }
-    }
-}
-
-/// A connected session.
-struct Live<'s> {
-    s: &'s Session,
-    device: Device,
-    version: Version,
-    buf: BytesMut,
-    subscriptions: Arc<Mutex<Vec<(String, u8)>>>,
-    keep_alive: Duration,
-    messages: Bucket,
-    bytes: Bucket,
-    next_pkid: u16,
-    conn: Arc<Conn>,
-}
-
-impl Live<'_> {
-    async fn write<S: AsyncWrite + Unpin>(&self, io: &mut S, p: &Outbound) -> bool {
-        let mut out = BytesMut::new();
-        codec::write(p, self.version, &mut out).is_ok() && io.write_all(&out).await.is_ok()
-    }
-
-    async fn serve<S>(
-        &mut self,
-        io: &mut S,
-        mut rx: mpsc::Receiver<Command>,
-        shutdown: impl std::future::Future<Output = ()>,
-    ) -> End
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
-        let mut poll = tokio::time::interval(QUARANTINE_POLL);
-        let mut last_packet = Instant::now();
-        tokio::pin!(shutdown);
-        loop {
-            // Every complete packet in the buffer first.
-            loop {
-                match codec::read(&mut self.buf, self.version, self.s.config.max_packet_bytes) {
-                    Ok(p) => {
-                        last_packet = Instant::now();
-                        drop(self.conn.enter());
-                        if let Some(end) = self.packet(io, p).await {
-                            return end;
-                        }
-                    }
-                    Err(ReadError::Incomplete) => break,
-                    Err(ReadError::TooLarge) => return End::Disconnect(Code::TooLarge),
-                    Err(e) => {
-                        debug!(peer = %self.s.peer, error = %e, "Malformed MQTT packet.");
-                        return End::Disconnect(Code::ProtocolError);
-                    }
-                }
-            }
-            if self.buf.len() > self.s.config.max_packet_bytes.saturating_add(8) {
-                return End::Disconnect(Code::TooLarge);
-            }
-            let deadline = tokio::time::Instant::from_std(last_packet + self.keep_alive);
-            tokio::select! {
-                r = io.read_buf(&mut self.buf) => match r {
-                    Ok(0) | Err(_) => return End::Closed,
-                    Ok(_) => {}
-                },
-                cmd = rx.recv() => match cmd {
-                    Some(Command::Publish { topic, qos, payload }) => {
-                        let pkid = if qos == 0 { 0 } else {
-                            self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(1);
-                            self.next_pkid
-                        };
-                        if !self.write(io, &Outbound::Publish { topic, qos, pkid, payload }).await {
-                            return End::Closed;
-                        }
-                    }
-                    Some(Command::TakenOver) | None => return End::Disconnect(Code::Administrative),
-                },
-                _ = poll.tick() => {
-                    if self.s.chain.quarantined(&self.device) {
-                        debug!(identity = %self.device.principal.identity, "Quarantined MQTT session disconnected.");
-                        return End::Disconnect(Code::Administrative);
-                    }
-                }
-                () = tokio::time::sleep_until(deadline) => return End::Disconnect(Code::KeepAliveTimeout),
-                () = &mut shutdown => return End::Disconnect(Code::ShuttingDown),
-            }
-        }
-    }
-
-    /// Handle one packet; `Some` ends the session.
-    async fn packet<S>(&mut self, io: &mut S, p: Inbound) -> Option<End>
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
-        match p {
-            Inbound::Publish {
-                topic,
-                qos,
-                pkid,
-                retain,
-                payload,
-            } => self.publish(io, topic, qos, pkid, retain, payload).await,
-            Inbound::Subscribe { pkid, filters } => {
-                let started = Instant::now();
-                let identity = self.device.principal.identity.clone();
-                let codes: Vec<Result<u8, Code>> = filters
-                    .iter()
-                    .map(|(f, q)| {
-                        if rules::may_subscribe(&self.s.config.subscribe, f, &identity) {
-                            Ok((*q).min(1))
-                        } else {
-                            Err(Code::NotAuthorized)
-                        }
-                    })
-                    .collect();
-                {
-                    let mut subs = self.subscriptions.lock();
-                    for ((f, _), c) in filters.iter().zip(&codes) {
-                        if let Ok(q) = c {
-                            subs.retain(|(g, _)| g != f);
-                            subs.push((f.clone(), *q));
-                        }
-                    }
-                }
-                let refused = codes.iter().any(Result::is_err);
-                let path = filters
-                    .iter()
-                    .map(|(f, _)| f.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" ");
-                let (status, outcome, reason) = if refused {
-                    (403, Outcome::DeniedRbac, Reason::Rbac)
-                } else {
-                    (200, Outcome::Allowed, Reason::None)
-                };
-                self.s.event(
-                    Some(&self.device),
-                    Ev::new(
-                        "SUBSCRIBE",
-                        "mqtt/subscribe",
-                        &path,
-                        status,
-                        outcome,
-                        reason,
-                        started,
-                    ),
-                );
-                (!self.write(io, &Outbound::SubAck { pkid, codes }).await).then_some(End::Closed)
-            }
-            Inbound::Unsubscribe { pkid, filters } => {
-                self.subscriptions
-                    .lock()
-                    .retain(|(g, _)| !filters.contains(g));
-                let count = filters.len();
-                (!self.write(io, &Outbound::UnsubAck { pkid, count }).await).then_some(End::Closed)
-            }
-            Inbound::PingReq => (!self.write(io, &Outbound::PingResp).await).then_some(End::Closed),
-            Inbound::PubAck => None,
-            Inbound::Disconnect => Some(End::Closed),
-            Inbound::Connect(_) => Some(End::Disconnect(Code::ProtocolError)),
-            Inbound::Unexpected(what) => {
-                debug!(peer = %self.s.peer, what, "MQTT packet not supported.");
-                Some(End::Disconnect(if what == "QoS 2" {
-                    Code::QosNotSupported
-                } else {
-                    Code::ProtocolError
-                }))
-            }
-        }
-    }
-
-    async fn publish<S>(
-        &mut self,
-        io: &mut S,
-        topic: String,
-        qos: u8,
-        pkid: u16,
-        retain: bool,
-        payload: Bytes,
-    ) -> Option<End>
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
-        if qos > 1 {
-            return Some(End::Disconnect(Code::QosNotSupported));
-        }
-        let started = Instant::now();
-        let size = payload.len();
-        let ack = |code| Outbound::PubAck { pkid, code };
-        // The connection's own limits first: a flood is refused before any translation.
-        if !self.messages.take(1.0) || !self.bytes.take(size as f64) {
-            self.s.event(
-                Some(&self.device),
-                Ev::new(
-                    "PUBLISH",
-                    "mqtt/publish",
-                    &topic,
-                    429,
-                    Outcome::Throttled,
-                    Reason::RateLimit,
-                    started,
-                )
-                .bytes(size),
-            );
-            return (qos == 1 && !self.write(io, &ack(Code::Quota)).await).then_some(End::Closed);
-        }
-        let identity = self.device.principal.identity.clone();
-        let t = match rules::translate(&self.s.config.publish, &topic, &identity) {
-            Ok(t) => t,
-            Err(why) => {
-                let (status, outcome, reason, code) = match why {
-                    NoRule::OtherIdentity => {
-                        (403, Outcome::DeniedRbac, Reason::Rbac, Code::NotAuthorized)
-                    }
-                    NoRule::Unmatched => (404, Outcome::Invalid, Reason::Route, Code::TopicInvalid),
-                    NoRule::Invalid => (400, Outcome::Invalid, Reason::Invalid, Code::TopicInvalid),
-                };
-                self.s.event(
-                    Some(&self.device),
-                    Ev::new(
-                        "PUBLISH",
-                        "mqtt/publish",
-                        &topic,
-                        status,
-                        outcome,
-                        reason,
-                        started,
-                    )
-                    .bytes(size),
-                );
-                return (qos == 1 && !self.write(io, &ack(code)).await).then_some(End::Closed);
-            }
-        };
-        let body = body(t.payload, &topic, qos, retain, payload);
-        let (status, _) = self
-            .s
-            .chain
-            .request(
-                &self.device,
-                &t.method,
-                &t.path_and_query,
-                Some(&t.content_type),
-                body,
-                Origin {
-                    protocol: warden_event::Protocol::Mqtt,
-                    rule: t.name,
-                    topic,
-                },
-                0,
-            )
-            .await;
-        let code = code_of(status);
-        if code == Code::NotAuthorized && self.s.chain.quarantined(&self.device) {
-            return Some(End::Disconnect(Code::Administrative));
-        }
-        if qos == 1 {
-            if code == Code::Unspecified && self.version == Version::V4 {
-                // 3.1.1 has no negative acknowledgement: the message was not accepted, so it
-                // is not acknowledged, and the connection closes for the client to resend it.
-                return Some(End::Closed);
-            }
-            if !self.write(io, &ack(code)).await {
-                return Some(End::Closed);
-            }
-        }
-        None
     }
 }
