@@ -18,7 +18,7 @@
 //! | `PUT /admin/limits` | a whole `[limits]` table → replaces the config file's until cleared |
 //! | `DELETE /admin/limits` | back to the config file's limits |
 //! | `GET /admin/mqtt` | connected MQTT sessions |
-//! | `POST /admin/mqtt/publish` | `{"identity","topic","payload"?,"payload_base64"?,"qos"?}` → a command to the identity's sessions subscribed to the topic |
+//! | `POST /admin/mqtt/publish` | `{"identity","topic","payload"?,"payload_base64"?,"qos"?}` → a command to the identity's sessions subscribed to the topic (200 delivered; 202 queued for its disconnected persistent sessions; 404 none) |
 //!
 //! Every call needs `Authorization: Bearer TOKEN` whose SHA-256 is `admin.token_sha256`, or —
 //! with `[admin.tls]`, where the listener serves HTTPS — an operator client certificate on the
