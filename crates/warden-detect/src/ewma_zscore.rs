@@ -118,11 +118,15 @@ impl EwmaZscore {
     }
 
     fn fire(&self, b: &Baseline, value: f64, at: i64) -> Option<Firing> {
-        let c = &self.config;
         if !self.warm(b) {
             return None;
         }
-        let s = self.score_of(b, value, at);
+        self.fire_scored(b, value, &self.score_of(b, value, at))
+    }
+
+    /// [`Self::fire`] with the sample's score already known (the key is warm).
+    fn fire_scored(&self, b: &Baseline, value: f64, s: &Score) -> Option<Firing> {
+        let c = &self.config;
         let dev = value - s.expected;
         let (up, down) = (dev > 0.0 && value >= c.min_value, dev < 0.0);
         let side_ok = match c.direction {
@@ -166,13 +170,15 @@ impl EwmaZscore {
     /// the weight and its deviation clipped there: the partial windows of a flood's first
     /// seconds, held back only by `min_value`, must not inflate the variance until the flood
     /// itself no longer stands out. A lasting change is still followed, slowly.
-    fn learn(&self, b: &mut Baseline, value: f64, at: i64, full: bool) {
+    fn learn(&self, b: &mut Baseline, value: f64, at: i64, full: bool, score: Option<&Score>) {
         let c = &self.config;
         let n = b.samples.saturating_add(1);
         let mut alpha = c.alpha.max(1.0 / f64::from(n));
         let mut diff = value - b.mean;
-        if self.warm(b) && value < c.min_value {
-            let limit = c.threshold / 2.0 * self.score_of(b, value, at).std;
+        if let Some(sc) = score
+            && value < c.min_value
+        {
+            let limit = c.threshold / 2.0 * sc.std;
             if limit.is_finite() && limit > 0.0 && diff >= limit {
                 diff = limit;
                 alpha *= HELD_BACK_WEIGHT;
@@ -200,9 +206,14 @@ impl Detector for EwmaZscore {
             return None;
         }
         let mut b = self.keys.remove(s.key).unwrap_or_default();
-        let firing = self.fire(&b, value, s.at);
-        if s.full && self.warm(&b) {
-            let sc = self.score_of(&b, value, s.at);
+        // Scored once: firing, the re-baselining run and learning all use it.
+        let score = self.warm(&b).then(|| self.score_of(&b, value, s.at));
+        let firing = score
+            .as_ref()
+            .and_then(|sc| self.fire_scored(&b, value, sc));
+        if s.full
+            && let Some(sc) = score.as_ref()
+        {
             if sc.z.abs() >= self.config.threshold / 2.0 {
                 b.run.push(value - sc.expected, firing.is_some());
             } else {
@@ -219,7 +230,7 @@ impl Detector for EwmaZscore {
             }
         }
         if firing.is_none() {
-            self.learn(&mut b, value, s.at, s.full);
+            self.learn(&mut b, value, s.at, s.full, score.as_ref());
         }
         if s.full {
             b.res.learn(value);
