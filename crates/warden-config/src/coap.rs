@@ -15,6 +15,12 @@ pub struct CoapConfig {
     /// UDP address (e.g. `0.0.0.0:5683`); absent: no CoAP listener.
     #[serde(default)]
     pub listen: Option<SocketAddr>,
+    /// UDP address for CoAP over DTLS 1.2 (`coaps://`, e.g. `0.0.0.0:5684`), with the
+    /// gateway's certificate (`gateway.tls`); a device's client certificate is its identity
+    /// as on the TLS listener (required when `gateway.tls.client_auth.required`), else its
+    /// credential option. Absent: no DTLS listener.
+    #[serde(default)]
+    pub dtls_listen: Option<SocketAddr>,
     /// Number of the CoAP option carrying the device's credential (an API key or a JWT), in
     /// the experimental range; odd, i.e. critical: a server that does not know it must refuse
     /// the request rather than ignore it.
@@ -32,6 +38,7 @@ impl Default for CoapConfig {
     fn default() -> Self {
         Self {
             listen: None,
+            dtls_listen: None,
             credential_option: default_option(),
             max_in_flight: default_in_flight(),
             resources: Vec::new(),
@@ -71,8 +78,14 @@ fn default_methods() -> Vec<String> {
 }
 
 impl CoapConfig {
-    pub(crate) fn problems(&self) -> Vec<ConfigError> {
+    pub(crate) fn problems(&self, tls_configured: bool) -> Vec<ConfigError> {
         let mut errs = Vec::new();
+        if self.dtls_listen.is_some() && !tls_configured {
+            errs.push(ConfigError::new(
+                "gateway.coap.dtls_listen",
+                "needs gateway.tls (its certificate and client-certificate settings)",
+            ));
+        }
         if self.credential_option < 65000 || self.credential_option.is_multiple_of(2) {
             errs.push(ConfigError::new(
                 "gateway.coap.credential_option",

@@ -418,7 +418,7 @@ impl WardenConfig {
         }
         errs.extend(g.connections.problems());
         errs.extend(g.mqtt.problems(g.tls.is_some()));
-        errs.extend(g.coap.problems());
+        errs.extend(g.coap.problems(g.tls.is_some()));
         errs.extend(self.at_rest.problems());
         if g.spool.segment_bytes < 4096 {
             errs.push(ConfigError::new(

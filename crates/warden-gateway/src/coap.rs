@@ -15,175 +15,26 @@
 //! `upload.rs`): each block is authenticated and matched, and the reassembled body goes
 //! through the chain once, with the last block.
 
-use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
-use parking_lot::Mutex;
-use tokio::net::UdpSocket;
-use tracing::{debug, info};
-use warden_config::{CoapConfig, MqttPublishRule, PayloadMode};
+use warden_config::{MqttPublishRule, PayloadMode};
 use warden_event::{Outcome, Protocol, Reason};
 
 mod block;
+pub(crate) mod dtls;
+mod listener;
 mod upload;
 
+pub(crate) use listener::{Listener, Reply, serve};
+
 use crate::mqtt::rules::{self, NoRule};
-use crate::server::{Chain, ConnectRefused, Device, MqttEvent, Origin};
+use crate::server::{ConnectRefused, Device, MqttEvent, Origin};
 
 /// Largest response payload (a response must fit one datagram of at most 1280 bytes).
 const MAX_PAYLOAD: usize = 1024;
-/// How long a confirmable request's response is kept for retransmissions (RFC 7252
-/// EXCHANGE_LIFETIME).
-const EXCHANGE_LIFETIME: Duration = Duration::from_secs(247);
-/// Responses kept for deduplication, at most.
-const DEDUP_MAX: usize = 65_536;
-
-/// Recent exchanges by (peer, message id): `None` while being answered.
-#[derive(Default)]
-struct Exchanges {
-    map: HashMap<(SocketAddr, u16), Option<Vec<u8>>>,
-    order: VecDeque<(Instant, SocketAddr, u16)>,
-}
-
-impl Exchanges {
-    fn expire(&mut self, now: Instant) {
-        while let Some((at, peer, id)) = self.order.front().copied() {
-            if now.duration_since(at) < EXCHANGE_LIFETIME && self.order.len() <= DEDUP_MAX {
-                break;
-            }
-            self.order.pop_front();
-            self.map.remove(&(peer, id));
-        }
-    }
-}
-
-/// Serve CoAP on `socket` until `shutdown`.
-pub(crate) async fn serve(
-    config: Arc<CoapConfig>,
-    chain: Chain,
-    socket: UdpSocket,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
-    info!(addr = ?socket.local_addr().ok(), "CoAP listener started.");
-    let socket = Arc::new(socket);
-    let exchanges = Arc::new(Mutex::new(Exchanges::default()));
-    let uploads = Arc::new(upload::Uploads::default());
-    let permits = Arc::new(tokio::sync::Semaphore::new(config.max_in_flight));
-    let mut buf = vec![0u8; 1500];
-    tokio::pin!(shutdown);
-    loop {
-        let (n, peer) = tokio::select! {
-            r = socket.recv_from(&mut buf) => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    debug!(error = %e, "CoAP receive failed.");
-                    continue;
-                }
-            },
-            () = &mut shutdown => return,
-        };
-        let datagram = &buf[..n];
-        let packet = match Packet::from_bytes(datagram) {
-            Ok(p) => p,
-            Err(e) => {
-                debug!(%peer, error = ?e, "Malformed CoAP message.");
-                // A malformed confirmable message is rejected with a Reset (RFC 7252 §4.2).
-                if n >= 4 && datagram[0] >> 6 == 1 && (datagram[0] >> 4) & 3 == 0 {
-                    let mut rst = Packet::new();
-                    rst.header.set_type(MessageType::Reset);
-                    rst.header.message_id = u16::from_be_bytes([datagram[2], datagram[3]]);
-                    rst.header.code = MessageClass::Empty;
-                    if let Ok(b) = rst.to_bytes() {
-                        let _ = socket.send_to(&b, peer).await;
-                    }
-                }
-                continue;
-            }
-        };
-        let MessageClass::Request(method) = packet.header.code else {
-            // ACKs and Resets from clients, empty pings (answered with a Reset).
-            if packet.header.get_type() == MessageType::Confirmable
-                && packet.header.code == MessageClass::Empty
-            {
-                let mut rst = Packet::new();
-                rst.header.set_type(MessageType::Reset);
-                rst.header.message_id = packet.header.message_id;
-                rst.header.code = MessageClass::Empty;
-                if let Ok(b) = rst.to_bytes() {
-                    let _ = socket.send_to(&b, peer).await;
-                }
-            }
-            continue;
-        };
-        let confirmable = packet.header.get_type() == MessageType::Confirmable;
-        let key = (peer, packet.header.message_id);
-        // A retransmission: the cached response, or nothing while it is being answered.
-        let seen = {
-            let mut ex = exchanges.lock();
-            ex.expire(Instant::now());
-            match ex.map.get(&key) {
-                Some(cached) => Some(cached.clone()),
-                None => {
-                    ex.map.insert(key, None);
-                    ex.order.push_back((Instant::now(), peer, key.1));
-                    None
-                }
-            }
-        };
-        match seen {
-            Some(Some(resp)) => {
-                let _ = socket.send_to(&resp, peer).await;
-                continue;
-            }
-            Some(None) => continue,
-            None => {}
-        }
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            let resp = response(&packet, ResponseType::ServiceUnavailable, b"busy");
-            finish(&socket, &exchanges, key, resp, confirmable).await;
-            continue;
-        };
-        let (config, chain, socket, exchanges, uploads) = (
-            config.clone(),
-            chain.clone(),
-            socket.clone(),
-            exchanges.clone(),
-            uploads.clone(),
-        );
-        tokio::spawn(async move {
-            let resp = handle(&config, &chain, &uploads, peer, method, &packet).await;
-            finish(&socket, &exchanges, key, resp, confirmable).await;
-            drop(permit);
-        });
-    }
-}
-
-/// Send `resp` and keep it for retransmissions of a confirmable request.
-async fn finish(
-    socket: &UdpSocket,
-    exchanges: &Mutex<Exchanges>,
-    key: (SocketAddr, u16),
-    resp: Packet,
-    confirmable: bool,
-) {
-    let Ok(bytes) = resp.to_bytes() else {
-        exchanges.lock().map.remove(&key);
-        return;
-    };
-    if confirmable {
-        if let Some(slot) = exchanges.lock().map.get_mut(&key) {
-            *slot = Some(bytes.clone());
-        }
-    } else {
-        exchanges.lock().map.remove(&key);
-    }
-    let _ = socket.send_to(&bytes, key.0).await;
-}
-
 /// The response to `req` with `code` and `payload`: a piggybacked ACK for a confirmable
 /// request, a non-confirmable message otherwise.
 fn response(req: &Packet, code: ResponseType, payload: &[u8]) -> Packet {
@@ -285,13 +136,13 @@ fn query_of(req: &Packet) -> Option<Option<String>> {
 }
 
 async fn handle(
-    config: &CoapConfig,
-    chain: &Chain,
-    uploads: &upload::Uploads,
+    listener: &Listener,
     peer: SocketAddr,
+    tls: Option<crate::tls::TlsConn>,
     method: RequestType,
     req: &Packet,
 ) -> Packet {
+    let (config, chain, uploads) = (&*listener.config, &listener.chain, &*listener.uploads);
     let started = Instant::now();
     let path: String = req
         .get_option(CoapOption::UriPath)
@@ -378,7 +229,7 @@ async fn handle(
         .get_first_option(CoapOption::Unknown(config.credential_option))
         .and_then(|v| std::str::from_utf8(v).ok())
         .map(str::to_string);
-    let device = match chain.connect(peer, None, credential.as_deref()).await {
+    let device = match chain.connect(peer, tls, credential.as_deref()).await {
         Ok(d) => d,
         Err((why, auth, principal)) => {
             let d = principal.map(|p| Device::unverified(p, auth.clone(), peer));

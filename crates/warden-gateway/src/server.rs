@@ -536,7 +536,25 @@ impl CoapServer {
         socket: tokio::net::UdpSocket,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) {
-        crate::coap::serve(self.config, self.chain, socket, shutdown).await;
+        crate::coap::serve(
+            crate::coap::Listener::new(self.config, self.chain),
+            socket,
+            shutdown,
+        )
+        .await;
+    }
+
+    /// Bind the CoAP-over-DTLS listener on `addr` (the gateway's TLS certificate; a device's
+    /// client certificate is its identity); serve it with [`crate::coap::dtls::DtlsListener::serve`].
+    pub async fn bind_dtls(
+        &self,
+        addr: std::net::SocketAddr,
+    ) -> Result<crate::coap::dtls::DtlsListener, GatewayError> {
+        crate::coap::dtls::DtlsListener::bind(
+            crate::coap::Listener::new(self.config.clone(), self.chain.clone()),
+            addr,
+        )
+        .await
     }
 }
 

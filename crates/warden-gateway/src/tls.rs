@@ -312,6 +312,37 @@ impl TlsRuntime {
         Duration::from_millis(self.config.handshake_timeout_ms)
     }
 
+    /// The gateway's certificate chain and key (the listener's files, read again).
+    pub(crate) fn cert_and_key(
+        &self,
+    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), Vec<String>> {
+        let mut problems = Vec::new();
+        match read_cert_and_key(&self.config.cert_file, &self.config.key_file, &mut problems) {
+            (Some(c), Some(k)) if problems.is_empty() => Ok((c, k)),
+            _ => Err(problems),
+        }
+    }
+
+    /// Whether a client certificate is required (`client_auth.required`).
+    pub(crate) fn client_cert_required(&self) -> bool {
+        self.config.client_auth.as_ref().is_some_and(|c| c.required)
+    }
+
+    /// The connection details of a DTLS peer that presented `chain` (leaf first): verified
+    /// against the current generation on its first use, like a TLS connection's after a
+    /// reload.
+    pub(crate) fn dtls_conn(&self, chain: Vec<CertificateDer<'static>>) -> TlsConn {
+        let (field, prefix) = match &self.config.client_auth {
+            Some(c) => (c.identity_field, c.identity_prefix.as_str()),
+            None => (warden_config::CertField::SubjectCn, ""),
+        };
+        TlsConn(Arc::new(ConnInfo {
+            version: "DTLSv1.2",
+            peer: PeerCert::read(chain, field, prefix),
+            verified: Mutex::new((u64::MAX, false)),
+        }))
+    }
+
     /// Re-check the client certificate of a connection for a request at `now` (Unix seconds)
     /// and return the identity it names.
     pub(crate) fn check_peer(&self, conn: &ConnInfo, now: i64) -> Result<String, CertProblem> {

@@ -137,6 +137,8 @@ pub struct Stack {
     pub mqtt_tls_addr: Option<SocketAddr>,
     /// The gateway's CoAP listener (`gateway.coap.listen`, UDP).
     pub coap_addr: Option<SocketAddr>,
+    /// The gateway's CoAP-over-DTLS listener (`gateway.coap.dtls_listen`, UDP).
+    pub coaps_addr: Option<SocketAddr>,
     /// Reload and inspect the gateway's identity sources.
     pub identity: Option<warden_gateway::IdentityHandle>,
     /// The gateway's live settings (routes, API keys, limits, validation).
@@ -193,6 +195,7 @@ impl Stack {
             mqtt_addr: None,
             mqtt_tls_addr: None,
             coap_addr: None,
+            coaps_addr: None,
             identity: None,
             live: None,
             admin_addr: None,
@@ -382,6 +385,22 @@ impl Stack {
                     }),
                 ));
             }
+            if let Some(a) = config.gateway.coap.dtls_listen {
+                let dtls = gateway
+                    .coap(&config.gateway.coap)
+                    .bind_dtls(a)
+                    .await
+                    .with_context(|| format!("binding the CoAP DTLS listener to {a}"))?;
+                stack.coaps_addr = Some(dtls.local_addr());
+                let shutdown = stopped(rx.clone());
+                stack.tasks.push((
+                    "coaps",
+                    tokio::spawn(async move {
+                        dtls.serve(shutdown).await;
+                        Ok(())
+                    }),
+                ));
+            }
             let shutdown = stopped(rx.clone());
             let threads = match config.gateway.workers {
                 0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -447,6 +466,9 @@ impl Stack {
         }
         if let Some(a) = self.coap_addr {
             println!("coap       coap://{a}");
+        }
+        if let Some(a) = self.coaps_addr {
+            println!("coaps      coaps://{a}");
         }
         if let Some(a) = self.admin_addr {
             info!(%a, "Admin API listening.");

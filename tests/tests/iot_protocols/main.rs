@@ -82,6 +82,8 @@ async fn backend() -> anyhow::Result<(SocketAddr, Arc<Mutex<Vec<Seen>>>)> {
 struct Rig {
     mqtt: SocketAddr,
     coap: SocketAddr,
+    /// CoAP over DTLS (with `tls`).
+    coaps: Option<SocketAddr>,
     mqtts: Option<SocketAddr>,
     admin: SocketAddr,
     bus: Arc<dyn Bus>,
@@ -185,6 +187,7 @@ path = "/api/devices/{{identity}}/fail"
 
 [gateway.coap]
 listen = "127.0.0.1:0"
+{dtls_listen}
 
 [[gateway.coap.resources]]
 path = "devices/{{identity}}/telemetry"
@@ -225,6 +228,11 @@ tenant = "acme"
 device_type = "sensor"
 roles = ["device"]
 "#,
+            dtls_listen = if tls.is_some() {
+                "dtls_listen = \"127.0.0.1:0\""
+            } else {
+                ""
+            },
             tls_listen = if tls.is_some() {
                 "tls_listen = \"127.0.0.1:0\""
             } else {
@@ -267,6 +275,16 @@ roles = ["device"]
         let coap = udp.local_addr()?;
         let s = stopper();
         tokio::spawn(gateway.coap(&config.gateway.coap).serve(udp, s));
+        let coaps = match config.gateway.coap.dtls_listen {
+            Some(a) => {
+                let dtls = gateway.coap(&config.gateway.coap).bind_dtls(a).await?;
+                let addr = dtls.local_addr();
+                let s = stopper();
+                tokio::spawn(dtls.serve(s));
+                Some(addr)
+            }
+            None => None,
+        };
         let server = gateway.mqtt();
         let s = stopper();
         tokio::spawn(server.serve(Some(mqtt_l), mqtts_l, s));
@@ -277,6 +295,7 @@ roles = ["device"]
         Ok(Self {
             mqtt,
             coap,
+            coaps,
             mqtts,
             admin,
             bus,
@@ -463,6 +482,7 @@ async fn coap_exchange(
 
 mod coap;
 mod coap_blocks;
+mod coap_dtls;
 mod mqtt;
 mod mqtt_enforcement;
 mod mqtt_sessions;
