@@ -45,16 +45,7 @@ async fn coap_large_responses_come_block_wise() -> anyhow::Result<()> {
     };
     let exchange = |datagram: Vec<u8>| {
         let sock = &sock;
-        async move {
-            sock.send_to(&datagram, rig.coap).await?;
-            let mut buf = [0u8; 1500];
-            let (n, _) =
-                tokio::time::timeout(Duration::from_secs(10), sock.recv_from(&mut buf)).await??;
-            anyhow::Ok((
-                n,
-                Packet::from_bytes(&buf[..n]).map_err(|e| anyhow::anyhow!("{e:?}"))?,
-            ))
-        }
+        async move { coap_packet(sock, rig.coap, &datagram).await }
     };
     let opt = |p: &Packet, o: CoapOption| p.get_first_option(o).cloned().unwrap_or_default();
     let mut body = Vec::new();
@@ -162,13 +153,7 @@ async fn coap_large_request_bodies_go_up_block_wise() -> anyhow::Result<()> {
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
     let exchange = |datagram: Vec<u8>| {
         let sock = &sock;
-        async move {
-            sock.send_to(&datagram, rig.coap).await?;
-            let mut buf = [0u8; 1500];
-            let (n, _) =
-                tokio::time::timeout(Duration::from_secs(10), sock.recv_from(&mut buf)).await??;
-            anyhow::Ok(Packet::from_bytes(&buf[..n]).map_err(|e| anyhow::anyhow!("{e:?}"))?)
-        }
+        async move { Ok::<_, anyhow::Error>(coap_packet(sock, rig.coap, &datagram).await?.1) }
     };
     let post = |id: u16, key: &str, block: &[u8], extra: &[(u16, &[u8])], payload: &[u8]| {
         let mut opts: Vec<(u16, &[u8])> = vec![(65001, key.as_bytes()), (27, block)];

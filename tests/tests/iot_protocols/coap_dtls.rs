@@ -5,23 +5,9 @@
 
 use super::*;
 
-fn openssl_client() -> anyhow::Result<&'static str> {
-    let client = "coap-client-openssl";
-    if std::process::Command::new(client)
-        .arg("-h")
-        .output()
-        .is_err()
-    {
-        bail!(
-            "`{client}` is not installed (Debian package libcoap3-bin; tests/run.sh installs it)"
-        );
-    }
-    Ok(client)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coap_over_dtls_names_devices_by_their_certificate_or_key() -> anyhow::Result<()> {
-    let client = openssl_client()?;
+    let client = libcoap("coap-client-openssl")?;
     let ca = Ca::new("coaps test CA")?;
     let server = ca.server()?;
     let device = ca.device(
@@ -34,16 +20,7 @@ async fn coap_over_dtls_names_devices_by_their_certificate_or_key() -> anyhow::R
     let rig = Rig::start(Some((&ca, &server))).await?;
     let coaps = rig.coaps.context("DTLS listener")?;
     let dir = tempfile::tempdir()?;
-    let w = |name: &str, text: &str| -> anyhow::Result<String> {
-        let p = dir.path().join(name);
-        std::fs::write(&p, text)?;
-        Ok(p.display().to_string())
-    };
-    let (ca_f, cert_f, key_f) = (
-        w("ca.pem", &ca.cert_pem)?,
-        w("dev.pem", &device.cert_pem)?,
-        w("dev.key", &device.key_pem)?,
-    );
+    let (ca_f, cert_f, key_f) = device_pki_files(dir.path(), &ca, &device)?;
     let base = format!("coaps://127.0.0.1:{}", coaps.port());
     let args = |extra: &[&str], path: &str| -> Vec<String> {
         extra

@@ -445,19 +445,50 @@ fn coap_request(
     p.to_bytes().expect("encodable request")
 }
 
-/// libcoap's command-line client, or why it cannot run.
+/// libcoap's command-line client without (D)TLS, or why it cannot run.
 fn coap_client() -> anyhow::Result<&'static str> {
-    let client = "coap-client-notls";
-    if std::process::Command::new(client)
-        .arg("-h")
-        .output()
-        .is_err()
-    {
-        bail!(
-            "`{client}` is not installed (Debian package libcoap3-bin; tests/run.sh installs it)"
-        );
+    libcoap("coap-client-notls")
+}
+
+/// libcoap's command-line client `bin`, or why it cannot run.
+fn libcoap(bin: &'static str) -> anyhow::Result<&'static str> {
+    if std::process::Command::new(bin).arg("-h").output().is_err() {
+        bail!("`{bin}` is not installed (Debian package libcoap3-bin; tests/run.sh installs it)");
     }
-    Ok(client)
+    Ok(bin)
+}
+
+/// `ca`'s certificate and `device`'s certificate and key as PEM files in `dir`: their paths.
+fn device_pki_files(
+    dir: &std::path::Path,
+    ca: &Ca,
+    device: &warden_tests::pki::Issued,
+) -> anyhow::Result<(String, String, String)> {
+    let w = |name: &str, text: &str| -> anyhow::Result<String> {
+        let p = dir.join(name);
+        std::fs::write(&p, text)?;
+        Ok(p.display().to_string())
+    };
+    Ok((
+        w("ca.pem", &ca.cert_pem)?,
+        w("dev.pem", &device.cert_pem)?,
+        w("dev.key", &device.key_pem)?,
+    ))
+}
+
+/// Send `datagram` to `to` and read the answer as a packet (with its size).
+async fn coap_packet(
+    sock: &tokio::net::UdpSocket,
+    to: SocketAddr,
+    datagram: &[u8],
+) -> anyhow::Result<(usize, coap_lite::Packet)> {
+    sock.send_to(datagram, to).await?;
+    let mut buf = [0u8; 1500];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(10), sock.recv_from(&mut buf)).await??;
+    Ok((
+        n,
+        coap_lite::Packet::from_bytes(&buf[..n]).map_err(|e| anyhow::anyhow!("{e:?}"))?,
+    ))
 }
 
 /// Send `datagram` to `to` and read the answer: its code (`"4.01"`), type and payload.

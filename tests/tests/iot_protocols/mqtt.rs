@@ -261,16 +261,7 @@ async fn mosquitto_clients_over_tls_with_a_client_certificate() -> anyhow::Resul
     let rig = Rig::start(Some((&ca, &server))).await?;
     let mqtts = rig.mqtts.context("TLS listener")?;
     let dir = tempfile::tempdir()?;
-    let w = |name: &str, text: &str| -> anyhow::Result<String> {
-        let p = dir.path().join(name);
-        std::fs::write(&p, text)?;
-        Ok(p.display().to_string())
-    };
-    let (ca_f, cert_f, key_f) = (
-        w("ca.pem", &ca.cert_pem)?,
-        w("dev.pem", &device.cert_pem)?,
-        w("dev.key", &device.key_pem)?,
-    );
+    let (ca_f, cert_f, key_f) = device_pki_files(dir.path(), &ca, &device)?;
     let port = mqtts.port().to_string();
     let tls_args: Vec<String> = [
         "-h",
