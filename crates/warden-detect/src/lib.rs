@@ -144,6 +144,12 @@ pub trait Detector: Send + Sync {
         None
     }
 
+    /// Keys of peer group `peer` in the last complete round (0 when the detector has no peer
+    /// groups): the population fleet context judges a group's share in.
+    fn peer_population(&self, _peer: u32) -> usize {
+        0
+    }
+
     /// Whether the detector wants every event ([`Detector::on_event`]).
     fn wants_events(&self) -> bool {
         false

@@ -220,6 +220,10 @@ impl Detector for PeerPercentile {
         Some(self.config.peers)
     }
 
+    fn peer_population(&self, peer: u32) -> usize {
+        self.groups.get(&peer).map_or(0, |g| g.previous.len())
+    }
+
     fn forget(&mut self, key: KeyId) {
         self.own.remove(key);
     }

@@ -157,6 +157,8 @@ struct Fired {
     window: usize,
     detector: usize,
     key: String,
+    /// The key's peer group (id, name), for detectors that compare peers.
+    peer: Option<(u32, String)>,
     firing: Firing,
     features: BTreeMap<String, f64>,
     window_end: i64,
@@ -520,6 +522,7 @@ impl Engine {
                             window: wi,
                             detector: di,
                             key: w.state.name(id).to_string(),
+                            peer: None,
                             firing,
                             features: BTreeMap::new(),
                             window_end: ts,
@@ -832,12 +835,17 @@ impl Engine {
             value: value.to_string(),
         };
         let name = d.detector.name().to_string();
+        let group = f
+            .peer
+            .as_ref()
+            .map(|(p, g)| (g.as_str(), d.detector.peer_population(*p)));
         let src = Source {
             detector: &name,
             mode: d.mode,
             action: d.config.action(),
             weight: d.config.weight(),
             population: w.state.len(),
+            group,
         };
         let verdict = self.policy.decide(&subject, &src, enforceable, now);
         let mut message = format!("{subject}");
@@ -1256,6 +1264,7 @@ fn round(
                     window: wi,
                     detector: di,
                     key: w.state.name(*id).to_string(),
+                    peer: d.peer.map(|_| (peer, peer_name.to_string())),
                     firing,
                     features: w
                         .plan

@@ -42,6 +42,9 @@ pub struct Source<'a> {
     pub weight: f64,
     /// Live keys of the detector's window (the population of fleet context).
     pub population: usize,
+    /// The subject's peer group and its population, for detectors that compare peers: fleet
+    /// context holds a firing back only while the subject's own group takes part.
+    pub group: Option<(&'a str, usize)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -66,8 +69,38 @@ fn fleet_threshold(c: &DecisionConfig, population: usize) -> usize {
     share.max(c.fleet_min_subjects as usize)
 }
 
-/// Subjects a fleet-context detector fired on: (first, last) firing.
-type FleetFirings = HashMap<Subject, (i64, i64)>;
+/// Subjects a fleet-context detector fired on: (first, last) firing, and the subject's peer
+/// group.
+type FleetFirings = HashMap<Subject, (i64, i64, Option<String>)>;
+
+/// Whether the firings of a fleet-context detector in `fired` (within the evidence window)
+/// are a fleet-wide event that includes `group` (the subject's peer group and its
+/// population): enough keys of the whole window, and a share of the subject's own group at
+/// least half the fleet's (a rollout of sensors does not hide app users scraping meanwhile,
+/// and a few of them firing together do not make their group take part).
+fn fleet_wide(
+    c: &DecisionConfig,
+    population: usize,
+    fired: &FleetFirings,
+    group: Option<(&str, usize)>,
+) -> Option<usize> {
+    let n = fired.len();
+    if n < fleet_threshold(c, population) {
+        return None;
+    }
+    if let Some((g, size)) = group {
+        let mine = fired
+            .values()
+            .filter(|(_, _, fg)| fg.as_deref() == Some(g))
+            .count();
+        let fleet = n as f64 / population.max(1) as f64;
+        let needed = ((0.5 * fleet * size as f64).ceil() as usize).max(1);
+        if mine < needed {
+            return None;
+        }
+    }
+    Some(n)
+}
 
 #[derive(Debug)]
 pub struct Policy {
@@ -83,9 +116,10 @@ pub struct Policy {
     evidence: HashMap<Subject, VecDeque<Firing>>,
     last_alert: HashMap<(Subject, String), i64>,
     recent_quarantines: VecDeque<i64>,
-    /// Per fleet-context detector, the population it last saw and the subjects it fired on
-    /// within the evidence window: (first, last) firing.
-    fleet: HashMap<String, (usize, FleetFirings)>,
+    /// Per fleet-context detector, the population it last saw, the subjects it fired on
+    /// within the evidence window ((first, last) firing, peer group) and the populations of
+    /// their peer groups.
+    fleet: HashMap<String, (usize, FleetFirings, HashMap<String, usize>)>,
     /// Per fleet-context detector, when a fleet-wide event of it was last alerted on: the
     /// other subjects of the event are not alerted one by one.
     fleet_alerted: HashMap<String, i64>,
@@ -399,18 +433,24 @@ impl Policy {
         }
         let window = Self::secs(self.config.evidence_window_s);
         let grace = Self::secs(self.config.fleet_grace_s);
-        let (population, fired) = self.fleet.entry(src.detector.to_string()).or_default();
+        let (population, fired, groups) = self.fleet.entry(src.detector.to_string()).or_default();
         *population = src.population;
-        fired.retain(|_, (_, last)| now - *last < window);
+        if let Some((g, size)) = src.group {
+            groups.insert(g.to_string(), size);
+        }
+        fired.retain(|_, (_, last, _)| now - *last < window);
         let first = fired
             .entry(subject.clone())
-            .and_modify(|(_, last)| *last = now)
-            .or_insert((now, now))
+            .and_modify(|(_, last, _)| *last = now)
+            .or_insert((now, now, src.group.map(|(g, _)| g.to_string())))
             .0;
-        let n = fired.len();
-        if n >= fleet_threshold(&self.config, src.population) {
+        if let Some(n) = fleet_wide(&self.config, src.population, fired, src.group) {
+            let among = src
+                .group
+                .map(|(g, _)| format!(", {g} among them"))
+                .unwrap_or_default();
             return Some(FleetView::Wide(format!(
-                "fleet-wide: {n} of {} keys fired {} within {} s (the fleet acting together, e.g. a rollout or a reconnect storm)",
+                "fleet-wide: {n} of {} keys fired {} within {} s{among} (the fleet acting together, e.g. a rollout or a reconnect storm)",
                 src.population, src.detector, self.config.evidence_window_s
             )));
         }
@@ -424,20 +464,25 @@ impl Policy {
 
     /// Whether firings of fleet-context `detector` on `subject` are held back at `now`.
     fn fleet_held(&self, detector: &str, subject: &Subject, now: i64) -> bool {
-        let Some((population, fired)) = self.fleet.get(detector) else {
+        let Some((population, fired, groups)) = self.fleet.get(detector) else {
             return false;
         };
         let window = Self::secs(self.config.evidence_window_s);
-        let live = fired
-            .values()
-            .filter(|(_, last)| now - last < window)
-            .count();
-        if live >= fleet_threshold(&self.config, *population) {
+        let live: FleetFirings = fired
+            .iter()
+            .filter(|(_, (_, last, _))| now - last < window)
+            .map(|(s, v)| (s.clone(), v.clone()))
+            .collect();
+        let group = fired
+            .get(subject)
+            .and_then(|(_, _, g)| g.as_deref())
+            .map(|g| (g, groups.get(g).copied().unwrap_or(0)));
+        if fleet_wide(&self.config, *population, &live, group).is_some() {
             return true;
         }
         fired
             .get(subject)
-            .is_some_and(|(first, _)| now - first < Self::secs(self.config.fleet_grace_s))
+            .is_some_and(|(first, _, _)| now - first < Self::secs(self.config.fleet_grace_s))
     }
 
     /// The number this offense would have (1 for a first offense).
@@ -469,8 +514,8 @@ impl Policy {
         let window = Self::secs(self.config.evidence_window_s);
         self.evidence
             .retain(|_, l| l.back().is_some_and(|f| now - f.at < window));
-        for (_, fired) in self.fleet.values_mut() {
-            fired.retain(|_, (_, last)| now - *last < window);
+        for (_, fired, _) in self.fleet.values_mut() {
+            fired.retain(|_, (_, last, _)| now - *last < window);
         }
     }
 }

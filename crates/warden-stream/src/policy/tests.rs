@@ -20,6 +20,7 @@ fn src(detector: &str, action: DetectorAction, weight: f64) -> Source<'_> {
         action,
         weight,
         population: 1000,
+        group: None,
     }
 }
 
@@ -333,6 +334,60 @@ fn fleet_context_holds_back_what_the_fleet_does_together() {
         p.decide(&Subject::identity("dev-3"), &flood, true, 100 * S),
         Verdict::Enforce {
             action: Action::Quarantine,
+            ..
+        }
+    ));
+}
+
+/// Fleet context is judged in the subject's own peer group too: during a rollout of sensors,
+/// an app user scraping (its group not taking part) is enforced after the grace, while a
+/// small group that takes part (3 of 50 gateways) is held back with the fleet.
+#[test]
+fn a_fleet_wide_event_holds_back_only_the_groups_that_take_part() {
+    let mut c = config();
+    c.fleet_context = vec!["breadth".into()];
+    c.fleet_share = 0.02;
+    c.fleet_min_subjects = 5;
+    c.fleet_grace_s = 30;
+    c.evidence_window_s = 120;
+    c.max_quarantines_per_minute = 1000;
+    let mut p = Policy::new(c);
+    let in_group = |g: &'static str, size: usize| Source {
+        group: Some((g, size)),
+        ..src("breadth", DetectorAction::Throttle, 1.0)
+    };
+    // The rollout: 30 of 300 sensors, again and again.
+    for round in 0..6i64 {
+        for i in 0..30 {
+            let s = Subject::identity(format!("sensor-{i}"));
+            let v = p.decide(
+                &s,
+                &in_group("sensor", 300),
+                true,
+                round * 20 * S + i * S / 10,
+            );
+            assert!(!matches!(v, Verdict::Enforce { .. }), "{v:?}");
+        }
+        for i in 0..3 {
+            let s = Subject::identity(format!("igw-{i}"));
+            let v = p.decide(&s, &in_group("igw", 50), true, round * 20 * S + i * S);
+            assert!(
+                !matches!(v, Verdict::Enforce { .. }),
+                "a group taking part: {v:?}"
+            );
+        }
+    }
+    // Meanwhile one app user of 500 fires on and on: watched, then throttled.
+    let app = Subject::identity("user-7");
+    let first = p.decide(&app, &in_group("app", 500), true, 10 * S);
+    assert!(
+        matches!(first, Verdict::AlertOnly(ref w) if w.starts_with("watching")),
+        "{first:?}"
+    );
+    assert!(matches!(
+        p.decide(&app, &in_group("app", 500), true, 45 * S),
+        Verdict::Enforce {
+            action: Action::Throttle,
             ..
         }
     ));
