@@ -75,9 +75,10 @@ type FleetFirings = HashMap<Subject, (i64, i64, Option<String>)>;
 
 /// Whether the firings of a fleet-context detector in `fired` (within the evidence window)
 /// are a fleet-wide event that includes `group` (the subject's peer group and its
-/// population): enough keys of the whole window, and a share of the subject's own group at
-/// least half the fleet's (a rollout of sensors does not hide app users scraping meanwhile,
-/// and a few of them firing together do not make their group take part).
+/// population): enough keys of the whole window, and the subject's own group taking part —
+/// `fleet_min_subjects` of its keys, or a share of it at least a quarter of the fleet's (a
+/// rollout of sensors does not hide a few app users scraping meanwhile; a group whose
+/// devices fire less readily than others in the same rollout still takes part).
 fn fleet_wide(
     c: &DecisionConfig,
     population: usize,
@@ -94,8 +95,8 @@ fn fleet_wide(
             .filter(|(_, _, fg)| fg.as_deref() == Some(g))
             .count();
         let fleet = n as f64 / population.max(1) as f64;
-        let needed = ((0.5 * fleet * size as f64).ceil() as usize).max(1);
-        if mine < needed {
+        let share = ((0.25 * fleet * size as f64).ceil() as usize).max(1);
+        if mine < share && mine < c.fleet_min_subjects as usize {
             return None;
         }
     }
