@@ -73,8 +73,8 @@ fn fleet_threshold(c: &DecisionConfig, population: usize) -> usize {
 /// group.
 type FleetFirings = HashMap<Subject, (i64, i64, Option<String>)>;
 
-/// Whether the firings of a fleet-context detector in `fired` (within the evidence window)
-/// are a fleet-wide event that includes `group` (the subject's peer group and its
+/// Whether the firings of a fleet-context detector in `fired` (those whose last firing is
+/// `live`: within the evidence window) are a fleet-wide event that includes `group` (the subject's peer group and its
 /// population): enough keys of the whole window, and the subject's own group taking part —
 /// `fleet_min_subjects` of its keys, or a share of it at least a quarter of the fleet's (a
 /// rollout of sensors does not hide a few app users scraping meanwhile; a group whose
@@ -83,15 +83,16 @@ fn fleet_wide(
     c: &DecisionConfig,
     population: usize,
     fired: &FleetFirings,
+    live: impl Fn(i64) -> bool,
     group: Option<(&str, usize)>,
 ) -> Option<usize> {
-    let n = fired.len();
+    let firing = || fired.values().filter(|(_, last, _)| live(*last));
+    let n = firing().count();
     if n < fleet_threshold(c, population) {
         return None;
     }
     if let Some((g, size)) = group {
-        let mine = fired
-            .values()
+        let mine = firing()
             .filter(|(_, _, fg)| fg.as_deref() == Some(g))
             .count();
         let fleet = n as f64 / population.max(1) as f64;
@@ -445,7 +446,7 @@ impl Policy {
             .and_modify(|(_, last, _)| *last = now)
             .or_insert((now, now, src.group.map(|(g, _)| g.to_string())))
             .0;
-        if let Some(n) = fleet_wide(&self.config, src.population, fired, src.group) {
+        if let Some(n) = fleet_wide(&self.config, src.population, fired, |_| true, src.group) {
             let among = src
                 .group
                 .map(|(g, _)| format!(", {g} among them"))
@@ -469,16 +470,12 @@ impl Policy {
             return false;
         };
         let window = Self::secs(self.config.evidence_window_s);
-        let live: FleetFirings = fired
-            .iter()
-            .filter(|(_, (_, last, _))| now - last < window)
-            .map(|(s, v)| (s.clone(), v.clone()))
-            .collect();
         let group = fired
             .get(subject)
             .and_then(|(_, _, g)| g.as_deref())
             .map(|g| (g, groups.get(g).copied().unwrap_or(0)));
-        if fleet_wide(&self.config, *population, &live, group).is_some() {
+        let live = |last: i64| now - last < window;
+        if fleet_wide(&self.config, *population, fired, live, group).is_some() {
             return true;
         }
         fired

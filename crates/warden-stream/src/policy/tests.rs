@@ -269,8 +269,8 @@ fn prune_forgets_expired_state() {
     assert!(p.offenses.is_empty());
 }
 
-#[test]
-fn fleet_context_holds_back_what_the_fleet_does_together() {
+/// Fleet context on `breadth`: 2 % of the window's keys (at least 5) within 120 s, 30 s grace.
+fn fleet_config() -> DecisionConfig {
     let mut c = config();
     c.fleet_context = vec!["breadth".into()];
     c.fleet_share = 0.02;
@@ -278,7 +278,12 @@ fn fleet_context_holds_back_what_the_fleet_does_together() {
     c.fleet_grace_s = 30;
     c.evidence_window_s = 120;
     c.max_quarantines_per_minute = 1000;
-    let mut p = Policy::new(c);
+    c
+}
+
+#[test]
+fn fleet_context_holds_back_what_the_fleet_does_together() {
+    let mut p = Policy::new(fleet_config());
     let breadth = src("breadth", DetectorAction::Throttle, 1.0);
     // One device, alone: watched for the grace, then throttled.
     let lone = Subject::identity("lone");
@@ -344,14 +349,7 @@ fn fleet_context_holds_back_what_the_fleet_does_together() {
 /// small group that takes part (3 of 50 gateways) is held back with the fleet.
 #[test]
 fn a_fleet_wide_event_holds_back_only_the_groups_that_take_part() {
-    let mut c = config();
-    c.fleet_context = vec!["breadth".into()];
-    c.fleet_share = 0.02;
-    c.fleet_min_subjects = 5;
-    c.fleet_grace_s = 30;
-    c.evidence_window_s = 120;
-    c.max_quarantines_per_minute = 1000;
-    let mut p = Policy::new(c);
+    let mut p = Policy::new(fleet_config());
     let in_group = |g: &'static str, size: usize| Source {
         group: Some((g, size)),
         ..src("breadth", DetectorAction::Throttle, 1.0)
